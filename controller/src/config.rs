@@ -1,0 +1,163 @@
+//! The controller's TOML config. Every section has defaults, so no file is needed
+//! to start; `configs/controller.example.toml` shows them all and is parsed by a test.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API and panel listen on.
+    pub listen: SocketAddr,
+    /// Directory holding `controller.db` and `controller.key`.
+    pub data_dir: PathBuf,
+    pub tree: TreeConfig,
+    pub auth: AuthConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TreeConfig {
+    /// Deepest tenant allowed below the operator: 1 = resellers only,
+    /// 2 = resellers and sub-resellers (the default), more for deeper trees.
+    pub max_depth: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of a login session.
+    pub session_ttl_hours: u32,
+    /// Mark the session cookie `Secure` (set when the panel is served over HTTPS).
+    pub cookie_secure: bool,
+    /// Failed logins for one email within the window before it is throttled.
+    pub max_failures_per_email: u32,
+    /// Failed logins from one client address within the window before it is throttled.
+    pub max_failures_per_ip: u32,
+    pub failure_window_secs: u64,
+    /// argon2id cost. The defaults follow OWASP's minimum (19 MiB, 2 passes).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Reverse proxies whose `X-Forwarded-For` is believed. Requests from any other
+    /// address are attributed to the socket's peer address.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("static address"),
+            data_dir: PathBuf::from("./data"),
+            tree: TreeConfig::default(),
+            auth: AuthConfig::default(),
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        TreeConfig { max_depth: 2 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_hours: 12,
+            cookie_secure: false,
+            max_failures_per_email: 5,
+            max_failures_per_ip: 20,
+            failure_window_secs: 900,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The values parse but make no sense together.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.into(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::new(),
+            source,
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tree.max_depth == 0 {
+            return Err(ConfigError::Invalid(
+                "tree.max_depth must be at least 1 (resellers)".into(),
+            ));
+        }
+        if self.auth.session_ttl_hours == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.session_ttl_hours must be at least 1".into(),
+            ));
+        }
+        if self.auth.max_failures_per_email == 0 || self.auth.max_failures_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.max_failures_* must be at least 1".into(),
+            ));
+        }
+        if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.argon2_memory_kib must be >= 8 and auth.argon2_iterations >= 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

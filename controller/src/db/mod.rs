@@ -1,0 +1,285 @@
+//! Storage: one SQLite file in WAL mode. Writes go through a single writer connection
+//! in `BEGIN IMMEDIATE` transactions; reads through a small pool. DB code is plain
+//! synchronous `fn(&Connection, …)`, one module per aggregate; async handlers reach it
+//! through [`Db::read`] and [`Db::write`], which run it on the blocking pool.
+
+pub mod audit;
+pub mod nas;
+pub mod session;
+pub mod site;
+pub mod subscriber;
+pub mod tenant;
+pub mod user;
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use rusqlite_migration::{M, Migrations};
+
+use crate::error::{ApiError, ApiResult};
+
+/// The controller's migrations, in order. Files are never edited once landed.
+const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/controller/0001_init.sql")];
+
+const READERS: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite refused to open or configure the file.
+    #[error("cannot open database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer Outpost: running would corrupt it.
+    #[error(
+        "database {path} has schema version {found}, but this outpost-controller knows only up to {known}; \
+         it was written by a newer release. Upgrade the binary (or restore a backup); refusing to start"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: usize,
+    },
+    /// A migration failed; the transaction was rolled back and the file is unchanged.
+    #[error("migrating database {path} failed")]
+    Migrate {
+        path: String,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATIONS.iter().map(|sql| M::up(sql)).collect())
+}
+
+/// The schema version this binary writes.
+pub fn schema_version() -> usize {
+    MIGRATIONS.len()
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(())
+}
+
+/// Opens (creating if needed) and migrates the database, refusing a newer schema.
+pub fn open_and_migrate(path: &Path) -> Result<Connection, DbError> {
+    let p = path.display().to_string();
+    let mut conn = Connection::open(path).map_err(|source| DbError::Open {
+        path: p.clone(),
+        source,
+    })?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .and_then(|_| configure(&conn))
+        .map_err(|source| DbError::Open {
+            path: p.clone(),
+            source,
+        })?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| DbError::Open {
+            path: p.clone(),
+            source,
+        })?;
+    if found > MIGRATIONS.len() as i64 {
+        return Err(DbError::TooNew {
+            path: p,
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    // Applies every pending file in one transaction: all or nothing.
+    migrations()
+        .to_latest(&mut conn)
+        .map_err(|source| DbError::Migrate { path: p, source })?;
+    Ok(conn)
+}
+
+/// A connection pool that is just a stack guarded by a mutex: reads are short.
+struct Pool {
+    conns: Mutex<Vec<Connection>>,
+    ready: Condvar,
+}
+
+impl Pool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        let conn = {
+            let mut guard = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(c) = guard.pop() {
+                    break c;
+                }
+                guard = self.ready.wait(guard).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let out = f(&conn);
+        self.conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        self.ready.notify_one();
+        out
+    }
+}
+
+/// Handle to the controller database. Cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Pool>,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let writer = open_and_migrate(path)?;
+        let p = path.display().to_string();
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .and_then(|c| configure(&c).map(|_| c))
+            .map_err(|source| DbError::Open {
+                path: p.clone(),
+                source,
+            })?;
+            readers.push(c);
+        }
+        Ok(Db {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Pool {
+                conns: Mutex::new(readers),
+                ready: Condvar::new(),
+            }),
+        })
+    }
+
+    /// Runs `f` on a read connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> ApiResult<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with(f)).await?
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, off the async
+    /// runtime. Commits on `Ok`. On `Err` it rolls back, and if the error carries a
+    /// security event, records that event in a transaction of its own.
+    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> ApiResult<T> + Send + 'static,
+    {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            write_tx(&mut conn, f)
+        })
+        .await?
+    }
+
+    /// Synchronous access to the writer, for the CLI and start-up.
+    pub fn write_blocking<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> ApiResult<T>,
+    ) -> ApiResult<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        write_tx(&mut conn, f)
+    }
+}
+
+fn write_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> ApiResult<T>,
+) -> ApiResult<T> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    match f(&tx) {
+        Ok(v) => {
+            tx.commit()?;
+            Ok(v)
+        }
+        Err(mut e) => {
+            drop(tx); // rolls back
+            if let Some(event) = e.security.take() {
+                let logged = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(ApiError::from)
+                    .and_then(|tx| {
+                        audit::record_security(&tx, &event)?;
+                        tx.commit().map_err(ApiError::from)
+                    });
+                if let Err(le) = logged {
+                    tracing::error!(error = %le, "could not record security event");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Formats unix seconds as RFC 3339 for the API.
+pub fn rfc3339(ts: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ts)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_newer_schema_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        drop(open_and_migrate(&path).unwrap());
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        let err = open_and_migrate(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{msg}");
+        assert!(msg.contains("newer release"), "{msg}");
+    }
+
+    #[test]
+    fn migrations_are_valid_and_idempotent() {
+        migrations().validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        drop(open_and_migrate(&path).unwrap());
+        let c = open_and_migrate(&path).unwrap();
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, schema_version());
+        let mode: String = c
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = c
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+}

@@ -1,0 +1,264 @@
+//! NAS devices (MikroTik, accel-ppp, …) that ask a site's agent for RADIUS.
+
+use std::net::IpAddr;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::tenant::{Tenant, validate_name};
+use crate::crypto::SecretBox;
+use crate::error::{ApiError, ApiResult};
+use crate::scope::Scope;
+
+/// The RADIUS dialect a NAS speaks (which rate attributes it understands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NasKind {
+    Mikrotik,
+    AccelPpp,
+    Generic,
+}
+
+impl NasKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NasKind::Mikrotik => "mikrotik",
+            NasKind::AccelPpp => "accel-ppp",
+            NasKind::Generic => "generic",
+        }
+    }
+    fn parse(s: &str) -> NasKind {
+        match s {
+            "mikrotik" => NasKind::Mikrotik,
+            "accel-ppp" => NasKind::AccelPpp,
+            _ => NasKind::Generic,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Nas {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub site_id: i64,
+    pub name: String,
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    pub kind: NasKind,
+    /// Where CoA and Disconnect-Request are sent (RFC 5176; 3799 by default).
+    pub coa_port: u16,
+    /// Refuse Access-Requests without a Message-Authenticator (BlastRADIUS mitigation).
+    pub require_message_authenticator: bool,
+    /// The RADIUS shared secret: only in single reads by someone who manages sites.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNas {
+    pub name: String,
+    pub site_id: i64,
+    #[schema(value_type = String)]
+    pub ip: IpAddr,
+    /// RADIUS shared secret, 8 to 128 printable characters.
+    pub secret: String,
+    pub kind: NasKind,
+    pub coa_port: Option<u16>,
+    pub require_message_authenticator: Option<bool>,
+    /// Owning tenant; defaults to the caller's.
+    pub tenant_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NasPatch {
+    pub name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub ip: Option<IpAddr>,
+    pub secret: Option<String>,
+    pub kind: Option<NasKind>,
+    pub coa_port: Option<u16>,
+    pub require_message_authenticator: Option<bool>,
+}
+
+struct NasRow {
+    nas: Nas,
+    secret_sealed: Vec<u8>,
+}
+
+const COLS: &str = "n.id, n.tenant_id, n.site_id, n.name, n.ip, n.kind, n.coa_port, n.require_message_authenticator,
+    n.secret_sealed, n.created_at, n.updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<NasRow> {
+    let ip: String = r.get(4)?;
+    Ok(NasRow {
+        nas: Nas {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            site_id: r.get(2)?,
+            name: r.get(3)?,
+            ip: ip.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            kind: NasKind::parse(&r.get::<_, String>(5)?),
+            coa_port: r.get(6)?,
+            require_message_authenticator: r.get(7)?,
+            secret: None,
+            created_at: super::rfc3339(r.get(9)?),
+            updated_at: super::rfc3339(r.get(10)?),
+        },
+        secret_sealed: r.get(8)?,
+    })
+}
+
+fn validate_secret(s: &str) -> ApiResult<()> {
+    let n = s.chars().count();
+    if !(8..=128).contains(&n) || !s.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::invalid(
+            "secret must be 8 to 128 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_port(p: u16) -> ApiResult<()> {
+    if p == 0 {
+        return Err(ApiError::invalid("coa_port must be between 1 and 65535"));
+    }
+    Ok(())
+}
+
+/// Reads one NAS in scope. `with_secret` opens the sealed secret.
+pub fn get_visible(
+    conn: &Connection,
+    scope: &Scope,
+    id: i64,
+    secrets: Option<&SecretBox>,
+) -> ApiResult<Nas> {
+    let (pred, p) = scope.owns("n.tenant_id");
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLS} FROM nas n WHERE {pred} AND n.id = ?"),
+            params![p, id],
+            from_row,
+        )
+        .optional()?
+        .ok_or_else(|| ApiError::not_found("NAS"))?;
+    let mut nas = row.nas;
+    if let Some(b) = secrets {
+        nas.secret = Some(
+            b.open(&row.secret_sealed)
+                .map_err(|e| ApiError::internal(&e))?,
+        );
+    }
+    Ok(nas)
+}
+
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NasFilter {
+    pub site_id: Option<i64>,
+    pub tenant_id: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub fn list(
+    conn: &Connection,
+    scope: &Scope,
+    f: &NasFilter,
+    after: i64,
+    limit: u32,
+) -> ApiResult<Vec<Nas>> {
+    let (pred, p) = scope.owns("n.tenant_id");
+    let mut sql = format!("SELECT {COLS} FROM nas n WHERE {pred} AND n.id > ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![p, after.into()];
+    if let Some(s) = f.site_id {
+        sql.push_str(" AND n.site_id = ?");
+        args.push(s.into());
+    }
+    if let Some(t) = f.tenant_id {
+        sql.push_str(" AND n.tenant_id = ?");
+        args.push(t.into());
+    }
+    sql.push_str(" ORDER BY n.id LIMIT ?");
+    args.push((limit as i64).into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
+    rows.map(|r| r.map(|r| r.nas).map_err(ApiError::from))
+        .collect()
+}
+
+pub fn create(
+    conn: &Connection,
+    owner: &Tenant,
+    input: &NewNas,
+    secrets: &SecretBox,
+) -> ApiResult<Nas> {
+    let name = validate_name("name", &input.name, 120)?;
+    validate_secret(&input.secret)?;
+    let coa_port = input.coa_port.unwrap_or(3799);
+    validate_port(coa_port)?;
+    let site = super::site::usable_by(conn, owner, input.site_id)?;
+    let now = super::now();
+    conn.execute(
+        "INSERT INTO nas (tenant_id, site_id, name, ip, secret_sealed, kind, coa_port, require_message_authenticator, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![
+            owner.id,
+            site.id,
+            name,
+            input.ip.to_string(),
+            secrets.seal(&input.secret),
+            input.kind.as_str(),
+            coa_port,
+            input.require_message_authenticator.unwrap_or(true),
+            now
+        ],
+    )?;
+    get_visible(
+        conn,
+        &Scope::Direct {
+            tenant_id: owner.id,
+        },
+        conn.last_insert_rowid(),
+        None,
+    )
+}
+
+pub fn update(conn: &Connection, nas: &Nas, p: &NasPatch, secrets: &SecretBox) -> ApiResult<Nas> {
+    let name = match &p.name {
+        Some(n) => validate_name("name", n, 120)?,
+        None => nas.name.clone(),
+    };
+    if let Some(s) = &p.secret {
+        validate_secret(s)?;
+    }
+    let coa_port = p.coa_port.unwrap_or(nas.coa_port);
+    validate_port(coa_port)?;
+    conn.execute(
+        "UPDATE nas SET name = ?2, ip = ?3, kind = ?4, coa_port = ?5, require_message_authenticator = ?6,
+             secret_sealed = coalesce(?7, secret_sealed), updated_at = ?8 WHERE id = ?1",
+        params![
+            nas.id,
+            name,
+            p.ip.unwrap_or(nas.ip).to_string(),
+            p.kind.unwrap_or(nas.kind).as_str(),
+            coa_port,
+            p.require_message_authenticator.unwrap_or(nas.require_message_authenticator),
+            p.secret.as_deref().map(|s| secrets.seal(s)),
+            super::now()
+        ],
+    )?;
+    get_visible(
+        conn,
+        &Scope::Direct {
+            tenant_id: nas.tenant_id,
+        },
+        nas.id,
+        None,
+    )
+}

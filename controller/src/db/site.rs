@@ -1,0 +1,177 @@
+//! Sites: a place (tower, POP, building) with an agent.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::tenant::{Tenant, validate_name};
+use crate::error::{ApiError, ApiResult};
+use crate::scope::Scope;
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Site {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub name: String,
+    pub location: String,
+    pub notes: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSite {
+    pub name: String,
+    /// Owning tenant; defaults to the caller's.
+    pub tenant_id: Option<i64>,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SitePatch {
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub notes: Option<String>,
+}
+
+const COLS: &str = "s.id, s.tenant_id, s.name, s.location, s.notes, s.created_at, s.updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
+    Ok(Site {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        name: r.get(2)?,
+        location: r.get(3)?,
+        notes: r.get(4)?,
+        created_at: super::rfc3339(r.get(5)?),
+        updated_at: super::rfc3339(r.get(6)?),
+    })
+}
+
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Site> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    conn.query_row(
+        &format!("SELECT {COLS} FROM sites s WHERE {pred} AND s.id = ?"),
+        params![p, id],
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("site"))
+}
+
+/// A site that rows owned by `owner` may attach to: one owned by `owner` or by one of
+/// its ancestors (the operator's towers carry its resellers' customers). Any other id
+/// answers the same "not available" whether it exists or not.
+pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> ApiResult<Site> {
+    conn.query_row(
+        &format!(
+            "SELECT {COLS} FROM sites s JOIN tenants t ON t.id = s.tenant_id
+             WHERE s.id = ?1 AND ?2 GLOB t.path || '*'"
+        ),
+        params![site_id, owner.path],
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| {
+        ApiError::unprocessable(
+            "site_unavailable",
+            format!(
+                "site_id: site {site_id} does not exist or is not available to '{}'",
+                owner.name
+            ),
+        )
+    })
+}
+
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SiteFilter {
+    pub q: Option<String>,
+    pub tenant_id: Option<i64>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub fn list(
+    conn: &Connection,
+    scope: &Scope,
+    f: &SiteFilter,
+    after: i64,
+    limit: u32,
+) -> ApiResult<Vec<Site>> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    let mut sql = format!("SELECT {COLS} FROM sites s WHERE {pred} AND s.id > ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![p, after.into()];
+    if let Some(q) = &f.q {
+        sql.push_str(
+            " AND (instr(lower(s.name), lower(?)) > 0 OR instr(lower(s.location), lower(?)) > 0)",
+        );
+        args.push(q.clone().into());
+        args.push(q.clone().into());
+    }
+    if let Some(t) = f.tenant_id {
+        sql.push_str(" AND s.tenant_id = ?");
+        args.push(t.into());
+    }
+    sql.push_str(" ORDER BY s.id LIMIT ?");
+    args.push((limit as i64).into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn text(field: &str, s: &str, max: usize) -> ApiResult<String> {
+    if s.chars().count() > max {
+        return Err(ApiError::invalid(format!(
+            "{field} must be at most {max} characters"
+        )));
+    }
+    Ok(s.trim().to_string())
+}
+
+pub fn create(conn: &Connection, owner: &Tenant, input: &NewSite) -> ApiResult<Site> {
+    let name = validate_name("name", &input.name, 120)?;
+    let location = text("location", &input.location, 500)?;
+    let notes = text("notes", &input.notes, 4000)?;
+    super::tenant::check_capacity(conn, owner, super::tenant::Counted::Sites, |_| Ok(1))?;
+    let now = super::now();
+    conn.execute(
+        "INSERT INTO sites (tenant_id, name, location, notes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+        params![owner.id, name, location, notes, now],
+    )?;
+    get_by_id(conn, conn.last_insert_rowid())
+}
+
+fn get_by_id(conn: &Connection, id: i64) -> ApiResult<Site> {
+    Ok(conn.query_row(
+        &format!("SELECT {COLS} FROM sites s WHERE s.id = ?"),
+        [id],
+        from_row,
+    )?)
+}
+
+pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> ApiResult<Site> {
+    let name = match &p.name {
+        Some(n) => validate_name("name", n, 120)?,
+        None => site.name.clone(),
+    };
+    let location = match &p.location {
+        Some(l) => text("location", l, 500)?,
+        None => site.location.clone(),
+    };
+    let notes = match &p.notes {
+        Some(n) => text("notes", n, 4000)?,
+        None => site.notes.clone(),
+    };
+    conn.execute(
+        "UPDATE sites SET name = ?2, location = ?3, notes = ?4, updated_at = ?5 WHERE id = ?1",
+        params![site.id, name, location, notes, super::now()],
+    )?;
+    get_by_id(conn, site.id)
+}

@@ -1,0 +1,612 @@
+//! Subscribers: the PPPoE / hotspot / IPoE customers, each owned by one tenant.
+
+use std::net::Ipv4Addr;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::tenant::{self, Counted, Tenant, present};
+use crate::crypto::SecretBox;
+use crate::error::{ApiError, ApiResult};
+use crate::scope::Scope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriberStatus {
+    Active,
+    /// Cut off by staff (unpaid, abuse); reconnect restores it.
+    Suspended,
+    /// Terminated: the account stays for history but never logs in.
+    Disabled,
+    /// Ran past its expiry without renewal (set by the system).
+    Expired,
+}
+
+impl SubscriberStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriberStatus::Active => "active",
+            SubscriberStatus::Suspended => "suspended",
+            SubscriberStatus::Disabled => "disabled",
+            SubscriberStatus::Expired => "expired",
+        }
+    }
+    fn parse(s: &str) -> SubscriberStatus {
+        match s {
+            "active" => SubscriberStatus::Active,
+            "suspended" => SubscriberStatus::Suspended,
+            "expired" => SubscriberStatus::Expired,
+            _ => SubscriberStatus::Disabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Subscriber {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub site_id: Option<i64>,
+    /// The PPPoE / RADIUS login, unique in the installation.
+    pub username: String,
+    /// The PPP password: only in single reads, and only for someone who may edit customers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub status: SubscriberStatus,
+    /// RFC 3339, or null for no expiry.
+    pub expires_at: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub static_ipv4: Option<Ipv4Addr>,
+    /// Bound Calling-Station-Id, as `AA:BB:CC:DD:EE:FF`.
+    pub mac: Option<String>,
+    pub name: String,
+    pub phone: String,
+    pub email: String,
+    pub notes: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscriber {
+    pub username: String,
+    pub password: String,
+    /// Owning tenant; defaults to the caller's.
+    pub tenant_id: Option<i64>,
+    pub site_id: Option<i64>,
+    pub status: Option<SubscriberStatus>,
+    pub expires_at: Option<String>,
+    pub static_ipv4: Option<String>,
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub phone: String,
+    #[serde(default)]
+    pub email: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriberPatch {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Moves the subscriber to another tenant inside your subtree.
+    pub tenant_id: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub site_id: Option<Option<i64>>,
+    /// Needs the suspend/reconnect permission.
+    pub status: Option<SubscriberStatus>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub expires_at: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub static_ipv4: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub mac: Option<Option<String>>,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub notes: Option<String>,
+}
+
+impl SubscriberPatch {
+    /// Whether the patch changes anything besides the status.
+    pub fn edits_fields(&self) -> bool {
+        self.username.is_some()
+            || self.password.is_some()
+            || self.tenant_id.is_some()
+            || self.site_id.is_some()
+            || self.expires_at.is_some()
+            || self.static_ipv4.is_some()
+            || self.mac.is_some()
+            || self.name.is_some()
+            || self.phone.is_some()
+            || self.email.is_some()
+            || self.notes.is_some()
+    }
+}
+
+/// A stored subscriber with its sealed password.
+#[derive(Debug, Clone)]
+pub struct SubscriberRow {
+    pub sub: Subscriber,
+    pub tenant_path: String,
+    pub expires_at: Option<i64>,
+    pub password_sealed: Vec<u8>,
+}
+
+const COLS: &str =
+    "s.id, s.tenant_id, s.site_id, s.username, s.status, s.expires_at, s.static_ipv4, s.mac,
+    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
+    let expires: Option<i64> = r.get(5)?;
+    let ip: Option<String> = r.get(6)?;
+    Ok(SubscriberRow {
+        sub: Subscriber {
+            id: r.get(0)?,
+            tenant_id: r.get(1)?,
+            site_id: r.get(2)?,
+            username: r.get(3)?,
+            password: None,
+            status: SubscriberStatus::parse(&r.get::<_, String>(4)?),
+            expires_at: expires.map(super::rfc3339),
+            static_ipv4: ip.and_then(|s| s.parse().ok()),
+            mac: r.get(7)?,
+            name: r.get(8)?,
+            phone: r.get(9)?,
+            email: r.get(10)?,
+            notes: r.get(11)?,
+            created_at: super::rfc3339(r.get(12)?),
+            updated_at: super::rfc3339(r.get(13)?),
+        },
+        expires_at: expires,
+        password_sealed: r.get(14)?,
+        tenant_path: r.get(15)?,
+    })
+}
+
+impl SubscriberRow {
+    /// The API view; the password is opened only when asked for.
+    pub fn view(&self, secrets: Option<&SecretBox>) -> ApiResult<Subscriber> {
+        let mut s = self.sub.clone();
+        if let Some(b) = secrets {
+            s.password = Some(
+                b.open(&self.password_sealed)
+                    .map_err(|e| ApiError::internal(&e))?,
+            );
+        }
+        Ok(s)
+    }
+}
+
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<SubscriberRow> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    conn.query_row(
+        &format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id WHERE {pred} AND s.id = ?"),
+        params![p, id],
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("subscriber"))
+}
+
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SubscriberFilter {
+    /// Username, name, phone or email contains (case-insensitive).
+    pub q: Option<String>,
+    pub status: Option<SubscriberStatus>,
+    pub tenant_id: Option<i64>,
+    pub site_id: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1..=500, default 100.
+    pub limit: Option<u32>,
+}
+
+pub fn list(
+    conn: &Connection,
+    scope: &Scope,
+    f: &SubscriberFilter,
+    after: i64,
+    limit: u32,
+) -> ApiResult<Vec<Subscriber>> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    let mut sql = format!(
+        "SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id WHERE {pred} AND s.id > ?"
+    );
+    let mut args: Vec<SqlValue> = vec![p, after.into()];
+    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
+        sql.push_str(
+            " AND (instr(lower(s.username), lower(?1)) > 0 OR instr(lower(s.name), lower(?1)) > 0
+                OR instr(s.phone, ?1) > 0 OR instr(lower(s.email), lower(?1)) > 0)"
+                .replace("?1", "?")
+                .as_str(),
+        );
+        for _ in 0..4 {
+            args.push(q.to_string().into());
+        }
+    }
+    if let Some(s) = f.status {
+        sql.push_str(" AND s.status = ?");
+        args.push(s.as_str().to_string().into());
+    }
+    if let Some(t) = f.tenant_id {
+        sql.push_str(" AND s.tenant_id = ?");
+        args.push(t.into());
+    }
+    if let Some(site) = f.site_id {
+        sql.push_str(" AND s.site_id = ?");
+        args.push(site.into());
+    }
+    sql.push_str(" ORDER BY s.id LIMIT ?");
+    args.push((limit as i64).into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
+    rows.map(|r| r.map(|r| r.sub).map_err(ApiError::from))
+        .collect()
+}
+
+pub fn validate_username(s: &str) -> ApiResult<String> {
+    let u = s.trim();
+    let ok = (1..=64).contains(&u.len())
+        && u.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
+    if !ok {
+        return Err(ApiError::invalid(format!(
+            "username: '{s}' must be 1 to 64 characters of letters, digits and . _ @ + -"
+        )));
+    }
+    Ok(u.to_string())
+}
+
+fn validate_ppp_password(p: &str) -> ApiResult<()> {
+    let n = p.chars().count();
+    if !(1..=128).contains(&n) || p.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "password must be 1 to 128 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Accepts `aa:bb:cc:dd:ee:ff`, `AA-BB-…` and `aabb.ccdd.eeff`; stores `AA:BB:CC:DD:EE:FF`.
+pub fn normalize_mac(s: &str) -> ApiResult<String> {
+    let hex: String = s
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid(format!(
+            "mac: '{s}' is not a MAC address (for example 00:11:22:33:44:55)"
+        )));
+    }
+    let up = hex.to_ascii_uppercase();
+    Ok((0..6)
+        .map(|i| &up[i * 2..i * 2 + 2])
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+pub fn parse_ipv4(s: &str) -> ApiResult<Ipv4Addr> {
+    let ip: Ipv4Addr = s
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("static_ipv4: '{s}' is not an IPv4 address")))?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        return Err(ApiError::invalid(format!(
+            "static_ipv4: {ip} cannot be assigned to a subscriber"
+        )));
+    }
+    Ok(ip)
+}
+
+pub fn parse_time(field: &str, s: &str) -> ApiResult<i64> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "{field}: '{s}' is not an RFC 3339 time (for example 2026-12-31T23:59:59Z)"
+            ))
+        })
+}
+
+fn short(field: &str, s: &str, max: usize) -> ApiResult<String> {
+    if s.chars().count() > max || s.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::invalid(format!(
+            "{field} must be at most {max} characters without control characters"
+        )));
+    }
+    Ok(s.trim().to_string())
+}
+
+pub fn create(
+    conn: &Connection,
+    owner: &Tenant,
+    input: &NewSubscriber,
+    secrets: &SecretBox,
+) -> ApiResult<SubscriberRow> {
+    let username = validate_username(&input.username)?;
+    validate_ppp_password(&input.password)?;
+    let status = input.status.unwrap_or(SubscriberStatus::Active);
+    if status == SubscriberStatus::Expired {
+        return Err(ApiError::invalid(
+            "status: 'expired' is set by the system when a subscriber runs out",
+        ));
+    }
+    let expires = input
+        .expires_at
+        .as_deref()
+        .map(|s| parse_time("expires_at", s))
+        .transpose()?;
+    let ip = input.static_ipv4.as_deref().map(parse_ipv4).transpose()?;
+    let mac = input.mac.as_deref().map(normalize_mac).transpose()?;
+    let site = input
+        .site_id
+        .map(|id| super::site::usable_by(conn, owner, id))
+        .transpose()?;
+    if ip.is_some() && site.is_none() {
+        return Err(ApiError::invalid(
+            "static_ipv4 needs a site_id: an address is routed at a site",
+        ));
+    }
+    tenant::check_capacity(conn, owner, Counted::Subscribers, |_| Ok(1))?;
+    let now = super::now();
+    conn.execute(
+        "INSERT INTO subscribers (tenant_id, site_id, username, password_sealed, status, expires_at, static_ipv4, mac,
+             name, phone, email, notes, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+        params![
+            owner.id,
+            site.map(|s| s.id),
+            username,
+            secrets.seal(&input.password),
+            status.as_str(),
+            expires,
+            ip.map(|i| i.to_string()),
+            mac,
+            short("name", &input.name, 200)?,
+            short("phone", &input.phone, 40)?,
+            short("email", &input.email, 254)?,
+            short("notes", &input.notes, 4000)?,
+            now
+        ],
+    )?;
+    get_visible(
+        conn,
+        &Scope::Direct {
+            tenant_id: owner.id,
+        },
+        conn.last_insert_rowid(),
+    )
+}
+
+/// Applies a patch. `new_owner` is the already-authorized target of a move, if any.
+pub fn update(
+    conn: &Connection,
+    row: &SubscriberRow,
+    p: &SubscriberPatch,
+    new_owner: Option<&Tenant>,
+    secrets: &SecretBox,
+) -> ApiResult<SubscriberRow> {
+    let s = &row.sub;
+    let owner = match new_owner {
+        Some(t) => t.clone(),
+        None => tenant::get(conn, s.tenant_id)?.expect("owner exists (foreign key)"),
+    };
+    let username = p
+        .username
+        .as_deref()
+        .map(validate_username)
+        .transpose()?
+        .unwrap_or(s.username.clone());
+    if let Some(pw) = &p.password {
+        validate_ppp_password(pw)?;
+    }
+    let status = p.status.unwrap_or(s.status);
+    if p.status == Some(SubscriberStatus::Expired) {
+        return Err(ApiError::invalid(
+            "status: 'expired' is set by the system when a subscriber runs out",
+        ));
+    }
+    let expires = match &p.expires_at {
+        Some(v) => v
+            .as_deref()
+            .map(|t| parse_time("expires_at", t))
+            .transpose()?,
+        None => row.expires_at,
+    };
+    let ip = match &p.static_ipv4 {
+        Some(v) => v.as_deref().map(parse_ipv4).transpose()?,
+        None => s.static_ipv4,
+    };
+    let mac = match &p.mac {
+        Some(v) => v.as_deref().map(normalize_mac).transpose()?,
+        None => s.mac.clone(),
+    };
+    let site_id = match p.site_id {
+        Some(v) => v,
+        None => s.site_id,
+    };
+    // The site must suit the (possibly new) owner.
+    let site_id = site_id
+        .map(|id| super::site::usable_by(conn, &owner, id).map(|s| s.id))
+        .transpose()?;
+    if ip.is_some() && site_id.is_none() {
+        return Err(ApiError::invalid(
+            "static_ipv4 needs a site_id: an address is routed at a site",
+        ));
+    }
+    if owner.id != s.tenant_id {
+        move_capacity(conn, &owner, &[s.id])?;
+    }
+    conn.execute(
+        "UPDATE subscribers SET tenant_id = ?2, site_id = ?3, username = ?4, password_sealed = coalesce(?5, password_sealed),
+             status = ?6, expires_at = ?7, static_ipv4 = ?8, mac = ?9, name = ?10, phone = ?11, email = ?12,
+             notes = ?13, updated_at = ?14
+         WHERE id = ?1",
+        params![
+            s.id,
+            owner.id,
+            site_id,
+            username,
+            p.password.as_deref().map(|pw| secrets.seal(pw)),
+            status.as_str(),
+            expires,
+            ip.map(|i| i.to_string()),
+            mac,
+            p.name.as_deref().map(|v| short("name", v, 200)).transpose()?.unwrap_or(s.name.clone()),
+            p.phone.as_deref().map(|v| short("phone", v, 40)).transpose()?.unwrap_or(s.phone.clone()),
+            p.email.as_deref().map(|v| short("email", v, 254)).transpose()?.unwrap_or(s.email.clone()),
+            p.notes.as_deref().map(|v| short("notes", v, 4000)).transpose()?.unwrap_or(s.notes.clone()),
+            super::now()
+        ],
+    )?;
+    get_visible(
+        conn,
+        &Scope::Direct {
+            tenant_id: owner.id,
+        },
+        s.id,
+    )
+}
+
+/// Refuses a move of `ids` to `owner` that would put a limited tenant over its limit;
+/// subscribers already inside a tenant's subtree do not add to its count.
+fn move_capacity(conn: &Connection, owner: &Tenant, ids: &[i64]) -> ApiResult<()> {
+    let ids_json = serde_json::to_string(ids).expect("ids serialize");
+    tenant::check_capacity(conn, owner, Counted::Subscribers, |t| {
+        Ok(conn.query_row(
+            "SELECT count(*) FROM subscribers s JOIN tenants t ON t.id = s.tenant_id
+             WHERE s.id IN (SELECT value FROM json_each(?1)) AND NOT (t.path GLOB ?2)",
+            params![ids_json, format!("{}*", t.path)],
+            |r| r.get(0),
+        )?)
+    })
+}
+
+/// Bulk actions apply to every listed subscriber or to none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    /// active → suspended (others are left as they are).
+    Suspend,
+    /// suspended → active (others are left as they are).
+    Reconnect,
+    /// Move to `tenant_id`, within your subtree.
+    SetReseller,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    pub action: BulkAction,
+    /// 1 to 1000 subscriber ids.
+    pub ids: Vec<i64>,
+    /// For `set_reseller`: the new owning tenant.
+    pub tenant_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct BulkResult {
+    /// Subscribers the action changed.
+    pub changed: Vec<i64>,
+    /// Subscribers it did not need to change (already in the target state).
+    pub unchanged: Vec<i64>,
+}
+
+/// Loads every id within scope, or fails naming the first one that is not.
+pub fn get_all_visible(
+    conn: &Connection,
+    scope: &Scope,
+    ids: &[i64],
+) -> ApiResult<Vec<SubscriberRow>> {
+    ids.iter()
+        .map(|&id| {
+            get_visible(conn, scope, id).map_err(|e| {
+                if e.status == axum::http::StatusCode::NOT_FOUND {
+                    ApiError::not_found(&format!("subscriber {id}"))
+                } else {
+                    e
+                }
+            })
+        })
+        .collect()
+}
+
+pub fn bulk(
+    conn: &Connection,
+    rows: &[SubscriberRow],
+    action: BulkAction,
+    new_owner: Option<&Tenant>,
+) -> ApiResult<BulkResult> {
+    let mut out = BulkResult::default();
+    let now = super::now();
+    match action {
+        BulkAction::Suspend | BulkAction::Reconnect => {
+            let (from, to) = if action == BulkAction::Suspend {
+                (SubscriberStatus::Active, SubscriberStatus::Suspended)
+            } else {
+                (SubscriberStatus::Suspended, SubscriberStatus::Active)
+            };
+            for r in rows {
+                if r.sub.status == from {
+                    conn.execute(
+                        "UPDATE subscribers SET status = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![r.sub.id, to.as_str(), now],
+                    )?;
+                    out.changed.push(r.sub.id);
+                } else {
+                    out.unchanged.push(r.sub.id);
+                }
+            }
+        }
+        BulkAction::SetReseller => {
+            let owner = new_owner.expect("set_reseller is resolved by the caller");
+            let moving: Vec<i64> = rows
+                .iter()
+                .filter(|r| r.sub.tenant_id != owner.id)
+                .map(|r| r.sub.id)
+                .collect();
+            move_capacity(conn, owner, &moving)?;
+            for r in rows {
+                if r.sub.tenant_id == owner.id {
+                    out.unchanged.push(r.sub.id);
+                    continue;
+                }
+                if let Some(site) = r.sub.site_id {
+                    super::site::usable_by(conn, owner, site).map_err(|_| {
+                        ApiError::unprocessable(
+                            "site_unavailable",
+                            format!(
+                                "subscriber {} is on site {site}, which '{}' cannot use; move it to another site first",
+                                r.sub.id, owner.name
+                            ),
+                        )
+                    })?;
+                }
+                conn.execute(
+                    "UPDATE subscribers SET tenant_id = ?2, updated_at = ?3 WHERE id = ?1",
+                    params![r.sub.id, owner.id, now],
+                )?;
+                out.changed.push(r.sub.id);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Unscoped by design: server-side lookups that must see everything (demo seeding).
+pub fn count_all(conn: &Connection) -> ApiResult<i64> {
+    Ok(conn.query_row("SELECT count(*) FROM subscribers", [], |r| r.get(0))?)
+}

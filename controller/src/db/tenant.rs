@@ -1,0 +1,612 @@
+//! The reseller tree. The operator is tenant 1 (the root); resellers and sub-resellers
+//! hang below it. `path` ('/1/4/9/') makes subtree queries one indexed GLOB.
+
+use ipnet::IpNet;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::scope::{OPERATOR_TENANT, Scope};
+
+/// Largest value any limit accepts.
+pub const LIMIT_MAX: i64 = 10_000_000;
+
+/// Caps on what a reseller may hold, counted over its whole subtree (sub-resellers'
+/// subscribers count toward their parents' limits), except managers, which are counted
+/// per tenant. `null` = unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_subscribers: Option<i64>,
+    pub max_sub_resellers: Option<i64>,
+    pub max_managers: Option<i64>,
+    pub max_sites: Option<i64>,
+}
+
+/// What a reseller currently holds, to show against its limits.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub subscribers: i64,
+    pub sub_resellers: i64,
+    pub managers: i64,
+    pub sites: i64,
+}
+
+/// A reseller (or sub-reseller) as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Reseller {
+    pub id: i64,
+    pub parent_id: Option<i64>,
+    /// 0 = the operator, 1 = reseller, 2 = sub-reseller, …
+    pub depth: i64,
+    pub name: String,
+    pub status: TenantStatus,
+    /// CIDR blocks its users (and its descendants' users) may log in from; empty = any.
+    pub allowed_ips: Vec<String>,
+    pub rebrand_enabled: bool,
+    pub custom_domain: Option<String>,
+    pub wan_check_enabled: bool,
+    pub limits: Limits,
+    /// Present on single reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    Disabled,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Disabled => "disabled",
+        }
+    }
+    fn parse(s: &str) -> TenantStatus {
+        if s == "active" {
+            TenantStatus::Active
+        } else {
+            TenantStatus::Disabled
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewReseller {
+    pub name: String,
+    /// The parent tenant; defaults to the caller's own tenant.
+    pub parent_id: Option<i64>,
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    #[serde(default)]
+    pub rebrand_enabled: bool,
+    pub custom_domain: Option<String>,
+    #[serde(default)]
+    pub wan_check_enabled: bool,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Deserializes a present field (even `null`) as `Some(…)`, so PATCH can tell
+/// "set to null" from "leave alone".
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResellerPatch {
+    pub name: Option<String>,
+    pub status: Option<TenantStatus>,
+    pub allowed_ips: Option<Vec<String>>,
+    pub rebrand_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub custom_domain: Option<Option<String>>,
+    pub wan_check_enabled: Option<bool>,
+    /// Replaces the limits whole.
+    pub limits: Option<Limits>,
+}
+
+/// A tenant row as the server uses it.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: i64,
+    pub parent_id: Option<i64>,
+    pub path: String,
+    pub depth: i64,
+    pub name: String,
+    pub status: TenantStatus,
+    pub allowed_ips: Vec<IpNet>,
+    pub rebrand_enabled: bool,
+    pub custom_domain: Option<String>,
+    pub wan_check_enabled: bool,
+    pub limits: Limits,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLS: &str =
+    "t.id, t.parent_id, t.path, t.depth, t.name, t.status, t.allowed_ips, t.rebrand_enabled,
+    t.custom_domain, t.wan_check_enabled, t.max_subscribers, t.max_sub_resellers, t.max_managers,
+    t.max_sites, t.created_at, t.updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
+    let ips: String = r.get(6)?;
+    Ok(Tenant {
+        id: r.get(0)?,
+        parent_id: r.get(1)?,
+        path: r.get(2)?,
+        depth: r.get(3)?,
+        name: r.get(4)?,
+        status: TenantStatus::parse(&r.get::<_, String>(5)?),
+        allowed_ips: serde_json::from_str(&ips).unwrap_or_default(),
+        rebrand_enabled: r.get(7)?,
+        custom_domain: r.get(8)?,
+        wan_check_enabled: r.get(9)?,
+        limits: Limits {
+            max_subscribers: r.get(10)?,
+            max_sub_resellers: r.get(11)?,
+            max_managers: r.get(12)?,
+            max_sites: r.get(13)?,
+        },
+        created_at: r.get(14)?,
+        updated_at: r.get(15)?,
+    })
+}
+
+impl Tenant {
+    pub fn view(&self, usage: Option<Usage>) -> Reseller {
+        Reseller {
+            id: self.id,
+            parent_id: self.parent_id,
+            depth: self.depth,
+            name: self.name.clone(),
+            status: self.status,
+            allowed_ips: self.allowed_ips.iter().map(|n| n.to_string()).collect(),
+            rebrand_enabled: self.rebrand_enabled,
+            custom_domain: self.custom_domain.clone(),
+            wan_check_enabled: self.wan_check_enabled,
+            limits: self.limits.clone(),
+            usage,
+            created_at: super::rfc3339(self.created_at),
+            updated_at: super::rfc3339(self.updated_at),
+        }
+    }
+}
+
+/// Any tenant by id, unscoped: for server-side checks only, never for answering reads.
+pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<Tenant>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLS} FROM tenants t WHERE t.id = ?"),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// The tenant and its ancestors, root first.
+pub fn chain(conn: &Connection, path: &str) -> ApiResult<Vec<Tenant>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM tenants t WHERE ?1 GLOB t.path || '*' ORDER BY t.depth"
+    ))?;
+    let rows = stmt.query_map([path], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A reseller record the actor may read: those it manages, plus its own tenant.
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenant> {
+    let (pred, mut args) = scope.manages_tenant("t");
+    args.push(SqlValue::Integer(scope.tenant_id()));
+    args.push(SqlValue::Integer(id));
+    conn.query_row(
+        &format!("SELECT {COLS} FROM tenants t WHERE ({pred} OR t.id = ?) AND t.id = ?"),
+        rusqlite::params_from_iter(args),
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("reseller"))
+}
+
+/// A reseller record the actor may change: strictly below it (a manager: its tenant's children).
+pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenant> {
+    let (pred, mut args) = scope.manages_tenant("t");
+    args.push(SqlValue::Integer(id));
+    conn.query_row(
+        &format!("SELECT {COLS} FROM tenants t WHERE {pred} AND t.id = ?"),
+        rusqlite::params_from_iter(args),
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("reseller"))
+}
+
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ResellerFilter {
+    /// Name contains (case-insensitive).
+    pub q: Option<String>,
+    /// Only the direct children of this tenant.
+    pub parent_id: Option<i64>,
+    pub status: Option<TenantStatus>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub fn list(
+    conn: &Connection,
+    scope: &Scope,
+    f: &ResellerFilter,
+    after: i64,
+    limit: u32,
+) -> ApiResult<Vec<Tenant>> {
+    let (pred, mut args) = scope.manages_tenant("t");
+    let mut sql = format!("SELECT {COLS} FROM tenants t WHERE {pred} AND t.id > ?");
+    args.push(after.into());
+    if let Some(q) = &f.q {
+        sql.push_str(" AND instr(lower(t.name), lower(?)) > 0");
+        args.push(q.clone().into());
+    }
+    if let Some(p) = f.parent_id {
+        sql.push_str(" AND t.parent_id = ?");
+        args.push(p.into());
+    }
+    if let Some(s) = f.status {
+        sql.push_str(" AND t.status = ?");
+        args.push(s.as_str().to_string().into());
+    }
+    sql.push_str(" ORDER BY t.id LIMIT ?");
+    args.push((limit as i64).into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn usage(conn: &Connection, t: &Tenant) -> ApiResult<Usage> {
+    let glob = format!("{}*", t.path);
+    let sub = "SELECT id FROM tenants WHERE path GLOB ?1";
+    Ok(Usage {
+        subscribers: conn.query_row(
+            &format!("SELECT count(*) FROM subscribers WHERE tenant_id IN ({sub})"),
+            [&glob],
+            |r| r.get(0),
+        )?,
+        sub_resellers: conn.query_row(
+            "SELECT count(*) - 1 FROM tenants WHERE path GLOB ?1",
+            [&glob],
+            |r| r.get(0),
+        )?,
+        managers: conn.query_row(
+            "SELECT count(*) FROM users WHERE tenant_id = ?1 AND kind = 'manager'",
+            [t.id],
+            |r| r.get(0),
+        )?,
+        sites: conn.query_row(
+            &format!("SELECT count(*) FROM sites WHERE tenant_id IN ({sub})"),
+            [&glob],
+            |r| r.get(0),
+        )?,
+    })
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy)]
+pub enum Counted {
+    Subscribers,
+    SubResellers,
+    Managers,
+    Sites,
+}
+
+impl Counted {
+    fn noun(self) -> &'static str {
+        match self {
+            Counted::Subscribers => "subscribers",
+            Counted::SubResellers => "sub-resellers",
+            Counted::Managers => "managers",
+            Counted::Sites => "sites",
+        }
+    }
+    fn limit(self, l: &Limits) -> Option<i64> {
+        match self {
+            Counted::Subscribers => l.max_subscribers,
+            Counted::SubResellers => l.max_sub_resellers,
+            Counted::Managers => l.max_managers,
+            Counted::Sites => l.max_sites,
+        }
+    }
+    fn current(self, u: &Usage) -> i64 {
+        match self {
+            Counted::Subscribers => u.subscribers,
+            Counted::SubResellers => u.sub_resellers,
+            Counted::Managers => u.managers,
+            Counted::Sites => u.sites,
+        }
+    }
+}
+
+/// Refuses a change that would put any limited tenant in `owner`'s chain over its limit.
+/// `added(tenant)` says how many counted rows the change adds to that tenant's count
+/// (for a move, rows already inside that tenant's subtree add nothing).
+pub fn check_capacity(
+    conn: &Connection,
+    owner: &Tenant,
+    what: Counted,
+    mut added: impl FnMut(&Tenant) -> ApiResult<i64>,
+) -> ApiResult<()> {
+    let chain = match what {
+        // Managers belong to one tenant; their limit is that tenant's alone.
+        Counted::Managers => vec![owner.clone()],
+        _ => chain(conn, &owner.path)?,
+    };
+    for t in chain.iter().filter(|t| t.id != OPERATOR_TENANT) {
+        let Some(max) = what.limit(&t.limits) else {
+            continue;
+        };
+        let add = added(t)?;
+        if add == 0 {
+            continue;
+        }
+        let now = what.current(&usage(conn, t)?);
+        if now + add > max {
+            let scope = match what {
+                Counted::Managers => "",
+                _ => " (counting its sub-resellers)",
+            };
+            return Err(ApiError::unprocessable(
+                "limit_reached",
+                format!(
+                    "reseller '{}' has reached its limit of {max} {}{scope}: it holds {now}, this would add {add}",
+                    t.name,
+                    what.noun()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn validate_name(field: &str, s: &str, max: usize) -> ApiResult<String> {
+    let t = s.trim();
+    if t.is_empty() || t.chars().count() > max {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// Parses CIDR blocks (a bare address means just that host), keeping the network part.
+pub fn parse_allowed_ips(items: &[String]) -> ApiResult<Vec<IpNet>> {
+    if items.len() > 256 {
+        return Err(ApiError::invalid("allowed_ips holds at most 256 blocks"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    ApiError::invalid(format!(
+                        "allowed_ips[{i}]: '{s}' is not an IP address or CIDR block (for example 203.0.113.0/24)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+pub fn validate_domain(s: &str) -> ApiResult<String> {
+    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if d.len() > 253 || !d.contains('.') || !d.split('.').all(ok_label) {
+        return Err(ApiError::invalid(format!(
+            "custom_domain: '{s}' is not a host name (for example panel.example.net)"
+        )));
+    }
+    Ok(d)
+}
+
+pub fn validate_limits(l: &Limits) -> ApiResult<()> {
+    for (name, v) in [
+        ("max_subscribers", l.max_subscribers),
+        ("max_sub_resellers", l.max_sub_resellers),
+        ("max_managers", l.max_managers),
+        ("max_sites", l.max_sites),
+    ] {
+        if let Some(v) = v
+            && !(0..=LIMIT_MAX).contains(&v)
+        {
+            return Err(ApiError::invalid(format!(
+                "limits.{name} must be between 0 and {LIMIT_MAX}, or null for unlimited (got {v})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A child may only have features its parent has (the operator has all of them).
+fn check_features(parent: &Tenant, rebrand: bool, wan_check: bool) -> ApiResult<()> {
+    if parent.id == OPERATOR_TENANT {
+        return Ok(());
+    }
+    if rebrand && !parent.rebrand_enabled {
+        return Err(ApiError::invalid(format!(
+            "rebrand_enabled: '{}' does not have rebranding, so it cannot grant it",
+            parent.name
+        )));
+    }
+    if wan_check && !parent.wan_check_enabled {
+        return Err(ApiError::invalid(format!(
+            "wan_check_enabled: '{}' does not have WAN checks, so it cannot grant them",
+            parent.name
+        )));
+    }
+    Ok(())
+}
+
+pub fn create(
+    conn: &Connection,
+    parent: &Tenant,
+    input: &NewReseller,
+    max_depth: u32,
+) -> ApiResult<Tenant> {
+    let name = validate_name("name", &input.name, 120)?;
+    let ips = parse_allowed_ips(&input.allowed_ips)?;
+    let domain = input
+        .custom_domain
+        .as_deref()
+        .map(validate_domain)
+        .transpose()?;
+    validate_limits(&input.limits)?;
+    if parent.depth + 1 > max_depth as i64 {
+        return Err(ApiError::unprocessable(
+            "depth_exceeded",
+            format!(
+                "this installation allows {max_depth} level(s) of resellers below the operator; \
+                 '{}' is at the deepest level and cannot have sub-resellers",
+                parent.name
+            ),
+        ));
+    }
+    check_features(parent, input.rebrand_enabled, input.wan_check_enabled)?;
+    check_capacity(conn, parent, Counted::SubResellers, |_| Ok(1))?;
+    let id: i64 = conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM tenants", [], |r| {
+        r.get(0)
+    })?;
+    let now = super::now();
+    conn.execute(
+        "INSERT INTO tenants (id, parent_id, path, depth, name, allowed_ips, rebrand_enabled, custom_domain,
+             wan_check_enabled, max_subscribers, max_sub_resellers, max_managers, max_sites, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+        params![
+            id,
+            parent.id,
+            format!("{}{id}/", parent.path),
+            parent.depth + 1,
+            name,
+            serde_json::to_string(&ips).expect("cidrs serialize"),
+            input.rebrand_enabled,
+            domain,
+            input.wan_check_enabled,
+            input.limits.max_subscribers,
+            input.limits.max_sub_resellers,
+            input.limits.max_managers,
+            input.limits.max_sites,
+            now
+        ],
+    )?;
+    Ok(get(conn, id)?.expect("just inserted"))
+}
+
+pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch) -> ApiResult<Tenant> {
+    let mut next = t.clone();
+    if let Some(n) = &p.name {
+        next.name = validate_name("name", n, 120)?;
+    }
+    if let Some(s) = p.status {
+        next.status = s;
+    }
+    if let Some(ips) = &p.allowed_ips {
+        next.allowed_ips = parse_allowed_ips(ips)?;
+    }
+    if let Some(r) = p.rebrand_enabled {
+        next.rebrand_enabled = r;
+    }
+    if let Some(d) = &p.custom_domain {
+        next.custom_domain = d.as_deref().map(validate_domain).transpose()?;
+    }
+    if let Some(w) = p.wan_check_enabled {
+        next.wan_check_enabled = w;
+    }
+    if let Some(l) = &p.limits {
+        validate_limits(l)?;
+        next.limits = l.clone();
+    }
+    if let Some(parent_id) = t.parent_id {
+        let parent = get(conn, parent_id)?.expect("parent exists (foreign key)");
+        // Only newly granted features are checked, so a parent losing a feature does
+        // not block unrelated edits of its children.
+        check_features(
+            &parent,
+            next.rebrand_enabled && !t.rebrand_enabled,
+            next.wan_check_enabled && !t.wan_check_enabled,
+        )?;
+    }
+    conn.execute(
+        "UPDATE tenants SET name = ?2, status = ?3, allowed_ips = ?4, rebrand_enabled = ?5, custom_domain = ?6,
+             wan_check_enabled = ?7, max_subscribers = ?8, max_sub_resellers = ?9, max_managers = ?10,
+             max_sites = ?11, updated_at = ?12 WHERE id = ?1",
+        params![
+            t.id,
+            next.name,
+            next.status.as_str(),
+            serde_json::to_string(&next.allowed_ips).expect("cidrs serialize"),
+            next.rebrand_enabled,
+            next.custom_domain,
+            next.wan_check_enabled,
+            next.limits.max_subscribers,
+            next.limits.max_sub_resellers,
+            next.limits.max_managers,
+            next.limits.max_sites,
+            super::now()
+        ],
+    )?;
+    Ok(get(conn, t.id)?.expect("exists"))
+}
+
+/// Resolves the tenant that will own a row the actor creates or moves.
+///
+/// The rule: only inside the actor's own subtree (a manager: only its own tenant). The
+/// operator may use any tenant; a reseller itself or any descendant; a sub-reseller with
+/// no descendants only itself. Anything else, including ids that do not exist, is the
+/// same 403, recorded as a security event.
+pub fn assignable(
+    conn: &Connection,
+    actor: &crate::scope::Actor,
+    tenant_id: Option<i64>,
+    action: &str,
+) -> ApiResult<Tenant> {
+    let id = tenant_id.unwrap_or(actor.tenant_id);
+    let scope = actor.scope();
+    match get(conn, id)? {
+        Some(t) if scope.may_assign_to(t.id, &t.path) => Ok(t),
+        _ => Err(ApiError::forbidden(
+            "tenant_out_of_scope",
+            format!("tenant {id} is outside your part of the reseller tree"),
+        )
+        .with_security(super::audit::SecurityEvent::new(
+            actor,
+            "security.tenant_out_of_scope",
+            serde_json::json!({ "attempted": action, "tenant_id": id }),
+        ))),
+    }
+}

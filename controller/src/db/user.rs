@@ -1,0 +1,303 @@
+//! Logins: operator staff, reseller users and managers.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ApiResult};
+use crate::scope::{PermSet, Permission, RolePreset, Scope, UserKind};
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub kind: UserKind,
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    /// Granted functions (managers). Operator and reseller logins hold every function
+    /// within their scope and show the full list.
+    pub permissions: PermSet,
+    pub status: UserStatus,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub email: String,
+    pub name: String,
+    #[serde(default)]
+    pub phone: String,
+    /// At least 10 characters.
+    pub password: String,
+    pub kind: UserKind,
+    /// The tenant the user belongs to (acts for); defaults to the caller's.
+    pub tenant_id: Option<i64>,
+    /// Managers only: granted functions. Combined with `preset` when both are given.
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+    /// Managers only: a named permission set.
+    pub preset: Option<RolePreset>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub status: Option<UserStatus>,
+    /// Managers only: replaces the granted functions.
+    pub permissions: Option<Vec<Permission>>,
+    /// Sets a new password (at least 10 characters) and ends the user's sessions.
+    pub password: Option<String>,
+}
+
+/// A user row with what login and request checks need.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub tenant_path: String,
+    pub kind: UserKind,
+    pub email: String,
+    pub name: String,
+    pub phone: String,
+    pub password_hash: String,
+    pub permissions: PermSet,
+    pub status: UserStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl UserRow {
+    pub fn view(&self) -> User {
+        User {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            kind: self.kind,
+            email: self.email.clone(),
+            name: self.name.clone(),
+            phone: self.phone.clone(),
+            permissions: match self.kind {
+                UserKind::Manager => self.permissions.clone(),
+                _ => PermSet::all(),
+            },
+            status: self.status,
+            created_at: super::rfc3339(self.created_at),
+            updated_at: super::rfc3339(self.updated_at),
+        }
+    }
+}
+
+const COLS: &str = "u.id, u.tenant_id, t.path, u.kind, u.email, u.name, u.phone, u.password_hash,
+    u.permissions, u.status, u.created_at, u.updated_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        tenant_path: r.get(2)?,
+        // The schema's CHECK keeps kind to these three.
+        kind: UserKind::parse(&r.get::<_, String>(3)?).unwrap_or(UserKind::Manager),
+        email: r.get(4)?,
+        name: r.get(5)?,
+        phone: r.get(6)?,
+        password_hash: r.get(7)?,
+        permissions: PermSet::from_json(&r.get::<_, String>(8)?),
+        status: if r.get::<_, String>(9)? == "active" {
+            UserStatus::Active
+        } else {
+            UserStatus::Disabled
+        },
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+/// Unscoped, for authentication.
+pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<UserRow>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = ?"
+            ),
+            [id],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// Unscoped, for login.
+pub fn get_by_email(conn: &Connection, email: &str) -> ApiResult<Option<UserRow>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.email = ?"
+            ),
+            [email.trim()],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<UserRow> {
+    let (pred, p) = scope.owns("u.tenant_id");
+    conn.query_row(
+        &format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE {pred} AND u.id = ?"),
+        params![p, id],
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| ApiError::not_found("user"))
+}
+
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UserFilter {
+    /// Name or email contains (case-insensitive).
+    pub q: Option<String>,
+    pub tenant_id: Option<i64>,
+    pub kind: Option<UserKind>,
+    pub cursor: Option<String>,
+    pub limit: Option<u32>,
+}
+
+pub fn list(
+    conn: &Connection,
+    scope: &Scope,
+    f: &UserFilter,
+    after: i64,
+    limit: u32,
+) -> ApiResult<Vec<UserRow>> {
+    let (pred, p) = scope.owns("u.tenant_id");
+    let mut sql = format!(
+        "SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE {pred} AND u.id > ?"
+    );
+    let mut args: Vec<rusqlite::types::Value> = vec![p, after.into()];
+    if let Some(q) = &f.q {
+        sql.push_str(
+            " AND (instr(lower(u.name), lower(?)) > 0 OR instr(lower(u.email), lower(?)) > 0)",
+        );
+        args.push(q.clone().into());
+        args.push(q.clone().into());
+    }
+    if let Some(t) = f.tenant_id {
+        sql.push_str(" AND u.tenant_id = ?");
+        args.push(t.into());
+    }
+    if let Some(k) = f.kind {
+        sql.push_str(" AND u.kind = ?");
+        args.push(k.as_str().to_string().into());
+    }
+    sql.push_str(" ORDER BY u.id LIMIT ?");
+    args.push((limit as i64).into());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn validate_email(s: &str) -> ApiResult<String> {
+    let e = s.trim().to_ascii_lowercase();
+    let valid = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && match e.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+            }
+            None => false,
+        };
+    if valid {
+        Ok(e)
+    } else {
+        Err(ApiError::invalid(format!(
+            "email: '{s}' is not an email address"
+        )))
+    }
+}
+
+pub fn validate_password(field: &str, p: &str) -> ApiResult<()> {
+    let n = p.chars().count();
+    if !(10..=128).contains(&n) {
+        return Err(ApiError::invalid(format!(
+            "{field} must be 10 to 128 characters long"
+        )));
+    }
+    Ok(())
+}
+
+/// Inserts a user. The caller has already checked who may create what.
+pub fn insert(
+    conn: &Connection,
+    tenant_id: i64,
+    kind: UserKind,
+    email: &str,
+    name: &str,
+    phone: &str,
+    password_hash: &str,
+    permissions: &PermSet,
+    created_by: Option<i64>,
+) -> ApiResult<UserRow> {
+    let now = super::now();
+    conn.execute(
+        "INSERT INTO users (tenant_id, kind, email, name, phone, password_hash, permissions, created_by, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        params![tenant_id, kind.as_str(), email, name, phone, password_hash, permissions.to_json(), created_by, now],
+    )?;
+    Ok(get(conn, conn.last_insert_rowid())?.expect("just inserted"))
+}
+
+pub fn update(
+    conn: &Connection,
+    u: &UserRow,
+    name: &str,
+    phone: &str,
+    status: UserStatus,
+    permissions: &PermSet,
+    password_hash: Option<&str>,
+) -> ApiResult<UserRow> {
+    conn.execute(
+        "UPDATE users SET name = ?2, phone = ?3, status = ?4, permissions = ?5,
+             password_hash = coalesce(?6, password_hash), updated_at = ?7 WHERE id = ?1",
+        params![
+            u.id,
+            name,
+            phone,
+            status.as_str(),
+            permissions.to_json(),
+            password_hash,
+            super::now()
+        ],
+    )?;
+    Ok(get(conn, u.id)?.expect("exists"))
+}
+
+pub fn count_operator_staff(conn: &Connection) -> ApiResult<i64> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM users WHERE kind = 'operator'",
+        [],
+        |r| r.get(0),
+    )?)
+}

@@ -1,0 +1,769 @@
+//! Authentication: who is calling, from where, and with what rights.
+//!
+//! - [`Actor`] is an extractor: it resolves the session cookie or `Bearer` token, checks
+//!   the user and every tenant above it are active, and enforces `allowed_ips` on every
+//!   request (a session that moves to a refused address is revoked).
+//! - [`ClientMeta`] is the caller's address (from the socket; from `X-Forwarded-For`
+//!   only behind a configured trusted proxy) and user agent.
+//! - Login, logout, `me`, password change, API tokens and impersonation live here too.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, ApiPath, AppState};
+use crate::crypto::new_bearer;
+use crate::db::audit::{self, Entry, SecurityEvent, Who};
+use crate::db::tenant::{self, Reseller, Tenant, TenantStatus};
+use crate::db::user::{self, User, UserRow, UserStatus};
+use crate::db::{self as store, session};
+use crate::error::{ApiError, ApiResult};
+use crate::scope::{Actor, Credential, OPERATOR_TENANT, PermSet, UserKind};
+
+pub const SESSION_COOKIE: &str = "outpost_session";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login, logout))
+        .routes(routes!(me))
+        .routes(routes!(change_password))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(impersonate))
+}
+
+/// The caller's address and user agent.
+#[derive(Debug, Clone)]
+pub struct ClientMeta {
+    pub ip: IpAddr,
+    pub user_agent: String,
+}
+
+impl ClientMeta {
+    /// Audit identity for a caller that is not (yet) authenticated.
+    fn anonymous(&self, name: &str, tenant_id: i64, user_id: Option<i64>) -> Who {
+        Who {
+            user_id,
+            name: name.to_string(),
+            impersonator: None,
+            tenant_id,
+            ip: self.ip.to_string(),
+            user_agent: self.user_agent.clone(),
+        }
+    }
+}
+
+/// The client address: the socket peer, unless that peer is a trusted proxy, in which
+/// case the right-most `X-Forwarded-For` hop that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(hops.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+impl FromRequestParts<AppState> for ClientMeta {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .ok_or_else(|| {
+                ApiError::internal(&std::io::Error::other(
+                    "no peer address: serve with connect info",
+                ))
+            })?;
+        let ip = client_ip(peer, &parts.headers, &state.config.http.trusted_proxies);
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .chars()
+            .take(400)
+            .collect();
+        Ok(ClientMeta { ip, user_agent })
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(t) = v.strip_prefix("Bearer ")
+    {
+        return Some(t.trim().to_string());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| Cookie::parse(c.trim().to_string()).ok())
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_string())
+}
+
+/// Why a user may not act right now, checked at login and on every request.
+enum Refusal {
+    Disabled(String),
+    Address { tenant: String },
+}
+
+/// Checks the user's own status, every tenant above it, and their `allowed_ips`.
+/// The operator's own `allowed_ips` binds operator staff and operator managers only.
+fn standing(u: &UserRow, chain: &[Tenant], ip: IpAddr) -> Option<Refusal> {
+    if u.status != UserStatus::Active {
+        return Some(Refusal::Disabled("this account is disabled".into()));
+    }
+    if let Some(t) = chain.iter().find(|t| t.status != TenantStatus::Active) {
+        return Some(Refusal::Disabled(format!(
+            "reseller '{}' is disabled",
+            t.name
+        )));
+    }
+    for t in chain
+        .iter()
+        .filter(|t| t.id != OPERATOR_TENANT || u.tenant_id == OPERATOR_TENANT)
+    {
+        if !t.allowed_ips.is_empty() && !t.allowed_ips.iter().any(|n| n.contains(&ip)) {
+            return Some(Refusal::Address {
+                tenant: t.name.clone(),
+            });
+        }
+    }
+    None
+}
+
+impl FromRequestParts<AppState> for Actor {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let meta = ClientMeta::from_request_parts(parts, state).await?;
+        let secret = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized("log in first (session cookie or Bearer token)")
+        })?;
+        let loaded = state
+            .db
+            .read(move |c| {
+                let Some(found) = session::find(c, &secret)? else {
+                    return Ok(None);
+                };
+                let Some(u) = user::get(c, found.user_id)? else {
+                    return Ok(None);
+                };
+                let chain = tenant::chain(c, &u.tenant_path)?;
+                let imp = match found.impersonator_id {
+                    Some(id) => {
+                        user::get(c, id)?.map(|i| (i.id, format!("{} <{}>", i.name, i.email)))
+                    }
+                    None => None,
+                };
+                Ok(Some((found, u, chain, imp)))
+            })
+            .await?;
+        let Some((found, u, chain, impersonator)) = loaded else {
+            return Err(ApiError::unauthorized(
+                "the session has ended or the token is not valid; log in again",
+            ));
+        };
+        let actor = Actor {
+            user_id: u.id,
+            name: u.name.clone(),
+            email: u.email.clone(),
+            kind: u.kind,
+            tenant_id: u.tenant_id,
+            tenant_path: u.tenant_path.clone(),
+            permissions: u.permissions.clone(),
+            impersonator,
+            credential: found.credential.clone(),
+            ip: meta.ip,
+            user_agent: meta.user_agent,
+        };
+        match standing(&u, &chain, meta.ip) {
+            None => {}
+            Some(Refusal::Disabled(msg)) => {
+                return Err(ApiError::forbidden("account_disabled", msg));
+            }
+            Some(Refusal::Address { tenant }) => {
+                let cred = found.credential.clone();
+                let event = SecurityEvent::new(
+                    &actor,
+                    "security.ip_not_allowed",
+                    json!({ "ip": meta.ip.to_string(), "restricted_by": tenant, "phase": "request" }),
+                );
+                // Cut the session: it moved to an address its reseller does not allow.
+                state
+                    .db
+                    .write(move |tx| {
+                        session::revoke(tx, &cred)?;
+                        audit::record_security(tx, &event)
+                    })
+                    .await?;
+                return Err(ApiError::forbidden(
+                    "ip_not_allowed",
+                    format!(
+                        "logins for '{tenant}' are not allowed from {}; the session has been ended",
+                        meta.ip
+                    ),
+                ));
+            }
+        }
+        // Mark the credential used, at most once a minute (it is a write).
+        if store::now() - found.last_seen_at >= 60 {
+            let cred = found.credential;
+            let _ = state.db.write(move |tx| session::touch(tx, &cred)).await;
+        }
+        Ok(actor)
+    }
+}
+
+/// Sliding-window counter of failed logins, per email and per client address.
+/// Kept in memory: a restart forgets it, which only ever loosens the throttle.
+#[derive(Default)]
+pub struct Throttle {
+    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl Throttle {
+    const MAX_KEYS: usize = 100_000;
+
+    /// Seconds to wait if `key` has `max` failures within `window`.
+    pub fn blocked(&self, key: &str, max: u32, window: Duration) -> Option<u64> {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let q = map.get_mut(key)?;
+        let now = Instant::now();
+        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            q.pop_front();
+        }
+        if q.len() >= max as usize {
+            let oldest = *q.front().expect("non-empty");
+            Some((window - now.duration_since(oldest)).as_secs().max(1))
+        } else {
+            None
+        }
+    }
+
+    pub fn fail(&self, key: &str, window: Duration) {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX_KEYS {
+            let now = Instant::now();
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
+        }
+        map.entry(key.to_string())
+            .or_default()
+            .push_back(Instant::now());
+    }
+
+    pub fn clear(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// The logged-in user, its tenant and its effective permissions.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub user: User,
+    pub tenant: Reseller,
+    /// The functions this login may use.
+    pub permissions: PermSet,
+    /// Set while an operator or reseller user acts as this user.
+    pub impersonator: Option<String>,
+}
+
+fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, token))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.auth.cookie_secure)
+        .path("/")
+        .max_age(time::Duration::hours(
+            state.config.auth.session_ttl_hours as i64,
+        ))
+        .build()
+}
+
+fn with_cookie(cookie: Cookie<'static>, body: impl IntoResponse) -> Response {
+    let mut resp = body.into_response();
+    if let Ok(v) = cookie.encoded().to_string().parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// Log in with email and password; sets an HttpOnly, SameSite=Strict session cookie.
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", security(()), request_body = LoginRequest,
+    responses((status = 200, body = Me), (status = 401, body = super::ErrorBody), (status = 403, body = super::ErrorBody),
+              (status = 429, body = super::ErrorBody)))]
+async fn login(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> ApiResult<Response> {
+    let cfg = &state.config.auth;
+    let window = Duration::from_secs(cfg.failure_window_secs);
+    let email = req.email.trim().to_ascii_lowercase();
+    let email_key = format!("email:{email}");
+    let ip_key = format!("ip:{}", meta.ip);
+    let blocked = state
+        .throttle
+        .blocked(&email_key, cfg.max_failures_per_email, window)
+        .or_else(|| {
+            state
+                .throttle
+                .blocked(&ip_key, cfg.max_failures_per_ip, window)
+        });
+    if let Some(wait) = blocked {
+        let who = meta.anonymous(&email, OPERATOR_TENANT, None);
+        let event = SecurityEvent::new(
+            who,
+            "security.login_throttled",
+            json!({ "email": email, "retry_after": wait }),
+        );
+        state
+            .db
+            .write(move |tx| audit::record_security(tx, &event))
+            .await?;
+        return Err(ApiError::too_many(
+            format!("too many failed logins; try again in {wait} seconds"),
+            wait,
+        ));
+    }
+
+    let (hasher, db) = (state.hasher.clone(), state.db.clone());
+    let lookup_email = email.clone();
+    let found = db
+        .read(move |c| user::get_by_email(c, &lookup_email))
+        .await?;
+    let password = req.password.clone();
+    let (found, ok) = tokio::task::spawn_blocking(move || match found {
+        Some(u) => {
+            let ok = hasher.verify(&password, &u.password_hash);
+            (Some(u), ok)
+        }
+        None => {
+            hasher.verify_dummy(&password);
+            (None, false)
+        }
+    })
+    .await?;
+
+    let Some(u) = found.filter(|_| ok) else {
+        state.throttle.fail(&email_key, window);
+        state.throttle.fail(&ip_key, window);
+        let who = meta.anonymous(&email, OPERATOR_TENANT, None);
+        let event = SecurityEvent::new(who, "security.login_failed", json!({ "email": email }));
+        state
+            .db
+            .write(move |tx| audit::record_security(tx, &event))
+            .await?;
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "email or password is incorrect",
+        ));
+    };
+    state.throttle.clear(&email_key);
+
+    let path = u.tenant_path.clone();
+    let chain = state.db.read(move |c| tenant::chain(c, &path)).await?;
+    let who = meta.anonymous(
+        &format!("{} <{}>", u.name, u.email),
+        u.tenant_id,
+        Some(u.id),
+    );
+    match standing(&u, &chain, meta.ip) {
+        None => {}
+        Some(Refusal::Disabled(msg)) => return Err(ApiError::forbidden("account_disabled", msg)),
+        Some(Refusal::Address { tenant }) => {
+            let event = SecurityEvent::new(
+                who,
+                "security.ip_not_allowed",
+                json!({ "ip": meta.ip.to_string(), "restricted_by": tenant, "phase": "login" }),
+            );
+            state
+                .db
+                .write(move |tx| audit::record_security(tx, &event))
+                .await?;
+            return Err(ApiError::forbidden(
+                "ip_not_allowed",
+                format!("logins for '{tenant}' are not allowed from {}", meta.ip),
+            ));
+        }
+    }
+
+    let token = new_bearer("ops_");
+    let ttl = state.config.auth.session_ttl_hours as i64 * 3600;
+    let (tok, uid, ip, ua) = (
+        token.clone(),
+        u.id,
+        meta.ip.to_string(),
+        meta.user_agent.clone(),
+    );
+    let tenant_id = u.tenant_id;
+    state
+        .db
+        .write(move |tx| {
+            let sid = session::create(tx, &tok, uid, None, &ip, &ua, ttl)?;
+            audit::record(
+                tx,
+                &Entry::new(&who, tenant_id, "session.login", "session", sid),
+            )
+        })
+        .await?;
+    let me = build_me(&state, &u, None).await?;
+    Ok(with_cookie(session_cookie(&state, token), Json(me)))
+}
+
+async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -> ApiResult<Me> {
+    let tid = u.tenant_id;
+    let t = state
+        .db
+        .read(move |c| tenant::get(c, tid))
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
+    let permissions = match u.kind {
+        UserKind::Manager => u.permissions.clone(),
+        _ => PermSet::all(),
+    };
+    Ok(Me {
+        user: u.view(),
+        tenant: t.view(None),
+        permissions,
+        impersonator,
+    })
+}
+
+/// Log out: ends the credential this request used.
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session",
+    responses((status = 204), (status = 401, body = super::ErrorBody)))]
+async fn logout(State(state): State<AppState>, actor: Actor) -> ApiResult<Response> {
+    let who = Who::from(&actor);
+    let cred = actor.credential.clone();
+    let (kind, id) = match cred {
+        Credential::Session { id } => ("session", id),
+        Credential::ApiToken { id } => ("api_token", id),
+    };
+    let tenant_id = actor.tenant_id;
+    state
+        .db
+        .write(move |tx| {
+            session::revoke(tx, &cred)?;
+            audit::record(tx, &Entry::new(&who, tenant_id, "session.logout", kind, id))
+        })
+        .await?;
+    let expired = Cookie::build((SESSION_COOKIE, ""))
+        .path("/")
+        .max_age(time::Duration::ZERO)
+        .http_only(true)
+        .build();
+    Ok(with_cookie(expired, StatusCode::NO_CONTENT))
+}
+
+/// Who am I: the logged-in user, its tenant and effective permissions.
+#[utoipa::path(get, path = "/api/v1/me", tag = "session",
+    responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
+async fn me(State(state): State<AppState>, actor: Actor) -> ApiResult<Json<Me>> {
+    let id = actor.user_id;
+    let u = state
+        .db
+        .read(move |c| user::get(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    Ok(Json(
+        build_me(&state, &u, actor.impersonator.map(|i| i.1)).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    /// At least 10 characters.
+    pub new_password: String,
+}
+
+/// Change your own password. Ends your other sessions and revokes your API tokens.
+#[utoipa::path(put, path = "/api/v1/me/password", tag = "session", request_body = PasswordChange,
+    responses((status = 204), (status = 401, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
+async fn change_password(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(req): ApiJson<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    if actor.impersonator.is_some() {
+        return Err(ApiError::forbidden(
+            "impersonating",
+            "an impersonated session cannot change the user's password",
+        ));
+    }
+    user::validate_password("new_password", &req.new_password)?;
+    let id = actor.user_id;
+    let u = state
+        .db
+        .read(move |c| user::get(c, id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    let hasher = state.hasher.clone();
+    let stored = u.password_hash.clone();
+    let (ok, new_hash) = tokio::task::spawn_blocking(move || {
+        let ok = hasher.verify(&req.current_password, &stored);
+        (
+            ok,
+            if ok {
+                hasher.hash(&req.new_password).ok()
+            } else {
+                None
+            },
+        )
+    })
+    .await?;
+    if !ok {
+        return Err(ApiError::unprocessable(
+            "wrong_password",
+            "current_password is incorrect",
+        ));
+    }
+    let new_hash =
+        new_hash.ok_or_else(|| ApiError::internal(&std::io::Error::other("hashing failed")))?;
+    let who = Who::from(&actor);
+    let keep = match actor.credential {
+        Credential::Session { id } => Some(id),
+        Credential::ApiToken { .. } => None,
+    };
+    state
+        .db
+        .write(move |tx| {
+            user::update(
+                tx,
+                &u,
+                &u.name,
+                &u.phone,
+                u.status,
+                &u.permissions,
+                Some(&new_hash),
+            )?;
+            session::revoke_all_for_user(tx, u.id, keep)?;
+            audit::record(
+                tx,
+                &Entry::new(&who, u.tenant_id, "user.password_change", "user", u.id),
+            )
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Your API tokens (never their secrets).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "session",
+    responses((status = 200, body = Vec<session::ApiToken>), (status = 401, body = super::ErrorBody)))]
+async fn list_tokens(
+    State(state): State<AppState>,
+    actor: Actor,
+) -> ApiResult<Json<Vec<session::ApiToken>>> {
+    let id = actor.user_id;
+    Ok(Json(
+        state.db.read(move |c| session::list_tokens(c, id)).await?,
+    ))
+}
+
+/// Create an API token for scripts. The secret is shown once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "session", request_body = session::NewApiToken,
+    responses((status = 201, body = session::CreatedApiToken), (status = 422, body = super::ErrorBody)))]
+async fn create_token(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiJson(req): ApiJson<session::NewApiToken>,
+) -> ApiResult<(StatusCode, Json<session::CreatedApiToken>)> {
+    let name = tenant::validate_name("name", &req.name, 120)?;
+    let expires_at = match req.expires_in_days {
+        None => None,
+        Some(d) if (1..=3650).contains(&d) => Some(store::now() + d * 86_400),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "expires_in_days must be between 1 and 3650",
+            ));
+        }
+    };
+    let secret = new_bearer("opt_");
+    let who = Who::from(&actor);
+    let (uid, tid, sec) = (actor.user_id, actor.tenant_id, secret.clone());
+    let token = state
+        .db
+        .write(move |tx| {
+            let t = session::create_token(tx, uid, &name, expires_at, &sec)?;
+            audit::record(
+                tx,
+                &Entry::new(&who, tid, "api_token.create", "api_token", t.id).after(&t),
+            )?;
+            Ok(t)
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(session::CreatedApiToken { token, secret }),
+    ))
+}
+
+/// Revoke one of your API tokens.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "session", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = super::ErrorBody)))]
+async fn revoke_token(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
+    let who = Who::from(&actor);
+    let (uid, tid) = (actor.user_id, actor.tenant_id);
+    state
+        .db
+        .write(move |tx| {
+            let before = session::get_token(tx, uid, id)?;
+            session::revoke(tx, &Credential::ApiToken { id })?;
+            audit::record(
+                tx,
+                &Entry::new(&who, tid, "api_token.revoke", "api_token", id).before(&before),
+            )
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Act as another user of your subtree (support). The new session records you as the
+/// impersonator on every audit entry. Operator and reseller logins only.
+#[utoipa::path(post, path = "/api/v1/users/{id}/impersonate", tag = "users", params(("id" = i64, Path)),
+    responses((status = 200, body = Me), (status = 403, body = super::ErrorBody), (status = 404, body = super::ErrorBody)))]
+async fn impersonate(
+    State(state): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Response> {
+    if actor.kind == UserKind::Manager || actor.impersonator.is_some() {
+        return Err(ApiError::forbidden(
+            "permission_denied",
+            "only operator and reseller logins, in their own session, may impersonate",
+        ));
+    }
+    let scope = actor.scope();
+    let target = state
+        .db
+        .read(move |c| user::get_visible(c, &scope, id))
+        .await?;
+    if target.id == actor.user_id || target.kind == UserKind::Operator {
+        return Err(ApiError::forbidden(
+            "permission_denied",
+            "operator staff and yourself cannot be impersonated",
+        ));
+    }
+    let token = new_bearer("ops_");
+    let ttl = 3600; // impersonation is for a support call, not a working day
+    let who = Who::from(&actor);
+    let (tok, ip, ua, imp, t) = (
+        token.clone(),
+        actor.ip.to_string(),
+        actor.user_agent.clone(),
+        actor.user_id,
+        target.clone(),
+    );
+    state
+        .db
+        .write(move |tx| {
+            session::create(tx, &tok, t.id, Some(imp), &ip, &ua, ttl)?;
+            audit::record(
+                tx,
+                &Entry::new(&who, t.tenant_id, "user.impersonate", "user", t.id).security(),
+            )
+        })
+        .await?;
+    let me = build_me(
+        &state,
+        &target,
+        Some(format!("{} <{}>", actor.name, actor.email)),
+    )
+    .await?;
+    let mut cookie = session_cookie(&state, token);
+    cookie.set_max_age(time::Duration::seconds(ttl));
+    Ok(with_cookie(cookie, Json(me)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "198.51.100.7, 203.0.113.9, 10.1.1.1".parse().unwrap(),
+        );
+        // From an untrusted peer the header is ignored entirely.
+        assert_eq!(
+            client_ip("192.0.2.1".parse().unwrap(), &h, &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+        // From a trusted proxy: the right-most hop that is not itself trusted.
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &h, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // Garbage in the header falls back to the peer.
+        let mut g = HeaderMap::new();
+        g.insert("x-forwarded-for", "nonsense".parse().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.2".parse().unwrap(), &g, &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn throttle_blocks_after_max_failures_and_clears() {
+        let t = Throttle::default();
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(t.blocked("k", 3, w).is_none());
+            t.fail("k", w);
+        }
+        let wait = t.blocked("k", 3, w).expect("blocked");
+        assert!((1..=60).contains(&wait));
+        t.clear("k");
+        assert!(t.blocked("k", 3, w).is_none());
+    }
+}

@@ -1,0 +1,227 @@
+//! The JSON API under `/api/v1`. Each module exposes `router()`; they are merged here.
+//! Routes are declared with `utoipa_axum::routes!`, so the router and the OpenAPI
+//! document come from one declaration and cannot drift apart.
+
+pub mod audit;
+pub mod auth;
+pub mod resellers;
+pub mod sites;
+pub mod subscribers;
+pub mod users;
+
+use std::sync::Arc;
+
+use axum::extract::{
+    FromRequest, FromRequestParts, rejection::JsonRejection, rejection::PathRejection,
+    rejection::QueryRejection,
+};
+use axum::response::IntoResponse;
+use axum::{Extension, Router};
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::Config;
+use crate::crypto::{PasswordHasherCfg, SecretBox};
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult};
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub secrets: SecretBox,
+    pub hasher: PasswordHasherCfg,
+    pub config: Arc<Config>,
+    pub throttle: Arc<auth::Throttle>,
+}
+
+impl AppState {
+    pub fn new(db: Db, secrets: SecretBox, config: Config) -> anyhow::Result<AppState> {
+        let hasher =
+            PasswordHasherCfg::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?;
+        Ok(AppState {
+            db,
+            secrets,
+            hasher,
+            config: Arc::new(config),
+            throttle: Arc::new(auth::Throttle::default()),
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Outpost controller API", description = "Reseller tree, staff, subscribers, sites, NAS and audit log. \
+        Every error answers `{\"error\":{\"code\":…,\"message\":…}}`. Rows outside your part of the tree answer 404; \
+        functions you are not granted answer 403."),
+    modifiers(&SecurityAddon),
+    security(("session" = []), ("bearer" = [])),
+    components(schemas(ErrorBody, ErrorDetail)),
+)]
+struct ApiDoc;
+
+struct SecurityAddon;
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The error body every failure answers with.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+/// Every API route, with its OpenAPI description.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(auth::router())
+        .merge(resellers::router())
+        .merge(users::router())
+        .merge(subscribers::router())
+        .merge(sites::router())
+        .merge(audit::router())
+        .routes(routes!(openapi_json))
+}
+
+/// The router and its OpenAPI document.
+pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, spec) = api_router().split_for_parts();
+    let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
+    let router = router
+        .layer(Extension(OpenApiJson(json)))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state);
+    (router, spec)
+}
+
+#[derive(Clone)]
+struct OpenApiJson(Arc<String>);
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+async fn openapi_json(Extension(OpenApiJson(json)): Extension<OpenApiJson>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json.as_ref().clone(),
+    )
+}
+
+/// JSON body extractor whose rejections use the API's error body.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+                "malformed_json",
+                format!("the body is not valid JSON: {}", inner(&e)),
+            ),
+            JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_field", inner(&e)),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with 'Content-Type: application/json'",
+            ),
+            other => ApiError::bad_request("bad_body", other.body_text()),
+        }
+    }
+}
+
+/// Query-string extractor whose rejections use the API's error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::bad_request(
+            "bad_query",
+            format!("the query string is invalid: {}", inner(&r)),
+        )
+    }
+}
+
+/// Path extractor whose rejections use the API's error body.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::bad_request("bad_path", format!("the URL is invalid: {}", inner(&r)))
+    }
+}
+
+/// The innermost message of a rejection (serde's, which names the field and position).
+fn inner(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}
+
+/// One page of a list, oldest first.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Reads `cursor` and `limit`; returns (after_id, limit).
+pub fn paging(cursor: Option<&str>, limit: Option<u32>) -> ApiResult<(i64, u32)> {
+    let after = match cursor {
+        None | Some("") => 0,
+        Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_cursor",
+                "cursor must be a next_cursor from a previous page",
+            )
+        })?,
+    };
+    let limit = limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            "limit must be between 1 and 500",
+        ));
+    }
+    Ok((after, limit))
+}
+
+/// Builds a page from `limit + 1` fetched rows.
+pub fn page<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| id(r).to_string())
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}

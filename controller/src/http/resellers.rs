@@ -1,0 +1,126 @@
+//! `/api/v1/resellers`: the reseller tree below the caller.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use crate::db::audit::{self, Entry, Who};
+use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
+use crate::error::ApiResult;
+use crate::scope::{Actor, Permission};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update))
+}
+
+/// Resellers and sub-resellers below you (a manager: its tenant's direct children).
+#[utoipa::path(get, path = "/api/v1/resellers", tag = "resellers", params(ResellerFilter),
+    responses((status = 200, body = Page<Reseller>), (status = 403, body = ErrorBody)))]
+async fn list(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiQuery(f): ApiQuery<ResellerFilter>,
+) -> ApiResult<Json<Page<Reseller>>> {
+    actor.require(Permission::ManageResellers)?;
+    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let scope = actor.scope();
+    let rows = st
+        .db
+        .read(move |c| tenant::list(c, &scope, &f, after, limit + 1))
+        .await?;
+    Ok(Json(page(
+        rows.iter().map(|t| t.view(None)).collect(),
+        limit,
+        |r| r.id,
+    )))
+}
+
+/// Create a reseller (under `parent_id`, by default under your own tenant).
+#[utoipa::path(post, path = "/api/v1/resellers", tag = "resellers", request_body = NewReseller,
+    responses((status = 201, body = Reseller), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiJson(input): ApiJson<NewReseller>,
+) -> ApiResult<(StatusCode, Json<Reseller>)> {
+    actor.require(Permission::ManageResellers)?;
+    let max_depth = st.config.tree.max_depth;
+    let created = st
+        .db
+        .write(move |tx| {
+            let parent = tenant::assignable(tx, &actor, input.parent_id, "reseller.create")?;
+            let t = tenant::create(tx, &parent, &input, max_depth)?;
+            let view = t.view(None);
+            audit::record(
+                tx,
+                &Entry::new(
+                    &Who::from(&actor),
+                    t.id,
+                    "reseller.create",
+                    "reseller",
+                    t.id,
+                )
+                .after(&view),
+            )?;
+            Ok(view)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// One reseller below you, or your own tenant, with its usage against its limits.
+#[utoipa::path(get, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)),
+    responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Reseller>> {
+    actor.require(Permission::ManageResellers)?;
+    let scope = actor.scope();
+    let view = st
+        .db
+        .read(move |c| {
+            let t = tenant::get_visible(c, &scope, id)?;
+            let usage = tenant::usage(c, &t)?;
+            Ok(t.view(Some(usage)))
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+/// Change a reseller below you: name, status, allowed IPs, features, domain, limits.
+/// Nobody edits their own tenant's record: its parent does.
+#[utoipa::path(patch, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)), request_body = ResellerPatch,
+    responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn update(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(p): ApiJson<ResellerPatch>,
+) -> ApiResult<Json<Reseller>> {
+    actor.require(Permission::ManageResellers)?;
+    let view = st
+        .db
+        .write(move |tx| {
+            let before = tenant::get_managed(tx, &actor.scope(), id)?;
+            let after = tenant::update(tx, &before, &p)?;
+            let view = after.view(None);
+            audit::record(
+                tx,
+                &Entry::new(&Who::from(&actor), id, "reseller.update", "reseller", id)
+                    .before(&before.view(None))
+                    .after(&view),
+            )?;
+            Ok(view)
+        })
+        .await?;
+    Ok(Json(view))
+}

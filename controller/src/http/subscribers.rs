@@ -1,0 +1,220 @@
+//! `/api/v1/subscribers`: customers, with search, cursor paging and bulk actions.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use crate::db::audit::{self, Entry, Who};
+use crate::db::subscriber::{
+    self, BulkAction, BulkRequest, BulkResult, NewSubscriber, Subscriber, SubscriberFilter,
+    SubscriberPatch,
+};
+use crate::db::tenant;
+use crate::error::{ApiError, ApiResult};
+use crate::scope::{Actor, Permission};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get, update))
+        .routes(routes!(bulk))
+}
+
+/// Search your subscribers (a manager: its tenant's direct customers only).
+#[utoipa::path(get, path = "/api/v1/subscribers", tag = "subscribers", params(SubscriberFilter),
+    responses((status = 200, body = Page<Subscriber>), (status = 403, body = ErrorBody)))]
+async fn list(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiQuery(f): ApiQuery<SubscriberFilter>,
+) -> ApiResult<Json<Page<Subscriber>>> {
+    actor.require(Permission::ViewCustomers)?;
+    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let scope = actor.scope();
+    let rows = st
+        .db
+        .read(move |c| subscriber::list(c, &scope, &f, after, limit + 1))
+        .await?;
+    Ok(Json(page(rows, limit, |s| s.id)))
+}
+
+/// Create a subscriber (owned by `tenant_id`, by default your own tenant).
+#[utoipa::path(post, path = "/api/v1/subscribers", tag = "subscribers", request_body = NewSubscriber,
+    responses((status = 201, body = Subscriber), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiJson(input): ApiJson<NewSubscriber>,
+) -> ApiResult<(StatusCode, Json<Subscriber>)> {
+    actor.require(Permission::CreateCustomers)?;
+    let secrets = st.secrets.clone();
+    let show_password = actor.can(Permission::EditCustomers);
+    let created = st
+        .db
+        .write(move |tx| {
+            let owner = tenant::assignable(tx, &actor, input.tenant_id, "subscriber.create")?;
+            let row = subscriber::create(tx, &owner, &input, &secrets)?;
+            let view = row.view(None)?;
+            audit::record(
+                tx,
+                &Entry::new(
+                    &Who::from(&actor),
+                    owner.id,
+                    "subscriber.create",
+                    "subscriber",
+                    view.id,
+                )
+                .after(&view),
+            )?;
+            row.view(show_password.then_some(&secrets))
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// One subscriber. The PPP password is included for those who may edit customers.
+#[utoipa::path(get, path = "/api/v1/subscribers/{id}", tag = "subscribers", params(("id" = i64, Path)),
+    responses((status = 200, body = Subscriber), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Subscriber>> {
+    actor.require(Permission::ViewCustomers)?;
+    let scope = actor.scope();
+    let secrets = actor
+        .can(Permission::EditCustomers)
+        .then(|| st.secrets.clone());
+    let view = st
+        .db
+        .read(move |c| subscriber::get_visible(c, &scope, id)?.view(secrets.as_ref()))
+        .await?;
+    Ok(Json(view))
+}
+
+/// Change a subscriber. Changing `status` needs suspend/reconnect; any other field needs
+/// edit customers. `tenant_id` moves it, only within your subtree.
+#[utoipa::path(patch, path = "/api/v1/subscribers/{id}", tag = "subscribers", params(("id" = i64, Path)),
+    request_body = SubscriberPatch,
+    responses((status = 200, body = Subscriber), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(p): ApiJson<SubscriberPatch>,
+) -> ApiResult<Json<Subscriber>> {
+    if p.status.is_some() {
+        actor.require(Permission::SuspendReconnect)?;
+    }
+    if p.edits_fields() || p.status.is_none() {
+        actor.require(Permission::EditCustomers)?;
+    }
+    let secrets = st.secrets.clone();
+    let show_password = actor.can(Permission::EditCustomers);
+    let view = st
+        .db
+        .write(move |tx| {
+            let before = subscriber::get_visible(tx, &actor.scope(), id)?;
+            let new_owner = match p.tenant_id {
+                Some(t) if t != before.sub.tenant_id => {
+                    Some(tenant::assignable(tx, &actor, Some(t), "subscriber.move")?)
+                }
+                _ => None,
+            };
+            let after = subscriber::update(tx, &before, &p, new_owner.as_ref(), &secrets)?;
+            let mut after_view = serde_json::to_value(after.view(None)?).expect("serializes");
+            if p.password.is_some() {
+                after_view["password"] = "[changed]".into();
+            }
+            let action = if new_owner.is_some() {
+                "subscriber.move"
+            } else {
+                "subscriber.update"
+            };
+            audit::record(
+                tx,
+                &Entry::new(
+                    &Who::from(&actor),
+                    after.sub.tenant_id,
+                    action,
+                    "subscriber",
+                    id,
+                )
+                .before(&before.view(None)?)
+                .after(&after_view),
+            )?;
+            after.view(show_password.then_some(&secrets))
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+/// Suspend, reconnect or move many subscribers at once: all of them or none.
+#[utoipa::path(post, path = "/api/v1/subscribers/bulk", tag = "subscribers", request_body = BulkRequest,
+    responses((status = 200, body = BulkResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn bulk(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiJson(req): ApiJson<BulkRequest>,
+) -> ApiResult<Json<BulkResult>> {
+    match req.action {
+        BulkAction::Suspend | BulkAction::Reconnect => {
+            actor.require(Permission::SuspendReconnect)?
+        }
+        BulkAction::SetReseller => actor.require(Permission::EditCustomers)?,
+    }
+    let mut ids = req.ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(ApiError::invalid("ids must list 1 to 1000 subscribers"));
+    }
+    if req.action == BulkAction::SetReseller && req.tenant_id.is_none() {
+        return Err(ApiError::invalid(
+            "set_reseller needs tenant_id: the reseller to move the subscribers to",
+        ));
+    }
+    if req.action != BulkAction::SetReseller && req.tenant_id.is_some() {
+        return Err(ApiError::invalid("tenant_id applies to set_reseller only"));
+    }
+    let result = st
+        .db
+        .write(move |tx| {
+            let rows = subscriber::get_all_visible(tx, &actor.scope(), &ids)?;
+            let owner = match req.action {
+                BulkAction::SetReseller => Some(tenant::assignable(tx, &actor, req.tenant_id, "subscriber.bulk_set_reseller")?),
+                _ => None,
+            };
+            let result = subscriber::bulk(tx, &rows, req.action, owner.as_ref())?;
+            let action = match req.action {
+                BulkAction::Suspend => "subscriber.bulk_suspend",
+                BulkAction::Reconnect => "subscriber.bulk_reconnect",
+                BulkAction::SetReseller => "subscriber.bulk_set_reseller",
+            };
+            let who = Who::from(&actor);
+            audit::record(
+                tx,
+                &Entry {
+                    who: &who,
+                    tenant_id: actor.tenant_id,
+                    action,
+                    target_kind: Some("subscriber"),
+                    target_id: None,
+                    before: Some(json!({ "ids": ids })),
+                    after: Some(json!({ "changed": result.changed, "unchanged": result.unchanged, "tenant_id": req.tenant_id })),
+                    more_targets: &result.changed,
+                    security: false,
+                },
+            )?;
+            Ok(result)
+        })
+        .await?;
+    Ok(Json(result))
+}

@@ -1,0 +1,195 @@
+//! `outpost-controller`: serve the API, provision operator staff, verify the audit log.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use outpost_controller::bootstrap;
+use outpost_controller::config::Config;
+use outpost_controller::db::audit::Verdict;
+
+#[derive(Parser)]
+#[command(
+    name = "outpost-controller",
+    version,
+    about = "Outpost controller: resellers, subscribers, audit log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// TOML config file (see configs/controller.example.toml). Defaults apply without one.
+    #[arg(long, env = "OUTPOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for controller.db and controller.key (overrides the config).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config {
+            Some(p) => Config::load(p)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            cfg.data_dir = d.clone();
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (overrides the config; default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Seed a sample installation (resellers, managers, sites, NAS, 200 subscribers)
+        /// if it has no resellers yet.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create operator staff; reads the password from stdin (for provisioning scripts).
+    CreateOperator {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "Operator staff")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exits 1 and names the first broken entry if tampered.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve {
+            common,
+            listen,
+            demo,
+        } => {
+            let mut cfg = common.load()?;
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            let addr = cfg.listen;
+            let state = bootstrap::open(cfg)?;
+            if let Some((email, password)) = bootstrap::first_admin(&state)? {
+                println!(
+                    "Created the operator admin. This password is shown once; change it after logging in."
+                );
+                println!("  email:    {email}");
+                println!("  password: {password}");
+            }
+            if demo && let Some(logins) = bootstrap::seed_demo(&state)? {
+                println!("Seeded the demo installation. Logins (one shared password, shown once):");
+                for l in &logins {
+                    println!("  {:<32} {:<34} {}", l.role, l.email, l.password);
+                }
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                tracing::info!(%addr, "outpost-controller listening");
+                println!(
+                    "Listening on http://{addr}  (API: /api/v1, OpenAPI: /api/v1/openapi.json)"
+                );
+                axum::serve(
+                    listener,
+                    outpost_controller::app(state)
+                        .into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command:
+                UserCommand::CreateOperator {
+                    common,
+                    email,
+                    name,
+                },
+        } => {
+            let state = bootstrap::open(common.load()?)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("cannot read the password from stdin")?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let id = bootstrap::create_operator(&state, &email, &name, password)?;
+            println!("created operator staff {email} (user {id})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { common },
+        } => {
+            let cfg = common.load()?;
+            match bootstrap::verify_audit(&cfg.data_dir)? {
+                Verdict::Intact { entries } => {
+                    println!("audit log intact: {entries} entries verified");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Verdict::Broken { id, reason } => {
+                    println!("audit log BROKEN at entry {id}: {reason}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
