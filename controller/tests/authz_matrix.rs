@@ -1,0 +1,536 @@
+//! The authorization matrix: every route × every kind of actor × {own resource, another
+//! tenant's resource}, with the expected status. Each cell runs on a fresh fixture, and
+//! each cell that changes something must leave exactly one audit entry by that actor.
+//!
+//! `route_table_covers_every_route` fails when the router gains a route with no row here.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use axum::http::{Method, StatusCode};
+use common::{ACTORS, Fixture, Holdings, PASSWORD, Who, error_code};
+use serde_json::{Value, json};
+
+/// Expected statuses per actor, `[own, other]`; 0 = the cell does not apply (the route
+/// addresses only the caller's own things, so there is no "other tenant's" resource).
+/// Actor order: operator staff, reseller A, sub-reseller A1, manager of A (view/create
+/// customers, suspend/reconnect), reseller B, anonymous.
+type Cells = [[u16; 2]; 6];
+
+const MATRIX: &[(&str, &str, Cells)] = &[
+    //                                                 Op          A           A1          M(of A)     B           anon
+    (
+        "POST",
+        "/api/v1/session",
+        [
+            [200, 401],
+            [200, 401],
+            [200, 401],
+            [200, 401],
+            [200, 401],
+            [200, 401],
+        ],
+    ),
+    (
+        "DELETE",
+        "/api/v1/session",
+        [[204, 0], [204, 0], [204, 0], [204, 0], [204, 0], [401, 0]],
+    ),
+    (
+        "GET",
+        "/api/v1/me",
+        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "PUT",
+        "/api/v1/me/password",
+        [[204, 0], [204, 0], [204, 0], [204, 0], [204, 0], [401, 0]],
+    ),
+    (
+        "GET",
+        "/api/v1/tokens",
+        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "POST",
+        "/api/v1/tokens",
+        [[201, 0], [201, 0], [201, 0], [201, 0], [201, 0], [401, 0]],
+    ),
+    (
+        "DELETE",
+        "/api/v1/tokens/{id}",
+        [
+            [204, 404],
+            [204, 404],
+            [204, 404],
+            [204, 404],
+            [204, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/resellers",
+        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "POST",
+        "/api/v1/resellers",
+        [
+            [201, 201],
+            [201, 403],
+            [422, 403],
+            [403, 403],
+            [201, 403],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/resellers/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "PATCH",
+        "/api/v1/resellers/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [404, 404],
+            [403, 403],
+            [404, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/users",
+        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "POST",
+        "/api/v1/users",
+        [
+            [201, 201],
+            [201, 403],
+            [201, 403],
+            [403, 403],
+            [201, 403],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/users/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "PATCH",
+        "/api/v1/users/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "POST",
+        "/api/v1/users/{id}/impersonate",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/subscribers",
+        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "POST",
+        "/api/v1/subscribers",
+        [
+            [201, 201],
+            [201, 403],
+            [201, 403],
+            [201, 403],
+            [201, 403],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/subscribers/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [200, 404],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "PATCH",
+        "/api/v1/subscribers/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "POST",
+        "/api/v1/subscribers/bulk",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [200, 404],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/sites",
+        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "POST",
+        "/api/v1/sites",
+        [
+            [201, 201],
+            [201, 403],
+            [201, 403],
+            [403, 403],
+            [201, 403],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/sites/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "PATCH",
+        "/api/v1/sites/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/nas",
+        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "POST",
+        "/api/v1/nas",
+        [
+            [201, 201],
+            [201, 403],
+            [201, 403],
+            [403, 403],
+            [201, 403],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/nas/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "PATCH",
+        "/api/v1/nas/{id}",
+        [
+            [200, 200],
+            [200, 404],
+            [200, 404],
+            [403, 403],
+            [200, 404],
+            [401, 401],
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/audit",
+        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
+    ),
+    (
+        "GET",
+        "/api/v1/openapi.json",
+        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [200, 0]],
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Own,
+    Other,
+}
+
+/// The resources an actor's "own" and "other" cells address.
+fn holdings(fx: &Fixture, who: Who, t: Target) -> Holdings {
+    match (who, t) {
+        (Who::Op | Who::A | Who::M | Who::Anon, Target::Own) => fx.a,
+        (Who::A1, Target::Own) => fx.a1,
+        (Who::B, Target::Own) => fx.b,
+        (Who::Op | Who::A | Who::Anon, Target::Other) => fx.b,
+        (Who::A1 | Who::B, Target::Other) => fx.a,
+        // A manager of A must not reach its sub-reseller's customers.
+        (Who::M, Target::Other) => fx.a1,
+    }
+}
+
+/// The reseller record addressed: a child for the operator and A; the caller's own
+/// tenant for A1 and B (readable, not editable).
+fn reseller_record(who: Who, t: Target) -> i64 {
+    match (who, t) {
+        (Who::Op | Who::M | Who::Anon, Target::Own) => 2,
+        (Who::A | Who::A1, Target::Own) => 3,
+        (Who::B, Target::Own) => 4,
+        (Who::Op | Who::A | Who::Anon, Target::Other) => 4,
+        (Who::A1 | Who::B, Target::Other) => 2,
+        (Who::M, Target::Other) => 3,
+    }
+}
+
+fn other_actor(who: Who) -> Who {
+    match who {
+        Who::A => Who::B,
+        _ => Who::A,
+    }
+}
+
+/// Builds the concrete path and body of one cell.
+fn request(
+    fx: &Fixture,
+    method: &str,
+    route: &str,
+    who: Who,
+    t: Target,
+) -> (String, Option<Value>) {
+    let h = holdings(fx, who, t);
+    let uniq = format!("{who:?}-{t:?}").to_lowercase();
+    let own_email = fx
+        .emails
+        .get(&who)
+        .cloned()
+        .unwrap_or_else(|| fx.emails[&Who::A].clone());
+    let body = match (method, route) {
+        ("POST", "/api/v1/session") => Some(json!({
+            "email": own_email,
+            "password": if t == Target::Own { PASSWORD } else { "wrong-password" },
+        })),
+        ("PUT", "/api/v1/me/password") => {
+            Some(json!({ "current_password": PASSWORD, "new_password": "a-new-password-2" }))
+        }
+        ("POST", "/api/v1/tokens") => Some(json!({ "name": "ci script", "expires_in_days": 30 })),
+        ("POST", "/api/v1/resellers") => {
+            Some(json!({ "name": format!("New {uniq}"), "parent_id": h.tenant }))
+        }
+        ("PATCH", "/api/v1/resellers/{id}") => Some(json!({ "name": "Renamed reseller" })),
+        ("POST", "/api/v1/users") => Some(json!({
+            "email": format!("{uniq}@new.test"), "name": "New manager", "password": "manager-password-1",
+            "kind": "manager", "tenant_id": h.tenant, "permissions": ["view_customers"],
+        })),
+        ("PATCH", "/api/v1/users/{id}") => Some(json!({ "name": "Renamed user" })),
+        ("POST", "/api/v1/subscribers") => Some(
+            json!({ "username": format!("new-{uniq}"), "password": "ppp-secret", "tenant_id": h.tenant }),
+        ),
+        ("PATCH", "/api/v1/subscribers/{id}") => Some(json!({ "notes": "called about billing" })),
+        ("POST", "/api/v1/subscribers/bulk") => {
+            Some(json!({ "action": "suspend", "ids": [h.subscriber] }))
+        }
+        ("POST", "/api/v1/sites") => {
+            Some(json!({ "name": format!("Site {uniq}"), "tenant_id": h.tenant }))
+        }
+        ("PATCH", "/api/v1/sites/{id}") => Some(json!({ "location": "Grain silo" })),
+        ("POST", "/api/v1/nas") => Some(json!({
+            "name": "nas new", "site_id": h.site, "ip": "192.0.2.77", "secret": "new-secret-1",
+            "kind": "accel-ppp", "tenant_id": h.tenant,
+        })),
+        ("PATCH", "/api/v1/nas/{id}") => Some(json!({ "coa_port": 1700 })),
+        (_, _) => None,
+    };
+    let id = match route {
+        "/api/v1/tokens/{id}" => {
+            let owner = if t == Target::Own && who != Who::Anon {
+                who
+            } else {
+                other_actor(who)
+            };
+            fx.tokens[&owner]
+        }
+        "/api/v1/resellers/{id}" => reseller_record(who, t),
+        "/api/v1/users/{id}" | "/api/v1/users/{id}/impersonate" => h.manager,
+        "/api/v1/subscribers/{id}" => h.subscriber,
+        "/api/v1/sites/{id}" => h.site,
+        "/api/v1/nas/{id}" => h.nas,
+        _ => 0,
+    };
+    (route.replace("{id}", &id.to_string()), body)
+}
+
+fn who_index(who: Who) -> usize {
+    ACTORS.iter().position(|w| *w == who).unwrap()
+}
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for (method, route, expect) in MATRIX {
+        for who in ACTORS {
+            for (ti, t) in [Target::Own, Target::Other].into_iter().enumerate() {
+                let want = expect[who_index(who)][ti];
+                if want == 0 {
+                    continue;
+                }
+                cells += 1;
+                let fx = Fixture::new();
+                let (path, body) = request(&fx, method, route, who, t);
+                let (before, _) = fx.audit_tail();
+                let m = Method::from_bytes(method.as_bytes()).unwrap();
+                let (status, resp) = fx.call(who, m.clone(), &path, body).await;
+                let cell = format!("{method} {path} as {who:?} ({t:?})");
+                if status.as_u16() != want {
+                    failures.push(format!(
+                        "{cell}: want {want}, got {} {resp}",
+                        status.as_u16()
+                    ));
+                    continue;
+                }
+                if !status.is_success() && status != StatusCode::OK {
+                    error_code(&resp);
+                }
+                // Audit: a change leaves exactly one entry by the actor; a read or a plain
+                // refusal leaves none; a login failure or an out-of-tree attempt leaves one
+                // security event.
+                let (after, last) = fx.audit_tail();
+                let delta = after - before;
+                let expected_actor = if *method == "POST" && *route == "/api/v1/session" {
+                    fx.users.get(&who).or(fx.users.get(&Who::A)).map(|u| u.0)
+                } else {
+                    fx.users.get(&who).map(|u| u.0)
+                };
+                let mutating = m != Method::GET;
+                if status.is_success() && mutating {
+                    let (actor, action, _, _) = last.clone().unwrap();
+                    if delta != 1 || actor != expected_actor {
+                        failures.push(format!("{cell}: want 1 audit entry by {expected_actor:?}, got {delta} (last {action} by {actor:?})"));
+                    }
+                } else if status.is_success() {
+                    if delta != 0 {
+                        failures.push(format!("{cell}: a read wrote {delta} audit entries"));
+                    }
+                } else {
+                    let code = resp["error"]["code"].as_str().unwrap_or("");
+                    let security = matches!(code, "invalid_credentials" | "tenant_out_of_scope");
+                    let want_delta = if security { 1 } else { 0 };
+                    if delta != want_delta {
+                        failures.push(format!(
+                            "{cell}: refusal {code} wrote {delta} audit entries, want {want_delta}"
+                        ));
+                    } else if security && !last.as_ref().unwrap().2 {
+                        failures.push(format!(
+                            "{cell}: refusal {code} was not recorded as a security event"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(cells > 250, "matrix ran only {cells} cells");
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// Every route the router serves has a matrix row, and every row is a real route.
+#[test]
+fn route_table_covers_every_route() {
+    let spec = outpost_controller::http::api_router().into_openapi();
+    let mut served = BTreeSet::new();
+    for (path, item) in &spec.paths.paths {
+        for (m, op) in [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+            ("TRACE", &item.trace),
+        ] {
+            if op.is_some() {
+                served.insert((m.to_string(), path.clone()));
+            }
+        }
+    }
+    let table: BTreeSet<(String, String)> = MATRIX
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(table.len(), MATRIX.len(), "the matrix has a duplicate row");
+    let missing: Vec<_> = served.difference(&table).collect();
+    let stale: Vec<_> = table.difference(&served).collect();
+    assert!(
+        missing.is_empty(),
+        "routes with no row in the authorization matrix: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "matrix rows for routes that do not exist: {stale:?}"
+    );
+}

@@ -1,0 +1,382 @@
+//! A real controller in a temp dir: real SQLite file, real key file, the real router,
+//! called through `tower::ServiceExt::oneshot`. Seeded through the storage layer with a
+//! known tree and asserted ids:
+//!
+//! ```text
+//! operator (1) ── A (2) ── A1 (3)
+//!              └─ B (4)
+//! ```
+//! Each tenant has one subscriber, one site, one NAS and one manager; the fixture's
+//! actors each hold a live session.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use outpost_controller::bootstrap;
+use outpost_controller::config::Config;
+use outpost_controller::db::nas::{NasKind, NewNas};
+use outpost_controller::db::site::NewSite;
+use outpost_controller::db::subscriber::NewSubscriber;
+use outpost_controller::db::tenant::{Limits, NewReseller, Tenant};
+use outpost_controller::db::{nas, session, site, subscriber, tenant, user};
+use outpost_controller::scope::{OPERATOR_TENANT, PermSet, Permission, UserKind};
+use outpost_controller::{AppState, app};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const PASSWORD: &str = "fixture-password-1";
+pub const CLIENT_IP: &str = "203.0.113.10";
+
+/// The actors of the authorization matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Who {
+    /// Operator staff.
+    Op,
+    /// Reseller A's login.
+    A,
+    /// Sub-reseller A1's login.
+    A1,
+    /// A manager of A with view/create customers and suspend/reconnect only.
+    M,
+    /// Reseller B's login.
+    B,
+    /// No credential at all.
+    Anon,
+}
+
+pub const ACTORS: [Who; 6] = [Who::Op, Who::A, Who::A1, Who::M, Who::B, Who::Anon];
+
+/// The manager's grants in the fixture.
+pub const MANAGER_PERMS: [Permission; 3] = [
+    Permission::ViewCustomers,
+    Permission::CreateCustomers,
+    Permission::SuspendReconnect,
+];
+
+/// What one tenant holds in the fixture.
+#[derive(Debug, Clone, Copy)]
+pub struct Holdings {
+    pub tenant: i64,
+    pub subscriber: i64,
+    pub site: i64,
+    pub nas: i64,
+    /// A manager of this tenant (not the matrix's manager M).
+    pub manager: i64,
+}
+
+pub struct Fixture {
+    pub app: Router,
+    pub state: AppState,
+    pub dir: tempfile::TempDir,
+    pub op_tenant: Holdings,
+    pub a: Holdings,
+    pub a1: Holdings,
+    pub b: Holdings,
+    /// user id and bearer secret per actor.
+    pub users: HashMap<Who, (i64, String)>,
+    /// An API token id per actor.
+    pub tokens: HashMap<Who, i64>,
+    pub emails: HashMap<Who, String>,
+}
+
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.data_dir = dir.to_path_buf();
+    // Cheap argon2 so hundreds of fixtures stay fast; the algorithm is the same.
+    cfg.auth.argon2_memory_kib = 8;
+    cfg.auth.argon2_iterations = 1;
+    cfg
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(tweak: impl FnOnce(&mut Config)) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = test_config(dir.path());
+        tweak(&mut cfg);
+        let state = bootstrap::open(cfg).unwrap();
+        let hash = state.hasher.hash(PASSWORD).unwrap();
+        let secrets = state.secrets.clone();
+        let max_depth = state.config.tree.max_depth;
+        let mut users = HashMap::new();
+        let mut tokens = HashMap::new();
+        let mut emails = HashMap::new();
+        let (op_tenant, a, a1, b) = state
+            .db
+            .write_blocking(|tx| {
+                let root = tenant::get(tx, OPERATOR_TENANT)?.unwrap();
+                let mk = |parent: &Tenant, name: &str| {
+                    tenant::create(
+                        tx,
+                        parent,
+                        &NewReseller {
+                            name: name.into(),
+                            parent_id: Some(parent.id),
+                            allowed_ips: vec![],
+                            rebrand_enabled: false,
+                            custom_domain: None,
+                            wan_check_enabled: false,
+                            limits: Limits::default(),
+                        },
+                        max_depth,
+                    )
+                };
+                let ta = mk(&root, "Reseller A")?;
+                let ta1 = mk(&ta, "Sub-reseller A1")?;
+                let tb = mk(&root, "Reseller B")?;
+                assert_eq!((ta.id, ta1.id, tb.id), (2, 3, 4));
+                let hold =
+                    |t: &Tenant,
+                     tag: &str|
+                     -> Result<Holdings, outpost_controller::error::ApiError> {
+                        let s = site::create(
+                            tx,
+                            t,
+                            &NewSite {
+                                name: format!("site-{tag}"),
+                                tenant_id: None,
+                                location: String::new(),
+                                notes: String::new(),
+                            },
+                        )?;
+                        let n = nas::create(
+                            tx,
+                            t,
+                            &NewNas {
+                                name: format!("nas-{tag}"),
+                                site_id: s.id,
+                                ip: format!("198.51.100.{}", t.id).parse().unwrap(),
+                                secret: "radius-secret".into(),
+                                kind: NasKind::Mikrotik,
+                                coa_port: None,
+                                require_message_authenticator: None,
+                                tenant_id: None,
+                            },
+                            &secrets,
+                        )?;
+                        let sub = subscriber::create(
+                            tx,
+                            t,
+                            &NewSubscriber {
+                                username: format!("sub-{tag}"),
+                                password: format!("ppp-{tag}"),
+                                tenant_id: None,
+                                site_id: Some(s.id),
+                                status: None,
+                                expires_at: None,
+                                static_ipv4: None,
+                                mac: None,
+                                name: format!("Customer {tag}"),
+                                phone: String::new(),
+                                email: String::new(),
+                                notes: String::new(),
+                            },
+                            &secrets,
+                        )?;
+                        let m = user::insert(
+                            tx,
+                            t.id,
+                            UserKind::Manager,
+                            &format!("mgr-{tag}@fixture.test"),
+                            &format!("Manager {tag}"),
+                            "",
+                            &hash,
+                            &PermSet(MANAGER_PERMS.into_iter().collect()),
+                            None,
+                        )?;
+                        Ok(Holdings {
+                            tenant: t.id,
+                            subscriber: sub.sub.id,
+                            site: s.id,
+                            nas: n.id,
+                            manager: m.id,
+                        })
+                    };
+                Ok((
+                    hold(&root, "op")?,
+                    hold(&ta, "a")?,
+                    hold(&ta1, "a1")?,
+                    hold(&tb, "b")?,
+                ))
+            })
+            .unwrap();
+        let accounts = [
+            (
+                Who::Op,
+                OPERATOR_TENANT,
+                UserKind::Operator,
+                PermSet::default(),
+            ),
+            (Who::A, 2, UserKind::Reseller, PermSet::default()),
+            (Who::A1, 3, UserKind::Reseller, PermSet::default()),
+            (
+                Who::M,
+                2,
+                UserKind::Manager,
+                PermSet(MANAGER_PERMS.into_iter().collect()),
+            ),
+            (Who::B, 4, UserKind::Reseller, PermSet::default()),
+        ];
+        state
+            .db
+            .write_blocking(|tx| {
+                for (who, tid, kind, perms) in &accounts {
+                    let email = format!("{who:?}@fixture.test").to_lowercase();
+                    let u = user::insert(
+                        tx,
+                        *tid,
+                        *kind,
+                        &email,
+                        &format!("User {who:?}"),
+                        "",
+                        &hash,
+                        perms,
+                        None,
+                    )?;
+                    let secret = outpost_controller::crypto::new_bearer("ops_");
+                    session::create(tx, &secret, u.id, None, CLIENT_IP, "fixture", 3600)?;
+                    let tok = session::create_token(
+                        tx,
+                        u.id,
+                        "fixture",
+                        None,
+                        &outpost_controller::crypto::new_bearer("opt_"),
+                    )?;
+                    users.insert(*who, (u.id, secret));
+                    tokens.insert(*who, tok.id);
+                    emails.insert(*who, email);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let app = app(state.clone());
+        Fixture {
+            app,
+            state,
+            dir,
+            op_tenant,
+            a,
+            a1,
+            b,
+            users,
+            tokens,
+            emails,
+        }
+    }
+
+    pub fn secret(&self, who: Who) -> Option<String> {
+        self.users.get(&who).map(|u| u.1.clone())
+    }
+
+    pub fn user_id(&self, who: Who) -> i64 {
+        self.users[&who].0
+    }
+
+    /// Sends a request as `who` from the fixture's client address.
+    pub async fn call(
+        &self,
+        who: Who,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_from(who, CLIENT_IP.parse().unwrap(), method, path, body)
+            .await
+    }
+
+    pub async fn call_from(
+        &self,
+        who: Who,
+        ip: IpAddr,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::USER_AGENT, "outpost-tests");
+        if let Some(s) = self.secret(who) {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {s}"));
+        }
+        let req = match body {
+            Some(v) => b
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(v.to_string()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let (status, _, v) = self.send(req, ip).await;
+        (status, v)
+    }
+
+    /// Sends a raw request; returns status, headers and the JSON body (Null if none).
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        ip: IpAddr,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, headers, v)
+    }
+
+    /// Number of audit entries, and the newest one.
+    pub fn audit_tail(&self) -> (i64, Option<(Option<i64>, String, bool, Option<i64>)>) {
+        self.state
+            .db
+            .write_blocking(|tx| {
+                let n: i64 = tx.query_row("SELECT count(*) FROM audit_log", [], |r| r.get(0))?;
+                let last = tx
+                    .query_row(
+                        "SELECT actor_user_id, action, security, impersonator_id FROM audit_log ORDER BY id DESC LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                    )
+                    .ok();
+                Ok((n, last))
+            })
+            .unwrap()
+    }
+
+    /// Runs SQL against the database directly (for assertions only).
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        self.state
+            .db
+            .write_blocking(|tx| Ok(tx.query_row(sql, [], |r| r.get(0))?))
+            .unwrap()
+    }
+}
+
+/// Asserts the API's error body shape and returns its code.
+pub fn error_code(v: &Value) -> String {
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {v}"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error without message: {v}"
+    );
+    code.to_string()
+}
