@@ -1,0 +1,552 @@
+//! Bad input gets a clear error in the one error body, and loses nothing: malformed JSON,
+//! unknown fields, out-of-range limits, duplicates, bad CIDRs and friends. Plus limits,
+//! depth, paging and search.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::{Fixture, Who, error_code};
+use serde_json::json;
+
+fn counts(fx: &Fixture) -> (i64, i64, i64, i64) {
+    (
+        fx.query_i64("SELECT count(*) FROM subscribers"),
+        fx.query_i64("SELECT count(*) FROM tenants"),
+        fx.query_i64("SELECT count(*) FROM users"),
+        fx.query_i64("SELECT count(*) FROM audit_log"),
+    )
+}
+
+async fn raw(
+    fx: &Fixture,
+    who: Who,
+    method: Method,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut b = Request::builder().method(method).uri(path).header(
+        header::AUTHORIZATION,
+        format!("Bearer {}", fx.secret(who).unwrap()),
+    );
+    if let Some(ct) = content_type {
+        b = b.header(header::CONTENT_TYPE, ct);
+    }
+    let (s, _, v) = fx
+        .send(
+            b.body(Body::from(body.to_string())).unwrap(),
+            common::CLIENT_IP.parse().unwrap(),
+        )
+        .await;
+    (s, v)
+}
+
+#[tokio::test]
+async fn malformed_and_mistyped_bodies_are_refused_with_the_error_body() {
+    let fx = Fixture::new();
+    let before = counts(&fx);
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::POST,
+        "/api/v1/subscribers",
+        Some("application/json"),
+        "{\"username\": \"x\",",
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "malformed_json"),
+        "{b}"
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::POST,
+        "/api/v1/subscribers",
+        Some("application/json"),
+        r#"{"username":"x","password":"p","speed":9}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("speed"),
+        "names the unknown field: {b}"
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::POST,
+        "/api/v1/subscribers",
+        Some("application/json"),
+        r#"{"username":"x","password":5}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+        "{b}"
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::POST,
+        "/api/v1/subscribers",
+        None,
+        r#"{"username":"x","password":"p"}"#,
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::GET,
+        "/api/v1/subscribers/abc",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_path")
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::GET,
+        "/api/v1/subscribers?cursor=zzz",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_cursor")
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::GET,
+        "/api/v1/subscribers?limit=0",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_limit")
+    );
+    let (s, b) = raw(
+        &fx,
+        Who::A,
+        Method::GET,
+        "/api/v1/subscribers?colour=red",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::BAD_REQUEST, "bad_query")
+    );
+    let (s, b) = raw(&fx, Who::A, Method::GET, "/api/v1/no-such-thing", None, "").await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+    assert_eq!(counts(&fx), before, "a refused request wrote something");
+}
+
+#[tokio::test]
+async fn field_rules_name_the_field_and_write_nothing() {
+    let fx = Fixture::new();
+    let before = counts(&fx);
+    let cases = [
+        (
+            "/api/v1/resellers",
+            json!({ "name": "X", "limits": { "max_subscribers": -1 } }),
+            "limits.max_subscribers",
+        ),
+        (
+            "/api/v1/resellers",
+            json!({ "name": "X", "limits": { "max_sites": 10_000_001 } }),
+            "limits.max_sites",
+        ),
+        (
+            "/api/v1/resellers",
+            json!({ "name": "X", "allowed_ips": ["198.51.100.0/24", "10.0.0.300/8"] }),
+            "allowed_ips[1]",
+        ),
+        (
+            "/api/v1/resellers",
+            json!({ "name": "X", "allowed_ips": ["office"] }),
+            "allowed_ips[0]",
+        ),
+        (
+            "/api/v1/resellers",
+            json!({ "name": "X", "custom_domain": "not a domain" }),
+            "custom_domain",
+        ),
+        ("/api/v1/resellers", json!({ "name": "   " }), "name"),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "has space", "password": "p" }),
+            "username",
+        ),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "ok1", "password": "p", "mac": "00:11:22" }),
+            "mac",
+        ),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "ok2", "password": "p", "static_ipv4": "300.1.1.1", "site_id": 2 }),
+            "static_ipv4",
+        ),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "ok3", "password": "p", "static_ipv4": "192.0.2.5" }),
+            "site_id",
+        ),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "ok4", "password": "p", "expires_at": "next tuesday" }),
+            "expires_at",
+        ),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "ok5", "password": "p", "status": "expired" }),
+            "status",
+        ),
+        (
+            "/api/v1/subscribers",
+            json!({ "username": "ok6", "password": "p", "site_id": 7 }),
+            "site_id",
+        ),
+        (
+            "/api/v1/users",
+            json!({ "email": "not-an-email", "name": "x", "password": "long-enough-1", "kind": "manager" }),
+            "email",
+        ),
+        (
+            "/api/v1/users",
+            json!({ "email": "x@y.test", "name": "x", "password": "short", "kind": "manager" }),
+            "password",
+        ),
+        (
+            "/api/v1/users",
+            json!({ "email": "x@y.test", "name": "x", "password": "long-enough-1", "kind": "reseller", "permissions": ["view_customers"] }),
+            "permissions",
+        ),
+        (
+            "/api/v1/nas",
+            json!({ "name": "n", "site_id": 2, "ip": "192.0.2.1", "secret": "short", "kind": "mikrotik" }),
+            "secret",
+        ),
+        (
+            "/api/v1/nas",
+            json!({ "name": "n", "site_id": 2, "ip": "192.0.2.1", "secret": "long-secret", "kind": "mikrotik", "coa_port": 0 }),
+            "coa_port",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let (s, b) = fx
+            .call(Who::A, Method::POST, path, Some(body.clone()))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}: {b}");
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(field),
+            "{path} {body}: message {msg:?} does not name {field}"
+        );
+    }
+    // Types serde rejects also answer 422, naming what was expected.
+    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/nas", Some(json!({ "name": "n", "site_id": 2, "ip": "nope", "secret": "long-secret", "kind": "mikrotik" }))).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
+        "{b}"
+    );
+    let (s, _) = fx.call(Who::A, Method::POST, "/api/v1/nas", Some(json!({ "name": "n", "site_id": 2, "ip": "192.0.2.1", "secret": "long-secret", "kind": "cisco" }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(counts(&fx), before);
+}
+
+#[tokio::test]
+async fn duplicates_are_conflicts() {
+    let fx = Fixture::new();
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/subscribers",
+            Some(json!({ "username": "SUB-B", "password": "p" })),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "duplicate"),
+        "usernames are unique across tenants, ignoring case"
+    );
+    assert!(b["error"]["message"].as_str().unwrap().contains("username"));
+    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/users", Some(json!({ "email": "B@fixture.test", "name": "x", "password": "long-enough-1", "kind": "manager" }))).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "duplicate")
+    );
+    let (s, _) = fx.call(Who::A, Method::POST, "/api/v1/subscribers", Some(json!({ "username": "s1", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" }))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/subscribers", Some(json!({ "username": "s2", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" }))).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "duplicate"),
+        "{b}"
+    );
+    let (s, _) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "custom_domain": "panel.a.example" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/4",
+            Some(json!({ "custom_domain": "PANEL.a.example" })),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "duplicate"),
+        "{b}"
+    );
+    let (s, r) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "custom_domain": null })),
+        )
+        .await;
+    assert_eq!((s, r["custom_domain"].is_null()), (StatusCode::OK, true));
+    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/nas", Some(json!({ "name": "dup", "site_id": fx.a.site, "ip": "198.51.100.2", "secret": "long-secret", "kind": "generic" }))).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::CONFLICT, "duplicate"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn limits_count_the_whole_subtree_and_refuse_clearly() {
+    let fx = Fixture::new();
+    // A holds 2 subscribers (its own and A1's).
+    let (s, r) = fx.call(Who::Op, Method::PATCH, "/api/v1/resellers/2",
+        Some(json!({ "limits": { "max_subscribers": 3, "max_sub_resellers": 1, "max_managers": 2, "max_sites": 2 } }))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (_, r) = fx
+        .call(Who::Op, Method::GET, "/api/v1/resellers/2", None)
+        .await;
+    assert_eq!(
+        r["usage"],
+        json!({ "subscribers": 2, "sub_resellers": 1, "managers": 2, "sites": 2 })
+    );
+    let (s, _) = fx
+        .call(
+            Who::A1,
+            Method::POST,
+            "/api/v1/subscribers",
+            Some(json!({ "username": "third", "password": "p" })),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "A1's subscriber is the third of A's"
+    );
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/subscribers",
+            Some(json!({ "username": "fourth", "password": "p" })),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached")
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 3 subscribers"),
+        "{b}"
+    );
+    let (s, b) = fx
+        .call(
+            Who::A1,
+            Method::POST,
+            "/api/v1/subscribers",
+            Some(json!({ "username": "fifth", "password": "p" })),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "A's limit binds A1 too: {b}"
+    );
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/resellers",
+            Some(json!({ "name": "second child" })),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
+        "{b}"
+    );
+    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/users", Some(json!({ "email": "m3@a.test", "name": "x", "password": "long-enough-1", "kind": "manager" }))).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
+        "{b}"
+    );
+    let (s, b) = fx
+        .call(
+            Who::A1,
+            Method::POST,
+            "/api/v1/sites",
+            Some(json!({ "name": "third site" })),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
+        "{b}"
+    );
+    // A reseller cannot raise its own limits: it cannot edit its own record.
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "limits": {} })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_child_gets_only_features_its_parent_has() {
+    let fx = Fixture::new();
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/resellers",
+            Some(json!({ "name": "Brand", "rebrand_enabled": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            "/api/v1/resellers/3",
+            Some(json!({ "wan_check_enabled": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    let (s, _) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "rebrand_enabled": true, "wan_check_enabled": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            "/api/v1/resellers/3",
+            Some(json!({ "wan_check_enabled": true, "rebrand_enabled": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn cursor_paging_walks_everything_once_and_search_filters() {
+    let fx = Fixture::new();
+    for i in 0..23 {
+        let (s, _) = fx.call(Who::B, Method::POST, "/api/v1/subscribers",
+            Some(json!({ "username": format!("page{i:02}"), "password": "p", "name": if i % 5 == 0 { "Zora Quill" } else { "Someone" } }))).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/subscribers?limit=10&cursor={c}"),
+            None => "/api/v1/subscribers?limit=10".to_string(),
+        };
+        let (s, p) = fx.call(Who::B, Method::GET, &path, None).await;
+        assert_eq!(s, StatusCode::OK);
+        pages += 1;
+        seen.extend(
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap()),
+        );
+        match p["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(
+        (pages, seen.len()),
+        (3, 24),
+        "B's own fixture subscriber plus 23"
+    );
+    let mut sorted = seen.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len());
+    let (_, found) = fx
+        .call(Who::B, Method::GET, "/api/v1/subscribers?q=zora", None)
+        .await;
+    assert_eq!(found["items"].as_array().unwrap().len(), 5);
+    // Search never crosses the tree: A searching B's names finds nothing.
+    let (_, found) = fx
+        .call(Who::A, Method::GET, "/api/v1/subscribers?q=zora", None)
+        .await;
+    assert_eq!(found["items"], json!([]));
+    let (_, susp) = fx
+        .call(
+            Who::B,
+            Method::GET,
+            "/api/v1/subscribers?status=suspended",
+            None,
+        )
+        .await;
+    assert_eq!(susp["items"], json!([]));
+}
