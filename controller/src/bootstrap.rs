@@ -55,14 +55,16 @@ pub fn create_operator(
         .write_blocking(|tx| {
             let u = user::insert(
                 tx,
-                OPERATOR_TENANT,
-                UserKind::Operator,
-                &email,
-                name,
-                "",
-                &hash,
-                &PermSet::default(),
-                None,
+                &user::Insert {
+                    tenant_id: OPERATOR_TENANT,
+                    kind: UserKind::Operator,
+                    email: &email,
+                    name,
+                    phone: "",
+                    password_hash: &hash,
+                    permissions: &PermSet::default(),
+                    created_by: None,
+                },
             )?;
             audit::record(
                 tx,
@@ -160,14 +162,16 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                                 role: &str| {
                 let u = user::insert(
                     tx,
-                    t.id,
-                    kind,
-                    email,
-                    name,
-                    "+1 555 0100",
-                    &hash,
-                    &perms,
-                    None,
+                    &user::Insert {
+                        tenant_id: t.id,
+                        kind,
+                        email,
+                        name,
+                        phone: "+1 555 0100",
+                        password_hash: &hash,
+                        permissions: &perms,
+                        created_by: None,
+                    },
                 )?;
                 audit::record(
                     tx,

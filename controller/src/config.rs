@@ -44,7 +44,7 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Reverse proxies whose `X-Forwarded-For` is believed. Requests from any other
@@ -80,14 +80,6 @@ impl Default for AuthConfig {
             failure_window_secs: 900,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
-        }
-    }
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            trusted_proxies: Vec::new(),
         }
     }
 }

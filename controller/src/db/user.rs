@@ -248,23 +248,34 @@ pub fn validate_password(field: &str, p: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Inserts a user. The caller has already checked who may create what.
-pub fn insert(
-    conn: &Connection,
-    tenant_id: i64,
-    kind: UserKind,
-    email: &str,
-    name: &str,
-    phone: &str,
-    password_hash: &str,
-    permissions: &PermSet,
-    created_by: Option<i64>,
-) -> ApiResult<UserRow> {
+/// A user row to insert. The caller has already checked who may create what.
+pub struct Insert<'a> {
+    pub tenant_id: i64,
+    pub kind: UserKind,
+    pub email: &'a str,
+    pub name: &'a str,
+    pub phone: &'a str,
+    pub password_hash: &'a str,
+    pub permissions: &'a PermSet,
+    pub created_by: Option<i64>,
+}
+
+pub fn insert(conn: &Connection, u: &Insert<'_>) -> ApiResult<UserRow> {
     let now = super::now();
     conn.execute(
         "INSERT INTO users (tenant_id, kind, email, name, phone, password_hash, permissions, created_by, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-        params![tenant_id, kind.as_str(), email, name, phone, password_hash, permissions.to_json(), created_by, now],
+        params![
+            u.tenant_id,
+            u.kind.as_str(),
+            u.email,
+            u.name,
+            u.phone,
+            u.password_hash,
+            u.permissions.to_json(),
+            u.created_by,
+            now
+        ],
     )?;
     Ok(get(conn, conn.last_insert_rowid())?.expect("just inserted"))
 }

@@ -127,14 +127,16 @@ async fn create(
             }
             let u = user::insert(
                 tx,
-                t.id,
-                input.kind,
-                &email,
-                &name,
-                input.phone.trim(),
-                &hash,
-                &perms,
-                Some(actor.user_id),
+                &user::Insert {
+                    tenant_id: t.id,
+                    kind: input.kind,
+                    email: &email,
+                    name: &name,
+                    phone: input.phone.trim(),
+                    password_hash: &hash,
+                    permissions: &perms,
+                    created_by: Some(actor.user_id),
+                },
             )?;
             let view = u.view();
             audit::record(

@@ -19,7 +19,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use outpost_controller::bootstrap;
-use outpost_controller::config::Config;
+use outpost_controller::config::{AuthConfig, Config};
 use outpost_controller::db::nas::{NasKind, NewNas};
 use outpost_controller::db::site::NewSite;
 use outpost_controller::db::subscriber::NewSubscriber;
@@ -86,12 +86,17 @@ pub struct Fixture {
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
-    let mut cfg = Config::default();
-    cfg.data_dir = dir.to_path_buf();
-    // Cheap argon2 so hundreds of fixtures stay fast; the algorithm is the same.
-    cfg.auth.argon2_memory_kib = 8;
-    cfg.auth.argon2_iterations = 1;
-    cfg
+    let d = Config::default();
+    Config {
+        data_dir: dir.to_path_buf(),
+        // Cheap argon2 so hundreds of fixtures stay fast; the algorithm is the same.
+        auth: AuthConfig {
+            argon2_memory_kib: 8,
+            argon2_iterations: 1,
+            ..d.auth.clone()
+        },
+        ..d
+    }
 }
 
 impl Fixture {
@@ -184,14 +189,16 @@ impl Fixture {
                         )?;
                         let m = user::insert(
                             tx,
-                            t.id,
-                            UserKind::Manager,
-                            &format!("mgr-{tag}@fixture.test"),
-                            &format!("Manager {tag}"),
-                            "",
-                            &hash,
-                            &PermSet(MANAGER_PERMS.into_iter().collect()),
-                            None,
+                            &user::Insert {
+                                tenant_id: t.id,
+                                kind: UserKind::Manager,
+                                email: &format!("mgr-{tag}@fixture.test"),
+                                name: &format!("Manager {tag}"),
+                                phone: "",
+                                password_hash: &hash,
+                                permissions: &PermSet(MANAGER_PERMS.into_iter().collect()),
+                                created_by: None,
+                            },
                         )?;
                         Ok(Holdings {
                             tenant: t.id,
@@ -233,14 +240,16 @@ impl Fixture {
                     let email = format!("{who:?}@fixture.test").to_lowercase();
                     let u = user::insert(
                         tx,
-                        *tid,
-                        *kind,
-                        &email,
-                        &format!("User {who:?}"),
-                        "",
-                        &hash,
-                        perms,
-                        None,
+                        &user::Insert {
+                            tenant_id: *tid,
+                            kind: *kind,
+                            email: &email,
+                            name: &format!("User {who:?}"),
+                            phone: "",
+                            password_hash: &hash,
+                            permissions: perms,
+                            created_by: None,
+                        },
                     )?;
                     let secret = outpost_controller::crypto::new_bearer("ops_");
                     session::create(tx, &secret, u.id, None, CLIENT_IP, "fixture", 3600)?;
@@ -341,7 +350,7 @@ impl Fixture {
     }
 
     /// Number of audit entries, and the newest one.
-    pub fn audit_tail(&self) -> (i64, Option<(Option<i64>, String, bool, Option<i64>)>) {
+    pub fn audit_tail(&self) -> (i64, Option<LastEntry>) {
         self.state
             .db
             .write_blocking(|tx| {
@@ -366,6 +375,9 @@ impl Fixture {
             .unwrap()
     }
 }
+
+/// The newest audit entry: actor, action, security flag, impersonator.
+pub type LastEntry = (Option<i64>, String, bool, Option<i64>);
 
 /// Asserts the API's error body shape and returns its code.
 pub fn error_code(v: &Value) -> String {

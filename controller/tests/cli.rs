@@ -1,0 +1,266 @@
+//! The `outpost-controller` binary: audit verification against tampering, operator
+//! provisioning from stdin, first start, and refusing a database from a newer release.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use axum::http::{Method, StatusCode};
+use common::{Fixture, Who};
+use rusqlite::Connection;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_outpost-controller");
+
+fn verify(dir: &std::path::Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A fixture with a few real audit entries made through the API.
+async fn with_history() -> Fixture {
+    let fx = Fixture::new();
+    for (who, sub) in [
+        (Who::A, fx.a.subscriber),
+        (Who::B, fx.b.subscriber),
+        (Who::A1, fx.a1.subscriber),
+    ] {
+        let (s, _) = fx
+            .call(
+                who,
+                Method::PATCH,
+                &format!("/api/v1/subscribers/{sub}"),
+                Some(json!({ "notes": "paid cash" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    fx
+}
+
+#[tokio::test]
+async fn audit_verify_passes_an_intact_log() {
+    let fx = with_history().await;
+    let (code, out) = verify(fx.dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact: 3 entries"), "{out}");
+}
+
+#[tokio::test]
+async fn the_log_refuses_update_and_delete() {
+    let fx = with_history().await;
+    let c = Connection::open(fx.dir.path().join("controller.db")).unwrap();
+    let e = c
+        .execute(
+            "UPDATE audit_log SET actor_name = 'nobody' WHERE id = 2",
+            [],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+    let e = c
+        .execute("DELETE FROM audit_log WHERE id = 2", [])
+        .unwrap_err();
+    assert!(e.to_string().contains("append-only"), "{e}");
+}
+
+#[tokio::test]
+async fn a_tampered_entry_is_caught_and_named() {
+    let fx = with_history().await;
+    {
+        // Someone with the file drops the guard and rewrites history.
+        let c = Connection::open(fx.dir.path().join("controller.db")).unwrap();
+        c.execute_batch(
+            "DROP TRIGGER audit_log_no_update;
+             UPDATE audit_log SET after = replace(after, 'paid cash', 'paid nothing') WHERE id = 2;",
+        )
+        .unwrap();
+    }
+    let (code, out) = verify(fx.dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN at entry 2"), "{out}");
+}
+
+#[tokio::test]
+async fn a_deleted_or_rechained_entry_is_caught() {
+    let fx = with_history().await;
+    {
+        let c = Connection::open(fx.dir.path().join("controller.db")).unwrap();
+        c.execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE id = 2;")
+            .unwrap();
+    }
+    let (code, out) = verify(fx.dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("entry 2 is missing"), "{out}");
+
+    // An entry re-linked to something other than its predecessor.
+    let fx = with_history().await;
+    {
+        let c = Connection::open(fx.dir.path().join("controller.db")).unwrap();
+        c.execute_batch(
+            "DROP TRIGGER audit_log_no_update;
+             UPDATE audit_log SET prev_hash = hash WHERE id = 3;",
+        )
+        .unwrap();
+    }
+    let (code, out) = verify(fx.dir.path());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN at entry 3"), "{out}");
+}
+
+#[test]
+fn create_operator_reads_the_password_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |email: &str, password: &str| {
+        let mut child = Command::new(BIN)
+            .args(["user", "create-operator", "--email", email, "--data-dir"])
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = run("noc@isp.example", "provisioned-password\n");
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run("NOC@isp.example", "another-password\n");
+    assert_eq!(code, 2, "duplicate email: {out}");
+    assert!(out.contains("already exists"), "{out}");
+    let (code, out) = run("ops@isp.example", "short\n");
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("10 to 128"), "{out}");
+    // The stored hash is argon2id and verifies with the password (newline trimmed).
+    let state = outpost_controller::bootstrap::open(common::test_config(dir.path())).unwrap();
+    let u = state
+        .db
+        .write_blocking(|tx| outpost_controller::db::user::get_by_email(tx, "noc@isp.example"))
+        .unwrap()
+        .unwrap();
+    assert!(u.password_hash.starts_with("$argon2id$"));
+    assert!(
+        state
+            .hasher
+            .verify("provisioned-password", &u.password_hash)
+    );
+    assert_eq!(u.kind, outpost_controller::scope::UserKind::Operator);
+}
+
+#[test]
+fn first_start_prints_a_one_time_admin_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Listening on");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        lines
+    };
+    let first = start();
+    let pw = first
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .expect("password printed")
+        .trim()
+        .to_string();
+    assert_eq!(pw.len(), 20);
+    let second = start();
+    assert!(
+        !second.iter().any(|l| l.contains("password")),
+        "printed again: {second:?}"
+    );
+    let state = outpost_controller::bootstrap::open(common::test_config(dir.path())).unwrap();
+    let u = state
+        .db
+        .write_blocking(|tx| outpost_controller::db::user::get_by_email(tx, "admin@outpost.local"))
+        .unwrap()
+        .unwrap();
+    assert!(state.hasher.verify(&pw, &u.password_hash));
+    // The admin's creation is itself audited, and the chain holds.
+    let (code, out) = verify(dir.path());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_database_from_a_newer_release_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(outpost_controller::bootstrap::open(common::test_config(dir.path())).unwrap());
+    let c = Connection::open(dir.path().join("controller.db")).unwrap();
+    c.pragma_update(None, "user_version", 42).unwrap();
+    drop(c);
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("schema version 42") && err.contains("newer release"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_seed_builds_a_believable_installation() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = outpost_controller::bootstrap::open(common::test_config(dir.path())).unwrap();
+    let logins = outpost_controller::bootstrap::seed_demo(&state)
+        .unwrap()
+        .expect("seeded");
+    assert!(logins.len() >= 6);
+    let n = |sql: &str| {
+        state
+            .db
+            .write_blocking(|tx| Ok(tx.query_row(sql, [], |r| r.get::<_, i64>(0))?))
+            .unwrap()
+    };
+    assert_eq!(n("SELECT count(*) FROM subscribers"), 200);
+    assert_eq!(n("SELECT count(*) FROM tenants WHERE depth = 1"), 2);
+    assert_eq!(n("SELECT count(*) FROM tenants WHERE depth = 2"), 1);
+    assert!(n("SELECT count(*) FROM users WHERE kind = 'manager'") >= 3);
+    assert!(n("SELECT count(*) FROM sites") >= 3);
+    assert!(n("SELECT count(*) FROM nas") >= 3);
+    assert!(
+        outpost_controller::bootstrap::seed_demo(&state)
+            .unwrap()
+            .is_none(),
+        "seeding twice"
+    );
+    assert!(matches!(
+        outpost_controller::bootstrap::verify_audit(dir.path()).unwrap(),
+        outpost_controller::db::audit::Verdict::Intact { .. }
+    ));
+}
