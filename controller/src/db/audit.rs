@@ -3,13 +3,13 @@
 //! each entry's hash covers its own fields and the previous entry's hash, so editing or
 //! removing a row behind the database's back breaks the chain at that row.
 
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use super::Filter;
 use crate::error::ApiResult;
 use crate::scope::{Actor, Scope};
 
@@ -302,71 +302,37 @@ pub fn list(
     before_id: Option<i64>,
     limit: u32,
 ) -> ApiResult<Vec<AuditEntry>> {
-    let (pred, p) = scope.owns("a.tenant_id");
-    let mut sql = format!(
+    let mut w = Filter::scoped(scope, "a.tenant_id");
+    w.and_opt("a.actor_user_id = ?", f.actor_user_id);
+    match f.action.as_deref() {
+        Some(prefix) if prefix.ends_with('.') => {
+            w.and("substr(a.action, 1, length(?)) = ?", prefix.to_string())
+        }
+        action => w.and_opt("a.action = ?", action.map(str::to_string)),
+    };
+    match (&f.target_kind, f.target_id) {
+        (Some(kind), Some(id)) => {
+            // Direct target, or one of a bulk entry's further targets.
+            w.and_with(
+                "a.id IN (SELECT id FROM audit_log WHERE target_kind = ? AND target_id = ?
+                          UNION SELECT audit_id FROM audit_targets WHERE target_kind = ? AND target_id = ?)",
+                vec![kind.clone().into(), id.into(), kind.clone().into(), id.into()],
+            );
+        }
+        (kind, id) => {
+            w.and_opt("a.target_kind = ?", kind.clone())
+                .and_opt("a.target_id = ?", id);
+        }
+    }
+    w.and_opt("a.security = ?", f.security)
+        .and_opt("a.at >= ?", since)
+        .and_opt("a.at < ?", until);
+    let select =
         "SELECT a.id, a.at, a.actor_user_id, a.actor_name, a.impersonator_id, a.impersonator_name,
                 a.tenant_id, a.action, a.target_kind, a.target_id, a.before, a.after, a.ip,
                 a.user_agent, a.security
-         FROM audit_log a WHERE {pred}"
-    );
-    let mut args: Vec<SqlValue> = vec![p];
-    if let Some(u) = f.actor_user_id {
-        sql.push_str(" AND a.actor_user_id = ?");
-        args.push(u.into());
-    }
-    if let Some(action) = &f.action {
-        if action.ends_with('.') {
-            sql.push_str(" AND substr(a.action, 1, length(?)) = ?");
-            args.push(action.clone().into());
-            args.push(action.clone().into());
-        } else {
-            sql.push_str(" AND a.action = ?");
-            args.push(action.clone().into());
-        }
-    }
-    match (&f.target_kind, f.target_id) {
-        (Some(kind), Some(id)) => {
-            sql.push_str(
-                " AND ((a.target_kind = ? AND a.target_id = ?) OR a.id IN
-                   (SELECT audit_id FROM audit_targets WHERE target_kind = ? AND target_id = ?))",
-            );
-            args.extend([
-                kind.clone().into(),
-                id.into(),
-                kind.clone().into(),
-                id.into(),
-            ]);
-        }
-        (Some(kind), None) => {
-            sql.push_str(" AND a.target_kind = ?");
-            args.push(kind.clone().into());
-        }
-        (None, Some(id)) => {
-            sql.push_str(" AND a.target_id = ?");
-            args.push(id.into());
-        }
-        (None, None) => {}
-    }
-    if let Some(s) = f.security {
-        sql.push_str(" AND a.security = ?");
-        args.push((s as i64).into());
-    }
-    if let Some(s) = since {
-        sql.push_str(" AND a.at >= ?");
-        args.push(s.into());
-    }
-    if let Some(u) = until {
-        sql.push_str(" AND a.at < ?");
-        args.push(u.into());
-    }
-    if let Some(b) = before_id {
-        sql.push_str(" AND a.id < ?");
-        args.push(b.into());
-    }
-    sql.push_str(" ORDER BY a.id DESC LIMIT ?");
-    args.push((limit as i64).into());
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+         FROM audit_log a";
+    w.page_newest(conn, select, "a.id", before_id, limit, |r| {
         let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
         Ok(AuditEntry {
             id: r.get(0)?,
@@ -385,8 +351,7 @@ pub fn list(
             user_agent: r.get(13)?,
             security: r.get(14)?,
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    })
 }
 
 /// The outcome of walking the chain.

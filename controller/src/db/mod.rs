@@ -229,6 +229,124 @@ fn write_tx<T>(
     }
 }
 
+/// A `WHERE` clause built from optional filters, always starting from a scope predicate,
+/// with its positional parameters. Every list query is built with one.
+pub struct Filter {
+    sql: String,
+    args: Vec<rusqlite::types::Value>,
+}
+
+impl Filter {
+    /// Starts from `scope`'s predicate over the owning-tenant column.
+    pub fn scoped(scope: &crate::scope::Scope, column: &str) -> Filter {
+        let (pred, p) = scope.owns(column);
+        Filter {
+            sql: pred,
+            args: vec![p],
+        }
+    }
+
+    /// Starts from any predicate and its parameters.
+    pub fn new(pred: String, args: Vec<rusqlite::types::Value>) -> Filter {
+        Filter { sql: pred, args }
+    }
+
+    /// Adds `AND clause`, binding `value` to each `?` in it.
+    pub fn and(&mut self, clause: &str, value: impl Into<rusqlite::types::Value>) -> &mut Self {
+        let v = value.into();
+        self.and_with(clause, vec![v; clause.matches('?').count()])
+    }
+
+    /// Adds `AND clause` with one value per `?`, in order.
+    pub fn and_with(&mut self, clause: &str, values: Vec<rusqlite::types::Value>) -> &mut Self {
+        debug_assert_eq!(clause.matches('?').count(), values.len(), "{clause}");
+        self.args.extend(values);
+        self.sql.push_str(" AND ");
+        self.sql.push_str(clause);
+        self
+    }
+
+    /// Adds the clause only when the filter value is present.
+    pub fn and_opt<V: Into<rusqlite::types::Value>>(
+        &mut self,
+        clause: &str,
+        value: Option<V>,
+    ) -> &mut Self {
+        if let Some(v) = value {
+            self.and(clause, v);
+        }
+        self
+    }
+
+    /// Adds a case-insensitive "contains" over several columns when `q` is non-empty.
+    pub fn search(&mut self, columns: &[&str], q: Option<&str>) -> &mut Self {
+        if let Some(q) = q.map(str::trim).filter(|q| !q.is_empty()) {
+            let any: Vec<String> = columns
+                .iter()
+                .map(|c| format!("instr(lower({c}), lower(?)) > 0"))
+                .collect();
+            self.and(&format!("({})", any.join(" OR ")), q.to_string());
+        }
+        self
+    }
+
+    /// Runs `SELECT … WHERE <filter> AND id > after ORDER BY id LIMIT limit` (oldest first).
+    pub fn page<T>(
+        self,
+        conn: &Connection,
+        select: &str,
+        id_column: &str,
+        after: i64,
+        limit: u32,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> ApiResult<Vec<T>> {
+        self.run(
+            conn,
+            select,
+            id_column,
+            (">", "ASC"),
+            Some(after),
+            limit,
+            row,
+        )
+    }
+
+    /// Runs `SELECT … WHERE <filter> [AND id < before] ORDER BY id DESC LIMIT limit` (newest first).
+    pub fn page_newest<T>(
+        self,
+        conn: &Connection,
+        select: &str,
+        id_column: &str,
+        before: Option<i64>,
+        limit: u32,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> ApiResult<Vec<T>> {
+        self.run(conn, select, id_column, ("<", "DESC"), before, limit, row)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run<T>(
+        mut self,
+        conn: &Connection,
+        select: &str,
+        id_column: &str,
+        (cmp, order): (&str, &str),
+        cursor: Option<i64>,
+        limit: u32,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> ApiResult<Vec<T>> {
+        self.and_opt(&format!("{id_column} {cmp} ?"), cursor);
+        let sql = format!(
+            "{select} WHERE {} ORDER BY {id_column} {order} LIMIT ?",
+            self.sql
+        );
+        self.args.push((limit as i64).into());
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(self.args), row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
 pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }

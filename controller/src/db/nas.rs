@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::Filter;
 use super::tenant::{Tenant, validate_name};
 use crate::crypto::SecretBox;
 use crate::error::{ApiError, ApiResult};
@@ -173,23 +174,18 @@ pub fn list(
     after: i64,
     limit: u32,
 ) -> ApiResult<Vec<Nas>> {
-    let (pred, p) = scope.owns("n.tenant_id");
-    let mut sql = format!("SELECT {COLS} FROM nas n WHERE {pred} AND n.id > ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![p, after.into()];
-    if let Some(s) = f.site_id {
-        sql.push_str(" AND n.site_id = ?");
-        args.push(s.into());
-    }
-    if let Some(t) = f.tenant_id {
-        sql.push_str(" AND n.tenant_id = ?");
-        args.push(t.into());
-    }
-    sql.push_str(" ORDER BY n.id LIMIT ?");
-    args.push((limit as i64).into());
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
-    rows.map(|r| r.map(|r| r.nas).map_err(ApiError::from))
-        .collect()
+    let mut w = Filter::scoped(scope, "n.tenant_id");
+    w.and_opt("n.site_id = ?", f.site_id)
+        .and_opt("n.tenant_id = ?", f.tenant_id);
+    let rows = w.page(
+        conn,
+        &format!("SELECT {COLS} FROM nas n"),
+        "n.id",
+        after,
+        limit,
+        from_row,
+    )?;
+    Ok(rows.into_iter().map(|r| r.nas).collect())
 }
 
 pub fn create(

@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::Filter;
 use super::tenant::{Tenant, validate_name};
 use crate::error::{ApiError, ApiResult};
 use crate::scope::Scope;
@@ -105,25 +106,17 @@ pub fn list(
     after: i64,
     limit: u32,
 ) -> ApiResult<Vec<Site>> {
-    let (pred, p) = scope.owns("s.tenant_id");
-    let mut sql = format!("SELECT {COLS} FROM sites s WHERE {pred} AND s.id > ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![p, after.into()];
-    if let Some(q) = &f.q {
-        sql.push_str(
-            " AND (instr(lower(s.name), lower(?)) > 0 OR instr(lower(s.location), lower(?)) > 0)",
-        );
-        args.push(q.clone().into());
-        args.push(q.clone().into());
-    }
-    if let Some(t) = f.tenant_id {
-        sql.push_str(" AND s.tenant_id = ?");
-        args.push(t.into());
-    }
-    sql.push_str(" ORDER BY s.id LIMIT ?");
-    args.push((limit as i64).into());
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut w = Filter::scoped(scope, "s.tenant_id");
+    w.search(&["s.name", "s.location"], f.q.as_deref())
+        .and_opt("s.tenant_id = ?", f.tenant_id);
+    w.page(
+        conn,
+        &format!("SELECT {COLS} FROM sites s"),
+        "s.id",
+        after,
+        limit,
+        from_row,
+    )
 }
 
 fn text(field: &str, s: &str, max: usize) -> ApiResult<String> {

@@ -2,11 +2,11 @@
 
 use std::net::Ipv4Addr;
 
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::Filter;
 use super::tenant::{self, Counted, Tenant, present};
 use crate::crypto::SecretBox;
 use crate::error::{ApiError, ApiResult};
@@ -221,40 +221,17 @@ pub fn list(
     after: i64,
     limit: u32,
 ) -> ApiResult<Vec<Subscriber>> {
-    let (pred, p) = scope.owns("s.tenant_id");
-    let mut sql = format!(
-        "SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id WHERE {pred} AND s.id > ?"
-    );
-    let mut args: Vec<SqlValue> = vec![p, after.into()];
-    if let Some(q) = f.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        sql.push_str(
-            " AND (instr(lower(s.username), lower(?1)) > 0 OR instr(lower(s.name), lower(?1)) > 0
-                OR instr(s.phone, ?1) > 0 OR instr(lower(s.email), lower(?1)) > 0)"
-                .replace("?1", "?")
-                .as_str(),
-        );
-        for _ in 0..4 {
-            args.push(q.to_string().into());
-        }
-    }
-    if let Some(s) = f.status {
-        sql.push_str(" AND s.status = ?");
-        args.push(s.as_str().to_string().into());
-    }
-    if let Some(t) = f.tenant_id {
-        sql.push_str(" AND s.tenant_id = ?");
-        args.push(t.into());
-    }
-    if let Some(site) = f.site_id {
-        sql.push_str(" AND s.site_id = ?");
-        args.push(site.into());
-    }
-    sql.push_str(" ORDER BY s.id LIMIT ?");
-    args.push((limit as i64).into());
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
-    rows.map(|r| r.map(|r| r.sub).map_err(ApiError::from))
-        .collect()
+    let mut w = Filter::scoped(scope, "s.tenant_id");
+    w.search(
+        &["s.username", "s.name", "s.phone", "s.email"],
+        f.q.as_deref(),
+    )
+    .and_opt("s.status = ?", f.status.map(|s| s.as_str().to_string()))
+    .and_opt("s.tenant_id = ?", f.tenant_id)
+    .and_opt("s.site_id = ?", f.site_id);
+    let select = format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id");
+    let rows = w.page(conn, &select, "s.id", after, limit, from_row)?;
+    Ok(rows.into_iter().map(|r| r.sub).collect())
 }
 
 pub fn validate_username(s: &str) -> ApiResult<String> {

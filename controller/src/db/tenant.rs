@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use super::Filter;
 use crate::error::{ApiError, ApiResult};
 use crate::scope::{OPERATOR_TENANT, Scope};
 
@@ -255,26 +256,19 @@ pub fn list(
     after: i64,
     limit: u32,
 ) -> ApiResult<Vec<Tenant>> {
-    let (pred, mut args) = scope.manages_tenant("t");
-    let mut sql = format!("SELECT {COLS} FROM tenants t WHERE {pred} AND t.id > ?");
-    args.push(after.into());
-    if let Some(q) = &f.q {
-        sql.push_str(" AND instr(lower(t.name), lower(?)) > 0");
-        args.push(q.clone().into());
-    }
-    if let Some(p) = f.parent_id {
-        sql.push_str(" AND t.parent_id = ?");
-        args.push(p.into());
-    }
-    if let Some(s) = f.status {
-        sql.push_str(" AND t.status = ?");
-        args.push(s.as_str().to_string().into());
-    }
-    sql.push_str(" ORDER BY t.id LIMIT ?");
-    args.push((limit as i64).into());
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let (pred, args) = scope.manages_tenant("t");
+    let mut w = Filter::new(pred, args);
+    w.search(&["t.name"], f.q.as_deref())
+        .and_opt("t.parent_id = ?", f.parent_id)
+        .and_opt("t.status = ?", f.status.map(|s| s.as_str().to_string()));
+    w.page(
+        conn,
+        &format!("SELECT {COLS} FROM tenants t"),
+        "t.id",
+        after,
+        limit,
+        from_row,
+    )
 }
 
 pub fn usage(conn: &Connection, t: &Tenant) -> ApiResult<Usage> {

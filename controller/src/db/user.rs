@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::Filter;
 use crate::error::{ApiError, ApiResult};
 use crate::scope::{PermSet, Permission, RolePreset, Scope, UserKind};
 
@@ -188,31 +189,12 @@ pub fn list(
     after: i64,
     limit: u32,
 ) -> ApiResult<Vec<UserRow>> {
-    let (pred, p) = scope.owns("u.tenant_id");
-    let mut sql = format!(
-        "SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE {pred} AND u.id > ?"
-    );
-    let mut args: Vec<rusqlite::types::Value> = vec![p, after.into()];
-    if let Some(q) = &f.q {
-        sql.push_str(
-            " AND (instr(lower(u.name), lower(?)) > 0 OR instr(lower(u.email), lower(?)) > 0)",
-        );
-        args.push(q.clone().into());
-        args.push(q.clone().into());
-    }
-    if let Some(t) = f.tenant_id {
-        sql.push_str(" AND u.tenant_id = ?");
-        args.push(t.into());
-    }
-    if let Some(k) = f.kind {
-        sql.push_str(" AND u.kind = ?");
-        args.push(k.as_str().to_string().into());
-    }
-    sql.push_str(" ORDER BY u.id LIMIT ?");
-    args.push((limit as i64).into());
-    let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args), from_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut w = Filter::scoped(scope, "u.tenant_id");
+    w.search(&["u.name", "u.email"], f.q.as_deref())
+        .and_opt("u.tenant_id = ?", f.tenant_id)
+        .and_opt("u.kind = ?", f.kind.map(|k| k.as_str().to_string()));
+    let select = format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id");
+    w.page(conn, &select, "u.id", after, limit, from_row)
 }
 
 pub fn validate_email(s: &str) -> ApiResult<String> {

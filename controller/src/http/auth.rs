@@ -459,14 +459,11 @@ async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -
         .read(move |c| tenant::get(c, tid))
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
-    let permissions = match u.kind {
-        UserKind::Manager => u.permissions.clone(),
-        _ => PermSet::all(),
-    };
+    let user = u.view();
     Ok(Me {
-        user: u.view(),
+        permissions: user.permissions.clone(),
+        user,
         tenant: t.view(None),
-        permissions,
         impersonator,
     })
 }
