@@ -25,10 +25,50 @@ pub fn open(config: Config) -> anyhow::Result<AppState> {
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let secrets = SecretBox::load_or_create(&dir.join("controller.key"))?;
     let db = Db::open(&dir.join("controller.db"))?;
+    pin_currency(&db, &config.currency())?;
     AppState::new(db, secrets, config)
 }
 
-fn system() -> Who {
+/// Records the currency on first start and refuses a config that disagrees later:
+/// stored amounts are integers of the minor unit, so they cannot be reinterpreted.
+fn pin_currency(db: &Db, cur: &crate::money::Currency) -> anyhow::Result<()> {
+    let stored = db
+        .write_blocking(|tx| {
+            let get = |k: &str| -> rusqlite::Result<Option<String>> {
+                use rusqlite::OptionalExtension;
+                tx.query_row("SELECT value FROM settings WHERE key = ?1", [k], |r| {
+                    r.get(0)
+                })
+                .optional()
+            };
+            let found = (get("currency")?, get("minor_units")?);
+            if found.0.is_none() {
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES ('currency', ?1)",
+                    [&cur.code],
+                )?;
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES ('minor_units', ?1)",
+                    [cur.minor_units.to_string()],
+                )?;
+            }
+            Ok(found)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let (Some(code), Some(units)) = stored
+        && (code != cur.code || units != cur.minor_units.to_string())
+    {
+        anyhow::bail!(
+            "this database keeps money in {code} with {units} minor-unit digit(s), but the config says {} with {}; \
+             stored amounts cannot be reinterpreted: set [billing] back to {code} / {units}",
+            cur.code,
+            cur.minor_units
+        );
+    }
+    Ok(())
+}
+
+pub fn system() -> Who {
     Who {
         user_id: None,
         name: "system (outpost-controller)".into(),
@@ -151,7 +191,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                 audit::record(
                     tx,
                     &Entry::new(&who, t.id, "reseller.create", "reseller", t.id)
-                        .after(&t.view(None)),
+                        .after(&t.view(None, &state.currency)),
                 )?;
             }
             let mut add_user = |t: &tenant::Tenant,
@@ -316,6 +356,8 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         site_id: Some(sites[site_idx].1),
                         status: Some(status),
                         expires_at: Some(crate::db::rfc3339(expires)),
+                        plan_id: None,
+                        auto_renew: false,
                         static_ipv4: (i % 10 == 0)
                             .then(|| format!("100.64.{}.{}", i / 250, i % 250 + 2)),
                         mac: None,
@@ -349,4 +391,57 @@ fn capitalize(s: &str) -> String {
 pub fn verify_audit(data_dir: &Path) -> anyhow::Result<audit::Verdict> {
     let conn = crate::db::open_and_migrate(&data_dir.join("controller.db"))?;
     Ok(audit::verify(&conn)?)
+}
+
+/// One pass of the expiry sweep: every active subscriber past its expiry is renewed
+/// automatically (if it opted in and the balance allows) or marked expired. Each
+/// subscriber is its own transaction.
+pub async fn sweep_expired(
+    state: &AppState,
+) -> Result<Vec<(i64, crate::billing::Swept)>, crate::error::ApiError> {
+    let now = crate::db::now();
+    let mut out = Vec::new();
+    loop {
+        let due = state
+            .db
+            .read(move |c| crate::billing::due(c, now, 500))
+            .await?;
+        if due.is_empty() {
+            return Ok(out);
+        }
+        let batch = due.len();
+        for id in due {
+            let cur = state.currency.clone();
+            let swept = state
+                .db
+                .write(move |tx| crate::billing::sweep_one(tx, &system(), id, now, &cur))
+                .await?;
+            tracing::info!(subscriber = id, outcome = ?swept, "expiry sweep");
+            out.push((id, swept));
+        }
+        if batch < 500 {
+            return Ok(out);
+        }
+    }
+}
+
+/// Runs [`sweep_expired`] every `billing.sweep_interval_secs`, for as long as the server runs.
+pub async fn sweep_loop(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
+        state.config.billing.sweep_interval_secs,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep_expired(&state).await {
+            tracing::error!(error = %e, "expiry sweep failed; retrying next interval");
+        }
+    }
+}
+
+/// Checks the ledger of the database in `data_dir`: every chain of `balance_after` and
+/// every balance against the sum of its ledger.
+pub fn verify_ledger(data_dir: &Path) -> anyhow::Result<(u64, Vec<crate::db::ledger::Problem>)> {
+    let conn = crate::db::open_and_migrate(&data_dir.join("controller.db"))?;
+    Ok(crate::db::ledger::verify(&conn)?)
 }

@@ -17,6 +17,29 @@ pub struct Config {
     pub tree: TreeConfig,
     pub auth: AuthConfig,
     pub http: HttpConfig,
+    pub billing: BillingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// ISO 4217 code of the installation's one currency.
+    pub currency: String,
+    /// Digits after the decimal point (2 for USD/EUR, 0 for JPY, 3 for KWD). Pinned in
+    /// the database on first start: amounts are stored as integers of this unit.
+    pub minor_units: u32,
+    /// How often expired subscribers are auto-renewed or marked expired.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        BillingConfig {
+            currency: "USD".into(),
+            minor_units: 2,
+            sweep_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,6 +83,7 @@ impl Default for Config {
             tree: TreeConfig::default(),
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 }
@@ -150,6 +174,29 @@ impl Config {
                 "auth.argon2_memory_kib must be >= 8 and auth.argon2_iterations >= 1".into(),
             ));
         }
+        let c = &self.billing.currency;
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::Invalid(format!(
+                "billing.currency must be an ISO 4217 code like USD (got '{c}')"
+            )));
+        }
+        if self.billing.minor_units > 4 {
+            return Err(ConfigError::Invalid(
+                "billing.minor_units must be 0 to 4".into(),
+            ));
+        }
+        if self.billing.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "billing.sweep_interval_secs must be at least 1".into(),
+            ));
+        }
         Ok(())
+    }
+
+    pub fn currency(&self) -> crate::money::Currency {
+        crate::money::Currency {
+            code: self.billing.currency.clone(),
+            minor_units: self.billing.minor_units,
+        }
     }
 }

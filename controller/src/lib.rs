@@ -8,16 +8,21 @@
 //!   [`scope::Permission`]. Every scoped query takes a `Scope`.
 //! - [`http`]: the `/api/v1` JSON API; each module has a `router()`, merged in
 //!   [`http::api_router`], documented as OpenAPI at `/api/v1/openapi.json`.
+//! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.
+//! - [`billing`]: money operations (add balance, renew, payments, refunds, the expiry
+//!   sweep), each one transaction of ledger rows plus an audit entry.
 //! - [`crypto`]: argon2id passwords, hashed bearer secrets, sealed recoverable secrets.
 //! - [`bootstrap`]: opening the data directory, the first operator admin, the demo data.
 //! - `main.rs`: the `outpost-controller` CLI.
 
+pub mod billing;
 pub mod bootstrap;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod money;
 pub mod scope;
 
 pub use http::AppState;

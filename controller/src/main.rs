@@ -69,6 +69,21 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The money ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Check that every balance equals the sum of its ledger and every balance_after
+    /// chain holds; exits 1 listing each problem.
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 #[derive(Subcommand)]
@@ -138,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
+                tokio::spawn(bootstrap::sweep_loop(state.clone()));
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
@@ -175,6 +191,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let id = bootstrap::create_operator(&state, &email, &name, password)?;
             println!("created operator staff {email} (user {id})");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify { common },
+        } => {
+            let cfg = common.load()?;
+            let (entries, problems) = bootstrap::verify_ledger(&cfg.data_dir)?;
+            if problems.is_empty() {
+                println!(
+                    "ledger consistent: {entries} entries, every balance equals the sum of its ledger"
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &problems {
+                    println!("ledger PROBLEM in tenant {}: {}", p.tenant_id, p.message);
+                }
+                println!("{} problem(s) in {entries} entries", problems.len());
+                Ok(ExitCode::from(1))
+            }
         }
         Command::Audit {
             command: AuditCommand::Verify { common },

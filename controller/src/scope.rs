@@ -35,10 +35,11 @@ pub enum Permission {
     ManageStaff,
     ManageBranding,
     ViewAuditLog,
+    ManagePlans,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Permission::ViewCustomers,
         Permission::CreateCustomers,
         Permission::EditCustomers,
@@ -55,6 +56,7 @@ impl Permission {
         Permission::ManageStaff,
         Permission::ManageBranding,
         Permission::ViewAuditLog,
+        Permission::ManagePlans,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +77,7 @@ impl Permission {
             Permission::ManageStaff => "manage_staff",
             Permission::ManageBranding => "manage_branding",
             Permission::ViewAuditLog => "view_audit_log",
+            Permission::ManagePlans => "manage_plans",
         }
     }
 }
@@ -213,6 +216,21 @@ impl Actor {
             UserKind::Operator | UserKind::Reseller => PermSet::all(),
             UserKind::Manager => self.permissions.clone(),
         }
+    }
+
+    /// 403 unless the actor holds at least one of `any`.
+    pub fn require_any(&self, any: &[Permission]) -> ApiResult<()> {
+        if any.iter().any(|p| self.can(*p)) {
+            return Ok(());
+        }
+        let names: Vec<&str> = any.iter().map(|p| p.as_str()).collect();
+        Err(ApiError::forbidden(
+            "permission_denied",
+            format!(
+                "your account lacks the permission: one of {}",
+                names.join(", ")
+            ),
+        ))
     }
 
     /// 403 unless the actor holds `p`.

@@ -18,296 +18,61 @@ use serde_json::{Value, json};
 /// customers, suspend/reconnect), reseller B, anonymous.
 type Cells = [[u16; 2]; 6];
 
+#[rustfmt::skip]
 const MATRIX: &[(&str, &str, Cells)] = &[
     //                                                 Op          A           A1          M(of A)     B           anon
-    (
-        "POST",
-        "/api/v1/session",
-        [
-            [200, 401],
-            [200, 401],
-            [200, 401],
-            [200, 401],
-            [200, 401],
-            [200, 401],
-        ],
-    ),
-    (
-        "DELETE",
-        "/api/v1/session",
-        [[204, 0], [204, 0], [204, 0], [204, 0], [204, 0], [401, 0]],
-    ),
-    (
-        "GET",
-        "/api/v1/me",
-        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "PUT",
-        "/api/v1/me/password",
-        [[204, 0], [204, 0], [204, 0], [204, 0], [204, 0], [401, 0]],
-    ),
-    (
-        "GET",
-        "/api/v1/tokens",
-        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "POST",
-        "/api/v1/tokens",
-        [[201, 0], [201, 0], [201, 0], [201, 0], [201, 0], [401, 0]],
-    ),
-    (
-        "DELETE",
-        "/api/v1/tokens/{id}",
-        [
-            [204, 404],
-            [204, 404],
-            [204, 404],
-            [204, 404],
-            [204, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/resellers",
-        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "POST",
-        "/api/v1/resellers",
-        [
-            [201, 201],
-            [201, 403],
-            [422, 403],
-            [403, 403],
-            [201, 403],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/resellers/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "PATCH",
-        "/api/v1/resellers/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [404, 404],
-            [403, 403],
-            [404, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/users",
-        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "POST",
-        "/api/v1/users",
-        [
-            [201, 201],
-            [201, 403],
-            [201, 403],
-            [403, 403],
-            [201, 403],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/users/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "PATCH",
-        "/api/v1/users/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "POST",
-        "/api/v1/users/{id}/impersonate",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/subscribers",
-        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "POST",
-        "/api/v1/subscribers",
-        [
-            [201, 201],
-            [201, 403],
-            [201, 403],
-            [201, 403],
-            [201, 403],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/subscribers/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [200, 404],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "PATCH",
-        "/api/v1/subscribers/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "POST",
-        "/api/v1/subscribers/bulk",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [200, 404],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/sites",
-        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "POST",
-        "/api/v1/sites",
-        [
-            [201, 201],
-            [201, 403],
-            [201, 403],
-            [403, 403],
-            [201, 403],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/sites/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "PATCH",
-        "/api/v1/sites/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/nas",
-        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "POST",
-        "/api/v1/nas",
-        [
-            [201, 201],
-            [201, 403],
-            [201, 403],
-            [403, 403],
-            [201, 403],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/nas/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "PATCH",
-        "/api/v1/nas/{id}",
-        [
-            [200, 200],
-            [200, 404],
-            [200, 404],
-            [403, 403],
-            [200, 404],
-            [401, 401],
-        ],
-    ),
-    (
-        "GET",
-        "/api/v1/audit",
-        [[200, 0], [200, 0], [200, 0], [403, 0], [200, 0], [401, 0]],
-    ),
-    (
-        "GET",
-        "/api/v1/openapi.json",
-        [[200, 0], [200, 0], [200, 0], [200, 0], [200, 0], [200, 0]],
-    ),
+    ("POST", "/api/v1/session",                     [[200, 401], [200, 401], [200, 401], [200, 401], [200, 401], [200, 401]]),
+    ("DELETE", "/api/v1/session",                   [[204, 0],   [204, 0],   [204, 0],   [204, 0],   [204, 0],   [401, 0]]),
+    ("GET", "/api/v1/me",                           [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
+    ("PUT", "/api/v1/me/password",                  [[204, 0],   [204, 0],   [204, 0],   [204, 0],   [204, 0],   [401, 0]]),
+    ("GET", "/api/v1/tokens",                       [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/tokens",                      [[201, 0],   [201, 0],   [201, 0],   [201, 0],   [201, 0],   [401, 0]]),
+    ("DELETE", "/api/v1/tokens/{id}",               [[204, 404], [204, 404], [204, 404], [204, 404], [204, 404], [401, 401]]),
+    ("GET", "/api/v1/resellers",                    [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/resellers",                   [[201, 201], [201, 403], [422, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/resellers/{id}",               [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/resellers/{id}",             [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("GET", "/api/v1/users",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/users",                       [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/users/{id}",                   [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/users/{id}",                 [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("POST", "/api/v1/users/{id}/impersonate",      [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/subscribers",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/subscribers",                 [[201, 201], [201, 403], [201, 403], [201, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/subscribers/{id}",             [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/subscribers/{id}",           [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("POST", "/api/v1/subscribers/bulk",            [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/sites",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/sites",                       [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/sites/{id}",                   [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/sites/{id}",                 [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/nas",                          [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/nas",                         [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/nas/{id}",                     [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/nas/{id}",                   [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/audit",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/openapi.json",                 [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0]]),
+    ("GET", "/api/v1/plans",                        [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/plans",                       [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/plans/{id}",                   [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/plans/{id}",                 [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/resellers/{id}/rate-card",     [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("POST", "/api/v1/resellers/{id}/rate-card",    [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("POST", "/api/v1/resellers/{id}/balance",      [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("POST", "/api/v1/resellers/{id}/adjustments",  [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("GET", "/api/v1/resellers/{id}/statement",     [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("POST", "/api/v1/subscribers/{id}/renew",      [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("POST", "/api/v1/subscribers/{id}/payments",   [[201, 201], [201, 404], [201, 404], [403, 403], [201, 404], [401, 401]]),
+    ("GET", "/api/v1/ledger",                       [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/reports/summary",              [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+];
+
+/// Routes that move money and so take an Idempotency-Key.
+const MONEY: &[&str] = &[
+    "/api/v1/resellers/{id}/balance",
+    "/api/v1/resellers/{id}/adjustments",
+    "/api/v1/subscribers/{id}/renew",
+    "/api/v1/subscribers/{id}/payments",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,6 +163,30 @@ fn request(
             "kind": "accel-ppp", "tenant_id": h.tenant,
         })),
         ("PATCH", "/api/v1/nas/{id}") => Some(json!({ "coa_port": 1700 })),
+        ("POST", "/api/v1/plans") => Some(json!({
+            "name": format!("Plan {uniq}"), "tenant_id": h.tenant, "parent_plan_id": h.card_plan,
+            "download_kbps": 1000, "upload_kbps": 500, "price": "19.99",
+        })),
+        ("PATCH", "/api/v1/plans/{id}") => Some(json!({ "price": "21.00" })),
+        ("POST", "/api/v1/resellers/{id}/rate-card") => {
+            // A plan of the record's parent: the operator's for A and B, one of A's for A1.
+            let plan = if reseller_record(who, t) == 3 {
+                fx.a.plan
+            } else {
+                fx.op_tenant.plan
+            };
+            Some(json!({ "plan_id": plan, "wholesale_price": "9.99" }))
+        }
+        ("POST", "/api/v1/resellers/{id}/balance") => {
+            Some(json!({ "amount": "12.34", "note": "top-up" }))
+        }
+        ("POST", "/api/v1/resellers/{id}/adjustments") => {
+            Some(json!({ "kind": "adjustment", "amount": "-1.00", "reason": "duplicate top-up" }))
+        }
+        ("POST", "/api/v1/subscribers/{id}/renew") => Some(json!({ "periods": 1 })),
+        ("POST", "/api/v1/subscribers/{id}/payments") => {
+            Some(json!({ "amount": "25.00", "method": "cash", "reference": "R-1" }))
+        }
         (_, _) => None,
     };
     let id = match route {
@@ -409,7 +198,13 @@ fn request(
             };
             fx.tokens[&owner]
         }
-        "/api/v1/resellers/{id}" => reseller_record(who, t),
+        "/api/v1/resellers/{id}"
+        | "/api/v1/resellers/{id}/rate-card"
+        | "/api/v1/resellers/{id}/balance"
+        | "/api/v1/resellers/{id}/adjustments"
+        | "/api/v1/resellers/{id}/statement" => reseller_record(who, t),
+        "/api/v1/plans/{id}" => h.plan,
+        "/api/v1/subscribers/{id}/renew" | "/api/v1/subscribers/{id}/payments" => h.subscriber,
         "/api/v1/users/{id}" | "/api/v1/users/{id}/impersonate" => h.manager,
         "/api/v1/subscribers/{id}" => h.subscriber,
         "/api/v1/sites/{id}" => h.site,
@@ -439,7 +234,14 @@ async fn authorization_matrix() {
                 let (path, body) = request(&fx, method, route, who, t);
                 let (before, _) = fx.audit_tail();
                 let m = Method::from_bytes(method.as_bytes()).unwrap();
-                let (status, resp) = fx.call(who, m.clone(), &path, body).await;
+                let key = format!("matrix-{cells}");
+                let headers: &[(&str, &str)] = if MONEY.contains(route) {
+                    &[("idempotency-key", &key)]
+                } else {
+                    &[]
+                };
+                let ip = common::CLIENT_IP.parse().unwrap();
+                let (status, resp) = fx.call_with(who, ip, m.clone(), &path, body, headers).await;
                 let cell = format!("{method} {path} as {who:?} ({t:?})");
                 if status.as_u16() != want {
                     failures.push(format!(
@@ -488,7 +290,7 @@ async fn authorization_matrix() {
             }
         }
     }
-    assert!(cells > 250, "matrix ran only {cells} cells");
+    assert!(cells > 400, "matrix ran only {cells} cells");
     assert!(
         failures.is_empty(),
         "{} of {cells} cells failed:\n{}",

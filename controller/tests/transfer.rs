@@ -52,8 +52,8 @@ async fn move_bulk(
 }
 
 /// Asserts a refused move: 403, subscriber unchanged, one more security event.
-/// Puts subscribers on the operator's site, which every tenant may use, so that only the
-/// tree rule decides a move.
+/// Puts subscribers on the operator's site, which every tenant may use, and off their
+/// plans (which only their owner sells), so that only the tree rule decides a move.
 async fn on_shared_site(fx: &Fixture, subs: &[i64]) {
     for sub in subs {
         let (s, b) = fx
@@ -61,7 +61,7 @@ async fn on_shared_site(fx: &Fixture, subs: &[i64]) {
                 Who::Op,
                 Method::PATCH,
                 &format!("/api/v1/subscribers/{sub}"),
-                Some(json!({ "site_id": fx.op_tenant.site })),
+                Some(json!({ "site_id": fx.op_tenant.site, "plan_id": null })),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -179,6 +179,7 @@ async fn in_a_deeper_tree_a_sub_reseller_moves_to_its_own_descendants() {
             Some(json!({ "name": "A1 child" })),
         )
         .await;
+    on_shared_site(&fx, &[fx.a1.subscriber]).await;
     assert_eq!(s, StatusCode::CREATED, "{child}");
     let child = child["id"].as_i64().unwrap();
     assert_eq!(

@@ -4,7 +4,9 @@
 //! through [`Db::read`] and [`Db::write`], which run it on the blocking pool.
 
 pub mod audit;
+pub mod ledger;
 pub mod nas;
+pub mod plan;
 pub mod session;
 pub mod site;
 pub mod subscriber;
@@ -21,7 +23,10 @@ use rusqlite_migration::{M, Migrations};
 use crate::error::{ApiError, ApiResult};
 
 /// The controller's migrations, in order. Files are never edited once landed.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/controller/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/controller/0001_init.sql"),
+    include_str!("../../../migrations/controller/0002_billing.sql"),
+];
 
 const READERS: usize = 4;
 

@@ -56,6 +56,9 @@ pub struct Subscriber {
     pub status: SubscriberStatus,
     /// RFC 3339, or null for no expiry.
     pub expires_at: Option<String>,
+    pub plan_id: Option<i64>,
+    /// Renew automatically at expiry when the balance allows.
+    pub auto_renew: bool,
     #[schema(value_type = Option<String>)]
     pub static_ipv4: Option<Ipv4Addr>,
     /// Bound Calling-Station-Id, as `AA:BB:CC:DD:EE:FF`.
@@ -78,6 +81,10 @@ pub struct NewSubscriber {
     pub site_id: Option<i64>,
     pub status: Option<SubscriberStatus>,
     pub expires_at: Option<String>,
+    /// One of the owner's plans or a plan on its rate card.
+    pub plan_id: Option<i64>,
+    #[serde(default)]
+    pub auto_renew: bool,
     pub static_ipv4: Option<String>,
     pub mac: Option<String>,
     #[serde(default)]
@@ -106,6 +113,10 @@ pub struct SubscriberPatch {
     #[schema(value_type = Option<String>)]
     pub expires_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>)]
+    pub plan_id: Option<Option<i64>>,
+    pub auto_renew: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub static_ipv4: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
@@ -125,6 +136,8 @@ impl SubscriberPatch {
             || self.tenant_id.is_some()
             || self.site_id.is_some()
             || self.expires_at.is_some()
+            || self.plan_id.is_some()
+            || self.auto_renew.is_some()
             || self.static_ipv4.is_some()
             || self.mac.is_some()
             || self.name.is_some()
@@ -145,7 +158,7 @@ pub struct SubscriberRow {
 
 const COLS: &str =
     "s.id, s.tenant_id, s.site_id, s.username, s.status, s.expires_at, s.static_ipv4, s.mac,
-    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path";
+    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path, s.plan_id, s.auto_renew";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
     let expires: Option<i64> = r.get(5)?;
@@ -159,6 +172,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
             password: None,
             status: SubscriberStatus::parse(&r.get::<_, String>(4)?),
             expires_at: expires.map(super::rfc3339),
+            plan_id: r.get(16)?,
+            auto_renew: r.get(17)?,
             static_ipv4: ip.and_then(|s| s.parse().ok()),
             mac: r.get(7)?,
             name: r.get(8)?,
@@ -332,6 +347,15 @@ pub fn create(
         .site_id
         .map(|id| super::site::usable_by(conn, owner, id))
         .transpose()?;
+    let plan = input
+        .plan_id
+        .map(|id| super::plan::usable_by(conn, owner, id))
+        .transpose()?;
+    if input.auto_renew && plan.is_none() {
+        return Err(ApiError::invalid(
+            "auto_renew needs a plan_id: renewal charges the plan's price",
+        ));
+    }
     if ip.is_some() && site.is_none() {
         return Err(ApiError::invalid(
             "static_ipv4 needs a site_id: an address is routed at a site",
@@ -341,8 +365,8 @@ pub fn create(
     let now = super::now();
     conn.execute(
         "INSERT INTO subscribers (tenant_id, site_id, username, password_sealed, status, expires_at, static_ipv4, mac,
-             name, phone, email, notes, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
         params![
             owner.id,
             site.map(|s| s.id),
@@ -356,7 +380,9 @@ pub fn create(
             short("phone", &input.phone, 40)?,
             short("email", &input.email, 254)?,
             short("notes", &input.notes, 4000)?,
-            now
+            now,
+            plan.map(|p| p.id),
+            input.auto_renew
         ],
     )?;
     get_visible(
@@ -424,13 +450,38 @@ pub fn update(
             "static_ipv4 needs a site_id: an address is routed at a site",
         ));
     }
+    let plan_id = match p.plan_id {
+        Some(v) => v,
+        None => s.plan_id,
+    };
+    // The plan must suit the (possibly new) owner too.
+    let plan_id = plan_id
+        .map(|id| {
+            super::plan::usable_by(conn, &owner, id).map(|p| p.id).map_err(|e| {
+                if p.plan_id.is_none() && owner.id != s.tenant_id {
+                    ApiError::unprocessable(
+                        "plan_unavailable",
+                        format!("the subscriber's plan is not available to '{}': set plan_id along with tenant_id", owner.name),
+                    )
+                } else {
+                    e
+                }
+            })
+        })
+        .transpose()?;
+    let auto_renew = p.auto_renew.unwrap_or(s.auto_renew);
+    if auto_renew && plan_id.is_none() {
+        return Err(ApiError::invalid(
+            "auto_renew needs a plan_id: renewal charges the plan's price",
+        ));
+    }
     if owner.id != s.tenant_id {
         move_capacity(conn, &owner, &[s.id])?;
     }
     conn.execute(
         "UPDATE subscribers SET tenant_id = ?2, site_id = ?3, username = ?4, password_sealed = coalesce(?5, password_sealed),
              status = ?6, expires_at = ?7, static_ipv4 = ?8, mac = ?9, name = ?10, phone = ?11, email = ?12,
-             notes = ?13, updated_at = ?14
+             notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16
          WHERE id = ?1",
         params![
             s.id,
@@ -446,7 +497,9 @@ pub fn update(
             p.phone.as_deref().map(|v| short("phone", v, 40)).transpose()?.unwrap_or(s.phone.clone()),
             p.email.as_deref().map(|v| short("email", v, 254)).transpose()?.unwrap_or(s.email.clone()),
             p.notes.as_deref().map(|v| short("notes", v, 4000)).transpose()?.unwrap_or(s.notes.clone()),
-            super::now()
+            super::now(),
+            plan_id,
+            auto_renew
         ],
     )?;
     get_visible(
@@ -560,6 +613,17 @@ pub fn bulk(
                 if r.sub.tenant_id == owner.id {
                     out.unchanged.push(r.sub.id);
                     continue;
+                }
+                if let Some(plan) = r.sub.plan_id {
+                    super::plan::usable_by(conn, owner, plan).map_err(|_| {
+                        ApiError::unprocessable(
+                            "plan_unavailable",
+                            format!(
+                                "subscriber {} is on plan {plan}, which '{}' does not sell; change its plan first",
+                                r.sub.id, owner.name
+                            ),
+                        )
+                    })?;
                 }
                 if let Some(site) = r.sub.site_id {
                     super::site::usable_by(conn, owner, site).map_err(|_| {

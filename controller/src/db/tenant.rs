@@ -9,7 +9,9 @@ use utoipa::ToSchema;
 
 use super::Filter;
 use crate::error::{ApiError, ApiResult};
+use crate::money::{Currency, decimal_str, opt_decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
+use rust_decimal::Decimal;
 
 /// Largest value any limit accepts.
 pub const LIMIT_MAX: i64 = 10_000_000;
@@ -50,11 +52,39 @@ pub struct Reseller {
     pub custom_domain: Option<String>,
     pub wan_check_enabled: bool,
     pub limits: Limits,
+    /// Prepaid balance with its parent (the operator's is not tracked: it creates money).
+    #[serde(with = "decimal_str")]
+    #[schema(value_type = String, example = "120.00")]
+    pub balance: Decimal,
+    /// How far below zero the balance may go.
+    #[serde(with = "decimal_str")]
+    #[schema(value_type = String, example = "50.00")]
+    pub credit_limit: Decimal,
+    pub renewal_mode: RenewalMode,
     /// Present on single reads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// Who pays when a sub-reseller renews a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RenewalMode {
+    /// Only the sub-reseller pays; its parent sells it balance up front.
+    Independent,
+    /// Every reseller above it is also debited its own wholesale cost, in the same transaction.
+    Cascade,
+}
+
+impl RenewalMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RenewalMode::Independent => "independent",
+            RenewalMode::Cascade => "cascade",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -120,6 +150,11 @@ pub struct ResellerPatch {
     pub wan_check_enabled: Option<bool>,
     /// Replaces the limits whole.
     pub limits: Option<Limits>,
+    /// How far below zero the balance may go (a decimal string, >= 0).
+    #[serde(default, with = "opt_decimal_str")]
+    #[schema(value_type = Option<String>)]
+    pub credit_limit: Option<Decimal>,
+    pub renewal_mode: Option<RenewalMode>,
 }
 
 /// A tenant row as the server uses it.
@@ -136,6 +171,10 @@ pub struct Tenant {
     pub custom_domain: Option<String>,
     pub wan_check_enabled: bool,
     pub limits: Limits,
+    /// Minor units.
+    pub balance: i64,
+    pub credit_limit: i64,
+    pub renewal_mode: RenewalMode,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -143,7 +182,7 @@ pub struct Tenant {
 const COLS: &str =
     "t.id, t.parent_id, t.path, t.depth, t.name, t.status, t.allowed_ips, t.rebrand_enabled,
     t.custom_domain, t.wan_check_enabled, t.max_subscribers, t.max_sub_resellers, t.max_managers,
-    t.max_sites, t.created_at, t.updated_at";
+    t.max_sites, t.created_at, t.updated_at, t.balance, t.credit_limit, t.renewal_mode";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
     let ips: String = r.get(6)?;
@@ -166,11 +205,18 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Tenant> {
         },
         created_at: r.get(14)?,
         updated_at: r.get(15)?,
+        balance: r.get(16)?,
+        credit_limit: r.get(17)?,
+        renewal_mode: if r.get::<_, String>(18)? == "cascade" {
+            RenewalMode::Cascade
+        } else {
+            RenewalMode::Independent
+        },
     })
 }
 
 impl Tenant {
-    pub fn view(&self, usage: Option<Usage>) -> Reseller {
+    pub fn view(&self, usage: Option<Usage>, cur: &Currency) -> Reseller {
         Reseller {
             id: self.id,
             parent_id: self.parent_id,
@@ -182,6 +228,9 @@ impl Tenant {
             custom_domain: self.custom_domain.clone(),
             wan_check_enabled: self.wan_check_enabled,
             limits: self.limits.clone(),
+            balance: cur.from_minor(self.balance),
+            credit_limit: cur.from_minor(self.credit_limit),
+            renewal_mode: self.renewal_mode,
             usage,
             created_at: super::rfc3339(self.created_at),
             updated_at: super::rfc3339(self.updated_at),
@@ -521,7 +570,12 @@ pub fn create(
     Ok(get(conn, id)?.expect("just inserted"))
 }
 
-pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch) -> ApiResult<Tenant> {
+pub fn update(
+    conn: &Connection,
+    t: &Tenant,
+    p: &ResellerPatch,
+    cur: &Currency,
+) -> ApiResult<Tenant> {
     let mut next = t.clone();
     if let Some(n) = &p.name {
         next.name = validate_name("name", n, 120)?;
@@ -545,6 +599,17 @@ pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch) -> ApiResult<Ten
         validate_limits(l)?;
         next.limits = l.clone();
     }
+    if let Some(c) = p.credit_limit {
+        next.credit_limit = cur.to_minor("credit_limit", c)?;
+        if next.credit_limit < 0 {
+            return Err(ApiError::invalid(
+                "credit_limit must not be negative: it is how far below zero the balance may go",
+            ));
+        }
+    }
+    if let Some(m) = p.renewal_mode {
+        next.renewal_mode = m;
+    }
     if let Some(parent_id) = t.parent_id {
         let parent = get(conn, parent_id)?.expect("parent exists (foreign key)");
         // Only newly granted features are checked, so a parent losing a feature does
@@ -558,7 +623,7 @@ pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch) -> ApiResult<Ten
     conn.execute(
         "UPDATE tenants SET name = ?2, status = ?3, allowed_ips = ?4, rebrand_enabled = ?5, custom_domain = ?6,
              wan_check_enabled = ?7, max_subscribers = ?8, max_sub_resellers = ?9, max_managers = ?10,
-             max_sites = ?11, updated_at = ?12 WHERE id = ?1",
+             max_sites = ?11, updated_at = ?12, credit_limit = ?13, renewal_mode = ?14 WHERE id = ?1",
         params![
             t.id,
             next.name,
@@ -571,7 +636,9 @@ pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch) -> ApiResult<Ten
             next.limits.max_sub_resellers,
             next.limits.max_managers,
             next.limits.max_sites,
-            super::now()
+            super::now(),
+            next.credit_limit,
+            next.renewal_mode.as_str()
         ],
     )?;
     Ok(get(conn, t.id)?.expect("exists"))

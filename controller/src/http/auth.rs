@@ -463,7 +463,7 @@ async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -
     Ok(Me {
         permissions: user.permissions.clone(),
         user,
-        tenant: t.view(None),
+        tenant: t.view(None, &state.currency),
         impersonator,
     })
 }

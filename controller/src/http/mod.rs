@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod resellers;
 pub mod sites;
 pub mod subscribers;
@@ -36,6 +37,7 @@ pub struct AppState {
     pub hasher: PasswordHasherCfg,
     pub config: Arc<Config>,
     pub throttle: Arc<auth::Throttle>,
+    pub currency: crate::money::Currency,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             db,
             secrets,
             hasher,
+            currency: config.currency(),
             config: Arc::new(config),
             throttle: Arc::new(auth::Throttle::default()),
         })
@@ -98,6 +101,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(subscribers::router())
         .merge(sites::router())
         .merge(audit::router())
+        .merge(billing::router())
         .routes(routes!(openapi_json))
 }
 

@@ -34,7 +34,7 @@ async fn list(
         .read(move |c| tenant::list(c, &scope, &f, after, limit + 1))
         .await?;
     Ok(Json(page(
-        rows.iter().map(|t| t.view(None)).collect(),
+        rows.iter().map(|t| t.view(None, &st.currency)).collect(),
         limit,
         |r| r.id,
     )))
@@ -51,12 +51,13 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<Reseller>)> {
     actor.require(Permission::ManageResellers)?;
     let max_depth = st.config.tree.max_depth;
+    let cur = st.currency.clone();
     let created = st
         .db
         .write(move |tx| {
             let parent = tenant::assignable(tx, &actor, input.parent_id, "reseller.create")?;
             let t = tenant::create(tx, &parent, &input, max_depth)?;
-            let view = t.view(None);
+            let view = t.view(None, &cur);
             audit::record(
                 tx,
                 &Entry::new(
@@ -84,18 +85,20 @@ async fn get(
 ) -> ApiResult<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
     let scope = actor.scope();
+    let cur = st.currency.clone();
     let view = st
         .db
         .read(move |c| {
             let t = tenant::get_visible(c, &scope, id)?;
             let usage = tenant::usage(c, &t)?;
-            Ok(t.view(Some(usage)))
+            Ok(t.view(Some(usage), &cur))
         })
         .await?;
     Ok(Json(view))
 }
 
-/// Change a reseller below you: name, status, allowed IPs, features, domain, limits.
+/// Change a reseller below you: name, status, allowed IPs, features, domain, limits,
+/// credit limit and renewal mode.
 /// Nobody edits their own tenant's record: its parent does.
 #[utoipa::path(patch, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)), request_body = ResellerPatch,
     responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -107,16 +110,17 @@ async fn update(
     ApiJson(p): ApiJson<ResellerPatch>,
 ) -> ApiResult<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
+    let cur = st.currency.clone();
     let view = st
         .db
         .write(move |tx| {
             let before = tenant::get_managed(tx, &actor.scope(), id)?;
-            let after = tenant::update(tx, &before, &p)?;
-            let view = after.view(None);
+            let after = tenant::update(tx, &before, &p, &cur)?;
+            let view = after.view(None, &cur);
             audit::record(
                 tx,
                 &Entry::new(&Who::from(&actor), id, "reseller.update", "reseller", id)
-                    .before(&before.view(None))
+                    .before(&before.view(None, &cur))
                     .after(&view),
             )?;
             Ok(view)

@@ -68,6 +68,10 @@ pub struct Holdings {
     pub nas: i64,
     /// A manager of this tenant (not the matrix's manager M).
     pub manager: i64,
+    /// A plan this tenant owns and sells (not assigned onward), its subscriber's plan.
+    pub plan: i64,
+    /// A plan on this tenant's rate card (none for the operator).
+    pub card_plan: Option<i64>,
 }
 
 pub struct Fixture {
@@ -178,6 +182,8 @@ impl Fixture {
                                 site_id: Some(s.id),
                                 status: None,
                                 expires_at: None,
+                                plan_id: None,
+                                auto_renew: false,
                                 static_ipv4: None,
                                 mac: None,
                                 name: format!("Customer {tag}"),
@@ -206,6 +212,8 @@ impl Fixture {
                             site: s.id,
                             nas: n.id,
                             manager: m.id,
+                            plan: 0,
+                            card_plan: None,
                         })
                     };
                 Ok((
@@ -267,6 +275,7 @@ impl Fixture {
                 Ok(())
             })
             .unwrap();
+        let (op_tenant, a, a1, b) = seed_billing(&state, op_tenant, a, a1, b);
         let app = app(state.clone());
         Fixture {
             app,
@@ -310,12 +319,47 @@ impl Fixture {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_with(who, ip, method, path, body, &[]).await
+    }
+
+    /// A money call: the same, with a fresh Idempotency-Key.
+    pub async fn money(
+        &self,
+        who: Who,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let key = format!("test-{}", outpost_controller::crypto::new_bearer(""));
+        self.call_with(
+            who,
+            CLIENT_IP.parse().unwrap(),
+            method,
+            path,
+            body,
+            &[("idempotency-key", &key)],
+        )
+        .await
+    }
+
+    pub async fn call_with(
+        &self,
+        who: Who,
+        ip: IpAddr,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
             .header(header::USER_AGENT, "outpost-tests");
         if let Some(s) = self.secret(who) {
             b = b.header(header::AUTHORIZATION, format!("Bearer {s}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
         }
         let req = match body {
             Some(v) => b
@@ -391,4 +435,139 @@ pub fn error_code(v: &Value) -> String {
         "error without message: {v}"
     );
     code.to_string()
+}
+
+/// Plans, cards and balances of the fixture:
+///
+/// ```text
+/// operator plan "op-basic" (20/5 Mbit/s, 30 days, 25.00)
+///   ├─ on A's card at 10.00 ── A's "a-retail" (10/2, 22.00) ── on A1's card at 15.00 ── A1's "a1-retail" (8/1, 20.00)
+///   │                       └─ A's "a-home" (20/5, 30.00), not assigned onward
+///   └─ on B's card at 11.00 ── B's "b-retail" (20/5, 24.00)
+/// balances: A 800.00 (1000 from the operator, 200 passed to A1), A1 200.00, B 1000.00
+/// ```
+/// Each subscriber is on its tenant's `Holdings::plan`.
+fn seed_billing(
+    state: &AppState,
+    op: Holdings,
+    a: Holdings,
+    a1: Holdings,
+    b: Holdings,
+) -> (Holdings, Holdings, Holdings, Holdings) {
+    use outpost_controller::billing::{self, AdjustmentKind, By};
+    use outpost_controller::db::plan::{self, NewPlan};
+    use outpost_controller::scope::Scope;
+    let cur = state.currency.clone();
+    let who = outpost_controller::bootstrap::system();
+    state
+        .db
+        .write_blocking(|tx| {
+            let t = |id| tenant::get(tx, id).map(|t| t.unwrap());
+            let money = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+            let mk = |owner: &Tenant,
+                      name: &str,
+                      parent: Option<i64>,
+                      down: i64,
+                      up: i64,
+                      price: &str| {
+                plan::create(
+                    tx,
+                    owner,
+                    &NewPlan {
+                        name: name.into(),
+                        tenant_id: None,
+                        parent_plan_id: parent,
+                        download_kbps: down,
+                        upload_kbps: up,
+                        burst_download_kbps: None,
+                        burst_upload_kbps: None,
+                        validity_days: if parent.is_none() { Some(30) } else { None },
+                        validity_months: None,
+                        quota_mb: None,
+                        price: money(price),
+                    },
+                    &cur,
+                )
+                .map(|p| p.id)
+            };
+            let (root, ta, ta1, tb) = (t(1)?, t(2)?, t(3)?, t(4)?);
+            let basic = mk(&root, "op-basic", None, 20_000, 5_000, "25.00")?;
+            plan::set_card(tx, &ta, basic, 1000)?;
+            plan::set_card(tx, &tb, basic, 1100)?;
+            let a_retail = mk(&ta, "a-retail", Some(basic), 10_000, 2_000, "22.00")?;
+            let a_home = mk(&ta, "a-home", Some(basic), 20_000, 5_000, "30.00")?;
+            plan::set_card(tx, &ta1, a_retail, 1500)?;
+            let a1_retail = mk(&ta1, "a1-retail", Some(a_retail), 8_000, 1_000, "20.00")?;
+            let b_retail = mk(&tb, "b-retail", Some(basic), 20_000, 5_000, "24.00")?;
+            let as_parent = |tenant: &Tenant| By {
+                who: &who,
+                user_id: None,
+                scope: Scope::Subtree {
+                    tenant_id: tenant.id,
+                    path: tenant.path.clone(),
+                },
+                idempotency_key: None,
+            };
+            billing::add_balance(
+                tx,
+                &as_parent(&root),
+                &ta,
+                100_000,
+                AdjustmentKind::Adjustment,
+                Some("fixture"),
+                &cur,
+            )?;
+            billing::add_balance(
+                tx,
+                &as_parent(&root),
+                &tb,
+                100_000,
+                AdjustmentKind::Adjustment,
+                Some("fixture"),
+                &cur,
+            )?;
+            billing::add_balance(
+                tx,
+                &as_parent(&ta),
+                &ta1,
+                20_000,
+                AdjustmentKind::Adjustment,
+                Some("fixture"),
+                &cur,
+            )?;
+            for (sub, p) in [
+                (op.subscriber, basic),
+                (a.subscriber, a_home),
+                (a1.subscriber, a1_retail),
+                (b.subscriber, b_retail),
+            ] {
+                tx.execute(
+                    "UPDATE subscribers SET plan_id = ?2 WHERE id = ?1",
+                    [sub, p],
+                )?;
+            }
+            Ok((
+                Holdings {
+                    plan: basic,
+                    card_plan: None,
+                    ..op
+                },
+                Holdings {
+                    plan: a_home,
+                    card_plan: Some(basic),
+                    ..a
+                },
+                Holdings {
+                    plan: a1_retail,
+                    card_plan: Some(a_retail),
+                    ..a1
+                },
+                Holdings {
+                    plan: b_retail,
+                    card_plan: Some(basic),
+                    ..b
+                },
+            ))
+        })
+        .unwrap()
 }
