@@ -9,6 +9,7 @@ use serde_json::json;
 use time::{Date, Month, OffsetDateTime};
 use utoipa::ToSchema;
 
+use crate::db::Cached;
 use crate::db::audit::{self, Entry, Who};
 use crate::db::ledger::{
     self, Account, EntryKind, LedgerEntry, LedgerRow, Operation, PostError, Posting, Shortfall,
@@ -363,11 +364,11 @@ pub fn renew(
     let now = crate::db::now();
     let new_expiry = next_expiry(&plan, periods, sub.expires_at, now);
     let retail = plan.price * periods;
-    conn.execute(
+    conn.cached_exec(
         "UPDATE subscribers SET plan_id = ?2, expires_at = ?3, status = 'active', updated_at = ?4 WHERE id = ?1",
         params![sub.sub.id, plan.id, new_expiry, now],
     )?;
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO renewals (operation_id, subscriber_id, tenant_id, plan_id, periods, retail_price, cost,
              old_expires_at, new_expires_at, automatic, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -530,6 +531,20 @@ pub fn sweep_one(
     if sub.sub.status != SubscriberStatus::Active || sub.expires_at.is_none_or(|e| e > now) {
         return Ok(Swept::Skipped);
     }
+    // A disabled reseller (or one above it) renews nothing: its subscribers lapse.
+    let chain = tenant::chain(conn, &sub.tenant_path)?;
+    if let Some(off) = chain
+        .iter()
+        .find(|t| t.status != tenant::TenantStatus::Active)
+    {
+        return expire(
+            conn,
+            who,
+            &sub,
+            &format!("reseller '{}' is disabled", off.name),
+            now,
+        );
+    }
     if sub.sub.auto_renew && sub.sub.plan_id.is_some() {
         // One key per expiry, so a sweep retried after a crash cannot renew twice.
         let key = format!("auto-renew:{}:{}", sub.sub.id, sub.expires_at.unwrap_or(0));
@@ -571,7 +586,7 @@ fn expire(
     reason: &str,
     now: i64,
 ) -> ApiResult<Swept> {
-    conn.execute(
+    conn.cached_exec(
         "UPDATE subscribers SET status = 'expired', updated_at = ?2 WHERE id = ?1",
         params![sub.sub.id, now],
     )?;

@@ -3,6 +3,7 @@
 //! each entry's hash covers its own fields and the previous entry's hash, so editing or
 //! removing a row behind the database's back breaks the chain at that row.
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -181,7 +182,7 @@ fn chain_hash(prev: &str, h: &Hashed<'_>) -> String {
 /// Appends one entry; returns its id. Must run inside the change's transaction.
 pub fn record(conn: &Connection, e: &Entry<'_>) -> ApiResult<i64> {
     let (last_id, prev): (i64, String) = conn
-        .query_row(
+        .cached_row(
             "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -210,7 +211,7 @@ pub fn record(conn: &Connection, e: &Entry<'_>) -> ApiResult<i64> {
         security: e.security,
     };
     let hash = chain_hash(&prev, &h);
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO audit_log (id, at, actor_user_id, actor_name, impersonator_id, impersonator_name,
              tenant_id, action, target_kind, target_id, before, after, ip, user_agent, security, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",

@@ -3,6 +3,7 @@
 //! chains from zero by `amount`; for the 'balance' account the chain ends at
 //! `tenants.balance`. [`verify`] checks both.
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -90,7 +91,7 @@ pub fn begin(
     actor_user_id: Option<i64>,
     key: Option<&str>,
 ) -> ApiResult<Operation> {
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO operations (kind, actor_user_id, idempotency_key, at) VALUES (?1, ?2, ?3, ?4)",
         params![kind, actor_user_id, key, super::now()],
     )?;
@@ -144,7 +145,7 @@ impl From<rusqlite::Error> for PostError {
 pub fn post(conn: &Connection, op: &Operation, p: &Posting<'_>) -> Result<LedgerRow, PostError> {
     let balance_after = match p.account {
         Account::Balance => {
-            let (name, balance, credit): (String, i64, i64) = conn.query_row(
+            let (name, balance, credit): (String, i64, i64) = conn.cached_row(
                 "SELECT name, balance, credit_limit FROM tenants WHERE id = ?1",
                 [p.tenant_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -160,7 +161,7 @@ pub fn post(conn: &Connection, op: &Operation, p: &Posting<'_>) -> Result<Ledger
                     short_by: -(after + credit),
                 }));
             }
-            conn.execute(
+            conn.cached_exec(
                 "UPDATE tenants SET balance = ?2 WHERE id = ?1",
                 params![p.tenant_id, after],
             )?;
@@ -168,7 +169,7 @@ pub fn post(conn: &Connection, op: &Operation, p: &Posting<'_>) -> Result<Ledger
         }
         Account::Collections => {
             let last: i64 = conn
-                .query_row(
+                .cached_row(
                     "SELECT balance_after FROM ledger WHERE tenant_id = ?1 AND account = 'collections' ORDER BY id DESC LIMIT 1",
                     [p.tenant_id],
                     |r| r.get(0),
@@ -179,7 +180,7 @@ pub fn post(conn: &Connection, op: &Operation, p: &Posting<'_>) -> Result<Ledger
         }
     };
     let at = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO ledger (operation_id, tenant_id, account, kind, amount, balance_after, subscriber_id, plan_id,
              counterparty_tenant_id, actor_user_id, idempotency_key, reason, at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
@@ -410,7 +411,7 @@ pub struct Remembered {
 
 pub fn remembered(conn: &Connection, user_id: i64, key: &str) -> ApiResult<Option<Remembered>> {
     Ok(conn
-        .query_row(
+        .cached_row(
             "SELECT request_hash, status, response FROM idempotency WHERE user_id = ?1 AND key = ?2",
             params![user_id, key],
             |r| Ok(Remembered { request_hash: r.get(0)?, status: r.get(1)?, response: r.get(2)? }),
@@ -426,7 +427,7 @@ pub fn remember(
     status: u16,
     response: &str,
 ) -> ApiResult<()> {
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO idempotency (user_id, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![user_id, key, request_hash, status, response, super::now()],
     )?;

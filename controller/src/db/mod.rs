@@ -69,6 +69,8 @@ pub fn schema_version() -> usize {
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(5))?;
+    // Every query goes through prepare_cached (see `Cached`): keep them all.
+    conn.set_prepared_statement_cache_capacity(256);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(())
@@ -234,6 +236,29 @@ fn write_tx<T>(
     }
 }
 
+/// `query_row` and `execute` through the connection's prepared-statement cache.
+/// Preparing is most of a short statement's cost (the renewal transaction runs a dozen).
+pub trait Cached {
+    fn cached_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+    fn cached_exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+}
+
+impl Cached for Connection {
+    fn cached_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+    fn cached_exec<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+}
+
 /// A `WHERE` clause built from optional filters, always starting from a scope predicate,
 /// with its positional parameters. Every list query is built with one.
 pub struct Filter {
@@ -346,7 +371,7 @@ impl Filter {
             self.sql
         );
         self.args.push((limit as i64).into());
-        let mut stmt = conn.prepare(&sql)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(self.args), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -140,7 +141,7 @@ pub fn get_visible(
 ) -> ApiResult<Nas> {
     let (pred, p) = scope.owns("n.tenant_id");
     let row = conn
-        .query_row(
+        .cached_row(
             &format!("SELECT {COLS} FROM nas n WHERE {pred} AND n.id = ?"),
             params![p, id],
             from_row,
@@ -200,7 +201,7 @@ pub fn create(
     validate_port(coa_port)?;
     let site = super::site::usable_by(conn, owner, input.site_id)?;
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO nas (tenant_id, site_id, name, ip, secret_sealed, kind, coa_port, require_message_authenticator, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
         params![
@@ -235,7 +236,7 @@ pub fn update(conn: &Connection, nas: &Nas, p: &NasPatch, secrets: &SecretBox) -
     }
     let coa_port = p.coa_port.unwrap_or(nas.coa_port);
     validate_port(coa_port)?;
-    conn.execute(
+    conn.cached_exec(
         "UPDATE nas SET name = ?2, ip = ?3, kind = ?4, coa_port = ?5, require_message_authenticator = ?6,
              secret_sealed = coalesce(?7, secret_sealed), updated_at = ?8 WHERE id = ?1",
         params![

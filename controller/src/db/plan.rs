@@ -8,6 +8,7 @@
 //! wholesale price of the card entry its plan comes from; nobody sees the cards above
 //! their own.
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -171,7 +172,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<PlanRow> {
 /// Unscoped, for server-side checks.
 pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<PlanRow>> {
     Ok(conn
-        .query_row(
+        .cached_row(
             &format!("SELECT {COLS}, NULL FROM plans p WHERE p.id = ?"),
             [id],
             from_row,
@@ -252,7 +253,7 @@ pub fn list(
 /// A plan a subscriber of `owner` may be on: `owner`'s own, or on its card; active.
 pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> ApiResult<PlanRow> {
     let p = conn
-        .query_row(
+        .cached_row(
             &format!(
                 "SELECT {COLS}, rc.wholesale_price FROM plans p
                  LEFT JOIN rate_cards rc ON rc.plan_id = p.id AND rc.tenant_id = ?2
@@ -422,7 +423,7 @@ pub fn create(
     }
     let quota = input.quota_mb.or(parent.as_ref().and_then(|p| p.quota_mb));
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO plans (tenant_id, parent_plan_id, name, download_kbps, upload_kbps, burst_download_kbps,
              burst_upload_kbps, validity_days, validity_months, quota_mb, price, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
@@ -447,7 +448,7 @@ pub fn create(
 /// Plans owned by tenants in scope may be changed (not the cards' plans from above).
 pub fn get_owned(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<PlanRow> {
     let (pred, p) = scope.owns("p.tenant_id");
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {COLS}, NULL FROM plans p WHERE {pred} AND p.id = ?"),
         params![p, id],
         from_row,
@@ -487,7 +488,7 @@ pub fn update(
         within(&parent, down, up, None, None)?;
     }
     // Plans derived from this one must stay within it.
-    let (max_down, max_up): (Option<i64>, Option<i64>) = conn.query_row(
+    let (max_down, max_up): (Option<i64>, Option<i64>) = conn.cached_row(
         "SELECT max(download_kbps), max(upload_kbps) FROM plans WHERE parent_plan_id = ?1",
         [plan.id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -501,7 +502,7 @@ pub fn update(
         PlanStatus::Active => "active",
         PlanStatus::Archived => "archived",
     };
-    conn.execute(
+    conn.cached_exec(
         "UPDATE plans SET name = ?2, price = ?3, download_kbps = ?4, upload_kbps = ?5, status = ?6, updated_at = ?7 WHERE id = ?1",
         params![plan.id, name, price, down, up, status, super::now()],
     )?;
@@ -571,7 +572,7 @@ pub fn set_card(
         return Err(ApiError::invalid("wholesale_price must not be negative"));
     }
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO rate_cards (tenant_id, plan_id, wholesale_price, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
          ON CONFLICT (tenant_id, plan_id) DO UPDATE SET wholesale_price = excluded.wholesale_price, updated_at = excluded.updated_at",
         params![child.id, plan_id, wholesale, now],
@@ -588,12 +589,12 @@ pub fn remove_card(conn: &Connection, child: &Tenant, plan_id: i64) -> ApiResult
         .into_iter()
         .find(|p| p.id == plan_id)
         .ok_or_else(|| ApiError::not_found("rate card entry"))?;
-    let derived: i64 = conn.query_row(
+    let derived: i64 = conn.cached_row(
         "SELECT count(*) FROM plans WHERE parent_plan_id = ?1 AND tenant_id = ?2",
         params![plan_id, child.id],
         |r| r.get(0),
     )?;
-    let on_it: i64 = conn.query_row(
+    let on_it: i64 = conn.cached_row(
         "SELECT count(*) FROM subscribers WHERE plan_id = ?1 AND tenant_id = ?2",
         params![plan_id, child.id],
         |r| r.get(0),
@@ -607,7 +608,7 @@ pub fn remove_card(conn: &Connection, child: &Tenant, plan_id: i64) -> ApiResult
             ),
         ));
     }
-    conn.execute(
+    conn.cached_exec(
         "DELETE FROM rate_cards WHERE tenant_id = ?1 AND plan_id = ?2",
         params![child.id, plan_id],
     )?;
@@ -647,7 +648,7 @@ pub fn charges(
             p.id
         };
         let wholesale: i64 = conn
-            .query_row(
+            .cached_row(
                 "SELECT wholesale_price FROM rate_cards WHERE tenant_id = ?1 AND plan_id = ?2",
                 params![t.id, source],
                 |r| r.get(0),

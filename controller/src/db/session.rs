@@ -1,5 +1,6 @@
 //! Login sessions and API tokens. Only SHA-256 hashes of the secrets are stored.
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,7 +28,7 @@ pub fn create(
     ttl_secs: i64,
 ) -> ApiResult<i64> {
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO sessions (token_hash, user_id, impersonator_id, ip, user_agent, created_at, last_seen_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
         params![sha256(token.as_bytes()), user_id, impersonator_id, ip, user_agent, now, now + ttl_secs],
@@ -41,7 +42,7 @@ pub fn find(conn: &Connection, secret: &str) -> ApiResult<Option<Found>> {
     let now = super::now();
     if secret.starts_with("ops_") {
         Ok(conn
-            .query_row(
+            .cached_row(
                 "SELECT id, user_id, impersonator_id, last_seen_at FROM sessions
                  WHERE token_hash = ?1 AND revoked_at IS NULL AND expires_at > ?2",
                 params![hash, now],
@@ -57,7 +58,7 @@ pub fn find(conn: &Connection, secret: &str) -> ApiResult<Option<Found>> {
             .optional()?)
     } else if secret.starts_with("opt_") {
         Ok(conn
-            .query_row(
+            .cached_row(
                 "SELECT id, user_id, coalesce(last_used_at, 0) FROM api_tokens
                  WHERE token_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
                 params![hash, now],
@@ -79,11 +80,11 @@ pub fn find(conn: &Connection, secret: &str) -> ApiResult<Option<Found>> {
 pub fn touch(conn: &Connection, c: &crate::scope::Credential) -> ApiResult<()> {
     let now = super::now();
     match c {
-        crate::scope::Credential::Session { id } => conn.execute(
+        crate::scope::Credential::Session { id } => conn.cached_exec(
             "UPDATE sessions SET last_seen_at = ?2 WHERE id = ?1",
             params![id, now],
         )?,
-        crate::scope::Credential::ApiToken { id } => conn.execute(
+        crate::scope::Credential::ApiToken { id } => conn.cached_exec(
             "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
             params![id, now],
         )?,
@@ -94,11 +95,11 @@ pub fn touch(conn: &Connection, c: &crate::scope::Credential) -> ApiResult<()> {
 pub fn revoke(conn: &Connection, c: &crate::scope::Credential) -> ApiResult<()> {
     let now = super::now();
     match c {
-        crate::scope::Credential::Session { id } => conn.execute(
+        crate::scope::Credential::Session { id } => conn.cached_exec(
             "UPDATE sessions SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now],
         )?,
-        crate::scope::Credential::ApiToken { id } => conn.execute(
+        crate::scope::Credential::ApiToken { id } => conn.cached_exec(
             "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now],
         )?,
@@ -113,11 +114,11 @@ pub fn revoke_all_for_user(
     keep_session: Option<i64>,
 ) -> ApiResult<()> {
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL AND id IS NOT ?3",
         params![user_id, now, keep_session],
     )?;
-    conn.execute(
+    conn.cached_exec(
         "UPDATE api_tokens SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL",
         params![user_id, now],
     )?;
@@ -169,7 +170,7 @@ pub fn create_token(
     expires_at: Option<i64>,
     secret: &str,
 ) -> ApiResult<ApiToken> {
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![user_id, name, sha256(secret.as_bytes()), super::now(), expires_at],
     )?;
@@ -178,7 +179,7 @@ pub fn create_token(
 
 /// A token of this user (tokens are personal: nobody else's are visible).
 pub fn get_token(conn: &Connection, user_id: i64, id: i64) -> ApiResult<ApiToken> {
-    conn.query_row(
+    conn.cached_row(
         "SELECT id, name, created_at, last_used_at, expires_at, revoked_at FROM api_tokens WHERE user_id = ?1 AND id = ?2",
         params![user_id, id],
         token_from_row,

@@ -1,5 +1,6 @@
 //! Sites: a place (tower, POP, building) with an agent.
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -56,7 +57,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
 
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Site> {
     let (pred, p) = scope.owns("s.tenant_id");
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {COLS} FROM sites s WHERE {pred} AND s.id = ?"),
         params![p, id],
         from_row,
@@ -69,7 +70,7 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Site>
 /// its ancestors (the operator's towers carry its resellers' customers). Any other id
 /// answers the same "not available" whether it exists or not.
 pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> ApiResult<Site> {
-    conn.query_row(
+    conn.cached_row(
         &format!(
             "SELECT {COLS} FROM sites s JOIN tenants t ON t.id = s.tenant_id
              WHERE s.id = ?1 AND ?2 GLOB t.path || '*'"
@@ -134,7 +135,7 @@ pub fn create(conn: &Connection, owner: &Tenant, input: &NewSite) -> ApiResult<S
     let notes = text("notes", &input.notes, 4000)?;
     super::tenant::check_capacity(conn, owner, super::tenant::Counted::Sites, |_| Ok(1))?;
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO sites (tenant_id, name, location, notes, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         params![owner.id, name, location, notes, now],
     )?;
@@ -142,7 +143,7 @@ pub fn create(conn: &Connection, owner: &Tenant, input: &NewSite) -> ApiResult<S
 }
 
 fn get_by_id(conn: &Connection, id: i64) -> ApiResult<Site> {
-    Ok(conn.query_row(
+    Ok(conn.cached_row(
         &format!("SELECT {COLS} FROM sites s WHERE s.id = ?"),
         [id],
         from_row,
@@ -162,7 +163,7 @@ pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> ApiResult<Site> 
         Some(n) => text("notes", n, 4000)?,
         None => site.notes.clone(),
     };
-    conn.execute(
+    conn.cached_exec(
         "UPDATE sites SET name = ?2, location = ?3, notes = ?4, updated_at = ?5 WHERE id = ?1",
         params![site.id, name, location, notes, super::now()],
     )?;

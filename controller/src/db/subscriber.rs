@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -205,7 +206,7 @@ impl SubscriberRow {
 
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<SubscriberRow> {
     let (pred, p) = scope.owns("s.tenant_id");
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id WHERE {pred} AND s.id = ?"),
         params![p, id],
         from_row,
@@ -363,7 +364,7 @@ pub fn create(
     }
     tenant::check_capacity(conn, owner, Counted::Subscribers, |_| Ok(1))?;
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO subscribers (tenant_id, site_id, username, password_sealed, status, expires_at, static_ipv4, mac,
              name, phone, email, notes, created_at, updated_at, plan_id, auto_renew)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
@@ -478,7 +479,7 @@ pub fn update(
     if owner.id != s.tenant_id {
         move_capacity(conn, &owner, &[s.id])?;
     }
-    conn.execute(
+    conn.cached_exec(
         "UPDATE subscribers SET tenant_id = ?2, site_id = ?3, username = ?4, password_sealed = coalesce(?5, password_sealed),
              status = ?6, expires_at = ?7, static_ipv4 = ?8, mac = ?9, name = ?10, phone = ?11, email = ?12,
              notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16
@@ -516,7 +517,7 @@ pub fn update(
 fn move_capacity(conn: &Connection, owner: &Tenant, ids: &[i64]) -> ApiResult<()> {
     let ids_json = serde_json::to_string(ids).expect("ids serialize");
     tenant::check_capacity(conn, owner, Counted::Subscribers, |t| {
-        Ok(conn.query_row(
+        Ok(conn.cached_row(
             "SELECT count(*) FROM subscribers s JOIN tenants t ON t.id = s.tenant_id
              WHERE s.id IN (SELECT value FROM json_each(?1)) AND NOT (t.path GLOB ?2)",
             params![ids_json, format!("{}*", t.path)],
@@ -591,7 +592,7 @@ pub fn bulk(
             };
             for r in rows {
                 if r.sub.status == from {
-                    conn.execute(
+                    conn.cached_exec(
                         "UPDATE subscribers SET status = ?2, updated_at = ?3 WHERE id = ?1",
                         params![r.sub.id, to.as_str(), now],
                     )?;
@@ -636,7 +637,7 @@ pub fn bulk(
                         )
                     })?;
                 }
-                conn.execute(
+                conn.cached_exec(
                     "UPDATE subscribers SET tenant_id = ?2, updated_at = ?3 WHERE id = ?1",
                     params![r.sub.id, owner.id, now],
                 )?;
@@ -649,5 +650,5 @@ pub fn bulk(
 
 /// Unscoped by design: server-side lookups that must see everything (demo seeding).
 pub fn count_all(conn: &Connection) -> ApiResult<i64> {
-    Ok(conn.query_row("SELECT count(*) FROM subscribers", [], |r| r.get(0))?)
+    Ok(conn.cached_row("SELECT count(*) FROM subscribers", [], |r| r.get(0))?)
 }

@@ -1,6 +1,7 @@
 //! The reseller tree. The operator is tenant 1 (the root); resellers and sub-resellers
 //! hang below it. `path` ('/1/4/9/') makes subtree queries one indexed GLOB.
 
+use super::Cached;
 use ipnet::IpNet;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -241,7 +242,7 @@ impl Tenant {
 /// Any tenant by id, unscoped: for server-side checks only, never for answering reads.
 pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<Tenant>> {
     Ok(conn
-        .query_row(
+        .cached_row(
             &format!("SELECT {COLS} FROM tenants t WHERE t.id = ?"),
             [id],
             from_row,
@@ -263,7 +264,7 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenan
     let (pred, mut args) = scope.manages_tenant("t");
     args.push(SqlValue::Integer(scope.tenant_id()));
     args.push(SqlValue::Integer(id));
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {COLS} FROM tenants t WHERE ({pred} OR t.id = ?) AND t.id = ?"),
         rusqlite::params_from_iter(args),
         from_row,
@@ -276,7 +277,7 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenan
 pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenant> {
     let (pred, mut args) = scope.manages_tenant("t");
     args.push(SqlValue::Integer(id));
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {COLS} FROM tenants t WHERE {pred} AND t.id = ?"),
         rusqlite::params_from_iter(args),
         from_row,
@@ -324,22 +325,22 @@ pub fn usage(conn: &Connection, t: &Tenant) -> ApiResult<Usage> {
     let glob = format!("{}*", t.path);
     let sub = "SELECT id FROM tenants WHERE path GLOB ?1";
     Ok(Usage {
-        subscribers: conn.query_row(
+        subscribers: conn.cached_row(
             &format!("SELECT count(*) FROM subscribers WHERE tenant_id IN ({sub})"),
             [&glob],
             |r| r.get(0),
         )?,
-        sub_resellers: conn.query_row(
+        sub_resellers: conn.cached_row(
             "SELECT count(*) - 1 FROM tenants WHERE path GLOB ?1",
             [&glob],
             |r| r.get(0),
         )?,
-        managers: conn.query_row(
+        managers: conn.cached_row(
             "SELECT count(*) FROM users WHERE tenant_id = ?1 AND kind = 'manager'",
             [t.id],
             |r| r.get(0),
         )?,
-        sites: conn.query_row(
+        sites: conn.cached_row(
             &format!("SELECT count(*) FROM sites WHERE tenant_id IN ({sub})"),
             [&glob],
             |r| r.get(0),
@@ -542,11 +543,11 @@ pub fn create(
     }
     check_features(parent, input.rebrand_enabled, input.wan_check_enabled)?;
     check_capacity(conn, parent, Counted::SubResellers, |_| Ok(1))?;
-    let id: i64 = conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM tenants", [], |r| {
+    let id: i64 = conn.cached_row("SELECT coalesce(max(id), 0) + 1 FROM tenants", [], |r| {
         r.get(0)
     })?;
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO tenants (id, parent_id, path, depth, name, allowed_ips, rebrand_enabled, custom_domain,
              wan_check_enabled, max_subscribers, max_sub_resellers, max_managers, max_sites, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
@@ -620,7 +621,7 @@ pub fn update(
             next.wan_check_enabled && !t.wan_check_enabled,
         )?;
     }
-    conn.execute(
+    conn.cached_exec(
         "UPDATE tenants SET name = ?2, status = ?3, allowed_ips = ?4, rebrand_enabled = ?5, custom_domain = ?6,
              wan_check_enabled = ?7, max_subscribers = ?8, max_sub_resellers = ?9, max_managers = ?10,
              max_sites = ?11, updated_at = ?12, credit_limit = ?13, renewal_mode = ?14 WHERE id = ?1",

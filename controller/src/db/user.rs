@@ -1,5 +1,6 @@
 //! Logins: operator staff, reseller users and managers.
 
+use super::Cached;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -136,7 +137,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
 /// Unscoped, for authentication.
 pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<UserRow>> {
     Ok(conn
-        .query_row(
+        .cached_row(
             &format!(
                 "SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.id = ?"
             ),
@@ -149,7 +150,7 @@ pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<UserRow>> {
 /// Unscoped, for login.
 pub fn get_by_email(conn: &Connection, email: &str) -> ApiResult<Option<UserRow>> {
     Ok(conn
-        .query_row(
+        .cached_row(
             &format!(
                 "SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE u.email = ?"
             ),
@@ -161,7 +162,7 @@ pub fn get_by_email(conn: &Connection, email: &str) -> ApiResult<Option<UserRow>
 
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<UserRow> {
     let (pred, p) = scope.owns("u.tenant_id");
-    conn.query_row(
+    conn.cached_row(
         &format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE {pred} AND u.id = ?"),
         params![p, id],
         from_row,
@@ -244,7 +245,7 @@ pub struct Insert<'a> {
 
 pub fn insert(conn: &Connection, u: &Insert<'_>) -> ApiResult<UserRow> {
     let now = super::now();
-    conn.execute(
+    conn.cached_exec(
         "INSERT INTO users (tenant_id, kind, email, name, phone, password_hash, permissions, created_by, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
         params![
@@ -271,7 +272,7 @@ pub fn update(
     permissions: &PermSet,
     password_hash: Option<&str>,
 ) -> ApiResult<UserRow> {
-    conn.execute(
+    conn.cached_exec(
         "UPDATE users SET name = ?2, phone = ?3, status = ?4, permissions = ?5,
              password_hash = coalesce(?6, password_hash), updated_at = ?7 WHERE id = ?1",
         params![
@@ -288,7 +289,7 @@ pub fn update(
 }
 
 pub fn count_operator_staff(conn: &Connection) -> ApiResult<i64> {
-    Ok(conn.query_row(
+    Ok(conn.cached_row(
         "SELECT count(*) FROM users WHERE kind = 'operator'",
         [],
         |r| r.get(0),
