@@ -1032,3 +1032,38 @@ fn the_currency_is_pinned_on_first_start() {
     cfg.billing.minor_units = 3;
     assert!(outpost_controller::bootstrap::open(cfg).is_err());
 }
+
+#[tokio::test]
+async fn a_disabled_resellers_subscribers_lapse_instead_of_renewing() {
+    let fx = Fixture::new();
+    let past = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let (s, _) = fx
+        .call(
+            Who::A1,
+            Method::PATCH,
+            &format!("/api/v1/subscribers/{}", fx.a1.subscriber),
+            Some(json!({ "expires_at": past, "auto_renew": true })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "status": "disabled" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let swept = outpost_controller::bootstrap::sweep_expired(&fx.state)
+        .await
+        .unwrap();
+    assert_eq!(swept.len(), 1);
+    assert!(
+        matches!(&swept[0].1, outpost_controller::billing::Swept::Expired { reason } if reason.contains("Reseller A")),
+        "{swept:?}"
+    );
+    assert_eq!(balance(&fx, 3), 20_000, "nothing charged");
+}
