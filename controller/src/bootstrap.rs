@@ -194,6 +194,110 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         .after(&t.view(None, &state.currency)),
                 )?;
             }
+            // Plans, rate cards and balances: the operator sells two plans wholesale;
+            // Northwind resells one and passes it to Hilltop (in cascade mode).
+            let cur = state.currency.clone();
+            let money = |s: &str| s.parse::<rust_decimal::Decimal>().expect("static amount");
+            let plan = |owner: &tenant::Tenant,
+                        name: &str,
+                        parent: Option<i64>,
+                        down: i64,
+                        up: i64,
+                        price: &str| {
+                crate::db::plan::create(
+                    tx,
+                    owner,
+                    &crate::db::plan::NewPlan {
+                        name: name.into(),
+                        tenant_id: None,
+                        parent_plan_id: parent,
+                        download_kbps: down,
+                        upload_kbps: up,
+                        burst_download_kbps: None,
+                        burst_upload_kbps: None,
+                        validity_days: None,
+                        validity_months: parent.is_none().then_some(1),
+                        quota_mb: None,
+                        price: money(price),
+                    },
+                    &cur,
+                )
+                .map(|p| p.id)
+            };
+            let home = plan(&root, "Home 20M", None, 20_000, 5_000, "25.00")?;
+            let pro = plan(&root, "Pro 50M", None, 50_000, 10_000, "45.00")?;
+            for (t, p, price) in [
+                (&north, home, 1_800),
+                (&north, pro, 3_200),
+                (&lake, home, 1_900),
+                (&lake, pro, 3_300),
+            ] {
+                crate::db::plan::set_card(tx, t, p, price)?;
+            }
+            let north_home = plan(
+                &north,
+                "Northwind Home 15M",
+                Some(home),
+                15_000,
+                4_000,
+                "24.00",
+            )?;
+            crate::db::plan::set_card(tx, &hill, north_home, 2_000)?;
+            let hill_home = plan(
+                &hill,
+                "Hilltop Home 10M",
+                Some(north_home),
+                10_000,
+                3_000,
+                "23.00",
+            )?;
+            tx.execute(
+                "UPDATE tenants SET renewal_mode = 'cascade', credit_limit = 5000 WHERE id = ?1",
+                [hill.id],
+            )?;
+            let by = |t: &tenant::Tenant| crate::billing::By {
+                who: &who,
+                user_id: None,
+                scope: crate::scope::Scope::Subtree {
+                    tenant_id: t.id,
+                    path: t.path.clone(),
+                },
+                idempotency_key: None,
+            };
+            use crate::billing::AdjustmentKind::Adjustment;
+            crate::billing::add_balance(
+                tx,
+                &by(&root),
+                &north,
+                500_000,
+                Adjustment,
+                Some("opening balance"),
+                &cur,
+            )?;
+            crate::billing::add_balance(
+                tx,
+                &by(&root),
+                &lake,
+                300_000,
+                Adjustment,
+                Some("opening balance"),
+                &cur,
+            )?;
+            crate::billing::add_balance(
+                tx,
+                &by(&north),
+                &hill,
+                50_000,
+                Adjustment,
+                Some("opening balance"),
+                &cur,
+            )?;
+            let plan_of = |tenant_id: i64, i: usize| match tenant_id {
+                1 => [home, pro][i % 2],
+                t if t == north.id => [north_home, pro][i % 2],
+                t if t == lake.id => [home, pro][i % 2],
+                _ => hill_home,
+            };
             let mut add_user = |t: &tenant::Tenant,
                                 kind: UserKind,
                                 email: &str,
@@ -356,8 +460,8 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         site_id: Some(sites[site_idx].1),
                         status: Some(status),
                         expires_at: Some(crate::db::rfc3339(expires)),
-                        plan_id: None,
-                        auto_renew: false,
+                        plan_id: Some(plan_of(owner.id, i / 4)),
+                        auto_renew: i % 3 == 0,
                         static_ipv4: (i % 10 == 0)
                             .then(|| format!("100.64.{}.{}", i / 250, i % 250 + 2)),
                         mac: None,

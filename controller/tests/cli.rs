@@ -251,6 +251,12 @@ fn demo_seed_builds_a_believable_installation() {
             .unwrap()
     };
     assert_eq!(n("SELECT count(*) FROM subscribers"), 200);
+    assert_eq!(
+        n("SELECT count(*) FROM subscribers WHERE plan_id IS NULL"),
+        0
+    );
+    assert_eq!(n("SELECT count(*) FROM plans"), 4);
+    assert!(n("SELECT min(balance) FROM tenants WHERE depth > 0") > 0);
     assert_eq!(n("SELECT count(*) FROM tenants WHERE depth = 1"), 2);
     assert_eq!(n("SELECT count(*) FROM tenants WHERE depth = 2"), 1);
     assert!(n("SELECT count(*) FROM users WHERE kind = 'manager'") >= 3);
@@ -266,4 +272,6 @@ fn demo_seed_builds_a_believable_installation() {
         outpost_controller::bootstrap::verify_audit(dir.path()).unwrap(),
         outpost_controller::db::audit::Verdict::Intact { .. }
     ));
+    let (_, problems) = outpost_controller::bootstrap::verify_ledger(dir.path()).unwrap();
+    assert!(problems.is_empty(), "{problems:?}");
 }
