@@ -462,6 +462,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         expires_at: Some(crate::db::rfc3339(expires)),
                         plan_id: Some(plan_of(owner.id, i / 4)),
                         auto_renew: i % 3 == 0,
+                        max_sessions: None,
                         static_ipv4: (i % 10 == 0)
                             .then(|| format!("100.64.{}.{}", i / 250, i % 250 + 2)),
                         mac: None,

@@ -18,6 +18,33 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub billing: BillingConfig,
+    pub agents: AgentsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// Addresses handed to agents for their WireGuard tunnel, one /32 each.
+    pub tunnel_network: ipnet::Ipv4Net,
+    /// The controller's own address inside the tunnel (where agents reach the API).
+    pub controller_tunnel_address: std::net::Ipv4Addr,
+    /// The controller's WireGuard public key (base64), given to agents at enrollment.
+    pub wireguard_public_key: String,
+    /// `host:port` agents dial for the tunnel.
+    pub wireguard_endpoint: String,
+    pub persistent_keepalive_secs: u16,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        AgentsConfig {
+            tunnel_network: "10.66.0.0/16".parse().expect("static network"),
+            controller_tunnel_address: std::net::Ipv4Addr::new(10, 66, 0, 1),
+            wireguard_public_key: String::new(),
+            wireguard_endpoint: String::new(),
+            persistent_keepalive_secs: 25,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +111,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             billing: BillingConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }
@@ -183,6 +211,15 @@ impl Config {
         if self.billing.minor_units > 4 {
             return Err(ConfigError::Invalid(
                 "billing.minor_units must be 0 to 4".into(),
+            ));
+        }
+        if !self
+            .agents
+            .tunnel_network
+            .contains(&self.agents.controller_tunnel_address)
+        {
+            return Err(ConfigError::Invalid(
+                "agents.controller_tunnel_address must lie inside agents.tunnel_network".into(),
             ));
         }
         if self.billing.sweep_interval_secs == 0 {

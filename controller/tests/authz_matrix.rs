@@ -65,6 +65,16 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/api/v1/subscribers/{id}/payments",   [[201, 201], [201, 404], [201, 404], [403, 403], [201, 404], [401, 401]]),
     ("GET", "/api/v1/ledger",                       [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/reports/summary",              [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/sites/{id}/enrollment-tokens", [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("POST", "/api/v1/sites/{id}/enrollment-tokens",[[201, 201], [201, 404], [201, 404], [403, 403], [201, 404], [401, 401]]),
+    ("GET", "/api/v1/sites/{id}/agent",             [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/subscribers/{id}/sessions",    [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/subscribers/{id}/usage",       [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    // Agent routes: no person's credential works there (a bad enrollment token is 401 too).
+    ("POST", "/agent/v1/enroll",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
+    ("GET", "/agent/v1/state",                      [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
+    ("POST", "/agent/v1/ack",                       [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
+    ("POST", "/agent/v1/events",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
 ];
 
 /// Routes that move money and so take an Idempotency-Key.
@@ -187,6 +197,15 @@ fn request(
         ("POST", "/api/v1/subscribers/{id}/payments") => {
             Some(json!({ "amount": "25.00", "method": "cash", "reference": "R-1" }))
         }
+        ("POST", "/api/v1/sites/{id}/enrollment-tokens") => Some(json!({ "ttl_hours": 2 })),
+        ("POST", "/agent/v1/enroll") => Some(json!({
+            "token": "ope_not-a-real-token", "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng",
+            "agent_version": "1", "protocol_version": outpost_protocol::PROTOCOL_VERSION,
+        })),
+        ("POST", "/agent/v1/ack") => {
+            Some(json!({ "revision": 1, "digest": "00", "agent_version": "1" }))
+        }
+        ("POST", "/agent/v1/events") => Some(json!({ "events": [] })),
         (_, _) => None,
     };
     let id = match route {
@@ -204,6 +223,8 @@ fn request(
         | "/api/v1/resellers/{id}/adjustments"
         | "/api/v1/resellers/{id}/statement" => reseller_record(who, t),
         "/api/v1/plans/{id}" => h.plan,
+        "/api/v1/sites/{id}/enrollment-tokens" | "/api/v1/sites/{id}/agent" => h.site,
+        "/api/v1/subscribers/{id}/sessions" | "/api/v1/subscribers/{id}/usage" => h.subscriber,
         "/api/v1/subscribers/{id}/renew" | "/api/v1/subscribers/{id}/payments" => h.subscriber,
         "/api/v1/users/{id}" | "/api/v1/users/{id}/impersonate" => h.manager,
         "/api/v1/subscribers/{id}" => h.subscriber,
@@ -211,7 +232,13 @@ fn request(
         "/api/v1/nas/{id}" => h.nas,
         _ => 0,
     };
-    (route.replace("{id}", &id.to_string()), body)
+    let path = route.replace("{id}", &id.to_string());
+    let path = if route == "/agent/v1/state" {
+        format!("{path}?since=0")
+    } else {
+        path
+    };
+    (path, body)
 }
 
 fn who_index(who: Who) -> usize {

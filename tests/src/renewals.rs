@@ -256,6 +256,7 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
                         expires_at: None,
                         plan_id: Some(retail.id),
                         auto_renew: false,
+                        max_sessions: None,
                         static_ipv4: None,
                         mac: None,
                         name: String::new(),

@@ -3,6 +3,7 @@
 //! synchronous `fn(&Connection, …)`, one module per aggregate; async handlers reach it
 //! through [`Db::read`] and [`Db::write`], which run it on the blocking pool.
 
+pub mod agent;
 pub mod audit;
 pub mod ledger;
 pub mod nas;
@@ -26,6 +27,7 @@ use crate::error::{ApiError, ApiResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0001_init.sql"),
     include_str!("../../../migrations/controller/0002_billing.sql"),
+    include_str!("../../../migrations/controller/0003_agents.sql"),
 ];
 
 const READERS: usize = 4;
@@ -136,16 +138,69 @@ impl Pool {
     }
 }
 
+/// Wakes long-polling agents when the change feed grows. The writer's update hook
+/// notes every new `site_changes` row; after each commit the head is published.
+pub struct Feed {
+    noted: std::sync::atomic::AtomicI64,
+    head: tokio::sync::watch::Sender<i64>,
+}
+
+impl Feed {
+    fn publish(&self) {
+        let noted = self.noted.load(std::sync::atomic::Ordering::Acquire);
+        self.head.send_if_modified(|h| {
+            if noted > *h {
+                *h = noted;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// A receiver that changes whenever a write adds to the feed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+}
+
 /// Handle to the controller database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Pool>,
+    /// One permit per reader connection, taken before a blocking thread is used, so a
+    /// burst of reads (a thousand long polls waking at once) waits as tasks, not threads.
+    read_permits: Arc<tokio::sync::Semaphore>,
+    /// Writers queue here as tasks; only the one holding it occupies a thread.
+    write_permit: Arc<tokio::sync::Semaphore>,
+    pub feed: Arc<Feed>,
 }
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let writer = open_and_migrate(path)?;
+        let head: i64 = writer
+            .query_row(
+                "SELECT coalesce(max(revision), 0) FROM site_changes",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|source| DbError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let feed = Arc::new(Feed {
+            noted: std::sync::atomic::AtomicI64::new(head),
+            head: tokio::sync::watch::Sender::new(head),
+        });
+        let hook = feed.clone();
+        writer.update_hook(Some(move |action, _db: &str, table: &str, rowid: i64| {
+            if action == rusqlite::hooks::Action::SQLITE_INSERT && table == "site_changes" {
+                hook.noted
+                    .fetch_max(rowid, std::sync::atomic::Ordering::AcqRel);
+            }
+        }));
         let p = path.display().to_string();
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -168,6 +223,9 @@ impl Db {
                 conns: Mutex::new(readers),
                 ready: Condvar::new(),
             }),
+            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            write_permit: Arc::new(tokio::sync::Semaphore::new(1)),
+            feed,
         })
     }
 
@@ -178,6 +236,11 @@ impl Db {
         F: FnOnce(&Connection) -> ApiResult<T> + Send + 'static,
     {
         let pool = self.readers.clone();
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(move || pool.with(f)).await?
     }
 
@@ -190,9 +253,17 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> ApiResult<T> + Send + 'static,
     {
         let writer = self.writer.clone();
+        let feed = self.feed.clone();
+        let _permit = self
+            .write_permit
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            write_tx(&mut conn, f)
+            let out = write_tx(&mut conn, f);
+            feed.publish();
+            out
         })
         .await?
     }
@@ -203,7 +274,9 @@ impl Db {
         f: impl FnOnce(&Transaction<'_>) -> ApiResult<T>,
     ) -> ApiResult<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        write_tx(&mut conn, f)
+        let out = write_tx(&mut conn, f);
+        self.feed.publish();
+        out
     }
 }
 

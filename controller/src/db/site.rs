@@ -17,6 +17,10 @@ pub struct Site {
     pub name: String,
     pub location: String,
     pub notes: String,
+    /// Acct-Interim-Interval the agent sends NASes, seconds (60..=86400).
+    pub acct_interim_interval_secs: i64,
+    /// Shape with HTB on the agent (IPoE on the BNG) rather than by RADIUS attributes.
+    pub shaping_enabled: bool,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -39,9 +43,12 @@ pub struct SitePatch {
     pub name: Option<String>,
     pub location: Option<String>,
     pub notes: Option<String>,
+    pub acct_interim_interval_secs: Option<i64>,
+    pub shaping_enabled: Option<bool>,
 }
 
-const COLS: &str = "s.id, s.tenant_id, s.name, s.location, s.notes, s.created_at, s.updated_at";
+const COLS: &str = "s.id, s.tenant_id, s.name, s.location, s.notes, s.created_at, s.updated_at,
+    s.acct_interim_interval_secs, s.shaping_enabled";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
     Ok(Site {
@@ -50,6 +57,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
         name: r.get(2)?,
         location: r.get(3)?,
         notes: r.get(4)?,
+        acct_interim_interval_secs: r.get(7)?,
+        shaping_enabled: r.get(8)?,
         created_at: super::rfc3339(r.get(5)?),
         updated_at: super::rfc3339(r.get(6)?),
     })
@@ -155,6 +164,15 @@ pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> ApiResult<Site> 
         Some(n) => validate_name("name", n, 120)?,
         None => site.name.clone(),
     };
+    let interim = p
+        .acct_interim_interval_secs
+        .unwrap_or(site.acct_interim_interval_secs);
+    if !(60..=86_400).contains(&interim) {
+        return Err(ApiError::invalid(
+            "acct_interim_interval_secs must be between 60 and 86400",
+        ));
+    }
+    let shaping = p.shaping_enabled.unwrap_or(site.shaping_enabled);
     let location = match &p.location {
         Some(l) => text("location", l, 500)?,
         None => site.location.clone(),
@@ -164,8 +182,9 @@ pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> ApiResult<Site> 
         None => site.notes.clone(),
     };
     conn.cached_exec(
-        "UPDATE sites SET name = ?2, location = ?3, notes = ?4, updated_at = ?5 WHERE id = ?1",
-        params![site.id, name, location, notes, super::now()],
+        "UPDATE sites SET name = ?2, location = ?3, notes = ?4, updated_at = ?5, acct_interim_interval_secs = ?6,
+             shaping_enabled = ?7 WHERE id = ?1",
+        params![site.id, name, location, notes, super::now(), interim, shaping],
     )?;
     get_by_id(conn, site.id)
 }

@@ -60,6 +60,8 @@ pub struct Subscriber {
     pub plan_id: Option<i64>,
     /// Renew automatically at expiry when the balance allows.
     pub auto_renew: bool,
+    /// Sessions allowed online at once (1..=16).
+    pub max_sessions: i64,
     #[schema(value_type = Option<String>)]
     pub static_ipv4: Option<Ipv4Addr>,
     /// Bound Calling-Station-Id, as `AA:BB:CC:DD:EE:FF`.
@@ -86,6 +88,8 @@ pub struct NewSubscriber {
     pub plan_id: Option<i64>,
     #[serde(default)]
     pub auto_renew: bool,
+    /// Sessions allowed online at once (1..=16, default 1).
+    pub max_sessions: Option<i64>,
     pub static_ipv4: Option<String>,
     pub mac: Option<String>,
     #[serde(default)]
@@ -117,6 +121,7 @@ pub struct SubscriberPatch {
     #[schema(value_type = Option<i64>)]
     pub plan_id: Option<Option<i64>>,
     pub auto_renew: Option<bool>,
+    pub max_sessions: Option<i64>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub static_ipv4: Option<Option<String>>,
@@ -139,6 +144,7 @@ impl SubscriberPatch {
             || self.expires_at.is_some()
             || self.plan_id.is_some()
             || self.auto_renew.is_some()
+            || self.max_sessions.is_some()
             || self.static_ipv4.is_some()
             || self.mac.is_some()
             || self.name.is_some()
@@ -159,7 +165,7 @@ pub struct SubscriberRow {
 
 const COLS: &str =
     "s.id, s.tenant_id, s.site_id, s.username, s.status, s.expires_at, s.static_ipv4, s.mac,
-    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path, s.plan_id, s.auto_renew";
+    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path, s.plan_id, s.auto_renew, s.max_sessions";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
     let expires: Option<i64> = r.get(5)?;
@@ -175,6 +181,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
             expires_at: expires.map(super::rfc3339),
             plan_id: r.get(16)?,
             auto_renew: r.get(17)?,
+            max_sessions: r.get(18)?,
             static_ipv4: ip.and_then(|s| s.parse().ok()),
             mac: r.get(7)?,
             name: r.get(8)?,
@@ -291,6 +298,13 @@ pub fn normalize_mac(s: &str) -> ApiResult<String> {
         .join(":"))
 }
 
+fn max_sessions(n: i64) -> ApiResult<i64> {
+    if !(1..=16).contains(&n) {
+        return Err(ApiError::invalid("max_sessions must be between 1 and 16"));
+    }
+    Ok(n)
+}
+
 pub fn parse_ipv4(s: &str) -> ApiResult<Ipv4Addr> {
     let ip: Ipv4Addr = s
         .trim()
@@ -366,8 +380,8 @@ pub fn create(
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO subscribers (tenant_id, site_id, username, password_sealed, status, expires_at, static_ipv4, mac,
-             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
+             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew, max_sessions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
         params![
             owner.id,
             site.map(|s| s.id),
@@ -383,7 +397,8 @@ pub fn create(
             short("notes", &input.notes, 4000)?,
             now,
             plan.map(|p| p.id),
-            input.auto_renew
+            input.auto_renew,
+            max_sessions(input.max_sessions.unwrap_or(1))?
         ],
     )?;
     get_visible(
@@ -482,7 +497,7 @@ pub fn update(
     conn.cached_exec(
         "UPDATE subscribers SET tenant_id = ?2, site_id = ?3, username = ?4, password_sealed = coalesce(?5, password_sealed),
              status = ?6, expires_at = ?7, static_ipv4 = ?8, mac = ?9, name = ?10, phone = ?11, email = ?12,
-             notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16
+             notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16, max_sessions = ?17
          WHERE id = ?1",
         params![
             s.id,
@@ -500,7 +515,8 @@ pub fn update(
             p.notes.as_deref().map(|v| short("notes", v, 4000)).transpose()?.unwrap_or(s.notes.clone()),
             super::now(),
             plan_id,
-            auto_renew
+            auto_renew,
+            max_sessions(p.max_sessions.unwrap_or(s.max_sessions))?
         ],
     )?;
     get_visible(

@@ -2,6 +2,7 @@
 //! Routes are declared with `utoipa_axum::routes!`, so the router and the OpenAPI
 //! document come from one declaration and cannot drift apart.
 
+pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod billing;
@@ -102,6 +103,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(sites::router())
         .merge(audit::router())
         .merge(billing::router())
+        .merge(agent::router())
         .routes(routes!(openapi_json))
 }
 

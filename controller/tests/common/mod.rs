@@ -87,6 +87,8 @@ pub struct Fixture {
     /// An API token id per actor.
     pub tokens: HashMap<Who, i64>,
     pub emails: HashMap<Who, String>,
+    /// An enrolled agent per site: site id → (agent id, bearer credential).
+    pub agents: HashMap<i64, (i64, String)>,
 }
 
 pub fn test_config(dir: &std::path::Path) -> Config {
@@ -184,6 +186,7 @@ impl Fixture {
                                 expires_at: None,
                                 plan_id: None,
                                 auto_renew: false,
+                                max_sessions: None,
                                 static_ipv4: None,
                                 mac: None,
                                 name: format!("Customer {tag}"),
@@ -276,8 +279,10 @@ impl Fixture {
             })
             .unwrap();
         let (op_tenant, a, a1, b) = seed_billing(&state, op_tenant, a, a1, b);
+        let agents = enroll_agents(&state, &[op_tenant.site, a.site, a1.site, b.site]);
         let app = app(state.clone());
         Fixture {
+            agents,
             app,
             state,
             dir,
@@ -568,6 +573,40 @@ fn seed_billing(
                     ..b
                 },
             ))
+        })
+        .unwrap()
+}
+
+/// A public key-shaped value: enrollment checks only that it is 32 bytes of base64.
+pub const TEST_WG_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+
+/// Enrolls one agent per site through the real token flow.
+fn enroll_agents(state: &AppState, sites: &[i64]) -> HashMap<i64, (i64, String)> {
+    use outpost_controller::db::agent;
+    let cfg = state.config.agents.clone();
+    state
+        .db
+        .write_blocking(|tx| {
+            let mut out = HashMap::new();
+            for site in sites {
+                let token = outpost_controller::crypto::new_bearer("ope_");
+                agent::create_token(tx, *site, 1, 3600, &token)?;
+                let credential = outpost_controller::crypto::new_bearer("opa_");
+                let r = agent::enroll(
+                    tx,
+                    &outpost_protocol::EnrollRequest {
+                        token,
+                        wireguard_public_key: TEST_WG_KEY.into(),
+                        hostname: format!("bng-{site}"),
+                        agent_version: "test".into(),
+                        protocol_version: outpost_protocol::PROTOCOL_VERSION,
+                    },
+                    &credential,
+                    &cfg,
+                )?;
+                out.insert(*site, (r.agent_id, credential));
+            }
+            Ok(out)
         })
         .unwrap()
 }

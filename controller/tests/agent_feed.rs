@@ -1,0 +1,624 @@
+//! The controller side of agents: enrollment, the change feed and its long poll, the
+//! acknowledgement digest, idempotent events, sessions and usage, and that an agent's
+//! credential reaches only `/agent/v1` and only its own site.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::{Fixture, Who, error_code};
+use outpost_protocol as proto;
+use serde_json::{Value, json};
+
+fn ip() -> IpAddr {
+    common::CLIENT_IP.parse().unwrap()
+}
+
+/// Calls an agent route with an agent credential.
+async fn agent_call(
+    fx: &Fixture,
+    secret: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
+        .header(proto::PROTOCOL_HEADER, proto::PROTOCOL_VERSION.to_string());
+    let req = match body {
+        Some(v) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    };
+    let (s, _, v) = fx.send(req, ip()).await;
+    (s, v)
+}
+
+async fn state(fx: &Fixture, secret: &str, since: u64, wait: u32) -> proto::StateResponse {
+    let (s, v) = agent_call(
+        fx,
+        secret,
+        Method::GET,
+        &format!("/agent/v1/state?since={since}&wait={wait}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    serde_json::from_value(v).unwrap()
+}
+
+fn secret(fx: &Fixture, site: i64) -> String {
+    fx.agents[&site].1.clone()
+}
+
+#[tokio::test]
+async fn an_agent_sees_only_its_own_site_and_only_agent_routes() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let snap = state(&fx, &a, 0, 0).await;
+    assert_eq!(snap.kind, proto::StateKind::Snapshot);
+    assert!(snap.revision > 0);
+    let ids: Vec<i64> = snap.subscribers.iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![fx.a.subscriber], "only site A's subscribers");
+    assert_eq!(
+        snap.nas.iter().map(|n| n.id).collect::<Vec<_>>(),
+        vec![fx.a.nas]
+    );
+    let sub = &snap.subscribers[0];
+    assert_eq!(
+        (sub.password.as_str(), sub.status),
+        ("ppp-a", proto::SubscriberStatus::Active)
+    );
+    assert_eq!(sub.rate.unwrap().download_kbps, 20_000, "a-home's rate");
+    assert_eq!(snap.nas[0].secret, "radius-secret");
+    assert!(snap.settings.is_some());
+    // The agent credential opens nothing under /api/v1.
+    let req = Request::get("/api/v1/subscribers")
+        .header(header::AUTHORIZATION, format!("Bearer {a}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(fx.send(req, ip()).await.0, StatusCode::UNAUTHORIZED);
+    // A forged or revoked credential opens nothing under /agent/v1.
+    let (s, b) = agent_call(
+        &fx,
+        "opa_forged",
+        Method::GET,
+        "/agent/v1/state?since=0",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    // A wrong protocol version is refused clearly.
+    let req = Request::get("/agent/v1/state?since=0")
+        .header(header::AUTHORIZATION, format!("Bearer {a}"))
+        .header(proto::PROTOCOL_HEADER, "99")
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, b) = fx.send(req, ip()).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "protocol_mismatch")
+    );
+}
+
+#[tokio::test]
+async fn every_change_that_matters_reaches_the_feed() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let b_site = secret(&fx, fx.b.site);
+    let mut rev = state(&fx, &a, 0, 0).await.revision;
+    let unchanged = state(&fx, &a, rev, 0).await;
+    assert_eq!(
+        (unchanged.kind, unchanged.revision),
+        (proto::StateKind::Unchanged, rev)
+    );
+    let sub = format!("/api/v1/subscribers/{}", fx.a.subscriber);
+
+    // Suspension.
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &sub,
+            Some(json!({ "status": "suspended" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = state(&fx, &a, rev, 0).await;
+    assert_eq!(d.kind, proto::StateKind::Delta);
+    assert_eq!(d.subscribers.len(), 1);
+    assert_eq!(d.subscribers[0].status, proto::SubscriberStatus::Suspended);
+    rev = d.revision;
+
+    // A reseller disabled above the subscriber disables it at the edge.
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &sub,
+            Some(json!({ "status": "active" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "status": "disabled" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = state(&fx, &a, rev, 0).await;
+    assert_eq!(
+        d.subscribers.last().unwrap().status,
+        proto::SubscriberStatus::Disabled
+    );
+    rev = d.revision;
+    let (s, _) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "status": "active" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    rev = state(&fx, &a, rev, 0).await.revision;
+
+    // A plan's rate.
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/plans/{}", fx.a.plan),
+            Some(json!({ "download_kbps": 12_000 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = state(&fx, &a, rev, 0).await;
+    assert_eq!(d.subscribers[0].rate.unwrap().download_kbps, 12_000);
+    rev = d.revision;
+
+    // The NAS secret, and the site settings.
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/nas/{}", fx.a.nas),
+            Some(json!({ "secret": "rotated-secret" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/sites/{}", fx.a.site),
+            Some(json!({ "acct_interim_interval_secs": 120 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = state(&fx, &a, rev, 0).await;
+    assert_eq!(d.nas[0].secret, "rotated-secret");
+    assert_eq!(d.settings.unwrap().acct_interim_interval_secs, 120);
+    rev = d.revision;
+
+    // A renewal moves the expiry.
+    let (s, _) = fx
+        .money(
+            Who::A,
+            Method::POST,
+            &format!("{sub}/renew"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let d = state(&fx, &a, rev, 0).await;
+    assert!(d.subscribers[0].expires_at.is_some());
+    rev = d.revision;
+
+    // Moving the subscriber to the operator's site: removed here, added there.
+    let op = secret(&fx, fx.op_tenant.site);
+    let op_rev = state(&fx, &op, 0, 0).await.revision;
+    let (s, b) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            &sub,
+            Some(json!({ "site_id": fx.op_tenant.site })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let d = state(&fx, &a, rev, 0).await;
+    assert_eq!(
+        (d.subscribers.len(), d.removed_subscribers.clone()),
+        (0, vec![fx.a.subscriber])
+    );
+    let d = state(&fx, &op, op_rev, 0).await;
+    assert_eq!(
+        d.subscribers.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![fx.a.subscriber]
+    );
+    // Site B heard of none of it.
+    let snap_b = state(&fx, &b_site, 0, 0).await;
+    assert_eq!(
+        state(&fx, &b_site, snap_b.revision, 0).await.kind,
+        proto::StateKind::Unchanged
+    );
+    // A revision the feed never gave (a restored controller) gets a snapshot.
+    assert_eq!(
+        state(&fx, &a, 1_000_000, 0).await.kind,
+        proto::StateKind::Snapshot
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_long_polls_wait_as_tasks_and_wake_on_a_change() {
+    let fx = Arc::new(Fixture::new());
+    let a = secret(&fx, fx.a.site);
+    let rev = state(&fx, &a, 0, 0).await.revision;
+    let threads = || -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = threads();
+    let mut polls = Vec::new();
+    for _ in 0..1000 {
+        let (fx, a) = (fx.clone(), a.clone());
+        polls.push(tokio::spawn(async move { state(&fx, &a, rev, 60).await }));
+    }
+    // Give the polls time to reach their wait (a slow one still answers correctly below:
+    // it reads the state after the change).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let during = threads();
+    assert!(
+        polls.iter().all(|p| !p.is_finished()),
+        "a poll returned before any change"
+    );
+    assert!(
+        during < before + 32,
+        "{during} threads while 1000 polls wait (was {before})"
+    );
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+            Some(json!({ "status": "suspended" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    for p in polls {
+        let d = p.await.unwrap();
+        assert_eq!(
+            d.kind,
+            proto::StateKind::Delta,
+            "woken by the change, not by the 60 s wait"
+        );
+        assert_eq!(d.subscribers[0].status, proto::SubscriberStatus::Suspended);
+    }
+}
+
+#[tokio::test]
+async fn the_ack_digest_shows_drift() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let snap = state(&fx, &a, 0, 0).await;
+    let digest = outpost_controller::crypto::sha256(
+        proto::digest_input(&snap.subscribers, &snap.nas).as_bytes(),
+    );
+    let good = json!({ "revision": snap.revision, "digest": hex::encode(digest), "agent_version": "0.1.0" });
+    let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(good)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, st) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/sites/{}/agent", fx.a.site),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            st["in_sync"].as_bool(),
+            st["digest_matches"].as_bool(),
+            st["version"].as_str()
+        ),
+        (Some(true), Some(true), Some("0.1.0"))
+    );
+    let bad =
+        json!({ "revision": snap.revision, "digest": "ab".repeat(32), "agent_version": "0.1.0" });
+    let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(bad)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, st) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/sites/{}/agent", fx.a.site),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st["in_sync"].as_bool(), st["digest_matches"].as_bool()),
+        (Some(false), Some(false)),
+        "{st}"
+    );
+    // Behind the head after a change: drift unknown, not in sync.
+    let (s, _) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+            Some(json!({ "notes": "x" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, st) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/sites/{}/agent", fx.a.site),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (st["in_sync"].as_bool(), st["digest_matches"].is_null()),
+        (Some(false), true),
+        "{st}"
+    );
+    // Nonsense is refused.
+    for body in [
+        json!({ "revision": 1_000_000, "digest": "ab".repeat(32), "agent_version": "x" }),
+        json!({ "revision": 1, "digest": "zz", "agent_version": "x" }),
+    ] {
+        let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(body)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let (s, b) = agent_call(
+        &fx,
+        &a,
+        Method::POST,
+        "/agent/v1/ack",
+        Some(json!({ "revision": 1 })),
+    )
+    .await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
+    );
+}
+
+fn acct(seq: u64, status: &str, session: &str, input: u64, output: u64) -> Value {
+    json!({ "seq": seq, "at": time::OffsetDateTime::now_utc().unix_timestamp(), "type": "accounting",
+            "status": status, "username": "sub-a", "session_id": session, "nas_ip": "198.51.100.2",
+            "framed_ip": "100.64.0.7", "calling_station_id": "AA:BB:CC:DD:EE:01", "session_time": 60,
+            "input_octets": input, "output_octets": output, "terminate_cause": null })
+}
+
+#[tokio::test]
+async fn events_are_stored_once_and_feed_sessions_and_usage() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let batch = json!({ "events": [acct(1, "start", "s1", 0, 0), acct(2, "interim_update", "s1", 1_000, 5_000)] });
+    for _ in 0..3 {
+        // Redelivered (the agent never saw the answer): stored once.
+        let (s, b) = agent_call(
+            &fx,
+            &a,
+            Method::POST,
+            "/agent/v1/events",
+            Some(batch.clone()),
+        )
+        .await;
+        assert_eq!((s, b["through"].as_u64()), (StatusCode::OK, Some(2)), "{b}");
+    }
+    assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 2);
+    let (s, sessions) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(sessions.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (
+            sessions[0]["framed_ip"].as_str(),
+            sessions[0]["output_octets"].as_i64()
+        ),
+        (Some("100.64.0.7"), Some(5_000))
+    );
+    let (_, usage) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/subscribers/{}/usage", fx.a.subscriber),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            usage[0]["input_octets"].as_i64(),
+            usage[0]["output_octets"].as_i64()
+        ),
+        (Some(1_000), Some(5_000))
+    );
+    // Whoever may not see the customer sees none of it.
+    let (s, _) = fx
+        .call(
+            Who::B,
+            Method::GET,
+            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Stop adds only the new traffic and ends the session.
+    let (s, _) = agent_call(
+        &fx,
+        &a,
+        Method::POST,
+        "/agent/v1/events",
+        Some(json!({ "events": [acct(3, "stop", "s1", 1_500, 9_000)] })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, usage) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/subscribers/{}/usage", fx.a.subscriber),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (
+            usage[0]["input_octets"].as_i64(),
+            usage[0]["output_octets"].as_i64()
+        ),
+        (Some(1_500), Some(9_000))
+    );
+    let (_, sessions) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
+            None,
+        )
+        .await;
+    assert_eq!(sessions, json!([]));
+    // A NAS reboot (Accounting-On) closes every session of that NAS.
+    let (s, _) = agent_call(
+        &fx,
+        &a,
+        Method::POST,
+        "/agent/v1/events",
+        Some(json!({ "events": [acct(4, "start", "s2", 0, 0), acct(5, "start", "s3", 0, 0)] })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(fx.query_i64("SELECT count(*) FROM online_sessions"), 2);
+    let closed = json!({ "events": [{ "seq": 6, "at": 0, "type": "nas_sessions_closed", "nas_ip": "198.51.100.2", "closed": 2, "reason": "accounting-on" }] });
+    let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/events", Some(closed)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(fx.query_i64("SELECT count(*) FROM online_sessions"), 0);
+    // Bad batches are refused whole and store nothing.
+    for bad in [
+        json!({ "events": [] }),
+        json!({ "events": [{ "seq": 0, "at": 0, "type": "accounting" }] }),
+        json!({ "evnts": [] }),
+    ] {
+        let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/events", Some(bad)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 6);
+}
+
+#[tokio::test]
+async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent() {
+    let fx = Fixture::new();
+    let (s, t) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["secret"].as_str().unwrap().to_string();
+    let body = json!({ "token": token, "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng-a-new",
+                       "agent_version": "0.1.0", "protocol_version": proto::PROTOCOL_VERSION });
+    let req = |b: &Value| {
+        Request::post("/agent/v1/enroll")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap()
+    };
+    let (s, _, r) = fx.send(req(&body), ip()).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let r: proto::EnrollResponse = serde_json::from_value(r).unwrap();
+    assert_eq!(r.site_id, fx.a.site);
+    assert!(r.tunnel.address.starts_with("10.66.") && r.tunnel.address.ends_with("/32"));
+    // The old agent of the site is revoked; the new one works.
+    let (s, _) = agent_call(
+        &fx,
+        &secret(&fx, fx.a.site),
+        Method::GET,
+        "/agent/v1/state?since=0",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        state(&fx, &r.credential, 0, 0).await.kind,
+        proto::StateKind::Snapshot
+    );
+    // The token is spent.
+    let (s, _, b) = fx.send(req(&body), ip()).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
+    // Bad keys and protocol versions are refused clearly.
+    let (_, t) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
+            Some(json!({ "ttl_hours": 1 })),
+        )
+        .await;
+    let mut bad = body.clone();
+    bad["token"] = t["secret"].clone();
+    bad["wireguard_public_key"] = json!("not-a-key");
+    assert_eq!(
+        fx.send(req(&bad), ip()).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    bad["wireguard_public_key"] = json!(common::TEST_WG_KEY);
+    bad["protocol_version"] = json!(99);
+    let (s, _, b) = fx.send(req(&bad), ip()).await;
+    assert_eq!(
+        (s, error_code(&b).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "protocol_mismatch")
+    );
+    // Listing never shows secrets; B cannot mint tokens for A's site.
+    let (_, list) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
+            None,
+        )
+        .await;
+    assert!(!list.to_string().contains("ope_"), "{list}");
+    let (s, _) = fx
+        .call(
+            Who::B,
+            Method::POST,
+            &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

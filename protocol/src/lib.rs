@@ -1,0 +1,375 @@
+//! The contract between an Outpost agent and its controller.
+//!
+//! Agents initiate everything, over their WireGuard tunnel:
+//!
+//! 1. [`EnrollRequest`] to [`paths::ENROLL`] with a single-use token, once.
+//! 2. A long poll of [`paths::STATE`] (`?since=REV&wait=SECONDS`) returning a
+//!    [`StateResponse`]: a full snapshot, or the changes since `since`.
+//! 3. [`Ack`] to [`paths::ACK`] with the revision applied and a digest of what the
+//!    agent actually enforces.
+//! 4. [`EventBatch`] to [`paths::EVENTS`]: journaled events with per-agent sequence
+//!    numbers; the controller stores each (agent, seq) once.
+//!
+//! Every call after enrollment carries `Authorization: Bearer <EnrollResponse::credential>`
+//! and the header [`PROTOCOL_HEADER`]. Times are unix seconds (UTC). This crate holds
+//! only types: no I/O, no HTTP framework, no database.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this contract. A controller refuses agents speaking another one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Header naming the protocol version on every agent call.
+pub const PROTOCOL_HEADER: &str = "x-outpost-protocol";
+
+/// The controller's agent endpoints.
+pub mod paths {
+    /// `POST`: [`super::EnrollRequest`] → [`super::EnrollResponse`].
+    pub const ENROLL: &str = "/agent/v1/enroll";
+    /// `GET ?since=REV&wait=SECONDS` → [`super::StateResponse`].
+    pub const STATE: &str = "/agent/v1/state";
+    /// `POST`: [`super::Ack`] → 204.
+    pub const ACK: &str = "/agent/v1/ack";
+    /// `POST`: [`super::EventBatch`] → [`super::EventsAccepted`].
+    pub const EVENTS: &str = "/agent/v1/events";
+}
+
+/// The longest long-poll wait the controller honours, in seconds.
+pub const MAX_WAIT_SECS: u32 = 60;
+
+/// The most events one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// First contact: trade a single-use enrollment token for an identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    /// The token shown once when the site's enrollment token was created.
+    pub token: String,
+    /// The agent's WireGuard public key (base64, 32 bytes).
+    pub wireguard_public_key: String,
+    pub hostname: String,
+    /// The agent's own version string.
+    pub agent_version: String,
+    /// [`PROTOCOL_VERSION`] of the agent.
+    pub protocol_version: u32,
+}
+
+/// The agent's identity and what it needs to reach the controller from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub agent_id: i64,
+    pub site_id: i64,
+    /// Bearer secret for every later call. Shown once; the controller keeps a hash.
+    pub credential: String,
+    pub tunnel: TunnelParams,
+    pub protocol_version: u32,
+}
+
+/// WireGuard parameters for the agent's tunnel to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelParams {
+    /// The agent's tunnel address with prefix, e.g. `10.66.0.7/32`.
+    pub address: String,
+    /// The controller's WireGuard public key (base64).
+    pub controller_public_key: String,
+    /// `host:port` of the controller's WireGuard endpoint.
+    pub controller_endpoint: String,
+    /// The controller's address inside the tunnel, where the API answers.
+    pub controller_address: String,
+    pub persistent_keepalive_secs: u16,
+}
+
+/// Query of [`paths::STATE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateQuery {
+    /// The revision the agent has applied; 0 asks for a snapshot.
+    pub since: u64,
+    /// Seconds to wait for a change when there is none (0..=[`MAX_WAIT_SECS`]).
+    #[serde(default)]
+    pub wait: u32,
+}
+
+/// Whether a [`StateResponse`] replaces the agent's state or patches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateKind {
+    /// Everything the site enforces: replace the local state whole.
+    Snapshot,
+    /// Only what changed since `since`: upsert the listed rows, delete the removed ones.
+    Delta,
+    /// Nothing changed within the wait.
+    Unchanged,
+}
+
+/// The site's desired state at `revision`, whole or as a change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateResponse {
+    pub kind: StateKind,
+    /// Apply, then acknowledge this revision.
+    pub revision: u64,
+    #[serde(default)]
+    pub subscribers: Vec<SubscriberState>,
+    /// Subscriber ids no longer served by this site.
+    #[serde(default)]
+    pub removed_subscribers: Vec<i64>,
+    #[serde(default)]
+    pub nas: Vec<NasState>,
+    /// NAS ids no longer at this site.
+    #[serde(default)]
+    pub removed_nas: Vec<i64>,
+    /// Present in snapshots and when the settings changed.
+    #[serde(default)]
+    pub settings: Option<SiteSettings>,
+}
+
+/// What a site needs to authenticate, rate and enforce one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberState {
+    pub id: i64,
+    /// The PPPoE / RADIUS login.
+    pub username: String,
+    /// Clear text: CHAP and MS-CHAPv2 need it. Travels only inside the tunnel.
+    pub password: String,
+    pub status: SubscriberStatus,
+    /// Unix seconds; the agent enforces it with its own clock.
+    pub expires_at: Option<i64>,
+    /// `a.b.c.d`, sent as Framed-IP-Address.
+    pub static_ipv4: Option<String>,
+    /// Bound Calling-Station-Id, `AA:BB:CC:DD:EE:FF`.
+    pub mac: Option<String>,
+    pub rate: Option<Rate>,
+    /// How many sessions may be online at once.
+    pub max_sessions: u32,
+    /// The owning reseller, for branding the suspended page.
+    pub tenant_id: i64,
+}
+
+/// The subscriber's standing as the edge enforces it. A disabled reseller anywhere above
+/// the subscriber makes it [`SubscriberStatus::Disabled`] here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriberStatus {
+    Active,
+    Suspended,
+    Disabled,
+    Expired,
+}
+
+/// A speed plan's rates, in kbit/s, from the subscriber's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    pub download_kbps: u64,
+    pub upload_kbps: u64,
+    pub burst_download_kbps: Option<u64>,
+    pub burst_upload_kbps: Option<u64>,
+}
+
+/// The RADIUS dialect a NAS speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NasKind {
+    Mikrotik,
+    AccelPpp,
+    Generic,
+}
+
+/// A NAS allowed to ask this site's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NasState {
+    pub id: i64,
+    /// The source address its requests come from.
+    pub ip: String,
+    /// RADIUS shared secret (clear text, inside the tunnel).
+    pub secret: String,
+    pub kind: NasKind,
+    /// Where CoA and Disconnect-Request go (RFC 5176).
+    pub coa_port: u16,
+    /// Refuse Access-Requests without Message-Authenticator (BlastRADIUS mitigation).
+    pub require_message_authenticator: bool,
+}
+
+/// Per-site settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteSettings {
+    /// Acct-Interim-Interval sent in Access-Accept.
+    pub acct_interim_interval_secs: u32,
+    /// Shape with HTB on the agent (IPoE on the BNG) instead of RADIUS rate attributes.
+    pub shaping_enabled: bool,
+}
+
+/// After applying a state: what the agent now enforces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    pub revision: u64,
+    /// Hex SHA-256 of [`digest_input`] over the state the agent enforces.
+    pub digest: String,
+    pub agent_version: String,
+}
+
+/// The canonical text both sides hash to compare states: one line per subscriber and
+/// per NAS, sorted by id. The controller computes it from its feed, the agent from its
+/// store, so any drift shows as a mismatch.
+pub fn digest_input(subscribers: &[SubscriberState], nas: &[NasState]) -> String {
+    let mut subs: Vec<&SubscriberState> = subscribers.iter().collect();
+    subs.sort_by_key(|s| s.id);
+    let mut nases: Vec<&NasState> = nas.iter().collect();
+    nases.sort_by_key(|n| n.id);
+    let mut out = String::new();
+    for s in subs {
+        let rate = s
+            .rate
+            .map(|r| format!("{}/{}", r.download_kbps, r.upload_kbps))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "s {} {} {:?} {} {} {} {} {}\n",
+            s.id,
+            s.username,
+            s.status,
+            s.expires_at.unwrap_or(0),
+            s.static_ipv4.as_deref().unwrap_or("-"),
+            s.mac.as_deref().unwrap_or("-"),
+            rate,
+            s.max_sessions
+        ));
+    }
+    for n in nases {
+        out.push_str(&format!(
+            "n {} {} {:?} {} {}\n",
+            n.id, n.ip, n.kind, n.coa_port, n.require_message_authenticator
+        ));
+    }
+    out
+}
+
+/// A batch of journaled events, oldest first, with consecutive sequence numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBatch {
+    pub events: Vec<Event>,
+}
+
+/// The controller's answer to a batch: everything up to `through` is stored (once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsAccepted {
+    pub through: u64,
+}
+
+/// One journaled event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per-agent sequence number, from 1, without gaps.
+    pub seq: u64,
+    pub at: i64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    /// An accounting record from a NAS.
+    Accounting(Accounting),
+    /// An Access-Request was rejected; the reason is kept here, never sent to the NAS.
+    AuthReject {
+        username: String,
+        nas_ip: String,
+        reason: RejectReason,
+        calling_station_id: Option<String>,
+    },
+    /// A NAS rebooted (Accounting-On/Off): all its sessions were closed.
+    NasSessionsClosed {
+        nas_ip: String,
+        closed: u32,
+        reason: String,
+    },
+}
+
+/// Why an Access-Request was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    UnknownUser,
+    WrongPassword,
+    Suspended,
+    Disabled,
+    Expired,
+    MacMismatch,
+    SessionLimit,
+    UnsupportedAuth,
+}
+
+/// Accounting-Request status types (RFC 2866).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcctStatus {
+    Start,
+    InterimUpdate,
+    Stop,
+}
+
+/// One accounting record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accounting {
+    pub status: AcctStatus,
+    pub username: String,
+    pub session_id: String,
+    pub nas_ip: String,
+    pub framed_ip: Option<String>,
+    pub calling_station_id: Option<String>,
+    /// Seconds online (Acct-Session-Time).
+    pub session_time: u64,
+    /// Bytes from the subscriber (Acct-Input-Octets with Gigawords).
+    pub input_octets: u64,
+    /// Bytes to the subscriber.
+    pub output_octets: u64,
+    pub terminate_cause: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_with_a_type_tag() {
+        let e = Event {
+            seq: 7,
+            at: 1_800_000_000,
+            body: EventBody::AuthReject {
+                username: "amina".into(),
+                nas_ip: "192.0.2.1".into(),
+                reason: RejectReason::Expired,
+                calling_station_id: None,
+            },
+        };
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""type":"auth_reject""#), "{json}");
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn digest_input_ignores_order() {
+        let s = |id| SubscriberState {
+            id,
+            username: format!("u{id}"),
+            password: "p".into(),
+            status: SubscriberStatus::Active,
+            expires_at: None,
+            static_ipv4: None,
+            mac: None,
+            rate: None,
+            max_sessions: 1,
+            tenant_id: 1,
+        };
+        assert_eq!(
+            digest_input(&[s(2), s(1)], &[]),
+            digest_input(&[s(1), s(2)], &[])
+        );
+        assert!(
+            !digest_input(&[s(1)], &[]).contains('p'),
+            "passwords are not in the digest"
+        );
+    }
+}
