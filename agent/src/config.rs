@@ -1,0 +1,159 @@
+//! The agent's TOML config (written by `outpost-agent enroll`, read by `run`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Holds `agent.db` (the local store) and `identity.json` (credential, keys).
+    pub state_dir: PathBuf,
+    /// Base URL of the controller's API, e.g. `http://10.66.0.1:8080` inside the tunnel.
+    pub controller_url: String,
+    #[serde(default)]
+    pub radius: RadiusConfig,
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RadiusConfig {
+    /// Where Access-Requests arrive (1812 by convention).
+    pub auth_listen: SocketAddr,
+    /// Where Accounting-Requests arrive (1813 by convention).
+    pub acct_listen: SocketAddr,
+}
+
+impl Default for RadiusConfig {
+    fn default() -> Self {
+        RadiusConfig {
+            auth_listen: "0.0.0.0:1812".parse().expect("static address"),
+            acct_listen: "0.0.0.0:1813".parse().expect("static address"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Long-poll wait asked of the controller, seconds (1..=60).
+    pub wait_secs: u32,
+    /// The outbox bound. Past it accounting is refused (the NAS keeps and retries it)
+    /// and other events (rejects) are dropped and counted.
+    pub max_outbox: u64,
+    /// Events per delivery.
+    pub batch: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            wait_secs: 30,
+            max_outbox: 2_000_000,
+            batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("agent config {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("agent config {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The values make no sense.
+    #[error("agent config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let cfg: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
+        if !(1..=60).contains(&cfg.sync.wait_secs)
+            || cfg.sync.batch == 0
+            || cfg.sync.batch > outpost_protocol::MAX_BATCH
+        {
+            return Err(ConfigError::Invalid(format!(
+                "sync.wait_secs must be 1..=60 and sync.batch 1..={}",
+                outpost_protocol::MAX_BATCH
+            )));
+        }
+        Ok(cfg)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).expect("config serializes");
+        std::fs::write(path, text).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })
+    }
+}
+
+/// What enrollment gave the agent; kept in `state_dir/identity.json`, mode 0600.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub agent_id: i64,
+    pub site_id: i64,
+    pub credential: String,
+    /// The agent's WireGuard private key (base64).
+    pub wireguard_private_key: String,
+    pub tunnel: outpost_protocol::TunnelParams,
+}
+
+impl Identity {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("identity.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Identity, ConfigError> {
+        let path = Self::path(state_dir);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))
+    }
+
+    pub fn save(&self, state_dir: &Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        let path = Self::path(state_dir);
+        let err = |source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&path).map_err(err)?;
+        f.write_all(
+            serde_json::to_string_pretty(self)
+                .expect("identity serializes")
+                .as_bytes(),
+        )
+        .map_err(err)?;
+        f.sync_all().map_err(err)
+    }
+}

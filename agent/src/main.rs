@@ -1,0 +1,229 @@
+//! `outpost-agent`: enroll with a controller, run the site, report status.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use outpost_agent::config::{Config, Identity, RadiusConfig, SyncConfig};
+use outpost_agent::radius;
+use outpost_agent::store::Store;
+use outpost_agent::sync::{self, Client, Link};
+use outpost_protocol as proto;
+
+#[derive(Parser)]
+#[command(name = "outpost-agent", version, about = "Outpost site agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Enroll with the controller: generates the WireGuard key pair, trades the token
+    /// for an identity, and writes `agent.toml` and `identity.json` in the state dir.
+    Enroll {
+        /// The controller's base URL, e.g. http://controller.example:8080
+        #[arg(long)]
+        controller: String,
+        /// A site enrollment token (single use).
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value = "/var/lib/outpost-agent")]
+        state_dir: PathBuf,
+        /// RADIUS addresses to write into the config.
+        #[arg(long, default_value = "0.0.0.0:1812")]
+        auth_listen: std::net::SocketAddr,
+        #[arg(long, default_value = "0.0.0.0:1813")]
+        acct_listen: std::net::SocketAddr,
+    },
+    /// Run: RADIUS from the local store, sync and event delivery in the background.
+    Run {
+        #[arg(long, default_value = "/var/lib/outpost-agent/agent.toml")]
+        config: PathBuf,
+    },
+    /// Report revision, controller reachability, online sessions and outbox backlog.
+    Status {
+        #[arg(long, default_value = "/var/lib/outpost-agent/agent.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(Cli::parse())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn open_store(cfg: &Config) -> anyhow::Result<Arc<Store>> {
+    let path = cfg.state_dir.join("agent.db");
+    Ok(Arc::new(
+        Store::open(&path, cfg.sync.max_outbox)
+            .with_context(|| format!("opening {}", path.display()))?,
+    ))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Enroll {
+            controller,
+            token,
+            state_dir,
+            auth_listen,
+            acct_listen,
+        } => {
+            enroll(
+                &controller,
+                &token,
+                &state_dir,
+                RadiusConfig {
+                    auth_listen,
+                    acct_listen,
+                },
+            )
+            .await
+        }
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let id = Identity::load(&cfg.state_dir)?;
+            let store = open_store(&cfg)?;
+            let client = Client::new(&cfg.controller_url, &id.credential);
+            let link = Arc::new(Link::default());
+            tracing::info!(
+                site = id.site_id,
+                agent = id.agent_id,
+                revision = store.revision(),
+                subscribers = store.counts().0,
+                "outpost-agent starting from the local store"
+            );
+            tokio::spawn(sync::run_state(
+                store.clone(),
+                client.clone(),
+                cfg.sync.wait_secs,
+                link.clone(),
+            ));
+            tokio::spawn(sync::run_outbox(
+                store.clone(),
+                client,
+                cfg.sync.batch,
+                link,
+            ));
+            let auth = tokio::net::UdpSocket::bind(cfg.radius.auth_listen)
+                .await
+                .with_context(|| format!("binding RADIUS auth on {}", cfg.radius.auth_listen))?;
+            let acct = tokio::net::UdpSocket::bind(cfg.radius.acct_listen)
+                .await
+                .with_context(|| {
+                    format!("binding RADIUS accounting on {}", cfg.radius.acct_listen)
+                })?;
+            println!(
+                "RADIUS auth on {}, accounting on {}",
+                auth.local_addr()?,
+                acct.local_addr()?
+            );
+            let server = radius::Server::new(store, radius::Config::default());
+            tokio::select! {
+                r = server.run(auth, acct) => r.context("RADIUS server")?,
+                _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+            }
+            Ok(())
+        }
+        Command::Status { config } => {
+            let cfg = Config::load(&config)?;
+            let store = open_store(&cfg)?;
+            let (subs, nas) = store.counts();
+            let last = store
+                .meta("last_contact_at")?
+                .and_then(|v| v.parse::<i64>().ok());
+            let age = last.map(|t| outpost_agent::store::now() - t);
+            // Reachability is asked now, not remembered: one short poll.
+            let id = Identity::load(&cfg.state_dir)?;
+            let reachable = Client::new(&cfg.controller_url, &id.credential)
+                .state(store.revision(), 0)
+                .await
+                .is_ok();
+            println!("site:              {} (agent {})", id.site_id, id.agent_id);
+            println!("revision:          {}", store.revision());
+            println!(
+                "controller:        {} ({})",
+                cfg.controller_url,
+                if reachable {
+                    "reachable"
+                } else {
+                    "UNREACHABLE"
+                }
+            );
+            println!(
+                "last contact:      {}",
+                age.map(|a| format!("{a} s ago"))
+                    .unwrap_or_else(|| "never".into())
+            );
+            println!("subscribers / NAS: {subs} / {nas}");
+            println!("online sessions:   {}", store.online_total());
+            println!("outbox backlog:    {} event(s)", store.backlog());
+            Ok(())
+        }
+    }
+}
+
+async fn enroll(
+    controller: &str,
+    token: &str,
+    state_dir: &Path,
+    radius: RadiusConfig,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let private = wireguard_control::Key::generate_private();
+    let public = private.get_public();
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "outpost-agent".into());
+    let resp = Client::enroll(
+        controller,
+        &proto::EnrollRequest {
+            token: token.to_string(),
+            wireguard_public_key: public.to_base64(),
+            hostname,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            protocol_version: proto::PROTOCOL_VERSION,
+        },
+    )
+    .await
+    .context("enrollment")?;
+    Identity {
+        agent_id: resp.agent_id,
+        site_id: resp.site_id,
+        credential: resp.credential,
+        wireguard_private_key: private.to_base64(),
+        tunnel: resp.tunnel,
+    }
+    .save(state_dir)?;
+    let cfg = Config {
+        state_dir: state_dir.to_path_buf(),
+        controller_url: controller.to_string(),
+        radius,
+        sync: SyncConfig::default(),
+    };
+    let path = state_dir.join("agent.toml");
+    cfg.save(&path)?;
+    println!(
+        "enrolled as agent {} for site {}; config written to {}",
+        resp.agent_id,
+        resp.site_id,
+        path.display()
+    );
+    Ok(())
+}

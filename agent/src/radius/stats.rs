@@ -1,0 +1,144 @@
+//! Counters of what the RADIUS server did, for metrics and for tests that need to know
+//! a datagram was dealt with even when nothing was sent back.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+/// What the server has done since it started. Every datagram counts once in
+/// `requests` and then in at most one of the other counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Datagrams received.
+    pub requests: AtomicU64,
+    /// Access-Accepts sent (not counting cached re-sends).
+    pub accepts: AtomicU64,
+    /// Access-Rejects sent (not counting cached re-sends).
+    pub rejects: AtomicU64,
+    /// Datagrams from a source that is not in the NAS list; not answered.
+    pub unknown_nas: AtomicU64,
+    /// Requests whose Message-Authenticator or accounting Request Authenticator is
+    /// wrong (forged, or the NAS has another secret); not answered.
+    pub bad_authenticator: AtomicU64,
+    /// Access-Requests without Message-Authenticator from a NAS that must send it
+    /// (BlastRADIUS mitigation); not answered.
+    pub missing_message_authenticator: AtomicU64,
+    /// Datagrams that are not a RADIUS request we serve; not answered.
+    pub malformed: AtomicU64,
+    /// Retransmissions answered from the reply cache.
+    pub retransmissions: AtomicU64,
+    /// Retransmissions that arrived while the original was still being handled;
+    /// dropped, the NAS will ask again.
+    pub duplicates_in_progress: AtomicU64,
+    /// Accounting-Requests recorded durably and acknowledged.
+    pub acct_records: AtomicU64,
+    /// Requests left unanswered because the backend failed (the NAS retransmits) or a
+    /// reply could not be encoded.
+    pub backend_errors: AtomicU64,
+    /// Datagrams the server has finished with: answered (the reply sent) or dropped.
+    handled: AtomicU64,
+    handled_changed: Notify,
+}
+
+/// A copy of [`Stats`] at one moment, easy to compare and print.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// [`Stats::requests`].
+    pub requests: u64,
+    /// [`Stats::accepts`].
+    pub accepts: u64,
+    /// [`Stats::rejects`].
+    pub rejects: u64,
+    /// [`Stats::unknown_nas`].
+    pub unknown_nas: u64,
+    /// [`Stats::bad_authenticator`].
+    pub bad_authenticator: u64,
+    /// [`Stats::missing_message_authenticator`].
+    pub missing_message_authenticator: u64,
+    /// [`Stats::malformed`].
+    pub malformed: u64,
+    /// [`Stats::retransmissions`].
+    pub retransmissions: u64,
+    /// [`Stats::duplicates_in_progress`].
+    pub duplicates_in_progress: u64,
+    /// [`Stats::acct_records`].
+    pub acct_records: u64,
+    /// [`Stats::backend_errors`].
+    pub backend_errors: u64,
+    /// [`Stats::handled`].
+    pub handled: u64,
+}
+
+impl Stats {
+    /// Reads every counter. Counters move independently; a snapshot taken while
+    /// requests are in progress need not add up.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: get(&self.requests),
+            accepts: get(&self.accepts),
+            rejects: get(&self.rejects),
+            unknown_nas: get(&self.unknown_nas),
+            bad_authenticator: get(&self.bad_authenticator),
+            missing_message_authenticator: get(&self.missing_message_authenticator),
+            malformed: get(&self.malformed),
+            retransmissions: get(&self.retransmissions),
+            duplicates_in_progress: get(&self.duplicates_in_progress),
+            acct_records: get(&self.acct_records),
+            backend_errors: get(&self.backend_errors),
+            handled: self.handled.load(Ordering::SeqCst),
+        }
+    }
+
+    /// How many datagrams the server has finished with.
+    pub fn handled(&self) -> u64 {
+        self.handled.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the server has finished with at least `n` datagrams: once this
+    /// returns, every reply to them has been handed to the kernel, so a datagram that
+    /// is not in the client's socket now was never sent.
+    pub async fn wait_handled(&self, n: u64) {
+        loop {
+            let changed = self.handled_changed.notified();
+            tokio::pin!(changed);
+            // Register before checking, so an increment in between is not missed.
+            changed.as_mut().enable();
+            if self.handled() >= n {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mark_handled(&self) {
+        self.handled.fetch_add(1, Ordering::SeqCst);
+        self.handled_changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn wait_handled_wakes_on_the_nth_datagram() {
+        let stats = Arc::new(Stats::default());
+        let waiter = tokio::spawn({
+            let stats = stats.clone();
+            async move { stats.wait_handled(3).await }
+        });
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+            stats.mark_handled();
+        }
+        waiter.await.unwrap();
+        assert_eq!(stats.snapshot().handled, 3);
+        stats.wait_handled(2).await; // already past: returns at once
+    }
+}

@@ -1,0 +1,750 @@
+//! The agent's local store: one SQLite file holding the site's desired state at a
+//! revision, the online sessions, and the outbox journal.
+//!
+//! Everything the agent enforces comes from here, so the site keeps working while the
+//! controller is unreachable. The desired state is also kept in memory (RADIUS looks it
+//! up per request); the file is the truth and is read back on start.
+//!
+//! Durability: WAL with `synchronous=FULL`, so a committed journal record survives a
+//! power cut, and a state batch is applied in one transaction, so `kill -9` at any
+//! moment leaves either the old revision or the new one.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use outpost_protocol as proto;
+use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use sha2::{Digest, Sha256};
+
+use crate::radius::{Backend, BackendError};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/agent/0001_init.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("agent store")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The schema could not be brought up to date.
+    #[error("agent store migration")]
+    Migrate(#[from] rusqlite_migration::Error),
+    /// The store was written by a newer agent.
+    #[error("agent store {path} has schema {found}, this agent knows {known}: upgrade the agent")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: usize,
+    },
+    /// A stored row is not valid protocol JSON.
+    #[error("agent store row is damaged")]
+    Json(#[from] serde_json::Error),
+    /// The outbox is at its bound; see [`Store::journal`].
+    #[error("the outbox holds {0} unshipped events, its limit")]
+    OutboxFull(u64),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The desired state held in memory for lookups.
+#[derive(Default)]
+struct Desired {
+    subscribers: HashMap<String, proto::SubscriberState>,
+    nas: HashMap<IpAddr, proto::NasState>,
+    settings: Option<proto::SiteSettings>,
+}
+
+/// The local store.
+pub struct Store {
+    conn: Mutex<Connection>,
+    desired: RwLock<Desired>,
+    /// Online sessions per username, mirrored from the `sessions` table.
+    online: Mutex<HashMap<String, u32>>,
+    revision: AtomicU64,
+    /// Unshipped events in the outbox.
+    backlog: AtomicU64,
+    /// The outbox bound: past it, accounting is refused (the NAS retries) and other
+    /// events are dropped and counted.
+    max_outbox: u64,
+    /// Non-accounting events dropped because the outbox was full.
+    pub dropped_events: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating) and migrates the store, and loads the desired state.
+    pub fn open(path: &Path, max_outbox: u64) -> Result<Store> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > MIGRATIONS.len() as i64 {
+            return Err(StoreError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known: MIGRATIONS.len(),
+            });
+        }
+        Migrations::new(MIGRATIONS.iter().map(|m| M::up(m)).collect()).to_latest(&mut conn)?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            desired: RwLock::new(Desired::default()),
+            online: Mutex::new(HashMap::new()),
+            revision: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            max_outbox,
+            dropped_events: AtomicU64::new(0),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the desired state, sessions and counters back from the file.
+    fn reload(&self) -> Result<()> {
+        let conn = self.conn();
+        let mut d = Desired::default();
+        {
+            let mut stmt = conn.prepare("SELECT state FROM subscribers")?;
+            for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                let s: proto::SubscriberState = serde_json::from_str(&row?)?;
+                d.subscribers.insert(s.username.clone(), s);
+            }
+            let mut stmt = conn.prepare("SELECT state FROM nas")?;
+            for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                let n: proto::NasState = serde_json::from_str(&row?)?;
+                if let Ok(ip) = n.ip.parse() {
+                    d.nas.insert(ip, n);
+                }
+            }
+        }
+        d.settings = get_meta(&conn, "settings")?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()?;
+        let rev = get_meta(&conn, "revision")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let shipped: u64 = get_meta(&conn, "shipped_through")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let backlog: i64 = conn.query_row(
+            "SELECT count(*) FROM outbox WHERE seq > ?1",
+            [shipped as i64],
+            |r| r.get(0),
+        )?;
+        let mut online = HashMap::new();
+        {
+            let mut stmt =
+                conn.prepare("SELECT username, count(*) FROM sessions GROUP BY username")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (u, n) = row?;
+                online.insert(u, n as u32);
+            }
+        }
+        drop(conn);
+        *self.desired.write().unwrap_or_else(|p| p.into_inner()) = d;
+        *self.online.lock().unwrap_or_else(|p| p.into_inner()) = online;
+        self.revision.store(rev, Ordering::Release);
+        self.backlog.store(backlog as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// The revision of the desired state held.
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    /// Unshipped events.
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// Applies a state from the controller in one transaction: a snapshot replaces the
+    /// desired state whole, a delta upserts and removes rows.
+    pub fn apply(&self, s: &proto::StateResponse) -> Result<()> {
+        if s.kind == proto::StateKind::Unchanged {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if s.kind == proto::StateKind::Snapshot {
+            tx.execute("DELETE FROM subscribers", [])?;
+            tx.execute("DELETE FROM nas", [])?;
+        }
+        {
+            let mut up = tx.prepare_cached(
+                "INSERT INTO subscribers (id, username, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET username = excluded.username, state = excluded.state",
+            )?;
+            let mut clash =
+                tx.prepare_cached("DELETE FROM subscribers WHERE username = ?1 AND id <> ?2")?;
+            for sub in &s.subscribers {
+                // A username freed by one subscriber and taken by another in the same batch.
+                clash.execute(params![sub.username, sub.id])?;
+                up.execute(params![sub.id, sub.username, serde_json::to_string(sub)?])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM subscribers WHERE id = ?1")?;
+            for id in &s.removed_subscribers {
+                del.execute([id])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO nas (id, ip, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET ip = excluded.ip, state = excluded.state",
+            )?;
+            let mut clash = tx.prepare_cached("DELETE FROM nas WHERE ip = ?1 AND id <> ?2")?;
+            for n in &s.nas {
+                clash.execute(params![n.ip, n.id])?;
+                up.execute(params![n.id, n.ip, serde_json::to_string(n)?])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM nas WHERE id = ?1")?;
+            for id in &s.removed_nas {
+                del.execute([id])?;
+            }
+        }
+        if let Some(settings) = &s.settings {
+            set_meta(&tx, "settings", &serde_json::to_string(settings)?)?;
+        }
+        set_meta(&tx, "revision", &s.revision.to_string())?;
+        tx.commit()?;
+        drop(conn);
+        self.reload()
+    }
+
+    /// Hex SHA-256 of what the agent enforces, by the protocol's canonical form.
+    pub fn digest(&self) -> String {
+        let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
+        let subs: Vec<proto::SubscriberState> = d.subscribers.values().cloned().collect();
+        let nas: Vec<proto::NasState> = d.nas.values().cloned().collect();
+        hex::encode(Sha256::digest(proto::digest_input(&subs, &nas).as_bytes()))
+    }
+
+    /// How many subscribers and NAS the desired state holds.
+    pub fn counts(&self) -> (usize, usize) {
+        let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
+        (d.subscribers.len(), d.nas.len())
+    }
+
+    /// All online sessions.
+    pub fn online_total(&self) -> u32 {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+
+    /// Appends an event to the outbox inside `tx`, enforcing the bound.
+    fn append(&self, tx: &rusqlite::Transaction<'_>, body: &proto::EventBody) -> Result<u64> {
+        let accounting = matches!(
+            body,
+            proto::EventBody::Accounting(_) | proto::EventBody::NasSessionsClosed { .. }
+        );
+        let backlog = self.backlog();
+        if backlog >= self.max_outbox {
+            if !accounting {
+                self.dropped_events.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(backlog, "outbox full: dropping a non-accounting event");
+                return Ok(0);
+            }
+            tracing::error!(
+                backlog,
+                "outbox full: refusing accounting so the NAS keeps it and retries"
+            );
+            return Err(StoreError::OutboxFull(backlog));
+        }
+        let seq: i64 = tx.query_row("SELECT coalesce(max(seq), 0) + 1 FROM outbox", [], |r| {
+            r.get(0)
+        })?;
+        tx.prepare_cached("INSERT INTO outbox (seq, at, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq, now(), serde_json::to_string(body)?])?;
+        Ok(seq as u64)
+    }
+
+    /// Journals one event durably (its own transaction).
+    pub fn journal(&self, body: &proto::EventBody) -> Result<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let seq = self.append(&tx, body)?;
+        tx.commit()?;
+        if seq > 0 {
+            self.backlog.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(seq)
+    }
+
+    /// The oldest unshipped events, up to `max`.
+    pub fn outbox_batch(&self, max: usize) -> Result<Vec<proto::Event>> {
+        let conn = self.conn();
+        let shipped: i64 = get_meta(&conn, "shipped_through")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![shipped, max as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, body) = row?;
+            out.push(proto::Event {
+                seq: seq as u64,
+                at,
+                body: serde_json::from_str(&body)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that the controller stored everything up to `through`, and prunes it.
+    pub fn mark_shipped(&self, through: u64) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let before: u64 = get_meta(&tx, "shipped_through")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if through > before {
+            set_meta(&tx, "shipped_through", &through.to_string())?;
+            tx.execute(
+                "DELETE FROM outbox WHERE seq <= ?1 AND seq < (SELECT max(seq) FROM outbox)",
+                [through as i64],
+            )?;
+        }
+        tx.commit()?;
+        let left: i64 = conn.query_row(
+            "SELECT count(*) FROM outbox WHERE seq > ?1",
+            [through.max(before) as i64],
+            |r| r.get(0),
+        )?;
+        self.backlog.store(left as u64, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads a meta value (identity, last contact, …).
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        get_meta(&self.conn(), key)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        set_meta(&self.conn(), key, value)
+    }
+}
+
+fn get_meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?)
+}
+
+fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn backend_err(what: &str, e: StoreError) -> BackendError {
+    BackendError::new(what.to_string(), e)
+}
+
+impl Backend for Store {
+    fn nas(&self, ip: IpAddr) -> Option<proto::NasState> {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .nas
+            .get(&ip)
+            .cloned()
+    }
+
+    fn subscriber(&self, username: &str) -> Option<proto::SubscriberState> {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .subscribers
+            .get(username)
+            .cloned()
+    }
+
+    fn settings(&self) -> proto::SiteSettings {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .settings
+            .clone()
+            .unwrap_or(proto::SiteSettings {
+                acct_interim_interval_secs: 300,
+                shaping_enabled: false,
+            })
+    }
+
+    fn online_sessions(&self, username: &str) -> u32 {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(username)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn record(&self, event: proto::EventBody) -> Result<(), BackendError> {
+        let mut conn = self.conn();
+        let mut run = || -> Result<(u64, i32)> {
+            let tx = conn.transaction()?;
+            let seq = self.append(&tx, &event)?;
+            let mut delta = 0i32;
+            if let proto::EventBody::Accounting(a) = &event {
+                match a.status {
+                    proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
+                        let known = tx
+                            .prepare_cached(
+                                "SELECT 1 FROM sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                            )?
+                            .exists(params![a.nas_ip, a.session_id])?;
+                        tx.prepare_cached(
+                            "INSERT INTO sessions (nas_ip, session_id, username, framed_ip, started_at, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                             ON CONFLICT (nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
+                                 updated_at = excluded.updated_at",
+                        )?
+                        .execute(params![a.nas_ip, a.session_id, a.username, a.framed_ip, now()])?;
+                        if !known {
+                            delta = 1;
+                        }
+                    }
+                    proto::AcctStatus::Stop => {
+                        let gone = tx
+                            .prepare_cached(
+                                "DELETE FROM sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                            )?
+                            .execute(params![a.nas_ip, a.session_id])?;
+                        delta = -(gone as i32);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok((seq, delta))
+        };
+        let (seq, delta) = run().map_err(|e| backend_err("journal accounting", e))?;
+        drop(conn);
+        if seq > 0 {
+            self.backlog.fetch_add(1, Ordering::AcqRel);
+        }
+        if delta != 0
+            && let proto::EventBody::Accounting(a) = &event
+        {
+            let mut online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+            let n = online.entry(a.username.clone()).or_insert(0);
+            *n = (*n as i32 + delta).max(0) as u32;
+        }
+        Ok(())
+    }
+
+    fn close_nas_sessions(&self, nas_ip: &str, reason: &str) -> Result<u32, BackendError> {
+        let mut conn = self.conn();
+        let mut run = || -> Result<u32> {
+            let tx = conn.transaction()?;
+            let closed = tx.execute("DELETE FROM sessions WHERE nas_ip = ?1", [nas_ip])? as u32;
+            self.append(
+                &tx,
+                &proto::EventBody::NasSessionsClosed {
+                    nas_ip: nas_ip.to_string(),
+                    closed,
+                    reason: reason.to_string(),
+                },
+            )?;
+            tx.commit()?;
+            Ok(closed)
+        };
+        let closed = run().map_err(|e| backend_err("close NAS sessions", e))?;
+        drop(conn);
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        self.reload()
+            .map_err(|e| backend_err("reload sessions", e))?;
+        Ok(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{
+        Accounting, AcctStatus, EventBody, StateKind, StateResponse, SubscriberState,
+        SubscriberStatus,
+    };
+
+    fn sub(id: i64, name: &str, status: SubscriberStatus) -> SubscriberState {
+        SubscriberState {
+            id,
+            username: name.into(),
+            password: format!("pw-{id}"),
+            status,
+            expires_at: None,
+            static_ipv4: None,
+            mac: None,
+            rate: None,
+            max_sessions: 1,
+            tenant_id: 2,
+        }
+    }
+
+    fn nas(id: i64, ip: &str) -> proto::NasState {
+        proto::NasState {
+            id,
+            ip: ip.into(),
+            secret: "s".into(),
+            kind: proto::NasKind::Mikrotik,
+            coa_port: 3799,
+            require_message_authenticator: true,
+        }
+    }
+
+    fn state(
+        kind: StateKind,
+        revision: u64,
+        subs: Vec<SubscriberState>,
+        removed: Vec<i64>,
+    ) -> StateResponse {
+        StateResponse {
+            kind,
+            revision,
+            subscribers: subs,
+            removed_subscribers: removed,
+            nas: vec![nas(1, "192.0.2.1")],
+            removed_nas: vec![],
+            settings: Some(proto::SiteSettings {
+                acct_interim_interval_secs: 120,
+                shaping_enabled: false,
+            }),
+        }
+    }
+
+    fn acct(status: AcctStatus, user: &str, session: &str) -> EventBody {
+        EventBody::Accounting(Accounting {
+            status,
+            username: user.into(),
+            session_id: session.into(),
+            nas_ip: "192.0.2.1".into(),
+            framed_ip: Some("100.64.0.2".into()),
+            calling_station_id: None,
+            session_time: 10,
+            input_octets: 1,
+            output_octets: 2,
+            terminate_cause: None,
+        })
+    }
+
+    #[test]
+    fn snapshots_replace_deltas_patch_and_everything_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        let s = Store::open(&path, 100).unwrap();
+        s.apply(&state(
+            StateKind::Snapshot,
+            5,
+            vec![
+                sub(1, "amina", SubscriberStatus::Active),
+                sub(2, "bruno", SubscriberStatus::Active),
+            ],
+            vec![],
+        ))
+        .unwrap();
+        s.apply(&state(
+            StateKind::Delta,
+            7,
+            vec![
+                sub(2, "bruno", SubscriberStatus::Suspended),
+                sub(3, "chen", SubscriberStatus::Active),
+            ],
+            vec![1],
+        ))
+        .unwrap();
+        assert_eq!(s.revision(), 7);
+        assert!(s.subscriber("amina").is_none());
+        assert_eq!(
+            s.subscriber("bruno").unwrap().status,
+            SubscriberStatus::Suspended
+        );
+        assert_eq!(s.settings().acct_interim_interval_secs, 120);
+        assert!(s.nas("192.0.2.1".parse().unwrap()).is_some());
+        // A username that moves to another subscriber id in one batch.
+        s.apply(&state(
+            StateKind::Delta,
+            8,
+            vec![sub(4, "chen", SubscriberStatus::Active)],
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(s.subscriber("chen").unwrap().id, 4);
+        let digest = s.digest();
+        s.record(acct(AcctStatus::Start, "bruno", "x1")).unwrap();
+        assert_eq!(s.online_sessions("bruno"), 1);
+        drop(s);
+        // Reopened (a restart, or after kill -9: every change above was one transaction).
+        let s = Store::open(&path, 100).unwrap();
+        assert_eq!(
+            (s.revision(), s.digest(), s.online_sessions("bruno")),
+            (8, digest, 1)
+        );
+        assert_eq!(s.backlog(), 1);
+        // A snapshot drops what it does not list.
+        s.apply(&state(
+            StateKind::Snapshot,
+            9,
+            vec![sub(2, "bruno", SubscriberStatus::Active)],
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(s.counts(), (1, 1));
+    }
+
+    #[test]
+    fn the_digest_is_the_protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 10).unwrap();
+        let subs = vec![
+            sub(2, "b", SubscriberStatus::Active),
+            sub(1, "a", SubscriberStatus::Expired),
+        ];
+        s.apply(&state(StateKind::Snapshot, 1, subs.clone(), vec![]))
+            .unwrap();
+        let expected = hex::encode(Sha256::digest(
+            proto::digest_input(&subs, &[nas(1, "192.0.2.1")]).as_bytes(),
+        ));
+        assert_eq!(s.digest(), expected);
+    }
+
+    #[test]
+    fn sessions_open_and_close_and_a_nas_reboot_closes_all_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        s.record(acct(AcctStatus::Start, "amina", "s1")).unwrap();
+        s.record(acct(AcctStatus::InterimUpdate, "amina", "s1"))
+            .unwrap();
+        assert_eq!(
+            s.online_sessions("amina"),
+            1,
+            "an interim does not add a session"
+        );
+        s.record(acct(AcctStatus::Start, "amina", "s2")).unwrap();
+        assert_eq!(s.online_sessions("amina"), 2);
+        s.record(acct(AcctStatus::Stop, "amina", "s1")).unwrap();
+        s.record(acct(AcctStatus::Stop, "amina", "s1")).unwrap();
+        assert_eq!(
+            s.online_sessions("amina"),
+            1,
+            "a repeated stop closes nothing more"
+        );
+        assert_eq!(
+            s.close_nas_sessions("192.0.2.1", "accounting-on").unwrap(),
+            1
+        );
+        assert_eq!(s.online_total(), 0);
+        assert_eq!(s.backlog(), 6);
+        let batch = s.outbox_batch(100).unwrap();
+        assert_eq!(
+            batch.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        assert!(matches!(
+            batch[5].body,
+            EventBody::NasSessionsClosed { closed: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn shipping_prunes_without_reusing_sequence_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let s = Store::open(&path, 100).unwrap();
+        for i in 0..5 {
+            s.record(acct(AcctStatus::Start, "u", &format!("s{i}")))
+                .unwrap();
+        }
+        s.mark_shipped(5).unwrap();
+        assert_eq!(s.backlog(), 0);
+        assert!(s.outbox_batch(10).unwrap().is_empty());
+        drop(s);
+        let s = Store::open(&path, 100).unwrap();
+        s.record(acct(AcctStatus::Stop, "u", "s0")).unwrap();
+        let batch = s.outbox_batch(10).unwrap();
+        assert_eq!(
+            batch.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![6],
+            "numbering continues after pruning and a restart"
+        );
+        // An answer for less than was sent only ships that much.
+        s.record(acct(AcctStatus::Stop, "u", "s1")).unwrap();
+        s.mark_shipped(6).unwrap();
+        assert_eq!(
+            s.outbox_batch(10)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            vec![7]
+        );
+    }
+
+    #[test]
+    fn a_full_outbox_refuses_accounting_and_drops_rejects_counting_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 2).unwrap();
+        s.record(acct(AcctStatus::Start, "u", "a")).unwrap();
+        s.record(acct(AcctStatus::Start, "u", "b")).unwrap();
+        let e = s.record(acct(AcctStatus::Start, "u", "c")).unwrap_err();
+        assert!(e.to_string().contains("journal accounting"), "{e}");
+        assert_eq!(
+            s.online_sessions("u"),
+            2,
+            "the refused Start changed nothing"
+        );
+        let reject = EventBody::AuthReject {
+            username: "u".into(),
+            nas_ip: "192.0.2.1".into(),
+            reason: proto::RejectReason::WrongPassword,
+            calling_station_id: None,
+        };
+        s.record(reject).unwrap();
+        assert_eq!(s.dropped_events.load(Ordering::Relaxed), 1);
+        assert_eq!(s.backlog(), 2);
+        s.mark_shipped(2).unwrap();
+        s.record(acct(AcctStatus::Start, "u", "c")).unwrap();
+        assert_eq!(s.online_sessions("u"), 3);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_agent_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        drop(Store::open(&path, 10).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 9)
+            .unwrap();
+        assert!(matches!(
+            Store::open(&path, 10),
+            Err(StoreError::TooNew { found: 9, .. })
+        ));
+    }
+}

@@ -1,0 +1,243 @@
+//! Sync with the controller: the agent initiates everything.
+//!
+//! - [`run_state`] long-polls the change feed, applies each answer in one local
+//!   transaction, then acknowledges the revision with the digest of what it enforces.
+//! - [`run_outbox`] ships the journal in batches, in order; the controller stores each
+//!   (agent, seq) once, so a batch whose answer was lost is simply sent again.
+//!
+//! Both back off (1 s doubling to 60 s) while the controller is unreachable; the store
+//! keeps the site working meanwhile.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use outpost_protocol as proto;
+
+use crate::store::Store;
+
+/// The controller's agent API.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    credential: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The controller could not be reached or did not answer in time.
+    #[error("controller unreachable")]
+    Transport(#[from] reqwest::Error),
+    /// The controller answered with an error.
+    #[error("controller answered {status}: {body}")]
+    Status { status: u16, body: String },
+    /// Applying to the local store failed.
+    #[error("local store")]
+    Store(#[from] crate::store::StoreError),
+    /// A blocking task failed.
+    #[error("local task")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl Client {
+    pub fn new(base: &str, credential: &str) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client builds"),
+            base: base.trim_end_matches('/').to_string(),
+            credential: credential.to_string(),
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.credential)
+            .header(proto::PROTOCOL_HEADER, proto::PROTOCOL_VERSION.to_string())
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, SyncError> {
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            let status = resp.status().as_u16();
+            Err(SyncError::Status {
+                status,
+                body: resp.text().await.unwrap_or_default(),
+            })
+        }
+    }
+
+    pub async fn state(&self, since: u64, wait: u32) -> Result<proto::StateResponse, SyncError> {
+        let resp = self
+            .req(
+                reqwest::Method::GET,
+                &format!("{}?since={since}&wait={wait}", proto::paths::STATE),
+            )
+            .timeout(Duration::from_secs(wait as u64 + 15))
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    pub async fn ack(&self, ack: &proto::Ack) -> Result<(), SyncError> {
+        let resp = self
+            .req(reqwest::Method::POST, proto::paths::ACK)
+            .timeout(Duration::from_secs(15))
+            .json(ack)
+            .send()
+            .await?;
+        Self::check(resp).await.map(|_| ())
+    }
+
+    pub async fn events(
+        &self,
+        batch: &proto::EventBatch,
+    ) -> Result<proto::EventsAccepted, SyncError> {
+        let resp = self
+            .req(reqwest::Method::POST, proto::paths::EVENTS)
+            .timeout(Duration::from_secs(30))
+            .json(batch)
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// Enrollment, before the agent has a credential.
+    pub async fn enroll(
+        base: &str,
+        req: &proto::EnrollRequest,
+    ) -> Result<proto::EnrollResponse, SyncError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let resp = http
+            .post(format!(
+                "{}{}",
+                base.trim_end_matches('/'),
+                proto::paths::ENROLL
+            ))
+            .timeout(Duration::from_secs(30))
+            .json(req)
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+}
+
+/// What `status` reports about the link to the controller.
+#[derive(Default)]
+pub struct Link {
+    pub reachable: AtomicBool,
+}
+
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(Duration::from_secs(1))
+    }
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(60));
+    }
+    fn reset(&mut self) {
+        self.0 = Duration::from_secs(1);
+    }
+}
+
+/// One round: poll, apply, acknowledge. Returns the kind received.
+pub async fn sync_once(
+    store: &Arc<Store>,
+    client: &Client,
+    wait: u32,
+) -> Result<proto::StateKind, SyncError> {
+    let resp = client.state(store.revision(), wait).await?;
+    let kind = resp.kind;
+    if kind != proto::StateKind::Unchanged {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.apply(&resp)).await??;
+        tracing::info!(
+            revision = store.revision(),
+            ?kind,
+            "applied state from the controller"
+        );
+    }
+    let s = store.clone();
+    let digest = tokio::task::spawn_blocking(move || s.digest()).await?;
+    client
+        .ack(&proto::Ack {
+            revision: store.revision(),
+            digest,
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        })
+        .await?;
+    let _ = store.set_meta("last_contact_at", &crate::store::now().to_string());
+    Ok(kind)
+}
+
+/// Keeps the desired state in step with the controller, for ever.
+pub async fn run_state(store: Arc<Store>, client: Client, wait: u32, link: Arc<Link>) {
+    let mut backoff = Backoff::new();
+    loop {
+        match sync_once(&store, &client, wait).await {
+            Ok(_) => {
+                link.reachable.store(true, Ordering::Relaxed);
+                backoff.reset();
+            }
+            Err(e) => {
+                link.reachable.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %chain(&e), "sync failed; working from the local store");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+/// Ships one batch if there is one; returns how many were accepted.
+pub async fn ship_once(
+    store: &Arc<Store>,
+    client: &Client,
+    batch: usize,
+) -> Result<usize, SyncError> {
+    let s = store.clone();
+    let events = tokio::task::spawn_blocking(move || s.outbox_batch(batch)).await??;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let n = events.len();
+    let accepted = client.events(&proto::EventBatch { events }).await?;
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.mark_shipped(accepted.through)).await??;
+    Ok(n)
+}
+
+/// Ships the outbox for ever, in order, at least once per event (stored once).
+pub async fn run_outbox(store: Arc<Store>, client: Client, batch: usize, link: Arc<Link>) {
+    let mut backoff = Backoff::new();
+    loop {
+        match ship_once(&store, &client, batch).await {
+            Ok(0) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(_) => backoff.reset(),
+            Err(e) => {
+                link.reachable.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %chain(&e), backlog = store.backlog(), "event delivery failed; kept in the outbox");
+                backoff.wait().await;
+            }
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
