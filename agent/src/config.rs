@@ -25,6 +25,10 @@ pub struct RadiusConfig {
     pub auth_listen: SocketAddr,
     /// Where Accounting-Requests arrive (1813 by convention).
     pub acct_listen: SocketAddr,
+    /// SO_RCVBUF of each RADIUS socket: a NAS burst (a whole BRAS reconnecting after a
+    /// reboot) waits here instead of being dropped. The kernel caps it at
+    /// `net.core.rmem_max`; raise that sysctl on a busy BNG.
+    pub recv_buffer_bytes: usize,
 }
 
 impl Default for RadiusConfig {
@@ -32,6 +36,7 @@ impl Default for RadiusConfig {
         RadiusConfig {
             auth_listen: "0.0.0.0:1812".parse().expect("static address"),
             acct_listen: "0.0.0.0:1813".parse().expect("static address"),
+            recv_buffer_bytes: 4 << 20,
         }
     }
 }

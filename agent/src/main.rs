@@ -91,6 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 RadiusConfig {
                     auth_listen,
                     acct_listen,
+                    ..RadiusConfig::default()
                 },
             )
             .await
@@ -120,11 +121,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 cfg.sync.batch,
                 link,
             ));
-            let auth = tokio::net::UdpSocket::bind(cfg.radius.auth_listen)
-                .await
+            let auth = bind_udp(cfg.radius.auth_listen, cfg.radius.recv_buffer_bytes)
                 .with_context(|| format!("binding RADIUS auth on {}", cfg.radius.auth_listen))?;
-            let acct = tokio::net::UdpSocket::bind(cfg.radius.acct_listen)
-                .await
+            let acct = bind_udp(cfg.radius.acct_listen, cfg.radius.recv_buffer_bytes)
                 .with_context(|| {
                     format!("binding RADIUS accounting on {}", cfg.radius.acct_listen)
                 })?;
@@ -176,6 +175,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A non-blocking UDP socket with the receive buffer asked for (capped by the kernel).
+fn bind_udp(
+    addr: std::net::SocketAddr,
+    recv_buffer: usize,
+) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_recv_buffer_size(recv_buffer)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 async fn enroll(

@@ -5,5 +5,15 @@
 //!   with the raw SQLite rate of the same transaction shape. Run the benchmark with
 //!   `cargo bench -p outpost-tests --bench renewals`; `tests/renewals_smoke.rs` runs it
 //!   small to keep it correct.
+//! - [`radius_bench`]: RADIUS PAP Access-Requests (with Message-Authenticator) for
+//!   100,000 subscribers against the `outpost-agent` binary and FreeRADIUS 3 side by
+//!   side, each pinned to one core. Run it with `cargo bench -p outpost-tests --bench
+//!   radius` (root, Debian `freeradius` installed); `tests/radius_bench_smoke.rs` runs
+//!   the load generator small against the agent's server in-process.
+//! - [`radload`]: the RADIUS load generator both servers face (radclient saturates
+//!   below the rates measured): a window of outstanding requests over several sockets,
+//!   every reply verified, accepts, rejects and timeouts counted, latencies kept.
 
+pub mod radius_bench;
+pub mod radload;
 pub mod renewals;

@@ -218,7 +218,9 @@ impl Handler {
                 }
                 let bytes = encode(reply, authenticator, secret)?;
                 Stats::bump(&self.stats.accepts);
-                info!(subscriber_id = subscriber.id, "accepted");
+                // Accepts are the bulk of the traffic: counted in Stats, logged only at debug
+                // (an info line per accept cost about 30% of throughput in the benchmark).
+                debug!(subscriber_id = subscriber.id, "accepted");
                 return Ok(bytes);
             }
             // `decide` grants only a known subscriber; should that ever change, refuse.
