@@ -54,6 +54,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Default)]
 struct Desired {
     subscribers: HashMap<String, proto::SubscriberState>,
+    /// Subscriber id → username, so a delta can find a renamed or removed row.
+    usernames: HashMap<i64, String>,
     nas: HashMap<IpAddr, proto::NasState>,
     settings: Option<proto::SiteSettings>,
 }
@@ -116,6 +118,7 @@ impl Store {
             let mut stmt = conn.prepare("SELECT state FROM subscribers")?;
             for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 let s: proto::SubscriberState = serde_json::from_str(&row?)?;
+                d.usernames.insert(s.id, s.username.clone());
                 d.subscribers.insert(s.username.clone(), s);
             }
             let mut stmt = conn.prepare("SELECT state FROM nas")?;
@@ -140,15 +143,7 @@ impl Store {
             [shipped as i64],
             |r| r.get(0),
         )?;
-        let mut online = HashMap::new();
-        {
-            let mut stmt =
-                conn.prepare("SELECT username, count(*) FROM sessions GROUP BY username")?;
-            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-                let (u, n) = row?;
-                online.insert(u, n as u32);
-            }
-        }
+        let online = count_online(&conn)?;
         drop(conn);
         *self.desired.write().unwrap_or_else(|p| p.into_inner()) = d;
         *self.online.lock().unwrap_or_else(|p| p.into_inner()) = online;
@@ -215,7 +210,15 @@ impl Store {
         set_meta(&tx, "revision", &s.revision.to_string())?;
         tx.commit()?;
         drop(conn);
-        self.reload()
+        if s.kind == proto::StateKind::Snapshot {
+            return self.reload();
+        }
+        self.desired
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .patch(s);
+        self.revision.store(s.revision, Ordering::Release);
+        Ok(())
     }
 
     /// Hex SHA-256 of what the agent enforces, by the protocol's canonical form.
@@ -339,6 +342,52 @@ impl Store {
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         set_meta(&self.conn(), key, value)
+    }
+}
+
+/// Online sessions per username, from the session table.
+fn count_online(conn: &Connection) -> Result<HashMap<String, u32>> {
+    let mut online = HashMap::new();
+    let mut stmt = conn.prepare("SELECT username, count(*) FROM sessions GROUP BY username")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (u, n) = row?;
+        online.insert(u, n as u32);
+    }
+    Ok(online)
+}
+
+impl Desired {
+    /// Patches the in-memory copy with a delta the file has already committed, so a
+    /// one-subscriber change costs one row, not a re-read of the whole site.
+    fn patch(&mut self, s: &proto::StateResponse) {
+        for id in &s.removed_subscribers {
+            if let Some(name) = self.usernames.remove(id) {
+                self.subscribers.remove(&name);
+            }
+        }
+        for sub in &s.subscribers {
+            if let Some(old) = self.usernames.insert(sub.id, sub.username.clone()) {
+                self.subscribers.remove(&old);
+            }
+            // The username may have belonged to another id until this batch.
+            if let Some(prev) = self.subscribers.insert(sub.username.clone(), sub.clone())
+                && prev.id != sub.id
+            {
+                self.usernames.remove(&prev.id);
+            }
+        }
+        for id in &s.removed_nas {
+            self.nas.retain(|_, n| n.id != *id);
+        }
+        for n in &s.nas {
+            self.nas.retain(|_, old| old.id != n.id);
+            if let Ok(ip) = n.ip.parse() {
+                self.nas.insert(ip, n.clone());
+            }
+        }
+        if let Some(settings) = &s.settings {
+            self.settings = Some(settings.clone());
+        }
     }
 }
 
@@ -479,8 +528,8 @@ impl Backend for Store {
         let closed = run().map_err(|e| backend_err("close NAS sessions", e))?;
         drop(conn);
         self.backlog.fetch_add(1, Ordering::AcqRel);
-        self.reload()
-            .map_err(|e| backend_err("reload sessions", e))?;
+        let online = count_online(&self.conn()).map_err(|e| backend_err("recount sessions", e))?;
+        *self.online.lock().unwrap_or_else(|p| p.into_inner()) = online;
         Ok(closed)
     }
 }

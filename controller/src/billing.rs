@@ -34,13 +34,8 @@ pub struct By<'a> {
 impl By<'_> {
     /// Whether `t` lies inside the caller's view (its balance may be shown).
     fn sees(&self, t_id: i64, conn: &Connection) -> ApiResult<bool> {
-        Ok(match tenant::get(conn, t_id)? {
-            Some(t) => match &self.scope {
-                Scope::Subtree { path, .. } => t.path.starts_with(path.as_str()),
-                Scope::Direct { tenant_id } => *tenant_id == t.id,
-            },
-            None => false,
-        })
+        // The same test that decides where an actor may put rows decides what it sees.
+        Ok(tenant::get(conn, t_id)?.is_some_and(|t| self.scope.may_assign_to(t.id, &t.path)))
     }
 
     fn visible(

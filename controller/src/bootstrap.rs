@@ -494,7 +494,7 @@ fn capitalize(s: &str) -> String {
 
 /// Verifies the audit chain of the database in `data_dir`.
 pub fn verify_audit(data_dir: &Path) -> anyhow::Result<audit::Verdict> {
-    let conn = crate::db::open_and_migrate(&data_dir.join("controller.db"))?;
+    let conn = crate::db::open_read_only(&data_dir.join("controller.db"))?;
     Ok(audit::verify(&conn)?)
 }
 
@@ -547,6 +547,6 @@ pub async fn sweep_loop(state: AppState) {
 /// Checks the ledger of the database in `data_dir`: every chain of `balance_after` and
 /// every balance against the sum of its ledger.
 pub fn verify_ledger(data_dir: &Path) -> anyhow::Result<(u64, Vec<crate::db::ledger::Problem>)> {
-    let conn = crate::db::open_and_migrate(&data_dir.join("controller.db"))?;
+    let conn = crate::db::open_read_only(&data_dir.join("controller.db"))?;
     Ok(crate::db::ledger::verify(&conn)?)
 }

@@ -51,6 +51,16 @@ pub enum DbError {
         found: i64,
         known: usize,
     },
+    /// A read-only check met a database this binary would first have to migrate.
+    #[error(
+        "database {path} has schema version {found}; this outpost-controller writes {known}. \
+         Run `outpost-controller serve` once to migrate it, then check again"
+    )]
+    Outdated {
+        path: String,
+        found: i64,
+        known: usize,
+    },
     /// A migration failed; the transaction was rolled back and the file is unchanged.
     #[error("migrating database {path} failed")]
     Migrate {
@@ -108,6 +118,42 @@ pub fn open_and_migrate(path: &Path) -> Result<Connection, DbError> {
     migrations()
         .to_latest(&mut conn)
         .map_err(|source| DbError::Migrate { path: p, source })?;
+    Ok(conn)
+}
+
+/// Opens an existing database read-only, for checks that must not change what they
+/// check (`audit verify`, `ledger verify`): no migration, no journal-mode switch.
+pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
+    let p = path.display().to_string();
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .and_then(|c| configure(&c).map(|_| c))
+    .map_err(|source| DbError::Open {
+        path: p.clone(),
+        source,
+    })?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| DbError::Open {
+            path: p.clone(),
+            source,
+        })?;
+    if found > MIGRATIONS.len() as i64 {
+        return Err(DbError::TooNew {
+            path: p,
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    if found < MIGRATIONS.len() as i64 {
+        return Err(DbError::Outdated {
+            path: p,
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
     Ok(conn)
 }
 

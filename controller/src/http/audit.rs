@@ -5,10 +5,10 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiQuery, AppState, ErrorBody, Page};
+use super::{ApiQuery, AppState, ErrorBody, Page, page, paging};
 use crate::db::audit::{self, AuditEntry, AuditFilter};
 use crate::db::subscriber::parse_time;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -35,32 +35,13 @@ async fn list(
         .as_deref()
         .map(|s| parse_time("until", s))
         .transpose()?;
-    let before = match f.cursor.as_deref() {
-        None | Some("") => None,
-        Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(
-                "bad_cursor",
-                "cursor must be a next_cursor from a previous page",
-            )
-        })?),
-    };
-    let limit = f.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_limit",
-            "limit must be between 1 and 500",
-        ));
-    }
+    // Newest first: the cursor is the id to go below (0, no cursor, means from the top).
+    let (before, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let before = (before > 0).then_some(before);
     let scope = actor.scope();
-    let mut items = st
+    let items = st
         .db
         .read(move |c| audit::list(c, &scope, &f, since, until, before, limit + 1))
         .await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(page(items, limit, |e| e.id)))
 }
