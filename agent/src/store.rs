@@ -585,6 +585,7 @@ mod tests {
                 acct_interim_interval_secs: 120,
                 shaping_enabled: false,
             }),
+            brands: vec![],
         }
     }
 
@@ -595,6 +596,7 @@ mod tests {
             session_id: session.into(),
             nas_ip: "192.0.2.1".into(),
             framed_ip: Some("100.64.0.2".into()),
+            framed_ipv6: None,
             calling_station_id: None,
             session_time: 10,
             input_octets: 1,

@@ -121,6 +121,27 @@ pub struct StateResponse {
     /// Present in snapshots and when the settings changed.
     #[serde(default)]
     pub settings: Option<SiteSettings>,
+    /// The brand shown to each owning reseller's subscribers on the suspended page: all
+    /// of them in a snapshot, the changed ones in a delta.
+    #[serde(default)]
+    pub brands: Vec<Brand>,
+}
+
+/// How a reseller presents itself to its subscribers (the suspended page). The
+/// controller resolves inheritance: a reseller without rebranding gets the brand of the
+/// nearest reseller above it that has one, or the operator's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Brand {
+    /// The owning tenant, as in [`SubscriberState::tenant_id`].
+    pub tenant_id: i64,
+    /// The name subscribers know the provider by.
+    pub name: String,
+    /// CSS colour, `#rrggbb`.
+    pub color: Option<String>,
+    /// An `https://` URL of the logo image.
+    pub logo_url: Option<String>,
+    /// How to reach support (phone, e-mail, web), shown as text.
+    pub contact: Option<String>,
 }
 
 /// What a site needs to authenticate, rate and enforce one subscriber.
@@ -285,6 +306,46 @@ pub enum EventBody {
         closed: u32,
         reason: String,
     },
+    /// The outcome of a Disconnect-Request or CoA-Request the agent sent (RFC 5176).
+    Coa(CoaEvent),
+}
+
+/// Which RFC 5176 request the agent sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoaKind {
+    /// Disconnect-Request: end the session (suspended, expired, disabled).
+    Disconnect,
+    /// CoA-Request: change the session's attributes (a new plan rate).
+    Coa,
+}
+
+/// How the NAS answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoaOutcome {
+    /// Disconnect-ACK / CoA-ACK.
+    Ack,
+    /// Disconnect-NAK / CoA-NAK; see [`CoaEvent::error_cause`].
+    Nak,
+    /// No valid answer after every retransmission.
+    Timeout,
+}
+
+/// One Disconnect-Request or CoA-Request and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoaEvent {
+    pub kind: CoaKind,
+    pub outcome: CoaOutcome,
+    pub username: String,
+    pub nas_ip: String,
+    pub session_id: String,
+    /// Error-Cause (RFC 5176 §3.5) of a NAK, e.g. 503 Session-Context-Not-Found.
+    pub error_cause: Option<u32>,
+    /// Requests sent, the first included.
+    pub attempts: u32,
+    /// Why the agent sent it: `suspended`, `expired`, `disabled`, `plan_change`.
+    pub reason: String,
 }
 
 /// Why an Access-Request was rejected.
@@ -318,6 +379,9 @@ pub struct Accounting {
     pub session_id: String,
     pub nas_ip: String,
     pub framed_ip: Option<String>,
+    /// Framed-IPv6-Address (RFC 6911), when the NAS reports one.
+    #[serde(default)]
+    pub framed_ipv6: Option<String>,
     pub calling_station_id: Option<String>,
     /// Seconds online (Acct-Session-Time).
     pub session_time: u64,

@@ -194,6 +194,7 @@ pub fn snapshot(subscribers: u64, require_message_authenticator: bool) -> StateR
             acct_interim_interval_secs: INTERIM_SECS,
             shaping_enabled: false,
         }),
+        brands: Vec::new(),
     }
 }
 

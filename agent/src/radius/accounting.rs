@@ -3,7 +3,7 @@
 use outpost_protocol::{Accounting, AcctStatus};
 use radius::core::avp::AVPType;
 use radius::core::packet::Packet;
-use radius::core::{rfc2865, rfc2866, rfc2869};
+use radius::core::{rfc2865, rfc2866, rfc2869, rfc6911};
 
 use super::attrs::u32_value;
 use super::{Error, Result};
@@ -57,6 +57,9 @@ pub fn parse(packet: &Packet, nas_ip: &str) -> Result<AccountingRequest> {
         session_id,
         nas_ip: nas_ip.to_owned(),
         framed_ip: rfc2865::lookup_framed_ip_address(packet)
+            .and_then(Result::ok)
+            .map(|ip| ip.to_string()),
+        framed_ipv6: rfc6911::lookup_framed_ipv6_address(packet)
             .and_then(Result::ok)
             .map(|ip| ip.to_string()),
         calling_station_id: string(packet, rfc2865::CALLING_STATION_ID_TYPE),
@@ -154,6 +157,7 @@ mod tests {
                 session_id: "81200004".into(),
                 nas_ip: "192.0.2.1".into(),
                 framed_ip: Some("100.64.0.9".into()),
+                framed_ipv6: None,
                 calling_station_id: Some("AA:BB:CC:00:11:22".into()),
                 session_time: 3600,
                 input_octets: (2 << 32) + 5,

@@ -206,7 +206,7 @@ impl Backend for MemoryBackend {
                 let (nas_ip, reason) = (nas_ip.clone(), reason.clone());
                 state.close_nas_sessions(&nas_ip, &reason);
             }
-            EventBody::AuthReject { .. } => state.journal(event),
+            EventBody::AuthReject { .. } | EventBody::Coa(_) => state.journal(event),
         }
         Ok(())
     }
@@ -228,6 +228,7 @@ mod tests {
             session_id: session_id.into(),
             nas_ip: nas_ip.into(),
             framed_ip: None,
+            framed_ipv6: None,
             calling_station_id: None,
             session_time: 0,
             input_octets: 0,

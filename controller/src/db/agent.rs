@@ -341,6 +341,7 @@ pub fn snapshot(
         nas: nas_list(conn, "site_id = ?1", &[&site_id], secrets)?,
         removed_nas: vec![],
         settings: Some(settings(conn, site_id)?),
+        brands: vec![],
     })
 }
 
@@ -368,6 +369,7 @@ pub fn state(
             nas: vec![],
             removed_nas: vec![],
             settings: None,
+            brands: vec![],
         });
     }
     let mut changed: Vec<(String, i64)> = Vec::new();
@@ -431,6 +433,7 @@ pub fn state(
         } else {
             None
         },
+        brands: vec![],
     })
 }
 
@@ -505,6 +508,7 @@ pub fn ingest(
             proto::EventBody::Accounting(_) => "accounting",
             proto::EventBody::AuthReject { .. } => "auth_reject",
             proto::EventBody::NasSessionsClosed { .. } => "nas_sessions_closed",
+            proto::EventBody::Coa(_) => "coa",
         };
         let inserted = conn.cached_exec(
             "INSERT OR IGNORE INTO agent_events (agent_id, seq, site_id, at, type, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -603,7 +607,7 @@ fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> ApiResult<()> {
                 params![site_id, nas_ip],
             )?;
         }
-        proto::EventBody::AuthReject { .. } => {}
+        proto::EventBody::AuthReject { .. } | proto::EventBody::Coa(_) => {}
     }
     Ok(())
 }
