@@ -10,6 +10,7 @@
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`).
 
 pub mod config;
+pub mod edge;
 pub mod radius;
 pub mod store;
 pub mod sync;

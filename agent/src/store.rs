@@ -23,7 +23,10 @@ use sha2::{Digest, Sha256};
 
 use crate::radius::{Backend, BackendError};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/agent/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/agent/0001_init.sql"),
+    include_str!("../../migrations/agent/0002_edge.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -58,6 +61,84 @@ struct Desired {
     usernames: HashMap<i64, String>,
     nas: HashMap<IpAddr, proto::NasState>,
     settings: Option<proto::SiteSettings>,
+    brands: HashMap<i64, proto::Brand>,
+}
+
+/// An online session as enforcement needs it: where to send a Disconnect, and which
+/// addresses to block while its subscriber is cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineSession {
+    pub nas_ip: String,
+    pub session_id: String,
+    pub username: String,
+    pub framed_ip: Option<IpAddr>,
+    pub framed_ipv6: Option<IpAddr>,
+}
+
+/// The online sessions in memory, indexed by username and by address, so enforcement
+/// finds a subscriber's addresses without reading the table.
+#[derive(Default)]
+struct Sessions {
+    by_key: HashMap<(String, String), OnlineSession>,
+    by_user: HashMap<String, Vec<(String, String)>>,
+    by_addr: HashMap<IpAddr, (String, String)>,
+}
+
+impl Sessions {
+    fn upsert(&mut self, s: OnlineSession) {
+        let key = (s.nas_ip.clone(), s.session_id.clone());
+        // An interim without Framed-IP-Address keeps the address the Start gave.
+        let (v4, v6) = match self.by_key.get(&key) {
+            Some(old) => (s.framed_ip.or(old.framed_ip), s.framed_ipv6.or(old.framed_ipv6)),
+            None => (s.framed_ip, s.framed_ipv6),
+        };
+        // One address is online once: a session still holding it missed its Stop (the
+        // NAS rebooted, a packet was lost). The newest claim wins, so a stale record of a
+        // blocked subscriber cannot block whoever holds the address now.
+        for ip in [v4, v6].into_iter().flatten() {
+            if let Some(other) = self.by_addr.get(&ip).cloned()
+                && other != key
+            {
+                self.remove(&other);
+            }
+        }
+        self.remove(&key);
+        for ip in [v4, v6].into_iter().flatten() {
+            self.by_addr.insert(ip, key.clone());
+        }
+        self.by_user.entry(s.username.clone()).or_default().push(key.clone());
+        self.by_key.insert(
+            key,
+            OnlineSession {
+                framed_ip: v4,
+                framed_ipv6: v6,
+                ..s
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(old) = self.by_key.remove(key) {
+            if let Some(keys) = self.by_user.get_mut(&old.username) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.by_user.remove(&old.username);
+                }
+            }
+            for ip in [old.framed_ip, old.framed_ipv6].into_iter().flatten() {
+                if self.by_addr.get(&ip) == Some(key) {
+                    self.by_addr.remove(&ip);
+                }
+            }
+        }
+    }
+
+    fn close_nas(&mut self, nas_ip: &str) {
+        let keys: Vec<_> = self.by_key.keys().filter(|k| k.0 == nas_ip).cloned().collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
 }
 
 /// The local store.
@@ -74,6 +155,13 @@ pub struct Store {
     max_outbox: u64,
     /// Non-accounting events dropped because the outbox was full.
     pub dropped_events: AtomicU64,
+    /// Online sessions with their addresses, mirrored from the `sessions` table.
+    sessions: Mutex<Sessions>,
+    /// Woken after every change enforcement may care about (a state applied, a
+    /// session started, moved or stopped). One waiter: the edge loop.
+    changed: tokio::sync::Notify,
+    /// Counts snapshots applied, so enforcement knows to rebuild rather than patch.
+    snapshots: AtomicU64,
 }
 
 impl Store {
@@ -101,6 +189,9 @@ impl Store {
             backlog: AtomicU64::new(0),
             max_outbox,
             dropped_events: AtomicU64::new(0),
+            sessions: Mutex::new(Sessions::default()),
+            changed: tokio::sync::Notify::new(),
+            snapshots: AtomicU64::new(0),
         };
         store.reload()?;
         Ok(store)
@@ -129,6 +220,30 @@ impl Store {
                 }
             }
         }
+        {
+            let mut stmt = conn.prepare("SELECT state FROM brands")?;
+            for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+                let b: proto::Brand = serde_json::from_str(&row?)?;
+                d.brands.insert(b.tenant_id, b);
+            }
+        }
+        let mut sessions = Sessions::default();
+        {
+            let mut stmt = conn
+                .prepare("SELECT nas_ip, session_id, username, framed_ip, framed_ipv6 FROM sessions ORDER BY updated_at")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(OnlineSession {
+                    nas_ip: r.get(0)?,
+                    session_id: r.get(1)?,
+                    username: r.get(2)?,
+                    framed_ip: r.get::<_, Option<String>>(3)?.and_then(|a| a.parse().ok()),
+                    framed_ipv6: r.get::<_, Option<String>>(4)?.and_then(|a| a.parse().ok()),
+                })
+            })?;
+            for row in rows {
+                sessions.upsert(row?);
+            }
+        }
         d.settings = get_meta(&conn, "settings")?
             .map(|s| serde_json::from_str(&s))
             .transpose()?;
@@ -147,6 +262,7 @@ impl Store {
         drop(conn);
         *self.desired.write().unwrap_or_else(|p| p.into_inner()) = d;
         *self.online.lock().unwrap_or_else(|p| p.into_inner()) = online;
+        *self.sessions.lock().unwrap_or_else(|p| p.into_inner()) = sessions;
         self.revision.store(rev, Ordering::Release);
         self.backlog.store(backlog as u64, Ordering::Release);
         Ok(())
@@ -173,6 +289,7 @@ impl Store {
         if s.kind == proto::StateKind::Snapshot {
             tx.execute("DELETE FROM subscribers", [])?;
             tx.execute("DELETE FROM nas", [])?;
+            tx.execute("DELETE FROM brands", [])?;
         }
         {
             let mut up = tx.prepare_cached(
@@ -203,6 +320,13 @@ impl Store {
             for id in &s.removed_nas {
                 del.execute([id])?;
             }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO brands (tenant_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (tenant_id) DO UPDATE SET state = excluded.state",
+            )?;
+            for b in &s.brands {
+                up.execute(params![b.tenant_id, serde_json::to_string(b)?])?;
+            }
         }
         if let Some(settings) = &s.settings {
             set_meta(&tx, "settings", &serde_json::to_string(settings)?)?;
@@ -211,20 +335,113 @@ impl Store {
         tx.commit()?;
         drop(conn);
         if s.kind == proto::StateKind::Snapshot {
-            return self.reload();
+            self.reload()?;
+            self.snapshots.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.desired
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .patch(s);
+            self.revision.store(s.revision, Ordering::Release);
         }
-        self.desired
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .patch(s);
-        self.revision.store(s.revision, Ordering::Release);
+        self.changed.notify_one();
         Ok(())
+    }
+
+    /// Wakes after something enforcement may care about changed: a state applied, a
+    /// session address learnt or released, a NAS restart.
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    /// Snapshots applied since the store was opened.
+    pub fn snapshots(&self) -> u64 {
+        self.snapshots.load(Ordering::Acquire)
+    }
+
+    /// Calls `f` on every subscriber of the desired state, under one read lock.
+    pub fn for_each_subscriber(&self, mut f: impl FnMut(&proto::SubscriberState)) {
+        let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
+        for s in d.subscribers.values() {
+            f(s);
+        }
+    }
+
+    /// The subscriber with this id.
+    pub fn subscriber_by_id(&self, id: i64) -> Option<proto::SubscriberState> {
+        let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
+        let name = d.usernames.get(&id)?;
+        d.subscribers.get(name).cloned()
+    }
+
+    /// The brand shown to `tenant_id`'s subscribers, if the controller sent one.
+    pub fn brand(&self, tenant_id: i64) -> Option<proto::Brand> {
+        let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
+        d.brands.get(&tenant_id).cloned()
+    }
+
+    /// The NAS with this address in the desired state.
+    pub fn nas_by_ip(&self, ip: &str) -> Option<proto::NasState> {
+        let ip: IpAddr = ip.parse().ok()?;
+        let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
+        d.nas.get(&ip).cloned()
+    }
+
+    /// The online sessions of `username`, with their addresses.
+    pub fn sessions_of(&self, username: &str) -> Vec<OnlineSession> {
+        let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.by_user
+            .get(username)
+            .map(|keys| keys.iter().filter_map(|k| s.by_key.get(k).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Mirrors a committed accounting record into the in-memory sessions and wakes
+    /// enforcement when an address appeared, moved or went away.
+    fn note_session(&self, a: &proto::Accounting) {
+        let key = (a.nas_ip.clone(), a.session_id.clone());
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let before = s.by_key.get(&key).map(|o| (o.framed_ip, o.framed_ipv6));
+        match a.status {
+            proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
+                s.upsert(OnlineSession {
+                    nas_ip: a.nas_ip.clone(),
+                    session_id: a.session_id.clone(),
+                    username: a.username.clone(),
+                    framed_ip: a.framed_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                    framed_ipv6: a.framed_ipv6.as_deref().and_then(|ip| ip.parse().ok()),
+                });
+            }
+            proto::AcctStatus::Stop => s.remove(&key),
+        }
+        let after = s.by_key.get(&key).map(|o| (o.framed_ip, o.framed_ipv6));
+        drop(s);
+        if before != after {
+            self.changed.notify_one();
+        }
     }
 
     /// Hex SHA-256 of what the agent enforces, by the protocol's canonical form.
     pub fn digest(&self) -> String {
+        self.digest_enforced(&std::collections::HashSet::new())
+    }
+
+    /// Like [`Store::digest`], but the subscribers in `unenforced` (cut off by their
+    /// status, yet their block is not in the kernel) are reported as active: that is
+    /// what the site actually does to them, and the controller sees the drift.
+    pub fn digest_enforced(&self, unenforced: &std::collections::HashSet<i64>) -> String {
         let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
-        let subs: Vec<proto::SubscriberState> = d.subscribers.values().cloned().collect();
+        let subs: Vec<proto::SubscriberState> = d
+            .subscribers
+            .values()
+            .map(|s| {
+                let mut s = s.clone();
+                if unenforced.contains(&s.id) {
+                    s.status = proto::SubscriberStatus::Active;
+                }
+                s
+            })
+            .collect();
         let nas: Vec<proto::NasState> = d.nas.values().cloned().collect();
         hex::encode(Sha256::digest(proto::digest_input(&subs, &nas).as_bytes()))
     }
@@ -388,6 +605,9 @@ impl Desired {
         if let Some(settings) = &s.settings {
             self.settings = Some(settings.clone());
         }
+        for b in &s.brands {
+            self.brands.insert(b.tenant_id, b.clone());
+        }
     }
 }
 
@@ -471,12 +691,13 @@ impl Backend for Store {
                             )?
                             .exists(params![a.nas_ip, a.session_id])?;
                         tx.prepare_cached(
-                            "INSERT INTO sessions (nas_ip, session_id, username, framed_ip, started_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                            "INSERT INTO sessions (nas_ip, session_id, username, framed_ip, framed_ipv6, started_at, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
                              ON CONFLICT (nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
+                                 framed_ipv6 = coalesce(excluded.framed_ipv6, framed_ipv6),
                                  updated_at = excluded.updated_at",
                         )?
-                        .execute(params![a.nas_ip, a.session_id, a.username, a.framed_ip, now()])?;
+                        .execute(params![a.nas_ip, a.session_id, a.username, a.framed_ip, a.framed_ipv6, now()])?;
                         if !known {
                             delta = 1;
                         }
@@ -498,6 +719,9 @@ impl Backend for Store {
         drop(conn);
         if seq > 0 {
             self.backlog.fetch_add(1, Ordering::AcqRel);
+        }
+        if let proto::EventBody::Accounting(a) = &event {
+            self.note_session(a);
         }
         if delta != 0
             && let proto::EventBody::Accounting(a) = &event
@@ -530,6 +754,11 @@ impl Backend for Store {
         self.backlog.fetch_add(1, Ordering::AcqRel);
         let online = count_online(&self.conn()).map_err(|e| backend_err("recount sessions", e))?;
         *self.online.lock().unwrap_or_else(|p| p.into_inner()) = online;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close_nas(nas_ip);
+        self.changed.notify_one();
         Ok(closed)
     }
 }
@@ -797,5 +1026,95 @@ mod tests {
             Store::open(&path, 10),
             Err(StoreError::TooNew { found: 9, .. })
         ));
+    }
+
+    #[test]
+    fn session_addresses_follow_accounting_and_the_newest_claim_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        s.apply(&state(StateKind::Snapshot, 1, vec![], vec![])).unwrap();
+        let start = |user: &str, sid: &str, ip: &str| {
+            let mut e = acct(AcctStatus::Start, user, sid);
+            if let EventBody::Accounting(a) = &mut e {
+                a.framed_ip = Some(ip.into());
+                a.framed_ipv6 = Some(format!("2001:db8::{}", &sid[1..]));
+            }
+            e
+        };
+        s.record(start("amina", "s1", "100.64.0.7")).unwrap();
+        let got = s.sessions_of("amina");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].framed_ip, Some("100.64.0.7".parse().unwrap()));
+        assert_eq!(got[0].framed_ipv6, Some("2001:db8::1".parse().unwrap()));
+        // An interim without the address keeps it.
+        let mut interim = acct(AcctStatus::InterimUpdate, "amina", "s1");
+        if let EventBody::Accounting(a) = &mut interim {
+            a.framed_ip = None;
+        }
+        s.record(interim).unwrap();
+        assert_eq!(s.sessions_of("amina")[0].framed_ip, Some("100.64.0.7".parse().unwrap()));
+        // Amina's Stop was lost; the pool gave her address to bruno.
+        s.record(start("bruno", "s2", "100.64.0.7")).unwrap();
+        assert!(s.sessions_of("amina").is_empty());
+        assert_eq!(s.sessions_of("bruno").len(), 1);
+        // Restart: the table is read back in order, so the newest claim still wins.
+        drop(s);
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        assert!(s.sessions_of("amina").is_empty());
+        assert_eq!(s.sessions_of("bruno")[0].framed_ip, Some("100.64.0.7".parse().unwrap()));
+        s.record(acct(AcctStatus::Stop, "bruno", "s2")).unwrap();
+        assert!(s.sessions_of("bruno").is_empty());
+    }
+
+    #[test]
+    fn brands_survive_a_restart_and_a_delta_updates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let brand = |t: i64, name: &str| proto::Brand {
+            tenant_id: t,
+            name: name.into(),
+            color: Some("#0a7d32".into()),
+            logo_url: None,
+            contact: Some("+1 555 0100".into()),
+        };
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        let mut snap = state(StateKind::Snapshot, 1, vec![], vec![]);
+        snap.brands = vec![brand(2, "Skylink"), brand(4, "FibreCo")];
+        s.apply(&snap).unwrap();
+        let mut delta = state(StateKind::Delta, 2, vec![], vec![]);
+        delta.brands = vec![brand(2, "Skylink Wireless")];
+        s.apply(&delta).unwrap();
+        drop(s);
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        assert_eq!(s.brand(2).unwrap().name, "Skylink Wireless");
+        assert_eq!(s.brand(4).unwrap().name, "FibreCo");
+        assert!(s.brand(9).is_none());
+        // A snapshot replaces them whole.
+        s.apply(&state(StateKind::Snapshot, 3, vec![], vec![])).unwrap();
+        assert!(s.brand(2).is_none());
+        assert_eq!(s.snapshots(), 1);
+    }
+
+    #[test]
+    fn the_digest_reports_an_unenforced_block_as_active() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        s.apply(&state(
+            StateKind::Snapshot,
+            1,
+            vec![sub(1, "amina", SubscriberStatus::Suspended)],
+            vec![],
+        ))
+        .unwrap();
+        let enforced = s.digest();
+        let unenforced = s.digest_enforced(&[1].into());
+        assert_ne!(enforced, unenforced);
+        s.apply(&state(
+            StateKind::Snapshot,
+            2,
+            vec![sub(1, "amina", SubscriberStatus::Active)],
+            vec![],
+        ))
+        .unwrap();
+        assert_eq!(s.digest(), unenforced);
     }
 }
