@@ -6,11 +6,15 @@
 //! - [`store`]: the local SQLite store (desired state at a revision, sessions, outbox);
 //!   it implements [`radius::Backend`].
 //! - [`sync`]: long poll + apply + ack, and outbox delivery, with backoff.
+//! - [`edge`]: the enforcement policy loop: who is cut off (status, the agent's clock,
+//!   addresses from accounting), applied through a firewall, CoA jobs for the NAS.
+//! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`).
 
 pub mod config;
 pub mod edge;
+pub mod portal;
 pub mod radius;
 pub mod store;
 pub mod sync;
