@@ -263,6 +263,81 @@ async fn every_change_that_matters_reaches_the_feed() {
     );
 }
 
+#[tokio::test]
+async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_tree() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let a1 = secret(&fx, fx.a1.site);
+    let b_site = secret(&fx, fx.b.site);
+    let snap = state(&fx, &a, 0, 0).await;
+    let own = snap.brands.iter().find(|b| b.tenant_id == 2).unwrap();
+    assert_eq!(own.name, "Reseller A", "without settings, the reseller's name");
+    let rev_a = snap.revision;
+    let rev_a1 = state(&fx, &a1, 0, 0).await.revision;
+    let rev_b = state(&fx, &b_site, 0, 0).await.revision;
+
+    let (s, v) = fx
+        .call(
+            Who::A,
+            Method::PUT,
+            "/api/v1/resellers/2/brand",
+            Some(json!({ "name": "Skylink", "color": "#0a7d32", "contact": "+1 555 0100" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["effective"]["name"], "Skylink");
+    let d = state(&fx, &a, rev_a, 0).await;
+    assert_eq!(d.kind, proto::StateKind::Delta);
+    let got = d.brands.iter().find(|b| b.tenant_id == 2).unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.color.as_deref(), got.contact.as_deref()),
+        ("Skylink", Some("#0a7d32"), Some("+1 555 0100"))
+    );
+    // A1 has its own rebranding but no settings of its own... it shows its own name;
+    // once its parent takes rebranding away from it, it inherits Skylink.
+    let d1 = state(&fx, &a1, rev_a1, 0).await;
+    assert!(d1.brands.iter().all(|b| b.tenant_id != 3 || b.name == "Sub-reseller A1"));
+    let (s, v) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            "/api/v1/resellers/3",
+            Some(json!({ "rebrand_enabled": false })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let d1 = state(&fx, &a1, rev_a1, 0).await;
+    let inherited = d1.brands.iter().find(|b| b.tenant_id == 3).unwrap();
+    assert_eq!(inherited.name, "Skylink");
+    // Without rebranding it cannot set one, and B's site never heard of any of it.
+    let (s, v) = fx
+        .call(
+            Who::A1,
+            Method::PUT,
+            "/api/v1/resellers/3/brand",
+            Some(json!({ "name": "Mine" })),
+        )
+        .await;
+    assert_eq!(
+        (s, error_code(&v).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "rebrand_disabled")
+    );
+    assert_eq!(state(&fx, &b_site, rev_b, 0).await.kind, proto::StateKind::Unchanged);
+    // Bad values are refused by name.
+    for (body, field) in [
+        (json!({ "color": "green" }), "color"),
+        (json!({ "logo_url": "http://cdn.example/l.png" }), "logo_url"),
+        (json!({ "logo_url": "https://x/\"onerror=\"" }), "logo_url"),
+        (json!({ "contact": "a".repeat(201) }), "contact"),
+    ] {
+        let (s, v) = fx
+            .call(Who::A, Method::PUT, "/api/v1/resellers/2/brand", Some(body))
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().starts_with(field), "{v}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_long_polls_wait_as_tasks_and_wake_on_a_change() {
     let fx = Arc::new(Fixture::new());

@@ -32,6 +32,8 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/api/v1/resellers",                   [[201, 201], [201, 403], [422, 403], [403, 403], [201, 403], [401, 401]]),
     ("GET", "/api/v1/resellers/{id}",               [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("PATCH", "/api/v1/resellers/{id}",             [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("GET", "/api/v1/resellers/{id}/brand",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PUT", "/api/v1/resellers/{id}/brand",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/api/v1/users",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
     ("POST", "/api/v1/users",                       [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
     ("GET", "/api/v1/users/{id}",                   [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
@@ -152,6 +154,9 @@ fn request(
             Some(json!({ "name": format!("New {uniq}"), "parent_id": h.tenant }))
         }
         ("PATCH", "/api/v1/resellers/{id}") => Some(json!({ "name": "Renamed reseller" })),
+        ("PUT", "/api/v1/resellers/{id}/brand") => Some(json!({
+            "name": "Skylink", "color": "#0a7d32", "logo_url": "https://cdn.example/l.png", "contact": "+1 555 0100",
+        })),
         ("POST", "/api/v1/users") => Some(json!({
             "email": format!("{uniq}@new.test"), "name": "New manager", "password": "manager-password-1",
             "kind": "manager", "tenant_id": h.tenant, "permissions": ["view_customers"],
@@ -218,6 +223,7 @@ fn request(
             fx.tokens[&owner]
         }
         "/api/v1/resellers/{id}"
+        | "/api/v1/resellers/{id}/brand"
         | "/api/v1/resellers/{id}/rate-card"
         | "/api/v1/resellers/{id}/balance"
         | "/api/v1/resellers/{id}/adjustments"

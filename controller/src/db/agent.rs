@@ -341,7 +341,7 @@ pub fn snapshot(
         nas: nas_list(conn, "site_id = ?1", &[&site_id], secrets)?,
         removed_nas: vec![],
         settings: Some(settings(conn, site_id)?),
-        brands: vec![],
+        brands: site_brands(conn, site_id)?,
     })
 }
 
@@ -426,15 +426,36 @@ pub fn state(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
-        subscribers: subs,
         nas,
+        // A settings change also stands for a brand change (0004's trigger): send all
+        // the site's brands then; otherwise those of the subscribers sent, whose owner
+        // may be new to the site.
+        brands: if changed.iter().any(|c| c.0 == "settings") {
+            site_brands(&tx, site_id)?
+        } else {
+            let mut owners: Vec<i64> = subs.iter().map(|s| s.tenant_id).collect();
+            owners.sort_unstable();
+            owners.dedup();
+            super::brand::effective(&tx, &owners)?
+        },
         settings: if changed.iter().any(|c| c.0 == "settings") {
             Some(settings(&tx, site_id)?)
         } else {
             None
         },
-        brands: vec![],
+        subscribers: subs,
     })
+}
+
+/// The effective brand of every tenant owning a subscriber at the site.
+fn site_brands(conn: &Connection, site_id: i64) -> ApiResult<Vec<proto::Brand>> {
+    let mut owners = Vec::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT DISTINCT tenant_id FROM subscribers WHERE site_id = ?1")?;
+    for id in stmt.query_map([site_id], |r| r.get::<_, i64>(0))? {
+        owners.push(id?);
+    }
+    super::brand::effective(conn, &owners)
 }
 
 /// The hex SHA-256 of the site's state as the controller sees it.

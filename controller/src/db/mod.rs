@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod brand;
 pub mod ledger;
 pub mod nas;
 pub mod plan;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0001_init.sql"),
     include_str!("../../../migrations/controller/0002_billing.sql"),
     include_str!("../../../migrations/controller/0003_agents.sql"),
+    include_str!("../../../migrations/controller/0004_branding.sql"),
 ];
 
 const READERS: usize = 4;

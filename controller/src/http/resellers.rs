@@ -8,6 +8,7 @@ use utoipa_axum::routes;
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
 use crate::db::audit::{self, Entry, Who};
+use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
 use crate::error::ApiResult;
 use crate::scope::{Actor, Permission};
@@ -16,6 +17,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(get, update))
+        .routes(routes!(get_brand, set_brand))
 }
 
 /// Resellers and sub-resellers below you (a manager: its tenant's direct children).
@@ -124,6 +126,59 @@ async fn update(
                     .after(&view),
             )?;
             Ok(view)
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+/// The brand a reseller (or your own tenant) shows its subscribers: its own settings
+/// and the brand its subscribers actually see, resolved through the tree.
+#[utoipa::path(get, path = "/api/v1/resellers/{id}/brand", tag = "resellers", params(("id" = i64, Path)),
+    responses((status = 200, body = BrandView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_brand(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<BrandView>> {
+    actor.require(Permission::ManageBranding)?;
+    let scope = actor.scope();
+    let view = st
+        .db
+        .read(move |c| {
+            tenant::get_visible(c, &scope, id)?;
+            brand::view(c, id)
+        })
+        .await?;
+    Ok(Json(view))
+}
+
+/// Replace the brand settings of your own tenant or a reseller below you (which must
+/// have rebranding). Sites serving its subscribers, and those of resellers below it
+/// that inherit the brand, receive it through the state feed.
+#[utoipa::path(put, path = "/api/v1/resellers/{id}/brand", tag = "resellers", params(("id" = i64, Path)),
+    request_body = BrandSettings,
+    responses((status = 200, body = BrandView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn set_brand(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(settings): ApiJson<BrandSettings>,
+) -> ApiResult<Json<BrandView>> {
+    actor.require(Permission::ManageBranding)?;
+    let view = st
+        .db
+        .write(move |tx| {
+            tenant::get_visible(tx, &actor.scope(), id)?;
+            let before = brand::view(tx, id)?;
+            let after = brand::set(tx, id, settings)?;
+            audit::record(
+                tx,
+                &Entry::new(&Who::from(&actor), id, "reseller.brand", "reseller", id)
+                    .before(&before.settings)
+                    .after(&after.settings),
+            )?;
+            Ok(after)
         })
         .await?;
     Ok(Json(view))

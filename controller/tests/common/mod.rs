@@ -133,7 +133,7 @@ impl Fixture {
                             name: name.into(),
                             parent_id: Some(parent.id),
                             allowed_ips: vec![],
-                            rebrand_enabled: false,
+                            rebrand_enabled: true,
                             custom_domain: None,
                             wan_check_enabled: false,
                             limits: Limits::default(),

@@ -1,0 +1,201 @@
+//! Per-reseller branding: what a reseller's subscribers see (the suspended page at the
+//! edge; the panel on its custom domain later).
+//!
+//! A tenant's *effective* brand is its own when it has rebranding (the operator always
+//! has), else the nearest ancestor's that has. Agents receive effective brands keyed
+//! by the owning tenant, so they never need the tree.
+
+use std::collections::HashMap;
+
+use outpost_protocol as proto;
+use rusqlite::{Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::Cached;
+use crate::error::{ApiError, ApiResult};
+use crate::scope::OPERATOR_TENANT;
+
+/// A tenant's own brand settings, as the API shows and takes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrandSettings {
+    /// The name subscribers know the provider by; unset = the reseller's name.
+    pub name: Option<String>,
+    /// `#rrggbb`.
+    pub color: Option<String>,
+    /// `https://` URL of the logo image.
+    pub logo_url: Option<String>,
+    /// Support contact shown to subscribers (phone, e-mail, web), up to 200 characters.
+    pub contact: Option<String>,
+}
+
+/// What the API answers: the tenant's settings and the brand its subscribers see.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BrandView {
+    pub tenant_id: i64,
+    pub rebrand_enabled: bool,
+    pub settings: BrandSettings,
+    /// Resolved through the tree: what this tenant's subscribers actually see.
+    #[schema(value_type = Object)]
+    pub effective: proto::Brand,
+}
+
+impl BrandSettings {
+    /// Checks every field; an empty string clears it.
+    pub fn validate(mut self) -> ApiResult<BrandSettings> {
+        let clean = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        self.name = clean(self.name);
+        self.color = clean(self.color);
+        self.logo_url = clean(self.logo_url);
+        self.contact = clean(self.contact);
+        if let Some(n) = &self.name
+            && (n.chars().count() > 120 || n.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                "name: up to 120 characters, no control characters",
+            ));
+        }
+        if let Some(c) = &self.color
+            && !(c.len() == 7
+                && c.starts_with('#')
+                && c[1..].chars().all(|ch| ch.is_ascii_hexdigit()))
+        {
+            return Err(ApiError::invalid("color: must be #rrggbb, e.g. #0a7d32"));
+        }
+        if let Some(u) = &self.logo_url
+            && !(u.starts_with("https://")
+                && u.len() <= 500
+                && u.len() > "https://".len()
+                && !u.chars().any(|ch| ch.is_whitespace() || "\"<>'`".contains(ch)))
+        {
+            return Err(ApiError::invalid(
+                "logo_url: must be an https:// URL without spaces or quotes, up to 500 characters",
+            ));
+        }
+        if let Some(c) = &self.contact
+            && (c.chars().count() > 200 || c.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                "contact: up to 200 characters, no control characters",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+struct Row {
+    name: String,
+    path: String,
+    rebrand: bool,
+    settings: BrandSettings,
+}
+
+fn row(conn: &Connection, id: i64) -> ApiResult<Option<Row>> {
+    Ok(conn
+        .cached_row(
+            "SELECT name, path, rebrand_enabled, brand_name, brand_color, brand_logo_url, brand_contact
+             FROM tenants WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(Row {
+                    name: r.get(0)?,
+                    path: r.get(1)?,
+                    rebrand: r.get(2)?,
+                    settings: BrandSettings {
+                        name: r.get(3)?,
+                        color: r.get(4)?,
+                        logo_url: r.get(5)?,
+                        contact: r.get(6)?,
+                    },
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Resolves the effective brand of each tenant in `tenant_ids` (unknown ids skipped).
+pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> ApiResult<Vec<proto::Brand>> {
+    let mut rows: HashMap<i64, Option<Row>> = HashMap::new();
+    fn load<'a>(
+        rows: &'a mut HashMap<i64, Option<Row>>,
+        conn: &Connection,
+        id: i64,
+    ) -> ApiResult<Option<&'a Row>> {
+        if !rows.contains_key(&id) {
+            rows.insert(id, row(conn, id)?);
+        }
+        Ok(rows[&id].as_ref())
+    }
+    let mut out = Vec::new();
+    for &id in tenant_ids {
+        let Some(path) = load(&mut rows, conn, id)?.map(|r| r.path.clone()) else {
+            continue;
+        };
+        // `/1/4/9/`: from the tenant itself up to the operator.
+        let chain: Vec<i64> = path
+            .split('/')
+            .filter_map(|p| p.parse().ok())
+            .rev()
+            .collect();
+        for up in chain {
+            let Some(r) = load(&mut rows, conn, up)? else {
+                continue;
+            };
+            if r.rebrand || up == OPERATOR_TENANT {
+                out.push(proto::Brand {
+                    tenant_id: id,
+                    name: r.settings.name.clone().unwrap_or_else(|| r.name.clone()),
+                    color: r.settings.color.clone(),
+                    logo_url: r.settings.logo_url.clone(),
+                    contact: r.settings.contact.clone(),
+                });
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The brand view of tenant `id` (which must exist).
+pub fn view(conn: &Connection, id: i64) -> ApiResult<BrandView> {
+    let r = row(conn, id)?.ok_or_else(|| ApiError::not_found("reseller"))?;
+    let effective = effective(conn, &[id])?
+        .pop()
+        .ok_or_else(|| ApiError::not_found("reseller"))?;
+    Ok(BrandView {
+        tenant_id: id,
+        rebrand_enabled: r.rebrand || id == OPERATOR_TENANT,
+        settings: r.settings,
+        effective,
+    })
+}
+
+/// Replaces tenant `id`'s brand settings whole. Refused unless the tenant has
+/// rebranding (the operator always has): without it, its subscribers see its parent's
+/// brand, so settings it could not show would only mislead.
+pub fn set(conn: &Connection, id: i64, settings: BrandSettings) -> ApiResult<BrandView> {
+    let settings = settings.validate()?;
+    let r = row(conn, id)?.ok_or_else(|| ApiError::not_found("reseller"))?;
+    if !r.rebrand && id != OPERATOR_TENANT {
+        return Err(ApiError::unprocessable(
+            "rebrand_disabled",
+            format!(
+                "'{}' does not have rebranding; its parent can enable rebrand_enabled",
+                r.name
+            ),
+        ));
+    }
+    conn.cached_exec(
+        "UPDATE tenants SET brand_name = ?2, brand_color = ?3, brand_logo_url = ?4, brand_contact = ?5,
+             updated_at = unixepoch() WHERE id = ?1",
+        rusqlite::params![
+            id,
+            settings.name,
+            settings.color,
+            settings.logo_url,
+            settings.contact
+        ],
+    )?;
+    view(conn, id)
+}
