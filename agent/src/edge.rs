@@ -434,7 +434,10 @@ impl Edge {
     fn cut_sessions(&self, plan: &Plan) {
         let Some(coa) = &self.coa else { return };
         for (id, reason) in &plan.reasons {
-            let was_blocked = self.last.as_ref().is_some_and(|l| l.reasons.contains_key(id));
+            let was_blocked = self
+                .last
+                .as_ref()
+                .is_some_and(|l| l.reasons.contains_key(id));
             if was_blocked {
                 continue;
             }
@@ -584,8 +587,11 @@ mod tests {
             _ => vec![],
         };
         let p = plan(&subs, sessions, 0);
-        let blocked: Vec<(IpAddr, i64)> =
-            p.blocked.iter().map(|(ip, c)| (*ip, c.subscriber_id)).collect();
+        let blocked: Vec<(IpAddr, i64)> = p
+            .blocked
+            .iter()
+            .map(|(ip, c)| (*ip, c.subscriber_id))
+            .collect();
         assert_eq!(
             blocked,
             vec![

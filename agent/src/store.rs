@@ -89,7 +89,10 @@ impl Sessions {
         let key = (s.nas_ip.clone(), s.session_id.clone());
         // An interim without Framed-IP-Address keeps the address the Start gave.
         let (v4, v6) = match self.by_key.get(&key) {
-            Some(old) => (s.framed_ip.or(old.framed_ip), s.framed_ipv6.or(old.framed_ipv6)),
+            Some(old) => (
+                s.framed_ip.or(old.framed_ip),
+                s.framed_ipv6.or(old.framed_ipv6),
+            ),
             None => (s.framed_ip, s.framed_ipv6),
         };
         // One address is online once: a session still holding it missed its Stop (the
@@ -106,7 +109,10 @@ impl Sessions {
         for ip in [v4, v6].into_iter().flatten() {
             self.by_addr.insert(ip, key.clone());
         }
-        self.by_user.entry(s.username.clone()).or_default().push(key.clone());
+        self.by_user
+            .entry(s.username.clone())
+            .or_default()
+            .push(key.clone());
         self.by_key.insert(
             key,
             OnlineSession {
@@ -134,7 +140,12 @@ impl Sessions {
     }
 
     fn close_nas(&mut self, nas_ip: &str) {
-        let keys: Vec<_> = self.by_key.keys().filter(|k| k.0 == nas_ip).cloned().collect();
+        let keys: Vec<_> = self
+            .by_key
+            .keys()
+            .filter(|k| k.0 == nas_ip)
+            .cloned()
+            .collect();
         for k in keys {
             self.remove(&k);
         }
@@ -392,7 +403,11 @@ impl Store {
         let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         s.by_user
             .get(username)
-            .map(|keys| keys.iter().filter_map(|k| s.by_key.get(k).cloned()).collect())
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| s.by_key.get(k).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -1032,7 +1047,8 @@ mod tests {
     fn session_addresses_follow_accounting_and_the_newest_claim_wins() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
-        s.apply(&state(StateKind::Snapshot, 1, vec![], vec![])).unwrap();
+        s.apply(&state(StateKind::Snapshot, 1, vec![], vec![]))
+            .unwrap();
         let start = |user: &str, sid: &str, ip: &str| {
             let mut e = acct(AcctStatus::Start, user, sid);
             if let EventBody::Accounting(a) = &mut e {
@@ -1052,7 +1068,10 @@ mod tests {
             a.framed_ip = None;
         }
         s.record(interim).unwrap();
-        assert_eq!(s.sessions_of("amina")[0].framed_ip, Some("100.64.0.7".parse().unwrap()));
+        assert_eq!(
+            s.sessions_of("amina")[0].framed_ip,
+            Some("100.64.0.7".parse().unwrap())
+        );
         // Amina's Stop was lost; the pool gave her address to bruno.
         s.record(start("bruno", "s2", "100.64.0.7")).unwrap();
         assert!(s.sessions_of("amina").is_empty());
@@ -1061,7 +1080,10 @@ mod tests {
         drop(s);
         let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
         assert!(s.sessions_of("amina").is_empty());
-        assert_eq!(s.sessions_of("bruno")[0].framed_ip, Some("100.64.0.7".parse().unwrap()));
+        assert_eq!(
+            s.sessions_of("bruno")[0].framed_ip,
+            Some("100.64.0.7".parse().unwrap())
+        );
         s.record(acct(AcctStatus::Stop, "bruno", "s2")).unwrap();
         assert!(s.sessions_of("bruno").is_empty());
     }
@@ -1089,7 +1111,8 @@ mod tests {
         assert_eq!(s.brand(4).unwrap().name, "FibreCo");
         assert!(s.brand(9).is_none());
         // A snapshot replaces them whole.
-        s.apply(&state(StateKind::Snapshot, 3, vec![], vec![])).unwrap();
+        s.apply(&state(StateKind::Snapshot, 3, vec![], vec![]))
+            .unwrap();
         assert!(s.brand(2).is_none());
         assert_eq!(s.snapshots(), 1);
     }

@@ -271,7 +271,10 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
     let b_site = secret(&fx, fx.b.site);
     let snap = state(&fx, &a, 0, 0).await;
     let own = snap.brands.iter().find(|b| b.tenant_id == 2).unwrap();
-    assert_eq!(own.name, "Reseller A", "without settings, the reseller's name");
+    assert_eq!(
+        own.name, "Reseller A",
+        "without settings, the reseller's name"
+    );
     let rev_a = snap.revision;
     let rev_a1 = state(&fx, &a1, 0, 0).await.revision;
     let rev_b = state(&fx, &b_site, 0, 0).await.revision;
@@ -290,13 +293,21 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
     assert_eq!(d.kind, proto::StateKind::Delta);
     let got = d.brands.iter().find(|b| b.tenant_id == 2).unwrap();
     assert_eq!(
-        (got.name.as_str(), got.color.as_deref(), got.contact.as_deref()),
+        (
+            got.name.as_str(),
+            got.color.as_deref(),
+            got.contact.as_deref()
+        ),
         ("Skylink", Some("#0a7d32"), Some("+1 555 0100"))
     );
     // A1 has its own rebranding but no settings of its own... it shows its own name;
     // once its parent takes rebranding away from it, it inherits Skylink.
     let d1 = state(&fx, &a1, rev_a1, 0).await;
-    assert!(d1.brands.iter().all(|b| b.tenant_id != 3 || b.name == "Sub-reseller A1"));
+    assert!(
+        d1.brands
+            .iter()
+            .all(|b| b.tenant_id != 3 || b.name == "Sub-reseller A1")
+    );
     let (s, v) = fx
         .call(
             Who::A,
@@ -322,11 +333,17 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
         (s, error_code(&v).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "rebrand_disabled")
     );
-    assert_eq!(state(&fx, &b_site, rev_b, 0).await.kind, proto::StateKind::Unchanged);
+    assert_eq!(
+        state(&fx, &b_site, rev_b, 0).await.kind,
+        proto::StateKind::Unchanged
+    );
     // Bad values are refused by name.
     for (body, field) in [
         (json!({ "color": "green" }), "color"),
-        (json!({ "logo_url": "http://cdn.example/l.png" }), "logo_url"),
+        (
+            json!({ "logo_url": "http://cdn.example/l.png" }),
+            "logo_url",
+        ),
         (json!({ "logo_url": "https://x/\"onerror=\"" }), "logo_url"),
         (json!({ "contact": "a".repeat(201) }), "contact"),
     ] {
@@ -334,7 +351,10 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
             .call(Who::A, Method::PUT, "/api/v1/resellers/2/brand", Some(body))
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-        assert!(v["error"]["message"].as_str().unwrap().starts_with(field), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(field),
+            "{v}"
+        );
     }
 }
 

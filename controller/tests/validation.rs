@@ -454,6 +454,16 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
 #[tokio::test]
 async fn a_child_gets_only_features_its_parent_has() {
     let fx = Fixture::new();
+    // The fixture's resellers have rebranding; take it from A first.
+    let (s, _) = fx
+        .call(
+            Who::Op,
+            Method::PATCH,
+            "/api/v1/resellers/2",
+            Some(json!({ "rebrand_enabled": false })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
     let (s, b) = fx
         .call(
             Who::A,

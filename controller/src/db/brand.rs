@@ -67,7 +67,9 @@ impl BrandSettings {
             && !(u.starts_with("https://")
                 && u.len() <= 500
                 && u.len() > "https://".len()
-                && !u.chars().any(|ch| ch.is_whitespace() || "\"<>'`".contains(ch)))
+                && !u
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || "\"<>'`".contains(ch)))
         {
             return Err(ApiError::invalid(
                 "logo_url: must be an https:// URL without spaces or quotes, up to 500 characters",
