@@ -114,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client.clone(),
                 cfg.sync.wait_secs,
                 link.clone(),
+                None,
             ));
             tokio::spawn(sync::run_outbox(
                 store.clone(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use outpost_protocol as proto;
 
+use crate::edge::EdgeHandle;
 use crate::store::Store;
 
 /// The controller's agent API.
@@ -149,11 +150,13 @@ impl Backoff {
     }
 }
 
-/// One round: poll, apply, acknowledge. Returns the kind received.
+/// One round: poll, apply, reconcile enforcement, acknowledge. Returns the kind
+/// received. With an `edge`, the digest acknowledged is of what the kernel enforces.
 pub async fn sync_once(
     store: &Arc<Store>,
     client: &Client,
     wait: u32,
+    edge: Option<&EdgeHandle>,
 ) -> Result<proto::StateKind, SyncError> {
     let resp = client.state(store.revision(), wait).await?;
     let kind = resp.kind;
@@ -166,8 +169,17 @@ pub async fn sync_once(
             "applied state from the controller"
         );
     }
+    let unenforced = match edge {
+        Some(edge) => {
+            if !edge.reconcile().await {
+                tracing::warn!("enforcement did not apply cleanly; the digest will show it");
+            }
+            edge.unenforced()
+        }
+        None => Default::default(),
+    };
     let s = store.clone();
-    let digest = tokio::task::spawn_blocking(move || s.digest()).await?;
+    let digest = tokio::task::spawn_blocking(move || s.digest_enforced(&unenforced)).await?;
     client
         .ack(&proto::Ack {
             revision: store.revision(),
@@ -180,10 +192,16 @@ pub async fn sync_once(
 }
 
 /// Keeps the desired state in step with the controller, for ever.
-pub async fn run_state(store: Arc<Store>, client: Client, wait: u32, link: Arc<Link>) {
+pub async fn run_state(
+    store: Arc<Store>,
+    client: Client,
+    wait: u32,
+    link: Arc<Link>,
+    edge: Option<EdgeHandle>,
+) {
     let mut backoff = Backoff::new();
     loop {
-        match sync_once(&store, &client, wait).await {
+        match sync_once(&store, &client, wait, edge.as_ref()).await {
             Ok(_) => {
                 link.reachable.store(true, Ordering::Relaxed);
                 backoff.reset();
