@@ -962,4 +962,232 @@ mod tests {
         d.in_flight.remove(&a);
         assert_ne!(d.allocate(), Some(a));
     }
+
+    // The client against a scripted NAS: a plain UDP socket in the test, because a real
+    // NAS (FreeRADIUS, in agent/tests/coa_freeradius.rs) never forges, misnumbers or
+    // withholds answers on demand.
+
+    /// Long enough never to fire in a passing test: a guard against hangs, not a
+    /// statement about speed.
+    const HANG_GUARD: Duration = Duration::from_secs(60);
+
+    async fn peer() -> (UdpSocket, NasState) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut nas = nas(NasKind::Mikrotik);
+        nas.ip = "127.0.0.1".into();
+        nas.coa_port = socket.local_addr().unwrap().port();
+        (socket, nas)
+    }
+
+    async fn client(attempts: u32, first_timeout: Duration) -> CoaClient {
+        CoaClient::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            CoaConfig {
+                attempts,
+                first_timeout,
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn recv(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0; MAX_DATAGRAM];
+        let (len, from) = tokio::time::timeout(HANG_GUARD, socket.recv_from(&mut buf))
+            .await
+            .expect("request within the hang guard")
+            .unwrap();
+        buf.truncate(len);
+        (buf, from)
+    }
+
+    #[tokio::test]
+    async fn forged_misnumbered_and_stray_answers_are_ignored_and_counted() {
+        let (nas_socket, nas) = peer().await;
+        let stray = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = client(1, HANG_GUARD).await;
+        let session = session();
+        let sending = client.send(&nas, &session, &Action::Disconnect, "suspended");
+        let answering = async {
+            let (request, from) = recv(&nas_socket).await;
+            let forged = answer(&request, 41, &[], b"guessed");
+            let mut misnumbered = answer(&request, 41, &[], SECRET);
+            misnumbered[1] = misnumbered[1].wrapping_add(1);
+            let good = answer(&request, 41, &[], SECRET);
+            // Each is handled before the next is read: the socket keeps them in order.
+            nas_socket.send_to(&forged, from).await.unwrap();
+            nas_socket.send_to(&misnumbered, from).await.unwrap();
+            stray.send_to(&good, from).await.unwrap(); // right bytes, wrong source port
+            nas_socket.send_to(&[1, 2, 3], from).await.unwrap();
+            nas_socket.send_to(&good, from).await.unwrap();
+        };
+        let (event, ()) = tokio::join!(sending, answering);
+        let event = event.unwrap();
+        assert_eq!(
+            event,
+            CoaEvent {
+                kind: CoaKind::Disconnect,
+                outcome: CoaOutcome::Ack,
+                username: "amina".into(),
+                nas_ip: "127.0.0.1".into(),
+                session_id: "81a00002".into(),
+                error_cause: None,
+                attempts: 1,
+                reason: "suspended".into(),
+            }
+        );
+        assert_eq!(
+            client.stats(),
+            CoaStatsSnapshot {
+                requests: 1,
+                acks: 1,
+                forged: 1,
+                unmatched: 2,
+                malformed: 1,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn silence_ends_in_timeout_after_identical_retransmissions() {
+        let (nas_socket, nas) = peer().await;
+        // Short waits keep the test quick; nothing is asserted about time.
+        let client = client(3, Duration::from_millis(20)).await;
+        let event = client
+            .send(&nas, &session(), &Action::ChangeRate(rate()), "plan_change")
+            .await
+            .unwrap();
+        assert_eq!(event.outcome, CoaOutcome::Timeout);
+        assert_eq!(event.kind, CoaKind::Coa);
+        assert_eq!(event.attempts, 3);
+        assert_eq!(event.error_cause, None);
+        let first = recv(&nas_socket).await.0;
+        for _ in 1..3 {
+            assert_eq!(
+                recv(&nas_socket).await.0,
+                first,
+                "a retransmission is the same packet"
+            );
+        }
+        let s = client.stats();
+        assert_eq!((s.requests, s.retransmissions, s.timeouts), (1, 2, 1));
+
+        // An answer after the request gave up matches nothing.
+        let late = answer(&first, 44, &[], SECRET);
+        nas_socket
+            .send_to(&late, client.local_addr().unwrap())
+            .await
+            .unwrap();
+        // Then a second request, answered, proves the late one was read first.
+        let second = session();
+        let sending = client.send(&nas, &second, &Action::Disconnect, "expired");
+        let answering = async {
+            let (request, from) = recv(&nas_socket).await;
+            assert_ne!(request[1], first[1], "Identifiers go round-robin");
+            let nak = answer(
+                &request,
+                42,
+                &[(101, 503u32.to_be_bytes().to_vec())],
+                SECRET,
+            );
+            nas_socket.send_to(&nak, from).await.unwrap();
+        };
+        let (event, ()) = tokio::join!(sending, answering);
+        let event = event.unwrap();
+        assert_eq!(
+            (event.outcome, event.error_cause),
+            (CoaOutcome::Nak, Some(503))
+        );
+        let s = client.stats();
+        assert_eq!((s.unmatched, s.naks), (1, 1));
+    }
+
+    /// 300 requests at once to one NAS: the NAS holds its answers until it has 256
+    /// distinct requests unanswered, so all 256 Identifiers are in flight together, and
+    /// the other 44 can only be sent as answers free Identifiers.
+    #[tokio::test]
+    async fn concurrent_requests_never_share_an_identifier() {
+        const TOTAL: usize = 300;
+        let (nas_socket, nas) = peer().await;
+        let client = Arc::new(client(1, HANG_GUARD).await);
+        let mut sending = tokio::task::JoinSet::new();
+        for i in 0..TOTAL {
+            let (client, nas) = (Arc::clone(&client), nas.clone());
+            let session = Session {
+                session_id: format!("s{i}"),
+                ..session()
+            };
+            sending.spawn(async move {
+                client
+                    .send(&nas, &session, &Action::Disconnect, "disabled")
+                    .await
+            });
+        }
+        let answering = async {
+            let mut unanswered: HashMap<u8, Vec<u8>> = HashMap::new();
+            let mut held = true;
+            let mut answered = 0;
+            while answered < TOTAL {
+                let (request, from) = recv(&nas_socket).await;
+                if let Some(other) = unanswered.insert(request[1], request.clone()) {
+                    panic!(
+                        "Identifier {} in flight twice: {:?} and {:?}",
+                        request[1],
+                        &other[20..],
+                        &request[20..]
+                    );
+                }
+                if held && unanswered.len() < IDENTIFIERS {
+                    continue;
+                }
+                held = false;
+                for (_, request) in unanswered.drain() {
+                    nas_socket
+                        .send_to(&answer(&request, 41, &[], SECRET), from)
+                        .await
+                        .unwrap();
+                    answered += 1;
+                }
+            }
+        };
+        let (events, ()) = tokio::join!(sending.join_all(), answering);
+        let mut ids: Vec<String> = Vec::new();
+        for event in events {
+            let event = event.unwrap();
+            assert_eq!((event.outcome, event.attempts), (CoaOutcome::Ack, 1));
+            ids.push(event.session_id);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), TOTAL, "each request got its own answer");
+        assert_eq!(client.stats().acks, TOTAL as u64);
+    }
+
+    #[tokio::test]
+    async fn requests_that_cannot_be_made_are_errors_not_events() {
+        let (_nas_socket, nas) = peer().await;
+        let client = client(1, HANG_GUARD).await;
+        let generic = NasState {
+            kind: NasKind::Generic,
+            ..nas.clone()
+        };
+        assert!(matches!(
+            client
+                .send(&generic, &session(), &Action::ChangeRate(rate()), "plan_change")
+                .await,
+            Err(Error::NoRateDialect { nas_ip }) if nas_ip == "127.0.0.1"
+        ));
+        let nameless = NasState {
+            ip: "nas.example".into(),
+            ..nas
+        };
+        assert!(matches!(
+            client
+                .send(&nameless, &session(), &Action::Disconnect, "expired")
+                .await,
+            Err(Error::NasAddress(_))
+        ));
+        assert_eq!(client.stats(), CoaStatsSnapshot::default());
+    }
 }
