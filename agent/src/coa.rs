@@ -67,6 +67,12 @@ pub enum Error {
     /// The NAS's address is not an IP address.
     #[error("NAS address {0:?} is not an IP address")]
     NasAddress(String),
+    /// The NAS has no CoA port (0).
+    #[error("NAS {nas_ip} has no CoA port")]
+    NoCoaPort {
+        /// The NAS in question.
+        nas_ip: String,
+    },
     /// A CoA-Request was asked of a NAS whose dialect has no rate attributes (a
     /// [`NasKind::Generic`] NAS): it would carry nothing to change.
     #[error("NAS {nas_ip} is generic: it has no rate attribute to change")]
@@ -130,8 +136,8 @@ pub struct CoaConfig {
 }
 
 impl Default for CoaConfig {
-    /// 3 sends, waiting 1 s, 2 s and 4 s: RFC 5176 leaves retransmission to RFC 2865
-    /// practice, and 7 s in all is about what a NAS takes to answer after a busy spell.
+    /// 3 sends, waiting 1 s, 2 s and 4 s: 7 s in all before giving up, about what a
+    /// NAS allows its own RADIUS server (MikroTik and accel-ppp: 3 × 3 s).
     fn default() -> Self {
         Self {
             attempts: 3,
@@ -433,8 +439,10 @@ impl Drop for CoaClient {
 }
 
 impl CoaClient {
-    /// A client sending from `addr` (e.g. `0.0.0.0:0`, or the agent's address on the
-    /// NAS-facing network, if the NAS only takes requests from a known address).
+    /// A client sending from `addr`: `0.0.0.0:0` for IPv4 NASes, `[::]:0` for both
+    /// families, or the agent's address on the NAS-facing network when the NAS only
+    /// takes requests from a known address (NASes commonly accept CoA only from their
+    /// configured RADIUS servers).
     ///
     /// Must be called inside a Tokio runtime: it starts the receiving task.
     pub async fn bind(addr: SocketAddr, config: CoaConfig) -> Result<CoaClient> {
@@ -476,9 +484,10 @@ impl CoaClient {
     /// into the event (`suspended`, `expired`, `disabled`, `plan_change`).
     ///
     /// `Ok` is every answer the NAS could give, a timeout included: journal it. `Err`
-    /// means nothing could be asked: the NAS address is not an IP, a CoA-Request was
-    /// asked of a [`NasKind::Generic`] NAS, the session cannot be encoded, or the
-    /// socket refused to send.
+    /// means nothing could be asked: the NAS address is not an IP or it has no CoA
+    /// port, a CoA-Request was asked of a [`NasKind::Generic`] NAS, the session cannot
+    /// be encoded, or the socket refused to send (e.g. an IPv6 NAS from a socket
+    /// bound to an IPv4 address).
     pub async fn send(
         &self,
         nas: &NasState,
@@ -510,13 +519,18 @@ impl CoaClient {
             .ip
             .parse()
             .map_err(|_| Error::NasAddress(nas.ip.clone()))?;
+        if nas.coa_port == 0 {
+            return Err(Error::NoCoaPort {
+                nas_ip: nas.ip.clone(),
+            });
+        }
         // Refused before waiting for an Identifier, not only when building.
         if matches!(action, Action::ChangeRate(_)) && nas.kind == NasKind::Generic {
             return Err(Error::NoRateDialect {
                 nas_ip: nas.ip.clone(),
             });
         }
-        let destination = SocketAddr::new(ip, nas.coa_port);
+        let destination = SocketAddr::new(ip.to_canonical(), nas.coa_port);
         let inner = &*self.inner;
 
         // One permit per Identifier: holding one guarantees a free Identifier below.
@@ -623,6 +637,9 @@ async fn receive(inner: Arc<Inner>) {
 }
 
 fn dispatch(inner: &Inner, datagram: &[u8], from: SocketAddr) {
+    // On a dual-stack socket an IPv4 NAS answers from an IPv4-mapped address; match it
+    // against the IPv4 address the request went to.
+    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
     let Ok(packet) = framed(datagram) else {
         bump(&inner.stats.malformed);
         debug!(%from, len = datagram.len(), "malformed datagram dropped");
@@ -1164,6 +1181,34 @@ mod tests {
         assert_eq!(client.stats().acks, TOTAL as u64);
     }
 
+    /// A client on a dual-stack socket sends to an IPv4 NAS and hears its answer from
+    /// the IPv4-mapped address.
+    #[tokio::test]
+    async fn dual_stack_client_matches_ipv4_answers() {
+        let (nas_socket, nas) = peer().await;
+        let client = CoaClient::bind(
+            "[::]:0".parse().unwrap(),
+            CoaConfig {
+                attempts: 1,
+                first_timeout: HANG_GUARD,
+            },
+        )
+        .await
+        .unwrap();
+        let session = session();
+        let sending = client.send(&nas, &session, &Action::Disconnect, "expired");
+        let answering = async {
+            let (request, from) = recv(&nas_socket).await;
+            nas_socket
+                .send_to(&answer(&request, 41, &[], SECRET), from)
+                .await
+                .unwrap();
+        };
+        let (event, ()) = tokio::join!(sending, answering);
+        assert_eq!(event.unwrap().outcome, CoaOutcome::Ack);
+        assert_eq!(client.stats().unmatched, 0);
+    }
+
     #[tokio::test]
     async fn requests_that_cannot_be_made_are_errors_not_events() {
         let (_nas_socket, nas) = peer().await;
@@ -1177,6 +1222,16 @@ mod tests {
                 .send(&generic, &session(), &Action::ChangeRate(rate()), "plan_change")
                 .await,
             Err(Error::NoRateDialect { nas_ip }) if nas_ip == "127.0.0.1"
+        ));
+        let portless = NasState {
+            coa_port: 0,
+            ..nas.clone()
+        };
+        assert!(matches!(
+            client
+                .send(&portless, &session(), &Action::Disconnect, "expired")
+                .await,
+            Err(Error::NoCoaPort { .. })
         ));
         let nameless = NasState {
             ip: "nas.example".into(),
