@@ -375,7 +375,8 @@ impl Destination {
     }
 }
 
-/// Destinations, each with a semaphore of 256 permits guarding its Identifiers.
+/// Destinations, each with a semaphore of 256 permits guarding its Identifiers. Entries
+/// are kept once made: there is one per NAS the site has, a handful.
 #[derive(Default)]
 struct Table {
     destinations: HashMap<SocketAddr, Destination>,
