@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`radius`]: the RADIUS server loop (the `radius` crate is only the codec): NAS
 //!   allow-list, Message-Authenticator, reply cache, PAP/CHAP/MS-CHAPv2, accounting.
+//! - [`coa`]: the RFC 5176 client: Disconnect-Request and CoA-Request to a NAS, with
+//!   retransmission and verified answers, as [`outpost_protocol::CoaEvent`]s.
 //! - [`store`]: the local SQLite store (desired state at a revision, sessions, outbox);
 //!   it implements [`radius::Backend`].
 //! - [`sync`]: long poll + apply + ack, and outbox delivery, with backoff.
@@ -12,6 +14,7 @@
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`).
 
+pub mod coa;
 pub mod config;
 pub mod edge;
 pub mod portal;
