@@ -142,7 +142,7 @@ pub trait Firewall: Send + 'static {
     /// Add and remove individual addresses.
     fn change(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<(), FirewallError>;
     /// Check the table is in place and these addresses are (not) in it.
-    fn verify(&self, present: &[IpAddr], absent: &[IpAddr]) -> Result<(), FirewallError>;
+    fn verify(&mut self, present: &[IpAddr], absent: &[IpAddr]) -> Result<(), FirewallError>;
     /// What the kernel holds per the last verified apply.
     fn enforced(&self) -> &BTreeSet<IpAddr>;
 }
@@ -472,6 +472,51 @@ impl Edge {
     }
 }
 
+/// Sends each [`CoaJob`] to its NAS and journals the outcome (ACK, NAK with its
+/// Error-Cause, or timeout) as an event for the controller. Jobs run concurrently; the
+/// client keeps Identifiers apart per NAS.
+pub async fn dispatch_coa(
+    mut jobs: mpsc::UnboundedReceiver<CoaJob>,
+    client: Arc<crate::coa::CoaClient>,
+    store: Arc<Store>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let (client, store) = (client.clone(), store.clone());
+        tokio::spawn(async move {
+            let session = crate::coa::Session {
+                username: job.session.username.clone(),
+                session_id: job.session.session_id.clone(),
+                framed_ip: match job.session.framed_ip {
+                    Some(IpAddr::V4(v4)) => Some(v4),
+                    _ => None,
+                },
+            };
+            let action = match job.action {
+                CoaAction::Disconnect => crate::coa::Action::Disconnect,
+                CoaAction::ChangeRate(r) => crate::coa::Action::ChangeRate(r),
+            };
+            match client.send(&job.nas, &session, &action, &job.reason).await {
+                Ok(event) => {
+                    tracing::info!(
+                        user = %event.username, nas = %event.nas_ip, kind = ?event.kind,
+                        outcome = ?event.outcome, error_cause = ?event.error_cause,
+                        attempts = event.attempts, "CoA answered"
+                    );
+                    let body = proto::EventBody::Coa(event);
+                    if let Err(e) = tokio::task::spawn_blocking(move || store.journal(&body)).await
+                    {
+                        tracing::error!(error = %e, "journaling a CoA outcome failed");
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    user = %job.session.username, nas = %job.nas.ip, error = %chain(&e),
+                    "CoA not sent"
+                ),
+            }
+        });
+    }
+}
+
 /// Counts of one apply.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -650,7 +695,7 @@ mod tests {
             }
             Ok(())
         }
-        fn verify(&self, present: &[IpAddr], absent: &[IpAddr]) -> Result<(), FirewallError> {
+        fn verify(&mut self, present: &[IpAddr], absent: &[IpAddr]) -> Result<(), FirewallError> {
             if present.iter().all(|p| self.set.contains(p))
                 && absent.iter().all(|a| !self.set.contains(a))
             {
