@@ -11,42 +11,16 @@
 //! Propagation times are printed (for the note), never asserted: these machines
 //! are shared and noisy. Deadlines are generous and only bound the test.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use outpost_tests::system::{Proc, binaries, create_operator, rfc3339, start, until};
 use serde_json::{Value, json};
 
 const SECRET: &str = "nas-shared-secret";
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Builds the two binaries (fast when fresh) and returns their paths.
-fn binaries() -> (PathBuf, PathBuf) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "outpost-controller",
-            "-p",
-            "outpost-agent",
-            "--bins",
-        ])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the binaries failed");
-    let dir = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    (dir.join("outpost-controller"), dir.join("outpost-agent"))
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -62,47 +36,6 @@ fn free_udp_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a process and waits for a line of its stdout starting with `ready`.
-fn start(cmd: &mut Command, ready: &str) -> Proc {
-    // Logs go to the temp dir's parent test log (kept for a failing run's reader).
-    let log = std::env::temp_dir().join(format!(
-        "outpost-system-{}.log",
-        ready.split_whitespace().next().unwrap_or("p")
-    ));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("process starts");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let ready = ready.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with(&ready) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(DEADLINE).expect("process became ready");
-    Proc(child)
 }
 
 fn controller(bin: &Path, data: &Path, port: u16) -> Proc {
@@ -154,19 +87,6 @@ fn pap(port: u16, user: &str, password: &str) -> String {
             "User-Name = \"{user}\"\nUser-Password = \"{password}\"\nNAS-IP-Address = 127.0.0.1\nMessage-Authenticator = 0x00\n"
         ),
     )
-}
-
-/// Polls until `f` holds; returns how long it took.
-fn until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
 }
 
 struct Api {
@@ -228,28 +148,6 @@ fn login(base: &str, email: &str, password: &str) -> Api {
     }
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    // Days from civil (Howard Hinnant's algorithm), to avoid a date dependency here.
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[test]
 #[ignore = "lab: needs FreeRADIUS radclient (freeradius-utils); CI runs it with --include-ignored"]
 fn controller_agent_and_nas_end_to_end() {
@@ -265,25 +163,12 @@ fn controller_agent_and_nas_end_to_end() {
     let mut ctl = controller(&controller_bin, &data, port);
 
     // An operator login for the API.
-    let mut p = Command::new(&controller_bin)
-        .args([
-            "user",
-            "create-operator",
-            "--email",
-            "noc@isp.test",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    p.stdin
-        .take()
-        .unwrap()
-        .write_all(b"system-test-password\n")
-        .unwrap();
-    assert!(p.wait().unwrap().success());
+    create_operator(
+        &controller_bin,
+        &data,
+        "noc@isp.test",
+        "system-test-password",
+    );
     let api = login(&base, "noc@isp.test", "system-test-password");
 
     let site = api.call(
@@ -464,7 +349,7 @@ fn controller_agent_and_nas_end_to_end() {
     assert!(backlog >= 4, "{status}");
 
     // kill -9 the agent while offline: it restarts from its store and still answers.
-    kill9(&mut agent);
+    agent.kill9();
     let agent = run_agent();
     assert!(pap(auth, "dara", "pw-123").contains("Received Access-Accept"));
     assert!(pap(auth, "chen", "pw-123").contains("Received Access-Reject"));
@@ -506,11 +391,4 @@ fn controller_agent_and_nas_end_to_end() {
     });
     drop(agent);
     drop(ctl);
-}
-
-fn kill9(p: &mut Proc) {
-    let _ = Command::new("kill")
-        .args(["-9", &p.0.id().to_string()])
-        .status();
-    let _ = p.0.wait();
 }
