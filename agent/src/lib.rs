@@ -1,6 +1,8 @@
 //! Outpost agent: keeps one site working from its local store.
 //!
 //! # Layout
+//! - [`enforce`]: nftables enforcement: the ruleset as data, the kernel side (nft +
+//!   our netlink batch for set elements).
 //! - [`radius`]: the RADIUS server loop (the `radius` crate is only the codec): NAS
 //!   allow-list, Message-Authenticator, reply cache, PAP/CHAP/MS-CHAPv2, accounting.
 //! - [`store`]: the local SQLite store (desired state at a revision, sessions, outbox);
@@ -10,6 +12,7 @@
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`).
 
 pub mod config;
+pub mod enforce;
 pub mod radius;
 pub mod store;
 pub mod sync;
