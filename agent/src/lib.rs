@@ -1,6 +1,8 @@
 //! Outpost agent: keeps one site working from its local store.
 //!
 //! # Layout
+//! - [`enforce`]: nftables enforcement: the ruleset as data, the kernel side (nft +
+//!   our netlink batch for set elements).
 //! - [`radius`]: the RADIUS server loop (the `radius` crate is only the codec): NAS
 //!   allow-list, Message-Authenticator, reply cache, PAP/CHAP/MS-CHAPv2, accounting.
 //! - [`coa`]: the RFC 5176 client: Disconnect-Request and CoA-Request to a NAS, with
@@ -17,6 +19,7 @@
 pub mod coa;
 pub mod config;
 pub mod edge;
+pub mod enforce;
 pub mod portal;
 pub mod radius;
 pub mod store;

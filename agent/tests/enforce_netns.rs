@@ -1,0 +1,398 @@
+//! Lab: the [`Enforcer`] against the kernel's nftables, in network namespaces.
+//!
+//! ```text
+//!  sub1 (10.1.1.2, fd00:1::2) ─┐                 ┌─ up (198.51.100.2, fd00:99::2): HTTP :80, TCP echo :7000,
+//!                              ├─ bng (router) ──┤    a UDP "resolver" on :53 at each address
+//!  sub2 (10.1.2.2, fd00:2::2) ─┘  Enforcer,      └─ resolvers 198.51.100.53, fd00:99::53
+//!                                 portal :8081
+//! ```
+//!
+//! The Enforcer runs in this process, on a thread that entered the `bng` namespace
+//! (`setns`), so its netlink socket and its `nft` children live there. Servers and
+//! clients likewise run on threads that entered their namespace. The "resolver" is a
+//! stand-in that echoes datagrams: what matters is whether they get through, not DNS.
+//! Needs root, `ip`, `nft`, `ping` (Debian: iproute2, nftables, iputils-ping).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+use outpost_agent::enforce::netlink::Conn;
+use outpost_agent::enforce::{EnforceConfig, Enforcer};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Removes the namespaces (and with them links and nft tables) even when a check fails.
+struct Lab {
+    namespaces: Vec<String>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn ns_run(ns: &str, args: &[&str]) -> Output {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).unwrap();
+    setns(&f, CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+/// Runs `f` on a thread inside namespace `ns`; sockets it makes stay in `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let ns = ns.to_string();
+    thread::spawn(move || {
+        enter(&ns);
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let p = std::process::id();
+        let names = ["sub1", "sub2", "bng", "up"].map(|n| format!("enf{p}-{n}"));
+        let lab = Lab { namespaces: names.to_vec() };
+        for ns in &names {
+            run(&["ip", "netns", "add", ns]);
+            ns_run(ns, &["ip", "link", "set", "lo", "up"]);
+        }
+        let [sub1, sub2, bng, up] = &names;
+        let link = |a: &str, ia: &str, b: &str, ib: &str| {
+            run(&["ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b]);
+            ns_run(a, &["ip", "link", "set", "dev", ia, "up"]);
+            ns_run(b, &["ip", "link", "set", "dev", ib, "up"]);
+        };
+        link(sub1, "eth0", bng, "sub1");
+        link(sub2, "eth0", bng, "sub2");
+        link(up, "eth0", bng, "upstream");
+        let addr = |ns: &str, a: &str, dev: &str| {
+            let mut args = vec!["ip", "addr", "add", a, "dev", dev];
+            if a.contains(':') {
+                args.push("nodad");
+            }
+            ns_run(ns, &args);
+        };
+        addr(sub1, "10.1.1.2/24", "eth0");
+        addr(sub1, "fd00:1::2/64", "eth0");
+        addr(sub2, "10.1.2.2/24", "eth0");
+        addr(sub2, "fd00:2::2/64", "eth0");
+        addr(bng, "10.1.1.1/24", "sub1");
+        addr(bng, "fd00:1::1/64", "sub1");
+        addr(bng, "10.1.2.1/24", "sub2");
+        addr(bng, "fd00:2::1/64", "sub2");
+        addr(bng, "198.51.100.1/24", "upstream");
+        addr(bng, "fd00:99::1/64", "upstream");
+        for a in ["198.51.100.2/24", "198.51.100.53/24", "fd00:99::2/64", "fd00:99::53/64"] {
+            addr(up, a, "eth0");
+        }
+        for (ns, v4, v6) in [(sub1, "10.1.1.1", "fd00:1::1"), (sub2, "10.1.2.1", "fd00:2::1")] {
+            ns_run(ns, &["ip", "route", "add", "default", "via", v4]);
+            ns_run(ns, &["ip", "-6", "route", "add", "default", "via", v6]);
+        }
+        ns_run(up, &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"]);
+        ns_run(up, &["ip", "-6", "route", "add", "fd00::/16", "via", "fd00:99::1"]);
+        ns_run(bng, &["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        lab
+    }
+    fn ns(&self, i: usize) -> &str {
+        &self.namespaces[i]
+    }
+}
+
+/// A TCP server in `ns` on `[::]:port`; `reply` makes the answer to what was read.
+fn serve_tcp(ns: &str, port: u16, reply: fn(&[u8]) -> Vec<u8>, once: bool) {
+    let listener = in_ns(ns, move || TcpListener::bind(("::", port)).unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&reply(&buf[..n])).is_err() || once {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn http(body: &'static str) -> fn(&[u8]) -> Vec<u8> {
+    match body {
+        "upstream" => |_| b"HTTP/1.0 200 OK\r\n\r\nupstream".to_vec(),
+        _ => |_| b"HTTP/1.0 200 OK\r\n\r\nsuspended".to_vec(),
+    }
+}
+
+/// Bound to one address, as a DNS server is, so replies leave from the address asked.
+fn serve_udp_echo(ns: &str, addr: &'static str) {
+    let sock = in_ns(ns, move || UdpSocket::bind((addr, 53)).unwrap());
+    thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = sock.send_to(&buf[..n], from);
+        }
+    });
+}
+
+fn http_get(ns: &str, to: &str) -> std::io::Result<String> {
+    let to: SocketAddr = SocketAddr::new(to.parse().unwrap(), 80);
+    in_ns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&to, TIMEOUT)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out.rsplit("\r\n\r\n").next().unwrap_or("").to_string())
+    })
+}
+
+fn ping(ns: &str, to: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "ping", "-c1", "-W1", "-q", to])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn udp_query(ns: &str, to: &str) -> bool {
+    let to = SocketAddr::new(to.parse().unwrap(), 53);
+    in_ns(ns, move || {
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        s.send_to(b"query", to).unwrap();
+        let mut buf = [0u8; 64];
+        matches!(s.recv_from(&mut buf), Ok((5, _)))
+    })
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tables(ns: &str) -> String {
+    String::from_utf8(ns_run(ns, &["nft", "list", "tables"]).stdout).unwrap()
+}
+
+fn config() -> EnforceConfig {
+    EnforceConfig {
+        resolvers: vec![ip("198.51.100.53"), ip("fd00:99::53")],
+        allow: vec!["203.0.113.0/24".parse().unwrap()],
+        subscriber_interfaces: vec!["sub1".into(), "sub2".into()],
+        ..EnforceConfig::default()
+    }
+}
+
+#[test]
+#[ignore = "lab: needs root and netns"]
+fn blocks_redirects_and_survives_restart() {
+    let lab = Lab::new();
+    let (sub1, sub2, bng, up) = (lab.ns(0).to_string(), lab.ns(1).to_string(), lab.ns(2).to_string(), lab.ns(3).to_string());
+    serve_tcp(&up, 80, http("upstream"), true);
+    serve_tcp(&up, 7000, |b| b.to_vec(), false);
+    serve_tcp(&bng, 8081, http("suspended"), true);
+    for a in ["198.51.100.2", "198.51.100.53", "fd00:99::2", "fd00:99::53"] {
+        serve_udp_echo(&up, a);
+    }
+    // Someone else's tables in the same namespace, one with our table's name in another family.
+    ns_run(&bng, &["nft", "add table inet foreign; add chain inet foreign c { type filter hook forward priority 0; policy accept; }; add table ip outpost"]);
+
+    // Before anything: everyone reaches everything.
+    assert!(ping(&sub1, "198.51.100.2"));
+    assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "upstream");
+
+    let s1: Vec<IpAddr> = vec![ip("10.1.1.2"), ip("fd00:1::2")];
+    let bng2 = bng.clone();
+    let s1c = s1.clone();
+    // An open connection from sub1, made before the block.
+    let mut open = in_ns(&sub1, || {
+        let mut s = TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s
+    });
+
+    // Start the agent side: a thread living in bng, driven over a channel.
+    type Job = Box<dyn FnOnce(&mut Option<Enforcer>) + Send>;
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    let worker = thread::spawn(move || {
+        enter(&bng2);
+        let mut enforcer: Option<Enforcer> = None;
+        for job in rx {
+            job(&mut enforcer);
+        }
+    });
+    let on_bng = |f: Box<dyn FnOnce(&mut Option<Enforcer>) + Send>| {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        tx.send(Box::new(move |e: &mut Option<Enforcer>| {
+            f(e);
+            done_tx.send(()).unwrap();
+        }))
+        .unwrap();
+        done_rx.recv().expect("bng worker panicked");
+    };
+
+    // Block sub1 (v4 and v6) by a full reconcile, as at the agent's start.
+    on_bng(Box::new(move |e| {
+        let mut en = Enforcer::new(config()).unwrap();
+        let r = en.full(&s1c.iter().copied().collect()).unwrap();
+        assert!(r.skeleton_written);
+        assert_eq!(r.blocked, 2);
+        en.verify(&s1c, &[ip("10.1.2.2")]).unwrap();
+        // A second full over a current table writes nothing but elements.
+        assert!(!en.full(&s1c.iter().copied().collect()).unwrap().skeleton_written);
+        *e = Some(en);
+    }));
+
+    // The open flow is cut: sub1's next segment gets a reset from the BNG.
+    open.write_all(b"again").unwrap();
+    let mut buf = [0u8; 16];
+    let cut = open.read(&mut buf);
+    assert!(matches!(&cut, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{cut:?}");
+
+    assert!(!ping(&sub1, "198.51.100.2"), "blocked ping got through");
+    assert!(!ping(&sub1, "fd00:99::2"), "blocked ping6 got through");
+    assert!(udp_query(&sub1, "198.51.100.53"), "resolver unreachable while blocked");
+    assert!(udp_query(&sub1, "fd00:99::53"), "v6 resolver unreachable while blocked");
+    assert!(!udp_query(&sub1, "198.51.100.2"), "port 53 at a non-resolver got through");
+    assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "suspended");
+    assert_eq!(http_get(&sub1, "fd00:99::2").unwrap(), "suspended");
+    let tcp_other = in_ns(&sub1, || TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT));
+    assert!(tcp_other.is_err(), "new TCP to a non-HTTP port got through");
+    // The other subscriber is untouched.
+    assert!(ping(&sub2, "198.51.100.2"));
+    assert!(ping(&sub2, "fd00:99::2"));
+    assert_eq!(http_get(&sub2, "198.51.100.2").unwrap(), "upstream");
+    assert!(udp_query(&sub2, "198.51.100.2"));
+
+    // Unblock by an incremental change: everything comes back.
+    let s1c = s1.clone();
+    on_bng(Box::new(move |e| {
+        let en = e.as_mut().unwrap();
+        let r = en.change(&[], &s1c).unwrap();
+        assert_eq!((r.removed, r.blocked), (2, 0));
+        en.verify(&[], &s1c).unwrap();
+        assert!(en.enforced().is_empty());
+        // Removing what is not there is not an error (the kernel drifted): it converges.
+        en.change(&[ip("10.1.2.77")], &[ip("10.1.1.2")]).unwrap();
+        en.change(&[], &[ip("10.1.2.77")]).unwrap();
+        assert!(en.change(&[ip("10.9.9.9")], &[ip("10.9.9.9")]).is_err());
+    }));
+    assert!(ping(&sub1, "198.51.100.2"));
+    assert!(ping(&sub1, "fd00:99::2"));
+    assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "upstream");
+    assert!(udp_query(&sub1, "198.51.100.2"));
+
+    // Block again incrementally, then "crash": the enforcer goes away without a word.
+    let s1c = s1.clone();
+    on_bng(Box::new(move |e| {
+        let mut en = e.take().unwrap();
+        en.change(&s1c, &[]).unwrap();
+        drop(en);
+    }));
+    assert!(!ping(&sub1, "198.51.100.2"), "the table went away with the enforcer");
+
+    // Restart: a new enforcer (with a changed portal port, so the skeleton is rewritten
+    // too) reconciles a bigger set while a poller watches sub1's address.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (polls, absent) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let poller = {
+        let (stop, polls, absent, bng) = (stop.clone(), polls.clone(), absent.clone(), bng.clone());
+        thread::spawn(move || {
+            enter(&bng);
+            let mut conn = Conn::open().unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let found = conn.contains("outpost", |_| "blocked4", &[ip("10.1.1.2")]).unwrap();
+                polls.fetch_add(1, Ordering::SeqCst);
+                if !found[0] {
+                    absent.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    let s1c = s1.clone();
+    let polls2 = polls.clone();
+    on_bng(Box::new(move |e| {
+        while polls2.load(Ordering::SeqCst) < 10 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let mut blocked: BTreeSet<IpAddr> = s1c.iter().copied().collect();
+        blocked.extend((0..20_000u32).map(|i| IpAddr::from((0x0a40_0000 + i).to_be_bytes())));
+        let mut en = Enforcer::new(EnforceConfig { portal_port: 8082, ..config() }).unwrap();
+        assert!(en.full(&blocked).unwrap().skeleton_written);
+        for _ in 0..3 {
+            en.full(&blocked).unwrap();
+        }
+        // And back to the real config: another rewrite, same elements.
+        let mut en = Enforcer::new(config()).unwrap();
+        assert!(en.full(&blocked).unwrap().skeleton_written);
+        en.verify(&s1c, &[ip("10.1.2.2")]).unwrap();
+        *e = Some(en);
+    }));
+    stop.store(true, Ordering::SeqCst);
+    poller.join().unwrap();
+    eprintln!("restart: {} polls of the blocked element during the re-apply", polls.load(Ordering::SeqCst));
+    assert!(polls.load(Ordering::SeqCst) > 10);
+    assert_eq!(absent.load(Ordering::SeqCst), 0, "sub1 was unblocked during the restart ({} polls)", polls.load(Ordering::SeqCst));
+    assert!(!ping(&sub1, "198.51.100.2"));
+    assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "suspended");
+
+    // A full reconcile to fewer addresses unblocks the rest.
+    on_bng(Box::new(|e| {
+        let en = e.as_mut().unwrap();
+        let r = en.full(&[ip("10.64.0.1")].into_iter().collect()).unwrap();
+        assert_eq!(r.blocked, 1);
+        en.verify(&[ip("10.64.0.1")], &[ip("10.1.1.2"), ip("fd00:1::2"), ip("10.64.0.2")]).unwrap();
+    }));
+    assert!(ping(&sub1, "198.51.100.2"));
+
+    // Someone deletes a chain behind our back: verify notices, full repairs.
+    ns_run(&bng, &["nft", "flush chain inet outpost blocked_in4"]);
+    on_bng(Box::new(|e| {
+        let en = e.as_mut().unwrap();
+        assert!(en.verify(&[], &[]).is_err());
+        assert!(en.full(&en.enforced().clone()).unwrap().skeleton_written);
+        en.verify(&[ip("10.64.0.1")], &[]).unwrap();
+    }));
+
+    // clear removes our table and nothing else.
+    let before = tables(&bng);
+    assert!(before.contains("table inet outpost") && before.contains("table inet foreign") && before.contains("table ip outpost"), "{before}");
+    on_bng(Box::new(|e| {
+        drop(e.take());
+        Enforcer::clear("outpost").unwrap();
+        // Clearing what is gone already is fine.
+        Enforcer::clear("outpost").unwrap();
+    }));
+    let after = tables(&bng);
+    assert!(!after.contains("table inet outpost"), "{after}");
+    assert!(after.contains("table inet foreign") && after.contains("table ip outpost"), "{after}");
+    drop(tx);
+    worker.join().unwrap();
+}
