@@ -16,6 +16,41 @@ pub struct Config {
     pub radius: RadiusConfig,
     #[serde(default)]
     pub sync: SyncConfig,
+    /// nftables enforcement on this box (the agent runs on the BNG or the router that
+    /// forwards subscribers' traffic). Absent: the agent only answers RADIUS and asks
+    /// the NAS to cut sessions (CoA/Disconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<crate::enforce::EnforceConfig>,
+    #[serde(default)]
+    pub edge: EdgeConfig,
+}
+
+/// The enforcement loop, the suspended page and CoA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Address the suspended page listens on, at `enforce.portal_port`.
+    pub portal_bind: std::net::IpAddr,
+    /// How often the kernel is checked when nothing changed, seconds.
+    pub verify_interval_secs: u64,
+    /// Where Disconnect/CoA requests leave from (port 0: any).
+    pub coa_bind: SocketAddr,
+    /// Sends per Disconnect/CoA request, the first included.
+    pub coa_attempts: u32,
+    /// Wait for the first answer, milliseconds; doubles per retransmission.
+    pub coa_first_timeout_ms: u64,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            portal_bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            verify_interval_secs: 30,
+            coa_bind: "0.0.0.0:0".parse().expect("static address"),
+            coa_attempts: 3,
+            coa_first_timeout_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +129,18 @@ impl Config {
             path: path.into(),
             source,
         })?;
+        if cfg.edge.coa_attempts == 0
+            || cfg.edge.coa_first_timeout_ms == 0
+            || cfg.edge.verify_interval_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "edge.coa_attempts, edge.coa_first_timeout_ms and edge.verify_interval_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(e) = &cfg.enforce {
+            crate::enforce::Ruleset::new(e)
+                .map_err(|err| ConfigError::Invalid(format!("enforce: {err}")))?;
+        }
         if !(1..=60).contains(&cfg.sync.wait_secs)
             || cfg.sync.batch == 0
             || cfg.sync.batch > outpost_protocol::MAX_BATCH
@@ -160,5 +207,38 @@ impl Identity {
         )
         .map_err(err)?;
         f.sync_all().map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_checks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/agent.example.toml");
+        let cfg = Config::load(&path).unwrap();
+        let e = cfg.enforce.expect("the example turns enforcement on");
+        assert_eq!((e.table.as_str(), e.portal_port), ("outpost", 8081));
+        assert_eq!(cfg.edge.coa_attempts, 3);
+    }
+
+    #[test]
+    fn a_bad_enforce_section_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "state_dir = \"/x\"\ncontroller_url = \"http://c\"\n[enforce]\ntable = \"has space\"\n",
+        )
+        .unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("enforce"), "{err}");
+        std::fs::write(
+            &path,
+            "state_dir = \"/x\"\ncontroller_url = \"http://c\"\n[edge]\ncoa_attempts = 0\n",
+        )
+        .unwrap();
+        assert!(Config::load(&path).is_err());
     }
 }

@@ -517,6 +517,29 @@ pub async fn dispatch_coa(
     }
 }
 
+impl Firewall for crate::enforce::Enforcer {
+    fn full(&mut self, blocked: &BTreeSet<IpAddr>) -> Result<(), FirewallError> {
+        crate::enforce::Enforcer::full(self, blocked)
+            .map(|_| ())
+            .map_err(|e| FirewallError::new("full reconcile", e))
+    }
+
+    fn change(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<(), FirewallError> {
+        crate::enforce::Enforcer::change(self, add, remove)
+            .map(|_| ())
+            .map_err(|e| FirewallError::new("element change", e))
+    }
+
+    fn verify(&mut self, present: &[IpAddr], absent: &[IpAddr]) -> Result<(), FirewallError> {
+        crate::enforce::Enforcer::verify(self, present, absent)
+            .map_err(|e| FirewallError::new("verify", e))
+    }
+
+    fn enforced(&self) -> &BTreeSet<IpAddr> {
+        crate::enforce::Enforcer::enforced(self)
+    }
+}
+
 /// Counts of one apply.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -534,7 +557,9 @@ pub fn apply(
     if full {
         let before = fw.enforced().clone();
         fw.full(wanted)?;
-        let present: Vec<IpAddr> = wanted.iter().copied().collect();
+        // Looking up 100k elements one by one would cost more than loading them: check
+        // a sample of what must be there and everything that had to go.
+        let present: Vec<IpAddr> = wanted.iter().step_by((wanted.len() / 64).max(1)).copied().collect();
         let absent: Vec<IpAddr> = before.difference(wanted).copied().collect();
         fw.verify(&present, &absent)?;
         return Ok(ApplyStats {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use outpost_agent::config::{Config, Identity, RadiusConfig, SyncConfig};
-use outpost_agent::radius;
+use outpost_agent::{edge, portal, radius};
 use outpost_agent::store::Store;
 use outpost_agent::sync::{self, Client, Link};
 use outpost_protocol as proto;
@@ -45,6 +45,21 @@ enum Command {
     },
     /// Report revision, controller reachability, online sessions and outbox backlog.
     Status {
+        #[arg(long, default_value = "/var/lib/outpost-agent/agent.toml")]
+        config: PathBuf,
+    },
+    /// Enforcement on this box.
+    Enforcement {
+        #[command(subcommand)]
+        action: EnforcementAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnforcementAction {
+    /// Remove the agent's nftables table on purpose: every subscriber it blocked is let
+    /// through until the agent runs again. Stopping the agent never does this.
+    Clear {
         #[arg(long, default_value = "/var/lib/outpost-agent/agent.toml")]
         config: PathBuf,
     },
@@ -109,12 +124,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 subscribers = store.counts().0,
                 "outpost-agent starting from the local store"
             );
+            let edge = start_edge(&cfg, &store).await?;
             tokio::spawn(sync::run_state(
                 store.clone(),
                 client.clone(),
                 cfg.sync.wait_secs,
                 link.clone(),
-                None,
+                Some(edge),
             ));
             tokio::spawn(sync::run_outbox(
                 store.clone(),
@@ -138,6 +154,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 r = server.run(auth, acct) => r.context("RADIUS server")?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
             }
+            Ok(())
+        }
+        Command::Enforcement {
+            action: EnforcementAction::Clear { config },
+        } => {
+            let cfg = Config::load(&config)?;
+            let table = cfg
+                .enforce
+                .as_ref()
+                .map(|e| e.table.clone())
+                .context("this agent's config has no [enforce] section")?;
+            outpost_agent::enforce::Enforcer::clear(&table)
+                .with_context(|| format!("removing table inet {table}"))?;
+            println!("removed nftables table inet {table}; nothing is blocked until the agent runs again");
             Ok(())
         }
         Command::Status { config } => {
@@ -176,6 +206,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Starts enforcement: the policy loop (applying through nftables when `[enforce]` is
+/// set), the CoA dispatcher, and the suspended page. The first reconcile runs from the
+/// local store before the controller is asked anything, so a restarted agent enforces
+/// at once, reachable controller or not.
+async fn start_edge(cfg: &Config, store: &Arc<Store>) -> anyhow::Result<edge::EdgeHandle> {
+    let coa = outpost_agent::coa::CoaClient::bind(
+        cfg.edge.coa_bind,
+        outpost_agent::coa::CoaConfig {
+            attempts: cfg.edge.coa_attempts,
+            first_timeout: std::time::Duration::from_millis(cfg.edge.coa_first_timeout_ms),
+        },
+    )
+    .await
+    .with_context(|| format!("binding the CoA socket on {}", cfg.edge.coa_bind))?;
+    let (coa_tx, coa_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(edge::dispatch_coa(coa_rx, Arc::new(coa), store.clone()));
+    let firewall: Option<Box<dyn edge::Firewall>> = match &cfg.enforce {
+        Some(e) => Some(Box::new(
+            outpost_agent::enforce::Enforcer::new(e.clone()).context("nftables enforcement")?,
+        )),
+        None => None,
+    };
+    let (edge_loop, handle) = edge::Edge::new(
+        store.clone(),
+        firewall,
+        Some(coa_tx),
+        edge::EdgeOptions {
+            verify_interval: std::time::Duration::from_secs(cfg.edge.verify_interval_secs),
+            ..edge::EdgeOptions::default()
+        },
+    );
+    tokio::spawn(edge_loop.run());
+    if !handle.reconcile().await {
+        tracing::error!("the first enforcement reconcile failed; retrying in the background");
+    }
+    if let Some(e) = &cfg.enforce {
+        let addr = std::net::SocketAddr::new(cfg.edge.portal_bind, e.portal_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the suspended page on {addr}"))?;
+        println!("suspended page on {addr}");
+        tokio::spawn(portal::serve(
+            listener,
+            portal::Portal {
+                store: store.clone(),
+                edge: handle.clone(),
+                fallback_name: "Your internet provider".into(),
+            },
+        ));
+    }
+    Ok(handle)
 }
 
 /// A non-blocking UDP socket with the receive buffer asked for (capped by the kernel).
@@ -232,6 +315,8 @@ async fn enroll(
         controller_url: controller.to_string(),
         radius,
         sync: SyncConfig::default(),
+        enforce: None,
+        edge: Default::default(),
     };
     let path = state_dir.join("agent.toml");
     cfg.save(&path)?;
