@@ -559,7 +559,11 @@ pub fn apply(
         fw.full(wanted)?;
         // Looking up 100k elements one by one would cost more than loading them: check
         // a sample of what must be there and everything that had to go.
-        let present: Vec<IpAddr> = wanted.iter().step_by((wanted.len() / 64).max(1)).copied().collect();
+        let present: Vec<IpAddr> = wanted
+            .iter()
+            .step_by((wanted.len() / 64).max(1))
+            .copied()
+            .collect();
         let absent: Vec<IpAddr> = before.difference(wanted).copied().collect();
         fw.verify(&present, &absent)?;
         return Ok(ApplyStats {
@@ -573,7 +577,11 @@ pub fn apply(
     if !add.is_empty() || !remove.is_empty() {
         fw.change(&add, &remove)?;
     }
-    fw.verify(&add, &remove)?;
+    // What was just added, plus a sample of what should already be there: a set
+    // flushed by hand (or by an `nft flush ruleset`) fails here and gets rebuilt.
+    let mut present = add.clone();
+    present.extend(wanted.iter().step_by((wanted.len() / 32).max(1)).copied());
+    fw.verify(&present, &remove)?;
     Ok(ApplyStats {
         added: add.len(),
         removed: remove.len(),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use outpost_agent::config::{Config, Identity, RadiusConfig, SyncConfig};
-use outpost_agent::{edge, portal, radius};
 use outpost_agent::store::Store;
 use outpost_agent::sync::{self, Client, Link};
+use outpost_agent::{edge, portal, radius};
 use outpost_protocol as proto;
 
 #[derive(Parser)]
@@ -167,7 +167,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("this agent's config has no [enforce] section")?;
             outpost_agent::enforce::Enforcer::clear(&table)
                 .with_context(|| format!("removing table inet {table}"))?;
-            println!("removed nftables table inet {table}; nothing is blocked until the agent runs again");
+            println!(
+                "removed nftables table inet {table}; nothing is blocked until the agent runs again"
+            );
             Ok(())
         }
         Command::Status { config } => {

@@ -403,3 +403,84 @@ impl TcpSession {
         self.proc.pid()
     }
 }
+
+/// The controller's API from inside a namespace (the controller listens only there),
+/// through `curl`: an operator token, then JSON calls.
+pub struct NsApi<'a> {
+    ns: &'a Netns,
+    base: String,
+    token: String,
+}
+
+impl<'a> NsApi<'a> {
+    /// Logs in as `email` and mints an API token.
+    pub fn login(ns: &'a Netns, base: &str, email: &str, password: &str, jar: &Path) -> NsApi<'a> {
+        let mut api = NsApi {
+            ns,
+            base: base.to_string(),
+            token: String::new(),
+        };
+        let jar = jar.display().to_string();
+        let body = serde_json::json!({ "email": email, "password": password }).to_string();
+        let (code, v) = api.curl(&["-c", &jar], "POST", "/api/v1/session", Some(&body));
+        assert_eq!(code, 200, "login: {v}");
+        let body = serde_json::json!({ "name": "lab" }).to_string();
+        let (code, v) = api.curl(&["-b", &jar], "POST", "/api/v1/tokens", Some(&body));
+        assert_eq!(code, 201, "token: {v}");
+        api.token = v["secret"].as_str().unwrap().to_string();
+        api
+    }
+
+    fn curl(
+        &self,
+        extra: &[&str],
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Authorization: Bearer {}", self.token);
+        let key = format!(
+            "Idempotency-Key: lab-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut args: Vec<&str> = vec![
+            "curl",
+            "-s",
+            "-m",
+            "10",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+        ];
+        args.extend_from_slice(extra);
+        if !self.token.is_empty() {
+            args.extend_from_slice(&["-H", &auth, "-H", &key]);
+        }
+        if let Some(b) = body {
+            args.extend_from_slice(&["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        args.push(&url);
+        let out = self.ns.stdout(&args);
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// A call that must succeed (2xx); its JSON answer.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let body = body.map(|b| b.to_string());
+        let (code, v) = self.curl(&[], method, path, body.as_deref());
+        assert!((200..300).contains(&code), "{method} {path}: {code} {v}");
+        v
+    }
+}

@@ -467,6 +467,8 @@ impl AgentSite {
                 ..RadiusConfig::default()
             },
             sync: SyncConfig::default(),
+            enforce: None,
+            edge: Default::default(),
         }
         .save(&config)?;
         Ok(Self {
