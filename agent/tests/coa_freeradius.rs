@@ -584,3 +584,168 @@ async fn closed_coa_port_ends_in_timeout_after_every_attempt() {
     let s = client.stats();
     assert_eq!((s.requests, s.retransmissions, s.timeouts), (1, 2, 1));
 }
+
+/// The edge loop end to end against the FreeRADIUS peer: subscribers with sessions
+/// learnt from accounting are suspended (and one changes plan) in the local store; the
+/// policy loop asks the NAS, and every answer ends up journaled for the controller.
+#[tokio::test]
+#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
+async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journals_each_answer() {
+    use outpost_agent::edge::{Edge, EdgeOptions, dispatch_coa};
+    use outpost_agent::radius::Backend;
+    use outpost_agent::store::Store;
+    use outpost_protocol::{
+        Accounting, AcctStatus, EventBody, SiteSettings, StateKind, StateResponse, SubscriberState,
+        SubscriberStatus,
+    };
+    use std::sync::Arc;
+
+    let radiusd = Radiusd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("agent.db"), 1000).unwrap());
+    let sub = |id: i64, name: &str, status: SubscriberStatus, down: u64| SubscriberState {
+        id,
+        username: name.into(),
+        password: "pw".into(),
+        status,
+        expires_at: None,
+        static_ipv4: None,
+        mac: None,
+        rate: Some(Rate {
+            download_kbps: down,
+            upload_kbps: 5_000,
+            burst_download_kbps: None,
+            burst_upload_kbps: None,
+        }),
+        max_sessions: 1,
+        tenant_id: 2,
+    };
+    let state = |kind, revision, subscribers| StateResponse {
+        kind,
+        revision,
+        subscribers,
+        removed_subscribers: vec![],
+        nas: vec![radiusd.nas(NasKind::Mikrotik)],
+        removed_nas: vec![],
+        settings: Some(SiteSettings {
+            acct_interim_interval_secs: 300,
+            shaping_enabled: false,
+        }),
+        brands: vec![],
+    };
+    store
+        .apply(&state(
+            StateKind::Snapshot,
+            1,
+            vec![
+                sub(1, "amina", SubscriberStatus::Active, 20_000),
+                sub(2, "gone", SubscriberStatus::Active, 20_000),
+                sub(3, "chen", SubscriberStatus::Active, 20_000),
+            ],
+        ))
+        .unwrap();
+    for (user, session, ip) in [
+        ("amina", "edge-amina", "100.64.0.7"),
+        ("gone", "edge-gone", "100.64.0.8"),
+        ("chen", "edge-chen", "100.64.0.9"),
+    ] {
+        store
+            .record(EventBody::Accounting(Accounting {
+                status: AcctStatus::Start,
+                username: user.into(),
+                session_id: session.into(),
+                nas_ip: "127.0.0.1".into(),
+                framed_ip: Some(ip.into()),
+                framed_ipv6: None,
+                calling_station_id: None,
+                session_time: 0,
+                input_octets: 0,
+                output_octets: 0,
+                terminate_cause: None,
+            }))
+            .unwrap();
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(dispatch_coa(
+        rx,
+        Arc::new(client(ANSWERED).await),
+        store.clone(),
+    ));
+    let (mut edge, _handle) = Edge::new(store.clone(), None, Some(tx), EdgeOptions::default());
+    assert!(edge.step().await);
+    // Suspend amina and gone (FreeRADIUS NAKs `gone`: no such session), re-rate chen.
+    store
+        .apply(&state(
+            StateKind::Delta,
+            2,
+            vec![
+                sub(1, "amina", SubscriberStatus::Suspended, 20_000),
+                sub(2, "gone", SubscriberStatus::Suspended, 20_000),
+                sub(3, "chen", SubscriberStatus::Active, 50_000),
+            ],
+        ))
+        .unwrap();
+    assert!(edge.step().await);
+    let coa_events = || -> Vec<outpost_protocol::CoaEvent> {
+        store
+            .outbox_batch(100)
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.body {
+                EventBody::Coa(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut events = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let got = coa_events();
+            if got.len() == 3 {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("three CoA outcomes journaled");
+    events.sort_by(|a, b| a.username.cmp(&b.username));
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.username.as_str(),
+                e.kind,
+                e.outcome,
+                e.error_cause,
+                e.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "amina",
+                CoaKind::Disconnect,
+                CoaOutcome::Ack,
+                None,
+                "suspended"
+            ),
+            ("chen", CoaKind::Coa, CoaOutcome::Ack, None, "plan_change"),
+            (
+                "gone",
+                CoaKind::Disconnect,
+                CoaOutcome::Nak,
+                Some(503),
+                "suspended"
+            ),
+        ]
+    );
+    assert_eq!(radiusd.received("edge-amina")[3], "100.64.0.7");
+    let chen = radiusd.received("edge-chen").join("|");
+    assert!(chen.contains("5000k/50000k"), "{chen}");
+    // Nothing changed since: another pass asks the NAS nothing more.
+    assert!(edge.step().await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(coa_events().len(), 3);
+}
