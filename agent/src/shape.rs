@@ -67,6 +67,18 @@
 //! filter's node id (12 bits) is the lowest free one in its bucket; a bucket with 4095
 //! subscribers is [`Error::BucketFull`].
 //!
+//! # Cost of a full apply
+//!
+//! Classification is O(1) per packet, but creating a class is O(classes already in the
+//! qdisc): on every new class the kernel walks all classes of the qdisc to rebind
+//! filters (`tc_ctl_tclass` -> `tc_bind_tclass` -> `htb_walk`). A full apply is therefore
+//! quadratic: in the lab (2 shared cores), 5000 classes on one device took 2.3 s,
+//! 20000 took 66 s, and a full apply of 20000 subscribers (two devices) 200 s.
+//! Incremental changes stay cheap (one walk per added or deleted class, none for a
+//! re-rate). If sites that large need a faster restart, the fix is sharding: several
+//! HTB qdiscs (under `mq`, or nested under one class each) with a share of the
+//! subscribers each.
+//!
 //! # Applying
 //!
 //! Every change is one `tc -batch -` process reading the batch on stdin. The batch
