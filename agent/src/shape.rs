@@ -134,7 +134,9 @@ pub enum Error {
     /// A subscriber's rate cannot be shaped; nothing was applied.
     #[error("subscriber {subscriber_id}: {reason}")]
     InvalidRate {
+        /// The subscriber whose rate is refused.
         subscriber_id: i64,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// The same subscriber id appears twice in one call; nothing was applied.
@@ -206,9 +208,11 @@ pub struct ShapeConfig {
 /// A subscriber to shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shaped {
+    /// The subscriber's id; it decides the class minor (see the module doc).
     pub subscriber_id: i64,
     /// The subscriber's address on the access network.
     pub ip: Ipv4Addr,
+    /// The plan's rates; `download` is shaped on the subscriber interface, `upload` on the IFB.
     pub rate: Rate,
 }
 
@@ -216,12 +220,15 @@ pub struct Shaped {
 /// and the u32 filter `<table>:<bucket>:<node>` (see [`Class::filter_handle`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Class {
+    /// The subscriber it shapes.
     pub subscriber_id: i64,
     /// HTB class minor, the same on the subscriber interface and the IFB.
     pub minor: u16,
     /// u32 node id inside the address's bucket, the same on both devices.
     pub node: u16,
+    /// The address its filters match (destination for download, source for upload).
     pub ip: Ipv4Addr,
+    /// The rates its classes have.
     pub rate: Rate,
 }
 

@@ -3,7 +3,8 @@
 //! ```text
 //!  sub1 (100.64.0.11) ─┐
 //!                      ├─ access (bridge) ── bng: sub0 100.64.0.1 │ up0 10.0.0.1 ── up: 10.0.0.2 (iperf3 -s)
-//!  sub2 (100.64.0.12) ─┘                        shaped here, IFB ifbsh0
+//!  sub2 (100.64.0.12) ─┤                        shaped here, IFB ifbsh0
+//!  guest (100.64.0.13) ┘  not a shaped subscriber: the default class
 //! ```
 //!
 //! The pass criterion is the spec's: each measured rate within 15 % of the plan rate.
@@ -49,14 +50,22 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
 struct Lab {
     sub1: String,
     sub2: String,
+    guest: String,
     access: String,
     bng: String,
     up: String,
 }
 
 impl Lab {
-    fn names(&self) -> [&str; 5] {
-        [&self.sub1, &self.sub2, &self.access, &self.bng, &self.up]
+    fn names(&self) -> [&str; 6] {
+        [
+            &self.sub1,
+            &self.sub2,
+            &self.guest,
+            &self.access,
+            &self.bng,
+            &self.up,
+        ]
     }
 
     fn new() -> Lab {
@@ -64,6 +73,7 @@ impl Lab {
         let lab = Lab {
             sub1: format!("shs1-{pid}"),
             sub2: format!("shs2-{pid}"),
+            guest: format!("shgu-{pid}"),
             access: format!("shacc-{pid}"),
             bng: format!("shbng-{pid}"),
             up: format!("shup-{pid}"),
@@ -84,6 +94,7 @@ impl Lab {
         for (port, peer_ns, peer) in [
             ("p1", lab.sub1.as_str(), "eth0"),
             ("p2", lab.sub2.as_str(), "eth0"),
+            ("p3", lab.guest.as_str(), "eth0"),
             ("p0", bng.as_str(), "sub0"),
         ] {
             run(
@@ -126,7 +137,11 @@ impl Lab {
             "ip",
             &["-n", up, "route", "add", "100.64.0.0/24", "via", "10.0.0.1"],
         );
-        for (ns, addr) in [(&lab.sub1, "100.64.0.11/24"), (&lab.sub2, "100.64.0.12/24")] {
+        for (ns, addr) in [
+            (&lab.sub1, "100.64.0.11/24"),
+            (&lab.sub2, "100.64.0.12/24"),
+            (&lab.guest, "100.64.0.13/24"),
+        ] {
             run("ip", &["-n", ns, "addr", "add", addr, "dev", "eth0"]);
             run(
                 "ip",
@@ -301,6 +316,11 @@ fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
     );
     assert_near("sub1 download", d1.join().unwrap(), 8000);
     assert_near("sub2 download", d2.join().unwrap(), 12000);
+    // A host that is not a shaped subscriber goes through the default class at the
+    // link rate: far above any plan here.
+    let g = measure(lab.guest.clone(), 5201, true).join().unwrap();
+    eprintln!("guest download (default class): {:.1} Mbit/s", g / 1e6);
+    assert!(g > 4.0 * 16e6, "guest throttled to {g} bit/s");
 
     // Let the last segments and FINs drain, then re-rate sub1 only.
     thread::sleep(Duration::from_millis(500));
@@ -340,11 +360,24 @@ fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
     let d1 = measure(lab.sub1.clone(), 5201, true);
     assert_near("sub1 download after re-rate", d1.join().unwrap(), 16000);
 
+    // Burst: rate = plan, ceil = burst; on an idle link sub2 borrows up to the burst.
+    let bursting = Shaped {
+        rate: Rate {
+            burst_download_kbps: Some(24000),
+            ..sub2.rate
+        },
+        ..sub2
+    };
+    shaper.upsert(&[bursting]).expect("burst");
+    let d2 = measure(lab.sub2.clone(), 5202, true);
+    assert_near("sub2 download with burst", d2.join().unwrap(), 24000);
+
     // A restart: a new shaper given the same set builds the same classes.
+    let current = [classes(&lab.bng, "sub0"), classes(&lab.bng, "ifbsh0")];
     let mut again = Shaper::new(cfg);
-    again.full(&[rerated, sub2]).expect("full re-apply");
+    again.full(&[rerated, bursting]).expect("full re-apply");
     let rebuilt = [classes(&lab.bng, "sub0"), classes(&lab.bng, "ifbsh0")];
-    for (a, r) in after.iter().zip(&rebuilt) {
+    for (a, r) in current.iter().zip(&rebuilt) {
         assert_eq!(a.keys().collect::<Vec<_>>(), r.keys().collect::<Vec<_>>());
         for id in [&id1, &id2] {
             assert_eq!(field(&a[id], "rate"), field(&r[id], "rate"));
