@@ -9,6 +9,7 @@
 //!   retransmission and verified answers, as [`outpost_protocol::CoaEvent`]s.
 //! - [`store`]: the local SQLite store (desired state at a revision, sessions, outbox);
 //!   it implements [`radius::Backend`].
+//! - [`shape`]: per-subscriber HTB speed shaping on the BNG (IPoE), applied with `tc -batch`.
 //! - [`sync`]: long poll + apply + ack, and outbox delivery, with backoff.
 //! - [`edge`]: the enforcement policy loop: who is cut off (status, the agent's clock,
 //!   addresses from accounting), applied through a firewall, CoA jobs for the NAS.
@@ -22,5 +23,6 @@ pub mod edge;
 pub mod enforce;
 pub mod portal;
 pub mod radius;
+pub mod shape;
 pub mod store;
 pub mod sync;

@@ -1,0 +1,1295 @@
+//! Per-subscriber speed shaping on the BNG itself (IPoE), with HTB through `tc`.
+//!
+//! Used when the site shapes on the agent's host (`SiteSettings::shaping_enabled`);
+//! when the NAS shapes from RADIUS rate attributes this module stays off. It knows
+//! nothing about plans or sites: it gets subscriber ids, IPv4 addresses and
+//! [`Rate`]s, and works in the network namespace it runs in.
+//!
+//! # The tree
+//!
+//! Both directions use the same layout, with the same class ids:
+//!
+//! ```text
+//! download: <subscriber_interface> egress      upload: <ifb> egress
+//!   1:   htb default 2                            (the subscriber interface's ingress
+//!   1:1  link_kbps (rate = ceil)                   qdisc redirects every packet to the
+//!   1:2  default class, link_kbps                  IFB with `mirred`)
+//!   1:<minor>  one per subscriber, rate = plan, ceil = burst or plan
+//! ```
+//!
+//! Download is classified by destination address on the subscriber interface; upload
+//! by source address on the IFB. Anything no filter claims (ARP, DHCP, IPv6, hosts
+//! that are not shaped subscribers) falls to the default class `1:2`, which may use
+//! the whole link: shaping never throttles what it does not know. Rates are HTB's:
+//! layer-2 bytes, so TCP goodput lands about 5 % below the plan rate.
+//!
+//! # Burst
+//!
+//! With a burst rate set, the class gets `rate = plan, ceil = burst`: the plan rate
+//! is what the subscriber is guaranteed, and it may borrow up to the burst rate for
+//! as long as the link class `1:1` has spare capacity. This is HTB borrowing, not a
+//! timed MikroTik-style burst (no burst-threshold / burst-time): on an idle link a
+//! bursting subscriber keeps the burst rate indefinitely, and loses it first when the
+//! link fills. Without a burst rate, `ceil = rate`.
+//!
+//! # Classification: u32 hash tables
+//!
+//! Flower (one hash table per mask) would be the simplest scalable choice, but it is
+//! a kernel option (`CONFIG_NET_CLS_FLOWER`) that not every BNG kernel has, the lab's
+//! included; `u32` is in every kernel that has HTB. A flat list of u32 filters is a
+//! linear scan per packet, so the filters sit in two levels of hash tables keyed on
+//! the address's last two octets:
+//!
+//! ```text
+//! 800::  (root)  match all, hash on octet 3  -> table 100:
+//! 100:<o3>:1     match all, hash on octet 4  -> table 2<o3>:   (256 tables, 200:..2ff:)
+//! 2<o3>:<o4>:<n> match ip dst|src a.b.o3.o4/32 flowid 1:<minor>
+//! ```
+//!
+//! A packet costs two hash steps and then a scan of one bucket, which holds only the
+//! subscribers that share the last two octets (different /16s): one or a few, even with
+//! tens of thousands of subscribers. The 1 + 256 tables are built once by [`Shaper::full`].
+//! IPv6 is not shaped here (its packets go to the default class): IPoE IPv6 means
+//! delegated prefixes, which need prefix matching this layout does not do;
+//! [`Shaped::ip`] is an [`Ipv4Addr`] so the type says so.
+//!
+//! # Ids
+//!
+//! HTB minors are 16 bits. A subscriber's class minor is its id itself when the id is
+//! in `3..=0xffff` (so `1:2a` is subscriber 42, handy when reading `tc` output), and
+//! `3 + (id - 3) mod 65533` otherwise; when that minor is taken by another subscriber
+//! the next free one is used (linear probing). [`Shaper::full`] assigns in ascending id
+//! order, so the same set of subscribers always gives the same ids and the same batch:
+//! restarting and re-applying is idempotent. An incremental add probes against the
+//! current occupancy, so after adds and removes a probed subscriber may get another
+//! minor at the next full apply; that is harmless because a full apply rebuilds the
+//! whole tree. More than 65533 subscribers on one interface is [`Error::Full`]. The u32
+//! filter's node id (12 bits) is the lowest free one in its bucket; a bucket with 4095
+//! subscribers is [`Error::BucketFull`].
+//!
+//! # Cost of a full apply
+//!
+//! Classification is O(1) per packet, but creating a class is O(classes already in the
+//! qdisc): on every new class the kernel walks all classes of the qdisc to rebind
+//! filters (`tc_ctl_tclass` -> `tc_bind_tclass` -> `htb_walk`). A full apply is therefore
+//! quadratic: in the lab (2 shared cores), 5000 classes on one device took 2.3 s,
+//! 20000 took 66 s, and a full apply of 20000 subscribers (two devices) 200 s.
+//! Incremental changes stay cheap (one walk per added or deleted class, none for a
+//! re-rate). If sites that large need a faster restart, the fix is sharding: several
+//! HTB qdiscs (under `mq`, or nested under one class each) with a share of the
+//! subscribers each.
+//!
+//! # Applying
+//!
+//! Every change is one `tc -batch -` process reading the batch on stdin. The batch
+//! text comes from pure functions ([`batch_full`], [`batch_diff`]) tested as data.
+//! `-force` is not used: `tc` stops at the first failing line, and [`Error::Batch`]
+//! names that line and tc's message. A half-applied batch leaves the kernel in a state
+//! the [`Shaper`] cannot vouch for, so it then marks itself for a rebuild: the next
+//! [`Shaper::upsert`] or [`Shaper::remove`] does a full apply of everything it was
+//! asked for (with a warning), instead of patching an unknown tree.
+//!
+//! Incremental changes only touch the subscribers in question: an add is `class add`
+//! plus `filter add`, a re-rate is `tc class change` of that one class (in the direction
+//! whose rate changed), a removal deletes the filters and then the classes. Nothing
+//! else is replaced, so other classes keep their handles and counters.
+//!
+//! The module owns, on the subscriber interface, its root qdisc and its ingress
+//! qdisc, and the IFB device (created if absent, with its root qdisc). A full apply
+//! deletes whatever is in those places and builds its own.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use outpost_protocol::Rate;
+
+/// Class minor of the link class every subscriber class hangs under.
+pub const MINOR_LINK: u16 = 1;
+/// Class minor of the default class for unclassified traffic.
+pub const MINOR_DEFAULT: u16 = 2;
+/// The first minor a subscriber class can get.
+pub const FIRST_SUBSCRIBER_MINOR: u16 = 3;
+/// How many subscribers one interface can shape (HTB's 16-bit minor space, minus
+/// 0, the link class and the default class).
+pub const CAPACITY: usize = (u16::MAX - FIRST_SUBSCRIBER_MINOR) as usize + 1;
+/// How many subscribers can share the last two octets (u32's 12-bit node ids).
+pub const BUCKET_CAPACITY: usize = 0xfff;
+/// The filter priority of the IPv4 hash tables.
+const PRIO_V4: u32 = 10;
+/// The first level hash table (keyed on octet 3).
+const HT_L1: u32 = 0x100;
+/// The second level tables are `HT_L2_BASE + octet 3` (keyed on octet 4).
+const HT_L2_BASE: u32 = 0x200;
+/// u32 offsets of the addresses in the IPv4 header.
+const OFFSET_SRC: u32 = 12;
+const OFFSET_DST: u32 = 16;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A subscriber's rate cannot be shaped; nothing was applied.
+    #[error("subscriber {subscriber_id}: {reason}")]
+    InvalidRate {
+        /// The subscriber whose rate is refused.
+        subscriber_id: i64,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The same subscriber id appears twice in one call; nothing was applied.
+    #[error("subscriber {subscriber_id} appears more than once")]
+    DuplicateSubscriber { subscriber_id: i64 },
+    /// Two subscribers would have the same address; nothing was applied.
+    #[error("address {ip} would belong to both subscriber {first} and {second}")]
+    DuplicateIp {
+        ip: Ipv4Addr,
+        first: i64,
+        second: i64,
+    },
+    /// More subscribers than HTB's minor space holds; nothing was applied.
+    #[error("{wanted} subscribers to shape, but one interface holds at most {CAPACITY}")]
+    Full { wanted: usize },
+    /// Too many subscribers share the last two octets of their address; nothing was applied.
+    #[error("more than {BUCKET_CAPACITY} subscribers share the last two octets of {ip}")]
+    BucketFull { ip: Ipv4Addr },
+    /// The configured IFB name belongs to a device of another kind; it is left alone.
+    #[error("{name} exists but is a {kind:?} device, not an ifb")]
+    NotIfb { name: String, kind: Option<String> },
+    /// A program could not be started.
+    #[error("could not run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command (other than a batch line) failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// `tc -batch` stopped at a line; the lines before it were applied, the rest not.
+    #[error("tc batch stopped at line {line} `{text}`: {message}")]
+    Batch {
+        line: usize,
+        text: String,
+        message: String,
+    },
+    /// `tc` or `ip` printed JSON this module does not understand.
+    #[error("could not read the output of `{command}`")]
+    Parse {
+        command: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Result of this module.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where to shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeConfig {
+    /// The interface facing the subscribers (their access network).
+    pub subscriber_interface: String,
+    /// The IFB device upload is shaped on; created if absent.
+    pub ifb: String,
+    /// The link's capacity in kbit/s: the link class and the default class get it.
+    pub link_kbps: u64,
+    /// Run every command under `ip netns exec <netns>`. `None` (the agent's case) works
+    /// in the current namespace; lab tests drive a BNG namespace from outside.
+    pub netns: Option<String>,
+}
+
+/// A subscriber to shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shaped {
+    /// The subscriber's id; it decides the class minor (see the module doc).
+    pub subscriber_id: i64,
+    /// The subscriber's address on the access network.
+    pub ip: Ipv4Addr,
+    /// The plan's rates; `download` is shaped on the subscriber interface, `upload` on the IFB.
+    pub rate: Rate,
+}
+
+/// A shaped subscriber with the ids it got: the class `1:<minor>` in both directions,
+/// and the u32 filter `<table>:<bucket>:<node>` (see [`Class::filter_handle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    /// The subscriber it shapes.
+    pub subscriber_id: i64,
+    /// HTB class minor, the same on the subscriber interface and the IFB.
+    pub minor: u16,
+    /// u32 node id inside the address's bucket, the same on both devices.
+    pub node: u16,
+    /// The address its filters match (destination for download, source for upload).
+    pub ip: Ipv4Addr,
+    /// The rates its classes have.
+    pub rate: Rate,
+}
+
+impl Class {
+    /// `1:<minor>` as tc writes it.
+    pub fn classid(&self) -> String {
+        format!("1:{:x}", self.minor)
+    }
+
+    /// The u32 filter handle `<table>:<bucket>:<node>` as tc writes it.
+    pub fn filter_handle(&self) -> String {
+        let [_, _, o3, o4] = self.ip.octets();
+        format!("{:x}:{:x}:{:x}", HT_L2_BASE + u32::from(o3), o4, self.node)
+    }
+}
+
+/// What a full apply finds in the places it owns (from [`Shaper::full`]'s look at
+/// the kernel), so that [`batch_full`] deletes exactly what is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Present {
+    /// The subscriber interface has a non-default root qdisc.
+    pub subscriber_root: bool,
+    /// The subscriber interface has an ingress (or clsact) qdisc.
+    pub subscriber_ingress: bool,
+    /// The IFB has a non-default root qdisc.
+    pub ifb_root: bool,
+}
+
+fn validate(s: &Shaped) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidRate {
+            subscriber_id: s.subscriber_id,
+            reason,
+        })
+    };
+    let r = &s.rate;
+    if r.download_kbps == 0 {
+        return bad("download rate is 0");
+    }
+    if r.upload_kbps == 0 {
+        return bad("upload rate is 0");
+    }
+    if r.burst_download_kbps.is_some_and(|b| b < r.download_kbps) {
+        return bad("download burst is below the download rate");
+    }
+    if r.burst_upload_kbps.is_some_and(|b| b < r.upload_kbps) {
+        return bad("upload burst is below the upload rate");
+    }
+    Ok(())
+}
+
+/// The ids in use, for assigning new ones.
+#[derive(Debug, Default)]
+struct Slots {
+    minors: BTreeSet<u16>,
+    /// (octet 3, octet 4) -> node ids in use.
+    nodes: HashMap<(u8, u8), BTreeSet<u16>>,
+}
+
+impl Slots {
+    fn of(classes: &BTreeMap<i64, Class>) -> Slots {
+        let mut slots = Slots::default();
+        for c in classes.values() {
+            slots.take(c);
+        }
+        slots
+    }
+
+    fn take(&mut self, c: &Class) {
+        self.minors.insert(c.minor);
+        self.nodes.entry(bucket(c.ip)).or_default().insert(c.node);
+    }
+
+    fn minor_for(&self, id: i64) -> Result<u16> {
+        let span = CAPACITY as i64;
+        let start = (id - i64::from(FIRST_SUBSCRIBER_MINOR)).rem_euclid(span);
+        (0..span)
+            .map(|k| FIRST_SUBSCRIBER_MINOR + ((start + k) % span) as u16)
+            .find(|m| !self.minors.contains(m))
+            .ok_or(Error::Full {
+                wanted: self.minors.len() + 1,
+            })
+    }
+
+    fn node_for(&self, ip: Ipv4Addr) -> Result<u16> {
+        let used = self.nodes.get(&bucket(ip));
+        (1..=BUCKET_CAPACITY as u16)
+            .find(|n| used.is_none_or(|u| !u.contains(n)))
+            .ok_or(Error::BucketFull { ip })
+    }
+}
+
+fn bucket(ip: Ipv4Addr) -> (u8, u8) {
+    let [_, _, o3, o4] = ip.octets();
+    (o3, o4)
+}
+
+fn check_unique_ips(classes: &BTreeMap<i64, Class>) -> Result<()> {
+    let mut seen: HashMap<Ipv4Addr, i64> = HashMap::new();
+    for c in classes.values() {
+        if let Some(first) = seen.insert(c.ip, c.subscriber_id) {
+            return Err(Error::DuplicateIp {
+                ip: c.ip,
+                first,
+                second: c.subscriber_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_input(subs: &[Shaped]) -> Result<()> {
+    let mut ids = BTreeSet::new();
+    for s in subs {
+        validate(s)?;
+        if !ids.insert(s.subscriber_id) {
+            return Err(Error::DuplicateSubscriber {
+                subscriber_id: s.subscriber_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Assigns ids to a whole set from scratch, in ascending subscriber id order, so the
+/// same set always gets the same ids.
+pub fn assign(subs: &[Shaped]) -> Result<BTreeMap<i64, Class>> {
+    check_input(subs)?;
+    if subs.len() > CAPACITY {
+        return Err(Error::Full { wanted: subs.len() });
+    }
+    let mut sorted: Vec<&Shaped> = subs.iter().collect();
+    sorted.sort_by_key(|s| s.subscriber_id);
+    let mut slots = Slots::default();
+    let mut out = BTreeMap::new();
+    for s in sorted {
+        let c = Class {
+            subscriber_id: s.subscriber_id,
+            minor: slots.minor_for(s.subscriber_id)?,
+            node: slots.node_for(s.ip)?,
+            ip: s.ip,
+            rate: s.rate,
+        };
+        slots.take(&c);
+        out.insert(s.subscriber_id, c);
+    }
+    check_unique_ips(&out)?;
+    Ok(out)
+}
+
+/// The set after adding or re-rating `subs` in `current`: existing subscribers keep
+/// their minor (and their node while their address stays), new ones get free ids.
+pub fn assign_upsert(
+    current: &BTreeMap<i64, Class>,
+    subs: &[Shaped],
+) -> Result<BTreeMap<i64, Class>> {
+    check_input(subs)?;
+    let mut next = current.clone();
+    let mut slots = Slots::of(current);
+    // Free the old slots of moving subscribers first, so a swap of addresses between two
+    // subscribers in one call does not run out of nodes.
+    for s in subs {
+        if let Some(old) = current.get(&s.subscriber_id)
+            && old.ip != s.ip
+        {
+            slots
+                .nodes
+                .entry(bucket(old.ip))
+                .or_default()
+                .remove(&old.node);
+        }
+    }
+    for s in subs {
+        let c = match current.get(&s.subscriber_id) {
+            Some(old) if old.ip == s.ip => Class {
+                rate: s.rate,
+                ..*old
+            },
+            Some(old) => Class {
+                node: slots.node_for(s.ip)?,
+                ip: s.ip,
+                rate: s.rate,
+                ..*old
+            },
+            None => {
+                if slots.minors.len() >= CAPACITY {
+                    return Err(Error::Full {
+                        wanted: slots.minors.len() + 1,
+                    });
+                }
+                Class {
+                    subscriber_id: s.subscriber_id,
+                    minor: slots.minor_for(s.subscriber_id)?,
+                    node: slots.node_for(s.ip)?,
+                    ip: s.ip,
+                    rate: s.rate,
+                }
+            }
+        };
+        slots.take(&c);
+        next.insert(s.subscriber_id, c);
+    }
+    check_unique_ips(&next)?;
+    Ok(next)
+}
+
+/// HTB's per-class DRR quantum: a tenth of a second's bytes at the class rate, kept
+/// between one full frame and the kernel's ceiling (what HTB itself would compute
+/// from r2q, without its warnings for slow and fast classes).
+fn quantum(kbps: u64) -> u64 {
+    (kbps.saturating_mul(1000) / 8 / 10).clamp(1514, 200_000)
+}
+
+fn htb(rate: u64, ceil: u64) -> String {
+    format!(
+        "htb rate {rate}kbit ceil {ceil}kbit quantum {}",
+        quantum(rate)
+    )
+}
+
+/// Which way a device shapes.
+#[derive(Clone, Copy)]
+enum Side {
+    Download,
+    Upload,
+}
+
+impl Side {
+    fn dev(self, cfg: &ShapeConfig) -> &str {
+        match self {
+            Side::Download => &cfg.subscriber_interface,
+            Side::Upload => &cfg.ifb,
+        }
+    }
+
+    fn offset(self) -> u32 {
+        match self {
+            Side::Download => OFFSET_DST,
+            Side::Upload => OFFSET_SRC,
+        }
+    }
+
+    fn selector(self) -> &'static str {
+        match self {
+            Side::Download => "dst",
+            Side::Upload => "src",
+        }
+    }
+
+    /// (rate, ceil) for this direction.
+    fn rates(self, r: &Rate) -> (u64, u64) {
+        match self {
+            Side::Download => (
+                r.download_kbps,
+                r.burst_download_kbps.unwrap_or(r.download_kbps),
+            ),
+            Side::Upload => (r.upload_kbps, r.burst_upload_kbps.unwrap_or(r.upload_kbps)),
+        }
+    }
+}
+
+const SIDES: [Side; 2] = [Side::Download, Side::Upload];
+
+fn tree(out: &mut String, cfg: &ShapeConfig, side: Side) {
+    let dev = side.dev(cfg);
+    let link = cfg.link_kbps;
+    let off = side.offset();
+    let _ = writeln!(
+        out,
+        "qdisc add dev {dev} root handle 1: htb default {MINOR_DEFAULT:x}"
+    );
+    let _ = writeln!(
+        out,
+        "class add dev {dev} parent 1: classid 1:{MINOR_LINK:x} {}",
+        htb(link, link)
+    );
+    let _ = writeln!(
+        out,
+        "class add dev {dev} parent 1:{MINOR_LINK:x} classid 1:{MINOR_DEFAULT:x} {}",
+        htb(link, link)
+    );
+    let f = format!("filter add dev {dev} parent 1: protocol ip prio {PRIO_V4}");
+    let _ = writeln!(out, "{f} handle {HT_L1:x}: u32 divisor 256");
+    for o3 in 0..256u32 {
+        let _ = writeln!(out, "{f} handle {:x}: u32 divisor 256", HT_L2_BASE + o3);
+    }
+    for o3 in 0..256u32 {
+        let _ = writeln!(
+            out,
+            "{f} handle {HT_L1:x}:{o3:x}:1 u32 ht {HT_L1:x}:{o3:x}: match u32 0 0 \
+             hashkey mask 0x000000ff at {off} link {:x}:",
+            HT_L2_BASE + o3
+        );
+    }
+    // Linked last: until here, every packet goes to the default class.
+    let _ = writeln!(
+        out,
+        "{f} handle 800::1 u32 ht 800:: match u32 0 0 hashkey mask 0x0000ff00 at {off} link {HT_L1:x}:"
+    );
+}
+
+fn class_line(out: &mut String, cfg: &ShapeConfig, side: Side, verb: &str, c: &Class) {
+    let (rate, ceil) = side.rates(&c.rate);
+    let _ = writeln!(
+        out,
+        "class {verb} dev {} parent 1:{MINOR_LINK:x} classid {} {}",
+        side.dev(cfg),
+        c.classid(),
+        htb(rate, ceil)
+    );
+}
+
+fn class_del(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
+    let _ = writeln!(
+        out,
+        "class del dev {} classid {}",
+        side.dev(cfg),
+        c.classid()
+    );
+}
+
+fn filter_add(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
+    let [_, _, o3, o4] = c.ip.octets();
+    let _ = writeln!(
+        out,
+        "filter add dev {} parent 1: protocol ip prio {PRIO_V4} handle {} u32 ht {:x}:{o4:x}: \
+         match ip {} {}/32 flowid {}",
+        side.dev(cfg),
+        c.filter_handle(),
+        HT_L2_BASE + u32::from(o3),
+        side.selector(),
+        c.ip,
+        c.classid()
+    );
+}
+
+fn filter_del(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
+    let _ = writeln!(
+        out,
+        "filter del dev {} parent 1: protocol ip prio {PRIO_V4} handle {} u32",
+        side.dev(cfg),
+        c.filter_handle()
+    );
+}
+
+/// The batch that builds everything from scratch: deletes what `present` says is in
+/// the places this module owns, builds both trees with their hash tables, one class
+/// and one filter per subscriber and direction, and last the ingress redirect to the
+/// IFB (so upload is never redirected into a half-built tree).
+pub fn batch_full(cfg: &ShapeConfig, present: Present, classes: &[Class]) -> String {
+    let mut out = String::new();
+    let (sub, ifb) = (&cfg.subscriber_interface, &cfg.ifb);
+    if present.subscriber_ingress {
+        let _ = writeln!(out, "qdisc del dev {sub} ingress");
+    }
+    if present.subscriber_root {
+        let _ = writeln!(out, "qdisc del dev {sub} root");
+    }
+    if present.ifb_root {
+        let _ = writeln!(out, "qdisc del dev {ifb} root");
+    }
+    for side in SIDES {
+        tree(&mut out, cfg, side);
+    }
+    for c in classes {
+        for side in SIDES {
+            class_line(&mut out, cfg, side, "add", c);
+            filter_add(&mut out, cfg, side, c);
+        }
+    }
+    let _ = writeln!(out, "qdisc add dev {sub} handle ffff: ingress");
+    let _ = writeln!(
+        out,
+        "filter add dev {sub} parent ffff: protocol all prio 1 u32 match u32 0 0 \
+         action mirred egress redirect dev {ifb}"
+    );
+    out
+}
+
+/// The batch that turns `before` into `after` touching only the subscribers that
+/// differ: filters of leaving or moving subscribers are deleted first (a class with
+/// filters cannot be deleted, and a moved address must be free before it is added
+/// again), then leaving classes are deleted, new classes added, changed rates changed
+/// in place (`class change`, only in the direction whose rate changed), and the new
+/// filters added. Equal sets give an empty batch.
+pub fn batch_diff(
+    cfg: &ShapeConfig,
+    before: &BTreeMap<i64, Class>,
+    after: &BTreeMap<i64, Class>,
+) -> String {
+    let mut out = String::new();
+    // A class whose minor changed cannot be changed in place: it leaves and comes back.
+    let kept = |id: &i64| -> Option<(&Class, &Class)> {
+        let (b, a) = (before.get(id)?, after.get(id)?);
+        (b.minor == a.minor).then_some((b, a))
+    };
+    let gone: Vec<&Class> = before
+        .values()
+        .filter(|b| kept(&b.subscriber_id).is_none())
+        .collect();
+    let new: Vec<&Class> = after
+        .values()
+        .filter(|a| kept(&a.subscriber_id).is_none())
+        .collect();
+    let pairs: Vec<(&Class, &Class)> = after.keys().filter_map(kept).collect();
+    let moved = |(b, a): &(&Class, &Class)| b.ip != a.ip || b.node != a.node;
+
+    for side in SIDES {
+        for b in &gone {
+            filter_del(&mut out, cfg, side, b);
+        }
+        for (b, _) in pairs.iter().filter(|p| moved(p)) {
+            filter_del(&mut out, cfg, side, b);
+        }
+    }
+    for side in SIDES {
+        for b in &gone {
+            class_del(&mut out, cfg, side, b);
+        }
+    }
+    for a in &new {
+        for side in SIDES {
+            class_line(&mut out, cfg, side, "add", a);
+        }
+    }
+    for (b, a) in &pairs {
+        for side in SIDES {
+            if side.rates(&b.rate) != side.rates(&a.rate) {
+                class_line(&mut out, cfg, side, "change", a);
+            }
+        }
+    }
+    for side in SIDES {
+        for a in &new {
+            filter_add(&mut out, cfg, side, a);
+        }
+        for (_, a) in pairs.iter().filter(|p| moved(p)) {
+            filter_add(&mut out, cfg, side, a);
+        }
+    }
+    out
+}
+
+/// Applies shaping and remembers what it applied, so incremental changes can be
+/// computed as a diff. Synchronous: run it on a blocking thread.
+#[derive(Debug)]
+pub struct Shaper {
+    cfg: ShapeConfig,
+    /// What the kernel has (or, with `needs_full`, what it should have).
+    classes: BTreeMap<i64, Class>,
+    /// Set until a full apply succeeds, and again after a failed batch.
+    needs_full: bool,
+}
+
+impl Shaper {
+    /// A shaper that has applied nothing yet: the first change is a full apply.
+    pub fn new(cfg: ShapeConfig) -> Shaper {
+        Shaper {
+            cfg,
+            classes: BTreeMap::new(),
+            needs_full: true,
+        }
+    }
+
+    /// Where it shapes.
+    pub fn config(&self) -> &ShapeConfig {
+        &self.cfg
+    }
+
+    /// The class of a shaped subscriber.
+    pub fn class_of(&self, subscriber_id: i64) -> Option<&Class> {
+        self.classes.get(&subscriber_id)
+    }
+
+    /// Every shaped subscriber's class, by subscriber id.
+    pub fn classes(&self) -> impl Iterator<Item = &Class> {
+        self.classes.values()
+    }
+
+    /// Builds everything from scratch for exactly `subs` (ensures the IFB exists and
+    /// is up, replaces the qdiscs this module owns).
+    pub fn full(&mut self, subs: &[Shaped]) -> Result<()> {
+        let classes = assign(subs)?;
+        self.apply_full(classes)
+    }
+
+    /// Adds subscribers, or re-rates or re-addresses ones already shaped.
+    pub fn upsert(&mut self, subs: &[Shaped]) -> Result<()> {
+        if self.needs_full {
+            let mut all: BTreeMap<i64, Shaped> = self
+                .classes
+                .values()
+                .map(|c| (c.subscriber_id, shaped(c)))
+                .collect();
+            check_input(subs)?;
+            all.extend(subs.iter().map(|s| (s.subscriber_id, *s)));
+            return self.rebuild(all.into_values().collect());
+        }
+        let next = assign_upsert(&self.classes, subs)?;
+        self.apply_diff(next)
+    }
+
+    /// Stops shaping these subscribers; ids not shaped are ignored.
+    pub fn remove(&mut self, ids: &[i64]) -> Result<()> {
+        let mut next = self.classes.clone();
+        for id in ids {
+            next.remove(id);
+        }
+        if self.needs_full {
+            return self.rebuild(next.values().map(shaped).collect());
+        }
+        self.apply_diff(next)
+    }
+
+    /// Removes the qdiscs this module owns and the IFB; the next change is a full apply.
+    pub fn clear(&mut self) -> Result<()> {
+        let present = self.present()?;
+        let sub = self.cfg.subscriber_interface.clone();
+        if present.subscriber_ingress {
+            self.run("tc", &["qdisc", "del", "dev", &sub, "ingress"])?;
+        }
+        if present.subscriber_root {
+            self.run("tc", &["qdisc", "del", "dev", &sub, "root"])?;
+        }
+        if self.ifb_exists()? {
+            let ifb = self.cfg.ifb.clone();
+            self.run("ip", &["link", "del", "dev", &ifb])?;
+        }
+        self.classes.clear();
+        self.needs_full = true;
+        tracing::info!(interface = %sub, "shaping cleared");
+        Ok(())
+    }
+
+    fn rebuild(&mut self, subs: Vec<Shaped>) -> Result<()> {
+        tracing::warn!(
+            interface = %self.cfg.subscriber_interface,
+            "the shaping tree needs a rebuild (first apply, or a batch failed): applying all"
+        );
+        self.full(&subs)
+    }
+
+    fn apply_full(&mut self, classes: BTreeMap<i64, Class>) -> Result<()> {
+        let started = Instant::now();
+        self.ensure_ifb()?;
+        let present = self.present()?;
+        let list: Vec<Class> = classes.values().copied().collect();
+        let batch = batch_full(&self.cfg, present, &list);
+        // Whatever happens below, the kernel no longer holds the old set.
+        self.classes = classes;
+        self.needs_full = true;
+        self.batch(&batch)?;
+        self.needs_full = false;
+        tracing::info!(
+            interface = %self.cfg.subscriber_interface,
+            subscribers = self.classes.len(),
+            lines = batch.lines().count(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shaping applied in full"
+        );
+        Ok(())
+    }
+
+    fn apply_diff(&mut self, next: BTreeMap<i64, Class>) -> Result<()> {
+        let batch = batch_diff(&self.cfg, &self.classes, &next);
+        self.classes = next;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.batch(&batch) {
+            self.needs_full = true;
+            return Err(e);
+        }
+        tracing::debug!(
+            interface = %self.cfg.subscriber_interface,
+            lines = batch.lines().count(),
+            "shaping changed"
+        );
+        Ok(())
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        match &self.cfg.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, program]).args(args);
+                c
+            }
+            None => {
+                let mut c = Command::new(program);
+                c.args(args);
+                c
+            }
+        }
+    }
+
+    fn output(&self, program: &str, args: &[&str]) -> Result<std::process::Output> {
+        self.command(program, args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: program.to_string(),
+                source,
+            })
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<String> {
+        let out = self.output(program, args)?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                command: format!("{program} {}", args.join(" ")),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn batch(&self, batch: &str) -> Result<()> {
+        let mut child = self
+            .command("tc", &["-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: "tc".into(),
+                source,
+            })?;
+        let mut stdin = child.stdin.take().expect("stdin was piped");
+        // tc stops reading at a failed line; a write error then is not the story, tc's
+        // own report below is.
+        let _ = stdin.write_all(batch.as_bytes());
+        drop(stdin);
+        let out = child.wait_with_output().map_err(|source| Error::Spawn {
+            program: "tc".into(),
+            source,
+        })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            if !stderr.trim().is_empty() {
+                tracing::debug!(stderr = %stderr.trim(), "tc batch warnings");
+            }
+            return Ok(());
+        }
+        Err(batch_error(batch, &stderr, &out.status.to_string()))
+    }
+
+    fn ifb_kind(&self) -> Result<Option<Option<String>>> {
+        let out = self.output("ip", &["-d", "-j", "link", "show", "dev", &self.cfg.ifb])?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let command = format!("ip -d -j link show dev {}", self.cfg.ifb);
+        let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+            .map_err(|source| Error::Parse { command, source })?;
+        let kind = links
+            .first()
+            .and_then(|l| l.pointer("/linkinfo/info_kind"))
+            .and_then(|k| k.as_str())
+            .map(str::to_string);
+        Ok(Some(kind))
+    }
+
+    fn ifb_exists(&self) -> Result<bool> {
+        match self.ifb_kind()? {
+            None => Ok(false),
+            Some(Some(k)) if k == "ifb" => Ok(true),
+            Some(kind) => Err(Error::NotIfb {
+                name: self.cfg.ifb.clone(),
+                kind,
+            }),
+        }
+    }
+
+    fn ensure_ifb(&self) -> Result<()> {
+        let ifb = self.cfg.ifb.as_str();
+        if !self.ifb_exists()? {
+            self.run("ip", &["link", "add", "name", ifb, "type", "ifb"])?;
+        }
+        // An IFB's default queue is 32 packets; HTB leaves take the device's queue
+        // length as their pfifo limit, and 32 makes TCP upload collapse below the plan.
+        self.run(
+            "ip",
+            &["link", "set", "dev", ifb, "txqueuelen", "1000", "up"],
+        )?;
+        Ok(())
+    }
+
+    fn qdiscs(&self, dev: &str) -> Result<Vec<serde_json::Value>> {
+        let out = self.run("tc", &["-j", "qdisc", "show", "dev", dev])?;
+        serde_json::from_str(&out).map_err(|source| Error::Parse {
+            command: format!("tc -j qdisc show dev {dev}"),
+            source,
+        })
+    }
+
+    fn present(&self) -> Result<Present> {
+        let root = |qs: &[serde_json::Value]| {
+            qs.iter().any(|q| {
+                q.get("root").and_then(|r| r.as_bool()) == Some(true)
+                    && q.get("handle").and_then(|h| h.as_str()) != Some("0:")
+            })
+        };
+        let sub = self.qdiscs(&self.cfg.subscriber_interface)?;
+        let ifb = if self.ifb_exists()? {
+            self.qdiscs(&self.cfg.ifb)?
+        } else {
+            Vec::new()
+        };
+        Ok(Present {
+            subscriber_root: root(&sub),
+            subscriber_ingress: sub
+                .iter()
+                .any(|q| q.get("handle").and_then(|h| h.as_str()) == Some("ffff:")),
+            ifb_root: root(&ifb),
+        })
+    }
+}
+
+fn shaped(c: &Class) -> Shaped {
+    Shaped {
+        subscriber_id: c.subscriber_id,
+        ip: c.ip,
+        rate: c.rate,
+    }
+}
+
+/// Reads tc's "Command failed -:<line>" to name the line a batch stopped at.
+fn batch_error(batch: &str, stderr: &str, status: &str) -> Error {
+    let failed = stderr.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Command failed -:")
+            .and_then(|n| n.trim().parse::<usize>().ok())
+    });
+    match failed {
+        Some(line) => Error::Batch {
+            line,
+            text: batch
+                .lines()
+                .nth(line.saturating_sub(1))
+                .unwrap_or_default()
+                .to_string(),
+            message: stderr
+                .lines()
+                .filter(|l| !l.trim().starts_with("Command failed"))
+                .collect::<Vec<_>>()
+                .join(" ")
+                .trim()
+                .to_string(),
+        },
+        None => Error::Command {
+            command: "tc -batch -".into(),
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ShapeConfig {
+        ShapeConfig {
+            subscriber_interface: "acc0".into(),
+            ifb: "ifb0".into(),
+            link_kbps: 1_000_000,
+            netns: None,
+        }
+    }
+
+    fn rate(down: u64, up: u64) -> Rate {
+        Rate {
+            download_kbps: down,
+            upload_kbps: up,
+            burst_download_kbps: None,
+            burst_upload_kbps: None,
+        }
+    }
+
+    fn sub(id: i64, ip: &str, down: u64, up: u64) -> Shaped {
+        Shaped {
+            subscriber_id: id,
+            ip: ip.parse().unwrap(),
+            rate: rate(down, up),
+        }
+    }
+
+    #[test]
+    fn minors_are_the_id_when_they_fit_and_probe_otherwise() {
+        let classes = assign(&[
+            sub(42, "100.64.0.11", 8000, 4000),
+            sub(42 + 65533, "100.64.0.12", 8000, 4000),
+            sub(70000, "100.64.0.13", 8000, 4000),
+            sub(1, "100.64.0.14", 8000, 4000),
+        ])
+        .unwrap();
+        assert_eq!(classes[&42].minor, 42);
+        // 65575 wraps onto 42, which the lower id took first: the next free minor.
+        assert_eq!(classes[&(42 + 65533)].minor, 43);
+        assert_eq!(classes[&70000].minor, 3 + ((70000 - 3) % 65533) as u16);
+        assert_eq!(classes[&1].minor, 0xfffe);
+        assert_eq!(classes[&42].classid(), "1:2a");
+    }
+
+    #[test]
+    fn the_same_set_gives_the_same_batch_whatever_its_order() {
+        let a = [
+            sub(7, "100.64.0.7", 8000, 4000),
+            sub(65540, "100.64.1.7", 8000, 4000),
+            sub(9, "100.65.0.7", 10000, 5000),
+        ];
+        let mut b = a;
+        b.reverse();
+        let ca: Vec<Class> = assign(&a).unwrap().into_values().collect();
+        let cb: Vec<Class> = assign(&b).unwrap().into_values().collect();
+        assert_eq!(
+            batch_full(&cfg(), Present::default(), &ca),
+            batch_full(&cfg(), Present::default(), &cb)
+        );
+        // 7 and 65540 collide on minor 7; 7 is lower so it keeps it.
+        assert_eq!(ca[0].minor, 7);
+        assert_eq!(ca[2].minor, 8);
+        // 100.64.0.7 and 100.65.0.7 share a bucket: distinct nodes.
+        assert_eq!(ca[0].filter_handle(), "200:7:1");
+        assert_eq!(ca[1].filter_handle(), "200:7:2");
+        assert_eq!(ca[2].filter_handle(), "201:7:1");
+    }
+
+    #[test]
+    fn full_batch_builds_trees_classes_filters_and_redirect() {
+        let mut s = sub(42, "100.64.0.11", 8000, 4000);
+        s.rate.burst_download_kbps = Some(16000);
+        let classes: Vec<Class> = assign(&[s]).unwrap().into_values().collect();
+        let present = Present {
+            subscriber_root: true,
+            subscriber_ingress: true,
+            ifb_root: false,
+        };
+        let batch = batch_full(&cfg(), present, &classes);
+        let lines: Vec<&str> = batch.lines().collect();
+        assert_eq!(lines[0], "qdisc del dev acc0 ingress");
+        assert_eq!(lines[1], "qdisc del dev acc0 root");
+        assert_eq!(lines[2], "qdisc add dev acc0 root handle 1: htb default 2");
+        assert_eq!(
+            lines[3],
+            "class add dev acc0 parent 1: classid 1:1 htb rate 1000000kbit ceil 1000000kbit quantum 200000"
+        );
+        assert_eq!(
+            lines[4],
+            "class add dev acc0 parent 1:1 classid 1:2 htb rate 1000000kbit ceil 1000000kbit quantum 200000"
+        );
+        assert_eq!(
+            lines[5],
+            "filter add dev acc0 parent 1: protocol ip prio 10 handle 100: u32 divisor 256"
+        );
+        assert_eq!(
+            lines[6],
+            "filter add dev acc0 parent 1: protocol ip prio 10 handle 200: u32 divisor 256"
+        );
+        assert!(lines.contains(
+            &"filter add dev acc0 parent 1: protocol ip prio 10 handle 100:ff:1 u32 ht 100:ff: \
+              match u32 0 0 hashkey mask 0x000000ff at 16 link 2ff:"
+        ));
+        assert!(lines.contains(
+            &"filter add dev ifb0 parent 1: protocol ip prio 10 handle 100:0:1 u32 ht 100:0: \
+              match u32 0 0 hashkey mask 0x000000ff at 12 link 200:"
+        ));
+        // The root link comes after all the tables of its device.
+        let root_link = lines
+            .iter()
+            .position(|l| l.starts_with("filter add dev acc0") && l.contains("ht 800::"))
+            .unwrap();
+        let last_table = lines
+            .iter()
+            .rposition(|l| l.starts_with("filter add dev acc0") && l.contains("ht 100:"))
+            .unwrap();
+        assert!(root_link > last_table);
+        let tail: Vec<&str> = lines[lines.len() - 6..].to_vec();
+        assert_eq!(
+            tail,
+            [
+                "class add dev acc0 parent 1:1 classid 1:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
+                "filter add dev acc0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
+                 match ip dst 100.64.0.11/32 flowid 1:2a",
+                "class add dev ifb0 parent 1:1 classid 1:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
+                "filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
+                 match ip src 100.64.0.11/32 flowid 1:2a",
+                "qdisc add dev acc0 handle ffff: ingress",
+                "filter add dev acc0 parent ffff: protocol all prio 1 u32 match u32 0 0 \
+                 action mirred egress redirect dev ifb0",
+            ]
+        );
+        // 2 qdisc deletes, 2 x (qdisc + 2 classes + 257 tables + 256 links + root link),
+        // 4 lines for the subscriber, 2 for the redirect.
+        assert_eq!(lines.len(), 2 + 2 * (3 + 257 + 256 + 1) + 4 + 2);
+    }
+
+    #[test]
+    fn re_rate_changes_one_class_in_one_direction() {
+        let before = assign(&[
+            sub(42, "100.64.0.11", 8000, 4000),
+            sub(43, "100.64.0.12", 12000, 6000),
+        ])
+        .unwrap();
+        let after = assign_upsert(&before, &[sub(42, "100.64.0.11", 16000, 4000)]).unwrap();
+        assert_eq!(
+            batch_diff(&cfg(), &before, &after),
+            "class change dev acc0 parent 1:1 classid 1:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
+        );
+        let burst = Shaped {
+            rate: Rate {
+                burst_upload_kbps: Some(8000),
+                ..rate(8000, 4000)
+            },
+            ..sub(42, "100.64.0.11", 0, 0)
+        };
+        let after = assign_upsert(&before, &[burst]).unwrap();
+        assert_eq!(
+            batch_diff(&cfg(), &before, &after),
+            "class change dev ifb0 parent 1:1 classid 1:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
+        );
+        let same = assign_upsert(&before, &[sub(43, "100.64.0.12", 12000, 6000)]).unwrap();
+        assert_eq!(batch_diff(&cfg(), &before, &same), "");
+    }
+
+    #[test]
+    fn add_and_remove_touch_only_their_subscriber() {
+        let before = assign(&[sub(42, "100.64.0.11", 8000, 4000)]).unwrap();
+        let after = assign_upsert(&before, &[sub(43, "100.64.0.12", 12000, 6000)]).unwrap();
+        assert_eq!(after[&42], before[&42]);
+        assert_eq!(
+            batch_diff(&cfg(), &before, &after),
+            "class add dev acc0 parent 1:1 classid 1:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
+             class add dev ifb0 parent 1:1 classid 1:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
+             filter add dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip dst 100.64.0.12/32 flowid 1:2b\n\
+             filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip src 100.64.0.12/32 flowid 1:2b\n"
+        );
+        assert_eq!(
+            batch_diff(&cfg(), &after, &before),
+            "filter del dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
+             filter del dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
+             class del dev acc0 classid 1:2b\n\
+             class del dev ifb0 classid 1:2b\n"
+        );
+    }
+
+    #[test]
+    fn swapping_addresses_deletes_both_filters_before_adding() {
+        let before = assign(&[
+            sub(42, "100.64.0.11", 8000, 4000),
+            sub(43, "100.64.0.12", 8000, 4000),
+        ])
+        .unwrap();
+        let after = assign_upsert(
+            &before,
+            &[
+                sub(42, "100.64.0.12", 8000, 4000),
+                sub(43, "100.64.0.11", 8000, 4000),
+            ],
+        )
+        .unwrap();
+        assert_eq!((after[&42].minor, after[&43].minor), (42, 43));
+        let batch = batch_diff(&cfg(), &before, &after);
+        let lines: Vec<&str> = batch.lines().collect();
+        assert_eq!(lines.len(), 8);
+        assert!(lines[..4].iter().all(|l| l.starts_with("filter del")));
+        assert!(lines[4..].iter().all(|l| l.starts_with("filter add")));
+        assert!(lines[4].contains("match ip dst 100.64.0.12/32 flowid 1:2a"));
+    }
+
+    #[test]
+    fn bad_input_is_refused_whole() {
+        let zero = sub(1, "100.64.0.1", 0, 4000);
+        assert!(matches!(
+            assign(&[zero]),
+            Err(Error::InvalidRate {
+                subscriber_id: 1,
+                ..
+            })
+        ));
+        let mut low_burst = sub(2, "100.64.0.2", 8000, 4000);
+        low_burst.rate.burst_download_kbps = Some(4000);
+        assert!(matches!(
+            assign(&[low_burst]),
+            Err(Error::InvalidRate {
+                subscriber_id: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            assign(&[sub(3, "100.64.0.3", 1, 1), sub(3, "100.64.0.4", 1, 1)]),
+            Err(Error::DuplicateSubscriber { subscriber_id: 3 })
+        ));
+        assert!(matches!(
+            assign(&[sub(3, "100.64.0.3", 1, 1), sub(4, "100.64.0.3", 1, 1)]),
+            Err(Error::DuplicateIp {
+                first: 3,
+                second: 4,
+                ..
+            })
+        ));
+        let before = assign(&[sub(3, "100.64.0.3", 1, 1)]).unwrap();
+        assert!(matches!(
+            assign_upsert(&before, &[sub(4, "100.64.0.3", 1, 1)]),
+            Err(Error::DuplicateIp {
+                first: 3,
+                second: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_minor_space_fills_up_clearly() {
+        let subs: Vec<Shaped> = (0..=CAPACITY as i64)
+            .map(|i| {
+                let ip = Ipv4Addr::from(0x0a00_0000 + i as u32);
+                Shaped {
+                    subscriber_id: i,
+                    ip,
+                    rate: rate(1000, 1000),
+                }
+            })
+            .collect();
+        assert!(matches!(
+            assign(&subs),
+            Err(Error::Full { wanted }) if wanted == CAPACITY + 1
+        ));
+        let full = assign(&subs[..CAPACITY]).unwrap();
+        let minors: BTreeSet<u16> = full.values().map(|c| c.minor).collect();
+        assert_eq!(minors.len(), CAPACITY);
+        assert!(matches!(
+            assign_upsert(&full, &subs[CAPACITY..]),
+            Err(Error::Full { .. })
+        ));
+    }
+
+    #[test]
+    fn batch_errors_name_the_line() {
+        let batch = "qdisc add dev x root handle 1: htb\nclass add dev x parent 1: classid 1:1 htb rate 1kbit\n";
+        let e = batch_error(
+            batch,
+            "Error: Filter already exists.\nWe have an error talking to the kernel\nCommand failed -:2\n",
+            "exit status: 1",
+        );
+        match e {
+            Error::Batch {
+                line,
+                text,
+                message,
+            } => {
+                assert_eq!(line, 2);
+                assert_eq!(text, "class add dev x parent 1: classid 1:1 htb rate 1kbit");
+                assert_eq!(
+                    message,
+                    "Error: Filter already exists. We have an error talking to the kernel"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
