@@ -23,6 +23,40 @@ pub struct Config {
     pub enforce: Option<crate::enforce::EnforceConfig>,
     #[serde(default)]
     pub edge: EdgeConfig,
+    /// Per-subscriber HTB shaping on this box (IPoE: the agent runs on the BNG). It
+    /// shapes only while the site's `shaping_enabled` setting is on; with it off the
+    /// NAS shapes from the RADIUS rate attributes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shaping: Option<ShapingConfig>,
+}
+
+/// Where and how much to shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingConfig {
+    /// The interface facing the subscribers: download is shaped on its egress.
+    pub subscriber_interface: String,
+    /// The IFB device upload is shaped on (created when absent).
+    #[serde(default = "default_ifb")]
+    pub ifb: String,
+    /// The access link's capacity, kbit/s: unclassified traffic gets it.
+    pub link_kbps: u64,
+}
+
+fn default_ifb() -> String {
+    "ifb-outpost".into()
+}
+
+impl ShapingConfig {
+    /// The shaper's view of it.
+    pub fn shape_config(&self) -> crate::shape::ShapeConfig {
+        crate::shape::ShapeConfig {
+            subscriber_interface: self.subscriber_interface.clone(),
+            ifb: self.ifb.clone(),
+            link_kbps: self.link_kbps,
+            netns: None,
+        }
+    }
 }
 
 /// The enforcement loop, the suspended page and CoA.
@@ -135,6 +169,18 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "edge.coa_attempts, edge.coa_first_timeout_ms and edge.verify_interval_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(sh) = &cfg.shaping
+            && (sh.link_kbps == 0
+                || sh.subscriber_interface.is_empty()
+                || sh.subscriber_interface.len() > 15
+                || sh.ifb.is_empty()
+                || sh.ifb.len() > 15)
+        {
+            return Err(ConfigError::Invalid(
+                "shaping: link_kbps must be at least 1 and interface names 1 to 15 characters"
+                    .into(),
             ));
         }
         if let Some(e) = &cfg.enforce {

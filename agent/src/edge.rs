@@ -76,6 +76,8 @@ pub struct Plan {
     pub rates: HashMap<i64, Option<Rate>>,
     /// When the next active subscriber expires (unix seconds), to wake then.
     pub next_expiry: Option<i64>,
+    /// Active subscribers with a plan rate and an IPv4 address, when the agent shapes.
+    pub shaped: BTreeMap<i64, crate::shape::Shaped>,
 }
 
 /// Where a subscriber's addresses come from: the static IP the controller set, and
@@ -100,6 +102,7 @@ pub fn plan<'a>(
     subscribers: impl IntoIterator<Item = &'a SubscriberState>,
     sessions_of: impl Fn(&str) -> Vec<OnlineSession>,
     now: i64,
+    shaping: bool,
 ) -> Plan {
     let mut p = Plan::default();
     for sub in subscribers {
@@ -126,6 +129,24 @@ pub fn plan<'a>(
             }
             None => {
                 p.rates.insert(sub.id, sub.rate);
+                if shaping && let Some(rate) = sub.rate {
+                    let ip = addresses(sub, &sessions_of(&sub.username))
+                        .into_iter()
+                        .find_map(|ip| match ip {
+                            IpAddr::V4(v4) => Some(v4),
+                            IpAddr::V6(_) => None,
+                        });
+                    if let Some(ip) = ip {
+                        p.shaped.insert(
+                            sub.id,
+                            crate::shape::Shaped {
+                                subscriber_id: sub.id,
+                                ip,
+                                rate,
+                            },
+                        );
+                    }
+                }
                 if let Some(at) = sub.expires_at {
                     p.next_expiry = Some(p.next_expiry.map_or(at, |n: i64| n.min(at)));
                 }
@@ -230,6 +251,9 @@ impl Default for EdgeOptions {
 pub struct Edge {
     store: Arc<Store>,
     firewall: Option<Box<dyn Firewall>>,
+    shaper: Option<crate::shape::Shaper>,
+    /// Whether the shaper holds classes (so turning the site setting off clears them).
+    shaping_applied: bool,
     coa: Option<mpsc::UnboundedSender<CoaJob>>,
     view: Arc<RwLock<View>>,
     requests: mpsc::Receiver<oneshot::Sender<bool>>,
@@ -292,6 +316,8 @@ impl Edge {
             Edge {
                 store,
                 firewall,
+                shaper: None,
+                shaping_applied: false,
                 coa,
                 view: view.clone(),
                 requests: rx,
@@ -302,6 +328,13 @@ impl Edge {
             },
             EdgeHandle { view, requests: tx },
         )
+    }
+
+    /// Shapes active subscribers with `shaper` whenever the site's `shaping_enabled`
+    /// setting is on (IPoE, the agent on the BNG); off, the NAS shapes from RADIUS.
+    pub fn with_shaper(mut self, shaper: crate::shape::Shaper) -> Edge {
+        self.shaper = Some(shaper);
+        self
     }
 
     /// Runs for ever.
@@ -348,12 +381,14 @@ impl Edge {
     pub async fn step(&mut self) -> bool {
         let store = self.store.clone();
         let snapshots = store.snapshots();
+        let shaping = self.shaper.is_some()
+            && crate::radius::Backend::settings(store.as_ref()).shaping_enabled;
         let plan = {
             let store = store.clone();
             match tokio::task::spawn_blocking(move || {
                 let mut subs = Vec::new();
                 store.for_each_subscriber(|s| subs.push(s.clone()));
-                plan(&subs, |u| store.sessions_of(u), now())
+                plan(&subs, |u| store.sessions_of(u), now(), shaping)
             })
             .await
             {
@@ -409,9 +444,70 @@ impl Edge {
                 true
             }
         };
+        let ok = self.shape(&plan, shaping).await && ok;
         self.cut_sessions(&plan);
         self.last = Some(plan);
         ok
+    }
+
+    /// Brings the HTB classes to the plan's shaped subscribers: whole after a snapshot
+    /// or a failure, else only the ones that came, went or changed rate or address.
+    async fn shape(&mut self, plan: &Plan, enabled: bool) -> bool {
+        let Some(mut shaper) = self.shaper.take() else {
+            return true;
+        };
+        let rebuild = self.needs_full || !self.shaping_applied;
+        let applied = self.shaping_applied;
+        let want = plan.shaped.clone();
+        let (shaper, result) = tokio::task::spawn_blocking(move || {
+            let r = if !enabled {
+                if applied { shaper.clear() } else { Ok(()) }
+            } else if rebuild {
+                shaper.full(&want.values().copied().collect::<Vec<_>>())
+            } else {
+                let gone: Vec<i64> = shaper
+                    .classes()
+                    .map(|c| c.subscriber_id)
+                    .filter(|id| !want.contains_key(id))
+                    .collect();
+                let changed: Vec<crate::shape::Shaped> = want
+                    .values()
+                    .filter(|s| {
+                        shaper
+                            .class_of(s.subscriber_id)
+                            .is_none_or(|c| c.ip != s.ip || c.rate != s.rate)
+                    })
+                    .copied()
+                    .collect();
+                let r = if gone.is_empty() {
+                    Ok(())
+                } else {
+                    shaper.remove(&gone)
+                };
+                r.and_then(|()| {
+                    if changed.is_empty() {
+                        Ok(())
+                    } else {
+                        shaper.upsert(&changed)
+                    }
+                })
+            };
+            (shaper, r)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("shaping panicked: {e}"));
+        self.shaper = Some(shaper);
+        match result {
+            Ok(()) => {
+                self.shaping_applied = enabled;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %chain(&e), "shaping failed; rebuilding next");
+                self.shaping_applied = false;
+                false
+            }
+        }
     }
 
     fn publish(&self, plan: &Plan, enforced: Option<&BTreeSet<IpAddr>>, healthy: bool) {
@@ -664,7 +760,7 @@ mod tests {
             "u3" => vec![session("u3", Some("100.64.1.3"), Some("2001:db8::3"))],
             _ => vec![],
         };
-        let p = plan(&subs, sessions, 0);
+        let p = plan(&subs, sessions, 0, false);
         let blocked: Vec<(IpAddr, i64)> = p
             .blocked
             .iter()
@@ -687,6 +783,42 @@ mod tests {
     }
 
     #[test]
+    fn shaping_takes_active_subscribers_with_a_rate_and_an_ipv4_address() {
+        let rate = Rate {
+            download_kbps: 8_000,
+            upload_kbps: 4_000,
+            burst_download_kbps: None,
+            burst_upload_kbps: None,
+        };
+        let mut with_static = sub(1, SubscriberStatus::Active, Some("100.64.0.2"));
+        with_static.rate = Some(rate);
+        let mut dynamic = sub(2, SubscriberStatus::Active, None);
+        dynamic.rate = Some(rate);
+        let mut suspended = sub(3, SubscriberStatus::Suspended, Some("100.64.0.4"));
+        suspended.rate = Some(rate);
+        let no_rate = sub(4, SubscriberStatus::Active, Some("100.64.0.5"));
+        let mut v6_only = sub(5, SubscriberStatus::Active, None);
+        v6_only.rate = Some(rate);
+        let subs = [with_static, dynamic, suspended, no_rate, v6_only];
+        let sessions = |u: &str| match u {
+            "u2" => vec![session("u2", Some("100.64.1.2"), None)],
+            "u5" => vec![session("u5", None, Some("2001:db8::5"))],
+            _ => vec![],
+        };
+        let p = plan(&subs, sessions, 0, true);
+        let shaped: Vec<(i64, String)> = p
+            .shaped
+            .values()
+            .map(|s| (s.subscriber_id, s.ip.to_string()))
+            .collect();
+        assert_eq!(
+            shaped,
+            vec![(1, "100.64.0.2".to_string()), (2, "100.64.1.2".to_string())]
+        );
+        assert!(plan(&subs, sessions, 0, false).shaped.is_empty());
+    }
+
+    #[test]
     fn the_next_expiry_is_the_earliest_active_one() {
         let mut a = sub(1, SubscriberStatus::Active, None);
         a.expires_at = Some(500);
@@ -694,7 +826,7 @@ mod tests {
         b.expires_at = Some(300);
         let mut gone = sub(3, SubscriberStatus::Active, Some("100.64.0.9"));
         gone.expires_at = Some(100);
-        let p = plan(&[a, b, gone], |_| vec![], 200);
+        let p = plan(&[a, b, gone], |_| vec![], 200, false);
         assert_eq!(p.next_expiry, Some(300));
         assert_eq!(p.blocked[&ip("100.64.0.9")].reason, Reason::Expired);
     }

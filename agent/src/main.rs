@@ -241,6 +241,10 @@ async fn start_edge(cfg: &Config, store: &Arc<Store>) -> anyhow::Result<edge::Ed
             ..edge::EdgeOptions::default()
         },
     );
+    let edge_loop = match &cfg.shaping {
+        Some(sh) => edge_loop.with_shaper(outpost_agent::shape::Shaper::new(sh.shape_config())),
+        None => edge_loop,
+    };
     tokio::spawn(edge_loop.run());
     if !handle.reconcile().await {
         tracing::error!("the first enforcement reconcile failed; retrying in the background");
@@ -319,6 +323,7 @@ async fn enroll(
         sync: SyncConfig::default(),
         enforce: None,
         edge: Default::default(),
+        shaping: None,
     };
     let path = state_dir.join("agent.toml");
     cfg.save(&path)?;

@@ -469,6 +469,7 @@ impl AgentSite {
             sync: SyncConfig::default(),
             enforce: None,
             edge: Default::default(),
+            shaping: None,
         }
         .save(&config)?;
         Ok(Self {
