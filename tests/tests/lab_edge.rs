@@ -54,6 +54,8 @@ struct Site<'a> {
     site: i64,
     sub1: i64,
     sub2: i64,
+    /// Home 8M (amina's), Home 4M (bruno's), Pro 16M.
+    plans: Vec<i64>,
 }
 
 const BASE: &str = "http://198.51.100.1:8080";
@@ -91,19 +93,39 @@ impl<'a> Site<'a> {
             "/api/v1/nas",
             Some(json!({ "name": "bng-1", "site_id": site, "ip": "127.0.0.1", "secret": "nas-shared-secret", "kind": "generic", "tenant_id": reseller })),
         );
+        let mut plans = Vec::new();
+        for (name, down, up) in [
+            ("Home 8M", 8_000, 4_000),
+            ("Home 4M", 4_000, 2_000),
+            ("Pro 16M", 16_000, 8_000),
+        ] {
+            let plan = api.call(
+                "POST",
+                "/api/v1/plans",
+                Some(json!({ "name": name, "download_kbps": down, "upload_kbps": up, "validity_days": 30, "price": "20.00" })),
+            )["id"]
+                .as_i64()
+                .unwrap();
+            api.call(
+                "POST",
+                &format!("/api/v1/resellers/{reseller}/rate-card"),
+                Some(json!({ "plan_id": plan, "wholesale_price": "10.00" })),
+            );
+            plans.push(plan);
+        }
         let far = rfc3339(SystemTime::now() + Duration::from_secs(30 * 86_400));
-        let new_sub = |name: &str, ip: &str, expires: &str| {
+        let new_sub = |name: &str, ip: &str, expires: &str, plan: i64| {
             api.call(
                 "POST",
                 "/api/v1/subscribers",
                 Some(json!({ "username": name, "password": "pw-123", "site_id": site, "tenant_id": reseller,
-                             "static_ipv4": ip, "expires_at": expires })),
+                             "static_ipv4": ip, "expires_at": expires, "plan_id": plan })),
             )["id"]
                 .as_i64()
                 .unwrap()
         };
-        let sub1 = new_sub("amina", addr::SUB1, &rfc3339(sub1_expires));
-        let sub2 = new_sub("bruno", addr::SUB2, &far);
+        let sub1 = new_sub("amina", addr::SUB1, &rfc3339(sub1_expires), plans[0]);
+        let sub2 = new_sub("bruno", addr::SUB2, &far, plans[1]);
         let token = api.call(
             "POST",
             &format!("/api/v1/sites/{site}/enrollment-tokens"),
@@ -135,6 +157,11 @@ impl<'a> Site<'a> {
             ..Default::default()
         });
         cfg.edge.verify_interval_secs = 5;
+        cfg.shaping = Some(outpost_agent::config::ShapingConfig {
+            subscriber_interface: "br0".into(),
+            ifb: "ifb-outpost".into(),
+            link_kbps: 1_000_000,
+        });
         cfg.edge.coa_first_timeout_ms = 200;
         cfg.save(&agent_config).unwrap();
         let mut s = Site {
@@ -149,6 +176,7 @@ impl<'a> Site<'a> {
             site,
             sub1,
             sub2,
+            plans,
         };
         s.start_agent();
         s
@@ -358,4 +386,107 @@ fn until_long(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Du
         std::thread::sleep(Duration::from_millis(100));
     }
     started.elapsed()
+}
+
+/// iperf3 from `from` to the upstream server: the receiver's Mbit/s.
+fn iperf3(from: &outpost_tests::lab::Netns, download: bool) -> f64 {
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        addr::WEB,
+        "-p",
+        "5201",
+        "-t",
+        "4",
+        "-O",
+        "1",
+        "-J",
+    ];
+    if download {
+        args.push("-R");
+    }
+    let json = from.stdout(&args);
+    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+    v.pointer("/end/sum_received/bits_per_second")
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no iperf3 result: {json}"))
+        / 1e6
+}
+
+fn within_15_percent(what: &str, measured: f64, plan: f64) {
+    println!(
+        "{what}: {measured:.2} Mbit/s against a plan of {plan} Mbit/s ({:+.1}%)",
+        (measured / plan - 1.0) * 100.0
+    );
+    assert!(
+        (measured - plan).abs() <= plan * 0.15,
+        "{what}: {measured:.2} Mbit/s is not within 15% of {plan} Mbit/s"
+    );
+}
+
+/// The HTB classes on the BNG's subscriber side, as (classid, rate) from `tc class
+/// show` (this iproute2 prints no JSON for HTB classes).
+fn htb_classes(lab: &EdgeLab) -> Vec<(String, String)> {
+    let out = lab.bng.stdout(&["tc", "class", "show", "dev", "br0"]);
+    let mut classes: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            let rate = w.iter().position(|t| *t == "rate")?;
+            Some((w.get(2)?.to_string(), w.get(rate + 1)?.to_string()))
+        })
+        .collect();
+    classes.sort();
+    classes
+}
+
+#[test]
+#[ignore = "lab: needs root and netns"]
+fn shaping_follows_the_plan_both_ways_and_a_plan_change_re_rates_one_class() {
+    available().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lab = EdgeLab::new(dir.path());
+    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
+    let site = Site::new(&lab, dir.path(), far);
+    let _server = start(
+        lab.up.cmd("sh").args([
+            "-c",
+            "iperf3 -s -B 203.0.113.10 -p 5201 & sleep 0.5; echo listening; wait",
+        ]),
+        "listening",
+    );
+    // The site's setting turns shaping on at the edge.
+    site.api.call(
+        "PATCH",
+        &format!("/api/v1/sites/{}", site.site),
+        Some(json!({ "shaping_enabled": true })),
+    );
+    until("amina's and bruno's classes in place", || {
+        htb_classes(&lab).len() >= 4
+    });
+    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    within_15_percent("amina download (Home 8M)", iperf3(&lab.sub1, true), 8.0);
+    within_15_percent("amina upload (Home 8M)", iperf3(&lab.sub1, false), 4.0);
+    within_15_percent("bruno download (Home 4M)", iperf3(&lab.sub2, true), 4.0);
+
+    // Amina moves to Pro 16M: her class is re-rated; bruno's is left as it was.
+    let before = htb_classes(&lab);
+    site.api.call(
+        "PATCH",
+        &format!("/api/v1/subscribers/{}", site.sub1),
+        Some(json!({ "plan_id": site.plans[2] })),
+    );
+    until("amina re-rated", || htb_classes(&lab) != before);
+    let after = htb_classes(&lab);
+    let changed: Vec<_> = after.iter().filter(|c| !before.contains(c)).collect();
+    assert_eq!(
+        changed.len(),
+        1,
+        "exactly one class changes: {before:?} → {after:?}"
+    );
+    assert_eq!(changed[0].1, "16Mbit");
+    assert_eq!(before.len(), after.len());
+    within_15_percent("amina download (Pro 16M)", iperf3(&lab.sub1, true), 16.0);
+    within_15_percent("amina upload (Pro 16M)", iperf3(&lab.sub1, false), 8.0);
+    let _ = site.sub2;
 }
