@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use outpost_protocol as proto;
@@ -53,10 +53,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The desired state held in memory for lookups.
 #[derive(Default)]
 struct Desired {
-    subscribers: HashMap<String, proto::SubscriberState>,
+    /// Shared with the RADIUS threads, which take a reference per request, not a copy.
+    subscribers: HashMap<String, Arc<proto::SubscriberState>>,
     /// Subscriber id → username, so a delta can find a renamed or removed row.
     usernames: HashMap<i64, String>,
-    nas: HashMap<IpAddr, proto::NasState>,
+    nas: HashMap<IpAddr, Arc<proto::NasState>>,
     settings: Option<proto::SiteSettings>,
 }
 
@@ -119,13 +120,13 @@ impl Store {
             for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 let s: proto::SubscriberState = serde_json::from_str(&row?)?;
                 d.usernames.insert(s.id, s.username.clone());
-                d.subscribers.insert(s.username.clone(), s);
+                d.subscribers.insert(s.username.clone(), Arc::new(s));
             }
             let mut stmt = conn.prepare("SELECT state FROM nas")?;
             for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 let n: proto::NasState = serde_json::from_str(&row?)?;
                 if let Ok(ip) = n.ip.parse() {
-                    d.nas.insert(ip, n);
+                    d.nas.insert(ip, Arc::new(n));
                 }
             }
         }
@@ -224,8 +225,9 @@ impl Store {
     /// Hex SHA-256 of what the agent enforces, by the protocol's canonical form.
     pub fn digest(&self) -> String {
         let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
-        let subs: Vec<proto::SubscriberState> = d.subscribers.values().cloned().collect();
-        let nas: Vec<proto::NasState> = d.nas.values().cloned().collect();
+        let subs: Vec<proto::SubscriberState> =
+            d.subscribers.values().map(|s| (**s).clone()).collect();
+        let nas: Vec<proto::NasState> = d.nas.values().map(|n| (**n).clone()).collect();
         hex::encode(Sha256::digest(proto::digest_input(&subs, &nas).as_bytes()))
     }
 
@@ -370,7 +372,9 @@ impl Desired {
                 self.subscribers.remove(&old);
             }
             // The username may have belonged to another id until this batch.
-            if let Some(prev) = self.subscribers.insert(sub.username.clone(), sub.clone())
+            if let Some(prev) = self
+                .subscribers
+                .insert(sub.username.clone(), Arc::new(sub.clone()))
                 && prev.id != sub.id
             {
                 self.usernames.remove(&prev.id);
@@ -382,7 +386,7 @@ impl Desired {
         for n in &s.nas {
             self.nas.retain(|_, old| old.id != n.id);
             if let Ok(ip) = n.ip.parse() {
-                self.nas.insert(ip, n.clone());
+                self.nas.insert(ip, Arc::new(n.clone()));
             }
         }
         if let Some(settings) = &s.settings {
@@ -417,7 +421,7 @@ fn backend_err(what: &str, e: StoreError) -> BackendError {
 }
 
 impl Backend for Store {
-    fn nas(&self, ip: IpAddr) -> Option<proto::NasState> {
+    fn nas(&self, ip: IpAddr) -> Option<Arc<proto::NasState>> {
         self.desired
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -426,7 +430,7 @@ impl Backend for Store {
             .cloned()
     }
 
-    fn subscriber(&self, username: &str) -> Option<proto::SubscriberState> {
+    fn subscriber(&self, username: &str) -> Option<Arc<proto::SubscriberState>> {
         self.desired
             .read()
             .unwrap_or_else(|p| p.into_inner())
