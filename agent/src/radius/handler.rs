@@ -205,14 +205,14 @@ impl Handler {
             (Ok(grant), Some(subscriber)) => {
                 let mut reply = response(packet, Code::AccessAccept);
                 access::add_accept_attributes(
-                    &mut reply,
+                    &mut reply.attributes,
                     subscriber,
                     nas.kind,
                     &self.backend.settings(),
                     now,
                 );
                 if let Some(success) = grant.mschap2_success {
-                    reply.add(attrs::vendor_specific(
+                    reply.attributes.add(attrs::vendor_specific(
                         attrs::VENDOR_MICROSOFT,
                         attrs::MS_CHAP2_SUCCESS,
                         &success,
@@ -234,7 +234,7 @@ impl Handler {
         };
         let mut reply = response(packet, Code::AccessReject);
         if let Some(error) = &refusal.mschap_error {
-            reply.add(attrs::vendor_specific(
+            reply.attributes.add(attrs::vendor_specific(
                 attrs::VENDOR_MICROSOFT,
                 attrs::MS_CHAP_ERROR,
                 error,
@@ -345,36 +345,52 @@ impl Handler {
     }
 }
 
+/// A reply being built: its code, and the codec's packet holding its attributes.
+struct Reply {
+    code: Code,
+    /// Coded as an Access-Request: see [`encode`].
+    attributes: Packet,
+}
+
 /// A reply to `request`, with a zeroed Message-Authenticator first (BlastRADIUS:
 /// RFC 3579 allows it anywhere, but first is where a forged prefix cannot reach) and
 /// the request's Proxy-State attributes copied back in order (RFC 2865 §5.33).
-fn response(request: &Packet, code: Code) -> Packet {
-    let mut reply = request.make_response_packet(code);
-    rfc2869::add_message_authenticator(&mut reply, &[0; 16]);
-    for proxy_state in request.lookup_all(rfc2865::PROXY_STATE_TYPE) {
-        reply.add(proxy_state.clone());
-    }
-    reply
+fn response(request: &Packet, code: Code) -> Reply {
+    reply(request, code, true)
 }
 
-fn response_without_message_authenticator(request: &Packet, code: Code) -> Packet {
-    let mut reply = request.make_response_packet(code);
-    for proxy_state in request.lookup_all(rfc2865::PROXY_STATE_TYPE) {
-        reply.add(proxy_state.clone());
+fn response_without_message_authenticator(request: &Packet, code: Code) -> Reply {
+    reply(request, code, false)
+}
+
+fn reply(request: &Packet, code: Code, message_authenticator: bool) -> Reply {
+    let mut attributes = request.make_response_packet(Code::AccessRequest);
+    if message_authenticator {
+        rfc2869::add_message_authenticator(&mut attributes, &[0; 16]);
     }
-    reply
+    for proxy_state in request.lookup_all(rfc2865::PROXY_STATE_TYPE) {
+        attributes.add(proxy_state.clone());
+    }
+    Reply { code, attributes }
 }
 
 /// Encodes `reply` with the codec, then signs it (Message-Authenticator, Response
 /// Authenticator).
+///
+/// The codec hashes a Response Authenticator into every reply it encodes, which
+/// [`authenticator::sign_response`] has to redo anyway once Message-Authenticator is
+/// filled in; a packet coded as an Access-Request it encodes without hashing, so the
+/// reply is built as one and gets its real code in the bytes.
 fn encode(
-    reply: Packet,
+    reply: Reply,
     request_authenticator: &[u8; 16],
     secret: &[u8],
 ) -> Result<Vec<u8>, Dropped> {
     let mut bytes = reply
+        .attributes
         .encode()
         .map_err(|e| Dropped::Backend(Error::Codec(e)))?;
+    bytes[0] = reply.code as u8;
     authenticator::sign_response(&mut bytes, request_authenticator, secret);
     Ok(bytes)
 }
