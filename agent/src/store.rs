@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use outpost_protocol as proto;
@@ -56,10 +56,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The desired state held in memory for lookups.
 #[derive(Default)]
 struct Desired {
-    subscribers: HashMap<String, proto::SubscriberState>,
+    /// Shared with the RADIUS threads, which take a reference per request, not a copy.
+    subscribers: HashMap<String, Arc<proto::SubscriberState>>,
     /// Subscriber id → username, so a delta can find a renamed or removed row.
     usernames: HashMap<i64, String>,
-    nas: HashMap<IpAddr, proto::NasState>,
+    nas: HashMap<IpAddr, Arc<proto::NasState>>,
     settings: Option<proto::SiteSettings>,
     brands: HashMap<i64, proto::Brand>,
 }
@@ -221,13 +222,13 @@ impl Store {
             for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 let s: proto::SubscriberState = serde_json::from_str(&row?)?;
                 d.usernames.insert(s.id, s.username.clone());
-                d.subscribers.insert(s.username.clone(), s);
+                d.subscribers.insert(s.username.clone(), Arc::new(s));
             }
             let mut stmt = conn.prepare("SELECT state FROM nas")?;
             for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
                 let n: proto::NasState = serde_json::from_str(&row?)?;
                 if let Ok(ip) = n.ip.parse() {
-                    d.nas.insert(ip, n);
+                    d.nas.insert(ip, Arc::new(n));
                 }
             }
         }
@@ -382,7 +383,7 @@ impl Store {
     pub fn subscriber_by_id(&self, id: i64) -> Option<proto::SubscriberState> {
         let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
         let name = d.usernames.get(&id)?;
-        d.subscribers.get(name).cloned()
+        d.subscribers.get(name).map(|s| (**s).clone())
     }
 
     /// The brand shown to `tenant_id`'s subscribers, if the controller sent one.
@@ -395,7 +396,7 @@ impl Store {
     pub fn nas_by_ip(&self, ip: &str) -> Option<proto::NasState> {
         let ip: IpAddr = ip.parse().ok()?;
         let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
-        d.nas.get(&ip).cloned()
+        d.nas.get(&ip).map(|n| (**n).clone())
     }
 
     /// The online sessions of `username`, with their addresses.
@@ -450,14 +451,14 @@ impl Store {
             .subscribers
             .values()
             .map(|s| {
-                let mut s = s.clone();
+                let mut s = (**s).clone();
                 if unenforced.contains(&s.id) {
                     s.status = proto::SubscriberStatus::Active;
                 }
                 s
             })
             .collect();
-        let nas: Vec<proto::NasState> = d.nas.values().cloned().collect();
+        let nas: Vec<proto::NasState> = d.nas.values().map(|n| (**n).clone()).collect();
         hex::encode(Sha256::digest(proto::digest_input(&subs, &nas).as_bytes()))
     }
 
@@ -602,7 +603,9 @@ impl Desired {
                 self.subscribers.remove(&old);
             }
             // The username may have belonged to another id until this batch.
-            if let Some(prev) = self.subscribers.insert(sub.username.clone(), sub.clone())
+            if let Some(prev) = self
+                .subscribers
+                .insert(sub.username.clone(), Arc::new(sub.clone()))
                 && prev.id != sub.id
             {
                 self.usernames.remove(&prev.id);
@@ -614,7 +617,7 @@ impl Desired {
         for n in &s.nas {
             self.nas.retain(|_, old| old.id != n.id);
             if let Ok(ip) = n.ip.parse() {
-                self.nas.insert(ip, n.clone());
+                self.nas.insert(ip, Arc::new(n.clone()));
             }
         }
         if let Some(settings) = &s.settings {
@@ -652,7 +655,7 @@ fn backend_err(what: &str, e: StoreError) -> BackendError {
 }
 
 impl Backend for Store {
-    fn nas(&self, ip: IpAddr) -> Option<proto::NasState> {
+    fn nas(&self, ip: IpAddr) -> Option<Arc<proto::NasState>> {
         self.desired
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -661,7 +664,7 @@ impl Backend for Store {
             .cloned()
     }
 
-    fn subscriber(&self, username: &str) -> Option<proto::SubscriberState> {
+    fn subscriber(&self, username: &str) -> Option<Arc<proto::SubscriberState>> {
         self.desired
             .read()
             .unwrap_or_else(|p| p.into_inner())

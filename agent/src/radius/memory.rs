@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_protocol::{AcctStatus, Event, EventBody, NasState, SiteSettings, SubscriberState};
@@ -35,8 +35,8 @@ pub struct OnlineSession {
 
 #[derive(Debug, Default)]
 struct State {
-    nas: Vec<NasState>,
-    subscribers: HashMap<String, SubscriberState>,
+    nas: Vec<Arc<NasState>>,
+    subscribers: HashMap<String, Arc<SubscriberState>>,
     settings: Option<SiteSettings>,
     /// Keyed by (NAS, Acct-Session-Id): session ids are only unique per NAS.
     sessions: HashMap<(String, String), OnlineSession>,
@@ -65,7 +65,7 @@ impl MemoryBackend {
     pub fn upsert_nas(&self, nas: NasState) {
         let mut state = self.lock();
         state.nas.retain(|n| n.id != nas.id);
-        state.nas.push(nas);
+        state.nas.push(Arc::new(nas));
     }
 
     /// Adds a subscriber, or replaces the one with the same id.
@@ -74,7 +74,7 @@ impl MemoryBackend {
         state.subscribers.retain(|_, s| s.id != subscriber.id);
         state
             .subscribers
-            .insert(subscriber.username.clone(), subscriber);
+            .insert(subscriber.username.clone(), Arc::new(subscriber));
     }
 
     /// Removes the subscriber with `id`, if any.
@@ -139,7 +139,7 @@ impl State {
 }
 
 impl Backend for MemoryBackend {
-    fn nas(&self, ip: IpAddr) -> Option<NasState> {
+    fn nas(&self, ip: IpAddr) -> Option<Arc<NasState>> {
         self.lock()
             .nas
             .iter()
@@ -150,7 +150,7 @@ impl Backend for MemoryBackend {
             .cloned()
     }
 
-    fn subscriber(&self, username: &str) -> Option<SubscriberState> {
+    fn subscriber(&self, username: &str) -> Option<Arc<SubscriberState>> {
         self.lock().subscribers.get(username).cloned()
     }
 

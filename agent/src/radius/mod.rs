@@ -35,6 +35,7 @@ pub mod server;
 pub mod stats;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use outpost_protocol::{EventBody, NasState, SiteSettings, SubscriberState};
 
@@ -47,16 +48,18 @@ pub use stats::{Stats, StatsSnapshot};
 /// the online-session table and the journal.
 ///
 /// Every method is synchronous and may block (a journal write waits for `fsync`). The
-/// server therefore never calls it on an async worker: each datagram is handled
-/// whole inside [`tokio::task::spawn_blocking`], so a slow disk delays only the
-/// requests waiting on it, and the number of datagrams in progress is capped by
-/// [`Config::max_in_flight`].
+/// server therefore calls it only from its own OS threads, never on an async worker:
+/// a slow disk delays only the thread waiting on it, while the socket's other threads
+/// ([`Config::threads_per_socket`]) keep answering.
+///
+/// The lookups ([`Backend::nas`], [`Backend::subscriber`]) are on every request's
+/// path: they hand out shared references rather than copies.
 pub trait Backend: Send + Sync + 'static {
     /// The NAS whose requests come from `ip`, if it is in the synced NAS list.
-    fn nas(&self, ip: IpAddr) -> Option<NasState>;
+    fn nas(&self, ip: IpAddr) -> Option<Arc<NasState>>;
 
     /// The subscriber whose login is `username` (exact match), if this site serves it.
-    fn subscriber(&self, username: &str) -> Option<SubscriberState>;
+    fn subscriber(&self, username: &str) -> Option<Arc<SubscriberState>>;
 
     /// The site's settings.
     fn settings(&self) -> SiteSettings;
