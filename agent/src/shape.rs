@@ -5,6 +5,27 @@
 //! nothing about plans or sites: it gets subscriber ids, IPv4 addresses and
 //! [`Rate`]s, and works in the network namespace it runs in.
 //!
+//! # Use
+//!
+//! ```no_run
+//! # use outpost_agent::shape::{ShapeConfig, Shaped, Shaper};
+//! # use outpost_protocol::Rate;
+//! # fn main() -> Result<(), outpost_agent::shape::Error> {
+//! let mut shaper = Shaper::new(ShapeConfig {
+//!     subscriber_interface: "eth1".into(),
+//!     ifb: "ifb-up".into(),
+//!     link_kbps: 10_000_000,
+//!     netns: None,
+//! });
+//! let rate = Rate { download_kbps: 8000, upload_kbps: 4000, burst_download_kbps: None, burst_upload_kbps: None };
+//! let sub = Shaped { subscriber_id: 42, ip: "100.64.0.11".parse().unwrap(), rate };
+//! shaper.full(&[sub])?;                                     // at start: everything
+//! shaper.upsert(&[Shaped { rate: Rate { download_kbps: 16000, ..rate }, ..sub }])?; // re-rate one
+//! shaper.remove(&[42])?;
+//! shaper.clear()?;                                          // shaping turned off
+//! # Ok(()) }
+//! ```
+//!
 //! # The tree
 //!
 //! Both directions use the same layout, with the same class ids:
