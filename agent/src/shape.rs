@@ -56,7 +56,9 @@
 //! `tc_bind_tclass` -> `htb_walk`), so a full apply into one flat qdisc is quadratic.
 //! In the lab (2 cores shared with other builds) a full apply of 20000 subscribers took
 //! 200 s into one flat qdisc per device; spreading the classes over 64 nested HTB
-//! qdiscs cuts each walk 64-fold, and the same apply took 22 s. The price:
+//! qdiscs cuts each walk 64-fold, and the same apply took 22 s (what remains is mostly
+//! other per-class kernel bookkeeping: every class's filter block joins one global
+//! list, `flow_indr_dev_setup_offload`, and qdisc lookups by handle). The price:
 //! a second classification step inside the shard, and the kernel logs once per shard
 //! qdisc `htb qdisc 12A: is non-work-conserving?` (an inner HTB that is throttling
 //! returns nothing to the outer one; the inner's own watchdog reschedules it, and the
