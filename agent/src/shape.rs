@@ -5,16 +5,42 @@
 //! nothing about plans or sites: it gets subscriber ids, IPv4 addresses and
 //! [`Rate`]s, and works in the network namespace it runs in.
 //!
+//! # Use
+//!
+//! ```no_run
+//! # use outpost_agent::shape::{ShapeConfig, Shaped, Shaper};
+//! # use outpost_protocol::Rate;
+//! # fn main() -> Result<(), outpost_agent::shape::Error> {
+//! let mut shaper = Shaper::new(ShapeConfig {
+//!     subscriber_interface: "eth1".into(),
+//!     ifb: "ifb-up".into(),
+//!     link_kbps: 10_000_000,
+//!     netns: None,
+//! });
+//! let rate = Rate { download_kbps: 8000, upload_kbps: 4000, burst_download_kbps: None, burst_upload_kbps: None };
+//! let sub = Shaped { subscriber_id: 42, ip: "100.64.0.11".parse().unwrap(), rate };
+//! shaper.full(&[sub])?;                                     // at start: everything
+//! shaper.upsert(&[Shaped { rate: Rate { download_kbps: 16000, ..rate }, ..sub }])?; // re-rate one
+//! shaper.remove(&[42])?;
+//! shaper.clear()?;                                          // shaping turned off
+//! # Ok(()) }
+//! ```
+//!
 //! # The tree
 //!
 //! Both directions use the same layout, with the same class ids:
 //!
 //! ```text
-//! download: <subscriber_interface> egress      upload: <ifb> egress
-//!   1:   htb default 2                            (the subscriber interface's ingress
-//!   1:1  link_kbps (rate = ceil)                   qdisc redirects every packet to the
-//!   1:2  default class, link_kbps                  IFB with `mirred`)
-//!   1:<minor>  one per subscriber, rate = plan, ceil = burst or plan
+//! download: <subscriber_interface> egress       upload: <ifb> egress
+//!                                                 (the subscriber interface's ingress qdisc
+//!                                                  redirects every packet to the IFB)
+//! 1:        htb default 2
+//! 1:1       link class, link_kbps (rate = ceil)
+//! 1:2       default class, link_kbps
+//! 1:10+k    shard k's class (k < 64), link_kbps, holding
+//!   100+k:    shard k's own htb qdisc
+//!   100+k:1   its link class, link_kbps
+//!   100+k:m   one class per subscriber (minor m, m % 64 == k): rate = plan, ceil = burst or plan
 //! ```
 //!
 //! Download is classified by destination address on the subscriber interface; upload
@@ -23,11 +49,26 @@
 //! the whole link: shaping never throttles what it does not know. Rates are HTB's:
 //! layer-2 bytes, so TCP goodput lands about 5 % below the plan rate.
 //!
+//! ## Why shards
+//!
+//! Creating an HTB class costs O(classes already in that qdisc): on every new class the
+//! kernel walks all classes of the qdisc to rebind filters (`tc_ctl_tclass` ->
+//! `tc_bind_tclass` -> `htb_walk`), so a full apply into one flat qdisc is quadratic.
+//! In the lab (2 cores shared with other builds) a full apply of 20000 subscribers took
+//! 200 s into one flat qdisc per device; spreading the classes over 64 nested HTB
+//! qdiscs cuts each walk 64-fold, and the same apply took 22 s (what remains is mostly
+//! other per-class kernel bookkeeping: every class's filter block joins one global
+//! list, `flow_indr_dev_setup_offload`, and qdisc lookups by handle). The price:
+//! a second classification step inside the shard, and the kernel logs once per shard
+//! qdisc `htb qdisc 12A: is non-work-conserving?` (an inner HTB that is throttling
+//! returns nothing to the outer one; the inner's own watchdog reschedules it, and the
+//! lab test measures every rate within the tolerance).
+//!
 //! # Burst
 //!
 //! With a burst rate set, the class gets `rate = plan, ceil = burst`: the plan rate
 //! is what the subscriber is guaranteed, and it may borrow up to the burst rate for
-//! as long as the link class `1:1` has spare capacity. This is HTB borrowing, not a
+//! as long as its shard's link class has spare capacity. This is HTB borrowing, not a
 //! timed MikroTik-style burst (no burst-threshold / burst-time): on an idle link a
 //! bursting subscriber keeps the burst rate indefinitely, and loses it first when the
 //! link fills. Without a burst rate, `ceil = rate`.
@@ -37,47 +78,46 @@
 //! Flower (one hash table per mask) would be the simplest scalable choice, but it is
 //! a kernel option (`CONFIG_NET_CLS_FLOWER`) that not every BNG kernel has, the lab's
 //! included; `u32` is in every kernel that has HTB. A flat list of u32 filters is a
-//! linear scan per packet, so the filters sit in two levels of hash tables keyed on
-//! the address's last two octets:
+//! linear scan per packet, so the filters sit in hash tables keyed on the address's
+//! last octets. In the root qdisc `1:`, two levels send the packet to its shard:
 //!
 //! ```text
 //! 800::  (root)  match all, hash on octet 3  -> table 100:
 //! 100:<o3>:1     match all, hash on octet 4  -> table 2<o3>:   (256 tables, 200:..2ff:)
-//! 2<o3>:<o4>:<n> match ip dst|src a.b.o3.o4/32 flowid 1:<minor>
+//! 2<o3>:<o4>:<n> match ip dst|src a.b.o3.o4/32 flowid 1:<10 + shard>
 //! ```
 //!
-//! A packet costs two hash steps and then a scan of one bucket, which holds only the
-//! subscribers that share the last two octets (different /16s): one or a few, even with
-//! tens of thousands of subscribers. The 1 + 256 tables are built once by [`Shaper::full`].
-//! IPv6 is not shaped here (its packets go to the default class): IPoE IPv6 means
-//! delegated prefixes, which need prefix matching this layout does not do;
-//! [`Shaped::ip`] is an [`Ipv4Addr`] so the type says so.
+//! and in the shard's qdisc one level (a shard holds 1/64 of the subscribers) sends it
+//! to the subscriber's class:
+//!
+//! ```text
+//! 800::  (root)  match all, hash on octet 4  -> table 100:
+//! 100:<o4>:<m / 64 + 1>  match ip dst|src a.b.o3.o4/32 flowid <100 + shard>:<m>
+//! ```
+//!
+//! A root bucket holds only the subscribers that share the last two octets (different
+//! /16s): one or a few, even with tens of thousands of subscribers; a shard bucket about
+//! subscribers / 64 / 256 (at most 4 with 65533 subscribers spread over last octets).
+//! The tables are built once by [`Shaper::full`]. IPv6 is not shaped here (its packets
+//! go to the default class): IPoE IPv6 means delegated prefixes, which need prefix
+//! matching this layout does not do; [`Shaped::ip`] is an [`Ipv4Addr`] so the type
+//! says so.
 //!
 //! # Ids
 //!
-//! HTB minors are 16 bits. A subscriber's class minor is its id itself when the id is
-//! in `3..=0xffff` (so `1:2a` is subscriber 42, handy when reading `tc` output), and
-//! `3 + (id - 3) mod 65533` otherwise; when that minor is taken by another subscriber
-//! the next free one is used (linear probing). [`Shaper::full`] assigns in ascending id
-//! order, so the same set of subscribers always gives the same ids and the same batch:
-//! restarting and re-applying is idempotent. An incremental add probes against the
-//! current occupancy, so after adds and removes a probed subscriber may get another
-//! minor at the next full apply; that is harmless because a full apply rebuilds the
-//! whole tree. More than 65533 subscribers on one interface is [`Error::Full`]. The u32
-//! filter's node id (12 bits) is the lowest free one in its bucket; a bucket with 4095
-//! subscribers is [`Error::BucketFull`].
-//!
-//! # Cost of a full apply
-//!
-//! Classification is O(1) per packet, but creating a class is O(classes already in the
-//! qdisc): on every new class the kernel walks all classes of the qdisc to rebind
-//! filters (`tc_ctl_tclass` -> `tc_bind_tclass` -> `htb_walk`). A full apply is therefore
-//! quadratic: in the lab (2 shared cores), 5000 classes on one device took 2.3 s,
-//! 20000 took 66 s, and a full apply of 20000 subscribers (two devices) 200 s.
-//! Incremental changes stay cheap (one walk per added or deleted class, none for a
-//! re-rate). If sites that large need a faster restart, the fix is sharding: several
-//! HTB qdiscs (under `mq`, or nested under one class each) with a share of the
-//! subscribers each.
+//! HTB minors are 16 bits, and here unique across all shards. A subscriber's minor is
+//! its id itself when the id is in `3..=0xffff` (so class `12a:2a` is subscriber 42,
+//! handy when reading `tc` output), and `3 + (id - 3) mod 65533` otherwise; when that
+//! minor is taken by another subscriber the next free one is used (linear probing). The
+//! shard is `minor % 64`. [`Shaper::full`] assigns in ascending id order, so the same
+//! set of subscribers always gives the same ids and the same batch: restarting and
+//! re-applying is idempotent. An incremental add probes against the current occupancy,
+//! so after adds and removes a probed subscriber may get another minor at the next full
+//! apply; that is harmless because a full apply rebuilds the whole tree. More than
+//! 65533 subscribers on one interface is [`Error::Full`]. The root filter's node id (12
+//! bits) is the lowest free one in its bucket; a bucket with 4095 subscribers is
+//! [`Error::BucketFull`]. The shard filter's node id is `minor / 64 + 1`, unique in
+//! its shard.
 //!
 //! # Applying
 //!
@@ -90,9 +130,10 @@
 //! asked for (with a warning), instead of patching an unknown tree.
 //!
 //! Incremental changes only touch the subscribers in question: an add is `class add`
-//! plus `filter add`, a re-rate is `tc class change` of that one class (in the direction
-//! whose rate changed), a removal deletes the filters and then the classes. Nothing
-//! else is replaced, so other classes keep their handles and counters.
+//! plus its two `filter add`s (shard, then root), a re-rate is `tc class change` of
+//! that one class (in the direction whose rate changed), a removal deletes the filters
+//! (root, then shard) and then the classes. Nothing else is replaced, so other classes
+//! keep their handles and counters.
 //!
 //! The module owns, on the subscriber interface, its root qdisc and its ingress
 //! qdisc, and the IFB device (created if absent, with its root qdisc). A full apply
@@ -118,6 +159,12 @@ pub const FIRST_SUBSCRIBER_MINOR: u16 = 3;
 pub const CAPACITY: usize = (u16::MAX - FIRST_SUBSCRIBER_MINOR) as usize + 1;
 /// How many subscribers can share the last two octets (u32's 12-bit node ids).
 pub const BUCKET_CAPACITY: usize = 0xfff;
+/// How many HTB qdiscs share the subscriber classes (see the module doc).
+pub const SHARDS: u16 = 64;
+/// The root's class for shard k is `1:<SHARD_CLASS_BASE + k>`.
+const SHARD_CLASS_BASE: u16 = 0x10;
+/// Shard k's HTB qdisc is `<SHARD_MAJOR_BASE + k>:`.
+const SHARD_MAJOR_BASE: u16 = 0x100;
 /// The filter priority of the IPv4 hash tables.
 const PRIO_V4: u32 = 10;
 /// The first level hash table (keyed on octet 3).
@@ -233,12 +280,29 @@ pub struct Class {
 }
 
 impl Class {
-    /// `1:<minor>` as tc writes it.
-    pub fn classid(&self) -> String {
-        format!("1:{:x}", self.minor)
+    /// The shard (see the module doc) the class is in: `minor % SHARDS`.
+    pub fn shard(&self) -> u16 {
+        self.minor % SHARDS
     }
 
-    /// The u32 filter handle `<table>:<bucket>:<node>` as tc writes it.
+    /// The major of the shard's HTB qdisc.
+    pub fn shard_major(&self) -> u16 {
+        SHARD_MAJOR_BASE + self.shard()
+    }
+
+    /// `<shard major>:<minor>` as tc writes it.
+    pub fn classid(&self) -> String {
+        format!("{:x}:{:x}", self.shard_major(), self.minor)
+    }
+
+    /// The u32 filter handle in the shard's table: `100:<octet 4>:<minor / SHARDS + 1>`,
+    /// unique in the shard because the minor is.
+    pub fn shard_filter_handle(&self) -> String {
+        let [_, _, _, o4] = self.ip.octets();
+        format!("{HT_L1:x}:{o4:x}:{:x}", self.minor / SHARDS + 1)
+    }
+
+    /// The u32 filter handle in the root's tables, `<table>:<bucket>:<node>`, as tc writes it.
     pub fn filter_handle(&self) -> String {
         let [_, _, o3, o4] = self.ip.octets();
         format!("{:x}:{:x}:{:x}", HT_L2_BASE + u32::from(o3), o4, self.node)
@@ -494,7 +558,7 @@ const SIDES: [Side; 2] = [Side::Download, Side::Upload];
 
 fn tree(out: &mut String, cfg: &ShapeConfig, side: Side) {
     let dev = side.dev(cfg);
-    let link = cfg.link_kbps;
+    let link = htb(cfg.link_kbps, cfg.link_kbps);
     let off = side.offset();
     let _ = writeln!(
         out,
@@ -502,14 +566,33 @@ fn tree(out: &mut String, cfg: &ShapeConfig, side: Side) {
     );
     let _ = writeln!(
         out,
-        "class add dev {dev} parent 1: classid 1:{MINOR_LINK:x} {}",
-        htb(link, link)
+        "class add dev {dev} parent 1: classid 1:{MINOR_LINK:x} {link}"
     );
     let _ = writeln!(
         out,
-        "class add dev {dev} parent 1:{MINOR_LINK:x} classid 1:{MINOR_DEFAULT:x} {}",
-        htb(link, link)
+        "class add dev {dev} parent 1:{MINOR_LINK:x} classid 1:{MINOR_DEFAULT:x} {link}"
     );
+    for k in 0..SHARDS {
+        let (class, major) = (SHARD_CLASS_BASE + k, SHARD_MAJOR_BASE + k);
+        let _ = writeln!(
+            out,
+            "class add dev {dev} parent 1:{MINOR_LINK:x} classid 1:{class:x} {link}"
+        );
+        let _ = writeln!(
+            out,
+            "qdisc add dev {dev} parent 1:{class:x} handle {major:x}: htb"
+        );
+        let _ = writeln!(
+            out,
+            "class add dev {dev} parent {major:x}: classid {major:x}:{MINOR_LINK:x} {link}"
+        );
+        let f = format!("filter add dev {dev} parent {major:x}: protocol ip prio {PRIO_V4}");
+        let _ = writeln!(out, "{f} handle {HT_L1:x}: u32 divisor 256");
+        let _ = writeln!(
+            out,
+            "{f} handle 800::1 u32 ht 800:: match u32 0 0 hashkey mask 0x000000ff at {off} link {HT_L1:x}:"
+        );
+    }
     let f = format!("filter add dev {dev} parent 1: protocol ip prio {PRIO_V4}");
     let _ = writeln!(out, "{f} handle {HT_L1:x}: u32 divisor 256");
     for o3 in 0..256u32 {
@@ -534,8 +617,9 @@ fn class_line(out: &mut String, cfg: &ShapeConfig, side: Side, verb: &str, c: &C
     let (rate, ceil) = side.rates(&c.rate);
     let _ = writeln!(
         out,
-        "class {verb} dev {} parent 1:{MINOR_LINK:x} classid {} {}",
+        "class {verb} dev {} parent {:x}:{MINOR_LINK:x} classid {} {}",
         side.dev(cfg),
+        c.shard_major(),
         c.classid(),
         htb(rate, ceil)
     );
@@ -550,27 +634,42 @@ fn class_del(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
     );
 }
 
+/// The shard's filter first, then the root's: a packet never reaches a shard that
+/// cannot classify it.
 fn filter_add(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
     let [_, _, o3, o4] = c.ip.octets();
+    let (dev, sel, ip) = (side.dev(cfg), side.selector(), c.ip);
     let _ = writeln!(
         out,
-        "filter add dev {} parent 1: protocol ip prio {PRIO_V4} handle {} u32 ht {:x}:{o4:x}: \
-         match ip {} {}/32 flowid {}",
-        side.dev(cfg),
+        "filter add dev {dev} parent {:x}: protocol ip prio {PRIO_V4} handle {} u32 \
+         ht {HT_L1:x}:{o4:x}: match ip {sel} {ip}/32 flowid {}",
+        c.shard_major(),
+        c.shard_filter_handle(),
+        c.classid()
+    );
+    let _ = writeln!(
+        out,
+        "filter add dev {dev} parent 1: protocol ip prio {PRIO_V4} handle {} u32 \
+         ht {:x}:{o4:x}: match ip {sel} {ip}/32 flowid 1:{:x}",
         c.filter_handle(),
         HT_L2_BASE + u32::from(o3),
-        side.selector(),
-        c.ip,
-        c.classid()
+        SHARD_CLASS_BASE + c.shard()
     );
 }
 
+/// The root's filter first, then the shard's (the reverse of [`filter_add`]).
 fn filter_del(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
+    let dev = side.dev(cfg);
     let _ = writeln!(
         out,
-        "filter del dev {} parent 1: protocol ip prio {PRIO_V4} handle {} u32",
-        side.dev(cfg),
+        "filter del dev {dev} parent 1: protocol ip prio {PRIO_V4} handle {} u32",
         c.filter_handle()
+    );
+    let _ = writeln!(
+        out,
+        "filter del dev {dev} parent {:x}: protocol ip prio {PRIO_V4} handle {} u32",
+        c.shard_major(),
+        c.shard_filter_handle()
     );
 }
 
@@ -1032,7 +1131,9 @@ mod tests {
         assert_eq!(classes[&(42 + 65533)].minor, 43);
         assert_eq!(classes[&70000].minor, 3 + ((70000 - 3) % 65533) as u16);
         assert_eq!(classes[&1].minor, 0xfffe);
-        assert_eq!(classes[&42].classid(), "1:2a");
+        assert_eq!(classes[&42].classid(), "12a:2a");
+        assert_eq!(classes[&42].shard_filter_handle(), "100:b:1");
+        assert_eq!(classes[&70000].shard_filter_handle(), "100:d:46");
     }
 
     #[test]
@@ -1083,13 +1184,24 @@ mod tests {
             "class add dev acc0 parent 1:1 classid 1:2 htb rate 1000000kbit ceil 1000000kbit quantum 200000"
         );
         assert_eq!(
-            lines[5],
-            "filter add dev acc0 parent 1: protocol ip prio 10 handle 100: u32 divisor 256"
+            lines[5..10],
+            [
+                "class add dev acc0 parent 1:1 classid 1:10 htb rate 1000000kbit ceil 1000000kbit quantum 200000",
+                "qdisc add dev acc0 parent 1:10 handle 100: htb",
+                "class add dev acc0 parent 100: classid 100:1 htb rate 1000000kbit ceil 1000000kbit quantum 200000",
+                "filter add dev acc0 parent 100: protocol ip prio 10 handle 100: u32 divisor 256",
+                "filter add dev acc0 parent 100: protocol ip prio 10 handle 800::1 u32 ht 800:: \
+                 match u32 0 0 hashkey mask 0x000000ff at 16 link 100:",
+            ]
         );
-        assert_eq!(
-            lines[6],
-            "filter add dev acc0 parent 1: protocol ip prio 10 handle 200: u32 divisor 256"
-        );
+        assert!(lines.contains(&"qdisc add dev ifb0 parent 1:4f handle 13f: htb"));
+        assert!(lines.contains(
+            &"filter add dev ifb0 parent 13f: protocol ip prio 10 handle 800::1 u32 ht 800:: \
+              match u32 0 0 hashkey mask 0x000000ff at 12 link 100:"
+        ));
+        assert!(lines.contains(
+            &"filter add dev acc0 parent 1: protocol ip prio 10 handle 200: u32 divisor 256"
+        ));
         assert!(lines.contains(
             &"filter add dev acc0 parent 1: protocol ip prio 10 handle 100:ff:1 u32 ht 100:ff: \
               match u32 0 0 hashkey mask 0x000000ff at 16 link 2ff:"
@@ -1098,34 +1210,38 @@ mod tests {
             &"filter add dev ifb0 parent 1: protocol ip prio 10 handle 100:0:1 u32 ht 100:0: \
               match u32 0 0 hashkey mask 0x000000ff at 12 link 200:"
         ));
-        // The root link comes after all the tables of its device.
+        // The root's link comes after all the root's tables.
         let root_link = lines
             .iter()
-            .position(|l| l.starts_with("filter add dev acc0") && l.contains("ht 800::"))
+            .position(|l| l.starts_with("filter add dev acc0 parent 1: ") && l.contains("ht 800::"))
             .unwrap();
         let last_table = lines
             .iter()
-            .rposition(|l| l.starts_with("filter add dev acc0") && l.contains("ht 100:"))
+            .rposition(|l| l.starts_with("filter add dev acc0 parent 1: ") && l.contains("ht 100:"))
             .unwrap();
         assert!(root_link > last_table);
-        let tail: Vec<&str> = lines[lines.len() - 6..].to_vec();
+        let tail: Vec<&str> = lines[lines.len() - 8..].to_vec();
         assert_eq!(
             tail,
             [
-                "class add dev acc0 parent 1:1 classid 1:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
+                "class add dev acc0 parent 12a:1 classid 12a:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
+                "filter add dev acc0 parent 12a: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
+                 match ip dst 100.64.0.11/32 flowid 12a:2a",
                 "filter add dev acc0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
-                 match ip dst 100.64.0.11/32 flowid 1:2a",
-                "class add dev ifb0 parent 1:1 classid 1:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
+                 match ip dst 100.64.0.11/32 flowid 1:3a",
+                "class add dev ifb0 parent 12a:1 classid 12a:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
+                "filter add dev ifb0 parent 12a: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
+                 match ip src 100.64.0.11/32 flowid 12a:2a",
                 "filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
-                 match ip src 100.64.0.11/32 flowid 1:2a",
+                 match ip src 100.64.0.11/32 flowid 1:3a",
                 "qdisc add dev acc0 handle ffff: ingress",
                 "filter add dev acc0 parent ffff: protocol all prio 1 u32 match u32 0 0 \
                  action mirred egress redirect dev ifb0",
             ]
         );
-        // 2 qdisc deletes, 2 x (qdisc + 2 classes + 257 tables + 256 links + root link),
-        // 4 lines for the subscriber, 2 for the redirect.
-        assert_eq!(lines.len(), 2 + 2 * (3 + 257 + 256 + 1) + 4 + 2);
+        // 2 qdisc deletes, 2 x (qdisc + 2 classes + 5 per shard + 257 tables + 256 links
+        // + root link), 6 lines for the subscriber, 2 for the redirect.
+        assert_eq!(lines.len(), 2 + 2 * (3 + 64 * 5 + 257 + 256 + 1) + 6 + 2);
     }
 
     #[test]
@@ -1138,7 +1254,7 @@ mod tests {
         let after = assign_upsert(&before, &[sub(42, "100.64.0.11", 16000, 4000)]).unwrap();
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class change dev acc0 parent 1:1 classid 1:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
+            "class change dev acc0 parent 12a:1 classid 12a:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
         );
         let burst = Shaped {
             rate: Rate {
@@ -1150,7 +1266,7 @@ mod tests {
         let after = assign_upsert(&before, &[burst]).unwrap();
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class change dev ifb0 parent 1:1 classid 1:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
+            "class change dev ifb0 parent 12a:1 classid 12a:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
         );
         let same = assign_upsert(&before, &[sub(43, "100.64.0.12", 12000, 6000)]).unwrap();
         assert_eq!(batch_diff(&cfg(), &before, &same), "");
@@ -1163,17 +1279,21 @@ mod tests {
         assert_eq!(after[&42], before[&42]);
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class add dev acc0 parent 1:1 classid 1:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
-             class add dev ifb0 parent 1:1 classid 1:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
-             filter add dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip dst 100.64.0.12/32 flowid 1:2b\n\
-             filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip src 100.64.0.12/32 flowid 1:2b\n"
+            "class add dev acc0 parent 12b:1 classid 12b:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
+             class add dev ifb0 parent 12b:1 classid 12b:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
+             filter add dev acc0 parent 12b: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip dst 100.64.0.12/32 flowid 12b:2b\n\
+             filter add dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip dst 100.64.0.12/32 flowid 1:3b\n\
+             filter add dev ifb0 parent 12b: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip src 100.64.0.12/32 flowid 12b:2b\n\
+             filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip src 100.64.0.12/32 flowid 1:3b\n"
         );
         assert_eq!(
             batch_diff(&cfg(), &after, &before),
             "filter del dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
+             filter del dev acc0 parent 12b: protocol ip prio 10 handle 100:c:1 u32\n\
              filter del dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
-             class del dev acc0 classid 1:2b\n\
-             class del dev ifb0 classid 1:2b\n"
+             filter del dev ifb0 parent 12b: protocol ip prio 10 handle 100:c:1 u32\n\
+             class del dev acc0 classid 12b:2b\n\
+             class del dev ifb0 classid 12b:2b\n"
         );
     }
 
@@ -1195,10 +1315,10 @@ mod tests {
         assert_eq!((after[&42].minor, after[&43].minor), (42, 43));
         let batch = batch_diff(&cfg(), &before, &after);
         let lines: Vec<&str> = batch.lines().collect();
-        assert_eq!(lines.len(), 8);
-        assert!(lines[..4].iter().all(|l| l.starts_with("filter del")));
-        assert!(lines[4..].iter().all(|l| l.starts_with("filter add")));
-        assert!(lines[4].contains("match ip dst 100.64.0.12/32 flowid 1:2a"));
+        assert_eq!(lines.len(), 16);
+        assert!(lines[..8].iter().all(|l| l.starts_with("filter del")));
+        assert!(lines[8..].iter().all(|l| l.starts_with("filter add")));
+        assert!(lines[8].contains("match ip dst 100.64.0.12/32 flowid 12a:2a"));
     }
 
     #[test]
