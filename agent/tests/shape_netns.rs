@@ -170,6 +170,10 @@ impl Drop for Proc {
     }
 }
 
+/// The two tests take turns: building 20 000 classes keeps both cores busy in the
+/// kernel, and an iperf3 measured meanwhile would measure the machine, not the shaper.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn iperf3_server(ns: &str, port: u16) -> Proc {
     let port_s = port.to_string();
     let child = Command::new("ip")
@@ -276,6 +280,7 @@ fn rate(down: u64, up: u64) -> Rate {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::new();
     let _servers = [iperf3_server(&lab.up, 5201), iperf3_server(&lab.up, 5202)];
     let cfg = ShapeConfig {
@@ -456,6 +461,7 @@ fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn applies_tens_of_thousands_of_subscribers() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
     let ns = format!("shbig-{}", std::process::id());
     run("ip", &["netns", "add", &ns]);
     let _lab = NsGuard(ns.clone());
