@@ -40,6 +40,11 @@ fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// stdout whether or not the program succeeded (iperf3 -J reports its errors there).
+fn run_any(program: &str, args: &[&str]) -> String {
+    String::from_utf8_lossy(&output(program, args).stdout).into_owned()
+}
+
 fn in_ns(ns: &str, args: &[&str]) -> String {
     let mut all = vec!["netns", "exec", ns];
     all.extend_from_slice(args);
@@ -209,11 +214,24 @@ fn measure(ns: String, port: u16, download: bool) -> thread::JoinHandle<f64> {
         if download {
             args.push("-R");
         }
-        let json = run("ip", &args);
-        let v: Value = serde_json::from_str(&json).expect("iperf3 JSON");
-        v.pointer("/end/sum_received/bits_per_second")
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| panic!("no receiver rate in {json}"))
+        // iperf3's server takes one test at a time and needs a moment to reset after
+        // one ends; a client that arrives then is told the server is busy (or its
+        // control connection is refused). That is iperf3's protocol, not the shaper:
+        // try again, a few times, and report iperf3's own error if it persists.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let json = run_any("ip", &args);
+            let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+            if let Some(bps) = v
+                .pointer("/end/sum_received/bits_per_second")
+                .and_then(Value::as_f64)
+            {
+                return bps;
+            }
+            last = v["error"].as_str().map_or(json.clone(), str::to_owned);
+            thread::sleep(Duration::from_millis(500));
+        }
+        panic!("iperf3 gave no receiver rate: {last}")
     })
 }
 

@@ -388,7 +388,9 @@ fn until_long(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Du
     started.elapsed()
 }
 
-/// iperf3 from `from` to the upstream server: the receiver's Mbit/s.
+/// iperf3 from `from` to the upstream server: the receiver's Mbit/s. iperf3's server
+/// takes one test at a time and needs a moment between tests, so a "busy" answer is
+/// retried; iperf3's own error is reported if it persists.
 fn iperf3(from: &outpost_tests::lab::Netns, download: bool) -> f64 {
     let mut args = vec![
         "iperf3",
@@ -405,12 +407,20 @@ fn iperf3(from: &outpost_tests::lab::Netns, download: bool) -> f64 {
     if download {
         args.push("-R");
     }
-    let json = from.stdout(&args);
-    let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
-    v.pointer("/end/sum_received/bits_per_second")
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| panic!("no iperf3 result: {json}"))
-        / 1e6
+    let mut last = String::new();
+    for _ in 0..5 {
+        let json = from.stdout(&args);
+        let v: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        if let Some(bps) = v
+            .pointer("/end/sum_received/bits_per_second")
+            .and_then(Value::as_f64)
+        {
+            return bps / 1e6;
+        }
+        last = v["error"].as_str().map_or(json.clone(), str::to_owned);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("iperf3 gave no receiver rate: {last}")
 }
 
 fn within_15_percent(what: &str, measured: f64, plan: f64) {
