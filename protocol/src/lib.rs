@@ -340,7 +340,8 @@ pub struct CoaEvent {
     pub username: String,
     pub nas_ip: String,
     pub session_id: String,
-    /// Error-Cause (RFC 5176 §3.5) of a NAK, e.g. 503 Session-Context-Not-Found.
+    /// Error-Cause (RFC 5176 §3.5): a NAK's reason, e.g. 503 Session-Context-Not-Found;
+    /// an ACK may carry one too (201 Residual-Session-Context-Removed).
     pub error_cause: Option<u32>,
     /// Requests sent, the first included.
     pub attempts: u32,
