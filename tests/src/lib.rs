@@ -5,6 +5,10 @@
 //!   with the raw SQLite rate of the same transaction shape. Run the benchmark with
 //!   `cargo bench -p outpost-tests --bench renewals`; `tests/renewals_smoke.rs` runs it
 //!   small to keep it correct.
+//! - [`enforce_bench`]: cutting off subscribers: the agent's nftables enforcement
+//!   (`Enforcer`) against `nft -f`, `nft -j -f`, the `nft` CLI and iptables, in
+//!   throwaway namespaces. `cargo bench -p outpost-tests --bench enforce` (root);
+//!   `tests/enforce_bench_smoke.rs` runs it tiny.
 //! - [`radius_bench`]: RADIUS PAP Access-Requests (with Message-Authenticator) for
 //!   100,000 subscribers against the `outpost-agent` binary and FreeRADIUS 3 side by
 //!   side, each pinned to one core. Run it with `cargo bench -p outpost-tests --bench
@@ -14,6 +18,7 @@
 //!   below the rates measured): a window of outstanding requests over several sockets,
 //!   every reply verified, accepts, rejects and timeouts counted, latencies kept.
 
+pub mod enforce_bench;
 pub mod radius_bench;
 pub mod radload;
 pub mod renewals;
