@@ -43,8 +43,15 @@ impl Drop for Lab {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -74,14 +81,18 @@ impl Lab {
     fn new() -> Lab {
         let p = std::process::id();
         let names = ["sub1", "sub2", "bng", "up"].map(|n| format!("enf{p}-{n}"));
-        let lab = Lab { namespaces: names.to_vec() };
+        let lab = Lab {
+            namespaces: names.to_vec(),
+        };
         for ns in &names {
             run(&["ip", "netns", "add", ns]);
             ns_run(ns, &["ip", "link", "set", "lo", "up"]);
         }
         let [sub1, sub2, bng, up] = &names;
         let link = |a: &str, ia: &str, b: &str, ib: &str| {
-            run(&["ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b]);
+            run(&[
+                "ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b,
+            ]);
             ns_run(a, &["ip", "link", "set", "dev", ia, "up"]);
             ns_run(b, &["ip", "link", "set", "dev", ib, "up"]);
         };
@@ -105,16 +116,38 @@ impl Lab {
         addr(bng, "fd00:2::1/64", "sub2");
         addr(bng, "198.51.100.1/24", "upstream");
         addr(bng, "fd00:99::1/64", "upstream");
-        for a in ["198.51.100.2/24", "198.51.100.53/24", "fd00:99::2/64", "fd00:99::53/64"] {
+        for a in [
+            "198.51.100.2/24",
+            "198.51.100.53/24",
+            "fd00:99::2/64",
+            "fd00:99::53/64",
+        ] {
             addr(up, a, "eth0");
         }
-        for (ns, v4, v6) in [(sub1, "10.1.1.1", "fd00:1::1"), (sub2, "10.1.2.1", "fd00:2::1")] {
+        for (ns, v4, v6) in [
+            (sub1, "10.1.1.1", "fd00:1::1"),
+            (sub2, "10.1.2.1", "fd00:2::1"),
+        ] {
             ns_run(ns, &["ip", "route", "add", "default", "via", v4]);
             ns_run(ns, &["ip", "-6", "route", "add", "default", "via", v6]);
         }
-        ns_run(up, &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"]);
-        ns_run(up, &["ip", "-6", "route", "add", "fd00::/16", "via", "fd00:99::1"]);
-        ns_run(bng, &["sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+        ns_run(
+            up,
+            &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"],
+        );
+        ns_run(
+            up,
+            &["ip", "-6", "route", "add", "fd00::/16", "via", "fd00:99::1"],
+        );
+        ns_run(
+            bng,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ],
+        );
         lab
     }
     fn ns(&self, i: usize) -> &str {
@@ -183,7 +216,8 @@ fn udp_query(ns: &str, to: &str) -> bool {
     let to = SocketAddr::new(to.parse().unwrap(), 53);
     in_ns(ns, move || {
         let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(700)))
+            .unwrap();
         s.send_to(b"query", to).unwrap();
         let mut buf = [0u8; 64];
         matches!(s.recv_from(&mut buf), Ok((5, _)))
@@ -211,7 +245,12 @@ fn config() -> EnforceConfig {
 #[ignore = "lab: needs root and netns"]
 fn blocks_redirects_and_survives_restart() {
     let lab = Lab::new();
-    let (sub1, sub2, bng, up) = (lab.ns(0).to_string(), lab.ns(1).to_string(), lab.ns(2).to_string(), lab.ns(3).to_string());
+    let (sub1, sub2, bng, up) = (
+        lab.ns(0).to_string(),
+        lab.ns(1).to_string(),
+        lab.ns(2).to_string(),
+        lab.ns(3).to_string(),
+    );
     serve_tcp(&up, 80, http("upstream"), true);
     serve_tcp(&up, 7000, |b| b.to_vec(), false);
     serve_tcp(&bng, 8081, http("suspended"), true);
@@ -219,7 +258,13 @@ fn blocks_redirects_and_survives_restart() {
         serve_udp_echo(&up, a);
     }
     // Someone else's tables in the same namespace, one with our table's name in another family.
-    ns_run(&bng, &["nft", "add table inet foreign; add chain inet foreign c { type filter hook forward priority 0; policy accept; }; add table ip outpost"]);
+    ns_run(
+        &bng,
+        &[
+            "nft",
+            "add table inet foreign; add chain inet foreign c { type filter hook forward priority 0; policy accept; }; add table ip outpost",
+        ],
+    );
 
     // Before anything: everyone reaches everything.
     assert!(ping(&sub1, "198.51.100.2"));
@@ -230,7 +275,8 @@ fn blocks_redirects_and_survives_restart() {
     let s1c = s1.clone();
     // An open connection from sub1, made before the block.
     let mut open = in_ns(&sub1, || {
-        let mut s = TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT).unwrap();
+        let mut s =
+            TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT).unwrap();
         s.set_read_timeout(Some(TIMEOUT)).unwrap();
         s.write_all(b"hello").unwrap();
         let mut buf = [0u8; 5];
@@ -266,7 +312,11 @@ fn blocks_redirects_and_survives_restart() {
         assert_eq!(r.blocked, 2);
         en.verify(&s1c, &[ip("10.1.2.2")]).unwrap();
         // A second full over a current table writes nothing but elements.
-        assert!(!en.full(&s1c.iter().copied().collect()).unwrap().skeleton_written);
+        assert!(
+            !en.full(&s1c.iter().copied().collect())
+                .unwrap()
+                .skeleton_written
+        );
         *e = Some(en);
     }));
 
@@ -274,16 +324,30 @@ fn blocks_redirects_and_survives_restart() {
     open.write_all(b"again").unwrap();
     let mut buf = [0u8; 16];
     let cut = open.read(&mut buf);
-    assert!(matches!(&cut, Err(e) if e.kind() == ErrorKind::ConnectionReset), "{cut:?}");
+    assert!(
+        matches!(&cut, Err(e) if e.kind() == ErrorKind::ConnectionReset),
+        "{cut:?}"
+    );
 
     assert!(!ping(&sub1, "198.51.100.2"), "blocked ping got through");
     assert!(!ping(&sub1, "fd00:99::2"), "blocked ping6 got through");
-    assert!(udp_query(&sub1, "198.51.100.53"), "resolver unreachable while blocked");
-    assert!(udp_query(&sub1, "fd00:99::53"), "v6 resolver unreachable while blocked");
-    assert!(!udp_query(&sub1, "198.51.100.2"), "port 53 at a non-resolver got through");
+    assert!(
+        udp_query(&sub1, "198.51.100.53"),
+        "resolver unreachable while blocked"
+    );
+    assert!(
+        udp_query(&sub1, "fd00:99::53"),
+        "v6 resolver unreachable while blocked"
+    );
+    assert!(
+        !udp_query(&sub1, "198.51.100.2"),
+        "port 53 at a non-resolver got through"
+    );
     assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "suspended");
     assert_eq!(http_get(&sub1, "fd00:99::2").unwrap(), "suspended");
-    let tcp_other = in_ns(&sub1, || TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT));
+    let tcp_other = in_ns(&sub1, || {
+        TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT)
+    });
     assert!(tcp_other.is_err(), "new TCP to a non-HTTP port got through");
     // The other subscriber is untouched.
     assert!(ping(&sub2, "198.51.100.2"));
@@ -316,7 +380,10 @@ fn blocks_redirects_and_survives_restart() {
         en.change(&s1c, &[]).unwrap();
         drop(en);
     }));
-    assert!(!ping(&sub1, "198.51.100.2"), "the table went away with the enforcer");
+    assert!(
+        !ping(&sub1, "198.51.100.2"),
+        "the table went away with the enforcer"
+    );
 
     // Restart: a new enforcer (with a changed portal port, so the skeleton is rewritten
     // too) reconciles a bigger set while a poller watches sub1's address.
@@ -328,7 +395,9 @@ fn blocks_redirects_and_survives_restart() {
             enter(&bng);
             let mut conn = Conn::open().unwrap();
             while !stop.load(Ordering::SeqCst) {
-                let found = conn.contains("outpost", |_| "blocked4", &[ip("10.1.1.2")]).unwrap();
+                let found = conn
+                    .contains("outpost", |_| "blocked4", &[ip("10.1.1.2")])
+                    .unwrap();
                 polls.fetch_add(1, Ordering::SeqCst);
                 if !found[0] {
                     absent.fetch_add(1, Ordering::SeqCst);
@@ -344,7 +413,11 @@ fn blocks_redirects_and_survives_restart() {
         }
         let mut blocked: BTreeSet<IpAddr> = s1c.iter().copied().collect();
         blocked.extend((0..20_000u32).map(|i| IpAddr::from((0x0a40_0000 + i).to_be_bytes())));
-        let mut en = Enforcer::new(EnforceConfig { portal_port: 8082, ..config() }).unwrap();
+        let mut en = Enforcer::new(EnforceConfig {
+            portal_port: 8082,
+            ..config()
+        })
+        .unwrap();
         assert!(en.full(&blocked).unwrap().skeleton_written);
         for _ in 0..3 {
             en.full(&blocked).unwrap();
@@ -357,9 +430,17 @@ fn blocks_redirects_and_survives_restart() {
     }));
     stop.store(true, Ordering::SeqCst);
     poller.join().unwrap();
-    eprintln!("restart: {} polls of the blocked element during the re-apply", polls.load(Ordering::SeqCst));
+    eprintln!(
+        "restart: {} polls of the blocked element during the re-apply",
+        polls.load(Ordering::SeqCst)
+    );
     assert!(polls.load(Ordering::SeqCst) > 10);
-    assert_eq!(absent.load(Ordering::SeqCst), 0, "sub1 was unblocked during the restart ({} polls)", polls.load(Ordering::SeqCst));
+    assert_eq!(
+        absent.load(Ordering::SeqCst),
+        0,
+        "sub1 was unblocked during the restart ({} polls)",
+        polls.load(Ordering::SeqCst)
+    );
     assert!(!ping(&sub1, "198.51.100.2"));
     assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "suspended");
 
@@ -368,7 +449,11 @@ fn blocks_redirects_and_survives_restart() {
         let en = e.as_mut().unwrap();
         let r = en.full(&[ip("10.64.0.1")].into_iter().collect()).unwrap();
         assert_eq!(r.blocked, 1);
-        en.verify(&[ip("10.64.0.1")], &[ip("10.1.1.2"), ip("fd00:1::2"), ip("10.64.0.2")]).unwrap();
+        en.verify(
+            &[ip("10.64.0.1")],
+            &[ip("10.1.1.2"), ip("fd00:1::2"), ip("10.64.0.2")],
+        )
+        .unwrap();
     }));
     assert!(ping(&sub1, "198.51.100.2"));
 
@@ -383,7 +468,12 @@ fn blocks_redirects_and_survives_restart() {
 
     // clear removes our table and nothing else.
     let before = tables(&bng);
-    assert!(before.contains("table inet outpost") && before.contains("table inet foreign") && before.contains("table ip outpost"), "{before}");
+    assert!(
+        before.contains("table inet outpost")
+            && before.contains("table inet foreign")
+            && before.contains("table ip outpost"),
+        "{before}"
+    );
     on_bng(Box::new(|e| {
         drop(e.take());
         Enforcer::clear("outpost").unwrap();
@@ -392,7 +482,10 @@ fn blocks_redirects_and_survives_restart() {
     }));
     let after = tables(&bng);
     assert!(!after.contains("table inet outpost"), "{after}");
-    assert!(after.contains("table inet foreign") && after.contains("table ip outpost"), "{after}");
+    assert!(
+        after.contains("table inet foreign") && after.contains("table ip outpost"),
+        "{after}"
+    );
     drop(tx);
     worker.join().unwrap();
 }

@@ -47,15 +47,37 @@ fn main() -> anyhow::Result<()> {
         _ => "n/a".into(),
     };
     println!("ratios (peer / ours):");
-    println!("  full load, nft -f / ours over existing:        {}", ratio("nft -f", "ours: full() of") );
-    println!("  full load, nft -j -f / ours fresh:              {}", ratio("nft -j -f", "ours: full() of"));
-    println!("  full load, iptables-restore / ours fresh:       {}", ratio("iptables-restore", "ours: full() of"));
-    println!("  one add, nft CLI / ours (incl. verify):         {}", ratio("nft add element (one", "ours: change(add 1) incl."));
-    println!("  one add, iptables -A / ours (incl. verify):     {}", ratio("iptables -A", "ours: change(add 1) incl."));
-    for f in r.figures.iter().filter(|f| f.what.starts_with("ours: set of ")) {
+    println!(
+        "  full load, nft -f / ours over existing:        {}",
+        ratio("nft -f", "ours: full() of")
+    );
+    println!(
+        "  full load, nft -j -f / ours fresh:              {}",
+        ratio("nft -j -f", "ours: full() of")
+    );
+    println!(
+        "  full load, iptables-restore / ours fresh:       {}",
+        ratio("iptables-restore", "ours: full() of")
+    );
+    println!(
+        "  one add, nft CLI / ours (incl. verify):         {}",
+        ratio("nft add element (one", "ours: change(add 1) incl.")
+    );
+    println!(
+        "  one add, iptables -A / ours (incl. verify):     {}",
+        ratio("iptables -A", "ours: change(add 1) incl.")
+    );
+    for f in r
+        .figures
+        .iter()
+        .filter(|f| f.what.starts_with("ours: set of "))
+    {
         let size = f.what.trim_start_matches("ours: set of ");
         if let Some(ipt) = r.get(&format!("iptables: chain of {size} rules")) {
-            println!("  forwarding at {size:>7}: ours / iptables = {:.2}x", f.median() / ipt.median());
+            println!(
+                "  forwarding at {size:>7}: ours / iptables = {:.2}x",
+                f.median() / ipt.median()
+            );
         }
     }
     Ok(())

@@ -59,7 +59,9 @@ impl BenchConfig {
     pub fn from_env() -> anyhow::Result<Self> {
         fn var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
             match std::env::var(name) {
-                Ok(v) => v.parse().map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")),
+                Ok(v) => v
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")),
                 Err(_) => Ok(default),
             }
         }
@@ -109,7 +111,10 @@ impl Figure {
         self.samples.iter().copied().fold(f64::INFINITY, f64::min)
     }
     fn max(&self) -> f64 {
-        self.samples.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        self.samples
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 }
 
@@ -121,8 +126,19 @@ pub struct Results {
 }
 
 impl Results {
-    fn push(&mut self, section: &'static str, what: impl Into<String>, unit: &'static str, samples: Vec<f64>) {
-        self.figures.push(Figure { section, what: what.into(), unit, samples });
+    fn push(
+        &mut self,
+        section: &'static str,
+        what: impl Into<String>,
+        unit: &'static str,
+        samples: Vec<f64>,
+    ) {
+        self.figures.push(Figure {
+            section,
+            what: what.into(),
+            unit,
+            samples,
+        });
     }
     /// The figure whose description starts with `prefix`.
     pub fn get(&self, prefix: &str) -> Option<&Figure> {
@@ -136,7 +152,11 @@ impl Results {
             if f.section != section {
                 section = f.section;
                 let _ = writeln!(out, "\n## {section}");
-                let _ = writeln!(out, "{:<66} {:>12} {:>12} {:>12} {:>4}", "what", "median", "min", "max", "n");
+                let _ = writeln!(
+                    out,
+                    "{:<66} {:>12} {:>12} {:>12} {:>4}",
+                    "what", "median", "min", "max", "n"
+                );
             }
             let _ = writeln!(
                 out,
@@ -169,8 +189,15 @@ impl Drop for Lab {
 }
 
 fn run(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("{args:?}"))?;
-    ensure!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("{args:?}"))?;
+    ensure!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(())
 }
 
@@ -187,7 +214,10 @@ fn enter(ns: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `f` on a thread inside `ns`; sockets and processes it makes live there.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
     let ns = ns.to_string();
     thread::spawn(move || {
         enter(&ns)?;
@@ -200,22 +230,49 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> anyhow::Result<T> + Se
 impl Lab {
     fn new() -> anyhow::Result<Lab> {
         let p = std::process::id();
-        let lab = Lab { sub: format!("enfb{p}-sub"), bng: format!("enfb{p}-bng"), up: format!("enfb{p}-up") };
+        let lab = Lab {
+            sub: format!("enfb{p}-sub"),
+            bng: format!("enfb{p}-bng"),
+            up: format!("enfb{p}-up"),
+        };
         for ns in [&lab.sub, &lab.bng, &lab.up] {
             run(&["ip", "netns", "add", ns])?;
             ns_run(ns, &["ip", "link", "set", "dev", "lo", "up"])?;
         }
-        for (a, ia, b, ib) in [(&lab.sub, "eth0", &lab.bng, "sub"), (&lab.up, "eth0", &lab.bng, "upstream")] {
-            run(&["ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b])?;
+        for (a, ia, b, ib) in [
+            (&lab.sub, "eth0", &lab.bng, "sub"),
+            (&lab.up, "eth0", &lab.bng, "upstream"),
+        ] {
+            run(&[
+                "ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b,
+            ])?;
             ns_run(a, &["ip", "link", "set", "dev", ia, "up"])?;
             ns_run(b, &["ip", "link", "set", "dev", ib, "up"])?;
         }
-        ns_run(&lab.sub, &["ip", "addr", "add", "10.1.1.2/24", "dev", "eth0"])?;
-        ns_run(&lab.sub, &["ip", "route", "add", "default", "via", "10.1.1.1"])?;
-        ns_run(&lab.bng, &["ip", "addr", "add", "10.1.1.1/24", "dev", "sub"])?;
-        ns_run(&lab.bng, &["ip", "addr", "add", "198.51.100.1/24", "dev", "upstream"])?;
-        ns_run(&lab.up, &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"])?;
-        ns_run(&lab.up, &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"])?;
+        ns_run(
+            &lab.sub,
+            &["ip", "addr", "add", "10.1.1.2/24", "dev", "eth0"],
+        )?;
+        ns_run(
+            &lab.sub,
+            &["ip", "route", "add", "default", "via", "10.1.1.1"],
+        )?;
+        ns_run(
+            &lab.bng,
+            &["ip", "addr", "add", "10.1.1.1/24", "dev", "sub"],
+        )?;
+        ns_run(
+            &lab.bng,
+            &["ip", "addr", "add", "198.51.100.1/24", "dev", "upstream"],
+        )?;
+        ns_run(
+            &lab.up,
+            &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"],
+        )?;
+        ns_run(
+            &lab.up,
+            &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"],
+        )?;
         ns_run(&lab.bng, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         // Neighbours resolved before anything is timed.
         ns_run(&lab.sub, &["ping", "-c1", "-W2", "-q", "198.51.100.2"])?;
@@ -229,7 +286,9 @@ const SINK: &str = "198.51.100.2:9000";
 
 /// `n` addresses from 100.64.0.0/10, none of them the probe subscriber's.
 pub fn blocked(n: usize) -> BTreeSet<IpAddr> {
-    (0..n as u32).map(|i| IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i))).collect()
+    (0..n as u32)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x6440_0000 + i)))
+        .collect()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -241,7 +300,11 @@ fn timed(program: &str, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<D
     let start = Instant::now();
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -251,12 +314,18 @@ fn timed(program: &str, args: &[&str], stdin: Option<&[u8]>) -> anyhow::Result<D
     }
     let out = child.wait_with_output()?;
     let took = start.elapsed();
-    ensure!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    ensure!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
     Ok(took)
 }
 
 fn nft_text(addrs: &BTreeSet<IpAddr>) -> Vec<u8> {
-    let mut s = String::from("table inet bench_text {\n set s {\n  type ipv4_addr; size 1048576;\n  elements = { ");
+    let mut s = String::from(
+        "table inet bench_text {\n set s {\n  type ipv4_addr; size 1048576;\n  elements = { ",
+    );
     for (i, a) in addrs.iter().enumerate() {
         if i > 0 {
             s.push_str(", ");
@@ -314,14 +383,21 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
     let n = cfg.n;
 
     // --- full load
-    let (text, json, ipt) = (nft_text(&addrs), nft_json(&addrs), iptables_rules(&ipt_addrs));
+    let (text, json, ipt) = (
+        nft_text(&addrs),
+        nft_json(&addrs),
+        iptables_rules(&ipt_addrs),
+    );
     let (mut fresh, mut again, mut again_kernel, mut t_text, mut t_json, mut t_ipt) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..cfg.runs {
         Enforcer::clear(&config().table)?;
         let mut e = Enforcer::new(config())?;
         let rep = e.full(&addrs)?;
-        ensure!(rep.skeleton_written && rep.blocked == n, "fresh load: {rep:?}");
+        ensure!(
+            rep.skeleton_written && rep.blocked == n,
+            "fresh load: {rep:?}"
+        );
         fresh.push(ms(rep.total));
         let rep = e.full(&addrs)?;
         ensure!(!rep.skeleton_written, "second full rewrote the skeleton");
@@ -336,18 +412,56 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
         iptables_flush()?;
     }
     let s = "full load";
-    r.push(s, format!("ours: full() of {n} into a fresh table (skeleton+elements+verify)"), "ms", fresh);
-    r.push(s, format!("ours: full() of {n} over the existing table (incl. verify)"), "ms", again);
-    r.push(s, format!("ours: ... of which call -> kernel ACK of the element batch"), "ms", again_kernel);
-    r.push(s, format!("nft -f (text), table + set of {n}"), "ms", t_text);
-    r.push(s, format!("nft -j -f (JSON), table + set of {n}"), "ms", t_json);
-    r.push(s, format!("iptables-restore, {} per-IP DROP rules", cfg.ipt_n), "ms", t_ipt);
+    r.push(
+        s,
+        format!("ours: full() of {n} into a fresh table (skeleton+elements+verify)"),
+        "ms",
+        fresh,
+    );
+    r.push(
+        s,
+        format!("ours: full() of {n} over the existing table (incl. verify)"),
+        "ms",
+        again,
+    );
+    r.push(
+        s,
+        format!("ours: ... of which call -> kernel ACK of the element batch"),
+        "ms",
+        again_kernel,
+    );
+    r.push(
+        s,
+        format!("nft -f (text), table + set of {n}"),
+        "ms",
+        t_text,
+    );
+    r.push(
+        s,
+        format!("nft -j -f (JSON), table + set of {n}"),
+        "ms",
+        t_json,
+    );
+    r.push(
+        s,
+        format!("iptables-restore, {} per-IP DROP rules", cfg.ipt_n),
+        "ms",
+        t_ipt,
+    );
 
     // --- one change, with the big set/chain in place
     let mut e = Enforcer::new(config())?;
     e.full(&addrs)?;
-    let extra = |i: usize| IpAddr::V4(Ipv4Addr::new(100, 127, (i / 250) as u8, (i % 250 + 1) as u8));
-    let (mut add_k, mut add_t, mut del_t, mut cli_add, mut cli_del) = (vec![], vec![], vec![], vec![], vec![]);
+    let extra = |i: usize| {
+        IpAddr::V4(Ipv4Addr::new(
+            100,
+            127,
+            (i / 250) as u8,
+            (i % 250 + 1) as u8,
+        ))
+    };
+    let (mut add_k, mut add_t, mut del_t, mut cli_add, mut cli_del) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..cfg.changes {
         let a = extra(i);
         let rep = e.change(&[a], &[])?;
@@ -356,8 +470,16 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
         del_t.push(ms(e.change(&[], &[a])?.total));
         let b = extra(i + cfg.changes).to_string();
         let elem = format!("{{ {b} }}");
-        cli_add.push(ms(timed("nft", &["add", "element", "inet", "outpost", "blocked4", &elem], None)?));
-        cli_del.push(ms(timed("nft", &["delete", "element", "inet", "outpost", "blocked4", &elem], None)?));
+        cli_add.push(ms(timed(
+            "nft",
+            &["add", "element", "inet", "outpost", "blocked4", &elem],
+            None,
+        )?));
+        cli_del.push(ms(timed(
+            "nft",
+            &["delete", "element", "inet", "outpost", "blocked4", &elem],
+            None,
+        )?));
     }
     // iptables per rule needs its chain full, and ours out of the way.
     Enforcer::clear(&config().table)?;
@@ -365,15 +487,44 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
     let mut ipt_add = vec![];
     for i in 0..cfg.changes.min(10) {
         let b = format!("{}/32", extra(i));
-        ipt_add.push(ms(timed("iptables", &["-w", "-A", "FORWARD", "-s", &b, "-j", "DROP"], None)?));
+        ipt_add.push(ms(timed(
+            "iptables",
+            &["-w", "-A", "FORWARD", "-s", &b, "-j", "DROP"],
+            None,
+        )?));
     }
     let s = "one change";
-    r.push(s, format!("ours: change(add 1), call -> kernel ACK, set of {n}"), "ms", add_k);
+    r.push(
+        s,
+        format!("ours: change(add 1), call -> kernel ACK, set of {n}"),
+        "ms",
+        add_k,
+    );
     r.push(s, "ours: change(add 1) incl. verify by lookup", "ms", add_t);
-    r.push(s, "ours: change(remove 1) incl. verify by lookup", "ms", del_t);
-    r.push(s, "nft add element (one process, in-namespace)", "ms", cli_add);
-    r.push(s, "nft delete element (one process, in-namespace)", "ms", cli_del);
-    r.push(s, format!("iptables -A (one process, {} rules in FORWARD)", cfg.ipt_n), "ms", ipt_add);
+    r.push(
+        s,
+        "ours: change(remove 1) incl. verify by lookup",
+        "ms",
+        del_t,
+    );
+    r.push(
+        s,
+        "nft add element (one process, in-namespace)",
+        "ms",
+        cli_add,
+    );
+    r.push(
+        s,
+        "nft delete element (one process, in-namespace)",
+        "ms",
+        cli_del,
+    );
+    r.push(
+        s,
+        format!("iptables -A (one process, {} rules in FORWARD)", cfg.ipt_n),
+        "ms",
+        ipt_add,
+    );
     iptables_flush()?;
 
     // --- change call to first dropped packet
@@ -383,31 +534,63 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
     let (mut ours, mut ours_gap, mut cli, mut iptd) = (vec![], vec![], vec![], vec![]);
     let sub_elem = format!("{{ {SUBSCRIBER} }}");
     for _ in 0..cfg.runs {
-        let (lat, gap) = first_drop(lab, cfg.pace_us, &mut || e.change(&[sub], &[]).map(drop).map_err(Into::into))?;
+        let (lat, gap) = first_drop(lab, cfg.pace_us, &mut || {
+            e.change(&[sub], &[]).map(drop).map_err(Into::into)
+        })?;
         e.change(&[], &[sub])?;
         ours.push(lat);
         ours_gap.push(gap);
         let (lat, _) = first_drop(lab, cfg.pace_us, &mut || {
-            timed("nft", &["add", "element", "inet", "outpost", "blocked4", &sub_elem], None).map(drop)
+            timed(
+                "nft",
+                &["add", "element", "inet", "outpost", "blocked4", &sub_elem],
+                None,
+            )
+            .map(drop)
         })?;
-        timed("nft", &["delete", "element", "inet", "outpost", "blocked4", &sub_elem], None)?;
+        timed(
+            "nft",
+            &[
+                "delete", "element", "inet", "outpost", "blocked4", &sub_elem,
+            ],
+            None,
+        )?;
         cli.push(lat);
     }
     Enforcer::clear(&config().table)?;
     timed("iptables-restore", &["-w"], Some(&ipt))?;
     for _ in 0..cfg.runs {
         let (lat, _) = first_drop(lab, cfg.pace_us, &mut || {
-            timed("iptables", &["-w", "-I", "FORWARD", "-s", "10.1.1.2/32", "-j", "DROP"], None).map(drop)
+            timed(
+                "iptables",
+                &["-w", "-I", "FORWARD", "-s", "10.1.1.2/32", "-j", "DROP"],
+                None,
+            )
+            .map(drop)
         })?;
-        timed("iptables", &["-w", "-D", "FORWARD", "-s", "10.1.1.2/32", "-j", "DROP"], None)?;
+        timed(
+            "iptables",
+            &["-w", "-D", "FORWARD", "-s", "10.1.1.2/32", "-j", "DROP"],
+            None,
+        )?;
         iptd.push(lat);
     }
     iptables_flush()?;
     let s = "change call -> first dropped packet";
     r.push(s, format!("ours: change(add), set of {n}"), "ms", ours);
-    r.push(s, "probe stream: interval between datagrams (resolution)", "ms", ours_gap);
+    r.push(
+        s,
+        "probe stream: interval between datagrams (resolution)",
+        "ms",
+        ours_gap,
+    );
     r.push(s, format!("nft add element process, set of {n}"), "ms", cli);
-    r.push(s, format!("iptables -I process, {} rules", cfg.ipt_n), "ms", iptd);
+    r.push(
+        s,
+        format!("iptables -I process, {} rules", cfg.ipt_n),
+        "ms",
+        iptd,
+    );
 
     // --- forwarding cost by size
     for &size in &cfg.fwd_sizes {
@@ -440,7 +623,11 @@ fn nanos(base: Instant) -> u64 {
 /// Streams datagrams from the subscriber to the sink, calls `block`, and returns how long
 /// after the call started datagrams still got through (ms; 0 when none did), and the
 /// stream's interval (ms). Fails when the stream never stops.
-fn first_drop(lab: &Lab, pace_us: u64, block: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
+fn first_drop(
+    lab: &Lab,
+    pace_us: u64,
+    block: &mut dyn FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, f64)> {
     let base = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let (last_seen, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -496,10 +683,14 @@ fn first_drop(lab: &Lab, pace_us: u64, block: &mut dyn FnMut() -> anyhow::Result
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::SeqCst);
     let interval = tx.join().map_err(|_| anyhow::anyhow!("sender panicked"))?;
-    rx.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    rx.join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
     result?;
     let last = last_seen.load(Ordering::SeqCst);
-    ensure!(last < t1 + 50_000_000, "datagrams still arrive 50 ms after the block returned");
+    ensure!(
+        last < t1 + 50_000_000,
+        "datagrams still arrive 50 ms after the block returned"
+    );
     Ok((last.saturating_sub(t0) as f64 / 1e6, interval / 1e6))
 }
 
@@ -538,7 +729,8 @@ fn forward_rate(lab: &Lab, secs: f64) -> anyhow::Result<f64> {
     let delivered = received.load(Ordering::SeqCst) - at_start;
     let took = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
-    rx.join().map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+    rx.join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
     ensure!(delivered > 0, "nothing was forwarded");
     Ok(delivered as f64 / took)
 }

@@ -31,8 +31,13 @@ fn the_benchmark_runs_small() {
         "ours: set of 300",
         "iptables: chain of 300 rules",
     ] {
-        let f = r.get(prefix).unwrap_or_else(|| panic!("no figure {prefix}"));
-        assert!(!f.samples.is_empty() && f.samples.iter().all(|s| s.is_finite() && *s >= 0.0), "{f:?}");
+        let f = r
+            .get(prefix)
+            .unwrap_or_else(|| panic!("no figure {prefix}"));
+        assert!(
+            !f.samples.is_empty() && f.samples.iter().all(|s| s.is_finite() && *s >= 0.0),
+            "{f:?}"
+        );
     }
     assert!(r.get("ours: set of 0").unwrap().median() > 0.0);
 }

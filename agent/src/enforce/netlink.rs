@@ -157,7 +157,8 @@ impl MsgBuf {
     fn nest_start(&mut self, ty: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         start
     }
     fn nest_end(&mut self, start: usize) {
@@ -198,12 +199,22 @@ fn encode_batch(
     let mut m = MsgBuf::default();
     let mut seq = first_seq;
     let mut sent = BTreeMap::new();
-    let b = m.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    let b = m.begin(
+        NFNL_MSG_BATCH_BEGIN,
+        NLM_F_REQUEST,
+        seq,
+        AF_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
     m.end(b);
     for (set, op) in ops {
         let (ty, flags, addrs) = match op {
             SetOp::Flush => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, &[][..]),
-            SetOp::Add(a) => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, *a),
+            SetOp::Add(a) => (
+                NFT_MSG_NEWSETELEM,
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+                *a,
+            ),
             SetOp::Delete(a) => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, *a),
         };
         if addrs.is_empty() && !matches!(op, SetOp::Flush) {
@@ -240,13 +251,25 @@ fn encode_batch(
         }
     }
     seq = seq.wrapping_add(1);
-    let e = m.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+    let e = m.begin(
+        NFNL_MSG_BATCH_END,
+        NLM_F_REQUEST,
+        seq,
+        AF_UNSPEC,
+        NFNL_SUBSYS_NFTABLES,
+    );
     m.end(e);
     (m.buf, sent)
 }
 
 fn encode_get_elem(m: &mut MsgBuf, table: &str, set: &str, addr: &IpAddr, seq: u32) {
-    let start = m.begin(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, 0);
+    let start = m.begin(
+        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        NFPROTO_INET,
+        0,
+    );
     m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
     m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
     let list = m.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -256,7 +279,13 @@ fn encode_get_elem(m: &mut MsgBuf, table: &str, set: &str, addr: &IpAddr, seq: u
 }
 
 fn encode_get_set(m: &mut MsgBuf, table: &str, set: &str, seq: u32) {
-    let start = m.begin(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, seq, NFPROTO_INET, 0);
+    let start = m.begin(
+        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        NFPROTO_INET,
+        0,
+    );
     m.attr_str(NFTA_SET_TABLE, table);
     m.attr_str(NFTA_SET_NAME, set);
     m.end(start);
@@ -307,7 +336,13 @@ fn parse_replies(mut buf: &[u8], acks: &mut BTreeMap<u32, Ack>, data: &mut Vec<u
                     }
                 }
             }
-            acks.insert(seq, Ack { errno: -err, message });
+            acks.insert(
+                seq,
+                Ack {
+                    errno: -err,
+                    message,
+                },
+            );
         } else {
             data.push(seq);
         }
@@ -335,20 +370,36 @@ impl Conn {
     pub fn open() -> Result<Conn> {
         let mut sock = Socket::new(NETLINK_NETFILTER).map_err(sock_err("open"))?;
         sock.bind_auto().map_err(sock_err("bind"))?;
-        sock.connect(&SocketAddr::new(0, 0)).map_err(sock_err("connect"))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(sock_err("connect"))?;
         // Errors carry only the header of our (possibly huge) message, plus the
         // kernel's explanation.
-        sock.set_cap_ack(true).map_err(sock_err("NETLINK_CAP_ACK"))?;
-        sock.set_ext_ack(true).map_err(sock_err("NETLINK_EXT_ACK"))?;
+        sock.set_cap_ack(true)
+            .map_err(sock_err("NETLINK_CAP_ACK"))?;
+        sock.set_ext_ack(true)
+            .map_err(sock_err("NETLINK_EXT_ACK"))?;
         // The kernel answers while our sendmsg runs; we only ever drain what is queued.
-        sock.set_non_blocking(true).map_err(sock_err("O_NONBLOCK"))?;
-        nix::sys::socket::setsockopt(&sock.as_fd(), nix::sys::socket::sockopt::RcvBufForce, &RCVBUF)
-            .map_err(|e| Error::Socket { op: "SO_RCVBUFFORCE", source: e.into() })?;
+        sock.set_non_blocking(true)
+            .map_err(sock_err("O_NONBLOCK"))?;
+        nix::sys::socket::setsockopt(
+            &sock.as_fd(),
+            nix::sys::socket::sockopt::RcvBufForce,
+            &RCVBUF,
+        )
+        .map_err(|e| Error::Socket {
+            op: "SO_RCVBUFFORCE",
+            source: e.into(),
+        })?;
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as u32)
             .unwrap_or(1);
-        Ok(Conn { sock, seq, sndbuf: 0, rx: Vec::with_capacity(1 << 16) })
+        Ok(Conn {
+            sock,
+            seq,
+            sndbuf: 0,
+            rx: Vec::with_capacity(1 << 16),
+        })
     }
 
     fn next_seq(&mut self, n: usize) -> u32 {
@@ -362,8 +413,15 @@ impl Conn {
         let need = bytes.len() + 4096;
         if need > self.sndbuf {
             let size = need.max(1 << 20);
-            nix::sys::socket::setsockopt(&self.sock.as_fd(), nix::sys::socket::sockopt::SndBufForce, &size)
-                .map_err(|e| Error::Socket { op: "SO_SNDBUFFORCE", source: e.into() })?;
+            nix::sys::socket::setsockopt(
+                &self.sock.as_fd(),
+                nix::sys::socket::sockopt::SndBufForce,
+                &size,
+            )
+            .map_err(|e| Error::Socket {
+                op: "SO_SNDBUFFORCE",
+                source: e.into(),
+            })?;
             self.sndbuf = size;
         }
         let n = self.sock.send(bytes, 0).map_err(sock_err("sendmsg"))?;
@@ -381,7 +439,12 @@ impl Conn {
                 Ok(0) => return Ok(()),
                 Ok(_) => parse_replies(&self.rx, acks, data)?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(Error::Socket { op: "recvmsg", source: e }),
+                Err(e) => {
+                    return Err(Error::Socket {
+                        op: "recvmsg",
+                        source: e,
+                    });
+                }
             }
         }
     }
@@ -399,16 +462,27 @@ impl Conn {
         self.drain(&mut acks, &mut data)?;
         for (seq, s) in &sent {
             if let Some(a) = acks.get(seq).filter(|a| a.errno != 0) {
-                return Err(Error::Refused { what: s.what.clone(), errno: a.errno, message: a.message.clone() });
+                return Err(Error::Refused {
+                    what: s.what.clone(),
+                    errno: a.errno,
+                    message: a.message.clone(),
+                });
             }
         }
         // A failure is reported for the message that failed; the others may go unanswered.
         if let Some((seq, a)) = acks.iter().find(|(_, a)| a.errno != 0) {
-            return Err(Error::Refused { what: format!("batch message {seq}"), errno: a.errno, message: a.message.clone() });
+            return Err(Error::Refused {
+                what: format!("batch message {seq}"),
+                errno: a.errno,
+                message: a.message.clone(),
+            });
         }
         let got = sent.keys().filter(|s| acks.contains_key(s)).count();
         if got != sent.len() {
-            return Err(Error::MissingReplies { got, want: sent.len() });
+            return Err(Error::MissingReplies {
+                got,
+                want: sent.len(),
+            });
         }
         Ok(())
     }
@@ -424,14 +498,23 @@ impl Conn {
         match acks.get(&seq) {
             Some(a) if a.errno == 0 => Ok(true),
             Some(a) if a.errno == ENOENT => Ok(false),
-            Some(a) => Err(Error::Refused { what: format!("lookup of set {set}"), errno: a.errno, message: a.message.clone() }),
+            Some(a) => Err(Error::Refused {
+                what: format!("lookup of set {set}"),
+                errno: a.errno,
+                message: a.message.clone(),
+            }),
             None => Err(Error::MissingReplies { got: 0, want: 1 }),
         }
     }
 
     /// For each address, whether it is in `set` (of its family), by single-element GETs.
     /// The set must exist (else every answer is "absent"): check with [`Conn::set_exists`].
-    pub fn contains(&mut self, table: &str, set_for: impl Fn(&IpAddr) -> &'static str, addrs: &[IpAddr]) -> Result<Vec<bool>> {
+    pub fn contains(
+        &mut self,
+        table: &str,
+        set_for: impl Fn(&IpAddr) -> &'static str,
+        addrs: &[IpAddr],
+    ) -> Result<Vec<bool>> {
         let mut out = Vec::with_capacity(addrs.len());
         for chunk in addrs.chunks(GET_CHUNK) {
             let first = self.next_seq(chunk.len());
@@ -448,9 +531,18 @@ impl Conn {
                     Some(a) if a.errno == 0 => out.push(true),
                     Some(a) if a.errno == ENOENT => out.push(false),
                     Some(a) => {
-                        return Err(Error::Refused { what: format!("lookup of {}", chunk[i]), errno: a.errno, message: a.message.clone() });
+                        return Err(Error::Refused {
+                            what: format!("lookup of {}", chunk[i]),
+                            errno: a.errno,
+                            message: a.message.clone(),
+                        });
                     }
-                    None => return Err(Error::MissingReplies { got: acks.len(), want: chunk.len() }),
+                    None => {
+                        return Err(Error::MissingReplies {
+                            got: acks.len(),
+                            want: chunk.len(),
+                        });
+                    }
                 }
             }
         }
@@ -478,14 +570,35 @@ mod tests {
         assert_eq!(sent.keys().copied().collect::<Vec<_>>(), vec![101]);
         let expected = concat!(
             // BATCH_BEGIN: len 20, type 0x10, REQUEST, seq 100, port 0, AF_UNSPEC v0 res_id 10.
-            "14000000", "1000", "0100", "64000000", "00000000", "0000000a",
+            "14000000",
+            "1000",
+            "0100",
+            "64000000",
+            "00000000",
+            "0000000a",
             // NEWSETELEM: len 68, type 0x0a0c, REQUEST|ACK|CREATE, seq 101; inet v0 res_id 0.
-            "44000000", "0c0a", "0504", "65000000", "00000000", "01000000",
-            "0c000100", "6f7574706f737400",             // TABLE "outpost\0"
-            "0d000200", "626c6f636b65643400000000",     // SET "blocked4\0" + pad
-            "14000380", "10000180", "0c000180", "08000100", "0a000001",
+            "44000000",
+            "0c0a",
+            "0504",
+            "65000000",
+            "00000000",
+            "01000000",
+            "0c000100",
+            "6f7574706f737400", // TABLE "outpost\0"
+            "0d000200",
+            "626c6f636b65643400000000", // SET "blocked4\0" + pad
+            "14000380",
+            "10000180",
+            "0c000180",
+            "08000100",
+            "0a000001",
             // BATCH_END: seq 102.
-            "14000000", "1100", "0100", "66000000", "00000000", "0000000a",
+            "14000000",
+            "1100",
+            "0100",
+            "66000000",
+            "00000000",
+            "0000000a",
         );
         assert_eq!(hex(&bytes), expected);
     }
@@ -495,18 +608,48 @@ mod tests {
     #[test]
     fn flush_is_delsetelem_without_elements_and_v6_keys_are_16_bytes() {
         let a: IpAddr = "2001:db8::1".parse().unwrap();
-        let (bytes, sent) =
-            encode_batch("t", &[("blocked6", SetOp::Flush), ("blocked6", SetOp::Delete(&[a]))], 0);
+        let (bytes, sent) = encode_batch(
+            "t",
+            &[
+                ("blocked6", SetOp::Flush),
+                ("blocked6", SetOp::Delete(&[a])),
+            ],
+            0,
+        );
         assert_eq!(sent.len(), 2);
         let flush = &bytes[20..20 + 44];
-        assert_eq!(hex(flush), concat!(
-            "2c000000", "0e0a", "0500", "01000000", "00000000", "01000000",
-            "06000100", "74000000", "0d000200", "626c6f636b65643600000000"));
+        assert_eq!(
+            hex(flush),
+            concat!(
+                "2c000000",
+                "0e0a",
+                "0500",
+                "01000000",
+                "00000000",
+                "01000000",
+                "06000100",
+                "74000000",
+                "0d000200",
+                "626c6f636b65643600000000"
+            )
+        );
         let del = &bytes[64..bytes.len() - 20];
-        assert_eq!(u32::from_ne_bytes(del[0..4].try_into().unwrap()) as usize, del.len());
-        assert_eq!(u16::from_ne_bytes([del[6], del[7]]), NLM_F_REQUEST | NLM_F_ACK);
+        assert_eq!(
+            u32::from_ne_bytes(del[0..4].try_into().unwrap()) as usize,
+            del.len()
+        );
+        assert_eq!(
+            u16::from_ne_bytes([del[6], del[7]]),
+            NLM_F_REQUEST | NLM_F_ACK
+        );
         assert!(
-            hex(del).ends_with(concat!("20000380", "1c000180", "18000180", "14000100", "20010db8000000000000000000000001")),
+            hex(del).ends_with(concat!(
+                "20000380",
+                "1c000180",
+                "18000180",
+                "14000100",
+                "20010db8000000000000000000000001"
+            )),
             "{}",
             hex(del)
         );
@@ -514,7 +657,9 @@ mod tests {
 
     #[test]
     fn big_loads_split_into_messages_under_64k() {
-        let addrs: Vec<IpAddr> = (0..10_000u32).map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes())).collect();
+        let addrs: Vec<IpAddr> = (0..10_000u32)
+            .map(|i| IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
+            .collect();
         let (bytes, sent) = encode_batch("outpost", &[("blocked4", SetOp::Add(&addrs))], 0);
         assert!(sent.len() >= 3, "{}", sent.len());
         let mut off = 0;
@@ -564,8 +709,20 @@ mod tests {
         }
         let (mut acks, mut data) = (BTreeMap::new(), Vec::new());
         parse_replies(&buf, &mut acks, &mut data).unwrap();
-        assert_eq!(acks[&7], Ack { errno: 0, message: None });
-        assert_eq!(acks[&8], Ack { errno: 2, message: Some("no such element".into()) });
+        assert_eq!(
+            acks[&7],
+            Ack {
+                errno: 0,
+                message: None
+            }
+        );
+        assert_eq!(
+            acks[&8],
+            Ack {
+                errno: 2,
+                message: Some("no such element".into())
+            }
+        );
         assert!(data.is_empty());
         assert!(parse_replies(&buf[..20], &mut acks, &mut data).is_err());
     }

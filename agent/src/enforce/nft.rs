@@ -117,7 +117,11 @@ impl Enforcer {
     pub fn new(cfg: EnforceConfig) -> Result<Enforcer> {
         let ruleset = Ruleset::new(&cfg)?;
         let conn = Conn::open()?;
-        Ok(Enforcer { ruleset, conn, enforced: BTreeSet::new() })
+        Ok(Enforcer {
+            ruleset,
+            conn,
+            enforced: BTreeSet::new(),
+        })
     }
 
     /// The ruleset this enforcer keeps in place.
@@ -142,28 +146,49 @@ impl Enforcer {
                 .ruleset
                 .parse_listing(&json)
                 .map(Some)
-                .map_err(|source| Error::Listing { table: table.into(), source }),
-            Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file or directory") => Ok(None),
-            Err(source) => Err(Error::Nft { what: "listing our table", source }),
+                .map_err(|source| Error::Listing {
+                    table: table.into(),
+                    source,
+                }),
+            Err(NftablesError::NftFailed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(Error::Nft {
+                what: "listing our table",
+                source,
+            }),
         }
     }
 
     /// Writes the skeleton when it is missing or differs; returns whether it wrote.
     fn ensure_skeleton(&self) -> Result<bool> {
         let existing = self.existing()?;
-        if existing.as_ref().is_some_and(|e| self.ruleset.is_current(e)) {
+        if existing
+            .as_ref()
+            .is_some_and(|e| self.ruleset.is_current(e))
+        {
             return Ok(false);
         }
         let batch = self.ruleset.rewrite_batch(&existing.unwrap_or_default());
-        tracing::info!(table = self.ruleset.table_name(), "writing the enforcement skeleton");
-        helper::apply_ruleset(&batch).map_err(|source| Error::Nft { what: "writing our table", source })?;
+        tracing::info!(
+            table = self.ruleset.table_name(),
+            "writing the enforcement skeleton"
+        );
+        helper::apply_ruleset(&batch).map_err(|source| Error::Nft {
+            what: "writing our table",
+            source,
+        })?;
         Ok(true)
     }
 
     fn verify_skeleton(&self) -> Result<()> {
         match self.existing()? {
             Some(e) if self.ruleset.is_current(&e) => Ok(()),
-            _ => Err(Error::Skeleton { table: self.ruleset.table_name().into() }),
+            _ => Err(Error::Skeleton {
+                table: self.ruleset.table_name().into(),
+            }),
         }
     }
 
@@ -175,12 +200,22 @@ impl Enforcer {
             }
         }
         let found = self.conn.contains(&table, set_of, present)?;
-        let missing: Vec<IpAddr> = present.iter().zip(found).filter(|(_, f)| !f).map(|(a, _)| *a).collect();
+        let missing: Vec<IpAddr> = present
+            .iter()
+            .zip(found)
+            .filter(|(_, f)| !f)
+            .map(|(a, _)| *a)
+            .collect();
         if !missing.is_empty() {
             return Err(Error::NotBlocked(missing));
         }
         let found = self.conn.contains(&table, set_of, absent)?;
-        let still: Vec<IpAddr> = absent.iter().zip(found).filter(|(_, f)| *f).map(|(a, _)| *a).collect();
+        let still: Vec<IpAddr> = absent
+            .iter()
+            .zip(found)
+            .filter(|(_, f)| *f)
+            .map(|(a, _)| *a)
+            .collect();
         if !still.is_empty() {
             return Err(Error::StillBlocked(still));
         }
@@ -197,12 +232,15 @@ impl Enforcer {
         let skeleton_written = self.ensure_skeleton()?;
         let (v4, v6) = split(blocked.iter().copied());
         let table = self.ruleset.table_name().to_string();
-        self.conn.apply(&table, &[
-            (SET4, SetOp::Flush),
-            (SET6, SetOp::Flush),
-            (SET4, SetOp::Add(&v4)),
-            (SET6, SetOp::Add(&v6)),
-        ])?;
+        self.conn.apply(
+            &table,
+            &[
+                (SET4, SetOp::Flush),
+                (SET6, SetOp::Flush),
+                (SET4, SetOp::Add(&v4)),
+                (SET6, SetOp::Add(&v6)),
+            ],
+        )?;
         let to_kernel = start.elapsed();
         let removed = self.enforced.difference(blocked).count();
         self.enforced.clear();
@@ -220,7 +258,13 @@ impl Enforcer {
             to_kernel,
             total: start.elapsed(),
         };
-        tracing::info!(table, blocked = report.blocked, skeleton_written, ms = report.total.as_secs_f64() * 1e3, "enforcement reconciled");
+        tracing::info!(
+            table,
+            blocked = report.blocked,
+            skeleton_written,
+            ms = report.total.as_secs_f64() * 1e3,
+            "enforcement reconciled"
+        );
         Ok(report)
     }
 
@@ -237,12 +281,26 @@ impl Enforcer {
         let (a4, a6) = split(add_set.iter().copied());
         let (r4, r6) = split(remove_set.iter().copied());
         let ops = |r4: &[IpAddr], r6: &[IpAddr]| -> Vec<(&'static str, Vec<IpAddr>, bool)> {
-            vec![(SET4, r4.to_vec(), false), (SET6, r6.to_vec(), false), (SET4, a4.clone(), true), (SET6, a6.clone(), true)]
+            vec![
+                (SET4, r4.to_vec(), false),
+                (SET6, r6.to_vec(), false),
+                (SET4, a4.clone(), true),
+                (SET6, a6.clone(), true),
+            ]
         };
         let run = |conn: &mut Conn, ops: &[(&'static str, Vec<IpAddr>, bool)]| {
             let ops: Vec<(&str, SetOp<'_>)> = ops
                 .iter()
-                .map(|(s, v, add)| (*s, if *add { SetOp::Add(v) } else { SetOp::Delete(v) }))
+                .map(|(s, v, add)| {
+                    (
+                        *s,
+                        if *add {
+                            SetOp::Add(v)
+                        } else {
+                            SetOp::Delete(v)
+                        },
+                    )
+                })
                 .collect();
             conn.apply(&table, &ops)
         };
@@ -251,18 +309,33 @@ impl Enforcer {
             // Deleting an absent element fails the whole batch; that happens when the
             // kernel drifted from what we think it holds. Drop those and retry once.
             Err(netlink::Error::Refused { errno: 2, .. }) if !remove_set.is_empty() => {
-                let present = self.conn.contains(&table, set_of, &r4.iter().chain(&r6).copied().collect::<Vec<_>>())?;
-                let keep: Vec<IpAddr> =
-                    r4.iter().chain(&r6).zip(present).filter(|(_, p)| *p).map(|(a, _)| *a).collect();
-                tracing::warn!(table, absent = remove_set.len() - keep.len(), "unblocking addresses the kernel did not hold");
+                let present = self.conn.contains(
+                    &table,
+                    set_of,
+                    &r4.iter().chain(&r6).copied().collect::<Vec<_>>(),
+                )?;
+                let keep: Vec<IpAddr> = r4
+                    .iter()
+                    .chain(&r6)
+                    .zip(present)
+                    .filter(|(_, p)| *p)
+                    .map(|(a, _)| *a)
+                    .collect();
+                tracing::warn!(
+                    table,
+                    absent = remove_set.len() - keep.len(),
+                    "unblocking addresses the kernel did not hold"
+                );
                 let (k4, k6) = split(keep);
                 run(&mut self.conn, &ops(&k4, &k6))?;
             }
             Err(e) => return Err(e.into()),
         }
         let to_kernel = start.elapsed();
-        let (add_v, rem_v): (Vec<IpAddr>, Vec<IpAddr>) =
-            (add_set.iter().copied().collect(), remove_set.iter().copied().collect());
+        let (add_v, rem_v): (Vec<IpAddr>, Vec<IpAddr>) = (
+            add_set.iter().copied().collect(),
+            remove_set.iter().copied().collect(),
+        );
         // Until the lookups confirm it, we no longer know what the kernel holds for these.
         for a in add_set.iter().chain(&remove_set) {
             self.enforced.remove(a);
@@ -289,12 +362,27 @@ impl Enforcer {
 
     /// Removes table `inet <table>` on purpose; nothing else. Absent already is fine.
     pub fn clear(table: &str) -> Result<()> {
-        let probe = Ruleset::new(&EnforceConfig { table: table.into(), ..EnforceConfig::default() })?;
-        let listed = helper::get_current_ruleset_raw(helper::DEFAULT_NFT, ["-t", "list", "table", "inet", table]);
+        let probe = Ruleset::new(&EnforceConfig {
+            table: table.into(),
+            ..EnforceConfig::default()
+        })?;
+        let listed = helper::get_current_ruleset_raw(
+            helper::DEFAULT_NFT,
+            ["-t", "list", "table", "inet", table],
+        );
         match listed {
             Ok(_) => {}
-            Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file or directory") => return Ok(()),
-            Err(source) => return Err(Error::Nft { what: "listing our table", source }),
+            Err(NftablesError::NftFailed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(Error::Nft {
+                    what: "listing our table",
+                    source,
+                });
+            }
         }
         let mut batch = nftables::batch::Batch::new();
         batch.delete(NfListObject::Table(Table {
@@ -302,7 +390,10 @@ impl Enforcer {
             name: Cow::Owned(probe.table_name().to_string()),
             handle: None,
         }));
-        helper::apply_ruleset(&batch.to_nftables()).map_err(|source| Error::Nft { what: "deleting our table", source })?;
+        helper::apply_ruleset(&batch.to_nftables()).map_err(|source| Error::Nft {
+            what: "deleting our table",
+            source,
+        })?;
         tracing::warn!(table, "enforcement table removed");
         Ok(())
     }
@@ -329,7 +420,9 @@ mod tests {
 
     #[test]
     fn sample_spans_the_set() {
-        let set: BTreeSet<IpAddr> = (0..1000u32).map(|i| IpAddr::from(i.to_be_bytes())).collect();
+        let set: BTreeSet<IpAddr> = (0..1000u32)
+            .map(|i| IpAddr::from(i.to_be_bytes()))
+            .collect();
         let s = sample(&set, 64);
         assert!(s.len() <= 65 && s.len() >= 32, "{}", s.len());
         assert_eq!(s.first(), set.iter().next());

@@ -44,8 +44,12 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftables::batch::Batch;
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem};
-use nftables::schema::{Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Set, SetType, SetTypeValue, Table};
+use nftables::expr::{
+    Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix, SetItem,
+};
+use nftables::schema::{
+    Chain, FlushObject, NfCmd, NfListObject, Nftables, Rule, Set, SetType, SetTypeValue, Table,
+};
 use nftables::stmt::{Counter, Match, NAT, Operator, Reject, RejectType, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use serde::{Deserialize, Serialize};
@@ -121,7 +125,9 @@ pub enum ConfigError {
     #[error("enforce.table {0:?}: use 1 to 64 of [A-Za-z0-9_-], starting with a letter")]
     TableName(String),
     /// An interface name the kernel would refuse.
-    #[error("enforce.subscriber_interfaces: {0:?} is not an interface name (1 to 15 of [A-Za-z0-9_.-])")]
+    #[error(
+        "enforce.subscriber_interfaces: {0:?} is not an interface name (1 to 15 of [A-Za-z0-9_.-])"
+    )]
     InterfaceName(String),
     /// Port 0 cannot be redirected to.
     #[error("enforce.portal_port must not be 0")]
@@ -138,14 +144,16 @@ impl EnforceConfig {
         let ok = !t.is_empty()
             && t.len() <= 64
             && t.starts_with(|c: char| c.is_ascii_alphabetic())
-            && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !ok {
             return Err(ConfigError::TableName(t.clone()));
         }
         for i in &self.subscriber_interfaces {
             let ok = !i.is_empty()
                 && i.len() <= IFNAME_MAX
-                && i.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && i.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !ok {
                 return Err(ConfigError::InterfaceName(i.clone()));
             }
@@ -197,16 +205,24 @@ fn s(v: impl Into<String>) -> Expression<'static> {
     Expression::String(Cow::Owned(v.into()))
 }
 fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
-    Expression::Named(NamedExpression::Payload(Payload::PayloadField(PayloadField {
-        protocol: Cow::Borrowed(protocol),
-        field: Cow::Borrowed(field),
-    })))
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(protocol),
+            field: Cow::Borrowed(field),
+        },
+    )))
 }
-fn matches(left: Expression<'static>, op: Operator, right: Expression<'static>) -> Statement<'static> {
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
     Statement::Match(Match { left, right, op })
 }
 fn anon_set(items: Vec<Expression<'static>>) -> Expression<'static> {
-    Expression::Named(NamedExpression::Set(items.into_iter().map(SetItem::Element).collect()))
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
 }
 fn net_expr(net: &IpNet) -> Expression<'static> {
     if net.prefix_len() == net.max_prefix_len() {
@@ -242,15 +258,35 @@ impl Ruleset {
                 proto: "ip",
                 set: SET4,
                 suffix: "4",
-                resolvers: cfg.resolvers.iter().filter(|a| a.is_ipv4()).map(|a| s(a.to_string())).collect(),
-                allow: cfg.allow.iter().filter(|n| matches!(n, IpNet::V4(_))).map(net_expr).collect(),
+                resolvers: cfg
+                    .resolvers
+                    .iter()
+                    .filter(|a| a.is_ipv4())
+                    .map(|a| s(a.to_string()))
+                    .collect(),
+                allow: cfg
+                    .allow
+                    .iter()
+                    .filter(|n| matches!(n, IpNet::V4(_)))
+                    .map(net_expr)
+                    .collect(),
             },
             Family {
                 proto: "ip6",
                 set: SET6,
                 suffix: "6",
-                resolvers: cfg.resolvers.iter().filter(|a| a.is_ipv6()).map(|a| s(a.to_string())).collect(),
-                allow: cfg.allow.iter().filter(|n| matches!(n, IpNet::V6(_))).map(net_expr).collect(),
+                resolvers: cfg
+                    .resolvers
+                    .iter()
+                    .filter(|a| a.is_ipv6())
+                    .map(|a| s(a.to_string()))
+                    .collect(),
+                allow: cfg
+                    .allow
+                    .iter()
+                    .filter(|n| matches!(n, IpNet::V6(_)))
+                    .map(net_expr)
+                    .collect(),
             },
         ];
         let chain = |name: &str| Chain {
@@ -279,38 +315,81 @@ impl Ruleset {
             let mut in_rules = Vec::new();
             if !f.resolvers.is_empty() {
                 for l4 in ["udp", "tcp"] {
-                    out_rules.push(rule(&out, vec![
-                        matches(payload(f.proto, "daddr"), Operator::EQ, anon_set(f.resolvers.clone())),
-                        matches(payload(l4, "dport"), Operator::EQ, Expression::Number(53)),
-                        Statement::Accept(None),
-                    ]));
-                    in_rules.push(rule(&inn, vec![
-                        matches(payload(f.proto, "saddr"), Operator::EQ, anon_set(f.resolvers.clone())),
-                        matches(payload(l4, "sport"), Operator::EQ, Expression::Number(53)),
-                        Statement::Accept(None),
-                    ]));
+                    out_rules.push(rule(
+                        &out,
+                        vec![
+                            matches(
+                                payload(f.proto, "daddr"),
+                                Operator::EQ,
+                                anon_set(f.resolvers.clone()),
+                            ),
+                            matches(payload(l4, "dport"), Operator::EQ, Expression::Number(53)),
+                            Statement::Accept(None),
+                        ],
+                    ));
+                    in_rules.push(rule(
+                        &inn,
+                        vec![
+                            matches(
+                                payload(f.proto, "saddr"),
+                                Operator::EQ,
+                                anon_set(f.resolvers.clone()),
+                            ),
+                            matches(payload(l4, "sport"), Operator::EQ, Expression::Number(53)),
+                            Statement::Accept(None),
+                        ],
+                    ));
                 }
             }
             if !f.allow.is_empty() {
-                out_rules.push(rule(&out, vec![
-                    matches(payload(f.proto, "daddr"), Operator::EQ, anon_set(f.allow.clone())),
-                    Statement::Accept(None),
-                ]));
-                in_rules.push(rule(&inn, vec![
-                    matches(payload(f.proto, "saddr"), Operator::EQ, anon_set(f.allow.clone())),
-                    Statement::Accept(None),
-                ]));
+                out_rules.push(rule(
+                    &out,
+                    vec![
+                        matches(
+                            payload(f.proto, "daddr"),
+                            Operator::EQ,
+                            anon_set(f.allow.clone()),
+                        ),
+                        Statement::Accept(None),
+                    ],
+                ));
+                in_rules.push(rule(
+                    &inn,
+                    vec![
+                        matches(
+                            payload(f.proto, "saddr"),
+                            Operator::EQ,
+                            anon_set(f.allow.clone()),
+                        ),
+                        Statement::Accept(None),
+                    ],
+                ));
             }
             // A reset ends the subscriber's TCP at once instead of leaving it to time out.
-            out_rules.push(rule(&out, vec![
-                matches(Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::L4proto })), Operator::EQ, s("tcp")),
-                counter(),
-                Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
-            ]));
+            out_rules.push(rule(
+                &out,
+                vec![
+                    matches(
+                        Expression::Named(NamedExpression::Meta(Meta {
+                            key: MetaKey::L4proto,
+                        })),
+                        Operator::EQ,
+                        s("tcp"),
+                    ),
+                    counter(),
+                    Statement::Reject(Some(Reject::new(Some(RejectType::TCPReset), None))),
+                ],
+            ));
             out_rules.push(rule(&out, vec![counter(), Statement::Drop(None)]));
             in_rules.push(rule(&inn, vec![counter(), Statement::Drop(None)]));
-            chains.push(ChainSpec { chain: chain(&out), rules: out_rules });
-            chains.push(ChainSpec { chain: chain(&inn), rules: in_rules });
+            chains.push(ChainSpec {
+                chain: chain(&out),
+                rules: out_rules,
+            });
+            chains.push(ChainSpec {
+                chain: chain(&inn),
+                rules: in_rules,
+            });
 
             forward_rules.push((f.proto, "saddr", set_ref.clone(), out));
             forward_rules.push((f.proto, "daddr", set_ref.clone(), inn));
@@ -318,16 +397,31 @@ impl Ruleset {
             let mut redirect = Vec::new();
             if !cfg.subscriber_interfaces.is_empty() {
                 redirect.push(matches(
-                    Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Iifname })),
+                    Expression::Named(NamedExpression::Meta(Meta {
+                        key: MetaKey::Iifname,
+                    })),
                     Operator::EQ,
-                    anon_set(cfg.subscriber_interfaces.iter().map(|i| s(i.clone())).collect()),
+                    anon_set(
+                        cfg.subscriber_interfaces
+                            .iter()
+                            .map(|i| s(i.clone()))
+                            .collect(),
+                    ),
                 ));
             }
             redirect.push(matches(payload(f.proto, "saddr"), Operator::EQ, set_ref));
             if !f.allow.is_empty() {
-                redirect.push(matches(payload(f.proto, "daddr"), Operator::NEQ, anon_set(f.allow.clone())));
+                redirect.push(matches(
+                    payload(f.proto, "daddr"),
+                    Operator::NEQ,
+                    anon_set(f.allow.clone()),
+                ));
             }
-            redirect.push(matches(payload("tcp", "dport"), Operator::EQ, Expression::Number(80)));
+            redirect.push(matches(
+                payload("tcp", "dport"),
+                Operator::EQ,
+                Expression::Number(80),
+            ));
             redirect.push(counter());
             redirect.push(Statement::Redirect(Some(NAT {
                 addr: None,
@@ -343,10 +437,15 @@ impl Ruleset {
         let forward_rules: Vec<Rule<'static>> = forward_rules
             .into_iter()
             .map(|(proto, dir, set_ref, target)| {
-                rule("forward", vec![
-                    matches(payload(proto, dir), Operator::EQ, set_ref),
-                    Statement::Goto(nftables::stmt::JumpTarget { target: Cow::Owned(target) }),
-                ])
+                rule(
+                    "forward",
+                    vec![
+                        matches(payload(proto, dir), Operator::EQ, set_ref),
+                        Statement::Goto(nftables::stmt::JumpTarget {
+                            target: Cow::Owned(target),
+                        }),
+                    ],
+                )
             })
             .collect();
         chains.push(ChainSpec {
@@ -379,14 +478,22 @@ impl Ruleset {
             ..Set::default()
         };
         let mut rs = Ruleset {
-            table: Table { family: NfFamily::INet, name: Cow::Owned(table_name.clone()), handle: None },
+            table: Table {
+                family: NfFamily::INet,
+                name: Cow::Owned(table_name.clone()),
+                handle: None,
+            },
             sets: vec![set(SET4, SetType::Ipv4Addr), set(SET6, SetType::Ipv6Addr)],
             chains,
             fingerprint: String::new(),
         };
         rs.fingerprint = rs.compute_fingerprint();
         let comment = format!("{FINGERPRINT_PREFIX}{}", rs.fingerprint);
-        let forward = rs.chains.iter_mut().find(|c| c.chain.name == "forward").expect("built above");
+        let forward = rs
+            .chains
+            .iter_mut()
+            .find(|c| c.chain.name == "forward")
+            .expect("built above");
         forward.rules[0].comment = Some(Cow::Owned(comment));
         Ok(rs)
     }
@@ -419,8 +526,11 @@ impl Ruleset {
             .iter()
             .map(|s| (s.name.to_string(), set_type_name(&s.set_type)))
             .collect();
-        let want_chains: BTreeMap<String, usize> =
-            self.chains.iter().map(|c| (c.chain.name.to_string(), c.rules.len())).collect();
+        let want_chains: BTreeMap<String, usize> = self
+            .chains
+            .iter()
+            .map(|c| (c.chain.name.to_string(), c.rules.len()))
+            .collect();
         let comment = format!("{FINGERPRINT_PREFIX}{}", self.fingerprint);
         existing.sets == want_sets
             && existing.chains == want_chains
@@ -481,7 +591,12 @@ impl Ruleset {
             o.get("family").and_then(|f| f.as_str()) == Some("inet")
                 && o.get("table").and_then(|t| t.as_str()) == Some(table)
         };
-        for obj in v.get("nftables").and_then(|n| n.as_array()).into_iter().flatten() {
+        for obj in v
+            .get("nftables")
+            .and_then(|n| n.as_array())
+            .into_iter()
+            .flatten()
+        {
             if let Some(c) = obj.get("chain").filter(|c| ours(c)) {
                 if let Some(name) = c.get("name").and_then(|n| n.as_str()) {
                     e.chains.entry(name.to_string()).or_insert(0);
@@ -514,7 +629,9 @@ fn set_type_name(t: &SetTypeValue) -> String {
     match t {
         SetTypeValue::Single(SetType::Ipv4Addr) => "ipv4_addr".into(),
         SetTypeValue::Single(SetType::Ipv6Addr) => "ipv6_addr".into(),
-        other => serde_json::to_value(other).map(|v| v.to_string()).unwrap_or_default(),
+        other => serde_json::to_value(other)
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -526,8 +643,14 @@ mod tests {
     fn cfg() -> EnforceConfig {
         EnforceConfig {
             table: "outpost".into(),
-            resolvers: vec!["192.0.2.53".parse().unwrap(), "2001:db8::53".parse().unwrap()],
-            allow: vec!["198.51.100.0/24".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()],
+            resolvers: vec![
+                "192.0.2.53".parse().unwrap(),
+                "2001:db8::53".parse().unwrap(),
+            ],
+            allow: vec![
+                "198.51.100.0/24".parse().unwrap(),
+                "2001:db8:1::/48".parse().unwrap(),
+            ],
             portal_port: 8081,
             subscriber_interfaces: vec!["eth1".into()],
             set_size: 1 << 20,
@@ -549,11 +672,17 @@ mod tests {
     fn config_defaults_and_unknown_fields() {
         let c: EnforceConfig = toml::from_str("").unwrap();
         assert_eq!(c, EnforceConfig::default());
-        assert_eq!((c.table.as_str(), c.portal_port, c.set_size), ("outpost", 8081, 1 << 20));
+        assert_eq!(
+            (c.table.as_str(), c.portal_port, c.set_size),
+            ("outpost", 8081, 1 << 20)
+        );
         let err = toml::from_str::<EnforceConfig>("tabel = \"x\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let err = toml::from_str::<EnforceConfig>("allow = [\"10.0.0.0/33\"]").unwrap_err();
-        assert!(err.to_string().contains("allow") || err.to_string().contains("invalid"), "{err}");
+        assert!(
+            err.to_string().contains("allow") || err.to_string().contains("invalid"),
+            "{err}"
+        );
         let c: EnforceConfig = toml::from_str(
             "table = \"t1\"\nresolvers = [\"192.0.2.53\"]\nallow = [\"198.51.100.0/24\"]\nportal_port = 9000\nsubscriber_interfaces = [\"eth1\"]",
         )
@@ -564,51 +693,85 @@ mod tests {
     #[test]
     fn bad_names_are_refused() {
         for t in ["", "1abc", "a b", "a\"b", &"x".repeat(65)] {
-            let c = EnforceConfig { table: t.into(), ..EnforceConfig::default() };
+            let c = EnforceConfig {
+                table: t.into(),
+                ..EnforceConfig::default()
+            };
             assert_eq!(Ruleset::new(&c), Err(ConfigError::TableName(t.into())));
         }
-        let c = EnforceConfig { subscriber_interfaces: vec!["a-very-long-ifname".into()], ..EnforceConfig::default() };
-        assert!(matches!(Ruleset::new(&c), Err(ConfigError::InterfaceName(_))));
-        let c = EnforceConfig { portal_port: 0, ..EnforceConfig::default() };
+        let c = EnforceConfig {
+            subscriber_interfaces: vec!["a-very-long-ifname".into()],
+            ..EnforceConfig::default()
+        };
+        assert!(matches!(
+            Ruleset::new(&c),
+            Err(ConfigError::InterfaceName(_))
+        ));
+        let c = EnforceConfig {
+            portal_port: 0,
+            ..EnforceConfig::default()
+        };
         assert_eq!(Ruleset::new(&c), Err(ConfigError::PortalPort));
     }
 
     #[test]
     fn forward_hooks_before_filter_and_matches_every_packet() {
         let rs = Ruleset::new(&cfg()).unwrap();
-        let fwd = rs.chains.iter().find(|c| c.chain.name == "forward").unwrap();
+        let fwd = rs
+            .chains
+            .iter()
+            .find(|c| c.chain.name == "forward")
+            .unwrap();
         assert_eq!(fwd.chain.hook, Some(NfHook::Forward));
         assert_eq!(fwd.chain.policy, Some(NfChainPolicy::Accept));
         assert!(fwd.chain.prio.unwrap() < 0);
         let rules = rules_json(&rs, "forward");
-        assert_eq!(rules, vec![
-            json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@blocked4", "op": "=="}}, {"goto": {"target": "blocked_out4"}}]),
-            json!([{"match": {"left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": "@blocked6", "op": "=="}}, {"goto": {"target": "blocked_out6"}}]),
-            json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "@blocked4", "op": "=="}}, {"goto": {"target": "blocked_in4"}}]),
-            json!([{"match": {"left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": "@blocked6", "op": "=="}}, {"goto": {"target": "blocked_in6"}}]),
-        ]);
+        assert_eq!(
+            rules,
+            vec![
+                json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@blocked4", "op": "=="}}, {"goto": {"target": "blocked_out4"}}]),
+                json!([{"match": {"left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": "@blocked6", "op": "=="}}, {"goto": {"target": "blocked_out6"}}]),
+                json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "@blocked4", "op": "=="}}, {"goto": {"target": "blocked_in4"}}]),
+                json!([{"match": {"left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": "@blocked6", "op": "=="}}, {"goto": {"target": "blocked_in6"}}]),
+            ]
+        );
         // No rule anywhere looks at conntrack state: established flows are cut too.
-        let all = serde_json::to_string(&rs.chains.iter().flat_map(|c| c.rules.clone()).collect::<Vec<_>>()).unwrap();
+        let all = serde_json::to_string(
+            &rs.chains
+                .iter()
+                .flat_map(|c| c.rules.clone())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         assert!(!all.contains("\"ct\""), "{all}");
-        assert_eq!(fwd.rules[0].comment.as_deref(), Some(format!("{FINGERPRINT_PREFIX}{}", rs.fingerprint).as_str()));
+        assert_eq!(
+            fwd.rules[0].comment.as_deref(),
+            Some(format!("{FINGERPRINT_PREFIX}{}", rs.fingerprint).as_str())
+        );
     }
 
     #[test]
     fn blocked_source_reaches_only_dns_and_allowed() {
         let rs = Ruleset::new(&cfg()).unwrap();
         let out4 = rules_json(&rs, "blocked_out4");
-        assert_eq!(out4, vec![
-            json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": ["192.0.2.53"]}, "op": "=="}},
+        assert_eq!(
+            out4,
+            vec![
+                json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": ["192.0.2.53"]}, "op": "=="}},
                    {"match": {"left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 53, "op": "=="}}, {"accept": null}]),
-            json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": ["192.0.2.53"]}, "op": "=="}},
+                json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": ["192.0.2.53"]}, "op": "=="}},
                    {"match": {"left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 53, "op": "=="}}, {"accept": null}]),
-            json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": [{"prefix": {"addr": "198.51.100.0", "len": 24}}]}, "op": "=="}}, {"accept": null}]),
-            json!([{"match": {"left": {"meta": {"key": "l4proto"}}, "right": "tcp", "op": "=="}}, {"counter": null}, {"reject": {"type": "tcp reset"}}]),
-            json!([{"counter": null}, {"drop": null}]),
-        ]);
+                json!([{"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"set": [{"prefix": {"addr": "198.51.100.0", "len": 24}}]}, "op": "=="}}, {"accept": null}]),
+                json!([{"match": {"left": {"meta": {"key": "l4proto"}}, "right": "tcp", "op": "=="}}, {"counter": null}, {"reject": {"type": "tcp reset"}}]),
+                json!([{"counter": null}, {"drop": null}]),
+            ]
+        );
         let in6 = rules_json(&rs, "blocked_in6");
         assert_eq!(in6.len(), 4);
-        assert_eq!(in6[2], json!([{"match": {"left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"set": [{"prefix": {"addr": "2001:db8:1::", "len": 48}}]}, "op": "=="}}, {"accept": null}]));
+        assert_eq!(
+            in6[2],
+            json!([{"match": {"left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": {"set": [{"prefix": {"addr": "2001:db8:1::", "len": 48}}]}, "op": "=="}}, {"accept": null}])
+        );
         assert_eq!(in6[3], json!([{"counter": null}, {"drop": null}]));
     }
 
@@ -616,43 +779,66 @@ mod tests {
     fn without_resolvers_or_allow_everything_is_dropped() {
         let rs = Ruleset::new(&EnforceConfig::default()).unwrap();
         assert_eq!(rules_json(&rs, "blocked_out4").len(), 2);
-        assert_eq!(rules_json(&rs, "blocked_in4"), vec![json!([{"counter": null}, {"drop": null}])]);
+        assert_eq!(
+            rules_json(&rs, "blocked_in4"),
+            vec![json!([{"counter": null}, {"drop": null}])]
+        );
         let pre = rules_json(&rs, "prerouting");
-        assert_eq!(pre[0], json!([
+        assert_eq!(
+            pre[0],
+            json!([
             {"match": {"left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@blocked4", "op": "=="}},
             {"match": {"left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80, "op": "=="}},
-            {"counter": null}, {"redirect": {"port": 8081}}]));
+            {"counter": null}, {"redirect": {"port": 8081}}])
+        );
     }
 
     #[test]
     fn http_redirect_limited_to_subscriber_side_and_not_to_allowed() {
         let rs = Ruleset::new(&cfg()).unwrap();
-        let pre = rs.chains.iter().find(|c| c.chain.name == "prerouting").unwrap();
-        assert_eq!((pre.chain._type, pre.chain.hook, pre.chain.prio), (Some(NfChainType::NAT), Some(NfHook::Prerouting), Some(-100)));
+        let pre = rs
+            .chains
+            .iter()
+            .find(|c| c.chain.name == "prerouting")
+            .unwrap();
+        assert_eq!(
+            (pre.chain._type, pre.chain.hook, pre.chain.prio),
+            (Some(NfChainType::NAT), Some(NfHook::Prerouting), Some(-100))
+        );
         let rules = rules_json(&rs, "prerouting");
-        assert_eq!(rules[1], json!([
+        assert_eq!(
+            rules[1],
+            json!([
             {"match": {"left": {"meta": {"key": "iifname"}}, "right": {"set": ["eth1"]}, "op": "=="}},
             {"match": {"left": {"payload": {"protocol": "ip6", "field": "saddr"}}, "right": "@blocked6", "op": "=="}},
             {"match": {"left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": {"set": [{"prefix": {"addr": "2001:db8:1::", "len": 48}}]}, "op": "!="}},
             {"match": {"left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80, "op": "=="}},
-            {"counter": null}, {"redirect": {"port": 8081}}]));
+            {"counter": null}, {"redirect": {"port": 8081}}])
+        );
     }
 
     #[test]
     fn sets_are_declared_sized() {
         let rs = Ruleset::new(&cfg()).unwrap();
         let sets = serde_json::to_value(&rs.sets).unwrap();
-        assert_eq!(sets, json!([
-            {"family": "inet", "table": "outpost", "name": "blocked4", "type": "ipv4_addr", "size": 1048576},
-            {"family": "inet", "table": "outpost", "name": "blocked6", "type": "ipv6_addr", "size": 1048576},
-        ]));
+        assert_eq!(
+            sets,
+            json!([
+                {"family": "inet", "table": "outpost", "name": "blocked4", "type": "ipv4_addr", "size": 1048576},
+                {"family": "inet", "table": "outpost", "name": "blocked6", "type": "ipv6_addr", "size": 1048576},
+            ])
+        );
     }
 
     #[test]
     fn fingerprint_follows_content() {
         let a = Ruleset::new(&cfg()).unwrap();
         assert_eq!(a.fingerprint, Ruleset::new(&cfg()).unwrap().fingerprint);
-        let b = Ruleset::new(&EnforceConfig { portal_port: 8082, ..cfg() }).unwrap();
+        let b = Ruleset::new(&EnforceConfig {
+            portal_port: 8082,
+            ..cfg()
+        })
+        .unwrap();
         assert_ne!(a.fingerprint, b.fingerprint);
     }
 
@@ -672,30 +858,52 @@ mod tests {
             .filter_map(|o| {
                 let (verb, obj) = o.as_object()?.iter().next()?;
                 let (kind, body) = obj.as_object()?.iter().next()?;
-                Some(format!("{verb} {kind} {}", body.get("name").and_then(|n| n.as_str()).unwrap_or(body.get("chain").and_then(|n| n.as_str()).unwrap_or(""))))
+                Some(format!(
+                    "{verb} {kind} {}",
+                    body.get("name")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or(body.get("chain").and_then(|n| n.as_str()).unwrap_or(""))
+                ))
             })
             .collect();
-        let pos = |c: &str| cmds.iter().position(|x| x == c).unwrap_or_else(|| panic!("{c} not in {cmds:?}"));
+        let pos = |c: &str| {
+            cmds.iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("{c} not in {cmds:?}"))
+        };
         assert!(pos("add table outpost") < pos("add set blocked4"));
         assert!(pos("flush chain stale") < pos("delete chain forward"));
         assert!(pos("flush chain forward") < pos("delete chain stale"));
         assert!(pos("delete chain forward") < pos("add chain forward"));
         assert!(pos("delete set junk") < pos("add chain forward"));
-        assert!(!cmds.iter().any(|c| c.starts_with("delete set blocked") || c.starts_with("flush set") || c == "delete table outpost"), "{cmds:?}");
+        assert!(
+            !cmds.iter().any(|c| c.starts_with("delete set blocked")
+                || c.starts_with("flush set")
+                || c == "delete table outpost"),
+            "{cmds:?}"
+        );
         assert!(pos("add chain blocked_out4") < pos("add rule forward"));
-        assert_eq!(cmds.iter().filter(|c| c.starts_with("add rule")).count(), rs.chains.iter().map(|c| c.rules.len()).sum::<usize>());
+        assert_eq!(
+            cmds.iter().filter(|c| c.starts_with("add rule")).count(),
+            rs.chains.iter().map(|c| c.rules.len()).sum::<usize>()
+        );
     }
 
     #[test]
     fn listing_is_recognised_as_current_or_not() {
         let rs = Ruleset::new(&cfg()).unwrap();
-        let mut objs = vec![json!({"metainfo": {"version": "1.0.6"}}), json!({"table": {"family": "inet", "name": "outpost"}})];
+        let mut objs = vec![
+            json!({"metainfo": {"version": "1.0.6"}}),
+            json!({"table": {"family": "inet", "name": "outpost"}}),
+        ];
         objs.push(json!({"set": {"family": "inet", "table": "outpost", "name": "blocked4", "type": "ipv4_addr"}}));
         objs.push(json!({"set": {"family": "inet", "table": "outpost", "name": "blocked6", "type": "ipv6_addr"}}));
         // A foreign table's objects with the same names must not count.
         objs.push(json!({"chain": {"family": "ip", "table": "outpost", "name": "forward"}}));
         for c in &rs.chains {
-            objs.push(json!({"chain": {"family": "inet", "table": "outpost", "name": c.chain.name}}));
+            objs.push(
+                json!({"chain": {"family": "inet", "table": "outpost", "name": c.chain.name}}),
+            );
             for r in &c.rules {
                 let mut r = serde_json::to_value(r).unwrap();
                 r["handle"] = json!(7);
@@ -704,9 +912,14 @@ mod tests {
         }
         let listing = json!({"nftables": objs}).to_string();
         assert!(rs.is_current(&rs.parse_listing(&listing).unwrap()));
-        let other = Ruleset::new(&EnforceConfig { portal_port: 9999, ..cfg() }).unwrap();
+        let other = Ruleset::new(&EnforceConfig {
+            portal_port: 9999,
+            ..cfg()
+        })
+        .unwrap();
         assert!(!other.is_current(&other.parse_listing(&listing).unwrap()));
-        let missing_rule = listing.replacen("\"chain\":\"blocked_in4\"", "\"chain\":\"nowhere\"", 1);
+        let missing_rule =
+            listing.replacen("\"chain\":\"blocked_in4\"", "\"chain\":\"nowhere\"", 1);
         assert!(!rs.is_current(&rs.parse_listing(&missing_rule).unwrap()));
         assert!(!rs.is_current(&Existing::default()));
     }
