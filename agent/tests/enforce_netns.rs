@@ -29,6 +29,9 @@ use outpost_agent::enforce::{EnforceConfig, Enforcer};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Work for the thread that holds the enforcer in the BNG's namespace.
+type Job = Box<dyn FnOnce(&mut Option<Enforcer>) + Send>;
+
 /// Removes the namespaces (and with them links and nft tables) even when a check fails.
 struct Lab {
     namespaces: Vec<String>,
@@ -285,7 +288,6 @@ fn blocks_redirects_and_survives_restart() {
     });
 
     // Start the agent side: a thread living in bng, driven over a channel.
-    type Job = Box<dyn FnOnce(&mut Option<Enforcer>) + Send>;
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let worker = thread::spawn(move || {
         enter(&bng2);
@@ -294,7 +296,7 @@ fn blocks_redirects_and_survives_restart() {
             job(&mut enforcer);
         }
     });
-    let on_bng = |f: Box<dyn FnOnce(&mut Option<Enforcer>) + Send>| {
+    let on_bng = |f: Job| {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         tx.send(Box::new(move |e: &mut Option<Enforcer>| {
             f(e);
@@ -393,7 +395,7 @@ fn blocks_redirects_and_survives_restart() {
         let (stop, polls, absent, bng) = (stop.clone(), polls.clone(), absent.clone(), bng.clone());
         thread::spawn(move || {
             enter(&bng);
-            let mut conn = Conn::open().unwrap();
+            let conn = Conn::open().unwrap();
             while !stop.load(Ordering::SeqCst) {
                 let found = conn
                     .contains("outpost", |_| "blocked4", &[ip("10.1.1.2")])

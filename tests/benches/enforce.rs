@@ -47,26 +47,35 @@ fn main() -> anyhow::Result<()> {
         _ => "n/a".into(),
     };
     println!("ratios (peer / ours):");
-    println!(
-        "  full load, nft -f / ours over existing:        {}",
-        ratio("nft -f", "ours: full() of")
-    );
-    println!(
-        "  full load, nft -j -f / ours fresh:              {}",
-        ratio("nft -j -f", "ours: full() of")
-    );
-    println!(
-        "  full load, iptables-restore / ours fresh:       {}",
-        ratio("iptables-restore", "ours: full() of")
-    );
-    println!(
-        "  one add, nft CLI / ours (incl. verify):         {}",
-        ratio("nft add element (one", "ours: change(add 1) incl.")
-    );
-    println!(
-        "  one add, iptables -A / ours (incl. verify):     {}",
-        ratio("iptables -A", "ours: change(add 1) incl.")
-    );
+    let fresh = "ours: full() of";
+    let existing = format!("ours: full() of {} over", cfg.n);
+    let one = "ours: change(add 1) incl.";
+    for (what, peer, ours) in [
+        ("full load, nft -f / ours fresh", "nft -f", fresh),
+        (
+            "full load, nft -f / ours over existing",
+            "nft -f",
+            existing.as_str(),
+        ),
+        ("full load, nft -j -f / ours fresh", "nft -j -f", fresh),
+        (
+            "full load, iptables-restore / ours fresh",
+            "iptables-restore",
+            fresh,
+        ),
+        (
+            "one add, nft CLI / ours (incl. verify)",
+            "nft add element (one",
+            one,
+        ),
+        (
+            "one add, iptables -A / ours (incl. verify)",
+            "iptables -A",
+            one,
+        ),
+    ] {
+        println!("  {what:<48} {}", ratio(peer, ours));
+    }
     for f in r
         .figures
         .iter()

@@ -426,7 +426,7 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
     );
     r.push(
         s,
-        format!("ours: ... of which call -> kernel ACK of the element batch"),
+        "ours: ... of which call -> kernel ACK of the element batch",
         "ms",
         again_kernel,
     );

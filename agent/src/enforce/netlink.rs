@@ -20,6 +20,7 @@
 //! the same batch. Everything goes through the safe `netlink-sys` socket; `nix` only
 //! raises the socket buffers past `wmem_max` (as nft does) so a 100k-element batch fits.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::IpAddr;
@@ -175,7 +176,7 @@ impl MsgBuf {
         self.attr(ty, &v);
     }
     fn pad(&mut self) {
-        while self.buf.len() % 4 != 0 {
+        while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
@@ -381,9 +382,11 @@ fn parse_replies(mut buf: &[u8], acks: &mut BTreeMap<u32, Ack>, data: &mut Vec<u
 #[derive(Debug)]
 pub struct Conn {
     sock: Socket,
-    seq: u32,
-    sndbuf: usize,
-    rx: Vec<u8>,
+    // Interior mutability so that lookups work through `&self` (verification is a
+    // read); a `Conn` is `Send` but not `Sync`.
+    seq: Cell<u32>,
+    sndbuf: Cell<usize>,
+    rx: RefCell<Vec<u8>>,
 }
 
 fn sock_err(op: &'static str) -> impl FnOnce(io::Error) -> Error {
@@ -421,22 +424,22 @@ impl Conn {
             .unwrap_or(1);
         Ok(Conn {
             sock,
-            seq,
-            sndbuf: 0,
-            rx: Vec::with_capacity(1 << 16),
+            seq: Cell::new(seq),
+            sndbuf: Cell::new(0),
+            rx: RefCell::new(Vec::with_capacity(1 << 16)),
         })
     }
 
-    fn next_seq(&mut self, n: usize) -> u32 {
-        let first = self.seq;
-        self.seq = self.seq.wrapping_add(n as u32 + 2);
+    fn next_seq(&self, n: usize) -> u32 {
+        let first = self.seq.get();
+        self.seq.set(first.wrapping_add(n as u32 + 2));
         first
     }
 
-    fn send(&mut self, bytes: &[u8]) -> Result<()> {
+    fn send(&self, bytes: &[u8]) -> Result<()> {
         // The kernel refuses a datagram larger than the send buffer (less some slack).
         let need = bytes.len() + 4096;
-        if need > self.sndbuf {
+        if need > self.sndbuf.get() {
             let size = need.max(1 << 20);
             nix::sys::socket::setsockopt(
                 &self.sock.as_fd(),
@@ -447,7 +450,7 @@ impl Conn {
                 op: "SO_SNDBUFFORCE",
                 source: e.into(),
             })?;
-            self.sndbuf = size;
+            self.sndbuf.set(size);
         }
         let n = self.sock.send(bytes, 0).map_err(sock_err("sendmsg"))?;
         if n != bytes.len() {
@@ -457,12 +460,13 @@ impl Conn {
     }
 
     /// Reads every reply the kernel has queued.
-    fn drain(&mut self, acks: &mut BTreeMap<u32, Ack>, data: &mut Vec<u32>) -> Result<()> {
+    fn drain(&self, acks: &mut BTreeMap<u32, Ack>, data: &mut Vec<u32>) -> Result<()> {
         loop {
-            self.rx.clear();
-            match self.sock.recv(&mut self.rx, 0) {
+            let mut rx = self.rx.borrow_mut();
+            rx.clear();
+            match self.sock.recv(&mut *rx, 0) {
                 Ok(0) => return Ok(()),
-                Ok(_) => parse_replies(&self.rx, acks, data)?,
+                Ok(_) => parse_replies(&rx, acks, data)?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => {
                     return Err(Error::Socket {
@@ -475,8 +479,8 @@ impl Conn {
     }
 
     /// Applies `ops` to sets of `table` (family inet) as one transaction.
-    pub fn apply(&mut self, table: &str, ops: &[(&str, SetOp<'_>)]) -> Result<()> {
-        let first = self.seq;
+    pub fn apply(&self, table: &str, ops: &[(&str, SetOp<'_>)]) -> Result<()> {
+        let first = self.seq.get();
         let (bytes, sent) = encode_batch(table, ops, first);
         self.next_seq(sent.len());
         if sent.is_empty() {
@@ -513,7 +517,7 @@ impl Conn {
     }
 
     /// Whether `set` exists in `table`.
-    pub fn set_exists(&mut self, table: &str, set: &str) -> Result<bool> {
+    pub fn set_exists(&self, table: &str, set: &str) -> Result<bool> {
         let seq = self.next_seq(1);
         let mut m = MsgBuf::default();
         encode_get_set(&mut m, table, set, seq);
@@ -535,7 +539,7 @@ impl Conn {
     /// For each address, whether it is in `set` (of its family), by single-element GETs.
     /// The set must exist (else every answer is "absent"): check with [`Conn::set_exists`].
     pub fn contains(
-        &mut self,
+        &self,
         table: &str,
         set_for: impl Fn(&IpAddr) -> &'static str,
         addrs: &[IpAddr],
@@ -673,7 +677,7 @@ fn fold_state(table: &str, msgs: &[(u16, Vec<u8>)]) -> TableState {
 
 impl Conn {
     /// Runs one dump request; the data messages' (type, payload).
-    fn dump(&mut self, msg_type: u16, table: Option<(u16, &str)>) -> Result<Vec<(u16, Vec<u8>)>> {
+    fn dump(&self, msg_type: u16, table: Option<(u16, &str)>) -> Result<Vec<(u16, Vec<u8>)>> {
         let seq = self.next_seq(1);
         let mut m = MsgBuf::default();
         let start = m.begin(
@@ -691,8 +695,9 @@ impl Conn {
         let mut out = Vec::new();
         let deadline = std::time::Instant::now() + DUMP_WAIT;
         loop {
-            self.rx.clear();
-            match self.sock.recv(&mut self.rx, 0) {
+            let mut rx = self.rx.borrow_mut();
+            rx.clear();
+            match self.sock.recv(&mut *rx, 0) {
                 Ok(_) => {}
                 // Each read makes the kernel produce the next part of the dump; it can
                 // still lag behind a non-blocking read.
@@ -710,7 +715,7 @@ impl Conn {
                     });
                 }
             }
-            let mut buf = &self.rx[..];
+            let mut buf = &rx[..];
             while buf.len() >= NLMSG_HDRLEN {
                 let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
                 if len < NLMSG_HDRLEN || len > buf.len() {
@@ -745,7 +750,7 @@ impl Conn {
 
     /// Our table's sets, chains, rule counts and rule comments, or `None` when the table
     /// is absent. Set elements are not read.
-    pub fn table_state(&mut self, table: &str) -> Result<Option<TableState>> {
+    pub fn table_state(&self, table: &str) -> Result<Option<TableState>> {
         let seq = self.next_seq(1);
         let mut m = MsgBuf::default();
         let start = m.begin(

@@ -130,7 +130,7 @@ impl Enforcer {
     /// Our table as the kernel has it (elements left out), or `None` when it is absent.
     /// Read over netlink: nft 1.0.6 fetches every set element before any listing (~0.9 s
     /// with 100k elements), even with `-t`.
-    fn existing(&mut self) -> Result<Option<Existing>> {
+    fn existing(&self) -> Result<Option<Existing>> {
         let state = self.conn.table_state(self.ruleset.table_name())?;
         Ok(state.map(|mut s| Existing {
             forward_comments: s.comments.remove("forward").unwrap_or_default(),
@@ -140,7 +140,7 @@ impl Enforcer {
     }
 
     /// Writes the skeleton when it is missing or differs; returns whether it wrote.
-    fn ensure_skeleton(&mut self) -> Result<bool> {
+    fn ensure_skeleton(&self) -> Result<bool> {
         let existing = self.existing()?;
         if existing
             .as_ref()
@@ -160,7 +160,7 @@ impl Enforcer {
         Ok(true)
     }
 
-    fn verify_skeleton(&mut self) -> Result<()> {
+    fn verify_skeleton(&self) -> Result<()> {
         let differences = match self.existing()? {
             Some(e) => self.ruleset.differences(&e),
             None => vec!["table missing".to_string()],
@@ -174,7 +174,7 @@ impl Enforcer {
         })
     }
 
-    fn verify_elements(&mut self, present: &[IpAddr], absent: &[IpAddr]) -> Result<()> {
+    fn verify_elements(&self, present: &[IpAddr], absent: &[IpAddr]) -> Result<()> {
         let table = self.ruleset.table_name().to_string();
         for set in [SET4, SET6] {
             if !self.conn.set_exists(&table, set)? {
@@ -337,7 +337,7 @@ impl Enforcer {
     /// Checks that table, sets, chains and rules are in place and current, and that
     /// `present` are in the sets and `absent` are not, looking up only those elements
     /// (netlink dumps of sets/chains/rules without elements, single-element lookups).
-    pub fn verify(&mut self, present: &[IpAddr], absent: &[IpAddr]) -> Result<()> {
+    pub fn verify(&self, present: &[IpAddr], absent: &[IpAddr]) -> Result<()> {
         self.verify_skeleton()?;
         self.verify_elements(present, absent)
     }
@@ -373,10 +373,10 @@ fn sample(set: &BTreeSet<IpAddr>, n: usize) -> Vec<IpAddr> {
     }
     let step = set.len().div_ceil(n - 1);
     let mut out: Vec<IpAddr> = set.iter().step_by(step).copied().collect();
-    if let Some(last) = set.iter().next_back() {
-        if out.last() != Some(last) {
-            out.push(*last);
-        }
+    if let Some(last) = set.iter().next_back()
+        && out.last() != Some(last)
+    {
+        out.push(*last);
     }
     out
 }
