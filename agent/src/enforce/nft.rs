@@ -385,6 +385,13 @@ fn sample(set: &BTreeSet<IpAddr>, n: usize) -> Vec<IpAddr> {
 mod tests {
     use super::*;
 
+    /// The agent moves the enforcer onto a blocking thread.
+    #[test]
+    fn enforcer_is_send() {
+        fn send<T: Send>() {}
+        send::<Enforcer>();
+    }
+
     #[test]
     fn sample_spans_the_set() {
         let set: BTreeSet<IpAddr> = (0..1000u32)
