@@ -119,6 +119,8 @@ impl Lab {
         addr(bng, "fd00:2::1/64", "sub2");
         addr(bng, "198.51.100.1/24", "upstream");
         addr(bng, "fd00:99::1/64", "upstream");
+        // 203.0.113.10 plays the payment portal (in `allow`), reached through `up`.
+        addr(up, "203.0.113.10/24", "eth0");
         for a in [
             "198.51.100.2/24",
             "198.51.100.53/24",
@@ -149,6 +151,17 @@ impl Lab {
                 "-qw",
                 "net.ipv4.ip_forward=1",
                 "net.ipv6.conf.all.forwarding=1",
+            ],
+        );
+        ns_run(
+            bng,
+            &[
+                "ip",
+                "route",
+                "add",
+                "203.0.113.0/24",
+                "via",
+                "198.51.100.2",
             ],
         );
         lab
@@ -347,6 +360,12 @@ fn blocks_redirects_and_survives_restart() {
     );
     assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "suspended");
     assert_eq!(http_get(&sub1, "fd00:99::2").unwrap(), "suspended");
+    // The payment portal (an `allow` network) is reached as it is, HTTP included.
+    assert!(
+        ping(&sub1, "203.0.113.10"),
+        "allowed network unreachable while blocked"
+    );
+    assert_eq!(http_get(&sub1, "203.0.113.10").unwrap(), "upstream");
     let tcp_other = in_ns(&sub1, || {
         TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT)
     });
@@ -458,6 +477,19 @@ fn blocks_redirects_and_survives_restart() {
         .unwrap();
     }));
     assert!(ping(&sub1, "198.51.100.2"));
+
+    // Someone deletes an element behind our back: verify names it, full puts it back.
+    ns_run(
+        &bng,
+        &["nft", "delete element inet outpost blocked4 { 10.64.0.1 }"],
+    );
+    on_bng(Box::new(|e| {
+        let en = e.as_mut().unwrap();
+        let err = en.verify(&[ip("10.64.0.1")], &[]).unwrap_err();
+        assert!(err.to_string().contains("10.64.0.1"), "{err}");
+        en.full(&en.enforced().clone()).unwrap();
+        en.verify(&[ip("10.64.0.1")], &[]).unwrap();
+    }));
 
     // Someone deletes a chain behind our back: verify notices, full repairs.
     ns_run(&bng, &["nft", "flush chain inet outpost blocked_in4"]);
