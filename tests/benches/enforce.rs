@@ -22,10 +22,12 @@
 //!   `nft add/delete element` process; one `iptables -A` process.
 //! - **Change call to first dropped packet**: the subscriber streams 8-byte datagrams
 //!   (one per PACE_US, each carrying its send time) to a sink upstream; after 200 have
-//!   arrived the block is issued; the figure is how long after the call started the last
-//!   datagram that still arrived was sent (0 if none after the call). Resolution is the
-//!   stream's interval, printed too. Per method: our `change`, `nft add element`,
-//!   `iptables -I FORWARD -s 10.1.1.2 -j DROP` with IPT_N rules in the chain.
+//!   arrived the block is issued. The first dropped datagram is the first one sent after
+//!   the last one that arrived; the figure is its send time less the call's start (taken
+//!   from what was sent, so a sender descheduled while a peer's process starts cannot
+//!   flatter anyone). Resolution is the stream's mean interval, printed too. Per method:
+//!   our `change`, `nft add element`, `iptables -I FORWARD -s 10.1.1.2 -j DROP` with
+//!   IPT_N rules in the chain.
 //! - **Forwarding cost**: 64-byte UDP datagrams blasted from `sub` through `bng` for
 //!   FWD_SECS; datagrams delivered per second, with our table holding a set of each size
 //!   (the probe's address not in it) and, separately, an iptables FORWARD chain of as many

@@ -580,7 +580,7 @@ fn measure(cfg: &BenchConfig, lab: &Lab) -> anyhow::Result<Results> {
     r.push(s, format!("ours: change(add), set of {n}"), "ms", ours);
     r.push(
         s,
-        "probe stream: interval between datagrams (resolution)",
+        "probe stream: mean interval between datagrams (resolution)",
         "ms",
         ours_gap,
     );
@@ -621,8 +621,9 @@ fn nanos(base: Instant) -> u64 {
 }
 
 /// Streams datagrams from the subscriber to the sink, calls `block`, and returns how long
-/// after the call started datagrams still got through (ms; 0 when none did), and the
-/// stream's interval (ms). Fails when the stream never stops.
+/// after the call started the first dropped datagram was sent (ms; the first sent after
+/// the last that arrived), and the stream's mean interval (ms). Fails when the stream
+/// never stops.
 fn first_drop(
     lab: &Lab,
     pace_us: u64,
@@ -655,7 +656,8 @@ fn first_drop(
         let stop = stop.clone();
         thread::spawn(move || {
             let pace = pace_us * 1000;
-            let (first, mut next, mut sent) = (nanos(base), nanos(base), 0u64);
+            let mut next = nanos(base);
+            let mut sent = Vec::with_capacity(1 << 16);
             while !stop.load(Ordering::SeqCst) {
                 let now = nanos(base);
                 if now < next {
@@ -663,10 +665,11 @@ fn first_drop(
                     continue;
                 }
                 next = now + pace;
-                let _ = source.send(&now.to_le_bytes());
-                sent += 1;
+                if source.send(&now.to_le_bytes()).is_ok() {
+                    sent.push(now);
+                }
             }
-            (nanos(base) - first) as f64 / sent.max(1) as f64
+            sent
         })
     };
     let warm = Instant::now();
@@ -682,7 +685,7 @@ fn first_drop(
     let t1 = nanos(base);
     thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::SeqCst);
-    let interval = tx.join().map_err(|_| anyhow::anyhow!("sender panicked"))?;
+    let sent = tx.join().map_err(|_| anyhow::anyhow!("sender panicked"))?;
     rx.join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
     result?;
@@ -691,7 +694,20 @@ fn first_drop(
         last < t1 + 50_000_000,
         "datagrams still arrive 50 ms after the block returned"
     );
-    Ok((last.saturating_sub(t0) as f64 / 1e6, interval / 1e6))
+    // The first datagram sent after the last one that arrived is the first dropped one.
+    // Measured by what was sent rather than by what arrived, so a sender that was not
+    // scheduled while the blocking process ran cannot make the block look early.
+    let first_dropped = sent
+        .iter()
+        .copied()
+        .find(|&ts| ts > last)
+        .context("no datagram was sent after the last one that arrived")?;
+    let span = sent.last().copied().unwrap_or(0) - sent.first().copied().unwrap_or(0);
+    let interval = span as f64 / sent.len().max(2) as f64;
+    Ok((
+        first_dropped.saturating_sub(t0) as f64 / 1e6,
+        interval / 1e6,
+    ))
 }
 
 /// Blasts 64-byte UDP datagrams from the subscriber through the BNG for `secs`; the
