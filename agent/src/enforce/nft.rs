@@ -20,6 +20,8 @@ use super::ruleset::{ConfigError, EnforceConfig, Existing, Ruleset, SET4, SET6};
 /// At most this many elements are looked up to confirm a full load; a batch is all or
 /// nothing, so a sample (first, last, evenly spaced) confirms it landed.
 const FULL_SAMPLE: usize = 64;
+/// The errno of a delete of an element that is not there.
+const ENOENT: i32 = 2;
 
 /// What can go wrong enforcing.
 #[derive(Debug, thiserror::Error)]
@@ -262,54 +264,37 @@ impl Enforcer {
         let table = self.ruleset.table_name().to_string();
         let (a4, a6) = split(add_set.iter().copied());
         let (r4, r6) = split(remove_set.iter().copied());
-        let ops = |r4: &[IpAddr], r6: &[IpAddr]| -> Vec<(&'static str, Vec<IpAddr>, bool)> {
-            vec![
-                (SET4, r4.to_vec(), false),
-                (SET6, r6.to_vec(), false),
-                (SET4, a4.clone(), true),
-                (SET6, a6.clone(), true),
-            ]
+        let batch = |r4: &[IpAddr], r6: &[IpAddr]| {
+            self.conn.apply(
+                &table,
+                &[
+                    (SET4, SetOp::Delete(r4)),
+                    (SET6, SetOp::Delete(r6)),
+                    (SET4, SetOp::Add(&a4)),
+                    (SET6, SetOp::Add(&a6)),
+                ],
+            )
         };
-        let run = |conn: &mut Conn, ops: &[(&'static str, Vec<IpAddr>, bool)]| {
-            let ops: Vec<(&str, SetOp<'_>)> = ops
-                .iter()
-                .map(|(s, v, add)| {
-                    (
-                        *s,
-                        if *add {
-                            SetOp::Add(v)
-                        } else {
-                            SetOp::Delete(v)
-                        },
-                    )
-                })
-                .collect();
-            conn.apply(&table, &ops)
-        };
-        match run(&mut self.conn, &ops(&r4, &r6)) {
+        match batch(&r4, &r6) {
             Ok(()) => {}
             // Deleting an absent element fails the whole batch; that happens when the
             // kernel drifted from what we think it holds. Drop those and retry once.
-            Err(netlink::Error::Refused { errno: 2, .. }) if !remove_set.is_empty() => {
-                let present = self.conn.contains(
-                    &table,
-                    set_of,
-                    &r4.iter().chain(&r6).copied().collect::<Vec<_>>(),
-                )?;
-                let keep: Vec<IpAddr> = r4
+            Err(netlink::Error::Refused { errno: ENOENT, .. }) if !remove_set.is_empty() => {
+                let asked: Vec<IpAddr> = r4.iter().chain(&r6).copied().collect();
+                let present = self.conn.contains(&table, set_of, &asked)?;
+                let keep: Vec<IpAddr> = asked
                     .iter()
-                    .chain(&r6)
                     .zip(present)
                     .filter(|(_, p)| *p)
                     .map(|(a, _)| *a)
                     .collect();
                 tracing::warn!(
                     table,
-                    absent = remove_set.len() - keep.len(),
+                    absent = asked.len() - keep.len(),
                     "unblocking addresses the kernel did not hold"
                 );
                 let (k4, k6) = split(keep);
-                run(&mut self.conn, &ops(&k4, &k6))?;
+                batch(&k4, &k6)?;
             }
             Err(e) => return Err(e.into()),
         }
