@@ -253,7 +253,10 @@ impl Enforcer {
     }
 
     /// Adds and removes elements in one kernel transaction, then looks each one up.
-    /// The skeleton must be in place (after [`Enforcer::full`]).
+    /// The skeleton must be in place (after [`Enforcer::full`]); when this fails (say
+    /// someone deleted our table), the kernel kept its previous state and a
+    /// [`Enforcer::full`] repairs everything. Removing an address the kernel does not
+    /// hold is not an error.
     pub fn change(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<Report> {
         let start = Instant::now();
         let add_set: BTreeSet<IpAddr> = add.iter().copied().collect();
