@@ -29,6 +29,9 @@ use outpost_agent::enforce::{EnforceConfig, Enforcer};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Work for the thread that holds the enforcer in the BNG's namespace.
+type Job = Box<dyn FnOnce(&mut Option<Enforcer>) + Send>;
+
 /// Removes the namespaces (and with them links and nft tables) even when a check fails.
 struct Lab {
     namespaces: Vec<String>,
@@ -116,6 +119,8 @@ impl Lab {
         addr(bng, "fd00:2::1/64", "sub2");
         addr(bng, "198.51.100.1/24", "upstream");
         addr(bng, "fd00:99::1/64", "upstream");
+        // 203.0.113.10 plays the payment portal (in `allow`), reached through `up`.
+        addr(up, "203.0.113.10/24", "eth0");
         for a in [
             "198.51.100.2/24",
             "198.51.100.53/24",
@@ -146,6 +151,17 @@ impl Lab {
                 "-qw",
                 "net.ipv4.ip_forward=1",
                 "net.ipv6.conf.all.forwarding=1",
+            ],
+        );
+        ns_run(
+            bng,
+            &[
+                "ip",
+                "route",
+                "add",
+                "203.0.113.0/24",
+                "via",
+                "198.51.100.2",
             ],
         );
         lab
@@ -285,7 +301,6 @@ fn blocks_redirects_and_survives_restart() {
     });
 
     // Start the agent side: a thread living in bng, driven over a channel.
-    type Job = Box<dyn FnOnce(&mut Option<Enforcer>) + Send>;
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let worker = thread::spawn(move || {
         enter(&bng2);
@@ -294,7 +309,7 @@ fn blocks_redirects_and_survives_restart() {
             job(&mut enforcer);
         }
     });
-    let on_bng = |f: Box<dyn FnOnce(&mut Option<Enforcer>) + Send>| {
+    let on_bng = |f: Job| {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         tx.send(Box::new(move |e: &mut Option<Enforcer>| {
             f(e);
@@ -345,6 +360,12 @@ fn blocks_redirects_and_survives_restart() {
     );
     assert_eq!(http_get(&sub1, "198.51.100.2").unwrap(), "suspended");
     assert_eq!(http_get(&sub1, "fd00:99::2").unwrap(), "suspended");
+    // The payment portal (an `allow` network) is reached as it is, HTTP included.
+    assert!(
+        ping(&sub1, "203.0.113.10"),
+        "allowed network unreachable while blocked"
+    );
+    assert_eq!(http_get(&sub1, "203.0.113.10").unwrap(), "upstream");
     let tcp_other = in_ns(&sub1, || {
         TcpStream::connect_timeout(&"198.51.100.2:7000".parse().unwrap(), TIMEOUT)
     });
@@ -393,7 +414,7 @@ fn blocks_redirects_and_survives_restart() {
         let (stop, polls, absent, bng) = (stop.clone(), polls.clone(), absent.clone(), bng.clone());
         thread::spawn(move || {
             enter(&bng);
-            let mut conn = Conn::open().unwrap();
+            let conn = Conn::open().unwrap();
             while !stop.load(Ordering::SeqCst) {
                 let found = conn
                     .contains("outpost", |_| "blocked4", &[ip("10.1.1.2")])
@@ -456,6 +477,19 @@ fn blocks_redirects_and_survives_restart() {
         .unwrap();
     }));
     assert!(ping(&sub1, "198.51.100.2"));
+
+    // Someone deletes an element behind our back: verify names it, full puts it back.
+    ns_run(
+        &bng,
+        &["nft", "delete element inet outpost blocked4 { 10.64.0.1 }"],
+    );
+    on_bng(Box::new(|e| {
+        let en = e.as_mut().unwrap();
+        let err = en.verify(&[ip("10.64.0.1")], &[]).unwrap_err();
+        assert!(err.to_string().contains("10.64.0.1"), "{err}");
+        en.full(&en.enforced().clone()).unwrap();
+        en.verify(&[ip("10.64.0.1")], &[]).unwrap();
+    }));
 
     // Someone deletes a chain behind our back: verify notices, full repairs.
     ns_run(&bng, &["nft", "flush chain inet outpost blocked_in4"]);

@@ -5,6 +5,10 @@
 //!   with the raw SQLite rate of the same transaction shape. Run the benchmark with
 //!   `cargo bench -p outpost-tests --bench renewals`; `tests/renewals_smoke.rs` runs it
 //!   small to keep it correct.
+//! - [`enforce_bench`]: cutting off subscribers: the agent's nftables enforcement
+//!   (`Enforcer`) against `nft -f`, `nft -j -f`, the `nft` CLI and iptables, in
+//!   throwaway namespaces. `cargo bench -p outpost-tests --bench enforce` (root);
+//!   `tests/enforce_bench_smoke.rs` runs it tiny.
 //! - [`radius_bench`]: RADIUS PAP Access-Requests (with Message-Authenticator) for
 //!   100,000 subscribers against the `outpost-agent` binary and FreeRADIUS 3 side by
 //!   side, each pinned to one core. Run it with `cargo bench -p outpost-tests --bench
@@ -19,6 +23,7 @@
 //! - [`system`]: what the whole-system tests share: the real binaries, processes that
 //!   die with the test, polling with a deadline.
 
+pub mod enforce_bench;
 pub mod lab;
 pub mod radius_bench;
 pub mod radload;

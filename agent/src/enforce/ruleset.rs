@@ -190,7 +190,7 @@ pub struct Ruleset {
     pub fingerprint: String,
 }
 
-/// What exists of our table in the kernel, from a terse listing.
+/// What exists of our table in the kernel (read by [`super::netlink::Conn::table_state`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Existing {
     /// Chain name to its number of rules.
@@ -521,20 +521,51 @@ impl Ruleset {
     /// Whether `existing` is this skeleton: every set and chain with the right number of
     /// rules, nothing else, and the current fingerprint on `forward`.
     pub fn is_current(&self, existing: &Existing) -> bool {
-        let want_sets: BTreeMap<String, String> = self
-            .sets
-            .iter()
-            .map(|s| (s.name.to_string(), set_type_name(&s.set_type)))
-            .collect();
-        let want_chains: BTreeMap<String, usize> = self
-            .chains
-            .iter()
-            .map(|c| (c.chain.name.to_string(), c.rules.len()))
-            .collect();
+        self.differences(existing).is_empty()
+    }
+
+    /// How `existing` differs from this skeleton, in words (empty when it is current).
+    pub fn differences(&self, existing: &Existing) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.sets {
+            let want = set_type_name(&s.set_type);
+            match existing.sets.get(s.name.as_ref()) {
+                None => out.push(format!("set {} missing", s.name)),
+                Some(t) if *t != want => {
+                    out.push(format!("set {} has type {t}, not {want}", s.name))
+                }
+                Some(_) => {}
+            }
+        }
+        for name in existing.sets.keys() {
+            if !self.sets.iter().any(|s| s.name == name.as_str()) {
+                out.push(format!("unexpected set {name}"));
+            }
+        }
+        for c in &self.chains {
+            match existing.chains.get(c.chain.name.as_ref()) {
+                None => out.push(format!("chain {} missing", c.chain.name)),
+                Some(n) if *n != c.rules.len() => out.push(format!(
+                    "chain {} has {n} rules, not {}",
+                    c.chain.name,
+                    c.rules.len()
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in existing.chains.keys() {
+            if !self.chains.iter().any(|c| c.chain.name == name.as_str()) {
+                out.push(format!("unexpected chain {name}"));
+            }
+        }
         let comment = format!("{FINGERPRINT_PREFIX}{}", self.fingerprint);
-        existing.sets == want_sets
-            && existing.chains == want_chains
-            && existing.forward_comments.iter().any(|c| *c == comment)
+        if !existing.forward_comments.contains(&comment) {
+            out.push(format!(
+                "forward lacks the comment {comment:?} (has {:?})",
+                existing.forward_comments
+            ));
+        }
+        out
     }
 
     /// One atomic batch that turns whatever `existing` holds of our table into this
@@ -580,48 +611,6 @@ impl Ruleset {
             }
         }
         b.to_nftables()
-    }
-
-    /// Parses `nft -j -t list table inet <table>` into what [`Ruleset::is_current`] compares.
-    pub fn parse_listing(&self, json: &str) -> Result<Existing, serde_json::Error> {
-        let v: serde_json::Value = serde_json::from_str(json)?;
-        let mut e = Existing::default();
-        let table = self.table.name.as_ref();
-        let ours = |o: &serde_json::Value| {
-            o.get("family").and_then(|f| f.as_str()) == Some("inet")
-                && o.get("table").and_then(|t| t.as_str()) == Some(table)
-        };
-        for obj in v
-            .get("nftables")
-            .and_then(|n| n.as_array())
-            .into_iter()
-            .flatten()
-        {
-            if let Some(c) = obj.get("chain").filter(|c| ours(c)) {
-                if let Some(name) = c.get("name").and_then(|n| n.as_str()) {
-                    e.chains.entry(name.to_string()).or_insert(0);
-                }
-            } else if let Some(s) = obj.get("set").filter(|s| ours(s)) {
-                if let Some(name) = s.get("name").and_then(|n| n.as_str()) {
-                    let ty = match s.get("type") {
-                        Some(serde_json::Value::String(t)) => t.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    };
-                    e.sets.insert(name.to_string(), ty);
-                }
-            } else if let Some(r) = obj.get("rule").filter(|r| ours(r)) {
-                if let Some(chain) = r.get("chain").and_then(|n| n.as_str()) {
-                    *e.chains.entry(chain.to_string()).or_insert(0) += 1;
-                    if chain == "forward" {
-                        if let Some(c) = r.get("comment").and_then(|c| c.as_str()) {
-                            e.forward_comments.push(c.to_string());
-                        }
-                    }
-                }
-            }
-        }
-        Ok(e)
     }
 }
 
@@ -890,37 +879,32 @@ mod tests {
     }
 
     #[test]
-    fn listing_is_recognised_as_current_or_not() {
+    fn existing_state_is_recognised_as_current_or_not() {
         let rs = Ruleset::new(&cfg()).unwrap();
-        let mut objs = vec![
-            json!({"metainfo": {"version": "1.0.6"}}),
-            json!({"table": {"family": "inet", "name": "outpost"}}),
-        ];
-        objs.push(json!({"set": {"family": "inet", "table": "outpost", "name": "blocked4", "type": "ipv4_addr"}}));
-        objs.push(json!({"set": {"family": "inet", "table": "outpost", "name": "blocked6", "type": "ipv6_addr"}}));
-        // A foreign table's objects with the same names must not count.
-        objs.push(json!({"chain": {"family": "ip", "table": "outpost", "name": "forward"}}));
+        let mut e = Existing::default();
+        e.sets.insert(SET4.into(), "ipv4_addr".into());
+        e.sets.insert(SET6.into(), "ipv6_addr".into());
         for c in &rs.chains {
-            objs.push(
-                json!({"chain": {"family": "inet", "table": "outpost", "name": c.chain.name}}),
-            );
-            for r in &c.rules {
-                let mut r = serde_json::to_value(r).unwrap();
-                r["handle"] = json!(7);
-                objs.push(json!({"rule": r}));
-            }
+            e.chains.insert(c.chain.name.to_string(), c.rules.len());
         }
-        let listing = json!({"nftables": objs}).to_string();
-        assert!(rs.is_current(&rs.parse_listing(&listing).unwrap()));
+        e.forward_comments
+            .push(format!("{FINGERPRINT_PREFIX}{}", rs.fingerprint));
+        assert!(rs.is_current(&e));
         let other = Ruleset::new(&EnforceConfig {
             portal_port: 9999,
             ..cfg()
         })
         .unwrap();
-        assert!(!other.is_current(&other.parse_listing(&listing).unwrap()));
-        let missing_rule =
-            listing.replacen("\"chain\":\"blocked_in4\"", "\"chain\":\"nowhere\"", 1);
-        assert!(!rs.is_current(&rs.parse_listing(&missing_rule).unwrap()));
+        assert!(!other.is_current(&e));
+        let mut missing_rule = e.clone();
+        *missing_rule.chains.get_mut("blocked_in4").unwrap() -= 1;
+        assert!(!rs.is_current(&missing_rule));
+        let mut extra_chain = e.clone();
+        extra_chain.chains.insert("stale".into(), 0);
+        assert!(!rs.is_current(&extra_chain));
+        let mut wrong_type = e.clone();
+        wrong_type.sets.insert(SET4.into(), "ipv6_addr".into());
+        assert!(!rs.is_current(&wrong_type));
         assert!(!rs.is_current(&Existing::default()));
     }
 }
