@@ -124,8 +124,8 @@ pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> ApiResult<Vec<proto::
         conn: &Connection,
         id: i64,
     ) -> ApiResult<Option<&'a Row>> {
-        if !rows.contains_key(&id) {
-            rows.insert(id, row(conn, id)?);
+        if let std::collections::hash_map::Entry::Vacant(e) = rows.entry(id) {
+            e.insert(row(conn, id)?);
         }
         Ok(rows[&id].as_ref())
     }
