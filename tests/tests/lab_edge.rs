@@ -302,13 +302,28 @@ fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
     available().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lab = EdgeLab::new(dir.path());
-    let expires = SystemTime::now() + Duration::from_secs(15);
-    let mut site = Site::new(&lab, dir.path(), expires);
+    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
+    let mut site = Site::new(&lab, dir.path(), far);
     until("agent in sync", || site.agent_view()["in_sync"] == true);
     assert!(lab.sub1.ping(addr::WEB));
+    // Amina's plan runs out in a few seconds (set once the lab is up, so a slow build
+    // cannot eat the margin); the agent hears of it before the controller goes.
+    let expires = SystemTime::now() + Duration::from_secs(8);
+    site.api.call(
+        "PATCH",
+        &format!("/api/v1/subscribers/{}", site.sub1),
+        Some(json!({ "expires_at": rfc3339(expires) })),
+    );
+    until("agent in sync with the new expiry", || {
+        site.agent_view()["in_sync"] == true
+    });
 
     // The controller goes away; the agent's own clock expires amina on time.
     site.controller.take().unwrap().kill9();
+    assert!(
+        SystemTime::now() < expires,
+        "the controller had to be gone before amina expired; the machine was too slow to set this up in 8 s"
+    );
     until_long("sub1 expires offline", Duration::from_secs(40), || {
         !lab.sub1.ping(addr::WEB)
     });
