@@ -386,9 +386,13 @@ impl Edge {
         let plan = {
             let store = store.clone();
             match tokio::task::spawn_blocking(move || {
-                let mut subs = Vec::new();
-                store.for_each_subscriber(|s| subs.push(s.clone()));
-                plan(&subs, |u| store.sessions_of(u), now(), shaping)
+                let subs = store.subscribers();
+                plan(
+                    subs.iter().map(|s| &**s),
+                    |u| store.sessions_of(u),
+                    now(),
+                    shaping,
+                )
             })
             .await
             {

@@ -371,12 +371,10 @@ impl Store {
         self.snapshots.load(Ordering::Acquire)
     }
 
-    /// Calls `f` on every subscriber of the desired state, under one read lock.
-    pub fn for_each_subscriber(&self, mut f: impl FnMut(&proto::SubscriberState)) {
+    /// Every subscriber of the desired state, shared (no copies of the rows).
+    pub fn subscribers(&self) -> Vec<Arc<proto::SubscriberState>> {
         let d = self.desired.read().unwrap_or_else(|p| p.into_inner());
-        for s in d.subscribers.values() {
-            f(s);
-        }
+        d.subscribers.values().cloned().collect()
     }
 
     /// The subscriber with this id.
