@@ -6,7 +6,8 @@
 //! ```text
 //!  sub1 100.64.0.2 ─┐                                          ┌ up 203.0.113.10 (HTTP :80, TCP echo :9000)
 //!                   ├─ br0 100.64.0.1 [bng] 203.0.113.1 ───────┤    203.0.113.53 (DNS, dnsmasq)
-//!  sub2 100.64.0.3 ─┘        │ 198.51.100.2                    
+//!  sub2 100.64.0.3 ─┤        │ 198.51.100.2
+//!  sub3 100.64.0.4 ─┘        │
 //!                            └──────────── ctl 198.51.100.1 (outpost-controller)
 //! ```
 //!
@@ -167,6 +168,8 @@ pub fn available() -> Result<(), String> {
 pub mod addr {
     pub const SUB1: &str = "100.64.0.2";
     pub const SUB2: &str = "100.64.0.3";
+    /// A subscriber whose address comes from the NAS (reported in accounting).
+    pub const SUB3: &str = "100.64.0.4";
     pub const BNG_SUB: &str = "100.64.0.1";
     pub const WEB: &str = "203.0.113.10";
     pub const DNS: &str = "203.0.113.53";
@@ -180,6 +183,7 @@ pub mod addr {
 pub struct EdgeLab {
     pub sub1: Netns,
     pub sub2: Netns,
+    pub sub3: Netns,
     pub bng: Netns,
     pub up: Netns,
     pub ctl: Netns,
@@ -195,6 +199,7 @@ impl EdgeLab {
         let lab = EdgeLab {
             sub1: Netns::new("sub1"),
             sub2: Netns::new("sub2"),
+            sub3: Netns::new("sub3"),
             bng: Netns::new("bng"),
             up: Netns::new("up"),
             ctl: Netns::new("ctl"),
@@ -204,7 +209,11 @@ impl EdgeLab {
         lab.bng
             .run(&["ip", "addr", "add", "100.64.0.1/24", "dev", "br0"]);
         lab.bng.run(&["ip", "link", "set", "br0", "up"]);
-        for (sub, ip, port) in [(&lab.sub1, addr::SUB1, "s1"), (&lab.sub2, addr::SUB2, "s2")] {
+        for (sub, ip, port) in [
+            (&lab.sub1, addr::SUB1, "s1"),
+            (&lab.sub2, addr::SUB2, "s2"),
+            (&lab.sub3, addr::SUB3, "s3"),
+        ] {
             veth(sub, "eth0", Some(&format!("{ip}/24")), &lab.bng, port, None);
             lab.bng.run(&["ip", "link", "set", port, "master", "br0"]);
             sub.run(&["ip", "route", "add", "default", "via", addr::BNG_SUB]);

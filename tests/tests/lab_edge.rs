@@ -54,6 +54,7 @@ struct Site<'a> {
     site: i64,
     sub1: i64,
     sub2: i64,
+    sub3: i64,
     /// Home 8M (amina's), Home 4M (bruno's), Pro 16M.
     plans: Vec<i64>,
 }
@@ -126,6 +127,15 @@ impl<'a> Site<'a> {
         };
         let sub1 = new_sub("amina", addr::SUB1, &rfc3339(sub1_expires), plans[0]);
         let sub2 = new_sub("bruno", addr::SUB2, &far, plans[1]);
+        // Chen has no static address: the NAS hands one out and reports it in accounting.
+        let sub3 = api.call(
+            "POST",
+            "/api/v1/subscribers",
+            Some(json!({ "username": "chen", "password": "pw-123", "site_id": site, "tenant_id": reseller,
+                         "expires_at": far, "plan_id": plans[1] })),
+        )["id"]
+            .as_i64()
+            .unwrap();
         let token = api.call(
             "POST",
             &format!("/api/v1/sites/{site}/enrollment-tokens"),
@@ -176,6 +186,7 @@ impl<'a> Site<'a> {
             site,
             sub1,
             sub2,
+            sub3,
             plans,
         };
         s.start_agent();
@@ -514,4 +525,47 @@ fn shaping_follows_the_plan_both_ways_and_a_plan_change_re_rates_one_class() {
     within_15_percent("amina download (Pro 16M)", iperf3(&lab.sub1, true), 16.0);
     within_15_percent("amina upload (Pro 16M)", iperf3(&lab.sub1, false), 8.0);
     let _ = site.sub2;
+}
+
+/// radclient on the BNG playing the NAS: one accounting record for chen's session.
+fn accounting(lab: &EdgeLab, status: &str, framed_ip: &str) -> String {
+    let attrs = format!(
+        "Acct-Status-Type = {status}\nUser-Name = \"chen\"\nAcct-Session-Id = \"chen-1\"\n\
+         NAS-IP-Address = 127.0.0.1\nFramed-IP-Address = {framed_ip}\n"
+    );
+    let script = format!(
+        "printf '%s' '{attrs}' | radclient -r 3 -t 2 127.0.0.1:1813 acct nas-shared-secret"
+    );
+    lab.bng.stdout(&["sh", "-c", &script])
+}
+
+#[test]
+#[ignore = "lab: needs root and netns"]
+fn an_address_learnt_from_accounting_is_blocked_and_released_on_stop() {
+    available().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lab = EdgeLab::new(dir.path());
+    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
+    let site = Site::new(&lab, dir.path(), far);
+    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let out = accounting(&lab, "Start", addr::SUB3);
+    assert!(out.contains("Accounting-Response"), "{out}");
+    assert!(lab.sub3.ping(addr::WEB));
+
+    site.set_status(site.sub3, "suspended");
+    until("chen's learnt address is blocked", || {
+        !lab.sub3.ping(addr::WEB)
+    });
+    assert_eq!(site.blocked4(), vec![addr::SUB3.to_string()]);
+    assert_eq!(EdgeLab::http(&lab.sub3, "http://www.example.test/").0, 511);
+    assert!(lab.sub1.ping(addr::WEB) && lab.sub2.ping(addr::WEB));
+
+    // The session ends: the address goes back to the pool and out of the set, although
+    // chen is still suspended (RADIUS refuses chen a new session).
+    let out = accounting(&lab, "Stop", addr::SUB3);
+    assert!(out.contains("Accounting-Response"), "{out}");
+    until("the released address passes again", || {
+        lab.sub3.ping(addr::WEB)
+    });
+    assert!(site.blocked4().is_empty());
 }
