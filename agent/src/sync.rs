@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use outpost_protocol as proto;
 
-use crate::edge::EdgeHandle;
+use crate::edge::{EdgeHandle, chain};
 use crate::store::Store;
 
 /// The controller's agent API.
@@ -247,15 +247,4 @@ pub async fn run_outbox(store: Arc<Store>, client: Client, batch: usize, link: A
             }
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
