@@ -544,6 +544,67 @@ pub async fn sweep_loop(state: AppState) {
     }
 }
 
+/// One retention pass: each kind pruned in chunks, each chunk its own short write, until
+/// a chunk comes back short.
+pub async fn sweep_retention(
+    state: &AppState,
+) -> crate::error::ApiResult<crate::db::retention::Pruned> {
+    use crate::db::retention::{self, CHUNK, Pruned};
+    let mut total = Pruned::default();
+    let cfg = state.config.retention.clone();
+    loop {
+        let c = cfg.clone();
+        let n = state
+            .db
+            .write(move |tx| retention::idempotency(tx, crate::db::now(), &c))
+            .await?;
+        total.idempotency += n;
+        if n < CHUNK {
+            break;
+        }
+    }
+    loop {
+        let c = cfg.clone();
+        let n = state
+            .db
+            .write(move |tx| retention::agent_events(tx, crate::db::now(), &c))
+            .await?;
+        total.agent_events += n;
+        if n < CHUNK {
+            break;
+        }
+    }
+    loop {
+        let n = state.db.write(|tx| retention::feed(tx)).await?;
+        total.feed += n;
+        if n < CHUNK {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Runs [`sweep_retention`] every `retention.sweep_interval_secs`.
+pub async fn retention_loop(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
+        state.config.retention.sweep_interval_secs,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sweep_retention(&state).await {
+            Ok(p) if p != Default::default() => tracing::info!(
+                idempotency = p.idempotency,
+                agent_events = p.agent_events,
+                feed = p.feed,
+                "retention sweep pruned"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "retention sweep failed; retrying next interval"),
+        }
+    }
+}
+
 /// Checks the ledger of the database in `data_dir`: every chain of `balance_after` and
 /// every balance against the sum of its ledger.
 pub fn verify_ledger(data_dir: &Path) -> anyhow::Result<(u64, Vec<crate::db::ledger::Problem>)> {

@@ -19,6 +19,33 @@ pub struct Config {
     pub http: HttpConfig,
     pub billing: BillingConfig,
     pub agents: AgentsConfig,
+    pub retention: RetentionConfig,
+}
+
+/// How long bookkeeping that only serves retries and replays is kept. The ledger, the
+/// audit log and usage are never pruned.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Stored answers to `Idempotency-Key` requests: a retry later than this is a new
+    /// request.
+    pub idempotency_hours: u64,
+    /// Raw agent events (accounting records, rejects, CoA outcomes) after their effects
+    /// (sessions, usage) are stored. Agents only redeliver events they have not had
+    /// acknowledged, which are minutes old, not days.
+    pub agent_events_days: u64,
+    /// How often the retention sweep runs.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            idempotency_hours: 72,
+            agent_events_days: 90,
+            sweep_interval_secs: 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +139,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             billing: BillingConfig::default(),
             agents: AgentsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -182,6 +210,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let r = &self.retention;
+        if r.idempotency_hours == 0 || r.agent_events_days == 0 || r.sweep_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "retention.idempotency_hours, agent_events_days and sweep_interval_secs must be at least 1".into(),
+            ));
+        }
         if self.tree.max_depth == 0 {
             return Err(ConfigError::Invalid(
                 "tree.max_depth must be at least 1 (resellers)".into(),

@@ -154,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
                 tokio::spawn(bootstrap::sweep_loop(state.clone()));
+                tokio::spawn(bootstrap::retention_loop(state.clone()));
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;

@@ -358,6 +358,82 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
     }
 }
 
+#[tokio::test]
+async fn retention_prunes_replays_and_superseded_feed_rows_but_never_what_an_agent_needs() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let old = state(&fx, &a, 0, 0).await.revision;
+    let sub = format!("/api/v1/subscribers/{}", fx.a.subscriber);
+    for status in ["suspended", "active", "suspended", "active", "suspended"] {
+        let (s, _) = fx
+            .call(
+                Who::A,
+                Method::PATCH,
+                &sub,
+                Some(json!({ "status": status })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let site = fx.a.site;
+    let rows = |fx: &Fixture| {
+        fx.query_i64(&format!(
+            "SELECT count(*) FROM site_changes WHERE site_id = {site} AND entity = 'subscriber'"
+        ))
+    };
+    assert!(rows(&fx) >= 5);
+    // A stored idempotent answer from 4 days ago and one from now; an event from 100
+    // days ago and one from now.
+    let now = outpost_controller::db::now();
+    fx.state
+        .db
+        .write_blocking(move |tx| {
+            tx.execute(
+                "INSERT INTO idempotency (user_id, key, request_hash, status, response, created_at)
+                 VALUES (1, 'old', 'h', 200, '{}', ?1), (1, 'new', 'h', 200, '{}', ?2)",
+                rusqlite::params![now - 4 * 86_400, now],
+            )?;
+            let agent: i64 = tx.query_row("SELECT id FROM agents WHERE site_id = ?1 AND revoked_at IS NULL", [site], |r| r.get(0))?;
+            tx.execute(
+                "INSERT INTO agent_events (agent_id, seq, site_id, at, type, body, received_at)
+                 VALUES (?1, 900001, ?2, ?3, 'auth_reject', '{}', ?3), (?1, 900002, ?2, ?4, 'auth_reject', '{}', ?4)",
+                rusqlite::params![agent, site, now - 100 * 86_400, now],
+            )?;
+            Ok(())
+        })
+        .unwrap();
+
+    let pruned = outpost_controller::bootstrap::sweep_retention(&fx.state)
+        .await
+        .unwrap();
+    assert_eq!((pruned.idempotency, pruned.agent_events), (1, 1));
+    assert!(pruned.feed >= 4, "{pruned:?}");
+    assert_eq!(rows(&fx), 1, "only the newest row per entity is left");
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM idempotency WHERE key IN ('old', 'new')"),
+        1
+    );
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM agent_events WHERE seq IN (900001, 900002)"),
+        1
+    );
+    // An agent still at the revision from before all of it gets the subscriber as it is
+    // now, and one at the head hears nothing.
+    let d = state(&fx, &a, old, 0).await;
+    assert_eq!(d.kind, proto::StateKind::Delta);
+    assert_eq!(d.subscribers.len(), 1);
+    assert_eq!(d.subscribers[0].status, proto::SubscriberStatus::Suspended);
+    assert_eq!(
+        state(&fx, &a, d.revision, 0).await.kind,
+        proto::StateKind::Unchanged
+    );
+    // A second pass finds nothing more.
+    let again = outpost_controller::bootstrap::sweep_retention(&fx.state)
+        .await
+        .unwrap();
+    assert_eq!(again, Default::default());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_long_polls_wait_as_tasks_and_wake_on_a_change() {
     let fx = Arc::new(Fixture::new());

@@ -9,6 +9,7 @@ pub mod brand;
 pub mod ledger;
 pub mod nas;
 pub mod plan;
+pub mod retention;
 pub mod session;
 pub mod site;
 pub mod subscriber;
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0002_billing.sql"),
     include_str!("../../../migrations/controller/0003_agents.sql"),
     include_str!("../../../migrations/controller/0004_branding.sql"),
+    include_str!("../../../migrations/controller/0005_retention.sql"),
 ];
 
 const READERS: usize = 4;
