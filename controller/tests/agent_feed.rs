@@ -434,6 +434,69 @@ async fn retention_prunes_replays_and_superseded_feed_rows_but_never_what_an_age
     assert_eq!(again, Default::default());
 }
 
+#[tokio::test]
+async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let coa = |seq: u64, outcome: &str, cause: Option<u32>| {
+        json!({ "seq": seq, "at": 1_800_000_000 + seq, "type": "coa", "kind": "disconnect", "outcome": outcome,
+                "username": "amina", "nas_ip": "198.51.100.2", "session_id": "s1", "error_cause": cause,
+                "attempts": if outcome == "timeout" { 3 } else { 1 }, "reason": "suspended" })
+    };
+    let reject = json!({ "seq": 3, "at": 1_800_000_003, "type": "auth_reject", "username": "amina",
+                         "nas_ip": "198.51.100.2", "reason": "suspended", "calling_station_id": null });
+    let (s, b) = agent_call(
+        &fx,
+        &a,
+        Method::POST,
+        "/agent/v1/events",
+        Some(json!({ "events": [coa(1, "nak", Some(503)), coa(2, "timeout", None), reject] })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let path = format!("/api/v1/sites/{}/events", fx.a.site);
+    let (s, all) = fx.call(Who::A, Method::GET, &path, None).await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    let seqs: Vec<i64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![3, 2, 1], "newest first");
+    let (_, coas) = fx
+        .call(Who::A, Method::GET, &format!("{path}?type=coa"), None)
+        .await;
+    let got: Vec<(&str, Option<i64>)> = coas
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["body"]["outcome"].as_str().unwrap(),
+                e["body"]["error_cause"].as_i64(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("timeout", None), ("nak", Some(503))]);
+    let (_, page) = fx
+        .call(
+            Who::A,
+            Method::GET,
+            &format!("{path}?before=1800000002&limit=1"),
+            None,
+        )
+        .await;
+    assert_eq!(page.as_array().unwrap().len(), 1);
+    assert_eq!(page[0]["seq"], 1);
+    let (s, v) = fx
+        .call(Who::A, Method::GET, &format!("{path}?type=bogus"), None)
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (s, _) = fx.call(Who::B, Method::GET, &path, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_long_polls_wait_as_tasks_and_wake_on_a_change() {
     let fx = Arc::new(Fixture::new());

@@ -70,6 +70,7 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/api/v1/sites/{id}/enrollment-tokens", [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("POST", "/api/v1/sites/{id}/enrollment-tokens",[[201, 201], [201, 404], [201, 404], [403, 403], [201, 404], [401, 401]]),
     ("GET", "/api/v1/sites/{id}/agent",             [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/sites/{id}/events",            [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/api/v1/subscribers/{id}/sessions",    [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
     ("GET", "/api/v1/subscribers/{id}/usage",       [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
     // Agent routes: no person's credential works there (a bad enrollment token is 401 too).
@@ -229,7 +230,9 @@ fn request(
         | "/api/v1/resellers/{id}/adjustments"
         | "/api/v1/resellers/{id}/statement" => reseller_record(who, t),
         "/api/v1/plans/{id}" => h.plan,
-        "/api/v1/sites/{id}/enrollment-tokens" | "/api/v1/sites/{id}/agent" => h.site,
+        "/api/v1/sites/{id}/enrollment-tokens"
+        | "/api/v1/sites/{id}/agent"
+        | "/api/v1/sites/{id}/events" => h.site,
         "/api/v1/subscribers/{id}/sessions" | "/api/v1/subscribers/{id}/usage" => h.subscriber,
         "/api/v1/subscribers/{id}/renew" | "/api/v1/subscribers/{id}/payments" => h.subscriber,
         "/api/v1/users/{id}" | "/api/v1/users/{id}/impersonate" => h.manager,

@@ -559,6 +559,27 @@ fn an_address_learnt_from_accounting_is_blocked_and_released_on_stop() {
     assert_eq!(site.blocked4(), vec![addr::SUB3.to_string()]);
     assert_eq!(EdgeLab::http(&lab.sub3, "http://www.example.test/").0, 511);
     assert!(lab.sub1.ping(addr::WEB) && lab.sub2.ping(addr::WEB));
+    // The agent also asked the NAS to end chen's session. Nothing answers CoA on this
+    // BNG, so after its retransmissions the outcome is a timeout, and the controller
+    // shows it (belt and braces: the block above did not wait for the NAS).
+    let events = format!("/api/v1/sites/{}/events?type=coa", site.site);
+    until_long(
+        "the Disconnect's timeout reaches the controller",
+        Duration::from_secs(30),
+        || {
+            site.api
+                .call("GET", &events, None)
+                .as_array()
+                .is_some_and(|all| {
+                    all.iter().any(|e| {
+                        e["body"]["username"] == "chen"
+                            && e["body"]["kind"] == "disconnect"
+                            && e["body"]["outcome"] == "timeout"
+                            && e["body"]["session_id"] == "chen-1"
+                    })
+                })
+        },
+    );
 
     // The session ends: the address goes back to the pool and out of the set, although
     // chen is still suspended (RADIUS refuses chen a new session).

@@ -748,3 +748,48 @@ pub fn usage_of(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// One event an agent reported, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SiteEvent {
+    pub agent_id: i64,
+    /// The agent's sequence number.
+    pub seq: i64,
+    /// When it happened at the site (unix seconds).
+    pub at: i64,
+    /// When the controller stored it.
+    pub received_at: i64,
+    /// `accounting`, `auth_reject`, `nas_sessions_closed` or `coa`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event as the agent sent it.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
+
+/// A site's events, newest first: those older than `before` (an `at`, exclusive) when
+/// given, of one `kind` when given, at most `limit`.
+pub fn site_events(
+    conn: &Connection,
+    site_id: i64,
+    kind: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> ApiResult<Vec<SiteEvent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, seq, at, received_at, type, body FROM agent_events
+         WHERE site_id = ?1 AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR at < ?3)
+         ORDER BY at DESC, agent_id DESC, seq DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![site_id, kind, before, limit], |r| {
+        Ok(SiteEvent {
+            agent_id: r.get(0)?,
+            seq: r.get(1)?,
+            at: r.get(2)?,
+            received_at: r.get(3)?,
+            kind: r.get(4)?,
+            body: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(serde_json::Value::Null),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(events))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(agent_status))
+        .routes(routes!(site_events))
         .routes(routes!(sessions))
         .routes(routes!(usage))
 }
@@ -285,6 +286,54 @@ async fn agent_status(
             .read(move |c| {
                 let s = site::get_visible(c, &scope, id)?;
                 agent::status(c, s.id)
+            })
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilter {
+    /// `accounting`, `auth_reject`, `nas_sessions_closed` or `coa`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// Only events that happened before this unix time (the `at` of the last one seen).
+    pub before: Option<i64>,
+    /// 1..=500, default 100.
+    pub limit: Option<u32>,
+}
+
+/// What the site's agent reported, newest first: accounting, rejects (with the reason
+/// the NAS was not told), NAS restarts, and the NAS's answers to Disconnect/CoA.
+#[utoipa::path(get, path = "/api/v1/sites/{id}/events", tag = "sites", params(("id" = i64, Path), EventFilter),
+    responses((status = 200, body = Vec<crate::db::agent::SiteEvent>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn site_events(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(f): ApiQuery<EventFilter>,
+) -> ApiResult<Json<Vec<crate::db::agent::SiteEvent>>> {
+    actor.require(Permission::ManageSites)?;
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 500"));
+    }
+    if let Some(k) = &f.kind
+        && !["accounting", "auth_reject", "nas_sessions_closed", "coa"].contains(&k.as_str())
+    {
+        return Err(ApiError::invalid(
+            "type must be accounting, auth_reject, nas_sessions_closed or coa",
+        ));
+    }
+    let scope = actor.scope();
+    Ok(Json(
+        st.db
+            .read(move |c| {
+                let s = site::get_visible(c, &scope, id)?;
+                crate::db::agent::site_events(c, s.id, f.kind.as_deref(), f.before, limit)
             })
             .await?,
     ))
