@@ -22,6 +22,7 @@ use std::time::Duration;
 use outpost_protocol::{self as proto, Rate, SubscriberState, SubscriberStatus};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ErrorChain;
 use crate::store::{OnlineSession, Store, now};
 
 /// Why a subscriber is in the walled garden; shown on the suspended page.
@@ -158,9 +159,9 @@ pub fn plan<'a>(
 
 /// The kernel side: nftables in production (`enforce`), an in-memory set in unit tests.
 pub trait Firewall: Send + 'static {
-    /// Make the kernel hold exactly `blocked`, atomically.
+    /// Make the kernel hold exactly `blocked`, atomically, and confirm it landed.
     fn full(&mut self, blocked: &BTreeSet<IpAddr>) -> Result<(), FirewallError>;
-    /// Add and remove individual addresses.
+    /// Add and remove individual addresses, and confirm each one.
     fn change(&mut self, add: &[IpAddr], remove: &[IpAddr]) -> Result<(), FirewallError>;
     /// Check the table is in place and these addresses are (not) in it.
     fn verify(&mut self, present: &[IpAddr], absent: &[IpAddr]) -> Result<(), FirewallError>;
@@ -339,24 +340,28 @@ impl Edge {
 
     /// Runs for ever.
     pub async fn run(mut self) {
+        let mut wait = Duration::ZERO;
         loop {
+            // One step per wake, whatever woke it; a caller waiting for it is answered
+            // by that step.
+            let reply = tokio::select! {
+                biased;
+                req = self.requests.recv() => match req {
+                    Some(reply) => Some(reply),
+                    None => return,
+                },
+                _ = self.store.changed().notified() => None,
+                _ = tokio::time::sleep(wait) => None,
+            };
             let ok = self.step().await;
-            let wait = if ok {
+            if let Some(reply) = reply {
+                let _ = reply.send(ok);
+            }
+            wait = if ok {
                 self.wait_for_next()
             } else {
                 self.options.retry_after
             };
-            tokio::select! {
-                _ = self.store.changed().notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                req = self.requests.recv() => match req {
-                    Some(reply) => {
-                        let ok = self.step().await;
-                        let _ = reply.send(ok);
-                    }
-                    None => return,
-                },
-            }
         }
     }
 
@@ -435,7 +440,7 @@ impl Edge {
                         true
                     }
                     Err(e) => {
-                        tracing::error!(error = %chain(&e), "enforcement apply failed; rebuilding the table next");
+                        tracing::error!(error = %ErrorChain(&e), "enforcement apply failed; rebuilding the table next");
                         self.needs_full = true;
                         false
                     }
@@ -460,7 +465,7 @@ impl Edge {
         let Some(mut shaper) = self.shaper.take() else {
             return true;
         };
-        let rebuild = self.needs_full || !self.shaping_applied;
+        let rebuild = !self.shaping_applied;
         let applied = self.shaping_applied;
         let want = plan.shaped.clone();
         let (shaper, result) = tokio::task::spawn_blocking(move || {
@@ -507,7 +512,7 @@ impl Edge {
                 true
             }
             Err(e) => {
-                tracing::error!(error = %chain(&e), "shaping failed; rebuilding next");
+                tracing::error!(error = %ErrorChain(&e), "shaping failed; rebuilding next");
                 self.shaping_applied = false;
                 false
             }
@@ -609,7 +614,7 @@ pub async fn dispatch_coa(
                     }
                 }
                 Err(e) => tracing::warn!(
-                    user = %job.session.username, nas = %job.nas.ip, error = %chain(&e),
+                    user = %job.session.username, nas = %job.nas.ip, error = %ErrorChain(&e),
                     "CoA not sent"
                 ),
             }
@@ -654,49 +659,33 @@ pub fn apply(
     wanted: &BTreeSet<IpAddr>,
     full: bool,
 ) -> Result<ApplyStats, FirewallError> {
+    let before = fw.enforced().clone();
     if full {
-        let before = fw.enforced().clone();
+        // `full` confirms its own load; the batch is all or nothing.
         fw.full(wanted)?;
-        // Looking up 100k elements one by one would cost more than loading them: check
-        // a sample of what must be there and everything that had to go.
-        let present: Vec<IpAddr> = wanted
-            .iter()
-            .step_by((wanted.len() / 64).max(1))
-            .copied()
-            .collect();
-        let absent: Vec<IpAddr> = before.difference(wanted).copied().collect();
-        fw.verify(&present, &absent)?;
         return Ok(ApplyStats {
             added: wanted.difference(&before).count(),
-            removed: absent.len(),
+            removed: before.difference(wanted).count(),
         });
     }
-    let have = fw.enforced();
-    let add: Vec<IpAddr> = wanted.difference(have).copied().collect();
-    let remove: Vec<IpAddr> = have.difference(wanted).copied().collect();
+    let add: Vec<IpAddr> = wanted.difference(&before).copied().collect();
+    let remove: Vec<IpAddr> = before.difference(wanted).copied().collect();
     if !add.is_empty() || !remove.is_empty() {
         fw.change(&add, &remove)?;
     }
-    // What was just added, plus a sample of what should already be there: a set
-    // flushed by hand (or by an `nft flush ruleset`) fails here and gets rebuilt.
-    let mut present = add.clone();
-    present.extend(wanted.iter().step_by((wanted.len() / 32).max(1)).copied());
-    fw.verify(&present, &remove)?;
+    // `change` confirmed what it touched; a sample of the rest shows the table is still
+    // in place: a set flushed by hand (or by `nft flush ruleset`) fails here and gets
+    // rebuilt.
+    let sample: Vec<IpAddr> = wanted
+        .iter()
+        .step_by((wanted.len() / 32).max(1))
+        .copied()
+        .collect();
+    fw.verify(&sample, &[])?;
     Ok(ApplyStats {
         added: add.len(),
         removed: remove.len(),
     })
-}
-
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

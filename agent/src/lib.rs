@@ -26,3 +26,18 @@ pub mod radius;
 pub mod shape;
 pub mod store;
 pub mod sync;
+
+/// Displays an error with its causes, `a: b: c`, for one-line logs.
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}

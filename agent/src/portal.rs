@@ -115,12 +115,11 @@ main {{ max-width: 36rem; margin: 2rem auto; background: #fff; padding: 1.5rem; 
 h1 {{ color: {color}; margin-top: 0; }}
 </style></head>
 <body data-reason="{reason_attr}">
-<header>{logo}<strong class="brand">{name_html}</strong></header>
+<header>{logo}<strong class="brand">{name}</strong></header>
 <main><h1>{title}</h1><p>{text}</p>{contact}</main>
 </body></html>
 "#,
         name = escape(name),
-        name_html = escape(name),
     )
 }
 

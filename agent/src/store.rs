@@ -169,8 +169,8 @@ pub struct Store {
     pub dropped_events: AtomicU64,
     /// Online sessions with their addresses, mirrored from the `sessions` table.
     sessions: Mutex<Sessions>,
-    /// Woken after every change enforcement may care about (a state applied, a
-    /// session started, moved or stopped). One waiter: the edge loop.
+    /// Woken when a session's address appears, moves or goes, or a NAS restarts. One
+    /// waiter: the edge loop (applied states reach it through sync instead).
     changed: tokio::sync::Notify,
     /// Counts snapshots applied, so enforcement knows to rebuild rather than patch.
     snapshots: AtomicU64,
@@ -356,12 +356,12 @@ impl Store {
                 .patch(s);
             self.revision.store(s.revision, Ordering::Release);
         }
-        self.changed.notify_one();
         Ok(())
     }
 
-    /// Wakes after something enforcement may care about changed: a state applied, a
-    /// session address learnt or released, a NAS restart.
+    /// Wakes after something enforcement may care about changed that sync does not
+    /// already reconcile itself (sync asks the edge after every applied state): a session
+    /// address learnt or released, a NAS restart.
     pub fn changed(&self) -> &tokio::sync::Notify {
         &self.changed
     }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use outpost_protocol as proto;
 
-use crate::edge::{EdgeHandle, chain};
+use crate::ErrorChain;
+use crate::edge::EdgeHandle;
 use crate::store::Store;
 
 /// The controller's agent API.
@@ -208,7 +209,7 @@ pub async fn run_state(
             }
             Err(e) => {
                 link.reachable.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %chain(&e), "sync failed; working from the local store");
+                tracing::warn!(error = %ErrorChain(&e), "sync failed; working from the local store");
                 backoff.wait().await;
             }
         }
@@ -242,7 +243,7 @@ pub async fn run_outbox(store: Arc<Store>, client: Client, batch: usize, link: A
             Ok(_) => backoff.reset(),
             Err(e) => {
                 link.reachable.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %chain(&e), backlog = store.backlog(), "event delivery failed; kept in the outbox");
+                tracing::warn!(error = %ErrorChain(&e), backlog = store.backlog(), "event delivery failed; kept in the outbox");
                 backoff.wait().await;
             }
         }

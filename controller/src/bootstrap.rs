@@ -550,38 +550,34 @@ pub async fn sweep_retention(
     state: &AppState,
 ) -> crate::error::ApiResult<crate::db::retention::Pruned> {
     use crate::db::retention::{self, CHUNK, Pruned};
-    let mut total = Pruned::default();
+    /// Runs one pruning statement until a chunk comes back short; the total removed.
+    async fn drain(
+        state: &AppState,
+        prune: impl Fn(&rusqlite::Connection) -> crate::error::ApiResult<usize> + Clone + Send + 'static,
+    ) -> crate::error::ApiResult<usize> {
+        let mut total = 0;
+        loop {
+            let prune = prune.clone();
+            let n = state.db.write(move |tx| prune(tx)).await?;
+            total += n;
+            if n < CHUNK {
+                return Ok(total);
+            }
+        }
+    }
     let cfg = state.config.retention.clone();
-    loop {
-        let c = cfg.clone();
-        let n = state
-            .db
-            .write(move |tx| retention::idempotency(tx, crate::db::now(), &c))
-            .await?;
-        total.idempotency += n;
-        if n < CHUNK {
-            break;
-        }
-    }
-    loop {
-        let c = cfg.clone();
-        let n = state
-            .db
-            .write(move |tx| retention::agent_events(tx, crate::db::now(), &c))
-            .await?;
-        total.agent_events += n;
-        if n < CHUNK {
-            break;
-        }
-    }
-    loop {
-        let n = state.db.write(|tx| retention::feed(tx)).await?;
-        total.feed += n;
-        if n < CHUNK {
-            break;
-        }
-    }
-    Ok(total)
+    let c = cfg.clone();
+    Ok(Pruned {
+        idempotency: drain(state, move |tx| {
+            retention::idempotency(tx, crate::db::now(), &c)
+        })
+        .await?,
+        agent_events: drain(state, move |tx| {
+            retention::agent_events(tx, crate::db::now(), &cfg)
+        })
+        .await?,
+        feed: drain(state, retention::feed).await?,
+    })
 }
 
 /// Runs [`sweep_retention`] every `retention.sweep_interval_secs`.

@@ -57,14 +57,7 @@ impl Default for BenchConfig {
 impl BenchConfig {
     /// The defaults, overridden by the environment variables named on each field.
     pub fn from_env() -> anyhow::Result<Self> {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")),
-                Err(_) => Ok(default),
-            }
-        }
+        use crate::system::env_or as var;
         let d = Self::default();
         let n = var("N", d.n)?;
         let fwd_sizes = match std::env::var("FWD_SIZES") {

@@ -99,11 +99,17 @@ pub fn start(cmd: &mut Command, ready: &str) -> Proc {
 }
 
 /// Polls until `f` holds; returns how long it took. Fails the test after [`DEADLINE`].
-pub fn until(what: &str, mut f: impl FnMut() -> bool) -> Duration {
+pub fn until(what: &str, f: impl FnMut() -> bool) -> Duration {
+    until_within(what, DEADLINE, f)
+}
+
+/// [`until`] with its own deadline, for waits that are long by design (an expiry, a
+/// verify interval, a backoff).
+pub fn until_within(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !f() {
         assert!(
-            started.elapsed() < DEADLINE,
+            started.elapsed() < deadline,
             "timed out waiting for: {what}"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -149,4 +155,15 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// A benchmark knob: environment variable `name` parsed as `T`, or `default` when unset.
+/// A set but unparsable value is an error naming it, not a silent default.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v} is not a valid value")),
+        Err(_) => Ok(default),
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use outpost_agent::config::Config;
 use outpost_tests::lab::{EdgeLab, NsApi, TcpSession, addr, available};
-use outpost_tests::system::{Proc, binaries, create_operator, rfc3339, start, until};
+use outpost_tests::system::{Proc, binaries, create_operator, rfc3339, start, until, until_within};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "lab-operator-password";
@@ -335,7 +335,7 @@ fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
         SystemTime::now() < expires,
         "the controller had to be gone before amina expired; the machine was too slow to set this up in 8 s"
     );
-    until_long("sub1 expires offline", Duration::from_secs(40), || {
+    until_within("sub1 expires offline", Duration::from_secs(40), || {
         !lab.sub1.ping(addr::WEB)
     });
     let late = SystemTime::now()
@@ -367,7 +367,7 @@ fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
     // Someone flushes our set by hand: the periodic verify puts it back.
     lab.bng
         .run(&["nft", "flush", "set", "inet", "outpost", "blocked4"]);
-    let t = until_long(
+    let t = until_within(
         "verify restores the flushed set",
         Duration::from_secs(20),
         || site.blocked4() == before,
@@ -376,7 +376,7 @@ fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
 
     // The controller returns: the agent converges to the same enforced state and says so.
     site.restart_controller();
-    until_long("agent in sync again", Duration::from_secs(90), || {
+    until_within("agent in sync again", Duration::from_secs(90), || {
         let v = site.agent_view();
         v["in_sync"] == true && v["digest_matches"] == true
     });
@@ -400,18 +400,6 @@ fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
         "{tables}"
     );
     let _ = site.sub2;
-}
-
-fn until_long(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
 }
 
 /// iperf3 from `from` to the upstream server: the receiver's Mbit/s. iperf3's server
@@ -563,7 +551,7 @@ fn an_address_learnt_from_accounting_is_blocked_and_released_on_stop() {
     // BNG, so after its retransmissions the outcome is a timeout, and the controller
     // shows it (belt and braces: the block above did not wait for the NAS).
     let events = format!("/api/v1/sites/{}/events?type=coa", site.site);
-    until_long(
+    until_within(
         "the Disconnect's timeout reaches the controller",
         Duration::from_secs(30),
         || {

@@ -19,6 +19,8 @@ use radius::core::packet::Packet;
 use radius::core::{rfc2865, rfc2869};
 use tracing::{debug, debug_span, error, info, warn};
 
+use crate::ErrorChain;
+
 use super::access::{self, AccessRequest};
 use super::accounting::{self, AccountingRequest};
 use super::attrs::{self, HEADER_LEN};
@@ -399,21 +401,6 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Displays an error with its causes, `a: b: c`, for one-line logs.
-pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -30,9 +30,10 @@ use nix::sys::socket::{
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use super::handler::{ErrorChain, Handler, Listener};
+use super::handler::{Handler, Listener};
 use super::stats::Stats;
 use super::{Backend, Error, Result};
+use crate::ErrorChain;
 
 /// The largest RADIUS packet (RFC 2865 §3); a longer datagram is cut here and then
 /// refused by the codec if its Length says more.

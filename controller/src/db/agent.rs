@@ -409,6 +409,17 @@ pub fn state(
     )?;
     let present_subs: BTreeSet<i64> = subs.iter().map(|s| s.id).collect();
     let present_nas: BTreeSet<i64> = nas.iter().map(|n| n.id).collect();
+    // A settings change also stands for a brand change (0004's trigger): send the
+    // settings and all the site's brands then; otherwise the brands of the subscribers
+    // sent, whose owner may be new to the site.
+    let (settings, brands) = if changed.iter().any(|c| c.0 == "settings") {
+        (Some(settings(&tx, site_id)?), site_brands(&tx, site_id)?)
+    } else {
+        let mut owners: Vec<i64> = subs.iter().map(|s| s.tenant_id).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        (None, super::brand::effective(&tx, &owners)?)
+    };
     Ok(proto::StateResponse {
         kind: proto::StateKind::Delta,
         revision: head,
@@ -427,22 +438,8 @@ pub fn state(
             .into_iter()
             .collect(),
         nas,
-        // A settings change also stands for a brand change (0004's trigger): send all
-        // the site's brands then; otherwise those of the subscribers sent, whose owner
-        // may be new to the site.
-        brands: if changed.iter().any(|c| c.0 == "settings") {
-            site_brands(&tx, site_id)?
-        } else {
-            let mut owners: Vec<i64> = subs.iter().map(|s| s.tenant_id).collect();
-            owners.sort_unstable();
-            owners.dedup();
-            super::brand::effective(&tx, &owners)?
-        },
-        settings: if changed.iter().any(|c| c.0 == "settings") {
-            Some(settings(&tx, site_id)?)
-        } else {
-            None
-        },
+        brands,
+        settings,
         subscribers: subs,
     })
 }
