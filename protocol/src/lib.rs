@@ -14,6 +14,8 @@
 //! and the header [`PROTOCOL_HEADER`]. Times are unix seconds (UTC). This crate holds
 //! only types: no I/O, no HTTP framework, no database.
 
+#![warn(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 
 /// The version of this contract. A controller refuses agents speaking another one.
@@ -48,6 +50,7 @@ pub struct EnrollRequest {
     pub token: String,
     /// The agent's WireGuard public key (base64, 32 bytes).
     pub wireguard_public_key: String,
+    /// The agent's host name, so the operator can tell boxes apart in the site's agent list.
     pub hostname: String,
     /// The agent's own version string.
     pub agent_version: String,
@@ -58,11 +61,15 @@ pub struct EnrollRequest {
 /// The agent's identity and what it needs to reach the controller from now on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
+    /// The agent's id at the controller; it names the agent in logs and in the site's agent list.
     pub agent_id: i64,
+    /// The site this agent serves: the controller sends it this site's state only.
     pub site_id: i64,
     /// Bearer secret for every later call. Shown once; the controller keeps a hash.
     pub credential: String,
+    /// How to bring up the WireGuard tunnel every later call goes through.
     pub tunnel: TunnelParams,
+    /// The controller's [`PROTOCOL_VERSION`], so an agent can tell it is talking to an older or newer contract.
     pub protocol_version: u32,
 }
 
@@ -77,6 +84,7 @@ pub struct TunnelParams {
     pub controller_endpoint: String,
     /// The controller's address inside the tunnel, where the API answers.
     pub controller_address: String,
+    /// PersistentKeepalive for the controller peer: keeps the NAT mapping of a site behind CGNAT open.
     pub persistent_keepalive_secs: u16,
 }
 
@@ -105,15 +113,18 @@ pub enum StateKind {
 /// The site's desired state at `revision`, whole or as a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateResponse {
+    /// Whether to replace the local state whole, patch it, or leave it.
     pub kind: StateKind,
     /// Apply, then acknowledge this revision.
     pub revision: u64,
     #[serde(default)]
+    /// Subscribers to upsert (all of them in a snapshot), by [`SubscriberState::id`].
     pub subscribers: Vec<SubscriberState>,
     /// Subscriber ids no longer served by this site.
     #[serde(default)]
     pub removed_subscribers: Vec<i64>,
     #[serde(default)]
+    /// NAS clients to upsert (all of them in a snapshot), by [`NasState::id`].
     pub nas: Vec<NasState>,
     /// NAS ids no longer at this site.
     #[serde(default)]
@@ -147,11 +158,13 @@ pub struct Brand {
 /// What a site needs to authenticate, rate and enforce one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriberState {
+    /// The controller's subscriber id: stable, the key for deltas and events.
     pub id: i64,
     /// The PPPoE / RADIUS login.
     pub username: String,
     /// Clear text: CHAP and MS-CHAPv2 need it. Travels only inside the tunnel.
     pub password: String,
+    /// Whether the subscriber may be online; anything but active is refused and cut off.
     pub status: SubscriberStatus,
     /// Unix seconds; the agent enforces it with its own clock.
     pub expires_at: Option<i64>,
@@ -159,6 +172,7 @@ pub struct SubscriberState {
     pub static_ipv4: Option<String>,
     /// Bound Calling-Station-Id, `AA:BB:CC:DD:EE:FF`.
     pub mac: Option<String>,
+    /// The speed plan's rates, shaped on the agent or sent to the NAS; `None`: unshaped.
     pub rate: Option<Rate>,
     /// How many sessions may be online at once.
     pub max_sessions: u32,
@@ -171,18 +185,26 @@ pub struct SubscriberState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriberStatus {
+    /// Paid up and allowed online.
     Active,
+    /// Cut off by staff or a reseller (e.g. unpaid), until resumed.
     Suspended,
+    /// Disabled for good, or because a reseller above it is disabled.
     Disabled,
+    /// Past its paid period (`expires_at`) at the controller; the agent also cuts off by its own clock.
     Expired,
 }
 
 /// A speed plan's rates, in kbit/s, from the subscriber's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rate {
+    /// Guaranteed rate towards the subscriber.
     pub download_kbps: u64,
+    /// Guaranteed rate from the subscriber.
     pub upload_kbps: u64,
+    /// Ceiling towards the subscriber when the link has spare capacity; `None`: no burst above the rate.
     pub burst_download_kbps: Option<u64>,
+    /// Ceiling from the subscriber when the link has spare capacity; `None`: no burst above the rate.
     pub burst_upload_kbps: Option<u64>,
 }
 
@@ -190,19 +212,24 @@ pub struct Rate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NasKind {
+    /// MikroTik RouterOS: rates as `Mikrotik-Rate-Limit`.
     Mikrotik,
+    /// accel-ppp: rates as `Filter-Id` (`down/up` in kbit/s) for its shaper.
     AccelPpp,
+    /// Any other NAS: standard RFC attributes only, no vendor rate attributes.
     Generic,
 }
 
 /// A NAS allowed to ask this site's agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NasState {
+    /// The controller's NAS id: the key for deltas.
     pub id: i64,
     /// The source address its requests come from.
     pub ip: String,
     /// RADIUS shared secret (clear text, inside the tunnel).
     pub secret: String,
+    /// Which vendor attributes it understands.
     pub kind: NasKind,
     /// Where CoA and Disconnect-Request go (RFC 5176).
     pub coa_port: u16,
@@ -223,9 +250,11 @@ pub struct SiteSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
+    /// The [`StateResponse::revision`] now applied.
     pub revision: u64,
     /// Hex SHA-256 of [`digest_input`] over the state the agent enforces.
     pub digest: String,
+    /// The agent's own version string, so the operator sees what each site runs.
     pub agent_version: String,
 }
 
@@ -268,12 +297,14 @@ pub fn digest_input(subscribers: &[SubscriberState], nas: &[NasState]) -> String
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
+    /// Consecutive events, oldest first; at most [`MAX_BATCH`].
     pub events: Vec<Event>,
 }
 
 /// The controller's answer to a batch: everything up to `through` is stored (once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventsAccepted {
+    /// The highest [`Event::seq`] stored; the agent drops its journal up to here.
     pub through: u64,
 }
 
@@ -282,8 +313,10 @@ pub struct EventsAccepted {
 pub struct Event {
     /// Per-agent sequence number, from 1, without gaps.
     pub seq: u64,
+    /// When it happened on the agent (unix seconds), not when it was delivered.
     pub at: i64,
     #[serde(flatten)]
+    /// The event itself; its `type` tag sits beside `seq` and `at` on the wire.
     pub body: EventBody,
 }
 
@@ -295,15 +328,22 @@ pub enum EventBody {
     Accounting(Accounting),
     /// An Access-Request was rejected; the reason is kept here, never sent to the NAS.
     AuthReject {
+        /// The User-Name as the NAS sent it.
         username: String,
+        /// The NAS that asked.
         nas_ip: String,
+        /// Why it was refused, for the operator's eyes only.
         reason: RejectReason,
+        /// The caller's MAC, when the NAS sent one.
         calling_station_id: Option<String>,
     },
     /// A NAS rebooted (Accounting-On/Off): all its sessions were closed.
     NasSessionsClosed {
+        /// The NAS that restarted.
         nas_ip: String,
+        /// How many sessions the agent closed for it.
         closed: u32,
+        /// `Accounting-On` or `Accounting-Off`.
         reason: String,
     },
     /// The outcome of a Disconnect-Request or CoA-Request the agent sent (RFC 5176).
@@ -335,10 +375,15 @@ pub enum CoaOutcome {
 /// One Disconnect-Request or CoA-Request and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoaEvent {
+    /// Disconnect or CoA.
     pub kind: CoaKind,
+    /// How the NAS answered, or that it did not.
     pub outcome: CoaOutcome,
+    /// The subscriber whose session it was.
     pub username: String,
+    /// The NAS the request went to.
     pub nas_ip: String,
+    /// The Acct-Session-Id of the session the request named.
     pub session_id: String,
     /// Error-Cause (RFC 5176 §3.5): a NAK's reason, e.g. 503 Session-Context-Not-Found;
     /// an ACK may carry one too (201 Residual-Session-Context-Removed).
@@ -353,13 +398,21 @@ pub struct CoaEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
+    /// No subscriber with that login at this site.
     UnknownUser,
+    /// PAP, CHAP or MS-CHAPv2 did not match the stored password.
     WrongPassword,
+    /// The subscriber is suspended.
     Suspended,
+    /// The subscriber (or a reseller above it) is disabled.
     Disabled,
+    /// Past `expires_at` by the controller's status or the agent's clock.
     Expired,
+    /// Calling-Station-Id is not the bound MAC.
     MacMismatch,
+    /// Already `max_sessions` sessions online.
     SessionLimit,
+    /// An authentication method the agent does not answer (e.g. EAP).
     UnsupportedAuth,
 }
 
@@ -367,22 +420,31 @@ pub enum RejectReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AcctStatus {
+    /// The session began.
     Start,
+    /// The session is still up; counters so far.
     InterimUpdate,
+    /// The session ended; final counters and the cause.
     Stop,
 }
 
 /// One accounting record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accounting {
+    /// Start, interim update or stop.
     pub status: AcctStatus,
+    /// The User-Name of the session.
     pub username: String,
+    /// Acct-Session-Id: with `nas_ip`, the key of one PPP/IPoE session.
     pub session_id: String,
+    /// The NAS that reported it (its source address).
     pub nas_ip: String,
+    /// Framed-IP-Address, `a.b.c.d`: the address the edge blocks while the subscriber is cut off.
     pub framed_ip: Option<String>,
     /// Framed-IPv6-Address (RFC 6911), when the NAS reports one.
     #[serde(default)]
     pub framed_ipv6: Option<String>,
+    /// The caller's MAC, as the NAS reports it.
     pub calling_station_id: Option<String>,
     /// Seconds online (Acct-Session-Time).
     pub session_time: u64,
@@ -390,6 +452,7 @@ pub struct Accounting {
     pub input_octets: u64,
     /// Bytes to the subscriber.
     pub output_octets: u64,
+    /// Acct-Terminate-Cause by its RFC 2866 name (or the number when unknown), on Stop.
     pub terminate_cause: Option<String>,
 }
 
