@@ -23,7 +23,8 @@ use outpost_protocol::{self as proto, Rate, SubscriberState, SubscriberStatus};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ErrorChain;
-use crate::store::{OnlineSession, Store, now};
+use crate::clock::now;
+use crate::store::{OnlineSession, Store};
 
 /// Why a subscriber is in the walled garden; shown on the suspended page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

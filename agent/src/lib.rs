@@ -17,6 +17,7 @@
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`).
 
+pub mod clock;
 pub mod coa;
 pub mod config;
 pub mod edge;
@@ -24,6 +25,7 @@ pub mod enforce;
 pub mod portal;
 pub mod radius;
 pub mod shape;
+pub mod site;
 pub mod store;
 pub mod sync;
 

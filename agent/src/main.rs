@@ -7,9 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use outpost_agent::config::{Config, Identity, RadiusConfig, SyncConfig};
+use outpost_agent::site::Site;
 use outpost_agent::store::Store;
-use outpost_agent::sync::{self, Client, Link};
-use outpost_agent::{edge, portal, radius};
+use outpost_agent::sync::Client;
 use outpost_protocol as proto;
 
 #[derive(Parser)]
@@ -114,46 +114,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             let id = Identity::load(&cfg.state_dir)?;
-            let store = open_store(&cfg)?;
-            let client = Client::new(&cfg.controller_url, &id.credential);
-            let link = Arc::new(Link::default());
-            tracing::info!(
-                site = id.site_id,
-                agent = id.agent_id,
-                revision = store.revision(),
-                subscribers = store.counts().0,
-                "outpost-agent starting from the local store"
-            );
-            let edge = start_edge(&cfg, &store).await?;
-            tokio::spawn(sync::run_state(
-                store.clone(),
-                client.clone(),
-                cfg.sync.wait_secs,
-                link.clone(),
-                Some(edge),
-            ));
-            tokio::spawn(sync::run_outbox(
-                store.clone(),
-                client,
-                cfg.sync.batch,
-                link,
-            ));
-            let auth = bind_udp(cfg.radius.auth_listen, cfg.radius.recv_buffer_bytes)
-                .with_context(|| format!("binding RADIUS auth on {}", cfg.radius.auth_listen))?;
-            let acct = bind_udp(cfg.radius.acct_listen, cfg.radius.recv_buffer_bytes)
-                .with_context(|| {
-                    format!("binding RADIUS accounting on {}", cfg.radius.acct_listen)
-                })?;
+            let mut site = Site::start(&cfg, &id).await?;
+            if let Some(addr) = site.portal_addr {
+                println!("suspended page on {addr}");
+            }
             println!(
                 "RADIUS auth on {}, accounting on {}",
-                auth.local_addr()?,
-                acct.local_addr()?
+                site.auth_addr, site.acct_addr
             );
-            let server = radius::Server::new(store, radius::Config::default());
             tokio::select! {
-                r = server.run(auth, acct) => r.context("RADIUS server")?,
+                e = site.failed() => return Err(e.into()),
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
             }
+            site.shutdown().await?;
             Ok(())
         }
         Command::Enforcement {
@@ -179,7 +152,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let last = store
                 .meta("last_contact_at")?
                 .and_then(|v| v.parse::<i64>().ok());
-            let age = last.map(|t| outpost_agent::store::now() - t);
+            let age = last.map(|t| outpost_agent::clock::now() - t);
             // Reachability is asked now, not remembered: one short poll.
             let id = Identity::load(&cfg.state_dir)?;
             let reachable = Client::new(&cfg.controller_url, &id.credential)
@@ -208,79 +181,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Starts enforcement: the policy loop (applying through nftables when `[enforce]` is
-/// set), the CoA dispatcher, and the suspended page. The first reconcile runs from the
-/// local store before the controller is asked anything, so a restarted agent enforces
-/// at once, reachable controller or not.
-async fn start_edge(cfg: &Config, store: &Arc<Store>) -> anyhow::Result<edge::EdgeHandle> {
-    let coa = outpost_agent::coa::CoaClient::bind(
-        cfg.edge.coa_bind,
-        outpost_agent::coa::CoaConfig {
-            attempts: cfg.edge.coa_attempts,
-            first_timeout: std::time::Duration::from_millis(cfg.edge.coa_first_timeout_ms),
-        },
-    )
-    .await
-    .with_context(|| format!("binding the CoA socket on {}", cfg.edge.coa_bind))?;
-    let (coa_tx, coa_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(edge::dispatch_coa(coa_rx, Arc::new(coa), store.clone()));
-    let firewall: Option<Box<dyn edge::Firewall>> = match &cfg.enforce {
-        Some(e) => Some(Box::new(
-            outpost_agent::enforce::Enforcer::new(e.clone()).context("nftables enforcement")?,
-        )),
-        None => None,
-    };
-    let (edge_loop, handle) = edge::Edge::new(
-        store.clone(),
-        firewall,
-        Some(coa_tx),
-        edge::EdgeOptions {
-            verify_interval: std::time::Duration::from_secs(cfg.edge.verify_interval_secs),
-            ..edge::EdgeOptions::default()
-        },
-    );
-    let edge_loop = match &cfg.shaping {
-        Some(sh) => edge_loop.with_shaper(outpost_agent::shape::Shaper::new(sh.shape_config())),
-        None => edge_loop,
-    };
-    tokio::spawn(edge_loop.run());
-    if !handle.reconcile().await {
-        tracing::error!("the first enforcement reconcile failed; retrying in the background");
-    }
-    if let Some(e) = &cfg.enforce {
-        let addr = std::net::SocketAddr::new(cfg.edge.portal_bind, e.portal_port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the suspended page on {addr}"))?;
-        println!("suspended page on {addr}");
-        tokio::spawn(portal::serve(
-            listener,
-            portal::Portal {
-                store: store.clone(),
-                edge: handle.clone(),
-                fallback_name: "Your internet provider".into(),
-            },
-        ));
-    }
-    Ok(handle)
-}
-
-/// A non-blocking UDP socket with the receive buffer asked for (capped by the kernel).
-fn bind_udp(
-    addr: std::net::SocketAddr,
-    recv_buffer: usize,
-) -> std::io::Result<tokio::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.set_recv_buffer_size(recv_buffer)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
 }
 
 async fn enroll(

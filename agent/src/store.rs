@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
 use sha2::{Digest, Sha256};
 
+use crate::clock::now;
 use crate::radius::{Backend, BackendError};
 
 const MIGRATIONS: &[&str] = &[
@@ -639,13 +640,6 @@ fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<()> {
         params![key, value],
     )?;
     Ok(())
-}
-
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 fn backend_err(what: &str, e: StoreError) -> BackendError {

@@ -188,7 +188,7 @@ pub async fn sync_once(
             agent_version: env!("CARGO_PKG_VERSION").into(),
         })
         .await?;
-    let _ = store.set_meta("last_contact_at", &crate::store::now().to_string());
+    let _ = store.set_meta("last_contact_at", &crate::clock::now().to_string());
     Ok(kind)
 }
 

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use outpost_protocol::{EventBody, NasState, RejectReason};
 use radius::core::code::Code;
@@ -193,7 +193,7 @@ impl Handler {
             .user_name
             .as_deref()
             .and_then(|u| self.backend.subscriber(u));
-        let now = unix_now();
+        let now = crate::clock::now();
         let decision = access::decide(
             &request,
             subscriber.as_deref(),
@@ -395,12 +395,6 @@ fn encode(
     bytes[0] = reply.code as u8;
     authenticator::sign_response(&mut bytes, request_authenticator, secret);
     Ok(bytes)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

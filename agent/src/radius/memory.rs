@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_protocol::{AcctStatus, Event, EventBody, NasState, SiteSettings, SubscriberState};
 
@@ -109,18 +108,12 @@ impl MemoryBackend {
     }
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl State {
     fn journal(&mut self, body: EventBody) {
         let seq = self.journal.last().map_or(1, |e| e.seq + 1);
         self.journal.push(Event {
             seq,
-            at: unix_now(),
+            at: crate::clock::now(),
             body,
         });
     }

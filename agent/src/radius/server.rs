@@ -20,7 +20,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -85,6 +85,8 @@ impl Default for Config {
 pub struct Server {
     handler: Arc<Handler>,
     threads_per_socket: usize,
+    /// Threads serving a socket now, across every [`Server::serve`] of this server.
+    running: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -93,7 +95,15 @@ impl Server {
         Self {
             handler: Arc::new(Handler::new(backend, &config)),
             threads_per_socket: config.threads_per_socket.max(1),
+            running: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Threads still serving a socket. After the serving future is dropped this falls
+    /// to 0 within 200 ms, and then the sockets are closed: a caller that must know its
+    /// ports are free (a clean shutdown, a test) waits for it.
+    pub fn threads_running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// The counters.
@@ -138,9 +148,11 @@ impl Server {
                 stop: stop.0.clone(),
             };
             let failed = failed.clone();
+            let running = Running::start(&self.running);
             std::thread::Builder::new()
                 .name(format!("radius-{local}-{n}"))
                 .spawn(move || {
+                    let _running = running;
                     if let Err(e) = worker.run() {
                         let _ = failed.send(e);
                     }
@@ -167,6 +179,23 @@ struct StopOnDrop(Arc<AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts one serving thread for [`Server::threads_running`] until it ends, however
+/// it ends.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
