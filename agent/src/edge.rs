@@ -20,11 +20,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use outpost_protocol::{self as proto, Rate, SubscriberState, SubscriberStatus};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ErrorChain;
 use crate::clock::now;
 use crate::store::{OnlineSession, Store};
+use crate::sync::Enforced;
 
 /// Why a subscriber is in the walled garden; shown on the suspended page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -258,6 +259,8 @@ pub struct Edge {
     shaping_applied: bool,
     coa: Option<mpsc::UnboundedSender<CoaJob>>,
     view: Arc<RwLock<View>>,
+    /// What is enforced, for sync's acknowledgement; the edge only writes it.
+    enforced: watch::Sender<Enforced>,
     requests: mpsc::Receiver<oneshot::Sender<bool>>,
     options: EdgeOptions,
     /// The previous plan's standing and rates, to notice transitions.
@@ -270,6 +273,7 @@ pub struct Edge {
 #[derive(Clone)]
 pub struct EdgeHandle {
     view: Arc<RwLock<View>>,
+    enforced: watch::Receiver<Enforced>,
     requests: mpsc::Sender<oneshot::Sender<bool>>,
 }
 
@@ -288,9 +292,10 @@ impl EdgeHandle {
         self.read().blocked.get(&ip).copied()
     }
 
-    /// Subscribers whose block is not in the kernel (see [`View::unenforced`]).
-    pub fn unenforced(&self) -> HashSet<i64> {
-        self.read().unenforced.clone()
+    /// What the loop publishes after every reconcile: the revision it decided from and
+    /// the subscribers whose block is not in the kernel (see [`View::unenforced`]).
+    pub fn enforced(&self) -> watch::Receiver<Enforced> {
+        self.enforced.clone()
     }
 
     /// Whether the last apply and verify succeeded.
@@ -314,6 +319,7 @@ impl Edge {
     ) -> (Edge, EdgeHandle) {
         let view = Arc::new(RwLock::new(View::default()));
         let (tx, rx) = mpsc::channel(16);
+        let (enforced, enforced_rx) = watch::channel(Enforced::default());
         (
             Edge {
                 store,
@@ -322,13 +328,18 @@ impl Edge {
                 shaping_applied: false,
                 coa,
                 view: view.clone(),
+                enforced,
                 requests: rx,
                 options,
                 last: None,
                 snapshots_seen: None,
                 needs_full: true,
             },
-            EdgeHandle { view, requests: tx },
+            EdgeHandle {
+                view,
+                enforced: enforced_rx,
+                requests: tx,
+            },
         )
     }
 
@@ -386,9 +397,11 @@ impl Edge {
     /// kernel now holds the plan.
     pub async fn step(&mut self) -> bool {
         let store = self.store.clone();
+        // Read before the state it decides from, so what is published never claims a
+        // newer revision than the one enforced.
+        let revision = store.revision();
         let snapshots = store.snapshots();
-        let shaping = self.shaper.is_some()
-            && crate::radius::Backend::settings(store.as_ref()).shaping_enabled;
+        let shaping = self.shaper.is_some() && store.settings().shaping_enabled;
         let plan = {
             let store = store.clone();
             match tokio::task::spawn_blocking(move || {
@@ -446,11 +459,11 @@ impl Edge {
                         false
                     }
                 };
-                self.publish(&plan, Some(&enforced), ok);
+                self.publish(revision, &plan, Some(&enforced), ok);
                 ok
             }
             None => {
-                self.publish(&plan, None, true);
+                self.publish(revision, &plan, None, true);
                 true
             }
         };
@@ -520,7 +533,13 @@ impl Edge {
         }
     }
 
-    fn publish(&self, plan: &Plan, enforced: Option<&BTreeSet<IpAddr>>, healthy: bool) {
+    fn publish(
+        &self,
+        revision: u64,
+        plan: &Plan,
+        enforced: Option<&BTreeSet<IpAddr>>,
+        healthy: bool,
+    ) {
         let mut view = View {
             healthy,
             ..View::default()
@@ -532,6 +551,10 @@ impl Edge {
                 view.unenforced.insert(cut.subscriber_id);
             }
         }
+        self.enforced.send_replace(Enforced {
+            revision,
+            unenforced: view.unenforced.clone(),
+        });
         *self.view.write().unwrap_or_else(|p| p.into_inner()) = view;
     }
 

@@ -135,7 +135,7 @@ impl Site {
             client.clone(),
             cfg.sync.wait_secs,
             link.clone(),
-            Some(edge.clone()),
+            Some(edge.enforced()),
         ));
         tasks.spawn(sync::run_outbox(
             store.clone(),

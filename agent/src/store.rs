@@ -170,8 +170,8 @@ pub struct Store {
     pub dropped_events: AtomicU64,
     /// Online sessions with their addresses, mirrored from the `sessions` table.
     sessions: Mutex<Sessions>,
-    /// Woken when a session's address appears, moves or goes, or a NAS restarts. One
-    /// waiter: the edge loop (applied states reach it through sync instead).
+    /// Woken when a state is applied, a session's address appears, moves or goes, or a
+    /// NAS restarts. One waiter: the edge loop.
     changed: tokio::sync::Notify,
     /// Counts snapshots applied, so enforcement knows to rebuild rather than patch.
     snapshots: AtomicU64,
@@ -357,14 +357,28 @@ impl Store {
                 .patch(s);
             self.revision.store(s.revision, Ordering::Release);
         }
+        self.changed.notify_one();
         Ok(())
     }
 
-    /// Wakes after something enforcement may care about changed that sync does not
-    /// already reconcile itself (sync asks the edge after every applied state): a session
-    /// address learnt or released, a NAS restart.
+    /// Wakes after something enforcement may care about changed: a state applied, a
+    /// session address learnt or released, a NAS restart.
     pub fn changed(&self) -> &tokio::sync::Notify {
         &self.changed
+    }
+
+    /// The site's settings; before the first sync, interim updates every 300 s and
+    /// shaping by the NAS.
+    pub fn settings(&self) -> proto::SiteSettings {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .settings
+            .clone()
+            .unwrap_or(proto::SiteSettings {
+                acct_interim_interval_secs: 300,
+                shaping_enabled: false,
+            })
     }
 
     /// Snapshots applied since the store was opened.
@@ -666,15 +680,7 @@ impl Backend for Store {
     }
 
     fn settings(&self) -> proto::SiteSettings {
-        self.desired
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .settings
-            .clone()
-            .unwrap_or(proto::SiteSettings {
-                acct_interim_interval_secs: 300,
-                shaping_enabled: false,
-            })
+        Store::settings(self)
     }
 
     fn online_sessions(&self, username: &str) -> u32 {

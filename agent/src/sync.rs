@@ -8,15 +8,34 @@
 //! Both back off (1 s doubling to 60 s) while the controller is unreachable; the store
 //! keeps the site working meanwhile.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use outpost_protocol as proto;
+use tokio::sync::watch;
 
 use crate::ErrorChain;
-use crate::edge::EdgeHandle;
 use crate::store::Store;
+
+/// What the site enforces, as the enforcement loop last published it on a
+/// [`watch`] channel. Sync only reads it: it acknowledges what is enforced, not merely
+/// what was applied to the store, so a block that did not reach the kernel shows at the
+/// controller as drift.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Enforced {
+    /// The store revision the published enforcement was decided from.
+    pub revision: u64,
+    /// Subscribers cut off by their status whose block is not (all) in the kernel: the
+    /// digest reports them as active, which is what the site does to them.
+    pub unenforced: HashSet<i64>,
+}
+
+/// How long an acknowledgement waits for enforcement to catch up with an applied
+/// state. A full rebuild of a large site takes seconds; past this the ack goes out with
+/// what is enforced, and the digest shows the difference.
+const ENFORCE_WAIT: Duration = Duration::from_secs(60);
 
 /// The controller's agent API.
 #[derive(Clone)]
@@ -151,13 +170,14 @@ impl Backoff {
     }
 }
 
-/// One round: poll, apply, reconcile enforcement, acknowledge. Returns the kind
-/// received. With an `edge`, the digest acknowledged is of what the kernel enforces.
+/// One round: poll, apply, wait for enforcement to catch up, acknowledge. Returns the
+/// kind received. With `enforced` (the enforcement loop's channel), the digest
+/// acknowledged is of what the kernel enforces; without, of the desired state.
 pub async fn sync_once(
     store: &Arc<Store>,
     client: &Client,
     wait: u32,
-    edge: Option<&EdgeHandle>,
+    enforced: Option<&mut watch::Receiver<Enforced>>,
 ) -> Result<proto::StateKind, SyncError> {
     let resp = client.state(store.revision(), wait).await?;
     let kind = resp.kind;
@@ -170,12 +190,22 @@ pub async fn sync_once(
             "applied state from the controller"
         );
     }
-    let unenforced = match edge {
-        Some(edge) => {
-            if !edge.reconcile().await {
-                tracing::warn!("enforcement did not apply cleanly; the digest will show it");
+    let unenforced = match enforced {
+        Some(rx) => {
+            // Applying woke the enforcement loop; it publishes once it has decided from
+            // this revision (or a later one).
+            let revision = store.revision();
+            let caught_up =
+                tokio::time::timeout(ENFORCE_WAIT, rx.wait_for(|e| e.revision >= revision))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if !caught_up {
+                tracing::warn!(
+                    revision,
+                    "enforcement has not caught up with the applied state; the digest will show it"
+                );
             }
-            edge.unenforced()
+            rx.borrow().unenforced.clone()
         }
         None => Default::default(),
     };
@@ -198,11 +228,11 @@ pub async fn run_state(
     client: Client,
     wait: u32,
     link: Arc<Link>,
-    edge: Option<EdgeHandle>,
+    mut enforced: Option<watch::Receiver<Enforced>>,
 ) {
     let mut backoff = Backoff::new();
     loop {
-        match sync_once(&store, &client, wait, edge.as_ref()).await {
+        match sync_once(&store, &client, wait, enforced.as_mut()).await {
             Ok(_) => {
                 link.reachable.store(true, Ordering::Relaxed);
                 backoff.reset();
