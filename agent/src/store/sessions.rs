@@ -1,0 +1,283 @@
+//! PPP/IPoE sessions online by accounting: the `sessions` table, mirrored in memory
+//! by username and by address, and the RADIUS [`Backend`] that journals accounting and
+//! moves sessions on and off line in one transaction.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use outpost_protocol as proto;
+use rusqlite::{Connection, params};
+
+use super::{Result, Store, StoreError};
+use crate::clock::now;
+use crate::radius::{Backend, BackendError};
+
+/// An online session as enforcement needs it: where to send a Disconnect, and which
+/// addresses to block while its subscriber is cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineSession {
+    pub nas_ip: String,
+    pub session_id: String,
+    pub username: String,
+    pub framed_ip: Option<IpAddr>,
+    pub framed_ipv6: Option<IpAddr>,
+}
+
+/// The online sessions in memory, indexed by username and by address, so enforcement
+/// finds a subscriber's addresses without reading the table.
+#[derive(Default)]
+pub(super) struct Sessions {
+    by_key: HashMap<(String, String), OnlineSession>,
+    by_user: HashMap<String, Vec<(String, String)>>,
+    by_addr: HashMap<IpAddr, (String, String)>,
+}
+
+impl Sessions {
+    pub(super) fn upsert(&mut self, s: OnlineSession) {
+        let key = (s.nas_ip.clone(), s.session_id.clone());
+        // An interim without Framed-IP-Address keeps the address the Start gave.
+        let (v4, v6) = match self.by_key.get(&key) {
+            Some(old) => (
+                s.framed_ip.or(old.framed_ip),
+                s.framed_ipv6.or(old.framed_ipv6),
+            ),
+            None => (s.framed_ip, s.framed_ipv6),
+        };
+        // One address is online once: a session still holding it missed its Stop (the
+        // NAS rebooted, a packet was lost). The newest claim wins, so a stale record of a
+        // blocked subscriber cannot block whoever holds the address now.
+        for ip in [v4, v6].into_iter().flatten() {
+            if let Some(other) = self.by_addr.get(&ip).cloned()
+                && other != key
+            {
+                self.remove(&other);
+            }
+        }
+        self.remove(&key);
+        for ip in [v4, v6].into_iter().flatten() {
+            self.by_addr.insert(ip, key.clone());
+        }
+        self.by_user
+            .entry(s.username.clone())
+            .or_default()
+            .push(key.clone());
+        self.by_key.insert(
+            key,
+            OnlineSession {
+                framed_ip: v4,
+                framed_ipv6: v6,
+                ..s
+            },
+        );
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(old) = self.by_key.remove(key) {
+            if let Some(keys) = self.by_user.get_mut(&old.username) {
+                keys.retain(|k| k != key);
+                if keys.is_empty() {
+                    self.by_user.remove(&old.username);
+                }
+            }
+            for ip in [old.framed_ip, old.framed_ipv6].into_iter().flatten() {
+                if self.by_addr.get(&ip) == Some(key) {
+                    self.by_addr.remove(&ip);
+                }
+            }
+        }
+    }
+
+    fn close_nas(&mut self, nas_ip: &str) {
+        let keys: Vec<_> = self
+            .by_key
+            .keys()
+            .filter(|k| k.0 == nas_ip)
+            .cloned()
+            .collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
+}
+impl Store {
+    /// The online sessions of `username`, with their addresses.
+    pub fn sessions_of(&self, username: &str) -> Vec<OnlineSession> {
+        let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        s.by_user
+            .get(username)
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| s.by_key.get(k).cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Mirrors a committed accounting record into the in-memory sessions and wakes
+    /// enforcement when an address appeared, moved or went away.
+    fn note_session(&self, a: &proto::Accounting) {
+        let key = (a.nas_ip.clone(), a.session_id.clone());
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let before = s.by_key.get(&key).map(|o| (o.framed_ip, o.framed_ipv6));
+        match a.status {
+            proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
+                s.upsert(OnlineSession {
+                    nas_ip: a.nas_ip.clone(),
+                    session_id: a.session_id.clone(),
+                    username: a.username.clone(),
+                    framed_ip: a.framed_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                    framed_ipv6: a.framed_ipv6.as_deref().and_then(|ip| ip.parse().ok()),
+                });
+            }
+            proto::AcctStatus::Stop => s.remove(&key),
+        }
+        let after = s.by_key.get(&key).map(|o| (o.framed_ip, o.framed_ipv6));
+        drop(s);
+        if before != after {
+            self.changed.notify_one();
+        }
+    }
+    /// All online sessions.
+    pub fn online_total(&self) -> u32 {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
+}
+
+/// Online sessions per username, from the session table.
+pub(super) fn count_online(conn: &Connection) -> Result<HashMap<String, u32>> {
+    let mut online = HashMap::new();
+    let mut stmt = conn.prepare("SELECT username, count(*) FROM sessions GROUP BY username")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (u, n) = row?;
+        online.insert(u, n as u32);
+    }
+    Ok(online)
+}
+fn backend_err(what: &str, e: StoreError) -> BackendError {
+    BackendError::new(what.to_string(), e)
+}
+
+impl Backend for Store {
+    fn nas(&self, ip: IpAddr) -> Option<Arc<proto::NasState>> {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .nas
+            .get(&ip)
+            .cloned()
+    }
+
+    fn subscriber(&self, username: &str) -> Option<Arc<proto::SubscriberState>> {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .subscribers
+            .get(username)
+            .cloned()
+    }
+
+    fn settings(&self) -> proto::SiteSettings {
+        Store::settings(self)
+    }
+
+    fn online_sessions(&self, username: &str) -> u32 {
+        self.online
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(username)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn record(&self, event: proto::EventBody) -> Result<(), BackendError> {
+        let mut conn = self.conn();
+        let mut run = || -> Result<(u64, i32)> {
+            let tx = conn.transaction()?;
+            let seq = self.append(&tx, &event)?;
+            let mut delta = 0i32;
+            if let proto::EventBody::Accounting(a) = &event {
+                match a.status {
+                    proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
+                        let known = tx
+                            .prepare_cached(
+                                "SELECT 1 FROM sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                            )?
+                            .exists(params![a.nas_ip, a.session_id])?;
+                        tx.prepare_cached(
+                            "INSERT INTO sessions (nas_ip, session_id, username, framed_ip, framed_ipv6, started_at, updated_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                             ON CONFLICT (nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
+                                 framed_ipv6 = coalesce(excluded.framed_ipv6, framed_ipv6),
+                                 updated_at = excluded.updated_at",
+                        )?
+                        .execute(params![a.nas_ip, a.session_id, a.username, a.framed_ip, a.framed_ipv6, now()])?;
+                        if !known {
+                            delta = 1;
+                        }
+                    }
+                    proto::AcctStatus::Stop => {
+                        let gone = tx
+                            .prepare_cached(
+                                "DELETE FROM sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                            )?
+                            .execute(params![a.nas_ip, a.session_id])?;
+                        delta = -(gone as i32);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok((seq, delta))
+        };
+        let (seq, delta) = run().map_err(|e| backend_err("journal accounting", e))?;
+        drop(conn);
+        if seq > 0 {
+            self.backlog.fetch_add(1, Ordering::AcqRel);
+        }
+        if let proto::EventBody::Accounting(a) = &event {
+            self.note_session(a);
+        }
+        if delta != 0
+            && let proto::EventBody::Accounting(a) = &event
+        {
+            let mut online = self.online.lock().unwrap_or_else(|p| p.into_inner());
+            let n = online.entry(a.username.clone()).or_insert(0);
+            *n = (*n as i32 + delta).max(0) as u32;
+        }
+        Ok(())
+    }
+
+    fn close_nas_sessions(&self, nas_ip: &str, reason: &str) -> Result<u32, BackendError> {
+        let mut conn = self.conn();
+        let mut run = || -> Result<u32> {
+            let tx = conn.transaction()?;
+            let closed = tx.execute("DELETE FROM sessions WHERE nas_ip = ?1", [nas_ip])? as u32;
+            self.append(
+                &tx,
+                &proto::EventBody::NasSessionsClosed {
+                    nas_ip: nas_ip.to_string(),
+                    closed,
+                    reason: reason.to_string(),
+                },
+            )?;
+            tx.commit()?;
+            Ok(closed)
+        };
+        let closed = run().map_err(|e| backend_err("close NAS sessions", e))?;
+        drop(conn);
+        self.backlog.fetch_add(1, Ordering::AcqRel);
+        let online = count_online(&self.conn()).map_err(|e| backend_err("recount sessions", e))?;
+        *self.online.lock().unwrap_or_else(|p| p.into_inner()) = online;
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .close_nas(nas_ip);
+        self.changed.notify_one();
+        Ok(closed)
+    }
+}
