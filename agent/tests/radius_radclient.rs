@@ -23,10 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use outpost_agent::radius::authenticator;
-use outpost_agent::radius::{Config, MemoryBackend, Server, Stats, StatsSnapshot};
+use outpost_agent::radius::{Config, Server, Stats, StatsSnapshot};
+use outpost_agent::store::{OnlineSession, Store};
 use outpost_protocol::{
-    AcctStatus, EventBody, NasKind, NasState, Rate, RejectReason, SiteSettings, SubscriberState,
-    SubscriberStatus,
+    AcctStatus, Event, EventBody, NasKind, NasState, Rate, RejectReason, SiteSettings, StateKind,
+    StateResponse, SubscriberState, SubscriberStatus,
 };
 use radius::core::code::Code;
 use radius::core::packet::Packet;
@@ -77,51 +78,72 @@ fn subscriber(id: i64, username: &str, password: &str) -> SubscriberState {
     }
 }
 
-/// A site with one NAS at 127.0.0.1 and a few subscribers.
-fn site(kind: NasKind, require_message_authenticator: bool) -> MemoryBackend {
-    let backend = MemoryBackend::new(SiteSettings {
-        acct_interim_interval_secs: 300,
-        shaping_enabled: false,
-    });
-    backend.upsert_nas(nas("127.0.0.1", kind, require_message_authenticator));
-    backend.upsert_subscriber(SubscriberState {
-        static_ipv4: Some("100.64.0.9".into()),
-        ..subscriber(1, "amina", "pa55word")
-    });
-    backend.upsert_subscriber(subscriber(2, "omar", "0mar-secret"));
-    // RFC 2759 §9.2's user.
-    backend.upsert_subscriber(subscriber(3, "User", "clientPass"));
-    backend.upsert_subscriber(SubscriberState {
-        status: SubscriberStatus::Suspended,
-        ..subscriber(4, "suspended", "pw")
-    });
-    backend.upsert_subscriber(SubscriberState {
-        status: SubscriberStatus::Disabled,
-        ..subscriber(5, "disabled", "pw")
-    });
-    backend.upsert_subscriber(SubscriberState {
-        status: SubscriberStatus::Expired,
-        ..subscriber(6, "expired-status", "pw")
-    });
-    // Still "active" by the last sync, but past its expiry by the agent's clock.
-    backend.upsert_subscriber(SubscriberState {
-        expires_at: Some(now() - 60),
-        ..subscriber(7, "expired-clock", "pw")
-    });
-    backend.upsert_subscriber(SubscriberState {
-        mac: Some("AA:BB:CC:00:11:22".into()),
-        ..subscriber(8, "macbound", "pw")
-    });
-    backend.upsert_subscriber(SubscriberState {
-        max_sessions: 2,
-        ..subscriber(9, "family", "pw")
-    });
-    backend
+/// A site with one NAS at 127.0.0.1 and a few subscribers: the agent's own store (in a
+/// temporary file) seeded from a snapshot, as sync leaves it.
+struct Site {
+    store: Store,
+    dir: tempfile::TempDir,
+}
+
+fn site(kind: NasKind, require_message_authenticator: bool) -> Site {
+    let subscribers = vec![
+        SubscriberState {
+            static_ipv4: Some("100.64.0.9".into()),
+            ..subscriber(1, "amina", "pa55word")
+        },
+        subscriber(2, "omar", "0mar-secret"),
+        // RFC 2759 §9.2's user.
+        subscriber(3, "User", "clientPass"),
+        SubscriberState {
+            status: SubscriberStatus::Suspended,
+            ..subscriber(4, "suspended", "pw")
+        },
+        SubscriberState {
+            status: SubscriberStatus::Disabled,
+            ..subscriber(5, "disabled", "pw")
+        },
+        SubscriberState {
+            status: SubscriberStatus::Expired,
+            ..subscriber(6, "expired-status", "pw")
+        },
+        // Still "active" by the last sync, but past its expiry by the agent's clock.
+        SubscriberState {
+            expires_at: Some(now() - 60),
+            ..subscriber(7, "expired-clock", "pw")
+        },
+        SubscriberState {
+            mac: Some("AA:BB:CC:00:11:22".into()),
+            ..subscriber(8, "macbound", "pw")
+        },
+        SubscriberState {
+            max_sessions: 2,
+            ..subscriber(9, "family", "pw")
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("agent.db"), 100_000).unwrap();
+    store
+        .apply(&StateResponse {
+            kind: StateKind::Snapshot,
+            revision: 1,
+            subscribers,
+            removed_subscribers: vec![],
+            nas: vec![nas("127.0.0.1", kind, require_message_authenticator)],
+            removed_nas: vec![],
+            settings: Some(SiteSettings {
+                acct_interim_interval_secs: 300,
+                shaping_enabled: false,
+            }),
+            brands: vec![],
+        })
+        .unwrap();
+    Site { store, dir }
 }
 
 /// A running server on 127.0.0.1:0 (auth and acct sockets), stopped on drop.
 struct Lab {
-    backend: Arc<MemoryBackend>,
+    backend: Arc<Store>,
+    _dir: tempfile::TempDir,
     stats: Arc<Stats>,
     auth: SocketAddr,
     acct: SocketAddr,
@@ -135,8 +157,8 @@ impl Drop for Lab {
 }
 
 impl Lab {
-    async fn start(backend: MemoryBackend) -> Lab {
-        let backend = Arc::new(backend);
+    async fn start(site: Site) -> Lab {
+        let backend = Arc::new(site.store);
         let auth = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let acct = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (auth_addr, acct_addr) = (auth.local_addr().unwrap(), acct.local_addr().unwrap());
@@ -147,6 +169,7 @@ impl Lab {
         });
         Lab {
             backend,
+            _dir: site.dir,
             stats,
             auth: auth_addr,
             acct: acct_addr,
@@ -167,24 +190,27 @@ impl Lab {
         self.stats.snapshot()
     }
 
+    /// Everything journaled, oldest first.
+    fn journal(&self) -> Vec<Event> {
+        self.backend.outbox_batch(100_000).unwrap()
+    }
+
+    fn sessions(&self) -> Vec<OnlineSession> {
+        self.backend.sessions()
+    }
+
     fn last_reject(&self) -> RejectReason {
-        match self
-            .backend
-            .journal()
-            .into_iter()
-            .rev()
-            .find_map(|e| match e.body {
-                EventBody::AuthReject { reason, .. } => Some(reason),
-                _ => None,
-            }) {
+        match self.journal().into_iter().rev().find_map(|e| match e.body {
+            EventBody::AuthReject { reason, .. } => Some(reason),
+            _ => None,
+        }) {
             Some(reason) => reason,
-            None => panic!("no reject journaled: {:?}", self.backend.journal()),
+            None => panic!("no reject journaled: {:?}", self.journal()),
         }
     }
 
     fn online(&self) -> Vec<(String, String)> {
-        self.backend
-            .sessions()
+        self.sessions()
             .into_iter()
             .map(|s| (s.username, s.session_id))
             .collect()
@@ -543,11 +569,16 @@ async fn radclient_accounting_moves_the_session_table() {
     let interim = "Acct-Session-Time = 300\nAcct-Input-Octets = 1000\nAcct-Input-Gigawords = 1\n\
                    Acct-Output-Octets = 5000\n";
     acct(acct_attrs("Interim-Update", "amina", "a-1", interim)).await;
+    // The store's session table keeps only what enforcement needs; the counters and
+    // the address as this record gave them are in its journaled accounting record.
     let amina = lab
-        .backend
-        .sessions()
+        .journal()
         .into_iter()
-        .find(|s| s.username == "amina")
+        .rev()
+        .find_map(|e| match e.body {
+            EventBody::Accounting(a) if a.username == "amina" => Some(a),
+            _ => None,
+        })
         .unwrap();
     assert_eq!(
         (amina.session_time, amina.input_octets, amina.output_octets),
@@ -563,15 +594,10 @@ async fn radclient_accounting_moves_the_session_table() {
     ))
     .await;
     assert_eq!(lab.online(), [("amina".into(), "a-1".into())]);
-    let stop = lab
-        .backend
-        .journal()
-        .into_iter()
-        .rev()
-        .find_map(|e| match e.body {
-            EventBody::Accounting(a) if a.status == AcctStatus::Stop => Some(a),
-            _ => None,
-        });
+    let stop = lab.journal().into_iter().rev().find_map(|e| match e.body {
+        EventBody::Accounting(a) if a.status == AcctStatus::Stop => Some(a),
+        _ => None,
+    });
     assert_eq!(
         stop.unwrap().terminate_cause.as_deref(),
         Some("Lost-Carrier")
@@ -581,7 +607,7 @@ async fn radclient_accounting_moves_the_session_table() {
     acct("Acct-Status-Type = Accounting-On\nNAS-IP-Address = 127.0.0.1\n".into()).await;
     assert_eq!(lab.online(), []);
     assert!(matches!(
-        lab.backend.journal().last().unwrap().body,
+        lab.journal().last().unwrap().body,
         EventBody::NasSessionsClosed { closed: 1, .. }
     ));
     assert_eq!(lab.stats_after(5).await.acct_records, 5);
@@ -596,7 +622,7 @@ async fn radclient_message_authenticator_required_by_the_nas() {
     assert!(radclient(lab.auth, "auth", attrs, false).await.is_none());
     let stats = lab.stats_after(1).await;
     assert_eq!(stats.missing_message_authenticator, 1, "{stats:?}");
-    assert!(lab.backend.journal().is_empty(), "dropped, not rejected");
+    assert!(lab.journal().is_empty(), "dropped, not rejected");
 
     let signed = format!("{attrs}Message-Authenticator = 0x00\n");
     let reply = radclient(lab.auth, "auth", &signed, true).await.unwrap();
@@ -698,7 +724,6 @@ async fn retransmission_is_answered_from_the_cache_and_counted_once() {
         "{stats:?}"
     );
     let records = lab
-        .backend
         .journal()
         .into_iter()
         .filter(|e| matches!(e.body, EventBody::Accounting(_)))
@@ -774,8 +799,8 @@ async fn wrong_message_authenticator_is_dropped_and_counted() {
     let start = start.encode().unwrap();
     let stats = ask_unanswered(&lab, &socket, lab.acct, &start).await;
     assert_eq!(stats.bad_authenticator, 2, "{stats:?}");
-    assert!(lab.backend.journal().is_empty());
-    assert!(lab.backend.sessions().is_empty());
+    assert!(lab.journal().is_empty());
+    assert!(lab.sessions().is_empty());
 
     // The untouched request still gets in, so it was the tampering that mattered.
     let request = access_request("amina", "pa55word", true);
@@ -807,7 +832,7 @@ async fn unknown_nas_gets_no_answer_and_is_counted() {
         (1, 0, 0),
         "{stats:?}"
     );
-    assert!(lab.backend.journal().is_empty());
+    assert!(lab.journal().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,42 +16,73 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use outpost_agent::radius::{Config, Handler, Listener, MemoryBackend, authenticator};
-use outpost_protocol::{NasKind, NasState, Rate, SiteSettings, SubscriberState, SubscriberStatus};
+use outpost_agent::radius::{Backend, BackendError, Config, Handler, Listener, authenticator};
+use outpost_protocol::{
+    EventBody, NasKind, NasState, Rate, SiteSettings, SubscriberState, SubscriberStatus,
+};
 
 const SECRET: &str = "fuzz-secret";
 
-fn backend(require_message_authenticator: bool) -> MemoryBackend {
-    let backend = MemoryBackend::new(SiteSettings {
-        acct_interim_interval_secs: 300,
-        shaping_enabled: false,
-    });
-    backend.upsert_nas(NasState {
-        id: 1,
-        ip: "192.0.2.1".into(),
-        secret: SECRET.into(),
-        kind: NasKind::Mikrotik,
-        coa_port: 3799,
-        require_message_authenticator,
-    });
-    backend.upsert_subscriber(SubscriberState {
-        id: 1,
-        username: "amina".into(),
-        password: "pa55".into(),
-        status: SubscriberStatus::Active,
-        expires_at: None,
-        static_ipv4: Some("100.64.0.9".into()),
-        mac: Some("AA:BB:CC:00:11:22".into()),
-        rate: Some(Rate {
-            download_kbps: 10_000,
-            upload_kbps: 2_000,
-            burst_download_kbps: None,
-            burst_upload_kbps: None,
+/// One NAS and one subscriber, and a journal that forgets: the fuzzer is after the
+/// handler's parsing and decisions, not the store's disk writes (which would slow
+/// every run by an fsync).
+struct FuzzBackend {
+    nas: Arc<NasState>,
+    subscriber: Arc<SubscriberState>,
+}
+
+impl Backend for FuzzBackend {
+    fn nas(&self, ip: std::net::IpAddr) -> Option<Arc<NasState>> {
+        (self.nas.ip.parse::<std::net::IpAddr>() == Ok(ip)).then(|| self.nas.clone())
+    }
+    fn subscriber(&self, username: &str) -> Option<Arc<SubscriberState>> {
+        (self.subscriber.username == username).then(|| self.subscriber.clone())
+    }
+    fn settings(&self) -> SiteSettings {
+        SiteSettings {
+            acct_interim_interval_secs: 300,
+            shaping_enabled: false,
+        }
+    }
+    fn online_sessions(&self, _username: &str) -> u32 {
+        0
+    }
+    fn record(&self, _event: EventBody) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn close_nas_sessions(&self, _nas_ip: &str, _reason: &str) -> Result<u32, BackendError> {
+        Ok(0)
+    }
+}
+
+fn backend(require_message_authenticator: bool) -> FuzzBackend {
+    FuzzBackend {
+        nas: Arc::new(NasState {
+            id: 1,
+            ip: "192.0.2.1".into(),
+            secret: SECRET.into(),
+            kind: NasKind::Mikrotik,
+            coa_port: 3799,
+            require_message_authenticator,
         }),
-        max_sessions: 1,
-        tenant_id: 1,
-    });
-    backend
+        subscriber: Arc::new(SubscriberState {
+            id: 1,
+            username: "amina".into(),
+            password: "pa55".into(),
+            status: SubscriberStatus::Active,
+            expires_at: None,
+            static_ipv4: Some("100.64.0.9".into()),
+            mac: Some("AA:BB:CC:00:11:22".into()),
+            rate: Some(Rate {
+                download_kbps: 10_000,
+                upload_kbps: 2_000,
+                burst_download_kbps: None,
+                burst_upload_kbps: None,
+            }),
+            max_sessions: 1,
+            tenant_id: 1,
+        }),
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,8 @@
 //! [`MemoryBackend`]: the whole [`Backend`] contract in memory — NAS list,
 //! subscribers, settings, the online-session table and a journal with sequence
-//! numbers. Tests and the fuzz target drive the server with it; "durable" here means
-//! "in the journal vector", which is as durable as memory gets.
+//! numbers. The crate's unit tests drive the handler with it (built only for them;
+//! integration tests use the real store); "durable" here means "in the journal
+//! vector", which is as durable as memory gets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -10,27 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use outpost_protocol::{AcctStatus, Event, EventBody, NasState, SiteSettings, SubscriberState};
 
 use super::{Backend, BackendError};
-
-/// One session the session table counts as online.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OnlineSession {
-    /// The NAS it is on, as named in the NAS list.
-    pub nas_ip: String,
-    /// Acct-Session-Id, unique per NAS.
-    pub session_id: String,
-    /// The subscriber's login.
-    pub username: String,
-    /// The address the NAS gave the session, if it said.
-    pub framed_ip: Option<String>,
-    /// Calling-Station-Id (MAC), if the NAS said.
-    pub calling_station_id: Option<String>,
-    /// Seconds online by the last record.
-    pub session_time: u64,
-    /// Bytes from the subscriber by the last record.
-    pub input_octets: u64,
-    /// Bytes to the subscriber by the last record.
-    pub output_octets: u64,
-}
+use crate::store::OnlineSession;
 
 #[derive(Debug, Default)]
 struct State {
@@ -74,16 +55,6 @@ impl MemoryBackend {
         state
             .subscribers
             .insert(subscriber.username.clone(), Arc::new(subscriber));
-    }
-
-    /// Removes the subscriber with `id`, if any.
-    pub fn remove_subscriber(&self, id: i64) {
-        self.lock().subscribers.retain(|_, s| s.id != id);
-    }
-
-    /// Replaces the site settings.
-    pub fn set_settings(&self, settings: SiteSettings) {
-        self.lock().settings = Some(settings);
     }
 
     /// The online sessions, ordered by NAS and session id.
@@ -180,11 +151,11 @@ impl Backend for MemoryBackend {
                                 nas_ip: a.nas_ip.clone(),
                                 session_id: a.session_id.clone(),
                                 username: a.username.clone(),
-                                framed_ip: a.framed_ip.clone(),
-                                calling_station_id: a.calling_station_id.clone(),
-                                session_time: a.session_time,
-                                input_octets: a.input_octets,
-                                output_octets: a.output_octets,
+                                framed_ip: a.framed_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                                framed_ipv6: a
+                                    .framed_ipv6
+                                    .as_deref()
+                                    .and_then(|ip| ip.parse().ok()),
                             },
                         );
                     }

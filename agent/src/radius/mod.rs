@@ -13,7 +13,8 @@
 //! - [`cache`]: the reply cache that answers retransmissions without running them again.
 //! - The crypto, as pure functions: [`pap`], [`chap`], [`mschapv2`], [`authenticator`]
 //!   (Message-Authenticator, request and response authenticators).
-//! - [`memory`]: [`MemoryBackend`], an in-memory [`Backend`] for tests and fuzzing.
+//! - `memory`: `MemoryBackend`, an in-memory [`Backend`] for the unit tests (built
+//!   only for them; integration tests and the fuzz target bring their own backend).
 //!
 //! The module knows nothing about SQLite or sync: it reaches the rest of the agent
 //! through [`Backend`].
@@ -28,7 +29,8 @@ pub mod authenticator;
 mod cache;
 pub mod chap;
 pub mod handler;
-pub mod memory;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod mschapv2;
 pub mod pap;
 pub mod server;
@@ -40,7 +42,6 @@ use std::sync::Arc;
 use outpost_protocol::{EventBody, NasState, SiteSettings, SubscriberState};
 
 pub use handler::{Handler, Listener};
-pub use memory::{MemoryBackend, OnlineSession};
 pub use server::{Config, Server};
 pub use stats::{Stats, StatsSnapshot};
 

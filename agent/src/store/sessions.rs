@@ -102,6 +102,14 @@ impl Sessions {
     }
 }
 impl Store {
+    /// Every online session, ordered by NAS and Acct-Session-Id.
+    pub fn sessions(&self) -> Vec<OnlineSession> {
+        let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<OnlineSession> = s.by_key.values().cloned().collect();
+        all.sort_by(|a, b| (&a.nas_ip, &a.session_id).cmp(&(&b.nas_ip, &b.session_id)));
+        all
+    }
+
     /// The online sessions of `username`, with their addresses.
     pub fn sessions_of(&self, username: &str) -> Vec<OnlineSession> {
         let s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
