@@ -1,21 +1,33 @@
 //! Outpost agent: keeps one site working from its local store.
 //!
 //! # Layout
-//! - [`enforce`]: nftables enforcement: the ruleset as data, the kernel side (nft +
-//!   our netlink batch for set elements).
+//! - [`site`]: [`site::Site::start`] wires one whole site (store, enforcement loop, CoA
+//!   dispatcher, suspended page, sync, outbox delivery, RADIUS listeners) and returns a
+//!   [`site::SiteHandle`] with the bound addresses, a status read and `shutdown()`.
+//! - [`store`]: the local SQLite store; `store/mod.rs` opens and migrates it,
+//!   `desired.rs` applies and holds the desired state at a revision (and its digest),
+//!   `sessions.rs` the PPP/IPoE sessions online by accounting (and the
+//!   [`radius::Backend`] it implements), `outbox.rs` the journal of events.
 //! - [`radius`]: the RADIUS server loop (the `radius` crate is only the codec): NAS
 //!   allow-list, Message-Authenticator, reply cache, PAP/CHAP/MS-CHAPv2, accounting.
+//! - [`edge`]: enforcement. `policy.rs` decides who is cut off ([`edge::decide`]:
+//!   status, the agent's clock, addresses from accounting) as an [`edge::Enforcement`];
+//!   `firewall.rs` is the [`edge::Firewall`] trait the kernel side implements and
+//!   [`edge::apply`]; `run.rs` the loop that applies, shapes, publishes what it
+//!   enforces on a watch channel ([`sync::Enforced`]) and queues CoA jobs.
+//! - [`enforce`]: nftables: the ruleset as data, the kernel side (nft + our netlink
+//!   batch for set elements).
+//! - [`shape`]: per-subscriber HTB speed shaping on the BNG (IPoE): `tree.rs` the class
+//!   and filter numbering, `tc.rs` the `tc -batch` text and the [`shape::Shaper`].
 //! - [`coa`]: the RFC 5176 client: Disconnect-Request and CoA-Request to a NAS, with
 //!   retransmission and verified answers, as [`outpost_protocol::CoaEvent`]s.
-//! - [`store`]: the local SQLite store (desired state at a revision, sessions, outbox);
-//!   it implements [`radius::Backend`].
-//! - [`shape`]: per-subscriber HTB speed shaping on the BNG (IPoE), applied with `tc -batch`.
-//! - [`sync`]: long poll + apply + ack, and outbox delivery, with backoff.
-//! - [`edge`]: the enforcement policy loop: who is cut off (status, the agent's clock,
-//!   addresses from accounting), applied through a firewall, CoA jobs for the NAS.
+//! - [`sync`]: long poll + apply + ack (with what the edge published), and outbox
+//!   delivery, with backoff. It reads the edge's channel and imports nothing of it.
 //! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
 //! - [`config`]: the TOML config and the enrolled identity.
-//! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`).
+//! - [`clock`]: the one wall clock expiry, journal and sessions are judged by.
+//! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`,
+//!   `enforcement clear`); `run` is [`site::Site::start`] until Ctrl-C.
 
 pub mod clock;
 pub mod coa;

@@ -1,17 +1,20 @@
-//! Edge enforcement policy: which addresses the site cuts off, decided from the local
-//! store, so it keeps deciding while the controller is unreachable.
+//! Edge enforcement: which addresses the site cuts off, decided from the local store,
+//! so it keeps deciding while the controller is unreachable.
 //!
-//! The policy is a pure function ([`decide`]) from the desired state, the online sessions
-//! and the agent's clock to a [`Enforcement`]: every address to hold in the walled garden, with
-//! whose it is and why. The loop ([`Edge::run`]) applies each plan through a
-//! [`Firewall`] (the nftables mechanism in `enforce`, which knows nothing about
-//! resellers or plans), verifies it, publishes what is enforced for the suspended page
-//! and the acknowledgement digest, and asks the NAS to cut live sessions
-//! ([`CoaJob`]) when a subscriber becomes blocked or changes plan.
+//! - `policy.rs`: a pure function ([`decide`]) from the desired state, the online
+//!   sessions and the agent's clock to an [`Enforcement`]: every address to hold in the
+//!   walled garden, with whose it is and why.
+//! - `firewall.rs`: the [`Firewall`] the loop applies through (the nftables mechanism
+//!   in `enforce`, which knows nothing about resellers or plans), and [`apply`].
+//! - `run.rs`: the loop ([`Edge::run`]) applies each enforcement, verifies it, shapes
+//!   when the site shapes, publishes what is enforced (the suspended page's view, and
+//!   [`crate::sync::Enforced`] on a watch channel for the acknowledgement), and asks the
+//!   NAS to cut live sessions ([`CoaJob`]) when a subscriber becomes blocked or its
+//!   plan's rate changes.
 //!
-//! It wakes when the store changes (a state applied, an address learnt from
+//! The loop wakes when the store changes (a state applied, an address learnt from
 //! accounting, a NAS restart), when the next subscriber expires by the agent's own
-//! clock, when the sync loop wants the result before acknowledging, and every
+//! clock, when asked for a reconcile ([`EdgeHandle::reconcile`]), and every
 //! `verify_interval` to check the kernel still holds what it should.
 
 mod firewall;

@@ -40,7 +40,7 @@ pub struct CoaJob {
 pub struct View {
     /// Blocked addresses actually in the kernel, and whose they are.
     pub blocked: BTreeMap<IpAddr, Cutoff>,
-    /// Subscribers blocked by the plan whose block is not (all) in the kernel: the
+    /// Subscribers the enforcement blocks whose block is not (all) in the kernel: the
     /// digest reports them as not enforced, so the controller sees the drift.
     pub unenforced: HashSet<i64>,
     /// Whether the last apply and verify succeeded.
@@ -78,7 +78,7 @@ pub struct Edge {
     enforced: watch::Sender<Enforced>,
     requests: mpsc::Receiver<oneshot::Sender<bool>>,
     options: EdgeOptions,
-    /// The previous plan's standing and rates, to notice transitions.
+    /// The previous enforcement's standing and rates, to notice transitions.
     last: Option<Enforcement>,
     snapshots_seen: Option<u64>,
     needs_full: bool,
@@ -208,8 +208,8 @@ impl Edge {
         wait
     }
 
-    /// One reconcile: plan, apply, verify, publish, ask the NAS. Returns whether the
-    /// kernel now holds the plan.
+    /// One reconcile: decide, apply, verify, publish, ask the NAS. Returns whether the
+    /// kernel now holds what was decided.
     pub async fn step(&mut self) -> bool {
         let store = self.store.clone();
         // Read before the state it decides from, so what is published never claims a
@@ -217,7 +217,7 @@ impl Edge {
         let revision = store.revision();
         let snapshots = store.snapshots();
         let shaping = self.shaper.is_some() && store.settings().shaping_enabled;
-        let plan = {
+        let decided = {
             let store = store.clone();
             match tokio::task::spawn_blocking(move || {
                 let subs = store.subscribers();
@@ -232,7 +232,7 @@ impl Edge {
             {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(error = %e, "enforcement planning failed");
+                    tracing::error!(error = %e, "deciding enforcement failed");
                     return false;
                 }
             }
@@ -245,7 +245,7 @@ impl Edge {
         let ok = match self.firewall.take() {
             Some(mut fw) => {
                 let full = self.needs_full;
-                let wanted: BTreeSet<IpAddr> = plan.blocked.keys().copied().collect();
+                let wanted: BTreeSet<IpAddr> = decided.blocked.keys().copied().collect();
                 let (fw_back, result) = tokio::task::spawn_blocking(move || {
                     let r = apply(fw.as_mut(), &wanted, full);
                     (fw, r)
@@ -274,29 +274,29 @@ impl Edge {
                         false
                     }
                 };
-                self.publish(revision, &plan, Some(&enforced), ok);
+                self.publish(revision, &decided, Some(&enforced), ok);
                 ok
             }
             None => {
-                self.publish(revision, &plan, None, true);
+                self.publish(revision, &decided, None, true);
                 true
             }
         };
-        let ok = self.shape(&plan, shaping).await && ok;
-        self.cut_sessions(&plan);
-        self.last = Some(plan);
+        let ok = self.shape(&decided, shaping).await && ok;
+        self.cut_sessions(&decided);
+        self.last = Some(decided);
         ok
     }
 
-    /// Brings the HTB classes to the plan's shaped subscribers: whole after a snapshot
+    /// Brings the HTB classes to the enforcement's shaped subscribers: whole after a snapshot
     /// or a failure, else only the ones that came, went or changed rate or address.
-    async fn shape(&mut self, plan: &Enforcement, enabled: bool) -> bool {
+    async fn shape(&mut self, decided: &Enforcement, enabled: bool) -> bool {
         let Some(mut shaper) = self.shaper.take() else {
             return true;
         };
         let rebuild = !self.shaping_applied;
         let applied = self.shaping_applied;
-        let want = plan.shaped.clone();
+        let want = decided.shaped.clone();
         let (shaper, result) = tokio::task::spawn_blocking(move || {
             let r = if !enabled {
                 if applied { shaper.clear() } else { Ok(()) }
@@ -351,7 +351,7 @@ impl Edge {
     fn publish(
         &self,
         revision: u64,
-        plan: &Enforcement,
+        decided: &Enforcement,
         enforced: Option<&BTreeSet<IpAddr>>,
         healthy: bool,
     ) {
@@ -359,7 +359,7 @@ impl Edge {
             healthy,
             ..View::default()
         };
-        for (ip, cut) in &plan.blocked {
+        for (ip, cut) in &decided.blocked {
             if enforced.is_none_or(|e| e.contains(ip)) {
                 view.blocked.insert(*ip, *cut);
             } else {
@@ -375,9 +375,9 @@ impl Edge {
 
     /// Disconnects the sessions of subscribers that just became blocked, and re-rates
     /// those whose plan changed. The nftables block applies whether or not the NAS agrees.
-    fn cut_sessions(&self, plan: &Enforcement) {
+    fn cut_sessions(&self, decided: &Enforcement) {
         let Some(coa) = &self.coa else { return };
-        for (id, reason) in &plan.reasons {
+        for (id, reason) in &decided.reasons {
             let was_blocked = self
                 .last
                 .as_ref()
@@ -388,7 +388,7 @@ impl Edge {
             self.queue(coa, *id, CoaAction::Disconnect, reason.as_str());
         }
         let Some(last) = &self.last else { return };
-        for (id, rate) in &plan.rates {
+        for (id, rate) in &decided.rates {
             if let (Some(before), Some(rate)) = (last.rates.get(id), rate)
                 && before.as_ref() != Some(rate)
             {

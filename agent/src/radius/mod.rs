@@ -10,7 +10,7 @@
 //! - [`access`]: Access-Request decisions (PAP, CHAP, MS-CHAPv2, status, expiry, MAC
 //!   binding, session limit) and the Accept attributes in each NAS dialect.
 //! - [`accounting`]: Accounting-Request parsing into [`outpost_protocol::Accounting`].
-//! - [`cache`]: the reply cache that answers retransmissions without running them again.
+//! - `cache`: the reply cache that answers retransmissions without running them again.
 //! - The crypto, as pure functions: [`pap`], [`chap`], [`mschapv2`], [`authenticator`]
 //!   (Message-Authenticator, request and response authenticators).
 //! - `memory`: `MemoryBackend`, an in-memory [`Backend`] for the unit tests (built
