@@ -21,35 +21,33 @@ use radius::core::{rfc2865, rfc2866};
 const SECRET: &str = "in-process-secret";
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
+fn subscriber(
+    id: i64,
+    username: &str,
+    password: &str,
+    status: SubscriberStatus,
+) -> SubscriberState {
+    SubscriberState {
+        id,
+        username: username.into(),
+        password: password.into(),
+        status,
+        expires_at: None,
+        static_ipv4: None,
+        mac: None,
+        rate: None,
+        max_sessions: 1,
+        tenant_id: 1,
+    }
+}
+
 fn snapshot() -> StateResponse {
     StateResponse {
         kind: StateKind::Snapshot,
         revision: 3,
         subscribers: vec![
-            SubscriberState {
-                id: 1,
-                username: "amina".into(),
-                password: "pa55word".into(),
-                status: SubscriberStatus::Active,
-                expires_at: None,
-                static_ipv4: None,
-                mac: None,
-                rate: None,
-                max_sessions: 1,
-                tenant_id: 1,
-            },
-            SubscriberState {
-                id: 2,
-                username: "omar".into(),
-                password: "pw".into(),
-                status: SubscriberStatus::Suspended,
-                expires_at: None,
-                static_ipv4: None,
-                mac: None,
-                rate: None,
-                max_sessions: 1,
-                tenant_id: 1,
-            },
+            subscriber(1, "amina", "pa55word", SubscriberStatus::Active),
+            subscriber(2, "omar", "pw", SubscriberStatus::Suspended),
         ],
         removed_subscribers: vec![],
         nas: vec![NasState {
