@@ -62,6 +62,18 @@ impl Slots {
             })
     }
 
+    /// A class for a subscriber not in the set yet: its minor and node from the free
+    /// ones (not taken until [`Slots::take`]).
+    fn new_class(&self, s: &Shaped) -> Result<Class> {
+        Ok(Class {
+            subscriber_id: s.subscriber_id,
+            minor: self.minor_for(s.subscriber_id)?,
+            node: self.node_for(s.ip)?,
+            ip: s.ip,
+            rate: s.rate,
+        })
+    }
+
     fn node_for(&self, ip: Ipv4Addr) -> Result<u16> {
         let used = self.nodes.get(&bucket(ip));
         (1..=BUCKET_CAPACITY as u16)
@@ -114,13 +126,7 @@ pub fn assign(subs: &[Shaped]) -> Result<BTreeMap<i64, Class>> {
     let mut slots = Slots::default();
     let mut out = BTreeMap::new();
     for s in sorted {
-        let c = Class {
-            subscriber_id: s.subscriber_id,
-            minor: slots.minor_for(s.subscriber_id)?,
-            node: slots.node_for(s.ip)?,
-            ip: s.ip,
-            rate: s.rate,
-        };
+        let c = slots.new_class(s)?;
         slots.take(&c);
         out.insert(s.subscriber_id, c);
     }
@@ -168,13 +174,7 @@ pub fn assign_upsert(
                         wanted: slots.minors.len() + 1,
                     });
                 }
-                Class {
-                    subscriber_id: s.subscriber_id,
-                    minor: slots.minor_for(s.subscriber_id)?,
-                    node: slots.node_for(s.ip)?,
-                    ip: s.ip,
-                    rate: s.rate,
-                }
+                slots.new_class(s)?
             }
         };
         slots.take(&c);
