@@ -1,7 +1,7 @@
 //! The agent as an RFC 5176 client: Disconnect-Request and CoA-Request to a NAS.
 //!
 //! This is mechanism only: who is disconnected and when is the policy loop's business.
-//! It hands a [`NasState`], a [`Session`] and an [`Action`] to [`CoaClient::send`] and
+//! It hands a [`NasState`], an [`OnlineSession`] and an [`Action`] to [`CoaClient::send`] and
 //! journals the [`CoaEvent`] it gets back as `EventBody::Coa`.
 //!
 //! # The packet
@@ -34,7 +34,7 @@
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,6 +50,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::radius::attrs::{self, HEADER_LEN};
 use crate::radius::{access, authenticator};
+use crate::store::OnlineSession;
 
 /// Error-Cause (RFC 5176 §3.5).
 pub const ERROR_CAUSE: u8 = 101;
@@ -146,17 +147,6 @@ impl Default for CoaConfig {
     }
 }
 
-/// The online session a request is about, as the NAS reported it in accounting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
-    /// User-Name.
-    pub username: String,
-    /// Acct-Session-Id.
-    pub session_id: String,
-    /// Framed-IP-Address, when the accounting carried one.
-    pub framed_ip: Option<Ipv4Addr>,
-}
-
 /// What to ask of the NAS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -191,7 +181,7 @@ impl Action {
 pub fn build_request(
     identifier: u8,
     nas: &NasState,
-    session: &Session,
+    session: &OnlineSession,
     action: &Action,
 ) -> Result<Vec<u8>> {
     let secret = nas.secret.as_bytes();
@@ -204,7 +194,8 @@ pub fn build_request(
     let mut packet = Packet::new_with_identifier(action.code(), secret, identifier);
     rfc2865::add_user_name(&mut packet, &session.username);
     rfc2866::add_acct_session_id(&mut packet, &session.session_id);
-    if let Some(ip) = session.framed_ip {
+    // Framed-IP-Address is IPv4 only (RFC 2865 §5.8).
+    if let Some(IpAddr::V4(ip)) = session.framed_ip {
         rfc2865::add_framed_ip_address(&mut packet, &ip);
     }
     if let Action::ChangeRate(rate) = action {
@@ -492,7 +483,7 @@ impl CoaClient {
     pub async fn send(
         &self,
         nas: &NasState,
-        session: &Session,
+        session: &OnlineSession,
         action: &Action,
         reason: &str,
     ) -> Result<CoaEvent> {
@@ -512,7 +503,7 @@ impl CoaClient {
     async fn send_inner(
         &self,
         nas: &NasState,
-        session: &Session,
+        session: &OnlineSession,
         action: &Action,
         reason: &str,
     ) -> Result<CoaEvent> {
@@ -676,15 +667,19 @@ fn dispatch(inner: &Inner, datagram: &[u8], from: SocketAddr) {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     const SECRET: &[u8] = b"coa-secret";
 
-    fn session() -> Session {
-        Session {
-            username: "amina".into(),
+    fn session() -> OnlineSession {
+        OnlineSession {
+            nas_ip: "192.0.2.1".into(),
             session_id: "81a00002".into(),
-            framed_ip: Some(Ipv4Addr::new(100, 64, 0, 7)),
+            username: "amina".into(),
+            framed_ip: Some(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 7))),
+            framed_ipv6: None,
         }
     }
 
@@ -795,7 +790,7 @@ mod tests {
 
     #[test]
     fn framed_ip_is_left_out_when_unknown() {
-        let s = Session {
+        let s = OnlineSession {
             framed_ip: None,
             ..session()
         };
@@ -831,7 +826,7 @@ mod tests {
 
     #[test]
     fn unencodable_sessions_are_refused() {
-        let empty = Session {
+        let empty = OnlineSession {
             session_id: String::new(),
             ..session()
         };
@@ -839,7 +834,7 @@ mod tests {
             build_request(1, &nas(NasKind::Mikrotik), &empty, &Action::Disconnect),
             Err(Error::Session(_))
         ));
-        let long = Session {
+        let long = OnlineSession {
             username: "x".repeat(300),
             ..session()
         };
@@ -1132,7 +1127,7 @@ mod tests {
         let mut sending = tokio::task::JoinSet::new();
         for i in 0..TOTAL {
             let (client, nas) = (Arc::clone(&client), nas.clone());
-            let session = Session {
+            let session = OnlineSession {
                 session_id: format!("s{i}"),
                 ..session()
             };

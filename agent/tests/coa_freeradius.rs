@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use outpost_agent::coa::{self, Action, CoaClient, CoaConfig, Session};
+use outpost_agent::coa::{self, Action, CoaClient, CoaConfig};
 use outpost_agent::radius::{attrs, authenticator};
+use outpost_agent::store::OnlineSession;
 use outpost_protocol::{CoaKind, CoaOutcome, NasKind, NasState, Rate};
 use tokio::net::UdpSocket;
 
@@ -255,11 +256,13 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn session(username: &str, session_id: &str) -> Session {
-    Session {
-        username: username.into(),
+fn session(username: &str, session_id: &str) -> OnlineSession {
+    OnlineSession {
+        nas_ip: "127.0.0.1".into(),
         session_id: session_id.into(),
-        framed_ip: Some(Ipv4Addr::new(100, 64, 0, 7)),
+        username: username.into(),
+        framed_ip: Some(Ipv4Addr::new(100, 64, 0, 7).into()),
+        framed_ipv6: None,
     }
 }
 

@@ -427,19 +427,14 @@ pub async fn dispatch_coa(
     while let Some(job) = jobs.recv().await {
         let (client, store) = (client.clone(), store.clone());
         tokio::spawn(async move {
-            let session = crate::coa::Session {
-                username: job.session.username.clone(),
-                session_id: job.session.session_id.clone(),
-                framed_ip: match job.session.framed_ip {
-                    Some(IpAddr::V4(v4)) => Some(v4),
-                    _ => None,
-                },
-            };
             let action = match job.action {
                 CoaAction::Disconnect => crate::coa::Action::Disconnect,
                 CoaAction::ChangeRate(r) => crate::coa::Action::ChangeRate(r),
             };
-            match client.send(&job.nas, &session, &action, &job.reason).await {
+            match client
+                .send(&job.nas, &job.session, &action, &job.reason)
+                .await
+            {
                 Ok(event) => {
                     tracing::info!(
                         user = %event.username, nas = %event.nas_ip, kind = ?event.kind,
