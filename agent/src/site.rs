@@ -81,7 +81,8 @@ pub struct SiteHandle {
     link: Arc<Link>,
     edge: EdgeHandle,
     server: radius::Server,
-    radius: JoinHandle<radius::Result<()>>,
+    /// The RADIUS server's task; `None` once [`SiteHandle::failed`] has seen it end.
+    radius: Option<JoinHandle<radius::Result<()>>>,
     tasks: JoinSet<()>,
 }
 
@@ -171,7 +172,7 @@ impl Site {
             link,
             edge,
             server,
-            radius,
+            radius: Some(radius),
             tasks,
         })
     }
@@ -200,9 +201,18 @@ impl SiteHandle {
 
     /// Resolves when the RADIUS server stops on its own, which is only on a socket
     /// error: the daemon then exits rather than run a site that cannot answer.
+    /// After it resolved once it never resolves again.
     pub async fn failed(&mut self) -> SiteError {
-        match (&mut self.radius).await {
-            Ok(Ok(())) => SiteError::Radius(radius::Error::Malformed("server returned")),
+        let Some(task) = self.radius.as_mut() else {
+            return std::future::pending().await;
+        };
+        let ended = task.await;
+        self.radius = None;
+        match ended {
+            Ok(Ok(())) => SiteError::Radius(radius::Error::Io {
+                op: "serve",
+                source: std::io::Error::other("the RADIUS server stopped"),
+            }),
             Ok(Err(e)) => SiteError::Radius(e),
             Err(e) => SiteError::Panicked(e),
         }
@@ -212,8 +222,13 @@ impl SiteHandle {
     /// RADIUS threads have let go of their sockets. Enforcement stays in the kernel:
     /// stopping the agent never lets blocked subscribers through.
     pub async fn shutdown(mut self) -> Result<()> {
-        self.radius.abort();
-        let radius = (&mut self.radius).await;
+        let radius = match self.radius.take() {
+            Some(task) => {
+                task.abort();
+                Some(task.await)
+            }
+            None => None,
+        };
         self.tasks.abort_all();
         let mut panicked = None;
         while let Some(done) = self.tasks.join_next().await {
@@ -237,8 +252,8 @@ impl SiteHandle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         match radius {
-            Err(e) if e.is_panic() => return Err(SiteError::Panicked(e)),
-            Ok(Err(e)) => return Err(SiteError::Radius(e)),
+            Some(Err(e)) if e.is_panic() => return Err(SiteError::Panicked(e)),
+            Some(Ok(Err(e))) => return Err(SiteError::Radius(e)),
             _ => {}
         }
         if let Some(e) = panicked {
