@@ -567,6 +567,7 @@ pub async fn sweep_retention(
     }
     let cfg = state.config.retention.clone();
     let c = cfg.clone();
+    let auth = state.config.auth.clone();
     Ok(Pruned {
         idempotency: drain(state, move |tx| {
             retention::idempotency(tx, crate::db::now(), &c)
@@ -577,6 +578,10 @@ pub async fn sweep_retention(
         })
         .await?,
         feed: drain(state, retention::feed).await?,
+        logins: drain(state, move |tx| {
+            crate::db::throttle::prune(tx, &auth, crate::db::now(), CHUNK)
+        })
+        .await?,
     })
 }
 

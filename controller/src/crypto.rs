@@ -146,6 +146,72 @@ impl PasswordHasherCfg {
     }
 }
 
+/// Bounds the password checks (argon2, `argon2_memory_kib` each) running at once and
+/// those waiting for a slot, so the memory logins take is bounded whatever arrives:
+/// at most `concurrent × argon2_memory_kib` in hashing. A check that finds every slot
+/// taken and the queue full is refused at once ([`Busy`]) instead of waiting.
+pub struct PasswordGate {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+}
+
+/// No slot was free and the queue was full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// A slot for one password check.
+pub struct Slot(tokio::sync::OwnedSemaphorePermit);
+
+impl PasswordGate {
+    pub fn new(concurrent: u32, queued: u32) -> PasswordGate {
+        PasswordGate {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrent.max(1) as usize)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            max_waiting: queued as usize,
+        }
+    }
+
+    /// Waits for a slot if the queue has room; [`Busy`] at once if not.
+    pub async fn slot(&self) -> Result<Slot, Busy> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(Slot(p));
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy);
+        }
+        // Leaves the queue also when the request is dropped while waiting.
+        struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        let _leave = Leave(&self.waiting);
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| Busy)?;
+        Ok(Slot(permit))
+    }
+}
+
+impl Slot {
+    /// Runs the check on the blocking pool. The slot goes with it, so a client that
+    /// hangs up mid-check does not free the slot before the memory is.
+    pub async fn run<T: Send + 'static>(
+        self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, tokio::task::JoinError> {
+        let permit = self.0;
+        tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await
+    }
+}
+
 /// A new bearer secret, with a prefix telling what it is (`ops_` session, `opt_` token).
 pub fn new_bearer(prefix: &str) -> String {
     let mut raw = [0u8; 32];
@@ -168,6 +234,22 @@ pub fn new_password() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn the_gate_runs_at_most_its_slots_and_refuses_past_its_queue() {
+        let gate = std::sync::Arc::new(PasswordGate::new(1, 1));
+        let held = gate.slot().await.unwrap();
+        let g = gate.clone();
+        let waiter = tokio::spawn(async move { g.slot().await.map(|_| ()) });
+        // Let the waiter queue up.
+        while gate.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(gate.slot().await, Err(Busy)), "the queue is full");
+        drop(held);
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        assert!(gate.slot().await.is_ok(), "slots and queue are free again");
+    }
+
     use super::*;
 
     #[test]

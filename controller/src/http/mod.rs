@@ -37,7 +37,8 @@ pub struct AppState {
     pub secrets: SecretBox,
     pub hasher: PasswordHasherCfg,
     pub config: Arc<Config>,
-    pub throttle: Arc<auth::Throttle>,
+    /// Bounds concurrent password checks (see [`crate::crypto::PasswordGate`]).
+    pub password_checks: Arc<crate::crypto::PasswordGate>,
     pub currency: crate::money::Currency,
 }
 
@@ -50,8 +51,11 @@ impl AppState {
             secrets,
             hasher,
             currency: config.currency(),
+            password_checks: Arc::new(crate::crypto::PasswordGate::new(
+                config.auth.max_concurrent_password_checks,
+                config.auth.max_queued_password_checks,
+            )),
             config: Arc::new(config),
-            throttle: Arc::new(auth::Throttle::default()),
         })
     }
 }
