@@ -183,3 +183,9 @@ impl From<crate::crypto::Busy> for ApiError {
         ApiError::unavailable("too many password checks in progress; try again shortly", 1)
     }
 }
+
+impl From<crate::crypto::CheckLost> for ApiError {
+    fn from(e: crate::crypto::CheckLost) -> Self {
+        ApiError::internal(&e)
+    }
+}
