@@ -733,3 +733,63 @@ async fn password_checks_in_flight_are_bounded() {
     let (s, _, _) = login(&fx, "a@fixture.test", PASSWORD, "198.51.100.1").await;
     assert_eq!(s, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let fx = Fixture::new();
+    let secret = fx.secret(Who::A).unwrap();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let req = Request::get("/api/v1/me")
+            .header(header::AUTHORIZATION, format!("{scheme} {secret}"))
+            .body(Body::empty())
+            .unwrap();
+        let (s, _, b) = fx.send(req, ip("203.0.113.10")).await;
+        assert_eq!(s, StatusCode::OK, "{scheme}: {b}");
+    }
+    let req = Request::get("/api/v1/me")
+        .header(header::AUTHORIZATION, format!("Basic {secret}"))
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, _) = fx.send(req, ip("203.0.113.10")).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "another scheme is not a bearer"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_revoked_token_answers_the_same_and_is_recorded_once() {
+    let fx = Fixture::new();
+    let id = fx.tokens[&Who::A];
+    let path = format!("/api/v1/tokens/{id}");
+    let (s1, _) = fx.call(Who::A, Method::DELETE, &path, None).await;
+    let entries = fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'api_token.revoke'");
+    let (s2, _) = fx.call(Who::A, Method::DELETE, &path, None).await;
+    assert_eq!((s1, s2), (StatusCode::NO_CONTENT, StatusCode::NO_CONTENT));
+    assert_eq!(entries, 1);
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'api_token.revoke'"),
+        1,
+        "no second entry"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_and_an_oversized_body_answer_the_error_body() {
+    let fx = Fixture::new();
+    let (s, b) = fx.call(Who::A, Method::PUT, "/api/v1/me", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&b), "method_not_allowed");
+    let big = "x".repeat(3 * 1024 * 1024);
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+            Some(json!({ "notes": big })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    assert_eq!(error_code(&b), "body_too_large");
+}

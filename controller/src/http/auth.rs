@@ -113,10 +113,12 @@ impl FromRequestParts<AppState> for ClientMeta {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
+    // The scheme name is case-insensitive (RFC 7235 §2.1).
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
+        && let Some((scheme, t)) = v.trim_start().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(t.trim().to_string());
     }
@@ -620,11 +622,16 @@ async fn revoke_token(
         .db
         .write(move |tx| {
             let before = session::get_token(tx, uid, id)?;
+            // Revoking a revoked token is the same answer and no new entry.
+            if before.revoked {
+                return Ok(());
+            }
             session::revoke(tx, &Credential::ApiToken { id })?;
             audit::record(
                 tx,
                 &Entry::new(&who, tid, "api_token.revoke", "api_token", id).before(&before),
-            )
+            )?;
+            Ok(())
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
