@@ -167,6 +167,28 @@ fn give_back(conn: &Connection, cfg: &AuthConfig, key: &str, limit: u32) -> ApiR
     Ok(())
 }
 
+/// Lifts every counter on an account (its password was reset by the operator).
+pub fn forget_account(conn: &Connection, email: &str) -> ApiResult<()> {
+    conn.execute(
+        "DELETE FROM login_throttle WHERE key = ?1 OR key GLOB ?2",
+        params![
+            format!("account:{email}"),
+            format!("pair:{}|*", glob_escape(email))
+        ],
+    )?;
+    Ok(())
+}
+
+/// Escapes GLOB's special characters in a literal.
+fn glob_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '*' | '?' | '[' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
 /// How long a successful login keeps its (account, address) pair known.
 pub const KNOWN_FOR_DAYS: i64 = 90;
 
