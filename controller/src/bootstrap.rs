@@ -115,6 +115,40 @@ pub fn create_operator(
         .map_err(|e| anyhow::anyhow!("{}", e.message))
 }
 
+/// Gives a user a new random password to be shown once (lost one-time password,
+/// forgotten password), ends its sessions and API tokens, and lifts the login throttle
+/// on its account. Audited as the system.
+pub fn reset_password(state: &AppState, email: &str) -> anyhow::Result<String> {
+    let email = email.trim().to_ascii_lowercase();
+    let password = new_password();
+    let hash = state.hasher.hash(&password)?;
+    let who = system();
+    state
+        .db
+        .write_blocking(|tx| {
+            let u = user::get_by_email(tx, &email)?
+                .ok_or_else(|| crate::error::ApiError::not_found("user with this email"))?;
+            user::update(
+                tx,
+                &u,
+                &u.name,
+                &u.phone,
+                u.status,
+                &u.permissions,
+                Some(&hash),
+            )?;
+            crate::db::session::revoke_all_for_user(tx, u.id, None)?;
+            crate::db::throttle::forget_account(tx, &email)?;
+            audit::record(
+                tx,
+                &Entry::new(&who, u.tenant_id, "user.password_reset", "user", u.id),
+            )?;
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    Ok(password)
+}
+
 /// On an installation with no operator staff, creates `admin@outpost.local` with a random
 /// password and returns it, to be shown once.
 pub fn first_admin(state: &AppState) -> anyhow::Result<Option<(String, String)>> {
@@ -567,6 +601,7 @@ pub async fn sweep_retention(
     }
     let cfg = state.config.retention.clone();
     let c = cfg.clone();
+    let auth = state.config.auth.clone();
     Ok(Pruned {
         idempotency: drain(state, move |tx| {
             retention::idempotency(tx, crate::db::now(), &c)
@@ -577,6 +612,10 @@ pub async fn sweep_retention(
         })
         .await?,
         feed: drain(state, retention::feed).await?,
+        logins: drain(state, move |tx| {
+            crate::db::throttle::prune(tx, &auth, crate::db::now(), CHUNK)
+        })
+        .await?,
     })
 }
 

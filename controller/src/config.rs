@@ -111,11 +111,22 @@ pub struct AuthConfig {
     pub session_ttl_hours: u32,
     /// Mark the session cookie `Secure` (set when the panel is served over HTTPS).
     pub cookie_secure: bool,
-    /// Failed logins for one email within the window before it is throttled.
-    pub max_failures_per_email: u32,
-    /// Failed logins from one client address within the window before it is throttled.
+    /// Failed logins for one account from one client address before that pair is held
+    /// back (see `db::throttle`: blocks double with each further failure).
+    pub max_failures_per_email_and_ip: u32,
+    /// Failed logins from one client address, over all accounts, before logins from it
+    /// are held back (except for accounts that have logged in from it before).
     pub max_failures_per_ip: u32,
+    /// Failed logins for one account, over all addresses, before logins to it are held
+    /// back (except from addresses it has logged in from before).
+    pub max_failures_per_account: u32,
+    /// A counter is forgiven after this long without failures; no block is longer.
     pub failure_window_secs: u64,
+    /// Password checks (argon2, `argon2_memory_kib` each) running at once; this bounds
+    /// the memory logins can take whatever arrives.
+    pub max_concurrent_password_checks: u32,
+    /// Password checks allowed to wait for a free slot; past that, 503 with Retry-After.
+    pub max_queued_password_checks: u32,
     /// argon2id cost. The defaults follow OWASP's minimum (19 MiB, 2 passes).
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
@@ -155,9 +166,12 @@ impl Default for AuthConfig {
         AuthConfig {
             session_ttl_hours: 12,
             cookie_secure: false,
-            max_failures_per_email: 5,
+            max_failures_per_email_and_ip: 5,
             max_failures_per_ip: 20,
+            max_failures_per_account: 50,
             failure_window_secs: 900,
+            max_concurrent_password_checks: 4,
+            max_queued_password_checks: 32,
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
         }
@@ -226,9 +240,15 @@ impl Config {
                 "auth.session_ttl_hours must be at least 1".into(),
             ));
         }
-        if self.auth.max_failures_per_email == 0 || self.auth.max_failures_per_ip == 0 {
+        let a = &self.auth;
+        if a.max_failures_per_email_and_ip == 0
+            || a.max_failures_per_ip == 0
+            || a.max_failures_per_account == 0
+            || a.failure_window_secs == 0
+            || a.max_concurrent_password_checks == 0
+        {
             return Err(ConfigError::Invalid(
-                "auth.max_failures_* must be at least 1".into(),
+                "auth.max_failures_*, auth.failure_window_secs and auth.max_concurrent_password_checks must be at least 1".into(),
             ));
         }
         if self.auth.argon2_memory_kib < 8 || self.auth.argon2_iterations == 0 {

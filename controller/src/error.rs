@@ -76,6 +76,12 @@ impl ApiError {
         e.retry_after = Some(retry_after);
         e
     }
+    /// Overloaded for now (no password-check slot free): 503 with a Retry-After.
+    pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message);
+        e.retry_after = Some(retry_after);
+        e
+    }
     /// Logs the cause chain and answers a bland 500.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         let mut chain = cause.to_string();
@@ -168,6 +174,18 @@ fn unique_message(msg: &str) -> String {
 
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
+impl From<crate::crypto::Busy> for ApiError {
+    fn from(_: crate::crypto::Busy) -> Self {
+        ApiError::unavailable("too many password checks in progress; try again shortly", 1)
+    }
+}
+
+impl From<crate::crypto::CheckLost> for ApiError {
+    fn from(e: crate::crypto::CheckLost) -> Self {
         ApiError::internal(&e)
     }
 }

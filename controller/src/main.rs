@@ -88,6 +88,14 @@ enum LedgerCommand {
 
 #[derive(Subcommand)]
 enum UserCommand {
+    /// Give a user a new one-time password, printed once (a lost or forgotten
+    /// password); ends the user's sessions and API tokens.
+    ResetPassword {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        email: String,
+    },
     /// Create operator staff; reads the password from stdin (for provisioning scripts).
     CreateOperator {
         #[command(flatten)]
@@ -115,6 +123,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,tower_http=info".into()),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in a log file or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -191,6 +201,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let password = password.trim_end_matches(['\n', '\r']);
             let id = bootstrap::create_operator(&state, &email, &name, password)?;
             println!("created operator staff {email} (user {id})");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::User {
+            command: UserCommand::ResetPassword { common, email },
+        } => {
+            let state = bootstrap::open(common.load()?)?;
+            let password = bootstrap::reset_password(&state, &email)?;
+            println!("new one-time password for {email}:");
+            println!("  password: {password}");
+            println!("log in and change it: PUT /api/v1/me/password");
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger {

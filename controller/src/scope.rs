@@ -308,6 +308,28 @@ impl Scope {
         }
     }
 
+    /// The scope over the rows owned by one tenant (with its descendants, for a subtree
+    /// scope), if the actor may read those rows; `None` answers 404.
+    ///
+    /// This is narrower than [`Scope::manages_tenant`] on purpose: a manager may see and
+    /// act on the reseller *records* of its tenant's direct children (they are that
+    /// tenant's customers), but the rows those children own (their ledger, their
+    /// subscribers' renewals, their revenue) belong to the children, and a manager's row
+    /// scope is exactly its own tenant. Statements and reports take their scope from here,
+    /// never from a scope built by the handler.
+    pub fn narrowed_to(&self, tenant_id: i64, tenant_path: &str) -> Option<Scope> {
+        if !self.may_assign_to(tenant_id, tenant_path) {
+            return None;
+        }
+        Some(match self {
+            Scope::Subtree { .. } => Scope::Subtree {
+                tenant_id,
+                path: tenant_path.to_string(),
+            },
+            Scope::Direct { .. } => Scope::Direct { tenant_id },
+        })
+    }
+
     /// Whether a tenant (by its path) may own rows the actor creates or moves: the
     /// actor's subtree for operator and reseller users, only its own tenant for a manager.
     pub fn may_assign_to(&self, tenant_id: i64, tenant_path: &str) -> bool {
@@ -357,6 +379,31 @@ mod tests {
         let manager = Scope::Direct { tenant_id: 4 };
         assert!(manager.may_assign_to(4, "/1/4/"));
         assert!(!manager.may_assign_to(9, "/1/4/9/"));
+    }
+
+    #[test]
+    fn rows_of_a_child_tenant_are_outside_a_managers_scope() {
+        let manager = Scope::Direct { tenant_id: 4 };
+        assert_eq!(
+            manager.narrowed_to(4, "/1/4/"),
+            Some(Scope::Direct { tenant_id: 4 })
+        );
+        assert_eq!(manager.narrowed_to(9, "/1/4/9/"), None);
+        let operator_manager = Scope::Direct { tenant_id: 1 };
+        assert_eq!(operator_manager.narrowed_to(4, "/1/4/"), None);
+        let reseller = Scope::Subtree {
+            tenant_id: 4,
+            path: "/1/4/".into(),
+        };
+        assert_eq!(
+            reseller.narrowed_to(9, "/1/4/9/"),
+            Some(Scope::Subtree {
+                tenant_id: 9,
+                path: "/1/4/9/".into()
+            })
+        );
+        assert_eq!(reseller.narrowed_to(40, "/1/40/"), None);
+        assert_eq!(reseller.narrowed_to(1, "/1/"), None);
     }
 
     #[test]

@@ -372,3 +372,158 @@ fn route_table_covers_every_route() {
         "matrix rows for routes that do not exist: {stale:?}"
     );
 }
+
+/// A manager holding every permission, against a child tenant of the tenant it was
+/// created under (a manager of A against A1; the operator's manager against A), on every
+/// route that takes a tenant id in the path, the query or the body.
+///
+/// A manager may see and act on its tenant's direct children as reseller *records*
+/// (they are that tenant's customers: record, rate card, brand, credit), but never the
+/// rows those children own: their statement and revenue answer 404, filters by the
+/// child's id list nothing of the child's, and nothing can be created for the child.
+#[tokio::test]
+async fn managers_reach_no_rows_of_their_tenants_children() {
+    let fx = Fixture::new();
+    let ip: std::net::IpAddr = common::CLIENT_IP.parse().unwrap();
+    let all: Vec<&str> = outpost_controller::scope::Permission::ALL
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
+    // Rows the child owns: a top-up from its parent and a renewal of its subscriber.
+    let (s, v) = fx
+        .money(
+            Who::A,
+            Method::POST,
+            "/api/v1/resellers/3/balance",
+            Some(json!({ "amount": "50.00", "note": "top-up" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = fx
+        .money(
+            Who::A1,
+            Method::POST,
+            &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
+            Some(json!({ "periods": 1 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let mut failures = Vec::new();
+    // (creator, the manager's tenant, the child tenant, a plan of the manager's tenant)
+    for (creator, own, child, site) in [(Who::A, 2, 3, fx.a1.site), (Who::Op, 1, 2, fx.a.site)] {
+        let email = format!("all-perms-{own}@fixture.test");
+        let (s, v) = fx
+            .call(creator, Method::POST, "/api/v1/users", Some(json!({
+                "email": email, "name": "All-permission manager", "password": "manager-password-1",
+                "kind": "manager", "tenant_id": own, "permissions": all,
+            })))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let secret = manager_token(&fx, ip, &email).await;
+        let child_sub = if child == 3 {
+            fx.a1.subscriber
+        } else {
+            fx.a.subscriber
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, Option<Value>, u16)> = vec![
+            // The child's own rows.
+            ("GET", format!("/api/v1/resellers/{child}/statement"), None, 404),
+            ("GET", format!("/api/v1/resellers/{child}/statement?format=csv"), None, 404),
+            ("GET", format!("/api/v1/reports/summary?tenant_id={child}"), None, 404),
+            // Filters naming the child: 200, with nothing of the child's.
+            ("GET", format!("/api/v1/ledger?tenant_id={child}"), None, 200),
+            ("GET", format!("/api/v1/subscribers?tenant_id={child}"), None, 200),
+            ("GET", format!("/api/v1/users?tenant_id={child}"), None, 200),
+            ("GET", format!("/api/v1/sites?tenant_id={child}"), None, 200),
+            ("GET", format!("/api/v1/nas?tenant_id={child}"), None, 200),
+            ("GET", format!("/api/v1/plans?tenant_id={child}"), None, 200),
+            ("GET", format!("/api/v1/resellers?parent_id={child}"), None, 200),
+            ("GET", format!("/api/v1/audit?target_kind=reseller&target_id={child}"), None, 200),
+            ("GET", format!("/api/v1/subscribers/{child_sub}"), None, 404),
+            // Bodies naming the child.
+            ("POST", "/api/v1/subscribers".into(), Some(json!({ "username": format!("m-{own}"), "password": "ppp-secret", "tenant_id": child })), 403),
+            ("POST", "/api/v1/users".into(), Some(json!({ "email": format!("m-{own}@new.test"), "name": "x", "password": "manager-password-1", "kind": "manager", "tenant_id": child, "permissions": [] })), 403),
+            ("POST", "/api/v1/sites".into(), Some(json!({ "name": format!("m-{own}"), "tenant_id": child })), 403),
+            ("POST", "/api/v1/nas".into(), Some(json!({ "name": "m", "site_id": site, "ip": "192.0.2.78", "secret": "new-secret-1", "kind": "accel-ppp", "tenant_id": child })), 403),
+            ("POST", "/api/v1/plans".into(), Some(json!({ "name": format!("m-{own}"), "tenant_id": child, "download_kbps": 1000, "upload_kbps": 500, "price": "1.00" })), 403),
+            ("POST", "/api/v1/resellers".into(), Some(json!({ "name": format!("m-{own}"), "parent_id": child })), 403),
+            // The child as a record of its parent's: readable.
+            ("GET", format!("/api/v1/resellers/{child}"), None, 200),
+            ("GET", format!("/api/v1/resellers/{child}/rate-card"), None, 200),
+            ("GET", format!("/api/v1/resellers/{child}/brand"), None, 200),
+        ];
+        for (method, path, body, want) in cases {
+            let (status, _, v) = fx
+                .send(bearer_request(method, &path, &secret, body), ip)
+                .await;
+            let cell = format!("{method} {path} as the manager of tenant {own}");
+            if status.as_u16() != want {
+                failures.push(format!("{cell}: want {want}, got {} {v}", status.as_u16()));
+                continue;
+            }
+            for item in v["items"].as_array().into_iter().flatten() {
+                if let Some(t) = item["tenant_id"].as_i64().or(item["parent_id"].as_i64())
+                    && t != own
+                {
+                    failures.push(format!("{cell}: lists a row of tenant {t}: {item}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Logs a user in and trades the session for an API token's secret.
+async fn manager_token(fx: &Fixture, ip: std::net::IpAddr, email: &str) -> String {
+    let login = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/v1/session")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({ "email": email, "password": "manager-password-1" }).to_string(),
+        ))
+        .unwrap();
+    let (s, headers, v) = fx.send(login, ip).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let cookie = headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/v1/tokens")
+        .header("content-type", "application/json")
+        .header("cookie", cookie)
+        .body(axum::body::Body::from(
+            json!({ "name": "matrix" }).to_string(),
+        ))
+        .unwrap();
+    let (s, _, v) = fx.send(req, ip).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["secret"].as_str().expect("a token secret").to_string()
+}
+
+fn bearer_request(
+    method: &str,
+    path: &str,
+    secret: &str,
+    body: Option<Value>,
+) -> axum::http::Request<axum::body::Body> {
+    let b = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {secret}"))
+        .header("user-agent", "outpost-tests");
+    match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(axum::body::Body::empty()).unwrap(),
+    }
+}

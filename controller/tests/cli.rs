@@ -275,3 +275,81 @@ fn demo_seed_builds_a_believable_installation() {
     let (_, problems) = outpost_controller::bootstrap::verify_ledger(dir.path()).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+#[test]
+fn reset_password_prints_a_new_one_time_password_and_ends_sessions() {
+    let fx = Fixture::new();
+    let before = fx.query_i64("SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE email = 'a@fixture.test')");
+    assert!(before > 0);
+    let out = Command::new(BIN)
+        .args([
+            "user",
+            "reset-password",
+            "--email",
+            "A@fixture.test",
+            "--data-dir",
+        ])
+        .arg(fx.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pw = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password:"))
+        .expect("password printed")
+        .trim()
+        .to_string();
+    assert_eq!(pw.len(), 20);
+    let hash: String = Connection::open(fx.dir.path().join("controller.db"))
+        .unwrap()
+        .query_row(
+            "SELECT password_hash FROM users WHERE email = 'a@fixture.test'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(fx.state.hasher.verify(&pw, &hash));
+    assert_eq!(fx.query_i64("SELECT count(*) FROM sessions WHERE revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE email = 'a@fixture.test')"), 0);
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'user.password_reset'"),
+        1
+    );
+    let (code, out) = verify(fx.dir.path());
+    assert_eq!(code, 0, "{out}");
+    // An unknown email is an error, and nothing is written.
+    let out = Command::new(BIN)
+        .args([
+            "user",
+            "reset-password",
+            "--email",
+            "nobody@fixture.test",
+            "--data-dir",
+        ])
+        .arg(fx.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[test]
+fn logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.is_empty(), "the command logged nothing to check");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr}"
+    );
+}

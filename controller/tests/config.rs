@@ -15,8 +15,8 @@ fn example_config_parses_and_matches_defaults() {
     assert_eq!(cfg.tree.max_depth, d.tree.max_depth);
     assert_eq!(cfg.auth.argon2_memory_kib, d.auth.argon2_memory_kib);
     assert_eq!(
-        cfg.auth.max_failures_per_email,
-        d.auth.max_failures_per_email
+        cfg.auth.max_failures_per_email_and_ip,
+        d.auth.max_failures_per_email_and_ip
     );
     assert!(cfg.http.trusted_proxies.is_empty());
 }

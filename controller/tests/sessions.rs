@@ -555,3 +555,241 @@ async fn impersonation_is_recorded_on_every_entry() {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
+
+/// Sends `n` logins at once straight to the router; returns the statuses.
+async fn concurrent_logins(
+    app: &axum::Router,
+    n: usize,
+    attempt: impl Fn(usize) -> (String, String, String),
+) -> Vec<u16> {
+    use tower::ServiceExt;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (email, password, from) = attempt(i);
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut req = Request::post("/api/v1/session")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({ "email": email, "password": password }).to_string(),
+                ))
+                .unwrap();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(std::net::SocketAddr::new(
+                    ip(&from),
+                    40000,
+                )));
+            app.oneshot(req).await.unwrap().status().as_u16()
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn count(statuses: &[u16], s: u16) -> usize {
+    statuses.iter().filter(|x| **x == s).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_wrong_passwords_cannot_outrun_the_throttle() {
+    let fx = Fixture::new();
+    // 200 at once for one account from one address: exactly the limit is judged.
+    let one = concurrent_logins(&fx.app, 200, |_| {
+        (
+            "a@fixture.test".into(),
+            "wrong-password".into(),
+            "192.0.2.60".into(),
+        )
+    })
+    .await;
+    assert_eq!(count(&one, 401), 5, "{one:?}");
+    assert_eq!(
+        count(&one, 401) + count(&one, 429) + count(&one, 503),
+        200,
+        "{one:?}"
+    );
+    // 200 at once from one address over many accounts: the address's limit.
+    let spray = concurrent_logins(&fx.app, 200, |i| {
+        (
+            format!("nobody{i}@fixture.test"),
+            "wrong-password".into(),
+            "192.0.2.61".into(),
+        )
+    })
+    .await;
+    assert_eq!(count(&spray, 401), 20, "{spray:?}");
+    assert_eq!(
+        count(&spray, 401) + count(&spray, 429) + count(&spray, 503),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_guesser_elsewhere_does_not_lock_the_owner_out() {
+    let fx = Fixture::new();
+    // The owner has logged in from home before.
+    let (s, _, _) = login(&fx, "a@fixture.test", PASSWORD, "203.0.113.10").await;
+    assert_eq!(s, StatusCode::OK);
+    // A guesser from one address, then from many, until every counter is past its limit.
+    for i in 0..60 {
+        login(
+            &fx,
+            "a@fixture.test",
+            "wrong-password",
+            &format!("198.51.100.{}", i / 5),
+        )
+        .await;
+    }
+    let (s, _, _) = login(&fx, "a@fixture.test", PASSWORD, "198.51.100.0").await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the guesser's address stays held back"
+    );
+    let (s, _, _) = login(&fx, "a@fixture.test", PASSWORD, "192.0.2.200").await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a new address for the attacked account waits"
+    );
+    let (s, _, b) = login(&fx, "a@fixture.test", PASSWORD, "203.0.113.10").await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the owner at a known address gets in: {b}"
+    );
+}
+
+#[tokio::test]
+async fn a_noisy_neighbour_does_not_lock_out_known_users_behind_the_same_address() {
+    let fx = Fixture::with_config(|c| c.auth.max_failures_per_ip = 4);
+    let nat = "192.0.2.70";
+    let (s, _, _) = login(&fx, "b@fixture.test", PASSWORD, nat).await;
+    assert_eq!(s, StatusCode::OK);
+    for i in 0..8 {
+        login(&fx, &format!("user{i}@fixture.test"), "wrong-password", nat).await;
+    }
+    let (s, _, _) = login(&fx, "a1@fixture.test", PASSWORD, nat).await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an account new to the address waits"
+    );
+    let (s, _, b) = login(&fx, "b@fixture.test", PASSWORD, nat).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a user known at the address gets in: {b}"
+    );
+}
+
+#[tokio::test]
+async fn the_throttle_survives_a_restart() {
+    let fx = Fixture::new();
+    for _ in 0..5 {
+        login(&fx, "a@fixture.test", "wrong-password", "192.0.2.80").await;
+    }
+    // A second controller on the same data directory: what a restart sees.
+    let state = outpost_controller::bootstrap::open(common::test_config(fx.dir.path())).unwrap();
+    let restarted = outpost_controller::app(state);
+    let statuses = concurrent_logins(&restarted, 1, |_| {
+        (
+            "a@fixture.test".into(),
+            PASSWORD.into(),
+            "192.0.2.80".into(),
+        )
+    })
+    .await;
+    assert_eq!(statuses, [429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_checks_in_flight_are_bounded() {
+    // One check at a time, two waiting, and a cost that makes checks overlap.
+    let fx = Fixture::with_config(|c| {
+        c.auth.max_concurrent_password_checks = 1;
+        c.auth.max_queued_password_checks = 2;
+        c.auth.argon2_memory_kib = 32 * 1024;
+        c.auth.argon2_iterations = 2;
+    });
+    let statuses = concurrent_logins(&fx.app, 40, |i| {
+        (
+            format!("nobody{i}@fixture.test"),
+            "wrong-password".into(),
+            format!("198.51.100.{i}"),
+        )
+    })
+    .await;
+    assert!(count(&statuses, 503) > 0, "{statuses:?}");
+    assert_eq!(
+        count(&statuses, 401) + count(&statuses, 503),
+        40,
+        "{statuses:?}"
+    );
+    // Refused attempts were not counted: each address may still try.
+    let (s, _, _) = login(&fx, "a@fixture.test", PASSWORD, "198.51.100.1").await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let fx = Fixture::new();
+    let secret = fx.secret(Who::A).unwrap();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let req = Request::get("/api/v1/me")
+            .header(header::AUTHORIZATION, format!("{scheme} {secret}"))
+            .body(Body::empty())
+            .unwrap();
+        let (s, _, b) = fx.send(req, ip("203.0.113.10")).await;
+        assert_eq!(s, StatusCode::OK, "{scheme}: {b}");
+    }
+    let req = Request::get("/api/v1/me")
+        .header(header::AUTHORIZATION, format!("Basic {secret}"))
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, _) = fx.send(req, ip("203.0.113.10")).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "another scheme is not a bearer"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_revoked_token_answers_the_same_and_is_recorded_once() {
+    let fx = Fixture::new();
+    let id = fx.tokens[&Who::A];
+    let path = format!("/api/v1/tokens/{id}");
+    let (s1, _) = fx.call(Who::A, Method::DELETE, &path, None).await;
+    let entries = fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'api_token.revoke'");
+    let (s2, _) = fx.call(Who::A, Method::DELETE, &path, None).await;
+    assert_eq!((s1, s2), (StatusCode::NO_CONTENT, StatusCode::NO_CONTENT));
+    assert_eq!(entries, 1);
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'api_token.revoke'"),
+        1,
+        "no second entry"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_and_an_oversized_body_answer_the_error_body() {
+    let fx = Fixture::new();
+    let (s, b) = fx.call(Who::A, Method::PUT, "/api/v1/me", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&b), "method_not_allowed");
+    let big = "x".repeat(3 * 1024 * 1024);
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::PATCH,
+            &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+            Some(json!({ "notes": big })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    assert_eq!(error_code(&b), "body_too_large");
+}

@@ -14,6 +14,7 @@ pub mod session;
 pub mod site;
 pub mod subscriber;
 pub mod tenant;
+pub mod throttle;
 pub mod user;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0003_agents.sql"),
     include_str!("../../../migrations/controller/0004_branding.sql"),
     include_str!("../../../migrations/controller/0005_retention.sql"),
+    include_str!("../../../migrations/controller/0006_login_throttle.sql"),
 ];
 
 const READERS: usize = 4;

@@ -14,6 +14,8 @@ pub struct Pruned {
     pub idempotency: usize,
     pub agent_events: usize,
     pub feed: usize,
+    /// Failed-login counters and known login addresses (see `db::throttle`).
+    pub logins: usize,
 }
 
 /// Deletes at most this many rows per statement, so the single writer is never held

@@ -273,6 +273,15 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenan
     .ok_or_else(|| ApiError::not_found("reseller"))
 }
 
+/// A tenant whose own rows (ledger, renewals, revenue) the actor may read, with the scope
+/// over them. 404 for anything else, including a manager's child tenants: see
+/// [`Scope::narrowed_to`].
+pub fn rows_scope(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<(Tenant, Scope)> {
+    get(conn, id)?
+        .and_then(|t| scope.narrowed_to(t.id, &t.path).map(|s| (t, s)))
+        .ok_or_else(|| ApiError::not_found("reseller"))
+}
+
 /// A reseller record the actor may change: strictly below it (a manager: its tenant's children).
 pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenant> {
     let (pred, mut args) = scope.manages_tenant("t");

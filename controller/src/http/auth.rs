@@ -7,10 +7,7 @@
 //!   only behind a configured trusted proxy) and user agent.
 //! - Login, logout, `me`, password change, API tokens and impersonation live here too.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -29,6 +26,7 @@ use super::{ApiJson, ApiPath, AppState};
 use crate::crypto::new_bearer;
 use crate::db::audit::{self, Entry, SecurityEvent, Who};
 use crate::db::tenant::{self, Reseller, Tenant, TenantStatus};
+use crate::db::throttle::{self, Verdict};
 use crate::db::user::{self, User, UserRow, UserStatus};
 use crate::db::{self as store, session};
 use crate::error::{ApiError, ApiResult};
@@ -115,10 +113,12 @@ impl FromRequestParts<AppState> for ClientMeta {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
+    // The scheme name is case-insensitive (RFC 7235 §2.1).
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        && let Some(t) = v.strip_prefix("Bearer ")
+        && let Some((scheme, t)) = v.trim_start().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(t.trim().to_string());
     }
@@ -245,51 +245,6 @@ impl FromRequestParts<AppState> for Actor {
     }
 }
 
-/// Sliding-window counter of failed logins, per email and per client address.
-/// Kept in memory: a restart forgets it, which only ever loosens the throttle.
-#[derive(Default)]
-pub struct Throttle {
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl Throttle {
-    const MAX_KEYS: usize = 100_000;
-
-    /// Seconds to wait if `key` has `max` failures within `window`.
-    pub fn blocked(&self, key: &str, max: u32, window: Duration) -> Option<u64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let q = map.get_mut(key)?;
-        let now = Instant::now();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            q.pop_front();
-        }
-        if q.len() >= max as usize {
-            let oldest = *q.front().expect("non-empty");
-            Some((window - now.duration_since(oldest)).as_secs().max(1))
-        } else {
-            None
-        }
-    }
-
-    pub fn fail(&self, key: &str, window: Duration) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= Self::MAX_KEYS {
-            let now = Instant::now();
-            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
-        }
-        map.entry(key.to_string())
-            .or_default()
-            .push_back(Instant::now());
-    }
-
-    pub fn clear(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
@@ -337,35 +292,45 @@ async fn login(
     meta: ClientMeta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
-    let cfg = &state.config.auth;
-    let window = Duration::from_secs(cfg.failure_window_secs);
+    let cfg = state.config.auth.clone();
     let email = req.email.trim().to_ascii_lowercase();
-    let email_key = format!("email:{email}");
-    let ip_key = format!("ip:{}", meta.ip);
-    let blocked = state
-        .throttle
-        .blocked(&email_key, cfg.max_failures_per_email, window)
-        .or_else(|| {
-            state
-                .throttle
-                .blocked(&ip_key, cfg.max_failures_per_ip, window)
-        });
-    if let Some(wait) = blocked {
-        let who = meta.anonymous(&email, OPERATOR_TENANT, None);
-        let event = SecurityEvent::new(
-            who,
-            "security.login_throttled",
-            json!({ "email": email, "retry_after": wait }),
-        );
-        state
-            .db
-            .write(move |tx| audit::record_security(tx, &event))
-            .await?;
-        return Err(ApiError::too_many(
-            format!("too many failed logins; try again in {wait} seconds"),
-            wait,
-        ));
-    }
+    let attempt = throttle::Attempt {
+        email: email.clone(),
+        ip: meta.ip.to_string(),
+    };
+    // A slot before anything is counted: an attempt refused for want of one (503) has
+    // not been judged, and one that is throttled costs no hashing.
+    let slot = state.password_checks.slot().await?;
+    let (a, c, who) = (
+        attempt.clone(),
+        cfg.clone(),
+        meta.anonymous(&email, OPERATOR_TENANT, None),
+    );
+    // Counted before the password is hashed, so concurrent attempts cannot outrun it.
+    let verdict = state
+        .db
+        .write(move |tx| {
+            let v = throttle::reserve(tx, &c, &a, crate::db::now())?;
+            if let Verdict::Blocked { retry_after } = v {
+                let event = SecurityEvent::new(
+                    who,
+                    "security.login_throttled",
+                    json!({ "email": a.email, "retry_after": retry_after }),
+                );
+                audit::record_security(tx, &event)?;
+            }
+            Ok(v)
+        })
+        .await?;
+    let known = match verdict {
+        Verdict::Blocked { retry_after } => {
+            return Err(ApiError::too_many(
+                format!("too many failed logins; try again in {retry_after} seconds"),
+                retry_after,
+            ));
+        }
+        Verdict::Counted { known } => known,
+    };
 
     let (hasher, db) = (state.hasher.clone(), state.db.clone());
     let lookup_email = email.clone();
@@ -373,21 +338,21 @@ async fn login(
         .read(move |c| user::get_by_email(c, &lookup_email))
         .await?;
     let password = req.password.clone();
-    let (found, ok) = tokio::task::spawn_blocking(move || match found {
-        Some(u) => {
-            let ok = hasher.verify(&password, &u.password_hash);
-            (Some(u), ok)
-        }
-        None => {
-            hasher.verify_dummy(&password);
-            (None, false)
-        }
-    })
-    .await?;
+    let (found, ok) = slot
+        .run(move || match found {
+            Some(u) => {
+                let ok = hasher.verify(&password, &u.password_hash);
+                (Some(u), ok)
+            }
+            None => {
+                hasher.verify_dummy(&password);
+                (None, false)
+            }
+        })
+        .await?;
 
     let Some(u) = found.filter(|_| ok) else {
-        state.throttle.fail(&email_key, window);
-        state.throttle.fail(&ip_key, window);
+        // Already counted by `reserve`.
         let who = meta.anonymous(&email, OPERATOR_TENANT, None);
         let event = SecurityEvent::new(who, "security.login_failed", json!({ "email": email }));
         state
@@ -400,7 +365,10 @@ async fn login(
             "email or password is incorrect",
         ));
     };
-    state.throttle.clear(&email_key);
+    state
+        .db
+        .write(move |tx| throttle::succeeded(tx, &cfg, &attempt, known, crate::db::now()))
+        .await?;
 
     let path = u.tenant_path.clone();
     let chain = state.db.read(move |c| tenant::chain(c, &path)).await?;
@@ -540,18 +508,20 @@ async fn change_password(
         .ok_or_else(|| ApiError::not_found("user"))?;
     let hasher = state.hasher.clone();
     let stored = u.password_hash.clone();
-    let (ok, new_hash) = tokio::task::spawn_blocking(move || {
-        let ok = hasher.verify(&req.current_password, &stored);
-        (
-            ok,
-            if ok {
-                hasher.hash(&req.new_password).ok()
-            } else {
-                None
-            },
-        )
-    })
-    .await?;
+    let slot = state.password_checks.slot().await?;
+    let (ok, new_hash) = slot
+        .run(move || {
+            let ok = hasher.verify(&req.current_password, &stored);
+            (
+                ok,
+                if ok {
+                    hasher.hash(&req.new_password).ok()
+                } else {
+                    None
+                },
+            )
+        })
+        .await?;
     if !ok {
         return Err(ApiError::unprocessable(
             "wrong_password",
@@ -652,11 +622,16 @@ async fn revoke_token(
         .db
         .write(move |tx| {
             let before = session::get_token(tx, uid, id)?;
+            // Revoking a revoked token is the same answer and no new entry.
+            if before.revoked {
+                return Ok(());
+            }
             session::revoke(tx, &Credential::ApiToken { id })?;
             audit::record(
                 tx,
                 &Entry::new(&who, tid, "api_token.revoke", "api_token", id).before(&before),
-            )
+            )?;
+            Ok(())
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -748,19 +723,5 @@ mod tests {
             client_ip("10.0.0.2".parse().unwrap(), &g, &trusted),
             "10.0.0.2".parse::<IpAddr>().unwrap()
         );
-    }
-
-    #[test]
-    fn throttle_blocks_after_max_failures_and_clears() {
-        let t = Throttle::default();
-        let w = Duration::from_secs(60);
-        for _ in 0..3 {
-            assert!(t.blocked("k", 3, w).is_none());
-            t.fail("k", w);
-        }
-        let wait = t.blocked("k", 3, w).expect("blocked");
-        assert!((1..=60).contains(&wait));
-        t.clear("k");
-        assert!(t.blocked("k", 3, w).is_none());
     }
 }

@@ -28,7 +28,7 @@ use crate::db::subscriber::{self, parse_time};
 use crate::db::tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::money::decimal_str;
-use crate::scope::{Actor, Permission, Scope};
+use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -623,17 +623,11 @@ async fn statement(
     let rows = st
         .db
         .read(move |c| {
-            let t = tenant::get_visible(c, &scope, id)?;
+            let (t, over) = tenant::rows_scope(c, &scope, id)?;
+            // The statement is the tenant's own account: its rows alone, not its
+            // descendants'.
             f.tenant_id = Some(t.id);
-            ledger::list(
-                c,
-                &Scope::Direct { tenant_id: t.id },
-                &f,
-                since,
-                until,
-                after,
-                limit + 1,
-            )
+            ledger::list(c, &over, &f, since, until, after, limit + 1)
         })
         .await?;
     let entries: Vec<LedgerEntry> = rows.iter().map(|r| r.view(&st.currency)).collect();
@@ -764,14 +758,7 @@ async fn summary(
     let periods = st
         .db
         .read(move |c| {
-            let t = tenant::get_visible(c, &scope, tenant_id)?;
-            let over = match scope {
-                Scope::Direct { .. } => Scope::Direct { tenant_id: t.id },
-                Scope::Subtree { .. } => Scope::Subtree {
-                    tenant_id: t.id,
-                    path: t.path.clone(),
-                },
-            };
+            let (_, over) = tenant::rows_scope(c, &scope, tenant_id)?;
             ledger::summary(c, &over, monthly, since, until, &cur)
         })
         .await?;

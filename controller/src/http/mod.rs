@@ -37,7 +37,8 @@ pub struct AppState {
     pub secrets: SecretBox,
     pub hasher: PasswordHasherCfg,
     pub config: Arc<Config>,
-    pub throttle: Arc<auth::Throttle>,
+    /// Bounds concurrent password checks (see [`crate::crypto::PasswordGate`]).
+    pub password_checks: Arc<crate::crypto::PasswordGate>,
     pub currency: crate::money::Currency,
 }
 
@@ -50,8 +51,11 @@ impl AppState {
             secrets,
             hasher,
             currency: config.currency(),
+            password_checks: Arc::new(crate::crypto::PasswordGate::new(
+                config.auth.max_concurrent_password_checks,
+                config.auth.max_queued_password_checks,
+            )),
             config: Arc::new(config),
-            throttle: Arc::new(auth::Throttle::default()),
         })
     }
 }
@@ -114,6 +118,13 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let router = router
         .layer(Extension(OpenApiJson(json)))
         .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this path does not answer that method",
+            )
+        })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
     (router, spec)
@@ -149,6 +160,11 @@ impl From<JsonRejection> for ApiError {
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with 'Content-Type: application/json'",
+            ),
+            other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the body is larger than the server accepts",
             ),
             other => ApiError::bad_request("bad_body", other.body_text()),
         }

@@ -97,7 +97,11 @@ async fn create(
     let perms = grant(&actor, input.kind, &input.permissions, input.preset)?;
     let hasher = st.hasher.clone();
     let password = input.password.clone();
-    let hash = tokio::task::spawn_blocking(move || hasher.hash(&password))
+    let hash = st
+        .password_checks
+        .slot()
+        .await?
+        .run(move || hasher.hash(&password))
         .await?
         .map_err(|e| ApiError::internal(&e))?;
     let created = st
@@ -187,7 +191,10 @@ async fn update(
         Some(pw) => {
             let hasher = st.hasher.clone();
             Some(
-                tokio::task::spawn_blocking(move || hasher.hash(&pw))
+                st.password_checks
+                    .slot()
+                    .await?
+                    .run(move || hasher.hash(&pw))
                     .await?
                     .map_err(|e| ApiError::internal(&e))?,
             )
