@@ -158,10 +158,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
-                tracing::info!(%addr, "outpost-controller listening");
-                println!(
-                    "Listening on http://{addr}  (API: /api/v1, OpenAPI: /api/v1/openapi.json)"
-                );
+                // With port 0 the kernel picks the port: report the address actually
+                // bound, in one line tests and tools parse.
+                let bound = listener
+                    .local_addr()
+                    .context("cannot read the bound address")?;
+                tracing::info!(addr = %bound, "outpost-controller listening (API: /api/v1, OpenAPI: /api/v1/openapi.json)");
+                println!("listening on http://{bound}");
                 axum::serve(
                     listener,
                     outpost_controller::app(state)
