@@ -20,10 +20,13 @@ pub mod bootstrap;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod money;
 pub mod scope;
+pub mod security;
 
 pub use http::AppState;
 

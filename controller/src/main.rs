@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use outpost_controller::bootstrap;
 use outpost_controller::config::Config;
 use outpost_controller::db::audit::Verdict;
+use outpost_controller::{bootstrap, demo, jobs};
 
 #[derive(Parser)]
 #[command(
@@ -145,7 +145,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  email:    {email}");
                 println!("  password: {password}");
             }
-            if demo && let Some(logins) = bootstrap::seed_demo(&state)? {
+            if demo && let Some(logins) = demo::seed_demo(&state)? {
                 println!("Seeded the demo installation. Logins (one shared password, shown once):");
                 for l in &logins {
                     println!("  {:<32} {:<34} {}", l.role, l.email, l.password);
@@ -153,8 +153,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                tokio::spawn(bootstrap::sweep_loop(state.clone()));
-                tokio::spawn(bootstrap::retention_loop(state.clone()));
+                tokio::spawn(jobs::sweep_loop(state.clone()));
+                tokio::spawn(jobs::retention_loop(state.clone()));
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;

@@ -240,7 +240,7 @@ fn a_database_from_a_newer_release_is_refused() {
 fn demo_seed_builds_a_believable_installation() {
     let dir = tempfile::tempdir().unwrap();
     let state = outpost_controller::bootstrap::open(common::test_config(dir.path())).unwrap();
-    let logins = outpost_controller::bootstrap::seed_demo(&state)
+    let logins = outpost_controller::demo::seed_demo(&state)
         .unwrap()
         .expect("seeded");
     assert!(logins.len() >= 6);
@@ -263,7 +263,7 @@ fn demo_seed_builds_a_believable_installation() {
     assert!(n("SELECT count(*) FROM sites") >= 3);
     assert!(n("SELECT count(*) FROM nas") >= 3);
     assert!(
-        outpost_controller::bootstrap::seed_demo(&state)
+        outpost_controller::demo::seed_demo(&state)
             .unwrap()
             .is_none(),
         "seeding twice"

@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::Cached;
 use crate::config::AgentsConfig;
 use crate::crypto::{SecretBox, sha256};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// An enrollment token as listed (its secret is shown only at creation).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -56,7 +56,7 @@ pub fn create_token(
     created_by: i64,
     ttl_secs: i64,
     secret: &str,
-) -> ApiResult<EnrollmentToken> {
+) -> Result<EnrollmentToken> {
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO enrollment_tokens (site_id, token_hash, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -69,7 +69,7 @@ pub fn create_token(
     )?)
 }
 
-pub fn list_tokens(conn: &Connection, site_id: i64) -> ApiResult<Vec<EnrollmentToken>> {
+pub fn list_tokens(conn: &Connection, site_id: i64) -> Result<Vec<EnrollmentToken>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, site_id, created_at, expires_at, used_at, agent_id FROM enrollment_tokens WHERE site_id = ?1 ORDER BY id",
     )?;
@@ -84,7 +84,7 @@ pub struct AgentIdentity {
     pub site_id: i64,
 }
 
-pub fn authenticate(conn: &Connection, secret: &str) -> ApiResult<Option<AgentIdentity>> {
+pub fn authenticate(conn: &Connection, secret: &str) -> Result<Option<AgentIdentity>> {
     if !secret.starts_with("opa_") {
         return Ok(None);
     }
@@ -102,10 +102,10 @@ pub fn authenticate(conn: &Connection, secret: &str) -> ApiResult<Option<AgentId
         .optional()?)
 }
 
-fn validate_enroll(req: &proto::EnrollRequest) -> ApiResult<()> {
+fn validate_enroll(req: &proto::EnrollRequest) -> Result<()> {
     use base64::Engine;
     if req.protocol_version != proto::PROTOCOL_VERSION {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "protocol_mismatch",
             format!(
                 "this controller speaks agent protocol {}, the agent {}: upgrade the older one",
@@ -118,20 +118,18 @@ fn validate_enroll(req: &proto::EnrollRequest) -> ApiResult<()> {
         .decode(req.wireguard_public_key.trim())
         .unwrap_or_default();
     if key.len() != 32 {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "wireguard_public_key must be a base64 WireGuard key (32 bytes)",
         ));
     }
     let h = req.hostname.trim();
     if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "hostname must be 1 to 253 characters without spaces",
         ));
     }
     if req.agent_version.is_empty() || req.agent_version.len() > 64 {
-        return Err(ApiError::invalid(
-            "agent_version must be 1 to 64 characters",
-        ));
+        return Err(Error::invalid("agent_version must be 1 to 64 characters"));
     }
     Ok(())
 }
@@ -143,7 +141,7 @@ pub fn enroll(
     req: &proto::EnrollRequest,
     credential: &str,
     cfg: &AgentsConfig,
-) -> ApiResult<proto::EnrollResponse> {
+) -> Result<proto::EnrollResponse> {
     validate_enroll(req)?;
     let now = super::now();
     let token: Option<(i64, i64)> = conn
@@ -154,8 +152,8 @@ pub fn enroll(
         )
         .optional()?;
     let Some((token_id, site_id)) = token else {
-        return Err(ApiError::new(
-            axum::http::StatusCode::UNAUTHORIZED,
+        return Err(Error::new(
+            crate::error::ErrorKind::Unauthenticated,
             "invalid_token",
             "the enrollment token is not valid: unknown, already used or expired; create a new one for the site",
         ));
@@ -199,7 +197,7 @@ pub fn enroll(
 }
 
 /// The lowest free host address of the tunnel network (live agents keep theirs).
-fn allocate_address(conn: &Connection, cfg: &AgentsConfig) -> ApiResult<Ipv4Addr> {
+fn allocate_address(conn: &Connection, cfg: &AgentsConfig) -> Result<Ipv4Addr> {
     let used: BTreeSet<String> = {
         let mut stmt =
             conn.prepare_cached("SELECT tunnel_address FROM agents WHERE revoked_at IS NULL")?;
@@ -210,7 +208,7 @@ fn allocate_address(conn: &Connection, cfg: &AgentsConfig) -> ApiResult<Ipv4Addr
         .hosts()
         .find(|a| *a != cfg.controller_tunnel_address && !used.contains(&a.to_string()))
         .ok_or_else(|| {
-            ApiError::conflict(
+            Error::conflict(
                 "tunnel_network_full",
                 "agents.tunnel_network has no free address left",
             )
@@ -218,7 +216,7 @@ fn allocate_address(conn: &Connection, cfg: &AgentsConfig) -> ApiResult<Ipv4Addr
 }
 
 /// The newest revision of a site's feed.
-pub fn site_head(conn: &Connection, site_id: i64) -> ApiResult<u64> {
+pub fn site_head(conn: &Connection, site_id: i64) -> Result<u64> {
     Ok(conn.cached_row(
         "SELECT coalesce(max(revision), 0) FROM site_changes WHERE site_id = ?1",
         [site_id],
@@ -227,7 +225,7 @@ pub fn site_head(conn: &Connection, site_id: i64) -> ApiResult<u64> {
 }
 
 /// Paths of disabled tenants: a subscriber below any of them is disabled at the edge.
-fn disabled_paths(conn: &Connection) -> ApiResult<Vec<String>> {
+fn disabled_paths(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT path FROM tenants WHERE status = 'disabled'")?;
     let rows = stmt.query_map([], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -242,7 +240,7 @@ fn subscribers(
     where_: &str,
     args: &[&dyn rusqlite::ToSql],
     secrets: &SecretBox,
-) -> ApiResult<Vec<proto::SubscriberState>> {
+) -> Result<Vec<proto::SubscriberState>> {
     let off = disabled_paths(conn)?;
     let mut stmt = conn.prepare_cached(&format!("{SUB_SELECT} WHERE {where_} ORDER BY s.id"))?;
     let mut rows = stmt.query(args)?;
@@ -264,7 +262,7 @@ fn subscribers(
         out.push(proto::SubscriberState {
             id: r.get(0)?,
             username: r.get(1)?,
-            password: secrets.open(&sealed).map_err(|e| ApiError::internal(&e))?,
+            password: secrets.open(&sealed).map_err(|e| Error::internal(&e))?,
             status,
             expires_at: r.get(4)?,
             static_ipv4: r.get(5)?,
@@ -290,7 +288,7 @@ fn nas_list(
     where_: &str,
     args: &[&dyn rusqlite::ToSql],
     secrets: &SecretBox,
-) -> ApiResult<Vec<proto::NasState>> {
+) -> Result<Vec<proto::NasState>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, ip, secret_sealed, kind, coa_port, require_message_authenticator FROM nas WHERE {where_} ORDER BY id"
     ))?;
@@ -301,7 +299,7 @@ fn nas_list(
         out.push(proto::NasState {
             id: r.get(0)?,
             ip: r.get(1)?,
-            secret: secrets.open(&sealed).map_err(|e| ApiError::internal(&e))?,
+            secret: secrets.open(&sealed).map_err(|e| Error::internal(&e))?,
             kind: match r.get::<_, String>(3)?.as_str() {
                 "mikrotik" => proto::NasKind::Mikrotik,
                 "accel-ppp" => proto::NasKind::AccelPpp,
@@ -314,7 +312,7 @@ fn nas_list(
     Ok(out)
 }
 
-fn settings(conn: &Connection, site_id: i64) -> ApiResult<proto::SiteSettings> {
+fn settings(conn: &Connection, site_id: i64) -> Result<proto::SiteSettings> {
     Ok(conn.cached_row(
         "SELECT acct_interim_interval_secs, shaping_enabled FROM sites WHERE id = ?1",
         [site_id],
@@ -332,7 +330,7 @@ pub fn snapshot(
     conn: &Connection,
     site_id: i64,
     secrets: &SecretBox,
-) -> ApiResult<proto::StateResponse> {
+) -> Result<proto::StateResponse> {
     Ok(proto::StateResponse {
         kind: proto::StateKind::Snapshot,
         revision: site_head(conn, site_id)?,
@@ -354,7 +352,7 @@ pub fn state(
     site_id: i64,
     since: u64,
     secrets: &SecretBox,
-) -> ApiResult<proto::StateResponse> {
+) -> Result<proto::StateResponse> {
     let tx = conn.unchecked_transaction()?;
     let head = site_head(&tx, site_id)?;
     if since == 0 || since > head {
@@ -445,7 +443,7 @@ pub fn state(
 }
 
 /// The effective brand of every tenant owning a subscriber at the site.
-fn site_brands(conn: &Connection, site_id: i64) -> ApiResult<Vec<proto::Brand>> {
+fn site_brands(conn: &Connection, site_id: i64) -> Result<Vec<proto::Brand>> {
     let mut owners = Vec::new();
     let mut stmt =
         conn.prepare_cached("SELECT DISTINCT tenant_id FROM subscribers WHERE site_id = ?1")?;
@@ -456,7 +454,7 @@ fn site_brands(conn: &Connection, site_id: i64) -> ApiResult<Vec<proto::Brand>> 
 }
 
 /// The hex SHA-256 of the site's state as the controller sees it.
-pub fn expected_digest(conn: &Connection, site_id: i64, secrets: &SecretBox) -> ApiResult<String> {
+pub fn expected_digest(conn: &Connection, site_id: i64, secrets: &SecretBox) -> Result<String> {
     let s = snapshot(conn, site_id, secrets)?;
     Ok(hex::encode(sha256(
         proto::digest_input(&s.subscribers, &s.nas).as_bytes(),
@@ -469,13 +467,13 @@ pub fn ack(
     who: AgentIdentity,
     a: &proto::Ack,
     secrets: &SecretBox,
-) -> ApiResult<Option<bool>> {
+) -> Result<Option<bool>> {
     if a.digest.len() != 64 || !a.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::invalid("digest must be a hex SHA-256"));
+        return Err(Error::invalid("digest must be a hex SHA-256"));
     }
     let head = site_head(conn, who.site_id)?;
     if a.revision > head {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "revision_ahead",
             format!(
                 "revision {} is ahead of this site's feed ({head}); fetch a snapshot",
@@ -495,7 +493,7 @@ pub fn ack(
     Ok(matches)
 }
 
-pub fn touch(conn: &Connection, who: AgentIdentity) -> ApiResult<()> {
+pub fn touch(conn: &Connection, who: AgentIdentity) -> Result<()> {
     conn.cached_exec(
         "UPDATE agents SET last_seen_at = ?2 WHERE id = ?1",
         params![who.agent_id, super::now()],
@@ -509,9 +507,9 @@ pub fn ingest(
     conn: &Connection,
     who: AgentIdentity,
     batch: &proto::EventBatch,
-) -> ApiResult<proto::EventsAccepted> {
+) -> Result<proto::EventsAccepted> {
     if batch.events.is_empty() || batch.events.len() > proto::MAX_BATCH {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "a batch holds 1 to {} events",
             proto::MAX_BATCH
         )));
@@ -520,7 +518,7 @@ pub fn ingest(
     let mut through = 0u64;
     for e in &batch.events {
         if e.seq == 0 || e.seq > i64::MAX as u64 {
-            return Err(ApiError::invalid("event seq must be 1 or more"));
+            return Err(Error::invalid("event seq must be 1 or more"));
         }
         let kind = match &e.body {
             proto::EventBody::Accounting(_) => "accounting",
@@ -548,7 +546,7 @@ pub fn ingest(
     Ok(proto::EventsAccepted { through })
 }
 
-fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> ApiResult<()> {
+fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
     match &e.body {
         proto::EventBody::Accounting(a) => {
             let subscriber: Option<i64> = conn
@@ -650,7 +648,7 @@ pub struct AgentStatus {
     pub in_sync: bool,
 }
 
-pub fn status(conn: &Connection, site_id: i64) -> ApiResult<AgentStatus> {
+pub fn status(conn: &Connection, site_id: i64) -> Result<AgentStatus> {
     let head = site_head(conn, site_id)?;
     conn.cached_row(
         "SELECT id, site_id, hostname, version, tunnel_address, enrolled_at, last_seen_at, applied_revision, digest_matches
@@ -675,7 +673,7 @@ pub fn status(conn: &Connection, site_id: i64) -> ApiResult<AgentStatus> {
         },
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("agent for this site"))
+    .ok_or_else(|| Error::not_found("agent for this site"))
 }
 
 /// An online session as the API shows it.
@@ -694,7 +692,7 @@ pub struct OnlineSession {
     pub output_octets: i64,
 }
 
-pub fn sessions_of(conn: &Connection, subscriber_id: i64) -> ApiResult<Vec<OnlineSession>> {
+pub fn sessions_of(conn: &Connection, subscriber_id: i64) -> Result<Vec<OnlineSession>> {
     let mut stmt = conn.prepare_cached(
         "SELECT site_id, nas_ip, session_id, username, framed_ip, calling_station_id, started_at, updated_at, session_time,
                 input_octets, output_octets
@@ -728,11 +726,7 @@ pub struct UsageDay {
     pub output_octets: i64,
 }
 
-pub fn usage_of(
-    conn: &Connection,
-    subscriber_id: i64,
-    since_day: &str,
-) -> ApiResult<Vec<UsageDay>> {
+pub fn usage_of(conn: &Connection, subscriber_id: i64, since_day: &str) -> Result<Vec<UsageDay>> {
     let mut stmt = conn.prepare_cached(
         "SELECT day, input_octets, output_octets FROM usage_daily WHERE subscriber_id = ?1 AND day >= ?2 ORDER BY day",
     )?;
@@ -772,7 +766,7 @@ pub fn site_events(
     kind: Option<&str>,
     before: Option<i64>,
     limit: u32,
-) -> ApiResult<Vec<SiteEvent>> {
+) -> Result<Vec<SiteEvent>> {
     let mut stmt = conn.prepare_cached(
         "SELECT agent_id, seq, at, received_at, type, body FROM agent_events
          WHERE site_id = ?1 AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR at < ?3)

@@ -22,7 +22,7 @@ use crate::db::agent::{
 };
 use crate::db::audit::{self, Entry, Who};
 use crate::db::{site, subscriber};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -42,8 +42,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct Agent(pub AgentIdentity);
 
 impl FromRequestParts<AppState> for Agent {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
         let secret = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -51,13 +51,13 @@ impl FromRequestParts<AppState> for Agent {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|s| s.trim().to_string())
             .ok_or_else(|| {
-                ApiError::unauthorized("agent credential required (Authorization: Bearer opa_…)")
+                Error::unauthorized("agent credential required (Authorization: Bearer opa_…)")
             })?;
         if let Some(v) = parts.headers.get(proto::PROTOCOL_HEADER) {
             let ok = v.to_str().ok().and_then(|v| v.parse::<u32>().ok())
                 == Some(proto::PROTOCOL_VERSION);
             if !ok {
-                return Err(ApiError::unprocessable(
+                return Err(Error::unprocessable(
                     "protocol_mismatch",
                     format!(
                         "this controller speaks agent protocol {}",
@@ -70,9 +70,7 @@ impl FromRequestParts<AppState> for Agent {
             .read(move |c| agent::authenticate(c, &secret))
             .await?
             .map(Agent)
-            .ok_or_else(|| {
-                ApiError::unauthorized("unknown or revoked agent credential; enroll again")
-            })
+            .ok_or_else(|| Error::unauthorized("unknown or revoked agent credential; enroll again"))
     }
 }
 
@@ -95,7 +93,7 @@ fn agent_who(a: AgentIdentity) -> Who {
 async fn enroll(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<proto::EnrollRequest>,
-) -> ApiResult<Json<proto::EnrollResponse>> {
+) -> Result<Json<proto::EnrollResponse>> {
     let credential = new_bearer("opa_");
     let cfg = st.config.agents.clone();
     let resp = st
@@ -135,7 +133,7 @@ async fn state(
     State(st): State<AppState>,
     Agent(me): Agent,
     ApiQuery(q): ApiQuery<StateParams>,
-) -> ApiResult<Json<proto::StateResponse>> {
+) -> Result<Json<proto::StateResponse>> {
     let wait = q.wait.unwrap_or(0).min(proto::MAX_WAIT_SECS);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     // Subscribe before reading, so a change committed in between still wakes us.
@@ -165,7 +163,7 @@ async fn ack(
     State(st): State<AppState>,
     Agent(me): Agent,
     ApiJson(a): ApiJson<proto::Ack>,
-) -> ApiResult<StatusCode> {
+) -> Result<StatusCode> {
     let secrets = st.secrets.clone();
     let matches = st
         .db
@@ -190,7 +188,7 @@ async fn events(
     State(st): State<AppState>,
     Agent(me): Agent,
     ApiJson(b): ApiJson<proto::EventBatch>,
-) -> ApiResult<Json<proto::EventsAccepted>> {
+) -> Result<Json<proto::EventsAccepted>> {
     let accepted = st
         .db
         .write(move |tx| {
@@ -215,7 +213,7 @@ async fn list_tokens(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Vec<EnrollmentToken>>> {
+) -> Result<Json<Vec<EnrollmentToken>>> {
     actor.require(Permission::ManageSites)?;
     let scope = actor.scope();
     Ok(Json(
@@ -238,11 +236,11 @@ async fn create_token(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(req): ApiJson<NewEnrollmentToken>,
-) -> ApiResult<(StatusCode, Json<CreatedEnrollmentToken>)> {
+) -> Result<(StatusCode, Json<CreatedEnrollmentToken>)> {
     actor.require(Permission::ManageSites)?;
     let ttl = req.ttl_hours.unwrap_or(24);
     if !(1..=168).contains(&ttl) {
-        return Err(ApiError::invalid("ttl_hours must be between 1 and 168"));
+        return Err(Error::invalid("ttl_hours must be between 1 and 168"));
     }
     let secret = new_bearer("ope_");
     let sec = secret.clone();
@@ -278,7 +276,7 @@ async fn agent_status(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<AgentStatus>> {
+) -> Result<Json<AgentStatus>> {
     actor.require(Permission::ManageSites)?;
     let scope = actor.scope();
     Ok(Json(
@@ -315,16 +313,16 @@ async fn site_events(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(f): ApiQuery<EventFilter>,
-) -> ApiResult<Json<Vec<crate::db::agent::SiteEvent>>> {
+) -> Result<Json<Vec<crate::db::agent::SiteEvent>>> {
     actor.require(Permission::ManageSites)?;
     let limit = f.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit must be 1 to 500"));
+        return Err(Error::invalid("limit must be 1 to 500"));
     }
     if let Some(k) = &f.kind
         && !["accounting", "auth_reject", "nas_sessions_closed", "coa"].contains(&k.as_str())
     {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "type must be accounting, auth_reject, nas_sessions_closed or coa",
         ));
     }
@@ -346,7 +344,7 @@ async fn sessions(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Vec<OnlineSession>>> {
+) -> Result<Json<Vec<OnlineSession>>> {
     actor.require(Permission::ViewCustomers)?;
     let scope = actor.scope();
     Ok(Json(
@@ -375,11 +373,11 @@ async fn usage(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<UsageParams>,
-) -> ApiResult<Json<Vec<UsageDay>>> {
+) -> Result<Json<Vec<UsageDay>>> {
     actor.require(Permission::ViewCustomers)?;
     let days = q.days.unwrap_or(30);
     if !(1..=366).contains(&days) {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "bad_days",
             "days must be between 1 and 366",
         ));

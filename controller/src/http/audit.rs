@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 use super::{ApiQuery, AppState, ErrorBody, Page, page, paging};
 use crate::db::audit::{self, AuditEntry, AuditFilter};
 use crate::db::subscriber::parse_time;
-use crate::error::ApiResult;
+use crate::error::Result;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -23,7 +23,7 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<AuditFilter>,
-) -> ApiResult<Json<Page<AuditEntry>>> {
+) -> Result<Json<Page<AuditEntry>>> {
     actor.require(Permission::ViewAuditLog)?;
     let since = f
         .since

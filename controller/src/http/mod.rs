@@ -5,7 +5,10 @@
 pub mod agent;
 pub mod audit;
 pub mod auth;
-pub mod billing;
+pub mod balances;
+mod error;
+pub mod ledger;
+pub mod plans;
 pub mod resellers;
 pub mod sites;
 pub mod subscribers;
@@ -28,7 +31,7 @@ use utoipa_axum::routes;
 use crate::config::Config;
 use crate::crypto::{PasswordHasherCfg, SecretBox};
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -102,7 +105,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(subscribers::router())
         .merge(sites::router())
         .merge(audit::router())
-        .merge(billing::router())
+        .merge(plans::router())
+        .merge(balances::router())
+        .merge(ledger::router())
         .merge(agent::router())
         .routes(routes!(openapi_json))
 }
@@ -113,7 +118,7 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
     let router = router
         .layer(Extension(OpenApiJson(json)))
-        .fallback(|| async { ApiError::not_found("route") })
+        .fallback(|| async { Error::not_found("route") })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state);
     (router, spec)
@@ -134,35 +139,35 @@ async fn openapi_json(Extension(OpenApiJson(json)): Extension<OpenApiJson>) -> i
 
 /// JSON body extractor whose rejections use the API's error body.
 #[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+#[from_request(via(axum::Json), rejection(Error))]
 pub struct ApiJson<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
+impl From<JsonRejection> for Error {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            JsonRejection::JsonSyntaxError(e) => Error::bad_request(
                 "malformed_json",
                 format!("the body is not valid JSON: {}", inner(&e)),
             ),
-            JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_field", inner(&e)),
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JsonRejection::JsonDataError(e) => Error::unprocessable("invalid_field", inner(&e)),
+            JsonRejection::MissingJsonContentType(_) => Error::new(
+                crate::error::ErrorKind::UnsupportedMediaType,
                 "unsupported_media_type",
                 "send the body as JSON with 'Content-Type: application/json'",
             ),
-            other => ApiError::bad_request("bad_body", other.body_text()),
+            other => Error::bad_request("bad_body", other.body_text()),
         }
     }
 }
 
 /// Query-string extractor whose rejections use the API's error body.
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+#[from_request(via(axum::extract::Query), rejection(Error))]
 pub struct ApiQuery<T>(pub T);
 
-impl From<QueryRejection> for ApiError {
+impl From<QueryRejection> for Error {
     fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request(
+        Error::bad_request(
             "bad_query",
             format!("the query string is invalid: {}", inner(&r)),
         )
@@ -171,12 +176,12 @@ impl From<QueryRejection> for ApiError {
 
 /// Path extractor whose rejections use the API's error body.
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+#[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct ApiPath<T>(pub T);
 
-impl From<PathRejection> for ApiError {
+impl From<PathRejection> for Error {
     fn from(r: PathRejection) -> Self {
-        ApiError::bad_request("bad_path", format!("the URL is invalid: {}", inner(&r)))
+        Error::bad_request("bad_path", format!("the URL is invalid: {}", inner(&r)))
     }
 }
 
@@ -198,11 +203,11 @@ pub struct Page<T> {
 }
 
 /// Reads `cursor` and `limit`; returns (after_id, limit).
-pub fn paging(cursor: Option<&str>, limit: Option<u32>) -> ApiResult<(i64, u32)> {
+pub fn paging(cursor: Option<&str>, limit: Option<u32>) -> Result<(i64, u32)> {
     let after = match cursor {
         None | Some("") => 0,
         Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-            ApiError::bad_request(
+            Error::bad_request(
                 "bad_cursor",
                 "cursor must be a next_cursor from a previous page",
             )
@@ -210,7 +215,7 @@ pub fn paging(cursor: Option<&str>, limit: Option<u32>) -> ApiResult<(i64, u32)>
     };
     let limit = limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "bad_limit",
             "limit must be between 1 and 500",
         ));

@@ -10,7 +10,7 @@ use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging}
 use crate::db::audit::{self, Entry, Who};
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
-use crate::error::ApiResult;
+use crate::error::Result;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,7 +27,7 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<ResellerFilter>,
-) -> ApiResult<Json<Page<Reseller>>> {
+) -> Result<Json<Page<Reseller>>> {
     actor.require(Permission::ManageResellers)?;
     let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
@@ -50,7 +50,7 @@ async fn create(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewReseller>,
-) -> ApiResult<(StatusCode, Json<Reseller>)> {
+) -> Result<(StatusCode, Json<Reseller>)> {
     actor.require(Permission::ManageResellers)?;
     let max_depth = st.config.tree.max_depth;
     let cur = st.currency.clone();
@@ -84,7 +84,7 @@ async fn get(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Reseller>> {
+) -> Result<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
     let scope = actor.scope();
     let cur = st.currency.clone();
@@ -110,7 +110,7 @@ async fn update(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<ResellerPatch>,
-) -> ApiResult<Json<Reseller>> {
+) -> Result<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
     let cur = st.currency.clone();
     let view = st
@@ -139,7 +139,7 @@ async fn get_brand(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<BrandView>> {
+) -> Result<Json<BrandView>> {
     actor.require(Permission::ManageBranding)?;
     let scope = actor.scope();
     let view = st
@@ -164,7 +164,7 @@ async fn set_brand(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(settings): ApiJson<BrandSettings>,
-) -> ApiResult<Json<BrandView>> {
+) -> Result<Json<BrandView>> {
     actor.require(Permission::ManageBranding)?;
     let view = st
         .db

@@ -11,7 +11,7 @@ use crate::db::audit::{self, Entry, Who};
 use crate::db::nas::{self, Nas, NasFilter, NasPatch, NewNas};
 use crate::db::site::{self, NewSite, Site, SiteFilter, SitePatch};
 use crate::db::tenant;
-use crate::error::ApiResult;
+use crate::error::Result;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -29,7 +29,7 @@ async fn list_sites(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<SiteFilter>,
-) -> ApiResult<Json<Page<Site>>> {
+) -> Result<Json<Page<Site>>> {
     actor.require(Permission::ManageSites)?;
     let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
@@ -48,7 +48,7 @@ async fn create_site(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewSite>,
-) -> ApiResult<(StatusCode, Json<Site>)> {
+) -> Result<(StatusCode, Json<Site>)> {
     actor.require(Permission::ManageSites)?;
     let s = st
         .db
@@ -72,7 +72,7 @@ async fn get_site(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Site>> {
+) -> Result<Json<Site>> {
     actor.require(Permission::ManageSites)?;
     let scope = actor.scope();
     Ok(Json(
@@ -91,7 +91,7 @@ async fn update_site(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<SitePatch>,
-) -> ApiResult<Json<Site>> {
+) -> Result<Json<Site>> {
     actor.require(Permission::ManageSites)?;
     let s = st
         .db
@@ -123,7 +123,7 @@ async fn list_nas(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<NasFilter>,
-) -> ApiResult<Json<Page<Nas>>> {
+) -> Result<Json<Page<Nas>>> {
     actor.require(Permission::ManageSites)?;
     let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
@@ -142,7 +142,7 @@ async fn create_nas(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewNas>,
-) -> ApiResult<(StatusCode, Json<Nas>)> {
+) -> Result<(StatusCode, Json<Nas>)> {
     actor.require(Permission::ManageSites)?;
     let secrets = st.secrets.clone();
     let n = st
@@ -167,7 +167,7 @@ async fn get_nas(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Nas>> {
+) -> Result<Json<Nas>> {
     actor.require(Permission::ManageSites)?;
     let scope = actor.scope();
     let secrets = st.secrets.clone();
@@ -187,7 +187,7 @@ async fn update_nas(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<NasPatch>,
-) -> ApiResult<Json<Nas>> {
+) -> Result<Json<Nas>> {
     actor.require(Permission::ManageSites)?;
     let secrets = st.secrets.clone();
     let n = st

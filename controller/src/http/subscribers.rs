@@ -14,7 +14,7 @@ use crate::db::subscriber::{
     SubscriberPatch,
 };
 use crate::db::tenant;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -31,7 +31,7 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<SubscriberFilter>,
-) -> ApiResult<Json<Page<Subscriber>>> {
+) -> Result<Json<Page<Subscriber>>> {
     actor.require(Permission::ViewCustomers)?;
     let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
@@ -50,7 +50,7 @@ async fn create(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewSubscriber>,
-) -> ApiResult<(StatusCode, Json<Subscriber>)> {
+) -> Result<(StatusCode, Json<Subscriber>)> {
     actor.require(Permission::CreateCustomers)?;
     let secrets = st.secrets.clone();
     let show_password = actor.can(Permission::EditCustomers);
@@ -84,7 +84,7 @@ async fn get(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Subscriber>> {
+) -> Result<Json<Subscriber>> {
     actor.require(Permission::ViewCustomers)?;
     let scope = actor.scope();
     let secrets = actor
@@ -108,7 +108,7 @@ async fn update(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<SubscriberPatch>,
-) -> ApiResult<Json<Subscriber>> {
+) -> Result<Json<Subscriber>> {
     if p.status.is_some() {
         actor.require(Permission::SuspendReconnect)?;
     }
@@ -163,7 +163,7 @@ async fn bulk(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(req): ApiJson<BulkRequest>,
-) -> ApiResult<Json<BulkResult>> {
+) -> Result<Json<BulkResult>> {
     match req.action {
         BulkAction::Suspend | BulkAction::Reconnect => {
             actor.require(Permission::SuspendReconnect)?
@@ -174,15 +174,15 @@ async fn bulk(
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() || ids.len() > 1000 {
-        return Err(ApiError::invalid("ids must list 1 to 1000 subscribers"));
+        return Err(Error::invalid("ids must list 1 to 1000 subscribers"));
     }
     if req.action == BulkAction::SetReseller && req.tenant_id.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "set_reseller needs tenant_id: the reseller to move the subscribers to",
         ));
     }
     if req.action != BulkAction::SetReseller && req.tenant_id.is_some() {
-        return Err(ApiError::invalid("tenant_id applies to set_reseller only"));
+        return Err(Error::invalid("tenant_id applies to set_reseller only"));
     }
     let result = st
         .db

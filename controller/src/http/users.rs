@@ -11,7 +11,7 @@ use crate::db::audit::{self, Entry, Who};
 use crate::db::session;
 use crate::db::tenant::{self, Counted, validate_name};
 use crate::db::user::{self, NewUser, User, UserFilter, UserPatch, UserStatus};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::{Actor, OPERATOR_TENANT, PermSet, Permission, UserKind};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,7 +27,7 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<UserFilter>,
-) -> ApiResult<Json<Page<User>>> {
+) -> Result<Json<Page<User>>> {
     actor.require(Permission::ManageStaff)?;
     let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
@@ -49,14 +49,14 @@ fn grant(
     kind: UserKind,
     list: &[Permission],
     preset: Option<crate::scope::RolePreset>,
-) -> ApiResult<PermSet> {
+) -> Result<PermSet> {
     let mut set = PermSet(list.iter().copied().collect());
     if let Some(p) = preset {
         set.0.extend(p.permissions().0);
     }
     if kind != UserKind::Manager {
         if !set.0.is_empty() {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "permissions and preset apply to managers only: operator and reseller logins hold every function of their scope",
             ));
         }
@@ -69,7 +69,7 @@ fn grant(
             .filter(|p| !actor.can(**p))
             .map(|p| p.as_str())
             .collect();
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "permission_denied",
             format!(
                 "you cannot grant functions you do not hold: {}",
@@ -89,7 +89,7 @@ async fn create(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewUser>,
-) -> ApiResult<(StatusCode, Json<User>)> {
+) -> Result<(StatusCode, Json<User>)> {
     actor.require(Permission::ManageStaff)?;
     let email = user::validate_email(&input.email)?;
     let name = validate_name("name", &input.name, 120)?;
@@ -99,25 +99,25 @@ async fn create(
     let password = input.password.clone();
     let hash = tokio::task::spawn_blocking(move || hasher.hash(&password))
         .await?
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| Error::internal(&e))?;
     let created = st
         .db
         .write(move |tx| {
             let t = tenant::assignable(tx, &actor, input.tenant_id, "user.create")?;
             match input.kind {
                 UserKind::Operator if !(actor.is_operator_staff() && t.id == OPERATOR_TENANT) => {
-                    return Err(ApiError::forbidden(
+                    return Err(Error::forbidden(
                         "permission_denied",
                         "only operator staff create operator staff",
                     ));
                 }
                 UserKind::Reseller if t.id == OPERATOR_TENANT => {
-                    return Err(ApiError::invalid(
+                    return Err(Error::invalid(
                         "a reseller login belongs to a reseller: set tenant_id",
                     ));
                 }
                 UserKind::Reseller if actor.kind == UserKind::Manager => {
-                    return Err(ApiError::forbidden(
+                    return Err(Error::forbidden(
                         "permission_denied",
                         "managers cannot create reseller logins",
                     ));
@@ -157,7 +157,7 @@ async fn get(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<User>> {
+) -> Result<Json<User>> {
     actor.require(Permission::ManageStaff)?;
     let scope = actor.scope();
     Ok(Json(
@@ -178,7 +178,7 @@ async fn update(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<UserPatch>,
-) -> ApiResult<Json<User>> {
+) -> Result<Json<User>> {
     actor.require(Permission::ManageStaff)?;
     if let Some(pw) = &p.password {
         user::validate_password("password", pw)?;
@@ -189,7 +189,7 @@ async fn update(
             Some(
                 tokio::task::spawn_blocking(move || hasher.hash(&pw))
                     .await?
-                    .map_err(|e| ApiError::internal(&e))?,
+                    .map_err(|e| Error::internal(&e))?,
             )
         }
         None => None,
@@ -199,16 +199,16 @@ async fn update(
         .write(move |tx| {
             let u = user::get_visible(tx, &actor.scope(), id)?;
             if actor.kind == UserKind::Manager && u.kind != UserKind::Manager {
-                return Err(ApiError::forbidden(
+                return Err(Error::forbidden(
                     "permission_denied",
                     "managers can change only other managers",
                 ));
             }
             if u.kind == UserKind::Operator && !actor.is_operator_staff() {
-                return Err(ApiError::not_found("user"));
+                return Err(Error::not_found("user"));
             }
             if u.id == actor.user_id && (p.status.is_some() || p.permissions.is_some()) {
-                return Err(ApiError::forbidden(
+                return Err(Error::forbidden(
                     "permission_denied",
                     "you cannot change your own status or permissions",
                 ));
