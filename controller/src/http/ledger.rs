@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use super::{ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::db::ledger::{self, LedgerEntry, LedgerFilter, PeriodSummary};
 use crate::db::subscriber::parse_time;
 use crate::db::tenant;
@@ -45,16 +45,15 @@ async fn list_ledger(
     ApiQuery(f): ApiQuery<LedgerFilter>,
 ) -> Result<Json<Page<LedgerEntry>>> {
     actor.require(Permission::ViewInvoices)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let (since, until) = bounds(&f)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| ledger::list(c, &scope, &f, since, until, after, limit + 1))
+        .read(move |c| ledger::list(c, &scope, &f, since, until, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(
+    Ok(Json(paging.page(
         rows.iter().map(|r| r.view(&st.currency)).collect(),
-        limit,
         |e| e.id,
     )))
 }
@@ -89,7 +88,7 @@ async fn statement(
             .is_some_and(|a| a.contains("text/csv")),
     };
     let (since, until) = bounds(&f)?;
-    let (after, limit) = if csv {
+    let paging = if csv {
         let limit = f.limit.unwrap_or(CSV_MAX_ROWS);
         if !(1..=CSV_MAX_ROWS).contains(&limit) {
             return Err(Error::bad_request(
@@ -97,9 +96,12 @@ async fn statement(
                 format!("limit must be between 1 and {CSV_MAX_ROWS}"),
             ));
         }
-        (paging(f.cursor.as_deref(), None)?.0, limit)
+        Paging {
+            limit,
+            ..Paging::new(f.cursor.as_deref(), None)?
+        }
     } else {
-        paging(f.cursor.as_deref(), f.limit)?
+        Paging::new(f.cursor.as_deref(), f.limit)?
     };
     let scope = actor.scope();
     let rows = st
@@ -113,18 +115,18 @@ async fn statement(
                 &f,
                 since,
                 until,
-                after,
-                limit + 1,
+                paging.after,
+                paging.fetch(),
             )
         })
         .await?;
     let entries: Vec<LedgerEntry> = rows.iter().map(|r| r.view(&st.currency)).collect();
     if !csv {
-        return Ok(Json(page(entries, limit, |e| e.id)).into_response());
+        return Ok(Json(paging.page(entries, |e| e.id)).into_response());
     }
     let mut entries = entries;
-    let truncated = entries.len() > limit as usize;
-    entries.truncate(limit as usize);
+    let truncated = entries.len() > paging.limit as usize;
+    entries.truncate(paging.limit as usize);
     let mut w = csv::Writer::from_writer(Vec::new());
     let head = [
         "id",

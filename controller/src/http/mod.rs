@@ -2,7 +2,7 @@
 //! Routes are declared with `utoipa_axum::routes!`, so the router and the OpenAPI
 //! document come from one declaration and cannot drift apart.
 
-pub mod agent;
+pub mod agent_api;
 pub mod audit;
 pub mod auth;
 pub mod balances;
@@ -108,7 +108,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(plans::router())
         .merge(balances::router())
         .merge(ledger::router())
-        .merge(agent::router())
+        .merge(agent_api::router())
         .routes(routes!(openapi_json))
 }
 
@@ -202,37 +202,55 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Reads `cursor` and `limit`; returns (after_id, limit).
-pub fn paging(cursor: Option<&str>, limit: Option<u32>) -> Result<(i64, u32)> {
-    let after = match cursor {
-        None | Some("") => 0,
-        Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-            Error::bad_request(
-                "bad_cursor",
-                "cursor must be a next_cursor from a previous page",
-            )
-        })?,
-    };
-    let limit = limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(Error::bad_request(
-            "bad_limit",
-            "limit must be between 1 and 500",
-        ));
-    }
-    Ok((after, limit))
+/// The `cursor` and `limit` of a list request, read and checked the same way for
+/// every list route.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// The id the page starts after (before, for newest-first lists); 0 from the start.
+    pub after: i64,
+    /// Rows on a page.
+    pub limit: u32,
 }
 
-/// Builds a page from `limit + 1` fetched rows.
-pub fn page<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| id(r).to_string())
-    } else {
-        None
-    };
-    Page {
-        items: rows,
-        next_cursor,
+impl Paging {
+    /// Reads `cursor` (a `next_cursor` from a previous page) and `limit` (1..=500,
+    /// default 100).
+    pub fn new(cursor: Option<&str>, limit: Option<u32>) -> Result<Paging> {
+        let after = match cursor {
+            None | Some("") => 0,
+            Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                Error::bad_request(
+                    "bad_cursor",
+                    "cursor must be a next_cursor from a previous page",
+                )
+            })?,
+        };
+        let limit = limit.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(Error::bad_request(
+                "bad_limit",
+                "limit must be between 1 and 500",
+            ));
+        }
+        Ok(Paging { after, limit })
+    }
+
+    /// Rows to fetch: one more than a page, to tell whether another page follows.
+    pub fn fetch(&self) -> u32 {
+        self.limit + 1
+    }
+
+    /// Builds a page from [`Paging::fetch`] rows.
+    pub fn page<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
+        let next_cursor = if rows.len() > self.limit as usize {
+            rows.truncate(self.limit as usize);
+            rows.last().map(|r| id(r).to_string())
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 }

@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
-use crate::db::audit::{self, Entry, Who};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::db::plan::{self, NewPlan, Plan, PlanFilter, PlanPatch, RateCardChange, RateCardEntry};
 use crate::db::tenant;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::ops::plans as ops;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -30,15 +30,14 @@ async fn list_plans(
     ApiQuery(f): ApiQuery<PlanFilter>,
 ) -> Result<Json<Page<Plan>>> {
     actor.require_any(&[Permission::ViewCustomers, Permission::ManagePlans])?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| plan::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| plan::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(
+    Ok(Json(paging.page(
         rows.iter().map(|p| p.view(&st.currency)).collect(),
-        limit,
         |p| p.id,
     )))
 }
@@ -57,15 +56,7 @@ async fn create_plan(
     let cur = st.currency.clone();
     let plan = st
         .db
-        .write(move |tx| {
-            let owner = tenant::assignable(tx, &actor, input.tenant_id, "plan.create")?;
-            let p = plan::create(tx, &owner, &input, &cur)?.view(&cur);
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), owner.id, "plan.create", "plan", p.id).after(&p),
-            )?;
-            Ok(p)
-        })
+        .write(move |tx| ops::create_plan(tx, &actor, &input, &cur))
         .await?;
     Ok((StatusCode::CREATED, Json(plan)))
 }
@@ -101,23 +92,7 @@ async fn update_plan(
     let cur = st.currency.clone();
     let plan = st
         .db
-        .write(move |tx| {
-            let before = plan::get_owned(tx, &actor.scope(), id)?;
-            let after = plan::update(tx, &before, &p, &cur)?;
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    after.tenant_id,
-                    "plan.update",
-                    "plan",
-                    id,
-                )
-                .before(&before.view(&cur))
-                .after(&after.view(&cur)),
-            )?;
-            Ok(after.view(&cur))
-        })
+        .write(move |tx| ops::update_plan(tx, &actor, id, &p, &cur))
         .await?;
     Ok(Json(plan))
 }
@@ -166,20 +141,7 @@ async fn change_rate_card(
     let cur = st.currency.clone();
     let entry = st
         .db
-        .write(move |tx| {
-            let child = tenant::get_managed(tx, &actor.scope(), id)?;
-            let (row, action) = match (c.remove, c.wholesale_price) {
-                (true, None) => (plan::remove_card(tx, &child, c.plan_id)?, "rate_card.remove"),
-                (false, Some(price)) => {
-                    let minor = cur.to_minor("wholesale_price", price)?;
-                    (plan::set_card(tx, &child, c.plan_id, minor)?, "rate_card.set")
-                }
-                _ => return Err(Error::invalid("give wholesale_price to assign a plan, or remove: true (alone) to take it off")),
-            };
-            let entry = RateCardEntry { wholesale_price: cur.from_minor(row.wholesale.unwrap_or(0)), plan: row.view(&cur) };
-            audit::record(tx, &Entry::new(&Who::from(&actor), child.id, action, "reseller", child.id).after(&entry))?;
-            Ok(entry)
-        })
+        .write(move |tx| ops::change_rate_card(tx, &actor, id, &c, &cur))
         .await?;
     Ok(Json(entry))
 }

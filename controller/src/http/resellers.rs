@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::db::audit::{self, Entry, Who};
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
@@ -29,15 +29,14 @@ async fn list(
     ApiQuery(f): ApiQuery<ResellerFilter>,
 ) -> Result<Json<Page<Reseller>>> {
     actor.require(Permission::ManageResellers)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| tenant::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| tenant::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(
+    Ok(Json(paging.page(
         rows.iter().map(|t| t.view(None, &st.currency)).collect(),
-        limit,
         |r| r.id,
     )))
 }

@@ -1,13 +1,17 @@
-//! `/api/v1/subscribers`: customers, with search, cursor paging and bulk actions.
+//! `/api/v1/subscribers`: customers, with search, cursor paging and bulk actions, and
+//! what their site's agent reported about them (sessions online, usage per day).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use crate::db::agent::{self, OnlineSession, UsageDay};
 use crate::db::audit::{self, Entry, Who};
 use crate::db::subscriber::{
     self, BulkAction, BulkRequest, BulkResult, NewSubscriber, Subscriber, SubscriberFilter,
@@ -15,6 +19,7 @@ use crate::db::subscriber::{
 };
 use crate::db::tenant;
 use crate::error::{Error, Result};
+use crate::ops::subscribers as ops;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(get, update))
         .routes(routes!(bulk))
+        .routes(routes!(sessions))
+        .routes(routes!(usage))
 }
 
 /// Search your subscribers (a manager: its tenant's direct customers only).
@@ -33,13 +40,13 @@ async fn list(
     ApiQuery(f): ApiQuery<SubscriberFilter>,
 ) -> Result<Json<Page<Subscriber>>> {
     actor.require(Permission::ViewCustomers)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| subscriber::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| subscriber::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(rows, limit, |s| s.id)))
+    Ok(Json(paging.page(rows, |s| s.id)))
 }
 
 /// Create a subscriber (owned by `tenant_id`, by default your own tenant).
@@ -57,21 +64,8 @@ async fn create(
     let created = st
         .db
         .write(move |tx| {
-            let owner = tenant::assignable(tx, &actor, input.tenant_id, "subscriber.create")?;
-            let row = subscriber::create(tx, &owner, &input, &secrets)?;
-            let view = row.view(None)?;
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    owner.id,
-                    "subscriber.create",
-                    "subscriber",
-                    view.id,
-                )
-                .after(&view),
-            )?;
-            row.view(show_password.then_some(&secrets))
+            ops::create_subscriber(tx, &actor, &input, &secrets)?
+                .view(show_password.then_some(&secrets))
         })
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -120,36 +114,8 @@ async fn update(
     let view = st
         .db
         .write(move |tx| {
-            let before = subscriber::get_visible(tx, &actor.scope(), id)?;
-            let new_owner = match p.tenant_id {
-                Some(t) if t != before.sub.tenant_id => {
-                    Some(tenant::assignable(tx, &actor, Some(t), "subscriber.move")?)
-                }
-                _ => None,
-            };
-            let after = subscriber::update(tx, &before, &p, new_owner.as_ref(), &secrets)?;
-            let mut after_view = serde_json::to_value(after.view(None)?).expect("serializes");
-            if p.password.is_some() {
-                after_view["password"] = "[changed]".into();
-            }
-            let action = if new_owner.is_some() {
-                "subscriber.move"
-            } else {
-                "subscriber.update"
-            };
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    after.sub.tenant_id,
-                    action,
-                    "subscriber",
-                    id,
-                )
-                .before(&before.view(None)?)
-                .after(&after_view),
-            )?;
-            after.view(show_password.then_some(&secrets))
+            ops::update_subscriber(tx, &actor, id, &p, &secrets)?
+                .view(show_password.then_some(&secrets))
         })
         .await?;
     Ok(Json(view))
@@ -217,4 +183,63 @@ async fn bulk(
         })
         .await?;
     Ok(Json(result))
+}
+
+/// A subscriber's sessions online now, from accounting.
+#[utoipa::path(get, path = "/api/v1/subscribers/{id}/sessions", tag = "subscribers", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<OnlineSession>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn sessions(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Vec<OnlineSession>>> {
+    actor.require(Permission::ViewCustomers)?;
+    let scope = actor.scope();
+    Ok(Json(
+        st.db
+            .read(move |c| {
+                let s = subscriber::get_visible(c, &scope, id)?;
+                agent::sessions_of(c, s.sub.id)
+            })
+            .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Days back from today (1..=366, default 30).
+    pub days: Option<i64>,
+}
+
+/// A subscriber's traffic per UTC day, from accounting.
+#[utoipa::path(get, path = "/api/v1/subscribers/{id}/usage", tag = "subscribers", params(("id" = i64, Path), UsageParams),
+    responses((status = 200, body = Vec<UsageDay>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn usage(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<UsageParams>,
+) -> Result<Json<Vec<UsageDay>>> {
+    actor.require(Permission::ViewCustomers)?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(Error::bad_request(
+            "bad_days",
+            "days must be between 1 and 366",
+        ));
+    }
+    let since = (time::OffsetDateTime::now_utc() - time::Duration::days(days - 1))
+        .date()
+        .to_string();
+    let scope = actor.scope();
+    Ok(Json(
+        st.db
+            .read(move |c| {
+                let s = subscriber::get_visible(c, &scope, id)?;
+                agent::usage_of(c, s.sub.id, &since)
+            })
+            .await?,
+    ))
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::db::audit::{self, Entry, Who};
 use crate::db::session;
 use crate::db::tenant::{self, Counted, validate_name};
@@ -29,17 +29,15 @@ async fn list(
     ApiQuery(f): ApiQuery<UserFilter>,
 ) -> Result<Json<Page<User>>> {
     actor.require(Permission::ManageStaff)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| user::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| user::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(
-        rows.iter().map(|u| u.view()).collect(),
-        limit,
-        |u| u.id,
-    )))
+    Ok(Json(
+        paging.page(rows.iter().map(|u| u.view()).collect(), |u| u.id),
+    ))
 }
 
 /// What permission set a new or changed manager gets, refusing escalation: a manager
