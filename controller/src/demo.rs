@@ -149,34 +149,21 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                 },
                 idempotency_key: None,
             };
-            use crate::billing::AdjustmentKind::Adjustment;
-            crate::billing::add_balance(
-                tx,
-                &by(&root),
-                &north,
-                500_000,
-                Adjustment,
-                Some("opening balance"),
-                &cur,
-            )?;
-            crate::billing::add_balance(
-                tx,
-                &by(&root),
-                &lake,
-                300_000,
-                Adjustment,
-                Some("opening balance"),
-                &cur,
-            )?;
-            crate::billing::add_balance(
-                tx,
-                &by(&north),
-                &hill,
-                50_000,
-                Adjustment,
-                Some("opening balance"),
-                &cur,
-            )?;
+            for (parent, child, amount) in [
+                (&root, &north, 500_000),
+                (&root, &lake, 300_000),
+                (&north, &hill, 50_000),
+            ] {
+                crate::billing::add_balance(
+                    tx,
+                    &by(parent),
+                    child,
+                    amount,
+                    crate::billing::AdjustmentKind::Adjustment,
+                    Some("opening balance"),
+                    &cur,
+                )?;
+            }
             let plan_of = |tenant_id: i64, i: usize| match tenant_id {
                 1 => [home, pro][i % 2],
                 t if t == north.id => [north_home, pro][i % 2],

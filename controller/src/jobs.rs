@@ -36,12 +36,17 @@ pub async fn sweep_expired(
     }
 }
 
+/// A ticker for a sweep that runs every `secs`; a slow pass delays the next one
+/// instead of letting ticks pile up.
+fn every(secs: u64) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Runs [`sweep_expired`] every `billing.sweep_interval_secs`, for as long as the server runs.
 pub async fn sweep_loop(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
-        state.config.billing.sweep_interval_secs,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = every(state.config.billing.sweep_interval_secs);
     loop {
         tick.tick().await;
         if let Err(e) = sweep_expired(&state).await {
@@ -88,10 +93,7 @@ pub async fn sweep_retention(
 
 /// Runs [`sweep_retention`] every `retention.sweep_interval_secs`.
 pub async fn retention_loop(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
-        state.config.retention.sweep_interval_secs,
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = every(state.config.retention.sweep_interval_secs);
     loop {
         tick.tick().await;
         match sweep_retention(&state).await {

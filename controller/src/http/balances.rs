@@ -33,12 +33,17 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(record_payment))
 }
 
-/// A money call: its parsed body, its Idempotency-Key, and a hash of the request so
-/// a reused key with a different request can be told apart.
+/// A money call: its parsed body and what makes it idempotent.
 pub struct MoneyCall<T> {
+    pub once: Once,
+    pub body: T,
+}
+
+/// A money call's Idempotency-Key, and a hash of the request so a reused key with a
+/// different request can be told apart.
+pub struct Once {
     pub key: String,
     pub hash: String,
-    pub body: T,
 }
 
 impl<T: DeserializeOwned> FromRequest<AppState> for MoneyCall<T> {
@@ -67,7 +72,10 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MoneyCall<T> {
         ));
         let body = serde_json::from_value(value)
             .map_err(|e| Error::unprocessable("invalid_field", e.to_string()))?;
-        Ok(MoneyCall { key, hash, body })
+        Ok(MoneyCall {
+            once: Once { key, hash },
+            body,
+        })
     }
 }
 
@@ -76,8 +84,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MoneyCall<T> {
 async fn once<R, F>(
     st: &AppState,
     actor: &Actor,
-    key: String,
-    hash: String,
+    Once { key, hash }: Once,
     status: StatusCode,
     op: F,
 ) -> Result<Response>
@@ -165,25 +172,18 @@ async fn add_balance(
     let cur = st.currency.clone();
     let amount = cur.positive("amount", call.body.amount)?;
     let reason = note("note", call.body.note.as_deref(), false)?;
-    once(
-        &st,
-        &actor,
-        call.key,
-        call.hash,
-        StatusCode::OK,
-        move |tx, by| {
-            let child = tenant::get_managed(tx, &by.scope, id)?;
-            billing::add_balance(
-                tx,
-                by,
-                &child,
-                amount,
-                AdjustmentKind::Adjustment,
-                reason.as_deref(),
-                &cur,
-            )
-        },
-    )
+    once(&st, &actor, call.once, StatusCode::OK, move |tx, by| {
+        let child = tenant::get_managed(tx, &by.scope, id)?;
+        billing::add_balance(
+            tx,
+            by,
+            &child,
+            amount,
+            AdjustmentKind::Adjustment,
+            reason.as_deref(),
+            &cur,
+        )
+    })
     .await
 }
 
@@ -225,24 +225,15 @@ async fn adjust_balance(
             m
         }
     };
-    once(
-        &st,
-        &actor,
-        call.key,
-        call.hash,
-        StatusCode::OK,
-        move |tx, by| {
-            let child = tenant::get_managed(tx, &by.scope, id)?;
-            match kind {
-                AdjustmentKind::Refund => {
-                    billing::add_balance(tx, by, &child, amount, kind, Some(&reason), &cur)
-                }
-                AdjustmentKind::Adjustment => {
-                    billing::adjust(tx, by, &child, amount, &reason, &cur)
-                }
+    once(&st, &actor, call.once, StatusCode::OK, move |tx, by| {
+        let child = tenant::get_managed(tx, &by.scope, id)?;
+        match kind {
+            AdjustmentKind::Refund => {
+                billing::add_balance(tx, by, &child, amount, kind, Some(&reason), &cur)
             }
-        },
-    )
+            AdjustmentKind::Adjustment => billing::adjust(tx, by, &child, amount, &reason, &cur),
+        }
+    })
     .await
 }
 
@@ -270,26 +261,19 @@ async fn renew(
 ) -> Result<Response> {
     actor.require(Permission::RecordPayments)?;
     let cur = st.currency.clone();
-    once(
-        &st,
-        &actor,
-        call.key,
-        call.hash,
-        StatusCode::OK,
-        move |tx, by| {
-            let sub = subscriber::get_visible(tx, &by.scope, id)?;
-            billing::renew(
-                tx,
-                by,
-                &sub,
-                call.body.plan_id,
-                call.body.periods.unwrap_or(1),
-                false,
-                None,
-                &cur,
-            )
-        },
-    )
+    once(&st, &actor, call.once, StatusCode::OK, move |tx, by| {
+        let sub = subscriber::get_visible(tx, &by.scope, id)?;
+        billing::renew(
+            tx,
+            by,
+            &sub,
+            call.body.plan_id,
+            call.body.periods.unwrap_or(1),
+            false,
+            None,
+            &cur,
+        )
+    })
     .await
 }
 
@@ -335,8 +319,7 @@ async fn record_payment(
     once(
         &st,
         &actor,
-        call.key,
-        call.hash,
+        call.once,
         StatusCode::CREATED,
         move |tx, by| {
             let sub = subscriber::get_visible(tx, &by.scope, id)?;

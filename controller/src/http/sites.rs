@@ -188,15 +188,7 @@ async fn list_tokens(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<EnrollmentToken>>> {
     actor.require(Permission::ManageSites)?;
-    let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| {
-                let s = site::get_visible(c, &scope, id)?;
-                agent::list_tokens(c, s.id)
-            })
-            .await?,
-    ))
+    about_site(&st, &actor, id, agent::list_tokens).await
 }
 
 /// Create a single-use, expiring enrollment token for a site. The secret is shown once.
@@ -236,15 +228,7 @@ async fn agent_status(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<AgentStatus>> {
     actor.require(Permission::ManageSites)?;
-    let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| {
-                let s = site::get_visible(c, &scope, id)?;
-                agent::status(c, s.id)
-            })
-            .await?,
-    ))
+    about_site(&st, &actor, id, agent::status).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -284,13 +268,20 @@ async fn site_events(
             "type must be accounting, auth_reject, nas_sessions_closed or coa",
         ));
     }
+    about_site(&st, &actor, id, move |c, id| {
+        agent::site_events(c, id, f.kind.as_deref(), f.before, limit)
+    })
+    .await
+}
+
+/// Reads something about a site the actor can see (404 for any other), given the site's id.
+async fn about_site<T: Send + 'static>(
+    st: &AppState,
+    actor: &Actor,
+    id: i64,
+    read: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+) -> Result<Json<T>> {
     let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| {
-                let s = site::get_visible(c, &scope, id)?;
-                agent::site_events(c, s.id, f.kind.as_deref(), f.before, limit)
-            })
-            .await?,
-    ))
+    let site = move |c: &rusqlite::Connection| read(c, site::get_visible(c, &scope, id)?.id);
+    Ok(Json(st.db.read(site).await?))
 }

@@ -194,15 +194,7 @@ async fn sessions(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<OnlineSession>>> {
     actor.require(Permission::ViewCustomers)?;
-    let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| {
-                let s = subscriber::get_visible(c, &scope, id)?;
-                agent::sessions_of(c, s.sub.id)
-            })
-            .await?,
-    ))
+    about_subscriber(&st, &actor, id, agent::sessions_of).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -233,13 +225,19 @@ async fn usage(
     let since = (time::OffsetDateTime::now_utc() - time::Duration::days(days - 1))
         .date()
         .to_string();
+    about_subscriber(&st, &actor, id, move |c, id| agent::usage_of(c, id, &since)).await
+}
+
+/// Reads something about a subscriber the actor can see (404 for any other), given the
+/// subscriber's id.
+async fn about_subscriber<T: Send + 'static>(
+    st: &AppState,
+    actor: &Actor,
+    id: i64,
+    read: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+) -> Result<Json<T>> {
     let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| {
-                let s = subscriber::get_visible(c, &scope, id)?;
-                agent::usage_of(c, s.sub.id, &since)
-            })
-            .await?,
-    ))
+    let sub =
+        move |c: &rusqlite::Connection| read(c, subscriber::get_visible(c, &scope, id)?.sub.id);
+    Ok(Json(st.db.read(sub).await?))
 }
