@@ -12,9 +12,11 @@
 //!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
 //!   `ledger`, `session`, `audit`, `retention`, and `agent` (split into `enrollment`,
 //!   `feed` and `events`).
-//! - [`ops`]: the changes people make (`sites`: sites, NAS, enrollment tokens;
-//!   `plans`: plans and rate cards; `subscribers`: creating and changing one), each a plain function over the write transaction
-//!   that also writes its audit entry; handlers parse, call and render.
+//! - [`ops`]: the changes people make, each a plain function over the write
+//!   transaction that also writes its audit entry (`resellers`: resellers and their
+//!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
+//!   `subscribers`: creating and changing one). Their handlers parse, call and
+//!   render; `http::users` and `http::auth` still write inline.
 //! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.
 //! - [`billing`]: money operations (add balance, renew, payments, refunds, the expiry
 //!   sweep), each one transaction of ledger rows plus an audit entry.

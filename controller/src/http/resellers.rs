@@ -7,10 +7,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
-use crate::db::audit::{self, Entry, Who};
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
 use crate::error::Result;
+use crate::ops::resellers as ops;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,23 +55,7 @@ async fn create(
     let cur = st.currency.clone();
     let created = st
         .db
-        .write(move |tx| {
-            let parent = tenant::assignable(tx, &actor, input.parent_id, "reseller.create")?;
-            let t = tenant::create(tx, &parent, &input, max_depth)?;
-            let view = t.view(None, &cur);
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    t.id,
-                    "reseller.create",
-                    "reseller",
-                    t.id,
-                )
-                .after(&view),
-            )?;
-            Ok(view)
-        })
+        .write(move |tx| ops::create_reseller(tx, &actor, &input, max_depth, &cur))
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -114,18 +98,7 @@ async fn update(
     let cur = st.currency.clone();
     let view = st
         .db
-        .write(move |tx| {
-            let before = tenant::get_managed(tx, &actor.scope(), id)?;
-            let after = tenant::update(tx, &before, &p, &cur)?;
-            let view = after.view(None, &cur);
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), id, "reseller.update", "reseller", id)
-                    .before(&before.view(None, &cur))
-                    .after(&view),
-            )?;
-            Ok(view)
-        })
+        .write(move |tx| ops::update_reseller(tx, &actor, id, &p, &cur))
         .await?;
     Ok(Json(view))
 }
@@ -167,18 +140,7 @@ async fn set_brand(
     actor.require(Permission::ManageBranding)?;
     let view = st
         .db
-        .write(move |tx| {
-            tenant::get_visible(tx, &actor.scope(), id)?;
-            let before = brand::view(tx, id)?;
-            let after = brand::set(tx, id, settings)?;
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), id, "reseller.brand", "reseller", id)
-                    .before(&before.settings)
-                    .after(&after.settings),
-            )?;
-            Ok(after)
-        })
+        .write(move |tx| ops::set_brand(tx, &actor, id, settings))
         .await?;
     Ok(Json(view))
 }

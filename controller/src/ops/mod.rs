@@ -5,5 +5,6 @@
 //! [`crate::billing`], which works the same way.
 
 pub mod plans;
+pub mod resellers;
 pub mod sites;
 pub mod subscribers;
