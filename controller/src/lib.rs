@@ -15,8 +15,8 @@
 //! - [`ops`]: the changes people make, each a plain function over the write
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
-//!   `subscribers`: creating and changing one). Their handlers parse, call and
-//!   render; `http::users` and `http::auth` still write inline.
+//!   `subscribers` and `users`: creating and changing one). Their handlers parse,
+//!   call and render; `http::auth` (logins, tokens, impersonation) still writes inline.
 //! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.
 //! - [`billing`]: money operations (add balance, renew, payments, refunds, the expiry
 //!   sweep), each one transaction of ledger rows plus an audit entry.

@@ -8,3 +8,4 @@ pub mod plans;
 pub mod resellers;
 pub mod sites;
 pub mod subscribers;
+pub mod users;
