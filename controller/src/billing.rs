@@ -17,7 +17,7 @@ use crate::db::ledger::{
 use crate::db::plan::{self, PlanRow};
 use crate::db::subscriber::{Subscriber, SubscriberRow, SubscriberStatus};
 use crate::db::tenant::{self, Tenant};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
 use rusqlite::{Connection, params};
@@ -33,7 +33,7 @@ pub struct By<'a> {
 
 impl By<'_> {
     /// Whether `t` lies inside the caller's view (its balance may be shown).
-    fn sees(&self, t_id: i64, conn: &Connection) -> ApiResult<bool> {
+    fn sees(&self, t_id: i64, conn: &Connection) -> Result<bool> {
         // The same test that decides where an actor may put rows decides what it sees.
         Ok(tenant::get(conn, t_id)?.is_some_and(|t| self.scope.may_assign_to(t.id, &t.path)))
     }
@@ -43,7 +43,7 @@ impl By<'_> {
         conn: &Connection,
         rows: &[LedgerRow],
         cur: &Currency,
-    ) -> ApiResult<Vec<LedgerEntry>> {
+    ) -> Result<Vec<LedgerEntry>> {
         let mut out = Vec::new();
         for r in rows {
             if self.sees(r.tenant_id, conn)? {
@@ -62,7 +62,7 @@ fn post(
     op: &Operation,
     p: &Posting<'_>,
     cur: &Currency,
-) -> ApiResult<LedgerRow> {
+) -> Result<LedgerRow> {
     match ledger::post(conn, op, p) {
         Ok(row) => Ok(row),
         Err(PostError::Api(e)) => Err(e),
@@ -70,12 +70,7 @@ fn post(
     }
 }
 
-fn shortfall_error(
-    conn: &Connection,
-    by: &By<'_>,
-    s: &Shortfall,
-    cur: &Currency,
-) -> ApiResult<ApiError> {
+fn shortfall_error(conn: &Connection, by: &By<'_>, s: &Shortfall, cur: &Currency) -> Result<Error> {
     let msg = if by.sees(s.tenant_id, conn)? {
         format!(
             "'{}' has a balance of {} {} and a credit limit of {}: it cannot pay {}, short by {} {}; nothing was charged",
@@ -93,7 +88,7 @@ fn shortfall_error(
             s.tenant_name
         )
     };
-    Ok(ApiError::unprocessable("insufficient_balance", msg))
+    Ok(Error::unprocessable("insufficient_balance", msg))
 }
 
 /// The result of a balance movement between a parent and a child.
@@ -114,13 +109,13 @@ pub enum AdjustmentKind {
 }
 
 /// The tenant that credits `child` must be its parent, acting itself.
-fn parent_of(conn: &Connection, by: &By<'_>, child: &Tenant) -> ApiResult<Tenant> {
+fn parent_of(conn: &Connection, by: &By<'_>, child: &Tenant) -> Result<Tenant> {
     let parent_id = child
         .parent_id
-        .ok_or_else(|| ApiError::invalid("the operator has no balance to credit"))?;
+        .ok_or_else(|| Error::invalid("the operator has no balance to credit"))?;
     if parent_id != by.scope.tenant_id() {
         let parent = tenant::get(conn, parent_id)?.expect("parent exists (foreign key)");
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "not_parent",
             format!(
                 "only '{}', the parent of '{}', moves money to and from it",
@@ -140,7 +135,7 @@ pub fn add_balance(
     kind: AdjustmentKind,
     reason: Option<&str>,
     cur: &Currency,
-) -> ApiResult<Transfer> {
+) -> Result<Transfer> {
     let parent = parent_of(conn, by, child)?;
     let (op_kind, out_kind, in_kind, action) = match kind {
         AdjustmentKind::Refund => (
@@ -212,7 +207,7 @@ pub fn adjust(
     amount: i64,
     reason: &str,
     cur: &Currency,
-) -> ApiResult<Transfer> {
+) -> Result<Transfer> {
     parent_of(conn, by, child)?;
     let op = ledger::begin(conn, "adjustment", by.user_id, by.idempotency_key)?;
     let row = post(
@@ -308,19 +303,19 @@ pub fn renew(
     automatic: bool,
     op: Option<&Operation>,
     cur: &Currency,
-) -> ApiResult<RenewResult> {
+) -> Result<RenewResult> {
     if !(1..=36).contains(&periods) {
-        return Err(ApiError::invalid("periods must be between 1 and 36"));
+        return Err(Error::invalid("periods must be between 1 and 36"));
     }
     if sub.sub.status == SubscriberStatus::Disabled {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "subscriber_disabled",
             "a disabled subscriber cannot be renewed; enable it first",
         ));
     }
     let owner = tenant::get(conn, sub.sub.tenant_id)?.expect("owner exists (foreign key)");
     let plan_id = plan_id.or(sub.sub.plan_id).ok_or_else(|| {
-        ApiError::invalid("plan_id: the subscriber has no plan; name the plan to renew")
+        Error::invalid("plan_id: the subscriber has no plan; name the plan to renew")
     })?;
     let plan = plan::usable_by(conn, &owner, plan_id)?;
     let charges = plan::charges(conn, &owner, &plan, periods)?;
@@ -444,7 +439,7 @@ pub fn record_payment(
     reference: Option<&str>,
     renew_periods: Option<(Option<i64>, i64)>,
     cur: &Currency,
-) -> ApiResult<PaymentResult> {
+) -> Result<PaymentResult> {
     let op = ledger::begin(conn, "payment", by.user_id, by.idempotency_key)?;
     let method_name = serde_json::to_value(method).expect("serializes");
     let reason = match reference {
@@ -488,7 +483,7 @@ pub fn record_payment(
 }
 
 /// Subscribers due for the expiry sweep: active, with an expiry at or before `now`.
-pub fn due(conn: &Connection, now: i64, limit: u32) -> ApiResult<Vec<i64>> {
+pub fn due(conn: &Connection, now: i64, limit: u32) -> Result<Vec<i64>> {
     let mut stmt = conn.prepare(
         "SELECT id FROM subscribers WHERE status = 'active' AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
     )?;
@@ -516,7 +511,7 @@ pub fn sweep_one(
     sub_id: i64,
     now: i64,
     cur: &Currency,
-) -> ApiResult<Swept> {
+) -> Result<Swept> {
     let root = tenant::get(conn, OPERATOR_TENANT)?.expect("root exists");
     let scope = Scope::Subtree {
         tenant_id: root.id,
@@ -555,7 +550,7 @@ pub fn sweep_one(
                 conn.execute_batch("RELEASE auto_renew")?;
                 return Ok(Swept::Renewed);
             }
-            Err(e) if e.status.is_client_error() => {
+            Err(e) if e.kind.is_refusal() => {
                 conn.execute_batch("ROLLBACK TO auto_renew; RELEASE auto_renew")?;
                 return expire(
                     conn,
@@ -580,7 +575,7 @@ fn expire(
     sub: &SubscriberRow,
     reason: &str,
     now: i64,
-) -> ApiResult<Swept> {
+) -> Result<Swept> {
     conn.cached_exec(
         "UPDATE subscribers SET status = 'expired', updated_at = ?2 WHERE id = ?1",
         params![sub.sub.id, now],

@@ -1,43 +1,69 @@
-//! The one error type every handler returns, and the one place that maps causes to
-//! HTTP statuses. Internals are logged inside the request's span and never shown.
+//! The one domain error every operation, query and handler returns: a kind, a stable
+//! code, a sentence and, for refusals worth recording, a security event. Nothing here
+//! knows HTTP: the JSON API maps a kind to a status in one place
+//! (`http::error`), and a page can render the same error its own way.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use crate::security::SecurityEvent;
 
-use crate::db::audit::SecurityEvent;
+/// `Result` with this module's [`Error`] unless told otherwise.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub type ApiResult<T> = Result<T, ApiError>;
+/// What went wrong, as far as the caller is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is malformed: bad JSON, query, path, cursor.
+    BadRequest,
+    /// No valid session, token or credential.
+    Unauthenticated,
+    /// Authenticated, but this function is not granted.
+    Forbidden,
+    /// Does not exist, or exists but is not the caller's to see.
+    NotFound,
+    /// Clashes with the current state: a duplicate, a reused key, a stale change.
+    Conflict,
+    /// The body is not in a format the API reads.
+    UnsupportedMediaType,
+    /// Well-formed input that breaks a rule: a bad value, a limit, a depth.
+    Invalid,
+    /// Too many attempts; try again after `retry_after`.
+    Throttled,
+    /// The path exists, the method does not.
+    MethodNotAllowed,
+    /// The body is larger than the server reads.
+    TooLarge,
+    /// Overloaded for now (no password-check slot free); try again after `retry_after`.
+    Unavailable,
+    /// A fault on our side; the cause is logged, never shown.
+    Internal,
+}
 
-/// An error answered to an API client as `{"error":{"code":…,"message":…}}`.
+impl ErrorKind {
+    /// The caller can act on it (everything but [`ErrorKind::Internal`]).
+    pub fn is_refusal(self) -> bool {
+        self != ErrorKind::Internal
+    }
+}
+
+/// A refusal or a failure, with what a client may be told about it.
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
+pub struct Error {
+    pub kind: ErrorKind,
     /// A stable, machine-readable code (`not_found`, `limit_reached`, …).
     pub code: &'static str,
     /// A sentence a person can act on.
     pub message: String,
-    /// Seconds the client should wait (429 only).
+    /// Seconds the client should wait ([`ErrorKind::Throttled`] and
+    /// [`ErrorKind::Unavailable`] only).
     pub retry_after: Option<u64>,
     /// A refusal worth recording in the audit log. The DB write helper records it in a
     /// transaction of its own after rolling the request's transaction back.
     pub security: Option<Box<SecurityEvent>>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
-}
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
+impl Error {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        Error {
+            kind,
             code,
             message: message.into(),
             retry_after: None,
@@ -45,44 +71,44 @@ impl ApiError {
         }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+        Self::new(ErrorKind::BadRequest, code, message)
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+        Self::new(ErrorKind::Unauthenticated, "unauthenticated", message)
     }
     pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, code, message)
+        Self::new(ErrorKind::Forbidden, code, message)
     }
     /// The same answer for "does not exist" and "exists but is not yours".
     pub fn not_found(what: &str) -> Self {
         Self::new(
-            StatusCode::NOT_FOUND,
+            ErrorKind::NotFound,
             "not_found",
             format!("{what} not found"),
         )
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, message)
+        Self::new(ErrorKind::Conflict, code, message)
     }
     /// Well-formed input that breaks a rule: a bad value, a limit, a depth.
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        Self::new(ErrorKind::Invalid, "invalid", message)
     }
     pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+        Self::new(ErrorKind::Invalid, code, message)
     }
     pub fn too_many(message: impl Into<String>, retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", message);
+        let mut e = Self::new(ErrorKind::Throttled, "throttled", message);
         e.retry_after = Some(retry_after);
         e
     }
-    /// Overloaded for now (no password-check slot free): 503 with a Retry-After.
+    /// Overloaded for now: try again after `retry_after` seconds.
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message);
+        let mut e = Self::new(ErrorKind::Unavailable, "busy", message);
         e.retry_after = Some(retry_after);
         e
     }
-    /// Logs the cause chain and answers a bland 500.
+    /// Logs the cause chain and answers a bland internal error.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         let mut chain = cause.to_string();
         let mut src = cause.source();
@@ -93,7 +119,7 @@ impl ApiError {
         }
         tracing::error!(error = %chain, "internal error");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
             "internal",
             "internal error; see the controller log",
         )
@@ -105,52 +131,28 @@ impl ApiError {
     }
 }
 
-impl std::fmt::Display for ApiError {
+impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status.as_u16(),
-            self.code,
-            self.message
-        )
+        write!(f, "{}: {}", self.code, self.message)
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_client_error() {
-            tracing::debug!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
-        }
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-            },
-        };
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
-}
-
-impl From<rusqlite::Error> for ApiError {
+/// SQLite's answers mapped once: no row is [`ErrorKind::NotFound`], a UNIQUE violation
+/// [`ErrorKind::Conflict`], any other constraint [`ErrorKind::Invalid`].
+impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
         match &e {
-            rusqlite::Error::QueryReturnedNoRows => ApiError::not_found("record"),
+            rusqlite::Error::QueryReturnedNoRows => Error::not_found("record"),
             rusqlite::Error::SqliteFailure(f, msg) if f.code == ErrorCode::ConstraintViolation => {
                 let msg = msg.clone().unwrap_or_default();
                 if msg.contains("UNIQUE") {
-                    ApiError::conflict("duplicate", unique_message(&msg))
+                    Error::conflict("duplicate", unique_message(&msg))
                 } else {
-                    ApiError::invalid(format!("the change breaks a data rule ({msg})"))
+                    Error::invalid(format!("the change breaks a data rule ({msg})"))
                 }
             }
-            _ => ApiError::internal(&e),
+            _ => Error::internal(&e),
         }
     }
 }
@@ -172,20 +174,20 @@ fn unique_message(msg: &str) -> String {
     field.to_string()
 }
 
-impl From<tokio::task::JoinError> for ApiError {
+impl From<tokio::task::JoinError> for Error {
     fn from(e: tokio::task::JoinError) -> Self {
-        ApiError::internal(&e)
+        Error::internal(&e)
     }
 }
 
-impl From<crate::crypto::Busy> for ApiError {
+impl From<crate::crypto::Busy> for Error {
     fn from(_: crate::crypto::Busy) -> Self {
-        ApiError::unavailable("too many password checks in progress; try again shortly", 1)
+        Error::unavailable("too many password checks in progress; try again shortly", 1)
     }
 }
 
-impl From<crate::crypto::CheckLost> for ApiError {
+impl From<crate::crypto::CheckLost> for Error {
     fn from(e: crate::crypto::CheckLost) -> Self {
-        ApiError::internal(&e)
+        Error::internal(&e)
     }
 }

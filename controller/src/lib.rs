@@ -2,17 +2,35 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config, with defaults for everything.
-//! - [`db`]: SQLite storage, one module per aggregate (`tenant`, `user`, `subscriber`,
-//!   `site`, `nas`, `session`, `audit`), the single writer and the reader pool.
+//! - [`error`]: the one domain [`error::Error`] (a kind, a stable code, a message, an
+//!   optional security event) every operation and query returns; no HTTP in it.
+//! - [`security`]: who acted ([`security::Who`]) and refusals worth recording
+//!   ([`security::SecurityEvent`]), shared by the error and the audit log.
 //! - [`scope`]: who may see and do what — [`scope::Actor`], [`scope::Scope`],
 //!   [`scope::Permission`]. Every scoped query takes a `Scope`.
-//! - [`http`]: the `/api/v1` JSON API; each module has a `router()`, merged in
-//!   [`http::api_router`], documented as OpenAPI at `/api/v1/openapi.json`.
+//! - [`db`]: SQLite storage, the single writer and the reader pool, one module per
+//!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
+//!   `ledger`, `session`, `audit`, `retention`, and `agent` (split into `enrollment`,
+//!   `feed` and `events`).
+//! - [`ops`]: the changes people make, each a plain function over the write
+//!   transaction that also writes its audit entry (`resellers`: resellers and their
+//!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
+//!   `subscribers` and `users`: creating and changing one). Their handlers parse,
+//!   call and render; `http::auth` (logins, tokens, impersonation) still writes inline.
 //! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.
 //! - [`billing`]: money operations (add balance, renew, payments, refunds, the expiry
 //!   sweep), each one transaction of ledger rows plus an audit entry.
+//! - [`http`]: the JSON API; each module has a `router()`, merged in
+//!   [`http::api_router`], documented as OpenAPI at `/api/v1/openapi.json`. People's
+//!   `/api/v1` routes by aggregate (`auth`, `resellers`, `users`, `subscribers`,
+//!   `sites`, `plans`, `balances`, `ledger`, `audit`); the agents' `/agent/v1` routes
+//!   in `agent_api`; `http::error` maps an error's kind to a status and renders the
+//!   error body; [`http::Paging`] reads every list's `cursor` and `limit`.
 //! - [`crypto`]: argon2id passwords, hashed bearer secrets, sealed recoverable secrets.
-//! - [`bootstrap`]: opening the data directory, the first operator admin, the demo data.
+//! - [`bootstrap`]: opening the data directory, the first operator admin, operator
+//!   provisioning, and the CLI's audit and ledger checks.
+//! - [`demo`]: the sample installation `serve --demo` seeds.
+//! - [`jobs`]: the background expiry and retention sweeps.
 //! - `main.rs`: the `outpost-controller` CLI.
 
 pub mod billing;
@@ -20,10 +38,14 @@ pub mod bootstrap;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod demo;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod money;
+pub mod ops;
 pub mod scope;
+pub mod security;
 
 pub use http::AppState;
 

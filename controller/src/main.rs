@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use outpost_controller::bootstrap;
 use outpost_controller::config::Config;
 use outpost_controller::db::audit::Verdict;
+use outpost_controller::{bootstrap, demo, jobs};
 
 #[derive(Parser)]
 #[command(
@@ -155,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  email:    {email}");
                 println!("  password: {password}");
             }
-            if demo && let Some(logins) = bootstrap::seed_demo(&state)? {
+            if demo && let Some(logins) = demo::seed_demo(&state)? {
                 println!("Seeded the demo installation. Logins (one shared password, shown once):");
                 for l in &logins {
                     println!("  {:<32} {:<34} {}", l.role, l.email, l.password);
@@ -163,15 +163,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {
-                tokio::spawn(bootstrap::sweep_loop(state.clone()));
-                tokio::spawn(bootstrap::retention_loop(state.clone()));
+                tokio::spawn(jobs::sweep_loop(state.clone()));
+                tokio::spawn(jobs::retention_loop(state.clone()));
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr}"))?;
-                tracing::info!(%addr, "outpost-controller listening");
-                println!(
-                    "Listening on http://{addr}  (API: /api/v1, OpenAPI: /api/v1/openapi.json)"
-                );
+                // With port 0 the kernel picks the port: report the address actually
+                // bound, in one line tests and tools parse.
+                let bound = listener
+                    .local_addr()
+                    .context("cannot read the bound address")?;
+                tracing::info!(addr = %bound, "outpost-controller listening (API: /api/v1, OpenAPI: /api/v1/openapi.json)");
+                println!("listening on http://{bound}");
                 axum::serve(
                     listener,
                     outpost_controller::app(state)

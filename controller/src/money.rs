@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serializer};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// Largest magnitude any single amount may have, in minor units (10^13: ten billion
 /// currency units at two digits), far from i64 overflow even when summed.
@@ -23,10 +23,10 @@ pub struct Currency {
 impl Currency {
     /// Converts a decimal amount to minor units, refusing more precision than the
     /// currency has (nothing is rounded away silently).
-    pub fn to_minor(&self, field: &str, d: Decimal) -> ApiResult<i64> {
+    pub fn to_minor(&self, field: &str, d: Decimal) -> Result<i64> {
         let d = d.normalize();
         if d.scale() > self.minor_units {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "{field}: {d} has more than {} decimal place(s) for {}",
                 self.minor_units, self.code
             )));
@@ -35,9 +35,9 @@ impl Currency {
         let minor: i64 = scaled
             .trunc()
             .try_into()
-            .map_err(|_| ApiError::invalid(format!("{field}: {d} is out of range")))?;
+            .map_err(|_| Error::invalid(format!("{field}: {d} is out of range")))?;
         if minor.abs() > MAX_MINOR {
-            return Err(ApiError::invalid(format!("{field}: {d} is out of range")));
+            return Err(Error::invalid(format!("{field}: {d} is out of range")));
         }
         Ok(minor)
     }
@@ -47,12 +47,10 @@ impl Currency {
     }
 
     /// A positive amount (transfers, payments, refunds).
-    pub fn positive(&self, field: &str, d: Decimal) -> ApiResult<i64> {
+    pub fn positive(&self, field: &str, d: Decimal) -> Result<i64> {
         let m = self.to_minor(field, d)?;
         if m <= 0 {
-            return Err(ApiError::invalid(format!(
-                "{field} must be greater than zero"
-            )));
+            return Err(Error::invalid(format!("{field} must be greater than zero")));
         }
         Ok(m)
     }

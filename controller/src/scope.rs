@@ -11,7 +11,8 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
+use crate::security::Who;
 
 /// A granular function a manager may be granted.
 #[derive(
@@ -219,12 +220,12 @@ impl Actor {
     }
 
     /// 403 unless the actor holds at least one of `any`.
-    pub fn require_any(&self, any: &[Permission]) -> ApiResult<()> {
+    pub fn require_any(&self, any: &[Permission]) -> Result<()> {
         if any.iter().any(|p| self.can(*p)) {
             return Ok(());
         }
         let names: Vec<&str> = any.iter().map(|p| p.as_str()).collect();
-        Err(ApiError::forbidden(
+        Err(Error::forbidden(
             "permission_denied",
             format!(
                 "your account lacks the permission: one of {}",
@@ -234,11 +235,11 @@ impl Actor {
     }
 
     /// 403 unless the actor holds `p`.
-    pub fn require(&self, p: Permission) -> ApiResult<()> {
+    pub fn require(&self, p: Permission) -> Result<()> {
         if self.can(p) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
+            Err(Error::forbidden(
                 "permission_denied",
                 format!("your account lacks the '{}' permission", p.as_str()),
             ))
@@ -336,6 +337,19 @@ impl Scope {
         match self {
             Scope::Subtree { path, .. } => tenant_path.starts_with(path.as_str()),
             Scope::Direct { tenant_id: own } => *own == tenant_id,
+        }
+    }
+}
+
+impl From<&Actor> for Who {
+    fn from(a: &Actor) -> Who {
+        Who {
+            user_id: Some(a.user_id),
+            name: format!("{} <{}>", a.name, a.email),
+            impersonator: a.impersonator.clone(),
+            tenant_id: a.tenant_id,
+            ip: a.ip.to_string(),
+            user_agent: a.user_agent.clone(),
         }
     }
 }

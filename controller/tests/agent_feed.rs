@@ -403,7 +403,7 @@ async fn retention_prunes_replays_and_superseded_feed_rows_but_never_what_an_age
         })
         .unwrap();
 
-    let pruned = outpost_controller::bootstrap::sweep_retention(&fx.state)
+    let pruned = outpost_controller::jobs::sweep_retention(&fx.state)
         .await
         .unwrap();
     assert_eq!((pruned.idempotency, pruned.agent_events), (1, 1));
@@ -428,7 +428,7 @@ async fn retention_prunes_replays_and_superseded_feed_rows_but_never_what_an_age
         proto::StateKind::Unchanged
     );
     // A second pass finds nothing more.
-    let again = outpost_controller::bootstrap::sweep_retention(&fx.state)
+    let again = outpost_controller::jobs::sweep_retention(&fx.state)
         .await
         .unwrap();
     assert_eq!(again, Default::default());

@@ -775,7 +775,7 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let swept = outpost_controller::bootstrap::sweep_expired(&fx.state)
+    let swept = outpost_controller::jobs::sweep_expired(&fx.state)
         .await
         .unwrap();
     assert_eq!(swept.len(), 3, "{swept:?}");
@@ -804,7 +804,7 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
     );
     // A second pass finds nothing to do: the sweep never charges twice.
     assert!(
-        outpost_controller::bootstrap::sweep_expired(&fx.state)
+        outpost_controller::jobs::sweep_expired(&fx.state)
             .await
             .unwrap()
             .is_empty()
@@ -1057,7 +1057,7 @@ async fn a_disabled_resellers_subscribers_lapse_instead_of_renewing() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let swept = outpost_controller::bootstrap::sweep_expired(&fx.state)
+    let swept = outpost_controller::jobs::sweep_expired(&fx.state)
         .await
         .unwrap();
     assert_eq!(swept.len(), 1);

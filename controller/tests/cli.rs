@@ -181,7 +181,7 @@ fn first_start_prints_a_one_time_admin_password_once() {
         let mut lines = Vec::new();
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
-            let done = line.starts_with("Listening on");
+            let done = line.starts_with("listening on");
             lines.push(line);
             if done {
                 break;
@@ -240,7 +240,7 @@ fn a_database_from_a_newer_release_is_refused() {
 fn demo_seed_builds_a_believable_installation() {
     let dir = tempfile::tempdir().unwrap();
     let state = outpost_controller::bootstrap::open(common::test_config(dir.path())).unwrap();
-    let logins = outpost_controller::bootstrap::seed_demo(&state)
+    let logins = outpost_controller::demo::seed_demo(&state)
         .unwrap()
         .expect("seeded");
     assert!(logins.len() >= 6);
@@ -263,7 +263,7 @@ fn demo_seed_builds_a_believable_installation() {
     assert!(n("SELECT count(*) FROM sites") >= 3);
     assert!(n("SELECT count(*) FROM nas") >= 3);
     assert!(
-        outpost_controller::bootstrap::seed_demo(&state)
+        outpost_controller::demo::seed_demo(&state)
             .unwrap()
             .is_none(),
         "seeding twice"
@@ -352,4 +352,34 @@ fn logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
         !stderr.contains('\u{1b}'),
         "colour codes in a pipe: {stderr}"
     );
+}
+
+#[test]
+fn serve_on_port_0_reports_the_bound_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest.parse().expect("an ip:port after http://");
+        }
+    };
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0, "the kernel's port, not the requested 0");
+    let resp = reqwest::blocking::get(format!("http://{addr}/api/v1/openapi.json")).unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let listening = lines
+        .map_while(Result::ok)
+        .filter(|l| l.contains("listening on"))
+        .count();
+    assert_eq!(listening, 0, "the address line is printed once");
 }

@@ -247,7 +247,7 @@ fn start_controller(lab: &EdgeLab, bin: &Path, data: &Path) -> Proc {
             .cmd(bin.to_str().unwrap())
             .args(["serve", "--listen", "198.51.100.1:8080", "--data-dir"])
             .arg(data),
-        "Listening on",
+        "listening on",
     )
 }
 

@@ -48,7 +48,7 @@ fn controller(bin: &Path, data: &Path, port: u16) -> Proc {
                 "--data-dir",
             ])
             .arg(data),
-        "Listening on",
+        "listening on",
     )
 }
 

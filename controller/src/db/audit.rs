@@ -11,35 +11,11 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Filter;
-use crate::error::ApiResult;
-use crate::scope::{Actor, Scope};
+use crate::error::Result;
+use crate::scope::Scope;
+pub use crate::security::{SecurityEvent, Who};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Who did something, as the audit log records it.
-#[derive(Debug, Clone)]
-pub struct Who {
-    pub user_id: Option<i64>,
-    pub name: String,
-    pub impersonator: Option<(i64, String)>,
-    /// The actor's tenant: used as the entry's tenant when the target has none.
-    pub tenant_id: i64,
-    pub ip: String,
-    pub user_agent: String,
-}
-
-impl From<&Actor> for Who {
-    fn from(a: &Actor) -> Who {
-        Who {
-            user_id: Some(a.user_id),
-            name: format!("{} <{}>", a.name, a.email),
-            impersonator: a.impersonator.clone(),
-            tenant_id: a.tenant_id,
-            ip: a.ip.to_string(),
-            user_agent: a.user_agent.clone(),
-        }
-    }
-}
 
 /// One entry to append.
 #[derive(Debug, Clone)]
@@ -89,33 +65,6 @@ impl<'a> Entry<'a> {
     }
     pub fn security(mut self) -> Self {
         self.security = true;
-        self
-    }
-}
-
-/// A refusal worth recording, carried on an error until the write helper logs it.
-#[derive(Debug, Clone)]
-pub struct SecurityEvent {
-    pub who: Who,
-    pub action: String,
-    pub target_kind: Option<String>,
-    pub target_id: Option<i64>,
-    pub detail: Value,
-}
-
-impl SecurityEvent {
-    pub fn new(who: impl Into<Who>, action: &str, detail: Value) -> SecurityEvent {
-        SecurityEvent {
-            who: who.into(),
-            action: action.into(),
-            target_kind: None,
-            target_id: None,
-            detail,
-        }
-    }
-    pub fn target(mut self, kind: &str, id: i64) -> Self {
-        self.target_kind = Some(kind.into());
-        self.target_id = Some(id);
         self
     }
 }
@@ -180,7 +129,7 @@ fn chain_hash(prev: &str, h: &Hashed<'_>) -> String {
 }
 
 /// Appends one entry; returns its id. Must run inside the change's transaction.
-pub fn record(conn: &Connection, e: &Entry<'_>) -> ApiResult<i64> {
+pub fn record(conn: &Connection, e: &Entry<'_>) -> Result<i64> {
     let (last_id, prev): (i64, String) = conn
         .cached_row(
             "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1",
@@ -232,7 +181,7 @@ pub fn record(conn: &Connection, e: &Entry<'_>) -> ApiResult<i64> {
     Ok(id)
 }
 
-pub fn record_security(conn: &Connection, ev: &SecurityEvent) -> ApiResult<i64> {
+pub fn record_security(conn: &Connection, ev: &SecurityEvent) -> Result<i64> {
     tracing::warn!(action = %ev.action, actor = %ev.who.name, ip = %ev.who.ip, "security event");
     record(
         conn,
@@ -302,7 +251,7 @@ pub fn list(
     until: Option<i64>,
     before_id: Option<i64>,
     limit: u32,
-) -> ApiResult<Vec<AuditEntry>> {
+) -> Result<Vec<AuditEntry>> {
     let mut w = Filter::scoped(scope, "a.tenant_id");
     w.and_opt("a.actor_user_id = ?", f.actor_user_id);
     match f.action.as_deref() {

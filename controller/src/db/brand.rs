@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Cached;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::OPERATOR_TENANT;
 
 /// A tenant's own brand settings, as the API shows and takes them.
@@ -43,7 +43,7 @@ pub struct BrandView {
 
 impl BrandSettings {
     /// Checks every field; an empty string clears it.
-    pub fn validate(mut self) -> ApiResult<BrandSettings> {
+    pub fn validate(mut self) -> Result<BrandSettings> {
         let clean = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         self.name = clean(self.name);
         self.color = clean(self.color);
@@ -52,7 +52,7 @@ impl BrandSettings {
         if let Some(n) = &self.name
             && (n.chars().count() > 120 || n.chars().any(char::is_control))
         {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "name: up to 120 characters, no control characters",
             ));
         }
@@ -61,7 +61,7 @@ impl BrandSettings {
                 && c.starts_with('#')
                 && c[1..].chars().all(|ch| ch.is_ascii_hexdigit()))
         {
-            return Err(ApiError::invalid("color: must be #rrggbb, e.g. #0a7d32"));
+            return Err(Error::invalid("color: must be #rrggbb, e.g. #0a7d32"));
         }
         if let Some(u) = &self.logo_url
             && !(u.starts_with("https://")
@@ -71,14 +71,14 @@ impl BrandSettings {
                     .chars()
                     .any(|ch| ch.is_whitespace() || "\"<>'`".contains(ch)))
         {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "logo_url: must be an https:// URL without spaces or quotes, up to 500 characters",
             ));
         }
         if let Some(c) = &self.contact
             && (c.chars().count() > 200 || c.chars().any(char::is_control))
         {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "contact: up to 200 characters, no control characters",
             ));
         }
@@ -93,7 +93,7 @@ struct Row {
     settings: BrandSettings,
 }
 
-fn row(conn: &Connection, id: i64) -> ApiResult<Option<Row>> {
+fn row(conn: &Connection, id: i64) -> Result<Option<Row>> {
     Ok(conn
         .cached_row(
             "SELECT name, path, rebrand_enabled, brand_name, brand_color, brand_logo_url, brand_contact
@@ -117,13 +117,13 @@ fn row(conn: &Connection, id: i64) -> ApiResult<Option<Row>> {
 }
 
 /// Resolves the effective brand of each tenant in `tenant_ids` (unknown ids skipped).
-pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> ApiResult<Vec<proto::Brand>> {
+pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> Result<Vec<proto::Brand>> {
     let mut rows: HashMap<i64, Option<Row>> = HashMap::new();
     fn load<'a>(
         rows: &'a mut HashMap<i64, Option<Row>>,
         conn: &Connection,
         id: i64,
-    ) -> ApiResult<Option<&'a Row>> {
+    ) -> Result<Option<&'a Row>> {
         if let std::collections::hash_map::Entry::Vacant(e) = rows.entry(id) {
             e.insert(row(conn, id)?);
         }
@@ -160,11 +160,11 @@ pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> ApiResult<Vec<proto::
 }
 
 /// The brand view of tenant `id` (which must exist).
-pub fn view(conn: &Connection, id: i64) -> ApiResult<BrandView> {
-    let r = row(conn, id)?.ok_or_else(|| ApiError::not_found("reseller"))?;
+pub fn view(conn: &Connection, id: i64) -> Result<BrandView> {
+    let r = row(conn, id)?.ok_or_else(|| Error::not_found("reseller"))?;
     let effective = effective(conn, &[id])?
         .pop()
-        .ok_or_else(|| ApiError::not_found("reseller"))?;
+        .ok_or_else(|| Error::not_found("reseller"))?;
     Ok(BrandView {
         tenant_id: id,
         rebrand_enabled: r.rebrand || id == OPERATOR_TENANT,
@@ -176,11 +176,11 @@ pub fn view(conn: &Connection, id: i64) -> ApiResult<BrandView> {
 /// Replaces tenant `id`'s brand settings whole. Refused unless the tenant has
 /// rebranding (the operator always has): without it, its subscribers see its parent's
 /// brand, so settings it could not show would only mislead.
-pub fn set(conn: &Connection, id: i64, settings: BrandSettings) -> ApiResult<BrandView> {
+pub fn set(conn: &Connection, id: i64, settings: BrandSettings) -> Result<BrandView> {
     let settings = settings.validate()?;
-    let r = row(conn, id)?.ok_or_else(|| ApiError::not_found("reseller"))?;
+    let r = row(conn, id)?.ok_or_else(|| Error::not_found("reseller"))?;
     if !r.rebrand && id != OPERATOR_TENANT {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "rebrand_disabled",
             format!(
                 "'{}' does not have rebranding; its parent can enable rebrand_enabled",

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Filter;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str};
 use crate::scope::Scope;
 
@@ -90,7 +90,7 @@ pub fn begin(
     kind: &str,
     actor_user_id: Option<i64>,
     key: Option<&str>,
-) -> ApiResult<Operation> {
+) -> Result<Operation> {
     conn.cached_exec(
         "INSERT INTO operations (kind, actor_user_id, idempotency_key, at) VALUES (?1, ?2, ?3, ?4)",
         params![kind, actor_user_id, key, super::now()],
@@ -131,7 +131,7 @@ pub struct Shortfall {
 #[derive(Debug)]
 pub enum PostError {
     Insufficient(Shortfall),
-    Api(ApiError),
+    Api(Error),
 }
 
 impl From<rusqlite::Error> for PostError {
@@ -331,7 +331,7 @@ pub fn list(
     until: Option<i64>,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<LedgerRow>> {
+) -> Result<Vec<LedgerRow>> {
     let mut w = Filter::scoped(scope, "l.tenant_id");
     w.and_opt("l.tenant_id = ?", f.tenant_id)
         .and_opt("l.account = ?", f.account.map(|a| a.as_str().to_string()))
@@ -409,7 +409,7 @@ pub struct Remembered {
     pub response: String,
 }
 
-pub fn remembered(conn: &Connection, user_id: i64, key: &str) -> ApiResult<Option<Remembered>> {
+pub fn remembered(conn: &Connection, user_id: i64, key: &str) -> Result<Option<Remembered>> {
     Ok(conn
         .cached_row(
             "SELECT request_hash, status, response FROM idempotency WHERE user_id = ?1 AND key = ?2",
@@ -426,7 +426,7 @@ pub fn remember(
     request_hash: &str,
     status: u16,
     response: &str,
-) -> ApiResult<()> {
+) -> Result<()> {
     conn.cached_exec(
         "INSERT INTO idempotency (user_id, key, request_hash, status, response, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![user_id, key, request_hash, status, response, super::now()],
@@ -466,7 +466,7 @@ pub fn summary(
     since: i64,
     until: i64,
     cur: &Currency,
-) -> ApiResult<Vec<PeriodSummary>> {
+) -> Result<Vec<PeriodSummary>> {
     let fmt = if monthly { "%Y-%m" } else { "%Y-%m-%d" };
     // The scope's one parameter is the first `?` (so ?1); the bounds are ?2 and ?3.
     let (pred, p) = scope.owns("t.id");

@@ -24,7 +24,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// The controller's migrations, in order. Files are never edited once landed.
 const MIGRATIONS: &[&str] = &[
@@ -282,10 +282,10 @@ impl Db {
     }
 
     /// Runs `f` on a read connection, off the async runtime.
-    pub async fn read<T, F>(&self, f: F) -> ApiResult<T>
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let pool = self.readers.clone();
         let _permit = self
@@ -299,10 +299,10 @@ impl Db {
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, off the async
     /// runtime. Commits on `Ok`. On `Err` it rolls back, and if the error carries a
     /// security event, records that event in a transaction of its own.
-    pub async fn write<T, F>(&self, f: F) -> ApiResult<T>
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> ApiResult<T> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let writer = self.writer.clone();
         let feed = self.feed.clone();
@@ -321,10 +321,7 @@ impl Db {
     }
 
     /// Synchronous access to the writer, for the CLI and start-up.
-    pub fn write_blocking<T>(
-        &self,
-        f: impl FnOnce(&Transaction<'_>) -> ApiResult<T>,
-    ) -> ApiResult<T> {
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let out = write_tx(&mut conn, f);
         self.feed.publish();
@@ -332,10 +329,7 @@ impl Db {
     }
 }
 
-fn write_tx<T>(
-    conn: &mut Connection,
-    f: impl FnOnce(&Transaction<'_>) -> ApiResult<T>,
-) -> ApiResult<T> {
+fn write_tx<T>(conn: &mut Connection, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     match f(&tx) {
         Ok(v) => {
@@ -347,10 +341,10 @@ fn write_tx<T>(
             if let Some(event) = e.security.take() {
                 let logged = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(ApiError::from)
+                    .map_err(Error::from)
                     .and_then(|tx| {
                         audit::record_security(&tx, &event)?;
-                        tx.commit().map_err(ApiError::from)
+                        tx.commit().map_err(Error::from)
                     });
                 if let Err(le) = logged {
                     tracing::error!(error = %le, "could not record security event");
@@ -454,7 +448,7 @@ impl Filter {
         after: i64,
         limit: u32,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> ApiResult<Vec<T>> {
+    ) -> Result<Vec<T>> {
         self.run(
             conn,
             select,
@@ -475,7 +469,7 @@ impl Filter {
         before: Option<i64>,
         limit: u32,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> ApiResult<Vec<T>> {
+    ) -> Result<Vec<T>> {
         self.run(conn, select, id_column, ("<", "DESC"), before, limit, row)
     }
 
@@ -489,7 +483,7 @@ impl Filter {
         cursor: Option<i64>,
         limit: u32,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> ApiResult<Vec<T>> {
+    ) -> Result<Vec<T>> {
         self.and_opt(&format!("{id_column} {cmp} ?"), cursor);
         let sql = format!(
             "{select} WHERE {} ORDER BY {id_column} {order} LIMIT ?",

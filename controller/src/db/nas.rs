@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::Filter;
 use super::tenant::{Tenant, validate_name};
 use crate::crypto::SecretBox;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::Scope;
 
 /// The RADIUS dialect a NAS speaks (which rate attributes it understands).
@@ -115,19 +115,19 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<NasRow> {
     })
 }
 
-fn validate_secret(s: &str) -> ApiResult<()> {
+fn validate_secret(s: &str) -> Result<()> {
     let n = s.chars().count();
     if !(8..=128).contains(&n) || !s.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "secret must be 8 to 128 printable ASCII characters without spaces",
         ));
     }
     Ok(())
 }
 
-fn validate_port(p: u16) -> ApiResult<()> {
+fn validate_port(p: u16) -> Result<()> {
     if p == 0 {
-        return Err(ApiError::invalid("coa_port must be between 1 and 65535"));
+        return Err(Error::invalid("coa_port must be between 1 and 65535"));
     }
     Ok(())
 }
@@ -138,7 +138,7 @@ pub fn get_visible(
     scope: &Scope,
     id: i64,
     secrets: Option<&SecretBox>,
-) -> ApiResult<Nas> {
+) -> Result<Nas> {
     let (pred, p) = scope.owns("n.tenant_id");
     let row = conn
         .cached_row(
@@ -147,12 +147,12 @@ pub fn get_visible(
             from_row,
         )
         .optional()?
-        .ok_or_else(|| ApiError::not_found("NAS"))?;
+        .ok_or_else(|| Error::not_found("NAS"))?;
     let mut nas = row.nas;
     if let Some(b) = secrets {
         nas.secret = Some(
             b.open(&row.secret_sealed)
-                .map_err(|e| ApiError::internal(&e))?,
+                .map_err(|e| Error::internal(&e))?,
         );
     }
     Ok(nas)
@@ -174,7 +174,7 @@ pub fn list(
     f: &NasFilter,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<Nas>> {
+) -> Result<Vec<Nas>> {
     let mut w = Filter::scoped(scope, "n.tenant_id");
     w.and_opt("n.site_id = ?", f.site_id)
         .and_opt("n.tenant_id = ?", f.tenant_id);
@@ -194,7 +194,7 @@ pub fn create(
     owner: &Tenant,
     input: &NewNas,
     secrets: &SecretBox,
-) -> ApiResult<Nas> {
+) -> Result<Nas> {
     let name = validate_name("name", &input.name, 120)?;
     validate_secret(&input.secret)?;
     let coa_port = input.coa_port.unwrap_or(3799);
@@ -226,7 +226,7 @@ pub fn create(
     )
 }
 
-pub fn update(conn: &Connection, nas: &Nas, p: &NasPatch, secrets: &SecretBox) -> ApiResult<Nas> {
+pub fn update(conn: &Connection, nas: &Nas, p: &NasPatch, secrets: &SecretBox) -> Result<Nas> {
     let name = match &p.name {
         Some(n) => validate_name("name", n, 120)?,
         None => nas.name.clone(),

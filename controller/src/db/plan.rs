@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::Filter;
 use super::tenant::{self, RenewalMode, Tenant, validate_name};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str, opt_decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
 
@@ -170,7 +170,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<PlanRow> {
 }
 
 /// Unscoped, for server-side checks.
-pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<PlanRow>> {
+pub fn get(conn: &Connection, id: i64) -> Result<Option<PlanRow>> {
     Ok(conn
         .cached_row(
             &format!("SELECT {COLS}, NULL FROM plans p WHERE p.id = ?"),
@@ -195,12 +195,12 @@ fn visible_select(scope: &Scope) -> (String, Filter) {
     )
 }
 
-pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<PlanRow> {
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<PlanRow> {
     let (select, mut w) = visible_select(scope);
     w.and("p.id = ?", id);
     w.page(conn, &select, "p.id", 0, 1, from_row)?
         .pop()
-        .ok_or_else(|| ApiError::not_found("plan"))
+        .ok_or_else(|| Error::not_found("plan"))
 }
 
 #[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
@@ -223,7 +223,7 @@ pub fn list(
     f: &PlanFilter,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<PlanRow>> {
+) -> Result<Vec<PlanRow>> {
     let (select, mut w) = visible_select(scope);
     w.search(&["p.name"], f.q.as_deref())
         .and_opt("p.tenant_id = ?", f.tenant_id)
@@ -251,7 +251,7 @@ pub fn list(
 }
 
 /// A plan a subscriber of `owner` may be on: `owner`'s own, or on its card; active.
-pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> ApiResult<PlanRow> {
+pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> Result<PlanRow> {
     let p = conn
         .cached_row(
             &format!(
@@ -264,7 +264,7 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> ApiResult<P
         )
         .optional()?
         .ok_or_else(|| {
-            ApiError::unprocessable(
+            Error::unprocessable(
                 "plan_unavailable",
                 format!(
                     "plan_id: plan {plan_id} is not one of '{}''s plans or on its rate card",
@@ -273,7 +273,7 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> ApiResult<P
             )
         })?;
     if p.status != PlanStatus::Active {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "plan_unavailable",
             format!("plan '{}' is archived", p.name),
         ));
@@ -281,9 +281,9 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> ApiResult<P
     Ok(p)
 }
 
-fn check_speed(field: &str, v: i64) -> ApiResult<()> {
+fn check_speed(field: &str, v: i64) -> Result<()> {
     if !(1..=100_000_000).contains(&v) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} must be between 1 and 100000000 kbit/s"
         )));
     }
@@ -297,10 +297,10 @@ fn within(
     up: i64,
     bdown: Option<i64>,
     bup: Option<i64>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let over = |field: &str, v: i64, max: i64| {
         if v > max {
-            Err(ApiError::invalid(format!(
+            Err(Error::invalid(format!(
                 "{field}: {v} kbit/s is above the assigned plan '{}' ({max} kbit/s)",
                 parent.name
             )))
@@ -332,7 +332,7 @@ pub fn create(
     owner: &Tenant,
     input: &NewPlan,
     cur: &Currency,
-) -> ApiResult<PlanRow> {
+) -> Result<PlanRow> {
     let name = validate_name("name", &input.name, 120)?;
     check_speed("download_kbps", input.download_kbps)?;
     check_speed("upload_kbps", input.upload_kbps)?;
@@ -351,38 +351,38 @@ pub fn create(
             .burst_upload_kbps
             .is_some_and(|b| b < input.upload_kbps)
     {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "a burst rate must be at least the plan's rate",
         ));
     }
     if let Some(q) = input.quota_mb
         && q <= 0
     {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "quota_mb must be positive (or null for unlimited)",
         ));
     }
     let price = cur.to_minor("price", input.price)?;
     if price < 0 {
-        return Err(ApiError::invalid("price must not be negative"));
+        return Err(Error::invalid("price must not be negative"));
     }
     let (mut days, mut months) = (input.validity_days, input.validity_months);
     let parent = match (owner.id == OPERATOR_TENANT, input.parent_plan_id) {
         (true, None) => None,
         (true, Some(_)) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "parent_plan_id: the operator's plans have no parent",
             ));
         }
         (false, None) => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "parent_plan_id is required: a reseller's plan derives from a plan on its rate card",
             ));
         }
         (false, Some(pid)) => {
             let p = usable_by(conn, owner, pid)?;
             if p.tenant_id == owner.id || p.wholesale.is_none() {
-                return Err(ApiError::invalid(
+                return Err(Error::invalid(
                     "parent_plan_id must be a plan on your rate card, not your own plan",
                 ));
             }
@@ -396,7 +396,7 @@ pub fn create(
             if let (Some(q), Some(pq)) = (input.quota_mb, p.quota_mb)
                 && q > pq
             {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::invalid(format!(
                     "quota_mb: {q} is above the assigned plan's {pq}"
                 )));
             }
@@ -404,7 +404,7 @@ pub fn create(
             if days.is_none() && months.is_none() {
                 (days, months) = (p.validity_days, p.validity_months);
             } else if (days, months) != (p.validity_days, p.validity_months) {
-                return Err(ApiError::invalid(format!(
+                return Err(Error::invalid(format!(
                     "validity must match the assigned plan '{}' (its cost is per period)",
                     p.name
                 )));
@@ -416,7 +416,7 @@ pub fn create(
         (Some(d), None) if (1..=3660).contains(&d) => {}
         (None, Some(m)) if (1..=120).contains(&m) => {}
         _ => {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "set exactly one of validity_days (1..=3660) and validity_months (1..=120)",
             ));
         }
@@ -446,7 +446,7 @@ pub fn create(
 }
 
 /// Plans owned by tenants in scope may be changed (not the cards' plans from above).
-pub fn get_owned(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<PlanRow> {
+pub fn get_owned(conn: &Connection, scope: &Scope, id: i64) -> Result<PlanRow> {
     let (pred, p) = scope.owns("p.tenant_id");
     conn.cached_row(
         &format!("SELECT {COLS}, NULL FROM plans p WHERE {pred} AND p.id = ?"),
@@ -454,15 +454,10 @@ pub fn get_owned(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<PlanRow
         from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("plan"))
+    .ok_or_else(|| Error::not_found("plan"))
 }
 
-pub fn update(
-    conn: &Connection,
-    plan: &PlanRow,
-    p: &PlanPatch,
-    cur: &Currency,
-) -> ApiResult<PlanRow> {
+pub fn update(conn: &Connection, plan: &PlanRow, p: &PlanPatch, cur: &Currency) -> Result<PlanRow> {
     let name = p
         .name
         .as_deref()
@@ -473,7 +468,7 @@ pub fn update(
         Some(d) => {
             let m = cur.to_minor("price", d)?;
             if m < 0 {
-                return Err(ApiError::invalid("price must not be negative"));
+                return Err(Error::invalid("price must not be negative"));
             }
             m
         }
@@ -494,7 +489,7 @@ pub fn update(
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     if max_down.is_some_and(|m| m > down) || max_up.is_some_and(|m| m > up) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "a plan derived from this one is faster than the new rate; lower it first",
         ));
     }
@@ -532,7 +527,7 @@ pub struct RateCardChange {
     pub remove: bool,
 }
 
-pub fn card(conn: &Connection, tenant_id: i64) -> ApiResult<Vec<PlanRow>> {
+pub fn card(conn: &Connection, tenant_id: i64) -> Result<Vec<PlanRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLS}, rc.wholesale_price FROM rate_cards rc JOIN plans p ON p.id = rc.plan_id
          WHERE rc.tenant_id = ?1 ORDER BY p.id"
@@ -547,14 +542,14 @@ pub fn set_card(
     child: &Tenant,
     plan_id: i64,
     wholesale: i64,
-) -> ApiResult<PlanRow> {
+) -> Result<PlanRow> {
     let parent_id = child
         .parent_id
-        .ok_or_else(|| ApiError::invalid("the operator has no rate card"))?;
+        .ok_or_else(|| Error::invalid("the operator has no rate card"))?;
     let plan = get(conn, plan_id)?
         .filter(|p| p.tenant_id == parent_id)
         .ok_or_else(|| {
-            ApiError::unprocessable(
+            Error::unprocessable(
                 "plan_unavailable",
                 format!(
                     "plan_id: plan {plan_id} is not a plan of '{}''s parent",
@@ -563,13 +558,13 @@ pub fn set_card(
             )
         })?;
     if plan.status != PlanStatus::Active {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "plan_unavailable",
             format!("plan '{}' is archived", plan.name),
         ));
     }
     if wholesale < 0 {
-        return Err(ApiError::invalid("wholesale_price must not be negative"));
+        return Err(Error::invalid("wholesale_price must not be negative"));
     }
     let now = super::now();
     conn.cached_exec(
@@ -584,11 +579,11 @@ pub fn set_card(
 }
 
 /// Takes a plan off a card, unless the holder still uses it.
-pub fn remove_card(conn: &Connection, child: &Tenant, plan_id: i64) -> ApiResult<PlanRow> {
+pub fn remove_card(conn: &Connection, child: &Tenant, plan_id: i64) -> Result<PlanRow> {
     let entry = card(conn, child.id)?
         .into_iter()
         .find(|p| p.id == plan_id)
-        .ok_or_else(|| ApiError::not_found("rate card entry"))?;
+        .ok_or_else(|| Error::not_found("rate card entry"))?;
     let derived: i64 = conn.cached_row(
         "SELECT count(*) FROM plans WHERE parent_plan_id = ?1 AND tenant_id = ?2",
         params![plan_id, child.id],
@@ -600,7 +595,7 @@ pub fn remove_card(conn: &Connection, child: &Tenant, plan_id: i64) -> ApiResult
         |r| r.get(0),
     )?;
     if derived > 0 || on_it > 0 {
-        return Err(ApiError::conflict(
+        return Err(Error::conflict(
             "in_use",
             format!(
                 "'{}' still has {derived} plan(s) derived from it and {on_it} subscriber(s) on it; archive it instead",
@@ -633,7 +628,7 @@ pub fn charges(
     owner: &Tenant,
     plan: &PlanRow,
     periods: i64,
-) -> ApiResult<Vec<Charge>> {
+) -> Result<Vec<Charge>> {
     let mut out = Vec::new();
     let mut t = owner.clone();
     let mut p = plan.clone();
@@ -643,7 +638,7 @@ pub fn charges(
         }
         let source = if p.tenant_id == t.id {
             p.parent_plan_id
-                .ok_or_else(|| ApiError::invalid(format!("plan '{}' has no source plan", p.name)))?
+                .ok_or_else(|| Error::invalid(format!("plan '{}' has no source plan", p.name)))?
         } else {
             p.id
         };
@@ -655,7 +650,7 @@ pub fn charges(
             )
             .optional()?
             .ok_or_else(|| {
-                ApiError::unprocessable(
+                Error::unprocessable(
                     "plan_unavailable",
                     format!("the plan is no longer on '{}''s rate card", t.name),
                 )

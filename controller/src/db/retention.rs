@@ -6,7 +6,7 @@
 use rusqlite::{Connection, params};
 
 use crate::config::RetentionConfig;
-use crate::error::ApiResult;
+use crate::error::Result;
 
 /// Rows removed by one pass.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct Pruned {
 pub const CHUNK: usize = 5_000;
 
 /// Stored answers older than the window (one chunk).
-pub fn idempotency(conn: &Connection, now: i64, cfg: &RetentionConfig) -> ApiResult<usize> {
+pub fn idempotency(conn: &Connection, now: i64, cfg: &RetentionConfig) -> Result<usize> {
     let before = now - (cfg.idempotency_hours as i64) * 3600;
     Ok(conn.execute(
         "DELETE FROM idempotency WHERE (user_id, key) IN
@@ -35,7 +35,7 @@ pub fn idempotency(conn: &Connection, now: i64, cfg: &RetentionConfig) -> ApiRes
 /// Agent events received before the window (one chunk). Their effects (online
 /// sessions, daily usage) are kept elsewhere; an agent never redelivers an event it
 /// had acknowledged, so deduplication does not need them.
-pub fn agent_events(conn: &Connection, now: i64, cfg: &RetentionConfig) -> ApiResult<usize> {
+pub fn agent_events(conn: &Connection, now: i64, cfg: &RetentionConfig) -> Result<usize> {
     let before = now - (cfg.agent_events_days as i64) * 86_400;
     Ok(conn.execute(
         "DELETE FROM agent_events WHERE (agent_id, seq) IN
@@ -50,7 +50,7 @@ pub fn agent_events(conn: &Connection, now: i64, cfg: &RetentionConfig) -> ApiRe
 /// its current state, so only the newest row per entity decides whether an agent past
 /// `since` hears of it, and that row stays. The feed's head (the site's newest row)
 /// is never superseded.
-pub fn feed(conn: &Connection) -> ApiResult<usize> {
+pub fn feed(conn: &Connection) -> Result<usize> {
     Ok(conn.execute(
         "DELETE FROM site_changes WHERE revision IN (
              SELECT old.revision FROM site_changes old

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::crypto::sha256;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// A live credential found for a bearer secret.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub fn create(
     ip: &str,
     user_agent: &str,
     ttl_secs: i64,
-) -> ApiResult<i64> {
+) -> Result<i64> {
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO sessions (token_hash, user_id, impersonator_id, ip, user_agent, created_at, last_seen_at, expires_at)
@@ -37,7 +37,7 @@ pub fn create(
 }
 
 /// Looks a secret up among live sessions (`ops_…`) or API tokens (`opt_…`).
-pub fn find(conn: &Connection, secret: &str) -> ApiResult<Option<Found>> {
+pub fn find(conn: &Connection, secret: &str) -> Result<Option<Found>> {
     let hash = sha256(secret.as_bytes());
     let now = super::now();
     if secret.starts_with("ops_") {
@@ -77,7 +77,7 @@ pub fn find(conn: &Connection, secret: &str) -> ApiResult<Option<Found>> {
     }
 }
 
-pub fn touch(conn: &Connection, c: &crate::scope::Credential) -> ApiResult<()> {
+pub fn touch(conn: &Connection, c: &crate::scope::Credential) -> Result<()> {
     let now = super::now();
     match c {
         crate::scope::Credential::Session { id } => conn.cached_exec(
@@ -92,7 +92,7 @@ pub fn touch(conn: &Connection, c: &crate::scope::Credential) -> ApiResult<()> {
     Ok(())
 }
 
-pub fn revoke(conn: &Connection, c: &crate::scope::Credential) -> ApiResult<()> {
+pub fn revoke(conn: &Connection, c: &crate::scope::Credential) -> Result<()> {
     let now = super::now();
     match c {
         crate::scope::Credential::Session { id } => conn.cached_exec(
@@ -112,7 +112,7 @@ pub fn revoke_all_for_user(
     conn: &Connection,
     user_id: i64,
     keep_session: Option<i64>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let now = super::now();
     conn.cached_exec(
         "UPDATE sessions SET revoked_at = ?2 WHERE user_id = ?1 AND revoked_at IS NULL AND id IS NOT ?3",
@@ -169,7 +169,7 @@ pub fn create_token(
     name: &str,
     expires_at: Option<i64>,
     secret: &str,
-) -> ApiResult<ApiToken> {
+) -> Result<ApiToken> {
     conn.cached_exec(
         "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![user_id, name, sha256(secret.as_bytes()), super::now(), expires_at],
@@ -178,17 +178,17 @@ pub fn create_token(
 }
 
 /// A token of this user (tokens are personal: nobody else's are visible).
-pub fn get_token(conn: &Connection, user_id: i64, id: i64) -> ApiResult<ApiToken> {
+pub fn get_token(conn: &Connection, user_id: i64, id: i64) -> Result<ApiToken> {
     conn.cached_row(
         "SELECT id, name, created_at, last_used_at, expires_at, revoked_at FROM api_tokens WHERE user_id = ?1 AND id = ?2",
         params![user_id, id],
         token_from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("API token"))
+    .ok_or_else(|| Error::not_found("API token"))
 }
 
-pub fn list_tokens(conn: &Connection, user_id: i64) -> ApiResult<Vec<ApiToken>> {
+pub fn list_tokens(conn: &Connection, user_id: i64) -> Result<Vec<ApiToken>> {
     let mut stmt = conn.prepare(
         "SELECT id, name, created_at, last_used_at, expires_at, revoked_at FROM api_tokens WHERE user_id = ?1 ORDER BY id",
     )?;

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::Filter;
 use super::tenant::{Tenant, validate_name};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::Scope;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -64,7 +64,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
     })
 }
 
-pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Site> {
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<Site> {
     let (pred, p) = scope.owns("s.tenant_id");
     conn.cached_row(
         &format!("SELECT {COLS} FROM sites s WHERE {pred} AND s.id = ?"),
@@ -72,13 +72,13 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Site>
         from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("site"))
+    .ok_or_else(|| Error::not_found("site"))
 }
 
 /// A site that rows owned by `owner` may attach to: one owned by `owner` or by one of
 /// its ancestors (the operator's towers carry its resellers' customers). Any other id
 /// answers the same "not available" whether it exists or not.
-pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> ApiResult<Site> {
+pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> Result<Site> {
     conn.cached_row(
         &format!(
             "SELECT {COLS} FROM sites s JOIN tenants t ON t.id = s.tenant_id
@@ -89,7 +89,7 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> ApiResult<S
     )
     .optional()?
     .ok_or_else(|| {
-        ApiError::unprocessable(
+        Error::unprocessable(
             "site_unavailable",
             format!(
                 "site_id: site {site_id} does not exist or is not available to '{}'",
@@ -115,7 +115,7 @@ pub fn list(
     f: &SiteFilter,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<Site>> {
+) -> Result<Vec<Site>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search(&["s.name", "s.location"], f.q.as_deref())
         .and_opt("s.tenant_id = ?", f.tenant_id);
@@ -129,16 +129,16 @@ pub fn list(
     )
 }
 
-fn text(field: &str, s: &str, max: usize) -> ApiResult<String> {
+fn text(field: &str, s: &str, max: usize) -> Result<String> {
     if s.chars().count() > max {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} must be at most {max} characters"
         )));
     }
     Ok(s.trim().to_string())
 }
 
-pub fn create(conn: &Connection, owner: &Tenant, input: &NewSite) -> ApiResult<Site> {
+pub fn create(conn: &Connection, owner: &Tenant, input: &NewSite) -> Result<Site> {
     let name = validate_name("name", &input.name, 120)?;
     let location = text("location", &input.location, 500)?;
     let notes = text("notes", &input.notes, 4000)?;
@@ -151,7 +151,7 @@ pub fn create(conn: &Connection, owner: &Tenant, input: &NewSite) -> ApiResult<S
     get_by_id(conn, conn.last_insert_rowid())
 }
 
-fn get_by_id(conn: &Connection, id: i64) -> ApiResult<Site> {
+fn get_by_id(conn: &Connection, id: i64) -> Result<Site> {
     Ok(conn.cached_row(
         &format!("SELECT {COLS} FROM sites s WHERE s.id = ?"),
         [id],
@@ -159,7 +159,7 @@ fn get_by_id(conn: &Connection, id: i64) -> ApiResult<Site> {
     )?)
 }
 
-pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> ApiResult<Site> {
+pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> Result<Site> {
     let name = match &p.name {
         Some(n) => validate_name("name", n, 120)?,
         None => site.name.clone(),
@@ -168,7 +168,7 @@ pub fn update(conn: &Connection, site: &Site, p: &SitePatch) -> ApiResult<Site> 
         .acct_interim_interval_secs
         .unwrap_or(site.acct_interim_interval_secs);
     if !(60..=86_400).contains(&interim) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "acct_interim_interval_secs must be between 60 and 86400",
         ));
     }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::Filter;
 use super::tenant::{self, Counted, Tenant, present};
 use crate::crypto::SecretBox;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::Scope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -199,19 +199,19 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
 
 impl SubscriberRow {
     /// The API view; the password is opened only when asked for.
-    pub fn view(&self, secrets: Option<&SecretBox>) -> ApiResult<Subscriber> {
+    pub fn view(&self, secrets: Option<&SecretBox>) -> Result<Subscriber> {
         let mut s = self.sub.clone();
         if let Some(b) = secrets {
             s.password = Some(
                 b.open(&self.password_sealed)
-                    .map_err(|e| ApiError::internal(&e))?,
+                    .map_err(|e| Error::internal(&e))?,
             );
         }
         Ok(s)
     }
 }
 
-pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<SubscriberRow> {
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<SubscriberRow> {
     let (pred, p) = scope.owns("s.tenant_id");
     conn.cached_row(
         &format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id WHERE {pred} AND s.id = ?"),
@@ -219,7 +219,7 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Subsc
         from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("subscriber"))
+    .ok_or_else(|| Error::not_found("subscriber"))
 }
 
 #[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
@@ -243,7 +243,7 @@ pub fn list(
     f: &SubscriberFilter,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<Subscriber>> {
+) -> Result<Vec<Subscriber>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search(
         &["s.username", "s.name", "s.phone", "s.email"],
@@ -257,23 +257,23 @@ pub fn list(
     Ok(rows.into_iter().map(|r| r.sub).collect())
 }
 
-pub fn validate_username(s: &str) -> ApiResult<String> {
+pub fn validate_username(s: &str) -> Result<String> {
     let u = s.trim();
     let ok = (1..=64).contains(&u.len())
         && u.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
     if !ok {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "username: '{s}' must be 1 to 64 characters of letters, digits and . _ @ + -"
         )));
     }
     Ok(u.to_string())
 }
 
-fn validate_ppp_password(p: &str) -> ApiResult<()> {
+fn validate_ppp_password(p: &str) -> Result<()> {
     let n = p.chars().count();
     if !(1..=128).contains(&n) || p.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "password must be 1 to 128 characters without control characters",
         ));
     }
@@ -281,13 +281,13 @@ fn validate_ppp_password(p: &str) -> ApiResult<()> {
 }
 
 /// Accepts `aa:bb:cc:dd:ee:ff`, `AA-BB-…` and `aabb.ccdd.eeff`; stores `AA:BB:CC:DD:EE:FF`.
-pub fn normalize_mac(s: &str) -> ApiResult<String> {
+pub fn normalize_mac(s: &str) -> Result<String> {
     let hex: String = s
         .chars()
         .filter(|c| !matches!(c, ':' | '-' | '.'))
         .collect();
     if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "mac: '{s}' is not a MAC address (for example 00:11:22:33:44:55)"
         )));
     }
@@ -298,39 +298,39 @@ pub fn normalize_mac(s: &str) -> ApiResult<String> {
         .join(":"))
 }
 
-fn max_sessions(n: i64) -> ApiResult<i64> {
+fn max_sessions(n: i64) -> Result<i64> {
     if !(1..=16).contains(&n) {
-        return Err(ApiError::invalid("max_sessions must be between 1 and 16"));
+        return Err(Error::invalid("max_sessions must be between 1 and 16"));
     }
     Ok(n)
 }
 
-pub fn parse_ipv4(s: &str) -> ApiResult<Ipv4Addr> {
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr> {
     let ip: Ipv4Addr = s
         .trim()
         .parse()
-        .map_err(|_| ApiError::invalid(format!("static_ipv4: '{s}' is not an IPv4 address")))?;
+        .map_err(|_| Error::invalid(format!("static_ipv4: '{s}' is not an IPv4 address")))?;
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "static_ipv4: {ip} cannot be assigned to a subscriber"
         )));
     }
     Ok(ip)
 }
 
-pub fn parse_time(field: &str, s: &str) -> ApiResult<i64> {
+pub fn parse_time(field: &str, s: &str) -> Result<i64> {
     time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
         .map_err(|_| {
-            ApiError::invalid(format!(
+            Error::invalid(format!(
                 "{field}: '{s}' is not an RFC 3339 time (for example 2026-12-31T23:59:59Z)"
             ))
         })
 }
 
-fn short(field: &str, s: &str, max: usize) -> ApiResult<String> {
+fn short(field: &str, s: &str, max: usize) -> Result<String> {
     if s.chars().count() > max || s.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} must be at most {max} characters without control characters"
         )));
     }
@@ -342,12 +342,12 @@ pub fn create(
     owner: &Tenant,
     input: &NewSubscriber,
     secrets: &SecretBox,
-) -> ApiResult<SubscriberRow> {
+) -> Result<SubscriberRow> {
     let username = validate_username(&input.username)?;
     validate_ppp_password(&input.password)?;
     let status = input.status.unwrap_or(SubscriberStatus::Active);
     if status == SubscriberStatus::Expired {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "status: 'expired' is set by the system when a subscriber runs out",
         ));
     }
@@ -367,12 +367,12 @@ pub fn create(
         .map(|id| super::plan::usable_by(conn, owner, id))
         .transpose()?;
     if input.auto_renew && plan.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "auto_renew needs a plan_id: renewal charges the plan's price",
         ));
     }
     if ip.is_some() && site.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "static_ipv4 needs a site_id: an address is routed at a site",
         ));
     }
@@ -417,7 +417,7 @@ pub fn update(
     p: &SubscriberPatch,
     new_owner: Option<&Tenant>,
     secrets: &SecretBox,
-) -> ApiResult<SubscriberRow> {
+) -> Result<SubscriberRow> {
     let s = &row.sub;
     let owner = match new_owner {
         Some(t) => t.clone(),
@@ -434,7 +434,7 @@ pub fn update(
     }
     let status = p.status.unwrap_or(s.status);
     if p.status == Some(SubscriberStatus::Expired) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "status: 'expired' is set by the system when a subscriber runs out",
         ));
     }
@@ -462,7 +462,7 @@ pub fn update(
         .map(|id| super::site::usable_by(conn, &owner, id).map(|s| s.id))
         .transpose()?;
     if ip.is_some() && site_id.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "static_ipv4 needs a site_id: an address is routed at a site",
         ));
     }
@@ -475,7 +475,7 @@ pub fn update(
         .map(|id| {
             super::plan::usable_by(conn, &owner, id).map(|p| p.id).map_err(|e| {
                 if p.plan_id.is_none() && owner.id != s.tenant_id {
-                    ApiError::unprocessable(
+                    Error::unprocessable(
                         "plan_unavailable",
                         format!("the subscriber's plan is not available to '{}': set plan_id along with tenant_id", owner.name),
                     )
@@ -487,7 +487,7 @@ pub fn update(
         .transpose()?;
     let auto_renew = p.auto_renew.unwrap_or(s.auto_renew);
     if auto_renew && plan_id.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "auto_renew needs a plan_id: renewal charges the plan's price",
         ));
     }
@@ -530,7 +530,7 @@ pub fn update(
 
 /// Refuses a move of `ids` to `owner` that would put a limited tenant over its limit;
 /// subscribers already inside a tenant's subtree do not add to its count.
-fn move_capacity(conn: &Connection, owner: &Tenant, ids: &[i64]) -> ApiResult<()> {
+fn move_capacity(conn: &Connection, owner: &Tenant, ids: &[i64]) -> Result<()> {
     let ids_json = serde_json::to_string(ids).expect("ids serialize");
     tenant::check_capacity(conn, owner, Counted::Subscribers, |t| {
         Ok(conn.cached_row(
@@ -577,12 +577,12 @@ pub fn get_all_visible(
     conn: &Connection,
     scope: &Scope,
     ids: &[i64],
-) -> ApiResult<Vec<SubscriberRow>> {
+) -> Result<Vec<SubscriberRow>> {
     ids.iter()
         .map(|&id| {
             get_visible(conn, scope, id).map_err(|e| {
-                if e.status == axum::http::StatusCode::NOT_FOUND {
-                    ApiError::not_found(&format!("subscriber {id}"))
+                if e.kind == crate::error::ErrorKind::NotFound {
+                    Error::not_found(&format!("subscriber {id}"))
                 } else {
                     e
                 }
@@ -596,7 +596,7 @@ pub fn bulk(
     rows: &[SubscriberRow],
     action: BulkAction,
     new_owner: Option<&Tenant>,
-) -> ApiResult<BulkResult> {
+) -> Result<BulkResult> {
     let mut out = BulkResult::default();
     let now = super::now();
     match action {
@@ -633,7 +633,7 @@ pub fn bulk(
                 }
                 if let Some(plan) = r.sub.plan_id {
                     super::plan::usable_by(conn, owner, plan).map_err(|_| {
-                        ApiError::unprocessable(
+                        Error::unprocessable(
                             "plan_unavailable",
                             format!(
                                 "subscriber {} is on plan {plan}, which '{}' does not sell; change its plan first",
@@ -644,7 +644,7 @@ pub fn bulk(
                 }
                 if let Some(site) = r.sub.site_id {
                     super::site::usable_by(conn, owner, site).map_err(|_| {
-                        ApiError::unprocessable(
+                        Error::unprocessable(
                             "site_unavailable",
                             format!(
                                 "subscriber {} is on site {site}, which '{}' cannot use; move it to another site first",
@@ -665,6 +665,6 @@ pub fn bulk(
 }
 
 /// Unscoped by design: server-side lookups that must see everything (demo seeding).
-pub fn count_all(conn: &Connection) -> ApiResult<i64> {
+pub fn count_all(conn: &Connection) -> Result<i64> {
     Ok(conn.cached_row("SELECT count(*) FROM subscribers", [], |r| r.get(0))?)
 }

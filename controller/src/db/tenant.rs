@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 use super::Filter;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str, opt_decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
 use rust_decimal::Decimal;
@@ -240,7 +240,7 @@ impl Tenant {
 }
 
 /// Any tenant by id, unscoped: for server-side checks only, never for answering reads.
-pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<Tenant>> {
+pub fn get(conn: &Connection, id: i64) -> Result<Option<Tenant>> {
     Ok(conn
         .cached_row(
             &format!("SELECT {COLS} FROM tenants t WHERE t.id = ?"),
@@ -251,7 +251,7 @@ pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<Tenant>> {
 }
 
 /// The tenant and its ancestors, root first.
-pub fn chain(conn: &Connection, path: &str) -> ApiResult<Vec<Tenant>> {
+pub fn chain(conn: &Connection, path: &str) -> Result<Vec<Tenant>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM tenants t WHERE ?1 GLOB t.path || '*' ORDER BY t.depth"
     ))?;
@@ -260,7 +260,7 @@ pub fn chain(conn: &Connection, path: &str) -> ApiResult<Vec<Tenant>> {
 }
 
 /// A reseller record the actor may read: those it manages, plus its own tenant.
-pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenant> {
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<Tenant> {
     let (pred, mut args) = scope.manages_tenant("t");
     args.push(SqlValue::Integer(scope.tenant_id()));
     args.push(SqlValue::Integer(id));
@@ -270,20 +270,20 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenan
         from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("reseller"))
+    .ok_or_else(|| Error::not_found("reseller"))
 }
 
 /// A tenant whose own rows (ledger, renewals, revenue) the actor may read, with the scope
 /// over them. 404 for anything else, including a manager's child tenants: see
 /// [`Scope::narrowed_to`].
-pub fn rows_scope(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<(Tenant, Scope)> {
+pub fn rows_scope(conn: &Connection, scope: &Scope, id: i64) -> Result<(Tenant, Scope)> {
     get(conn, id)?
         .and_then(|t| scope.narrowed_to(t.id, &t.path).map(|s| (t, s)))
-        .ok_or_else(|| ApiError::not_found("reseller"))
+        .ok_or_else(|| Error::not_found("reseller"))
 }
 
 /// A reseller record the actor may change: strictly below it (a manager: its tenant's children).
-pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenant> {
+pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> Result<Tenant> {
     let (pred, mut args) = scope.manages_tenant("t");
     args.push(SqlValue::Integer(id));
     conn.cached_row(
@@ -292,7 +292,7 @@ pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<Tenan
         from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("reseller"))
+    .ok_or_else(|| Error::not_found("reseller"))
 }
 
 #[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
@@ -314,7 +314,7 @@ pub fn list(
     f: &ResellerFilter,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<Tenant>> {
+) -> Result<Vec<Tenant>> {
     let (pred, args) = scope.manages_tenant("t");
     let mut w = Filter::new(pred, args);
     w.search(&["t.name"], f.q.as_deref())
@@ -330,7 +330,7 @@ pub fn list(
     )
 }
 
-pub fn usage(conn: &Connection, t: &Tenant) -> ApiResult<Usage> {
+pub fn usage(conn: &Connection, t: &Tenant) -> Result<Usage> {
     let glob = format!("{}*", t.path);
     let sub = "SELECT id FROM tenants WHERE path GLOB ?1";
     Ok(Usage {
@@ -400,8 +400,8 @@ pub fn check_capacity(
     conn: &Connection,
     owner: &Tenant,
     what: Counted,
-    mut added: impl FnMut(&Tenant) -> ApiResult<i64>,
-) -> ApiResult<()> {
+    mut added: impl FnMut(&Tenant) -> Result<i64>,
+) -> Result<()> {
     let chain = match what {
         // Managers belong to one tenant; their limit is that tenant's alone.
         Counted::Managers => vec![owner.clone()],
@@ -421,7 +421,7 @@ pub fn check_capacity(
                 Counted::Managers => "",
                 _ => " (counting its sub-resellers)",
             };
-            return Err(ApiError::unprocessable(
+            return Err(Error::unprocessable(
                 "limit_reached",
                 format!(
                     "reseller '{}' has reached its limit of {max} {}{scope}: it holds {now}, this would add {add}",
@@ -434,15 +434,15 @@ pub fn check_capacity(
     Ok(())
 }
 
-pub fn validate_name(field: &str, s: &str, max: usize) -> ApiResult<String> {
+pub fn validate_name(field: &str, s: &str, max: usize) -> Result<String> {
     let t = s.trim();
     if t.is_empty() || t.chars().count() > max {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} must be 1 to {max} characters"
         )));
     }
     if t.chars().any(char::is_control) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} must not contain control characters"
         )));
     }
@@ -450,9 +450,9 @@ pub fn validate_name(field: &str, s: &str, max: usize) -> ApiResult<String> {
 }
 
 /// Parses CIDR blocks (a bare address means just that host), keeping the network part.
-pub fn parse_allowed_ips(items: &[String]) -> ApiResult<Vec<IpNet>> {
+pub fn parse_allowed_ips(items: &[String]) -> Result<Vec<IpNet>> {
     if items.len() > 256 {
-        return Err(ApiError::invalid("allowed_ips holds at most 256 blocks"));
+        return Err(Error::invalid("allowed_ips holds at most 256 blocks"));
     }
     items
         .iter()
@@ -463,7 +463,7 @@ pub fn parse_allowed_ips(items: &[String]) -> ApiResult<Vec<IpNet>> {
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
                 .map(|n| n.trunc())
                 .map_err(|_| {
-                    ApiError::invalid(format!(
+                    Error::invalid(format!(
                         "allowed_ips[{i}]: '{s}' is not an IP address or CIDR block (for example 203.0.113.0/24)"
                     ))
                 })
@@ -471,7 +471,7 @@ pub fn parse_allowed_ips(items: &[String]) -> ApiResult<Vec<IpNet>> {
         .collect()
 }
 
-pub fn validate_domain(s: &str) -> ApiResult<String> {
+pub fn validate_domain(s: &str) -> Result<String> {
     let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
     let ok_label = |l: &str| {
         !l.is_empty()
@@ -481,14 +481,14 @@ pub fn validate_domain(s: &str) -> ApiResult<String> {
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     if d.len() > 253 || !d.contains('.') || !d.split('.').all(ok_label) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "custom_domain: '{s}' is not a host name (for example panel.example.net)"
         )));
     }
     Ok(d)
 }
 
-pub fn validate_limits(l: &Limits) -> ApiResult<()> {
+pub fn validate_limits(l: &Limits) -> Result<()> {
     for (name, v) in [
         ("max_subscribers", l.max_subscribers),
         ("max_sub_resellers", l.max_sub_resellers),
@@ -498,7 +498,7 @@ pub fn validate_limits(l: &Limits) -> ApiResult<()> {
         if let Some(v) = v
             && !(0..=LIMIT_MAX).contains(&v)
         {
-            return Err(ApiError::invalid(format!(
+            return Err(Error::invalid(format!(
                 "limits.{name} must be between 0 and {LIMIT_MAX}, or null for unlimited (got {v})"
             )));
         }
@@ -507,18 +507,18 @@ pub fn validate_limits(l: &Limits) -> ApiResult<()> {
 }
 
 /// A child may only have features its parent has (the operator has all of them).
-fn check_features(parent: &Tenant, rebrand: bool, wan_check: bool) -> ApiResult<()> {
+fn check_features(parent: &Tenant, rebrand: bool, wan_check: bool) -> Result<()> {
     if parent.id == OPERATOR_TENANT {
         return Ok(());
     }
     if rebrand && !parent.rebrand_enabled {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "rebrand_enabled: '{}' does not have rebranding, so it cannot grant it",
             parent.name
         )));
     }
     if wan_check && !parent.wan_check_enabled {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "wan_check_enabled: '{}' does not have WAN checks, so it cannot grant them",
             parent.name
         )));
@@ -531,7 +531,7 @@ pub fn create(
     parent: &Tenant,
     input: &NewReseller,
     max_depth: u32,
-) -> ApiResult<Tenant> {
+) -> Result<Tenant> {
     let name = validate_name("name", &input.name, 120)?;
     let ips = parse_allowed_ips(&input.allowed_ips)?;
     let domain = input
@@ -541,7 +541,7 @@ pub fn create(
         .transpose()?;
     validate_limits(&input.limits)?;
     if parent.depth + 1 > max_depth as i64 {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "depth_exceeded",
             format!(
                 "this installation allows {max_depth} level(s) of resellers below the operator; \
@@ -580,12 +580,7 @@ pub fn create(
     Ok(get(conn, id)?.expect("just inserted"))
 }
 
-pub fn update(
-    conn: &Connection,
-    t: &Tenant,
-    p: &ResellerPatch,
-    cur: &Currency,
-) -> ApiResult<Tenant> {
+pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch, cur: &Currency) -> Result<Tenant> {
     let mut next = t.clone();
     if let Some(n) = &p.name {
         next.name = validate_name("name", n, 120)?;
@@ -612,7 +607,7 @@ pub fn update(
     if let Some(c) = p.credit_limit {
         next.credit_limit = cur.to_minor("credit_limit", c)?;
         if next.credit_limit < 0 {
-            return Err(ApiError::invalid(
+            return Err(Error::invalid(
                 "credit_limit must not be negative: it is how far below zero the balance may go",
             ));
         }
@@ -665,12 +660,12 @@ pub fn assignable(
     actor: &crate::scope::Actor,
     tenant_id: Option<i64>,
     action: &str,
-) -> ApiResult<Tenant> {
+) -> Result<Tenant> {
     let id = tenant_id.unwrap_or(actor.tenant_id);
     let scope = actor.scope();
     match get(conn, id)? {
         Some(t) if scope.may_assign_to(t.id, &t.path) => Ok(t),
-        _ => Err(ApiError::forbidden(
+        _ => Err(Error::forbidden(
             "tenant_out_of_scope",
             format!("tenant {id} is outside your part of the reseller tree"),
         )

@@ -19,7 +19,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::config::AuthConfig;
-use crate::error::ApiResult;
+use crate::error::Result;
 
 /// The keys one login attempt is counted under.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub fn block_secs(failures: u32, limit: u32, window: u64) -> u64 {
 
 /// Checks the blocks and, when none holds, counts the attempt as a failure until
 /// [`succeeded`] gives it back. Run it in the login's write transaction.
-pub fn reserve(conn: &Connection, cfg: &AuthConfig, a: &Attempt, now: i64) -> ApiResult<Verdict> {
+pub fn reserve(conn: &Connection, cfg: &AuthConfig, a: &Attempt, now: i64) -> Result<Verdict> {
     let known = conn
         .query_row(
             "SELECT 1 FROM login_known WHERE email = ?1 AND ip = ?2",
@@ -123,7 +123,7 @@ pub fn succeeded(
     a: &Attempt,
     known: bool,
     now: i64,
-) -> ApiResult<()> {
+) -> Result<()> {
     for (key, limit) in a.keys(cfg, known) {
         if key.starts_with("pair:") {
             conn.execute("DELETE FROM login_throttle WHERE key = ?1", [&key])?;
@@ -140,7 +140,7 @@ pub fn succeeded(
 }
 
 /// The attempt was never judged (no verifier was free): give its count back.
-pub fn withdraw(conn: &Connection, cfg: &AuthConfig, a: &Attempt, known: bool) -> ApiResult<()> {
+pub fn withdraw(conn: &Connection, cfg: &AuthConfig, a: &Attempt, known: bool) -> Result<()> {
     for (key, limit) in a.keys(cfg, known) {
         give_back(conn, cfg, &key, limit)?;
     }
@@ -148,7 +148,7 @@ pub fn withdraw(conn: &Connection, cfg: &AuthConfig, a: &Attempt, known: bool) -
 }
 
 /// One count less, with the block that count set (if any) lifted.
-fn give_back(conn: &Connection, cfg: &AuthConfig, key: &str, limit: u32) -> ApiResult<()> {
+fn give_back(conn: &Connection, cfg: &AuthConfig, key: &str, limit: u32) -> Result<()> {
     let row: Option<(u32, i64)> = conn
         .query_row(
             "SELECT failures, last_at FROM login_throttle WHERE key = ?1",
@@ -168,7 +168,7 @@ fn give_back(conn: &Connection, cfg: &AuthConfig, key: &str, limit: u32) -> ApiR
 }
 
 /// Lifts every counter on an account (its password was reset by the operator).
-pub fn forget_account(conn: &Connection, email: &str) -> ApiResult<()> {
+pub fn forget_account(conn: &Connection, email: &str) -> Result<()> {
     conn.execute(
         "DELETE FROM login_throttle WHERE key = ?1 OR key GLOB ?2",
         params![
@@ -194,7 +194,7 @@ pub const KNOWN_FOR_DAYS: i64 = 90;
 
 /// Retention: counters a window past their last failure and their block, and known pairs
 /// unused for [`KNOWN_FOR_DAYS`]. One chunk of each; the sweep repeats.
-pub fn prune(conn: &Connection, cfg: &AuthConfig, now: i64, chunk: usize) -> ApiResult<usize> {
+pub fn prune(conn: &Connection, cfg: &AuthConfig, now: i64, chunk: usize) -> Result<usize> {
     let window = cfg.failure_window_secs as i64;
     let counters = conn.execute(
         "DELETE FROM login_throttle WHERE key IN (SELECT key FROM login_throttle

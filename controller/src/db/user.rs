@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::Filter;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::scope::{PermSet, Permission, RolePreset, Scope, UserKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -135,7 +135,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
 }
 
 /// Unscoped, for authentication.
-pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<UserRow>> {
+pub fn get(conn: &Connection, id: i64) -> Result<Option<UserRow>> {
     Ok(conn
         .cached_row(
             &format!(
@@ -148,7 +148,7 @@ pub fn get(conn: &Connection, id: i64) -> ApiResult<Option<UserRow>> {
 }
 
 /// Unscoped, for login.
-pub fn get_by_email(conn: &Connection, email: &str) -> ApiResult<Option<UserRow>> {
+pub fn get_by_email(conn: &Connection, email: &str) -> Result<Option<UserRow>> {
     Ok(conn
         .cached_row(
             &format!(
@@ -160,7 +160,7 @@ pub fn get_by_email(conn: &Connection, email: &str) -> ApiResult<Option<UserRow>
         .optional()?)
 }
 
-pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<UserRow> {
+pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<UserRow> {
     let (pred, p) = scope.owns("u.tenant_id");
     conn.cached_row(
         &format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE {pred} AND u.id = ?"),
@@ -168,7 +168,7 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> ApiResult<UserR
         from_row,
     )
     .optional()?
-    .ok_or_else(|| ApiError::not_found("user"))
+    .ok_or_else(|| Error::not_found("user"))
 }
 
 #[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
@@ -189,7 +189,7 @@ pub fn list(
     f: &UserFilter,
     after: i64,
     limit: u32,
-) -> ApiResult<Vec<UserRow>> {
+) -> Result<Vec<UserRow>> {
     let mut w = Filter::scoped(scope, "u.tenant_id");
     w.search(&["u.name", "u.email"], f.q.as_deref())
         .and_opt("u.tenant_id = ?", f.tenant_id)
@@ -198,7 +198,7 @@ pub fn list(
     w.page(conn, &select, "u.id", after, limit, from_row)
 }
 
-pub fn validate_email(s: &str) -> ApiResult<String> {
+pub fn validate_email(s: &str) -> Result<String> {
     let e = s.trim().to_ascii_lowercase();
     let valid = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -215,16 +215,16 @@ pub fn validate_email(s: &str) -> ApiResult<String> {
     if valid {
         Ok(e)
     } else {
-        Err(ApiError::invalid(format!(
+        Err(Error::invalid(format!(
             "email: '{s}' is not an email address"
         )))
     }
 }
 
-pub fn validate_password(field: &str, p: &str) -> ApiResult<()> {
+pub fn validate_password(field: &str, p: &str) -> Result<()> {
     let n = p.chars().count();
     if !(10..=128).contains(&n) {
-        return Err(ApiError::invalid(format!(
+        return Err(Error::invalid(format!(
             "{field} must be 10 to 128 characters long"
         )));
     }
@@ -243,7 +243,7 @@ pub struct Insert<'a> {
     pub created_by: Option<i64>,
 }
 
-pub fn insert(conn: &Connection, u: &Insert<'_>) -> ApiResult<UserRow> {
+pub fn insert(conn: &Connection, u: &Insert<'_>) -> Result<UserRow> {
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO users (tenant_id, kind, email, name, phone, password_hash, permissions, created_by, created_at, updated_at)
@@ -271,7 +271,7 @@ pub fn update(
     status: UserStatus,
     permissions: &PermSet,
     password_hash: Option<&str>,
-) -> ApiResult<UserRow> {
+) -> Result<UserRow> {
     conn.cached_exec(
         "UPDATE users SET name = ?2, phone = ?3, status = ?4, permissions = ?5,
              password_hash = coalesce(?6, password_hash), updated_at = ?7 WHERE id = ?1",
@@ -288,7 +288,7 @@ pub fn update(
     Ok(get(conn, u.id)?.expect("exists"))
 }
 
-pub fn count_operator_staff(conn: &Connection) -> ApiResult<i64> {
+pub fn count_operator_staff(conn: &Connection) -> Result<i64> {
     Ok(conn.cached_row(
         "SELECT count(*) FROM users WHERE kind = 'operator'",
         [],

@@ -5,10 +5,10 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiQuery, AppState, ErrorBody, Page, page, paging};
+use super::{ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::db::audit::{self, AuditEntry, AuditFilter};
 use crate::db::subscriber::parse_time;
-use crate::error::ApiResult;
+use crate::error::Result;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -23,7 +23,7 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<AuditFilter>,
-) -> ApiResult<Json<Page<AuditEntry>>> {
+) -> Result<Json<Page<AuditEntry>>> {
     actor.require(Permission::ViewAuditLog)?;
     let since = f
         .since
@@ -36,12 +36,12 @@ async fn list(
         .map(|s| parse_time("until", s))
         .transpose()?;
     // Newest first: the cursor is the id to go below (0, no cursor, means from the top).
-    let (before, limit) = paging(f.cursor.as_deref(), f.limit)?;
-    let before = (before > 0).then_some(before);
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
+    let before = (paging.after > 0).then_some(paging.after);
     let scope = actor.scope();
     let items = st
         .db
-        .read(move |c| audit::list(c, &scope, &f, since, until, before, limit + 1))
+        .read(move |c| audit::list(c, &scope, &f, since, until, before, paging.fetch()))
         .await?;
-    Ok(Json(page(items, limit, |e| e.id)))
+    Ok(Json(paging.page(items, |e| e.id)))
 }

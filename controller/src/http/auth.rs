@@ -29,7 +29,7 @@ use crate::db::tenant::{self, Reseller, Tenant, TenantStatus};
 use crate::db::throttle::{self, Verdict};
 use crate::db::user::{self, User, UserRow, UserStatus};
 use crate::db::{self as store, session};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, ErrorKind, Result};
 use crate::scope::{Actor, Credential, OPERATOR_TENANT, PermSet, UserKind};
 
 pub const SESSION_COOKIE: &str = "outpost_session";
@@ -88,14 +88,14 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
 }
 
 impl FromRequestParts<AppState> for ClientMeta {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .ok_or_else(|| {
-                ApiError::internal(&std::io::Error::other(
+                Error::internal(&std::io::Error::other(
                     "no peer address: serve with connect info",
                 ))
             })?;
@@ -164,12 +164,11 @@ fn standing(u: &UserRow, chain: &[Tenant], ip: IpAddr) -> Option<Refusal> {
 }
 
 impl FromRequestParts<AppState> for Actor {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let meta = ClientMeta::from_request_parts(parts, state).await?;
-        let secret = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::unauthorized("log in first (session cookie or Bearer token)")
-        })?;
+        let secret = bearer(&parts.headers)
+            .ok_or_else(|| Error::unauthorized("log in first (session cookie or Bearer token)"))?;
         let loaded = state
             .db
             .read(move |c| {
@@ -190,7 +189,7 @@ impl FromRequestParts<AppState> for Actor {
             })
             .await?;
         let Some((found, u, chain, impersonator)) = loaded else {
-            return Err(ApiError::unauthorized(
+            return Err(Error::unauthorized(
                 "the session has ended or the token is not valid; log in again",
             ));
         };
@@ -210,7 +209,7 @@ impl FromRequestParts<AppState> for Actor {
         match standing(&u, &chain, meta.ip) {
             None => {}
             Some(Refusal::Disabled(msg)) => {
-                return Err(ApiError::forbidden("account_disabled", msg));
+                return Err(Error::forbidden("account_disabled", msg));
             }
             Some(Refusal::Address { tenant }) => {
                 let cred = found.credential.clone();
@@ -227,7 +226,7 @@ impl FromRequestParts<AppState> for Actor {
                         audit::record_security(tx, &event)
                     })
                     .await?;
-                return Err(ApiError::forbidden(
+                return Err(Error::forbidden(
                     "ip_not_allowed",
                     format!(
                         "logins for '{tenant}' are not allowed from {}; the session has been ended",
@@ -291,7 +290,7 @@ async fn login(
     State(state): State<AppState>,
     meta: ClientMeta,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> ApiResult<Response> {
+) -> Result<Response> {
     let cfg = state.config.auth.clone();
     let email = req.email.trim().to_ascii_lowercase();
     let attempt = throttle::Attempt {
@@ -324,7 +323,7 @@ async fn login(
         .await?;
     let known = match verdict {
         Verdict::Blocked { retry_after } => {
-            return Err(ApiError::too_many(
+            return Err(Error::too_many(
                 format!("too many failed logins; try again in {retry_after} seconds"),
                 retry_after,
             ));
@@ -359,8 +358,8 @@ async fn login(
             .db
             .write(move |tx| audit::record_security(tx, &event))
             .await?;
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
+        return Err(Error::new(
+            ErrorKind::Unauthenticated,
             "invalid_credentials",
             "email or password is incorrect",
         ));
@@ -379,7 +378,7 @@ async fn login(
     );
     match standing(&u, &chain, meta.ip) {
         None => {}
-        Some(Refusal::Disabled(msg)) => return Err(ApiError::forbidden("account_disabled", msg)),
+        Some(Refusal::Disabled(msg)) => return Err(Error::forbidden("account_disabled", msg)),
         Some(Refusal::Address { tenant }) => {
             let event = SecurityEvent::new(
                 who,
@@ -390,7 +389,7 @@ async fn login(
                 .db
                 .write(move |tx| audit::record_security(tx, &event))
                 .await?;
-            return Err(ApiError::forbidden(
+            return Err(Error::forbidden(
                 "ip_not_allowed",
                 format!("logins for '{tenant}' are not allowed from {}", meta.ip),
             ));
@@ -420,13 +419,13 @@ async fn login(
     Ok(with_cookie(session_cookie(&state, token), Json(me)))
 }
 
-async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -> ApiResult<Me> {
+async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -> Result<Me> {
     let tid = u.tenant_id;
     let t = state
         .db
         .read(move |c| tenant::get(c, tid))
         .await?
-        .ok_or_else(|| ApiError::not_found("tenant"))?;
+        .ok_or_else(|| Error::not_found("tenant"))?;
     let user = u.view();
     Ok(Me {
         permissions: user.permissions.clone(),
@@ -439,7 +438,7 @@ async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -
 /// Log out: ends the credential this request used.
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session",
     responses((status = 204), (status = 401, body = super::ErrorBody)))]
-async fn logout(State(state): State<AppState>, actor: Actor) -> ApiResult<Response> {
+async fn logout(State(state): State<AppState>, actor: Actor) -> Result<Response> {
     let who = Who::from(&actor);
     let cred = actor.credential.clone();
     let (kind, id) = match cred {
@@ -465,13 +464,13 @@ async fn logout(State(state): State<AppState>, actor: Actor) -> ApiResult<Respon
 /// Who am I: the logged-in user, its tenant and effective permissions.
 #[utoipa::path(get, path = "/api/v1/me", tag = "session",
     responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
-async fn me(State(state): State<AppState>, actor: Actor) -> ApiResult<Json<Me>> {
+async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Me>> {
     let id = actor.user_id;
     let u = state
         .db
         .read(move |c| user::get(c, id))
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .ok_or_else(|| Error::not_found("user"))?;
     Ok(Json(
         build_me(&state, &u, actor.impersonator.map(|i| i.1)).await?,
     ))
@@ -492,9 +491,9 @@ async fn change_password(
     State(state): State<AppState>,
     actor: Actor,
     ApiJson(req): ApiJson<PasswordChange>,
-) -> ApiResult<StatusCode> {
+) -> Result<StatusCode> {
     if actor.impersonator.is_some() {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "impersonating",
             "an impersonated session cannot change the user's password",
         ));
@@ -505,7 +504,7 @@ async fn change_password(
         .db
         .read(move |c| user::get(c, id))
         .await?
-        .ok_or_else(|| ApiError::not_found("user"))?;
+        .ok_or_else(|| Error::not_found("user"))?;
     let hasher = state.hasher.clone();
     let stored = u.password_hash.clone();
     let slot = state.password_checks.slot().await?;
@@ -523,13 +522,13 @@ async fn change_password(
         })
         .await?;
     if !ok {
-        return Err(ApiError::unprocessable(
+        return Err(Error::unprocessable(
             "wrong_password",
             "current_password is incorrect",
         ));
     }
     let new_hash =
-        new_hash.ok_or_else(|| ApiError::internal(&std::io::Error::other("hashing failed")))?;
+        new_hash.ok_or_else(|| Error::internal(&std::io::Error::other("hashing failed")))?;
     let who = Who::from(&actor);
     let keep = match actor.credential {
         Credential::Session { id } => Some(id),
@@ -563,7 +562,7 @@ async fn change_password(
 async fn list_tokens(
     State(state): State<AppState>,
     actor: Actor,
-) -> ApiResult<Json<Vec<session::ApiToken>>> {
+) -> Result<Json<Vec<session::ApiToken>>> {
     let id = actor.user_id;
     Ok(Json(
         state.db.read(move |c| session::list_tokens(c, id)).await?,
@@ -577,15 +576,13 @@ async fn create_token(
     State(state): State<AppState>,
     actor: Actor,
     ApiJson(req): ApiJson<session::NewApiToken>,
-) -> ApiResult<(StatusCode, Json<session::CreatedApiToken>)> {
+) -> Result<(StatusCode, Json<session::CreatedApiToken>)> {
     let name = tenant::validate_name("name", &req.name, 120)?;
     let expires_at = match req.expires_in_days {
         None => None,
         Some(d) if (1..=3650).contains(&d) => Some(store::now() + d * 86_400),
         Some(_) => {
-            return Err(ApiError::invalid(
-                "expires_in_days must be between 1 and 3650",
-            ));
+            return Err(Error::invalid("expires_in_days must be between 1 and 3650"));
         }
     };
     let secret = new_bearer("opt_");
@@ -615,7 +612,7 @@ async fn revoke_token(
     State(state): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<StatusCode> {
+) -> Result<StatusCode> {
     let who = Who::from(&actor);
     let (uid, tid) = (actor.user_id, actor.tenant_id);
     state
@@ -645,9 +642,9 @@ async fn impersonate(
     State(state): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Response> {
+) -> Result<Response> {
     if actor.kind == UserKind::Manager || actor.impersonator.is_some() {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "permission_denied",
             "only operator and reseller logins, in their own session, may impersonate",
         ));
@@ -658,7 +655,7 @@ async fn impersonate(
         .read(move |c| user::get_visible(c, &scope, id))
         .await?;
     if target.id == actor.user_id || target.kind == UserKind::Operator {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "permission_denied",
             "operator staff and yourself cannot be impersonated",
         ));

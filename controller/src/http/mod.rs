@@ -2,10 +2,13 @@
 //! Routes are declared with `utoipa_axum::routes!`, so the router and the OpenAPI
 //! document come from one declaration and cannot drift apart.
 
-pub mod agent;
+pub mod agent_api;
 pub mod audit;
 pub mod auth;
-pub mod billing;
+pub mod balances;
+mod error;
+pub mod ledger;
+pub mod plans;
 pub mod resellers;
 pub mod sites;
 pub mod subscribers;
@@ -28,7 +31,7 @@ use utoipa_axum::routes;
 use crate::config::Config;
 use crate::crypto::{PasswordHasherCfg, SecretBox};
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -106,8 +109,10 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(subscribers::router())
         .merge(sites::router())
         .merge(audit::router())
-        .merge(billing::router())
-        .merge(agent::router())
+        .merge(plans::router())
+        .merge(balances::router())
+        .merge(ledger::router())
+        .merge(agent_api::router())
         .routes(routes!(openapi_json))
 }
 
@@ -117,10 +122,10 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
     let router = router
         .layer(Extension(OpenApiJson(json)))
-        .fallback(|| async { ApiError::not_found("route") })
+        .fallback(|| async { Error::not_found("route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            Error::new(
+                crate::error::ErrorKind::MethodNotAllowed,
                 "method_not_allowed",
                 "this path does not answer that method",
             )
@@ -145,40 +150,40 @@ async fn openapi_json(Extension(OpenApiJson(json)): Extension<OpenApiJson>) -> i
 
 /// JSON body extractor whose rejections use the API's error body.
 #[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+#[from_request(via(axum::Json), rejection(Error))]
 pub struct ApiJson<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
+impl From<JsonRejection> for Error {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonSyntaxError(e) => ApiError::bad_request(
+            JsonRejection::JsonSyntaxError(e) => Error::bad_request(
                 "malformed_json",
                 format!("the body is not valid JSON: {}", inner(&e)),
             ),
-            JsonRejection::JsonDataError(e) => ApiError::unprocessable("invalid_field", inner(&e)),
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            JsonRejection::JsonDataError(e) => Error::unprocessable("invalid_field", inner(&e)),
+            JsonRejection::MissingJsonContentType(_) => Error::new(
+                crate::error::ErrorKind::UnsupportedMediaType,
                 "unsupported_media_type",
                 "send the body as JSON with 'Content-Type: application/json'",
             ),
-            other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            other if other.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::new(
+                crate::error::ErrorKind::TooLarge,
                 "body_too_large",
                 "the body is larger than the server accepts",
             ),
-            other => ApiError::bad_request("bad_body", other.body_text()),
+            other => Error::bad_request("bad_body", other.body_text()),
         }
     }
 }
 
 /// Query-string extractor whose rejections use the API's error body.
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+#[from_request(via(axum::extract::Query), rejection(Error))]
 pub struct ApiQuery<T>(pub T);
 
-impl From<QueryRejection> for ApiError {
+impl From<QueryRejection> for Error {
     fn from(r: QueryRejection) -> Self {
-        ApiError::bad_request(
+        Error::bad_request(
             "bad_query",
             format!("the query string is invalid: {}", inner(&r)),
         )
@@ -187,12 +192,12 @@ impl From<QueryRejection> for ApiError {
 
 /// Path extractor whose rejections use the API's error body.
 #[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+#[from_request(via(axum::extract::Path), rejection(Error))]
 pub struct ApiPath<T>(pub T);
 
-impl From<PathRejection> for ApiError {
+impl From<PathRejection> for Error {
     fn from(r: PathRejection) -> Self {
-        ApiError::bad_request("bad_path", format!("the URL is invalid: {}", inner(&r)))
+        Error::bad_request("bad_path", format!("the URL is invalid: {}", inner(&r)))
     }
 }
 
@@ -213,37 +218,55 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Reads `cursor` and `limit`; returns (after_id, limit).
-pub fn paging(cursor: Option<&str>, limit: Option<u32>) -> ApiResult<(i64, u32)> {
-    let after = match cursor {
-        None | Some("") => 0,
-        Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-            ApiError::bad_request(
-                "bad_cursor",
-                "cursor must be a next_cursor from a previous page",
-            )
-        })?,
-    };
-    let limit = limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "bad_limit",
-            "limit must be between 1 and 500",
-        ));
-    }
-    Ok((after, limit))
+/// The `cursor` and `limit` of a list request, read and checked the same way for
+/// every list route.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// The id the page starts after (before, for newest-first lists); 0 from the start.
+    pub after: i64,
+    /// Rows on a page.
+    pub limit: u32,
 }
 
-/// Builds a page from `limit + 1` fetched rows.
-pub fn page<T>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> i64) -> Page<T> {
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| id(r).to_string())
-    } else {
-        None
-    };
-    Page {
-        items: rows,
-        next_cursor,
+impl Paging {
+    /// Reads `cursor` (a `next_cursor` from a previous page) and `limit` (1..=500,
+    /// default 100).
+    pub fn new(cursor: Option<&str>, limit: Option<u32>) -> Result<Paging> {
+        let after = match cursor {
+            None | Some("") => 0,
+            Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                Error::bad_request(
+                    "bad_cursor",
+                    "cursor must be a next_cursor from a previous page",
+                )
+            })?,
+        };
+        let limit = limit.unwrap_or(100);
+        if !(1..=500).contains(&limit) {
+            return Err(Error::bad_request(
+                "bad_limit",
+                "limit must be between 1 and 500",
+            ));
+        }
+        Ok(Paging { after, limit })
+    }
+
+    /// Rows to fetch: one more than a page, to tell whether another page follows.
+    pub fn fetch(&self) -> u32 {
+        self.limit + 1
+    }
+
+    /// Builds a page from [`Paging::fetch`] rows.
+    pub fn page<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
+        let next_cursor = if rows.len() > self.limit as usize {
+            rows.truncate(self.limit as usize);
+            rows.last().map(|r| id(r).to_string())
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 }

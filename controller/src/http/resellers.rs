@@ -6,11 +6,11 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
-use crate::db::audit::{self, Entry, Who};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
-use crate::error::ApiResult;
+use crate::error::Result;
+use crate::ops::resellers as ops;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -27,17 +27,16 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<ResellerFilter>,
-) -> ApiResult<Json<Page<Reseller>>> {
+) -> Result<Json<Page<Reseller>>> {
     actor.require(Permission::ManageResellers)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| tenant::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| tenant::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(
+    Ok(Json(paging.page(
         rows.iter().map(|t| t.view(None, &st.currency)).collect(),
-        limit,
         |r| r.id,
     )))
 }
@@ -50,29 +49,13 @@ async fn create(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewReseller>,
-) -> ApiResult<(StatusCode, Json<Reseller>)> {
+) -> Result<(StatusCode, Json<Reseller>)> {
     actor.require(Permission::ManageResellers)?;
     let max_depth = st.config.tree.max_depth;
     let cur = st.currency.clone();
     let created = st
         .db
-        .write(move |tx| {
-            let parent = tenant::assignable(tx, &actor, input.parent_id, "reseller.create")?;
-            let t = tenant::create(tx, &parent, &input, max_depth)?;
-            let view = t.view(None, &cur);
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    t.id,
-                    "reseller.create",
-                    "reseller",
-                    t.id,
-                )
-                .after(&view),
-            )?;
-            Ok(view)
-        })
+        .write(move |tx| ops::create_reseller(tx, &actor, &input, max_depth, &cur))
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -84,7 +67,7 @@ async fn get(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Reseller>> {
+) -> Result<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
     let scope = actor.scope();
     let cur = st.currency.clone();
@@ -110,23 +93,12 @@ async fn update(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<ResellerPatch>,
-) -> ApiResult<Json<Reseller>> {
+) -> Result<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
     let cur = st.currency.clone();
     let view = st
         .db
-        .write(move |tx| {
-            let before = tenant::get_managed(tx, &actor.scope(), id)?;
-            let after = tenant::update(tx, &before, &p, &cur)?;
-            let view = after.view(None, &cur);
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), id, "reseller.update", "reseller", id)
-                    .before(&before.view(None, &cur))
-                    .after(&view),
-            )?;
-            Ok(view)
-        })
+        .write(move |tx| ops::update_reseller(tx, &actor, id, &p, &cur))
         .await?;
     Ok(Json(view))
 }
@@ -139,7 +111,7 @@ async fn get_brand(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<BrandView>> {
+) -> Result<Json<BrandView>> {
     actor.require(Permission::ManageBranding)?;
     let scope = actor.scope();
     let view = st
@@ -164,22 +136,11 @@ async fn set_brand(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(settings): ApiJson<BrandSettings>,
-) -> ApiResult<Json<BrandView>> {
+) -> Result<Json<BrandView>> {
     actor.require(Permission::ManageBranding)?;
     let view = st
         .db
-        .write(move |tx| {
-            tenant::get_visible(tx, &actor.scope(), id)?;
-            let before = brand::view(tx, id)?;
-            let after = brand::set(tx, id, settings)?;
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), id, "reseller.brand", "reseller", id)
-                    .before(&before.settings)
-                    .after(&after.settings),
-            )?;
-            Ok(after)
-        })
+        .write(move |tx| ops::set_brand(tx, &actor, id, settings))
         .await?;
     Ok(Json(view))
 }

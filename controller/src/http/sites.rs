@@ -1,17 +1,21 @@
-//! `/api/v1/sites` and `/api/v1/nas`: where agents run and the NAS devices they serve.
+//! `/api/v1/sites` and `/api/v1/nas`: where agents run, the NAS devices they serve,
+//! and what people do with a site's agent (enrollment tokens, status, events).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
-use crate::db::audit::{self, Entry, Who};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use crate::crypto::new_bearer;
+use crate::db::agent::{self, AgentStatus, CreatedEnrollmentToken, EnrollmentToken, SiteEvent};
 use crate::db::nas::{self, Nas, NasFilter, NasPatch, NewNas};
 use crate::db::site::{self, NewSite, Site, SiteFilter, SitePatch};
-use crate::db::tenant;
-use crate::error::ApiResult;
+use crate::error::{Error, Result};
+use crate::ops::sites as ops;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,6 +24,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_site, update_site))
         .routes(routes!(list_nas, create_nas))
         .routes(routes!(get_nas, update_nas))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(agent_status))
+        .routes(routes!(site_events))
 }
 
 /// Sites in your part of the tree.
@@ -29,15 +36,15 @@ async fn list_sites(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<SiteFilter>,
-) -> ApiResult<Json<Page<Site>>> {
+) -> Result<Json<Page<Site>>> {
     actor.require(Permission::ManageSites)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| site::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| site::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(rows, limit, |s| s.id)))
+    Ok(Json(paging.page(rows, |s| s.id)))
 }
 
 /// Create a site (owned by `tenant_id`, by default your own tenant).
@@ -48,19 +55,11 @@ async fn create_site(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewSite>,
-) -> ApiResult<(StatusCode, Json<Site>)> {
+) -> Result<(StatusCode, Json<Site>)> {
     actor.require(Permission::ManageSites)?;
     let s = st
         .db
-        .write(move |tx| {
-            let owner = tenant::assignable(tx, &actor, input.tenant_id, "site.create")?;
-            let s = site::create(tx, &owner, &input)?;
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), owner.id, "site.create", "site", s.id).after(&s),
-            )?;
-            Ok(s)
-        })
+        .write(move |tx| ops::create_site(tx, &actor, &input))
         .await?;
     Ok((StatusCode::CREATED, Json(s)))
 }
@@ -72,7 +71,7 @@ async fn get_site(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Site>> {
+) -> Result<Json<Site>> {
     actor.require(Permission::ManageSites)?;
     let scope = actor.scope();
     Ok(Json(
@@ -91,27 +90,11 @@ async fn update_site(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<SitePatch>,
-) -> ApiResult<Json<Site>> {
+) -> Result<Json<Site>> {
     actor.require(Permission::ManageSites)?;
     let s = st
         .db
-        .write(move |tx| {
-            let before = site::get_visible(tx, &actor.scope(), id)?;
-            let after = site::update(tx, &before, &p)?;
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    after.tenant_id,
-                    "site.update",
-                    "site",
-                    id,
-                )
-                .before(&before)
-                .after(&after),
-            )?;
-            Ok(after)
-        })
+        .write(move |tx| ops::update_site(tx, &actor, id, &p))
         .await?;
     Ok(Json(s))
 }
@@ -123,15 +106,15 @@ async fn list_nas(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<NasFilter>,
-) -> ApiResult<Json<Page<Nas>>> {
+) -> Result<Json<Page<Nas>>> {
     actor.require(Permission::ManageSites)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| nas::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| nas::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(rows, limit, |n| n.id)))
+    Ok(Json(paging.page(rows, |n| n.id)))
 }
 
 /// Register a NAS at a site. The RADIUS secret is stored sealed.
@@ -142,20 +125,12 @@ async fn create_nas(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewNas>,
-) -> ApiResult<(StatusCode, Json<Nas>)> {
+) -> Result<(StatusCode, Json<Nas>)> {
     actor.require(Permission::ManageSites)?;
     let secrets = st.secrets.clone();
     let n = st
         .db
-        .write(move |tx| {
-            let owner = tenant::assignable(tx, &actor, input.tenant_id, "nas.create")?;
-            let n = nas::create(tx, &owner, &input, &secrets)?;
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), owner.id, "nas.create", "nas", n.id).after(&n),
-            )?;
-            Ok(n)
-        })
+        .write(move |tx| ops::create_nas(tx, &actor, &input, &secrets))
         .await?;
     Ok((StatusCode::CREATED, Json(n)))
 }
@@ -167,7 +142,7 @@ async fn get_nas(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Nas>> {
+) -> Result<Json<Nas>> {
     actor.require(Permission::ManageSites)?;
     let scope = actor.scope();
     let secrets = st.secrets.clone();
@@ -187,26 +162,126 @@ async fn update_nas(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<NasPatch>,
-) -> ApiResult<Json<Nas>> {
+) -> Result<Json<Nas>> {
     actor.require(Permission::ManageSites)?;
     let secrets = st.secrets.clone();
     let n = st
         .db
-        .write(move |tx| {
-            let before = nas::get_visible(tx, &actor.scope(), id, None)?;
-            let after = nas::update(tx, &before, &p, &secrets)?;
-            let mut after_json = serde_json::to_value(&after).expect("serializes");
-            if p.secret.is_some() {
-                after_json["secret"] = "[changed]".into();
-            }
-            audit::record(
-                tx,
-                &Entry::new(&Who::from(&actor), after.tenant_id, "nas.update", "nas", id)
-                    .before(&before)
-                    .after(&after_json),
-            )?;
-            Ok(after)
-        })
+        .write(move |tx| ops::update_nas(tx, &actor, id, &p, &secrets))
         .await?;
     Ok(Json(n))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnrollmentToken {
+    /// Hours until it expires (1..=168, default 24).
+    pub ttl_hours: Option<i64>,
+}
+
+/// Enrollment tokens of a site (never their secrets).
+#[utoipa::path(get, path = "/api/v1/sites/{id}/enrollment-tokens", tag = "sites", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<EnrollmentToken>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_tokens(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Vec<EnrollmentToken>>> {
+    actor.require(Permission::ManageSites)?;
+    about_site(&st, &actor, id, agent::list_tokens).await
+}
+
+/// Create a single-use, expiring enrollment token for a site. The secret is shown once.
+#[utoipa::path(post, path = "/api/v1/sites/{id}/enrollment-tokens", tag = "sites", params(("id" = i64, Path)),
+    request_body = NewEnrollmentToken,
+    responses((status = 201, body = CreatedEnrollmentToken), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn create_token(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(req): ApiJson<NewEnrollmentToken>,
+) -> Result<(StatusCode, Json<CreatedEnrollmentToken>)> {
+    actor.require(Permission::ManageSites)?;
+    let ttl = req.ttl_hours.unwrap_or(24);
+    if !(1..=168).contains(&ttl) {
+        return Err(Error::invalid("ttl_hours must be between 1 and 168"));
+    }
+    let secret = new_bearer("ope_");
+    let sec = secret.clone();
+    let token = st
+        .db
+        .write(move |tx| ops::create_enrollment_token(tx, &actor, id, ttl * 3600, &sec))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedEnrollmentToken { token, secret }),
+    ))
+}
+
+/// The site's agent: version, last seen, applied revision and drift.
+#[utoipa::path(get, path = "/api/v1/sites/{id}/agent", tag = "sites", params(("id" = i64, Path)),
+    responses((status = 200, body = AgentStatus), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn agent_status(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<AgentStatus>> {
+    actor.require(Permission::ManageSites)?;
+    about_site(&st, &actor, id, agent::status).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilter {
+    /// `accounting`, `auth_reject`, `nas_sessions_closed` or `coa`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub kind: Option<String>,
+    /// Only events that happened before this unix time (the `at` of the last one seen).
+    pub before: Option<i64>,
+    /// 1..=500, default 100.
+    pub limit: Option<u32>,
+}
+
+/// What the site's agent reported, newest first: accounting, rejects (with the reason
+/// the NAS was not told), NAS restarts, and the NAS's answers to Disconnect/CoA.
+#[utoipa::path(get, path = "/api/v1/sites/{id}/events", tag = "sites", params(("id" = i64, Path), EventFilter),
+    responses((status = 200, body = Vec<SiteEvent>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn site_events(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(f): ApiQuery<EventFilter>,
+) -> Result<Json<Vec<SiteEvent>>> {
+    actor.require(Permission::ManageSites)?;
+    let limit = f.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(Error::invalid("limit must be 1 to 500"));
+    }
+    if let Some(k) = &f.kind
+        && !["accounting", "auth_reject", "nas_sessions_closed", "coa"].contains(&k.as_str())
+    {
+        return Err(Error::invalid(
+            "type must be accounting, auth_reject, nas_sessions_closed or coa",
+        ));
+    }
+    about_site(&st, &actor, id, move |c, id| {
+        agent::site_events(c, id, f.kind.as_deref(), f.before, limit)
+    })
+    .await
+}
+
+/// Reads something about a site the actor can see (404 for any other), given the site's id.
+async fn about_site<T: Send + 'static>(
+    st: &AppState,
+    actor: &Actor,
+    id: i64,
+    read: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+) -> Result<Json<T>> {
+    let scope = actor.scope();
+    let site = move |c: &rusqlite::Connection| read(c, site::get_visible(c, &scope, id)?.id);
+    Ok(Json(st.db.read(site).await?))
 }

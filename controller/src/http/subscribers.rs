@@ -1,20 +1,25 @@
-//! `/api/v1/subscribers`: customers, with search, cursor paging and bulk actions.
+//! `/api/v1/subscribers`: customers, with search, cursor paging and bulk actions, and
+//! what their site's agent reported about them (sessions online, usage per day).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, page, paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use crate::db::agent::{self, OnlineSession, UsageDay};
 use crate::db::audit::{self, Entry, Who};
 use crate::db::subscriber::{
     self, BulkAction, BulkRequest, BulkResult, NewSubscriber, Subscriber, SubscriberFilter,
     SubscriberPatch,
 };
 use crate::db::tenant;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
+use crate::ops::subscribers as ops;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(get, update))
         .routes(routes!(bulk))
+        .routes(routes!(sessions))
+        .routes(routes!(usage))
 }
 
 /// Search your subscribers (a manager: its tenant's direct customers only).
@@ -31,15 +38,15 @@ async fn list(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<SubscriberFilter>,
-) -> ApiResult<Json<Page<Subscriber>>> {
+) -> Result<Json<Page<Subscriber>>> {
     actor.require(Permission::ViewCustomers)?;
-    let (after, limit) = paging(f.cursor.as_deref(), f.limit)?;
+    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
     let scope = actor.scope();
     let rows = st
         .db
-        .read(move |c| subscriber::list(c, &scope, &f, after, limit + 1))
+        .read(move |c| subscriber::list(c, &scope, &f, paging.after, paging.fetch()))
         .await?;
-    Ok(Json(page(rows, limit, |s| s.id)))
+    Ok(Json(paging.page(rows, |s| s.id)))
 }
 
 /// Create a subscriber (owned by `tenant_id`, by default your own tenant).
@@ -50,28 +57,15 @@ async fn create(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewSubscriber>,
-) -> ApiResult<(StatusCode, Json<Subscriber>)> {
+) -> Result<(StatusCode, Json<Subscriber>)> {
     actor.require(Permission::CreateCustomers)?;
     let secrets = st.secrets.clone();
     let show_password = actor.can(Permission::EditCustomers);
     let created = st
         .db
         .write(move |tx| {
-            let owner = tenant::assignable(tx, &actor, input.tenant_id, "subscriber.create")?;
-            let row = subscriber::create(tx, &owner, &input, &secrets)?;
-            let view = row.view(None)?;
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    owner.id,
-                    "subscriber.create",
-                    "subscriber",
-                    view.id,
-                )
-                .after(&view),
-            )?;
-            row.view(show_password.then_some(&secrets))
+            ops::create_subscriber(tx, &actor, &input, &secrets)?
+                .view(show_password.then_some(&secrets))
         })
         .await?;
     Ok((StatusCode::CREATED, Json(created)))
@@ -84,7 +78,7 @@ async fn get(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<Subscriber>> {
+) -> Result<Json<Subscriber>> {
     actor.require(Permission::ViewCustomers)?;
     let scope = actor.scope();
     let secrets = actor
@@ -108,7 +102,7 @@ async fn update(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
     ApiJson(p): ApiJson<SubscriberPatch>,
-) -> ApiResult<Json<Subscriber>> {
+) -> Result<Json<Subscriber>> {
     if p.status.is_some() {
         actor.require(Permission::SuspendReconnect)?;
     }
@@ -120,36 +114,8 @@ async fn update(
     let view = st
         .db
         .write(move |tx| {
-            let before = subscriber::get_visible(tx, &actor.scope(), id)?;
-            let new_owner = match p.tenant_id {
-                Some(t) if t != before.sub.tenant_id => {
-                    Some(tenant::assignable(tx, &actor, Some(t), "subscriber.move")?)
-                }
-                _ => None,
-            };
-            let after = subscriber::update(tx, &before, &p, new_owner.as_ref(), &secrets)?;
-            let mut after_view = serde_json::to_value(after.view(None)?).expect("serializes");
-            if p.password.is_some() {
-                after_view["password"] = "[changed]".into();
-            }
-            let action = if new_owner.is_some() {
-                "subscriber.move"
-            } else {
-                "subscriber.update"
-            };
-            audit::record(
-                tx,
-                &Entry::new(
-                    &Who::from(&actor),
-                    after.sub.tenant_id,
-                    action,
-                    "subscriber",
-                    id,
-                )
-                .before(&before.view(None)?)
-                .after(&after_view),
-            )?;
-            after.view(show_password.then_some(&secrets))
+            ops::update_subscriber(tx, &actor, id, &p, &secrets)?
+                .view(show_password.then_some(&secrets))
         })
         .await?;
     Ok(Json(view))
@@ -163,7 +129,7 @@ async fn bulk(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(req): ApiJson<BulkRequest>,
-) -> ApiResult<Json<BulkResult>> {
+) -> Result<Json<BulkResult>> {
     match req.action {
         BulkAction::Suspend | BulkAction::Reconnect => {
             actor.require(Permission::SuspendReconnect)?
@@ -174,15 +140,15 @@ async fn bulk(
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() || ids.len() > 1000 {
-        return Err(ApiError::invalid("ids must list 1 to 1000 subscribers"));
+        return Err(Error::invalid("ids must list 1 to 1000 subscribers"));
     }
     if req.action == BulkAction::SetReseller && req.tenant_id.is_none() {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "set_reseller needs tenant_id: the reseller to move the subscribers to",
         ));
     }
     if req.action != BulkAction::SetReseller && req.tenant_id.is_some() {
-        return Err(ApiError::invalid("tenant_id applies to set_reseller only"));
+        return Err(Error::invalid("tenant_id applies to set_reseller only"));
     }
     let result = st
         .db
@@ -217,4 +183,61 @@ async fn bulk(
         })
         .await?;
     Ok(Json(result))
+}
+
+/// A subscriber's sessions online now, from accounting.
+#[utoipa::path(get, path = "/api/v1/subscribers/{id}/sessions", tag = "subscribers", params(("id" = i64, Path)),
+    responses((status = 200, body = Vec<OnlineSession>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn sessions(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Vec<OnlineSession>>> {
+    actor.require(Permission::ViewCustomers)?;
+    about_subscriber(&st, &actor, id, agent::sessions_of).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageParams {
+    /// Days back from today (1..=366, default 30).
+    pub days: Option<i64>,
+}
+
+/// A subscriber's traffic per UTC day, from accounting.
+#[utoipa::path(get, path = "/api/v1/subscribers/{id}/usage", tag = "subscribers", params(("id" = i64, Path), UsageParams),
+    responses((status = 200, body = Vec<UsageDay>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn usage(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<UsageParams>,
+) -> Result<Json<Vec<UsageDay>>> {
+    actor.require(Permission::ViewCustomers)?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(Error::bad_request(
+            "bad_days",
+            "days must be between 1 and 366",
+        ));
+    }
+    let since = (time::OffsetDateTime::now_utc() - time::Duration::days(days - 1))
+        .date()
+        .to_string();
+    about_subscriber(&st, &actor, id, move |c, id| agent::usage_of(c, id, &since)).await
+}
+
+/// Reads something about a subscriber the actor can see (404 for any other), given the
+/// subscriber's id.
+async fn about_subscriber<T: Send + 'static>(
+    st: &AppState,
+    actor: &Actor,
+    id: i64,
+    read: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
+) -> Result<Json<T>> {
+    let scope = actor.scope();
+    let sub =
+        move |c: &rusqlite::Connection| read(c, subscriber::get_visible(c, &scope, id)?.sub.id);
+    Ok(Json(st.db.read(sub).await?))
 }

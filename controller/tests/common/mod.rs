@@ -146,9 +146,7 @@ impl Fixture {
                 let tb = mk(&root, "Reseller B")?;
                 assert_eq!((ta.id, ta1.id, tb.id), (2, 3, 4));
                 let hold =
-                    |t: &Tenant,
-                     tag: &str|
-                     -> Result<Holdings, outpost_controller::error::ApiError> {
+                    |t: &Tenant, tag: &str| -> Result<Holdings, outpost_controller::error::Error> {
                         let s = site::create(
                             tx,
                             t,

@@ -1,0 +1,247 @@
+//! What agents ship back: each journaled event stored once, accounting turned into
+//! online sessions and usage per day, and the site's event list people read.
+
+use outpost_protocol as proto;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::Cached;
+use crate::db::agent::AgentIdentity;
+use crate::error::{Error, Result};
+
+/// Stores a batch; each (agent, seq) once. Accounting updates sessions and usage only
+/// the first time its record is stored, so a redelivered batch counts nothing twice.
+pub fn ingest(
+    conn: &Connection,
+    who: AgentIdentity,
+    batch: &proto::EventBatch,
+) -> Result<proto::EventsAccepted> {
+    if batch.events.is_empty() || batch.events.len() > proto::MAX_BATCH {
+        return Err(Error::invalid(format!(
+            "a batch holds 1 to {} events",
+            proto::MAX_BATCH
+        )));
+    }
+    let now = crate::db::now();
+    let mut through = 0u64;
+    for e in &batch.events {
+        if e.seq == 0 || e.seq > i64::MAX as u64 {
+            return Err(Error::invalid("event seq must be 1 or more"));
+        }
+        let kind = match &e.body {
+            proto::EventBody::Accounting(_) => "accounting",
+            proto::EventBody::AuthReject { .. } => "auth_reject",
+            proto::EventBody::NasSessionsClosed { .. } => "nas_sessions_closed",
+            proto::EventBody::Coa(_) => "coa",
+        };
+        let inserted = conn.cached_exec(
+            "INSERT OR IGNORE INTO agent_events (agent_id, seq, site_id, at, type, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                who.agent_id,
+                e.seq as i64,
+                who.site_id,
+                e.at,
+                kind,
+                serde_json::to_string(&e.body).expect("events serialize"),
+                now
+            ],
+        )?;
+        if inserted == 1 {
+            apply(conn, who.site_id, e)?;
+        }
+        through = through.max(e.seq);
+    }
+    Ok(proto::EventsAccepted { through })
+}
+
+fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
+    match &e.body {
+        proto::EventBody::Accounting(a) => {
+            let subscriber: Option<i64> = conn
+                .cached_row(
+                    "SELECT id FROM subscribers WHERE username = ?1",
+                    [&a.username],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let prev: Option<(i64, i64)> = conn
+                .cached_row(
+                    "SELECT input_octets, output_octets FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
+                    params![site_id, a.nas_ip, a.session_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (inp, out) = (a.input_octets as i64, a.output_octets as i64);
+            // Counters only grow within a session; a smaller value is a NAS restart
+            // of the counter, so the whole new value is new traffic.
+            let delta = |now: i64, before: i64| if now >= before { now - before } else { now };
+            let (din, dout) = match prev {
+                Some((pi, po)) => (delta(inp, pi), delta(out, po)),
+                None => (inp, out),
+            };
+            if let Some(sid) = subscriber
+                && (din > 0 || dout > 0)
+            {
+                let day = time::OffsetDateTime::from_unix_timestamp(e.at)
+                    .map(|t| t.date().to_string())
+                    .unwrap_or_else(|_| "1970-01-01".into());
+                conn.cached_exec(
+                    "INSERT INTO usage_daily (subscriber_id, day, input_octets, output_octets) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (subscriber_id, day) DO UPDATE SET input_octets = input_octets + excluded.input_octets,
+                         output_octets = output_octets + excluded.output_octets",
+                    params![sid, day, din, dout],
+                )?;
+            }
+            match a.status {
+                proto::AcctStatus::Stop => {
+                    conn.cached_exec(
+                        "DELETE FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
+                        params![site_id, a.nas_ip, a.session_id],
+                    )?;
+                }
+                proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
+                    conn.cached_exec(
+                        "INSERT INTO online_sessions (site_id, nas_ip, session_id, username, subscriber_id, framed_ip,
+                             calling_station_id, started_at, updated_at, session_time, input_octets, output_octets)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                         ON CONFLICT (site_id, nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
+                             updated_at = excluded.updated_at, session_time = excluded.session_time,
+                             input_octets = excluded.input_octets, output_octets = excluded.output_octets",
+                        params![
+                            site_id,
+                            a.nas_ip,
+                            a.session_id,
+                            a.username,
+                            subscriber,
+                            a.framed_ip,
+                            a.calling_station_id,
+                            e.at - a.session_time as i64,
+                            e.at,
+                            a.session_time as i64,
+                            inp,
+                            out
+                        ],
+                    )?;
+                }
+            }
+        }
+        proto::EventBody::NasSessionsClosed { nas_ip, .. } => {
+            conn.cached_exec(
+                "DELETE FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2",
+                params![site_id, nas_ip],
+            )?;
+        }
+        proto::EventBody::AuthReject { .. } | proto::EventBody::Coa(_) => {}
+    }
+    Ok(())
+}
+
+/// An online session as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct OnlineSession {
+    pub site_id: i64,
+    pub nas_ip: String,
+    pub session_id: String,
+    pub username: String,
+    pub framed_ip: Option<String>,
+    pub calling_station_id: Option<String>,
+    pub started_at: String,
+    pub updated_at: String,
+    pub session_time: i64,
+    pub input_octets: i64,
+    pub output_octets: i64,
+}
+
+pub fn sessions_of(conn: &Connection, subscriber_id: i64) -> Result<Vec<OnlineSession>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT site_id, nas_ip, session_id, username, framed_ip, calling_station_id, started_at, updated_at, session_time,
+                input_octets, output_octets
+         FROM online_sessions WHERE subscriber_id = ?1 ORDER BY started_at",
+    )?;
+    let rows = stmt.query_map([subscriber_id], |r| {
+        Ok(OnlineSession {
+            site_id: r.get(0)?,
+            nas_ip: r.get(1)?,
+            session_id: r.get(2)?,
+            username: r.get(3)?,
+            framed_ip: r.get(4)?,
+            calling_station_id: r.get(5)?,
+            started_at: crate::db::rfc3339(r.get(6)?),
+            updated_at: crate::db::rfc3339(r.get(7)?),
+            session_time: r.get(8)?,
+            input_octets: r.get(9)?,
+            output_octets: r.get(10)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Traffic of one UTC day.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UsageDay {
+    pub day: String,
+    /// Bytes from the subscriber.
+    pub input_octets: i64,
+    /// Bytes to the subscriber.
+    pub output_octets: i64,
+}
+
+pub fn usage_of(conn: &Connection, subscriber_id: i64, since_day: &str) -> Result<Vec<UsageDay>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT day, input_octets, output_octets FROM usage_daily WHERE subscriber_id = ?1 AND day >= ?2 ORDER BY day",
+    )?;
+    let rows = stmt.query_map(params![subscriber_id, since_day], |r| {
+        Ok(UsageDay {
+            day: r.get(0)?,
+            input_octets: r.get(1)?,
+            output_octets: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One event an agent reported, as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SiteEvent {
+    pub agent_id: i64,
+    /// The agent's sequence number.
+    pub seq: i64,
+    /// When it happened at the site (unix seconds).
+    pub at: i64,
+    /// When the controller stored it.
+    pub received_at: i64,
+    /// `accounting`, `auth_reject`, `nas_sessions_closed` or `coa`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The event as the agent sent it.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
+
+/// A site's events, newest first: those older than `before` (an `at`, exclusive) when
+/// given, of one `kind` when given, at most `limit`.
+pub fn site_events(
+    conn: &Connection,
+    site_id: i64,
+    kind: Option<&str>,
+    before: Option<i64>,
+    limit: u32,
+) -> Result<Vec<SiteEvent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT agent_id, seq, at, received_at, type, body FROM agent_events
+         WHERE site_id = ?1 AND (?2 IS NULL OR type = ?2) AND (?3 IS NULL OR at < ?3)
+         ORDER BY at DESC, agent_id DESC, seq DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![site_id, kind, before, limit], |r| {
+        Ok(SiteEvent {
+            agent_id: r.get(0)?,
+            seq: r.get(1)?,
+            at: r.get(2)?,
+            received_at: r.get(3)?,
+            kind: r.get(4)?,
+            body: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(serde_json::Value::Null),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

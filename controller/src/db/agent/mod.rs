@@ -1,0 +1,101 @@
+//! Agents: who a credential belongs to and how its site's agent is doing. The rest
+//! is split by job: [`enrollment`] (tokens and enrolling), [`feed`] (the per-site
+//! change feed agents pull and acknowledge) and [`events`] (what agents ship back:
+//! accounting, rejects, NAS restarts, CoA outcomes).
+
+mod enrollment;
+mod events;
+mod feed;
+
+pub use enrollment::*;
+pub use events::*;
+pub use feed::*;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::crypto::sha256;
+use crate::db::Cached;
+use crate::error::{Error, Result};
+
+/// Who an agent credential belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub agent_id: i64,
+    pub site_id: i64,
+}
+
+pub fn authenticate(conn: &Connection, secret: &str) -> Result<Option<AgentIdentity>> {
+    if !secret.starts_with("opa_") {
+        return Ok(None);
+    }
+    Ok(conn
+        .cached_row(
+            "SELECT id, site_id FROM agents WHERE credential_hash = ?1 AND revoked_at IS NULL",
+            [sha256(secret.as_bytes())],
+            |r| {
+                Ok(AgentIdentity {
+                    agent_id: r.get(0)?,
+                    site_id: r.get(1)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+pub fn touch(conn: &Connection, who: AgentIdentity) -> Result<()> {
+    conn.cached_exec(
+        "UPDATE agents SET last_seen_at = ?2 WHERE id = ?1",
+        params![who.agent_id, super::now()],
+    )?;
+    Ok(())
+}
+
+/// A site's agent as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentStatus {
+    pub agent_id: i64,
+    pub site_id: i64,
+    pub hostname: String,
+    pub version: String,
+    pub tunnel_address: String,
+    pub enrolled_at: String,
+    pub last_seen_at: Option<String>,
+    /// The revision the agent last acknowledged, and the site's newest.
+    pub applied_revision: u64,
+    pub head_revision: u64,
+    /// Whether the digest the agent reported for the head matches the controller's:
+    /// null while it is behind the head.
+    pub digest_matches: Option<bool>,
+    /// true when the agent applied the head and its digest matches.
+    pub in_sync: bool,
+}
+
+pub fn status(conn: &Connection, site_id: i64) -> Result<AgentStatus> {
+    let head = site_head(conn, site_id)?;
+    conn.cached_row(
+        "SELECT id, site_id, hostname, version, tunnel_address, enrolled_at, last_seen_at, applied_revision, digest_matches
+         FROM agents WHERE site_id = ?1 AND revoked_at IS NULL",
+        [site_id],
+        |r| {
+            let applied = r.get::<_, i64>(7)? as u64;
+            let matches: Option<bool> = r.get(8)?;
+            Ok(AgentStatus {
+                agent_id: r.get(0)?,
+                site_id: r.get(1)?,
+                hostname: r.get(2)?,
+                version: r.get(3)?,
+                tunnel_address: r.get(4)?,
+                enrolled_at: super::rfc3339(r.get(5)?),
+                last_seen_at: r.get::<_, Option<i64>>(6)?.map(super::rfc3339),
+                applied_revision: applied,
+                head_revision: head,
+                digest_matches: if applied == head { matches } else { None },
+                in_sync: applied == head && matches == Some(true),
+            })
+        },
+    )
+    .optional()?
+    .ok_or_else(|| Error::not_found("agent for this site"))
+}

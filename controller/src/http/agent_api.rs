@@ -1,0 +1,191 @@
+//! `/agent/v1`: what agents call, authenticated by their own credential (never a
+//! person's), and always for their own site: the site comes from the credential, not
+//! from the request. The routes people use to enroll and watch agents are under
+//! `/api/v1/sites` ([`super::sites`]) and `/api/v1/subscribers` ([`super::subscribers`]).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use outpost_protocol as proto;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiJson, ApiQuery, AppState, ErrorBody};
+use crate::crypto::new_bearer;
+use crate::db::agent::{self, AgentIdentity};
+use crate::db::audit::{self, Entry, Who};
+use crate::error::{Error, Result};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(enroll))
+        .routes(routes!(state))
+        .routes(routes!(ack))
+        .routes(routes!(events))
+}
+
+/// An authenticated agent.
+pub struct Agent(pub AgentIdentity);
+
+impl FromRequestParts<AppState> for Agent {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
+        let secret = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|s| s.trim().to_string())
+            .ok_or_else(|| {
+                Error::unauthorized("agent credential required (Authorization: Bearer opa_…)")
+            })?;
+        if let Some(v) = parts.headers.get(proto::PROTOCOL_HEADER) {
+            let ok = v.to_str().ok().and_then(|v| v.parse::<u32>().ok())
+                == Some(proto::PROTOCOL_VERSION);
+            if !ok {
+                return Err(Error::unprocessable(
+                    "protocol_mismatch",
+                    format!(
+                        "this controller speaks agent protocol {}",
+                        proto::PROTOCOL_VERSION
+                    ),
+                ));
+            }
+        }
+        st.db
+            .read(move |c| agent::authenticate(c, &secret))
+            .await?
+            .map(Agent)
+            .ok_or_else(|| Error::unauthorized("unknown or revoked agent credential; enroll again"))
+    }
+}
+
+fn agent_who(a: AgentIdentity) -> Who {
+    Who {
+        user_id: None,
+        name: format!("agent {} (site {})", a.agent_id, a.site_id),
+        impersonator: None,
+        tenant_id: crate::scope::OPERATOR_TENANT,
+        ip: String::new(),
+        user_agent: String::new(),
+    }
+}
+
+/// Enroll an agent with a single-use token.
+#[utoipa::path(post, path = "/agent/v1/enroll", tag = "agent", security(()),
+    request_body(content = Object, description = "outpost_protocol::EnrollRequest"),
+    responses((status = 200, description = "outpost_protocol::EnrollResponse"), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn enroll(
+    State(st): State<AppState>,
+    ApiJson(req): ApiJson<proto::EnrollRequest>,
+) -> Result<Json<proto::EnrollResponse>> {
+    let credential = new_bearer("opa_");
+    let cfg = st.config.agents.clone();
+    let resp = st
+        .db
+        .write(move |tx| {
+            let r = agent::enroll(tx, &req, &credential, &cfg)?;
+            let tenant: i64 = tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [r.site_id], |row| row.get(0))?;
+            let who = agent_who(AgentIdentity { agent_id: r.agent_id, site_id: r.site_id });
+            audit::record(
+                tx,
+                &Entry::new(&who, tenant, "agent.enroll", "site", r.site_id).after(&serde_json::json!({
+                    "agent_id": r.agent_id, "hostname": req.hostname, "version": req.agent_version,
+                    "wireguard_public_key": req.wireguard_public_key, "tunnel_address": r.tunnel.address,
+                })),
+            )?;
+            Ok(r)
+        })
+        .await?;
+    Ok(Json(resp))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StateParams {
+    /// The revision applied; 0 for a snapshot.
+    pub since: u64,
+    /// Seconds to wait for a change (0..=60).
+    pub wait: Option<u32>,
+}
+
+/// The site's desired state since a revision: at once if something changed, else after
+/// up to `wait` seconds. Held as a task, not a thread, so thousands may wait.
+#[utoipa::path(get, path = "/agent/v1/state", tag = "agent", params(StateParams),
+    responses((status = 200, description = "outpost_protocol::StateResponse"), (status = 401, body = ErrorBody)))]
+async fn state(
+    State(st): State<AppState>,
+    Agent(me): Agent,
+    ApiQuery(q): ApiQuery<StateParams>,
+) -> Result<Json<proto::StateResponse>> {
+    let wait = q.wait.unwrap_or(0).min(proto::MAX_WAIT_SECS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
+    // Subscribe before reading, so a change committed in between still wakes us.
+    let mut feed = st.db.feed.subscribe();
+    loop {
+        let secrets = st.secrets.clone();
+        let since = q.since;
+        let resp = st
+            .db
+            .read(move |c| agent::state(c, me.site_id, since, &secrets))
+            .await?;
+        if resp.kind != proto::StateKind::Unchanged || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(resp));
+        }
+        match tokio::time::timeout_at(deadline, feed.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return Ok(Json(resp)),
+        }
+    }
+}
+
+/// Acknowledge an applied revision with a digest of what the agent enforces.
+#[utoipa::path(post, path = "/agent/v1/ack", tag = "agent",
+    request_body(content = Object, description = "outpost_protocol::Ack"),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn ack(
+    State(st): State<AppState>,
+    Agent(me): Agent,
+    ApiJson(a): ApiJson<proto::Ack>,
+) -> Result<StatusCode> {
+    let secrets = st.secrets.clone();
+    let matches = st
+        .db
+        .write(move |tx| agent::ack(tx, me, &a, &secrets))
+        .await?;
+    if matches == Some(false) {
+        tracing::warn!(
+            site = me.site_id,
+            agent = me.agent_id,
+            "agent state drifted from the controller's"
+        );
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deliver journaled events; each (agent, seq) is stored once, so redelivery is safe.
+#[utoipa::path(post, path = "/agent/v1/events", tag = "agent",
+    request_body(content = Object, description = "outpost_protocol::EventBatch"),
+    responses((status = 200, description = "outpost_protocol::EventsAccepted"), (status = 401, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+async fn events(
+    State(st): State<AppState>,
+    Agent(me): Agent,
+    ApiJson(b): ApiJson<proto::EventBatch>,
+) -> Result<Json<proto::EventsAccepted>> {
+    let accepted = st
+        .db
+        .write(move |tx| {
+            agent::touch(tx, me)?;
+            agent::ingest(tx, me, &b)
+        })
+        .await?;
+    Ok(Json(accepted))
+}

@@ -1,0 +1,107 @@
+//! Sites, their NAS devices and their agents' enrollment tokens.
+
+use rusqlite::Connection;
+
+use crate::crypto::SecretBox;
+use crate::db::agent::{self, EnrollmentToken};
+use crate::db::audit::{self, Entry, Who};
+use crate::db::nas::{self, Nas, NasPatch, NewNas};
+use crate::db::site::{self, NewSite, Site, SitePatch};
+use crate::db::tenant;
+use crate::error::Result;
+use crate::scope::Actor;
+
+/// Creates a site owned by `input.tenant_id` (by default the actor's tenant).
+pub fn create_site(tx: &Connection, actor: &Actor, input: &NewSite) -> Result<Site> {
+    let owner = tenant::assignable(tx, actor, input.tenant_id, "site.create")?;
+    let s = site::create(tx, &owner, input)?;
+    audit::record(
+        tx,
+        &Entry::new(&Who::from(actor), owner.id, "site.create", "site", s.id).after(&s),
+    )?;
+    Ok(s)
+}
+
+/// Renames or describes a site the actor can see.
+pub fn update_site(tx: &Connection, actor: &Actor, id: i64, p: &SitePatch) -> Result<Site> {
+    let before = site::get_visible(tx, &actor.scope(), id)?;
+    let after = site::update(tx, &before, p)?;
+    audit::record(
+        tx,
+        &Entry::new(
+            &Who::from(actor),
+            after.tenant_id,
+            "site.update",
+            "site",
+            id,
+        )
+        .before(&before)
+        .after(&after),
+    )?;
+    Ok(after)
+}
+
+/// Registers a NAS at a site; its RADIUS secret is stored sealed.
+pub fn create_nas(
+    tx: &Connection,
+    actor: &Actor,
+    input: &NewNas,
+    secrets: &SecretBox,
+) -> Result<Nas> {
+    let owner = tenant::assignable(tx, actor, input.tenant_id, "nas.create")?;
+    let n = nas::create(tx, &owner, input, secrets)?;
+    audit::record(
+        tx,
+        &Entry::new(&Who::from(actor), owner.id, "nas.create", "nas", n.id).after(&n),
+    )?;
+    Ok(n)
+}
+
+/// Changes a NAS the actor can see. A new secret is audited as `[changed]`, never
+/// in clear.
+pub fn update_nas(
+    tx: &Connection,
+    actor: &Actor,
+    id: i64,
+    p: &NasPatch,
+    secrets: &SecretBox,
+) -> Result<Nas> {
+    let before = nas::get_visible(tx, &actor.scope(), id, None)?;
+    let after = nas::update(tx, &before, p, secrets)?;
+    let mut after_json = serde_json::to_value(&after).expect("serializes");
+    if p.secret.is_some() {
+        after_json["secret"] = "[changed]".into();
+    }
+    audit::record(
+        tx,
+        &Entry::new(&Who::from(actor), after.tenant_id, "nas.update", "nas", id)
+            .before(&before)
+            .after(&after_json),
+    )?;
+    Ok(after)
+}
+
+/// Stores a single-use enrollment token (`secret`, already generated) for a site the
+/// actor can see, valid for `ttl_secs`.
+pub fn create_enrollment_token(
+    tx: &Connection,
+    actor: &Actor,
+    site_id: i64,
+    ttl_secs: i64,
+    secret: &str,
+) -> Result<EnrollmentToken> {
+    let s = site::get_visible(tx, &actor.scope(), site_id)?;
+    let t = agent::create_token(tx, s.id, actor.user_id, ttl_secs, secret)?;
+    audit::record(
+        tx,
+        &Entry::new(
+            &Who::from(actor),
+            s.tenant_id,
+            "site.enrollment_token",
+            "site",
+            s.id,
+        )
+        .after(&t),
+    )?;
+    Ok(t)
+}
