@@ -92,6 +92,11 @@ impl Api {
         self.call(Method::POST, path, Some(body))
     }
 
+    /// `PUT path` with `body`, which must succeed.
+    pub fn put(&self, path: &str, body: Value) -> Value {
+        self.call(Method::PUT, path, Some(body))
+    }
+
     /// `PATCH path` with `body`, which must succeed.
     pub fn patch(&self, path: &str, body: Value) -> Value {
         self.call(Method::PATCH, path, Some(body))
