@@ -56,7 +56,7 @@ impl Netns {
 
     /// Runs `args` inside; an error carrying its stderr if it fails.
     pub fn try_run(&self, args: &[&str]) -> io::Result<Output> {
-        checked(self.cmd(args[0]).args(&args[1..]), &self.name)
+        try_run_in(&self.name, args)
     }
 
     /// Runs `args` inside and says whether it succeeded (quietly).
@@ -89,28 +89,13 @@ impl Netns {
     /// Enters the namespace on the calling thread: sockets it opens from now on, and
     /// threads and processes it starts, live there. Use it on a thread of its own.
     pub fn enter(&self) -> io::Result<()> {
-        let f = File::open(format!("/run/netns/{}", self.name))?;
-        setns(&f, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+        enter(&self.name)
     }
 
     /// Runs `f` on a new thread inside the namespace and returns what it returned;
     /// sockets it made stay in the namespace.
     pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let ns = Netns {
-            name: self.name.clone(),
-        };
-        let joined = std::thread::spawn(move || {
-            let entered = ns.enter();
-            // A borrowed name: the owner deletes the namespace, not this copy.
-            std::mem::forget(ns);
-            entered.expect("setns into the namespace");
-            f()
-        })
-        .join();
-        match joined {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        within(&self.name, f)
     }
 
     /// The PIDs of the processes inside.
@@ -143,6 +128,43 @@ impl Drop for Netns {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Enters namespace `name` (one a [`Netns`] owns) on the calling thread.
+pub fn enter(name: &str) -> io::Result<()> {
+    let f = File::open(format!("/run/netns/{name}"))?;
+    setns(&f, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+}
+
+/// Runs `f` on a new thread inside namespace `name` and returns what it returned; a
+/// panic in `f` is the caller's panic.
+pub fn within<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = name.to_string();
+    let joined = std::thread::spawn(move || {
+        enter(&name).unwrap_or_else(|e| panic!("setns into {name}: {e}"));
+        f()
+    })
+    .join();
+    match joined {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Runs `args` inside namespace `name`; fails the test with its stderr if it fails.
+pub fn run_in(name: &str, args: &[&str]) -> Output {
+    try_run_in(name, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`run_in`] for callers that report errors instead of panicking.
+pub fn try_run_in(name: &str, args: &[&str]) -> io::Result<Output> {
+    checked(
+        Command::new("ip")
+            .args(["netns", "exec", name])
+            .args(args)
+            .stdin(Stdio::null()),
+        name,
+    )
 }
 
 fn checked(cmd: &mut Command, ns: &str) -> io::Result<Output> {
