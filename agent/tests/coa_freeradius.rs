@@ -4,16 +4,16 @@
 //! policy writes for every request that passes its checks, and why it dropped one from
 //! its debug log (`-xx`).
 //!
-//! The `freeradius_*` tests are lab-tier (they need the daemon), `#[ignore]`d in a plain
-//! `cargo test`; CI runs them with `--include-ignored`. Without FreeRADIUS they fail,
-//! saying so. They need no root: everything is on 127.0.0.1, on free ports.
+//! The tests that start FreeRADIUS need the Debian package `freeradius` (which `.ci/run`
+//! installs) but no root: everything is on 127.0.0.1, on free ports. So they run in the
+//! plain tier, and without FreeRADIUS they fail, naming the package.
 //!
 //! No assertion depends on timing. FreeRADIUS runs single-threaded (`-s`), so it
 //! handles datagrams in the order they arrive; a test that must know FreeRADIUS is done
 //! with a request it dropped sends a good request after it and waits for that answer
 //! before reading the log.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,6 +21,8 @@ use std::time::Duration;
 use outpost_agent::coa::{self, Action, CoaClient, CoaConfig, Session};
 use outpost_agent::radius::{attrs, authenticator};
 use outpost_protocol::{CoaKind, CoaOutcome, NasKind, NasState, Rate};
+use outpost_testkit::port::free_udp_port;
+use outpost_testkit::{fixtures, peer};
 use tokio::net::UdpSocket;
 
 const SECRET: &str = "coa-lab-secret";
@@ -40,31 +42,7 @@ const UNANSWERED: CoaConfig = CoaConfig {
 
 /// The FreeRADIUS executable: `freeradius` on Debian, `radiusd` elsewhere.
 fn radiusd_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .collect::<Vec<PathBuf>>();
-    for name in ["freeradius", "radiusd"] {
-        for dir in &dirs {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "FreeRADIUS not found (neither `freeradius` nor `radiusd` in PATH or /usr/sbin): \
-         install the Debian package `freeradius` to run the CoA lab tests"
-    );
-}
-
-/// A UDP port on 127.0.0.1 that was free a moment ago.
-fn free_udp_port() -> u16 {
-    StdUdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    peer::require_any(&["freeradius", "radiusd"], "freeradius")
 }
 
 /// A FreeRADIUS acting as the NAS's CoA server, killed (by PID) and its directory
@@ -205,12 +183,9 @@ server coa {{
     /// The NAS this FreeRADIUS plays, in dialect `kind`.
     fn nas(&self, kind: NasKind) -> NasState {
         NasState {
-            id: 1,
-            ip: "127.0.0.1".into(),
-            secret: SECRET.into(),
-            kind,
             coa_port: self.port,
             require_message_authenticator: true,
+            ..fixtures::nas(1, "127.0.0.1", SECRET, kind)
         }
     }
 
@@ -264,12 +239,7 @@ fn session(username: &str, session_id: &str) -> Session {
 }
 
 fn rate() -> Rate {
-    Rate {
-        download_kbps: 20_000,
-        upload_kbps: 5_000,
-        burst_download_kbps: None,
-        burst_upload_kbps: None,
-    }
+    fixtures::rate(20_000, 5_000)
 }
 
 async fn client(config: CoaConfig) -> CoaClient {
@@ -285,7 +255,6 @@ fn is_message_authenticator(field: &str) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_acks_a_disconnect_request_naming_the_session() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
@@ -338,7 +307,6 @@ async fn freeradius_acks_a_disconnect_request_naming_the_session() {
 /// Message-Authenticator alone is wrong (its Request Authenticator recomputed to match)
 /// is dropped, while the same request built by `build_request` is answered.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_drops_a_request_whose_message_authenticator_is_wrong() {
     let radiusd = Radiusd::start();
     let nas = radiusd.nas(NasKind::Mikrotik);
@@ -387,7 +355,6 @@ async fn freeradius_drops_a_request_whose_message_authenticator_is_wrong() {
 }
 
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_acks_coa_requests_with_the_rate_in_each_dialect() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
@@ -437,7 +404,6 @@ async fn freeradius_acks_coa_requests_with_the_rate_in_each_dialect() {
 }
 
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_nak_carries_error_cause_503() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
@@ -465,7 +431,6 @@ async fn freeradius_nak_carries_error_cause_503() {
 /// FreeRADIUS, which recognises each as a copy of the first (same Identifier and
 /// authenticator) rather than a new request, and the outcome is Timeout.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
     let radiusd = Radiusd::start();
     let client = client(UNANSWERED).await;
@@ -508,7 +473,6 @@ async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
 /// and reports Timeout, not a NAK: a NAS answers only requests it can authenticate
 /// and silently discards the others.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_drops_requests_signed_with_a_wrong_secret() {
     let radiusd = Radiusd::start();
     let client = client(UNANSWERED).await;
@@ -563,12 +527,9 @@ async fn freeradius_drops_requests_signed_with_a_wrong_secret() {
 async fn closed_coa_port_ends_in_timeout_after_every_attempt() {
     let client = client(UNANSWERED).await;
     let nas = NasState {
-        id: 1,
-        ip: "127.0.0.1".into(),
-        secret: SECRET.into(),
-        kind: NasKind::Mikrotik,
         coa_port: free_udp_port(),
         require_message_authenticator: true,
+        ..fixtures::nas(1, "127.0.0.1", SECRET, NasKind::Mikrotik)
     };
     let event = client
         .send(
@@ -589,7 +550,6 @@ async fn closed_coa_port_ends_in_timeout_after_every_attempt() {
 /// learnt from accounting are suspended (and one changes plan) in the local store; the
 /// policy loop asks the NAS, and every answer ends up journaled for the controller.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journals_each_answer() {
     use outpost_agent::edge::{Edge, EdgeOptions, dispatch_coa};
     use outpost_agent::radius::Backend;
