@@ -190,42 +190,25 @@ pub fn veth(
     b_if: &str,
     b_cidr: Option<&str>,
 ) {
-    try_veth(a, a_if, a_cidr, b, b_if, b_cidr).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// [`veth`] for callers that report errors instead of panicking.
-pub fn try_veth(
-    a: &Netns,
-    a_if: &str,
-    a_cidr: Option<&str>,
-    b: &Netns,
-    b_if: &str,
-    b_cidr: Option<&str>,
-) -> io::Result<()> {
-    a.try_run(&[
+    a.run(&[
         "ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
-    ])?;
+    ]);
     for (ns, ifname, cidr) in [(a, a_if, a_cidr), (b, b_if, b_cidr)] {
         if let Some(c) = cidr {
-            ns.try_addr(ifname, c)?;
+            ns.addr(ifname, c);
         }
-        ns.try_run(&["ip", "link", "set", ifname, "up"])?;
+        ns.run(&["ip", "link", "set", ifname, "up"]);
     }
-    Ok(())
 }
 
 impl Netns {
     /// Adds address `cidr` to `dev` (IPv6 without duplicate address detection).
     pub fn addr(&self, dev: &str, cidr: &str) {
-        self.try_addr(dev, cidr).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn try_addr(&self, dev: &str, cidr: &str) -> io::Result<()> {
         let mut args = vec!["ip", "addr", "add", cidr, "dev", dev];
         if cidr.contains(':') {
             args.push("nodad");
         }
-        self.try_run(&args).map(drop)
+        self.run(&args);
     }
 }
 

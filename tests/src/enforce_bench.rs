@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use outpost_agent::enforce::{EnforceConfig, Enforcer};
-use outpost_testkit::netns::{Netns, try_veth};
+use outpost_testkit::netns::{Netns, veth};
 
 /// What to measure, from the environment.
 #[derive(Debug, Clone)]
@@ -179,22 +179,22 @@ impl Lab {
             bng: Netns::try_new("enfb-bng")?,
             up: Netns::try_new("enfb-up")?,
         };
-        try_veth(
+        veth(
             &lab.sub,
             "eth0",
             Some("10.1.1.2/24"),
             &lab.bng,
             "sub",
             Some("10.1.1.1/24"),
-        )?;
-        try_veth(
+        );
+        veth(
             &lab.up,
             "eth0",
             Some("198.51.100.2/24"),
             &lab.bng,
             "upstream",
             Some("198.51.100.1/24"),
-        )?;
+        );
         lab.sub
             .try_run(&["ip", "route", "add", "default", "via", "10.1.1.1"])?;
         lab.up
@@ -205,6 +205,19 @@ impl Lab {
         lab.sub
             .try_run(&["ping", "-c1", "-W2", "-q", "198.51.100.2"])?;
         Ok(lab)
+    }
+
+    /// The probe's two ends: a sink upstream (reads time out after 20 ms, so its
+    /// reader can notice a stop) and a source at the subscriber, connected to it.
+    fn probe(&self) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+        let sink = self.up.within(|| UdpSocket::bind(SINK))?;
+        sink.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let source = self.sub.within(|| -> std::io::Result<UdpSocket> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.connect(SINK)?;
+            Ok(s)
+        })?;
+        Ok((sink, source))
     }
 }
 
@@ -559,13 +572,7 @@ fn first_drop(
     let base = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let (last_seen, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let sink = lab.up.within(|| UdpSocket::bind(SINK))?;
-    sink.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let source = lab.sub.within(|| -> std::io::Result<UdpSocket> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(SINK)?;
-        Ok(s)
-    })?;
+    let (sink, source) = lab.probe()?;
     let rx = {
         let (stop, last_seen, received) = (stop.clone(), last_seen.clone(), received.clone());
         thread::spawn(move || {
@@ -642,13 +649,7 @@ fn first_drop(
 fn forward_rate(lab: &Lab, secs: f64) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
-    let sink = lab.up.within(|| UdpSocket::bind(SINK))?;
-    sink.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let source = lab.sub.within(|| -> std::io::Result<UdpSocket> {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(SINK)?;
-        Ok(s)
-    })?;
+    let (sink, source) = lab.probe()?;
     let rx = {
         let (stop, received) = (stop.clone(), received.clone());
         thread::spawn(move || {
