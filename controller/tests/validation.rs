@@ -46,121 +46,95 @@ async fn raw(
 async fn malformed_and_mistyped_bodies_are_refused_with_the_error_body() {
     let fx = Fixture::new();
     let before = counts(&fx);
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        Some("application/json"),
-        "{\"username\": \"x\",",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "malformed_json"),
-        "{b}"
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        Some("application/json"),
-        r#"{"username":"x","password":"p","speed":9}"#,
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
-    );
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains("speed"),
-        "names the unknown field: {b}"
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        Some("application/json"),
-        r#"{"username":"x","password":5}"#,
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-        "{b}"
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        None,
-        r#"{"username":"x","password":"p"}"#,
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers/abc",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_path")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers?cursor=zzz",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_cursor")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers?limit=0",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_limit")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers?colour=red",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_query")
-    );
-    let (s, b) = raw(&fx, Who::A, Method::GET, "/api/v1/no-such-thing", None, "").await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
+    const JSON: Option<&str> = Some("application/json");
+    let cases = [
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            JSON,
+            "{\"username\": \"x\",",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            JSON,
+            r#"{"username":"x","password":"p","speed":9}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            JSON,
+            r#"{"username":"x","password":5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            None,
+            r#"{"username":"x","password":"p"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers/abc",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers?cursor=zzz",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_cursor",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers?limit=0",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers?colour=red",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            Method::GET,
+            "/api/v1/no-such-thing",
+            None,
+            "",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, content_type, body, status, code) in cases {
+        let (s, b) = raw(&fx, Who::A, method.clone(), path, content_type, body).await;
+        assert_eq!(
+            (s, error_code(&b).as_str()),
+            (status, code),
+            "{method} {path} {body}: {b}"
+        );
+        if body.contains("speed") {
+            assert!(
+                b["error"]["message"].as_str().unwrap().contains("speed"),
+                "names the unknown field: {b}"
+            );
+        }
+    }
     assert_eq!(counts(&fx), before, "a refused request wrote something");
 }
 
