@@ -316,6 +316,21 @@ impl Fixture {
             .await
     }
 
+    /// `GET path` as `who`.
+    pub async fn get(&self, who: Who, path: &str) -> (StatusCode, Value) {
+        self.call(who, Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON `body` as `who`.
+    pub async fn post(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(who, Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON `body` as `who`.
+    pub async fn patch(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(who, Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn call_from(
         &self,
         who: Who,
@@ -356,11 +371,25 @@ impl Fixture {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::USER_AGENT, "outpost-tests");
-        if let Some(s) = self.secret(who) {
+        let mut all = vec![(header::USER_AGENT.as_str(), "outpost-tests")];
+        all.extend_from_slice(headers);
+        self.request(self.secret(who).as_deref(), ip, method, path, body, &all)
+            .await
+    }
+
+    /// Sends a request with bearer `secret` (none: anonymous), `headers` and a JSON
+    /// `body` from `ip`; the people's routes and the agents' alike.
+    pub async fn request(
+        &self,
+        secret: Option<&str>,
+        ip: IpAddr,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(s) = secret {
             b = b.header(header::AUTHORIZATION, format!("Bearer {s}"));
         }
         for (k, v) in headers {
