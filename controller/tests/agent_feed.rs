@@ -37,6 +37,16 @@ async fn agent_call(
     .await
 }
 
+/// Posts a batch of events as the agent with `secret`.
+async fn post_events(fx: &Fixture, secret: &str, batch: Value) -> (StatusCode, Value) {
+    agent_call(fx, secret, Method::POST, "/agent/v1/events", Some(batch)).await
+}
+
+/// A usage or session row's (input, output) octets.
+fn octets(row: &Value) -> (Option<i64>, Option<i64>) {
+    (row["input_octets"].as_i64(), row["output_octets"].as_i64())
+}
+
 async fn state(fx: &Fixture, secret: &str, since: u64, wait: u32) -> proto::StateResponse {
     let (s, v) = agent_call(
         fx,
@@ -194,14 +204,7 @@ async fn every_change_that_matters_reaches_the_feed() {
     rev = d.revision;
 
     // A renewal moves the expiry.
-    let (s, _) = fx
-        .money(
-            Who::A,
-            Method::POST,
-            &format!("{sub}/renew"),
-            Some(json!({})),
-        )
-        .await;
+    let (s, _) = fx.money(Who::A, &format!("{sub}/renew"), json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let d = state(&fx, &a, rev, 0).await;
     assert!(d.subscribers[0].expires_at.is_some());
@@ -411,12 +414,10 @@ async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
     };
     let reject = json!({ "seq": 3, "at": 1_800_000_003, "type": "auth_reject", "username": "amina",
                          "nas_ip": "198.51.100.2", "reason": "suspended", "calling_station_id": null });
-    let (s, b) = agent_call(
+    let (s, b) = post_events(
         &fx,
         &a,
-        Method::POST,
-        "/agent/v1/events",
-        Some(json!({ "events": [coa(1, "nak", Some(503)), coa(2, "timeout", None), reject] })),
+        json!({ "events": [coa(1, "nak", Some(503)), coa(2, "timeout", None), reject] }),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -590,26 +591,16 @@ fn acct(seq: u64, status: &str, session: &str, input: u64, output: u64) -> Value
 async fn events_are_stored_once_and_feed_sessions_and_usage() {
     let fx = Fixture::new();
     let a = secret(&fx, fx.a.site);
+    let a_sessions = format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber);
+    let a_usage = format!("/api/v1/subscribers/{}/usage", fx.a.subscriber);
     let batch = json!({ "events": [acct(1, "start", "s1", 0, 0), acct(2, "interim_update", "s1", 1_000, 5_000)] });
     for _ in 0..3 {
         // Redelivered (the agent never saw the answer): stored once.
-        let (s, b) = agent_call(
-            &fx,
-            &a,
-            Method::POST,
-            "/agent/v1/events",
-            Some(batch.clone()),
-        )
-        .await;
+        let (s, b) = post_events(&fx, &a, batch.clone()).await;
         assert_eq!((s, b["through"].as_u64()), (StatusCode::OK, Some(2)), "{b}");
     }
     assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 2);
-    let (s, sessions) = fx
-        .get(
-            Who::A,
-            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
-        )
-        .await;
+    let (s, sessions) = fx.get(Who::A, &a_sessions).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(sessions.as_array().unwrap().len(), 1);
     assert_eq!(
@@ -619,70 +610,34 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
         ),
         (Some("100.64.0.7"), Some(5_000))
     );
-    let (_, usage) = fx
-        .get(
-            Who::A,
-            &format!("/api/v1/subscribers/{}/usage", fx.a.subscriber),
-        )
-        .await;
-    assert_eq!(
-        (
-            usage[0]["input_octets"].as_i64(),
-            usage[0]["output_octets"].as_i64()
-        ),
-        (Some(1_000), Some(5_000))
-    );
+    let (_, usage) = fx.get(Who::A, &a_usage).await;
+    assert_eq!(octets(&usage[0]), (Some(1_000), Some(5_000)));
     // Whoever may not see the customer sees none of it.
-    let (s, _) = fx
-        .get(
-            Who::B,
-            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
-        )
-        .await;
+    let (s, _) = fx.get(Who::B, &a_sessions).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Stop adds only the new traffic and ends the session.
-    let (s, _) = agent_call(
+    let (s, _) = post_events(
         &fx,
         &a,
-        Method::POST,
-        "/agent/v1/events",
-        Some(json!({ "events": [acct(3, "stop", "s1", 1_500, 9_000)] })),
+        json!({ "events": [acct(3, "stop", "s1", 1_500, 9_000)] }),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, usage) = fx
-        .get(
-            Who::A,
-            &format!("/api/v1/subscribers/{}/usage", fx.a.subscriber),
-        )
-        .await;
-    assert_eq!(
-        (
-            usage[0]["input_octets"].as_i64(),
-            usage[0]["output_octets"].as_i64()
-        ),
-        (Some(1_500), Some(9_000))
-    );
-    let (_, sessions) = fx
-        .get(
-            Who::A,
-            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
-        )
-        .await;
+    let (_, usage) = fx.get(Who::A, &a_usage).await;
+    assert_eq!(octets(&usage[0]), (Some(1_500), Some(9_000)));
+    let (_, sessions) = fx.get(Who::A, &a_sessions).await;
     assert_eq!(sessions, json!([]));
     // A NAS reboot (Accounting-On) closes every session of that NAS.
-    let (s, _) = agent_call(
+    let (s, _) = post_events(
         &fx,
         &a,
-        Method::POST,
-        "/agent/v1/events",
-        Some(json!({ "events": [acct(4, "start", "s2", 0, 0), acct(5, "start", "s3", 0, 0)] })),
+        json!({ "events": [acct(4, "start", "s2", 0, 0), acct(5, "start", "s3", 0, 0)] }),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fx.query_i64("SELECT count(*) FROM online_sessions"), 2);
     let closed = json!({ "events": [{ "seq": 6, "at": 0, "type": "nas_sessions_closed", "nas_ip": "198.51.100.2", "closed": 2, "reason": "accounting-on" }] });
-    let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/events", Some(closed)).await;
+    let (s, _) = post_events(&fx, &a, closed).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fx.query_i64("SELECT count(*) FROM online_sessions"), 0);
     // Bad batches are refused whole and store nothing.
@@ -691,7 +646,7 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
         json!({ "events": [{ "seq": 0, "at": 0, "type": "accounting" }] }),
         json!({ "evnts": [] }),
     ] {
-        let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/events", Some(bad)).await;
+        let (s, _) = post_events(&fx, &a, bad).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     }
     assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 6);

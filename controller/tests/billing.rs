@@ -139,8 +139,7 @@ async fn concurrent_cascade_renewals_stop_at_the_parents_balance() {
         let (s, b) = fx.call(who, Method::PATCH, path, Some(body)).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
-    let (s, b) = fx.money(Who::Op, Method::POST, "/api/v1/resellers/2/adjustments",
-        Some(json!({ "kind": "adjustment", "amount": "-730.00", "reason": "test: leave exactly 70.00" }))).await;
+    let (s, b) = fx.money(Who::Op, "/api/v1/resellers/2/adjustments", json!({ "kind": "adjustment", "amount": "-730.00", "reason": "test: leave exactly 70.00" })).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(balance(&fx, 2), 7_000);
     let ids = subscribers(&fx, Who::A1, fx.a1.plan, 64).await;
@@ -291,9 +290,8 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     let (s, _) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/adjustments",
-            Some(json!({ "kind": "adjustment", "amount": "-170.00", "reason": "leave 0.00" })),
+            json!({ "kind": "adjustment", "amount": "-170.00", "reason": "leave 0.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -309,9 +307,8 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     let (s, _) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "15.00" })),
+            json!({ "amount": "15.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -327,19 +324,12 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     let fx = Fixture::new();
     let adjust = |amount: &str| json!({ "kind": "adjustment", "amount": amount, "reason": "set up the boundary" });
     let (s, _) = fx
-        .money(
-            Who::A,
-            Method::POST,
-            "/api/v1/resellers/3/adjustments",
-            Some(adjust("-185.00")),
-        )
+        .money(Who::A, "/api/v1/resellers/3/adjustments", adjust("-185.00"))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(balance(&fx, 3), 1_500, "exactly one renewal's worth");
     let renew = format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber);
-    let (s, b) = fx
-        .money(Who::A1, Method::POST, &renew, Some(json!({})))
-        .await;
+    let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(balance(&fx, 3), 0);
     // Credit 14.99: a 15.00 renewal is one cent short.
@@ -351,9 +341,7 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, b) = fx
-        .money(Who::A1, Method::POST, &renew, Some(json!({})))
-        .await;
+    let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance")
@@ -373,9 +361,7 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = fx
-        .money(Who::A1, Method::POST, &renew, Some(json!({})))
-        .await;
+    let (s, _) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(balance(&fx, 3), -1_500);
     let (_, r) = fx.get(Who::A1, "/api/v1/resellers/3").await;
@@ -387,9 +373,8 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     let (s, b) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "800.01" })),
+            json!({ "amount": "800.01" }),
         )
         .await;
     assert_eq!(
@@ -406,9 +391,8 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     let (s, _) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "800.00" })),
+            json!({ "amount": "800.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -430,9 +414,7 @@ async fn amounts_are_exact_decimal_strings() {
             "invalid_field",
         ),
     ] {
-        let (s, b) = fx
-            .money(Who::A, Method::POST, path, Some(body.clone()))
-            .await;
+        let (s, b) = fx.money(Who::A, path, body.clone()).await;
         assert_eq!(
             (s, error_code(&b).as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, code),
@@ -441,14 +423,7 @@ async fn amounts_are_exact_decimal_strings() {
     }
     assert_eq!(balance(&fx, 3), 20_000);
     // Only a direct parent moves money: the operator cannot credit A1 over A's head.
-    let (s, b) = fx
-        .money(
-            Who::Op,
-            Method::POST,
-            path,
-            Some(json!({ "amount": "1.00" })),
-        )
-        .await;
+    let (s, b) = fx.money(Who::Op, path, json!({ "amount": "1.00" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::FORBIDDEN, "not_parent"),
@@ -459,9 +434,8 @@ async fn amounts_are_exact_decimal_strings() {
     let (s, t) = fx
         .money(
             Who::Op,
-            Method::POST,
             "/api/v1/resellers/2/balance",
-            Some(json!({ "amount": "0.01" })),
+            json!({ "amount": "0.01" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
@@ -519,9 +493,8 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     let (s, r) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
@@ -550,18 +523,16 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     let (s, _) = fx
         .money(
             Who::Op,
-            Method::POST,
             "/api/v1/resellers/2/adjustments",
-            Some(json!({ "kind": "adjustment", "amount": "-790.00", "reason": "drain" })),
+            json!({ "kind": "adjustment", "amount": "-790.00", "reason": "drain" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(
@@ -577,9 +548,8 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     let (_, b) = fx
         .money(
             Who::A,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert!(
@@ -597,9 +567,8 @@ async fn ledger_verify_catches_a_balance_changed_behind_its_back() {
     let (s, _) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -664,14 +633,7 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, r) = fx
-        .money(
-            Who::B,
-            Method::POST,
-            &format!("{path}/renew"),
-            Some(json!({})),
-        )
-        .await;
+    let (_, r) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
     assert_eq!(parse(&r["subscriber"]["expires_at"]), now + 40 * 86_400);
     // Lapsed a week ago and suspended: +30 days from now, and active again.
     let (s, _) = fx
@@ -683,12 +645,7 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, r) = fx
-        .money(
-            Who::B,
-            Method::POST,
-            &format!("{path}/renew"),
-            Some(json!({ "periods": 2 })),
-        )
+        .money(Who::B, &format!("{path}/renew"), json!({ "periods": 2 }))
         .await;
     let got = parse(&r["subscriber"]["expires_at"]);
     assert!(
@@ -702,14 +659,7 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
         .patch(Who::B, &path, json!({ "status": "disabled" }))
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, b) = fx
-        .money(
-            Who::B,
-            Method::POST,
-            &format!("{path}/renew"),
-            Some(json!({})),
-        )
-        .await;
+    let (s, b) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "subscriber_disabled")
@@ -740,9 +690,8 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
     let (s, _) = fx
         .money(
             Who::Op,
-            Method::POST,
             "/api/v1/resellers/2/adjustments",
-            Some(json!({ "kind": "adjustment", "amount": "-795.00", "reason": "leave 5.00" })),
+            json!({ "kind": "adjustment", "amount": "-795.00", "reason": "leave 5.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -788,9 +737,7 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
 async fn payments_with_renewal_statements_and_summary() {
     let fx = Fixture::new();
     let (s, p) = fx
-        .money(Who::A1, Method::POST, &format!("/api/v1/subscribers/{}/payments", fx.a1.subscriber),
-            Some(json!({ "amount": "20.00", "method": "cash", "reference": "receipt 0042", "renew": true })))
-        .await;
+        .money(Who::A1, &format!("/api/v1/subscribers/{}/payments", fx.a1.subscriber), json!({ "amount": "20.00", "method": "cash", "reference": "receipt 0042", "renew": true })).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     assert_eq!(p["payment"]["account"], "collections");
     assert_eq!(p["renewal"]["charges"][0]["amount"], "-15.00");

@@ -342,21 +342,15 @@ impl Fixture {
         self.call_with(who, ip, method, path, body, &[]).await
     }
 
-    /// A money call: the same, with a fresh Idempotency-Key.
-    pub async fn money(
-        &self,
-        who: Who,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    /// A money call: `POST path` with a JSON `body` and a fresh Idempotency-Key.
+    pub async fn money(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
         let key = format!("test-{}", outpost_controller::crypto::new_bearer(""));
         self.call_with(
             who,
             CLIENT_IP.parse().unwrap(),
-            method,
+            Method::POST,
             path,
-            body,
+            Some(body),
             &[("idempotency-key", &key)],
         )
         .await
