@@ -242,6 +242,25 @@ fn rate() -> Rate {
     fixtures::rate(20_000, 5_000)
 }
 
+/// A Disconnect-Request for `username`'s session `session_id` to `nas`; the answer.
+async fn disconnect(
+    client: &CoaClient,
+    nas: &NasState,
+    username: &str,
+    session_id: &str,
+    reason: &str,
+) -> outpost_protocol::CoaEvent {
+    client
+        .send(
+            nas,
+            &session(username, session_id),
+            &Action::Disconnect,
+            reason,
+        )
+        .await
+        .unwrap()
+}
+
 async fn client(config: CoaConfig) -> CoaClient {
     CoaClient::bind("127.0.0.1:0".parse().unwrap(), config)
         .await
@@ -258,15 +277,14 @@ fn is_message_authenticator(field: &str) -> bool {
 async fn freeradius_acks_a_disconnect_request_naming_the_session() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
-    let event = client
-        .send(
-            &radiusd.nas(NasKind::Mikrotik),
-            &session("amina", "sess-disc"),
-            &Action::Disconnect,
-            "suspended",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(
+        &client,
+        &radiusd.nas(NasKind::Mikrotik),
+        "amina",
+        "sess-disc",
+        "suspended",
+    )
+    .await;
     assert_eq!(event.kind, CoaKind::Disconnect);
     assert_eq!(event.outcome, CoaOutcome::Ack, "{event:?}");
     assert_eq!(event.error_cause, None);
@@ -435,15 +453,7 @@ async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
     let radiusd = Radiusd::start();
     let client = client(UNANSWERED).await;
     let nas = radiusd.nas(NasKind::Mikrotik);
-    let event = client
-        .send(
-            &nas,
-            &session("silent", "sess-silent"),
-            &Action::Disconnect,
-            "disabled",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(&client, &nas, "silent", "sess-silent", "disabled").await;
     assert_eq!(event.outcome, CoaOutcome::Timeout, "{event:?}");
     assert_eq!(event.attempts, UNANSWERED.attempts);
     assert_eq!(event.error_cause, None);
@@ -451,15 +461,7 @@ async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
     assert_eq!((s.requests, s.retransmissions, s.timeouts), (1, 2, 1));
 
     // Barrier: once this is answered, FreeRADIUS has handled everything sent before.
-    let after = client
-        .send(
-            &nas,
-            &session("amina", "sess-after"),
-            &Action::Disconnect,
-            "disabled",
-        )
-        .await
-        .unwrap();
+    let after = disconnect(&client, &nas, "amina", "sess-after", "disabled").await;
     assert_eq!(after.outcome, CoaOutcome::Ack);
     // The policy ran once; the two retransmissions were seen as duplicates.
     radiusd.received("sess-silent");
@@ -480,28 +482,19 @@ async fn freeradius_drops_requests_signed_with_a_wrong_secret() {
         secret: "not-the-secret".into(),
         ..radiusd.nas(NasKind::Mikrotik)
     };
-    let event = client
-        .send(
-            &wrong,
-            &session("amina", "sess-wrong"),
-            &Action::Disconnect,
-            "suspended",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(&client, &wrong, "amina", "sess-wrong", "suspended").await;
     assert_eq!(event.outcome, CoaOutcome::Timeout, "{event:?}");
     assert_eq!(event.attempts, UNANSWERED.attempts);
     assert_eq!(client.stats().forged, 0, "FreeRADIUS sent nothing at all");
 
-    let after = client
-        .send(
-            &radiusd.nas(NasKind::Mikrotik),
-            &session("amina", "sess-right"),
-            &Action::Disconnect,
-            "suspended",
-        )
-        .await
-        .unwrap();
+    let after = disconnect(
+        &client,
+        &radiusd.nas(NasKind::Mikrotik),
+        "amina",
+        "sess-right",
+        "suspended",
+    )
+    .await;
     assert_eq!(after.outcome, CoaOutcome::Ack);
     // Every copy reached FreeRADIUS and was dropped: checked and refused, or, if it
     // came while FreeRADIUS still held the refused first copy (about 0.3 s), ignored
@@ -531,15 +524,7 @@ async fn closed_coa_port_ends_in_timeout_after_every_attempt() {
         require_message_authenticator: true,
         ..fixtures::nas(1, "127.0.0.1", SECRET, NasKind::Mikrotik)
     };
-    let event = client
-        .send(
-            &nas,
-            &session("amina", "sess-closed"),
-            &Action::Disconnect,
-            "expired",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(&client, &nas, "amina", "sess-closed", "expired").await;
     assert_eq!(event.outcome, CoaOutcome::Timeout, "{event:?}");
     assert_eq!(event.attempts, UNANSWERED.attempts);
     let s = client.stats();

@@ -17,6 +17,24 @@
 //!   values most tests want, to be overridden field by field.
 //! - [`api`]: a blocking client of the controller's JSON API that logs in with a
 //!   cookie session and mints a bearer token.
+//!
+//! # Tiers
+//! - **plain** (`cargo test`): no root. Some plain tests drive a real peer and fail,
+//!   naming the Debian package, when it is missing: `radclient` (freeradius-utils) for
+//!   `agent/tests/radius_radclient.rs` and `tests/tests/system_agent.rs`; `freeradius`
+//!   for `agent/tests/coa_freeradius.rs`.
+//! - **lab** (`#[ignore = "lab: needs root and netns"]`, run with
+//!   `-- --include-ignored`): root and network namespaces, always, and by file:
+//!   - `agent/tests/enforce_netns.rs`: iproute2, nftables, iputils-ping, procps
+//!     (`sysctl`);
+//!   - `agent/tests/shape_netns.rs`: iproute2 (`ip`, `tc`, `ss`), iperf3, procps;
+//!   - `tests/tests/lab_edge.rs`: iproute2, nftables, iperf3, dnsmasq-base, curl,
+//!     bind9-dnsutils (`dig`), iputils-ping, python3, freeradius-utils, procps;
+//!   - `tests/tests/enforce_bench_smoke.rs`: iproute2, nftables, iptables,
+//!     iputils-ping, procps;
+//!   - this crate's own `netns` tests: iproute2.
+//!
+//!   `.ci/run` installs all of them but procps, which Debian images carry already.
 
 pub mod api;
 pub mod fixtures;

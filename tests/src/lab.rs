@@ -73,6 +73,16 @@ impl EdgeLab {
     /// Builds the namespaces, links, addresses and routes, and starts the upstream
     /// services: an HTTP server answering "upstream page", a TCP echo on :9000, and
     /// dnsmasq answering `www.example.test` with the web server's address.
+    /// Checks the lab can be built ([`available`]; fails the test saying what is
+    /// missing), then builds it with a fresh work directory, returned with it (drop the
+    /// lab first).
+    pub fn start() -> (tempfile::TempDir, EdgeLab) {
+        available().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let lab = EdgeLab::new(dir.path());
+        (dir, lab)
+    }
+
     pub fn new(work: &Path) -> EdgeLab {
         let lab = EdgeLab {
             sub1: Netns::new("sub1"),

@@ -12,7 +12,7 @@ use outpost_agent::config::Config;
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::Netns;
 use outpost_testkit::process::{Proc, start, until, until_within};
-use outpost_tests::lab::{EdgeLab, TcpSession, addr, available};
+use outpost_tests::lab::{EdgeLab, TcpSession, addr};
 use outpost_tests::system::{binaries, create_operator, rfc3339};
 use serde_json::{Value, json};
 
@@ -34,9 +34,7 @@ fn the_lab_routes_and_serves(lab: &EdgeLab) {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn the_lab_routes_and_serves_before_any_enforcement() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
+    let (_dir, lab) = EdgeLab::start();
     the_lab_routes_and_serves(&lab);
     let tcp = TcpSession::open(&lab.sub1);
     assert!(tcp.alive());
@@ -64,6 +62,11 @@ struct Site<'a> {
 }
 
 const BASE: &str = "http://198.51.100.1:8080";
+
+/// An expiry well past any test.
+fn far() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(30 * 86_400)
+}
 
 impl<'a> Site<'a> {
     fn new(lab: &'a EdgeLab, dir: &Path, sub1_expires: SystemTime) -> Site<'a> {
@@ -106,7 +109,7 @@ impl<'a> Site<'a> {
             );
             plans.push(plan);
         }
-        let far = rfc3339(SystemTime::now() + Duration::from_secs(30 * 86_400));
+        let far = rfc3339(far());
         let new_sub = |name: &str, ip: &str, expires: &str, plan: i64| {
             api.post("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "tenant_id": reseller,
                              "static_ipv4": ip, "expires_at": expires, "plan_id": plan }))["id"]
@@ -198,6 +201,10 @@ impl<'a> Site<'a> {
         );
     }
 
+    fn wait_in_sync(&self) {
+        until("agent in sync", || self.agent_view()["in_sync"] == true);
+    }
+
     fn agent_view(&self) -> Value {
         self.api.get(&format!("/api/v1/sites/{}/agent", self.site))
     }
@@ -235,12 +242,9 @@ fn start_controller(lab: &EdgeLab, bin: &Path, data: &Path) -> Proc {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn suspending_cuts_off_on_the_wire_and_reconnecting_restores() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let site = Site::new(&lab, dir.path(), far);
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let (dir, lab) = EdgeLab::start();
+    let site = Site::new(&lab, dir.path(), far());
+    site.wait_in_sync();
     the_lab_routes_and_serves(&lab);
     let tcp = TcpSession::open(&lab.sub1);
     assert!(tcp.alive());
@@ -291,12 +295,9 @@ fn suspending_cuts_off_on_the_wire_and_reconnecting_restores() {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let mut site = Site::new(&lab, dir.path(), far);
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let (dir, lab) = EdgeLab::start();
+    let mut site = Site::new(&lab, dir.path(), far());
+    site.wait_in_sync();
     assert!(lab.sub1.ping(addr::WEB));
     // Amina's plan runs out in a few seconds (set once the lab is up, so a slow build
     // cannot eat the margin); the agent hears of it before the controller goes.
@@ -447,11 +448,8 @@ fn htb_classes(lab: &EdgeLab) -> Vec<(String, String)> {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn shaping_follows_the_plan_both_ways_and_a_plan_change_re_rates_one_class() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let site = Site::new(&lab, dir.path(), far);
+    let (dir, lab) = EdgeLab::start();
+    let site = Site::new(&lab, dir.path(), far());
     let _server = start(
         lab.up.cmd("sh").args([
             "-c",
@@ -467,7 +465,7 @@ fn shaping_follows_the_plan_both_ways_and_a_plan_change_re_rates_one_class() {
     until("amina's and bruno's classes in place", || {
         htb_classes(&lab).len() >= 4
     });
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    site.wait_in_sync();
     within_15_percent("amina download (Home 8M)", iperf3(&lab.sub1, true), 8.0);
     within_15_percent("amina upload (Home 8M)", iperf3(&lab.sub1, false), 4.0);
     within_15_percent("bruno download (Home 4M)", iperf3(&lab.sub2, true), 4.0);
@@ -508,12 +506,9 @@ fn accounting(lab: &EdgeLab, status: &str, framed_ip: &str) -> String {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn an_address_learnt_from_accounting_is_blocked_and_released_on_stop() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let site = Site::new(&lab, dir.path(), far);
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let (dir, lab) = EdgeLab::start();
+    let site = Site::new(&lab, dir.path(), far());
+    site.wait_in_sync();
     let out = accounting(&lab, "Start", addr::SUB3);
     assert!(out.contains("Accounting-Response"), "{out}");
     assert!(lab.sub3.ping(addr::WEB));
