@@ -26,6 +26,8 @@ pub struct Radclient {
     pub retries: u32,
     /// Seconds to wait for each try (`-t`).
     pub timeout_secs: u32,
+    /// The network namespace to run in (a NAS inside the lab); `None`: this one.
+    pub netns: Option<String>,
 }
 
 /// What radclient printed about one request.
@@ -71,7 +73,14 @@ impl Radclient {
             secret: secret.to_string(),
             retries: 3,
             timeout_secs: 2,
+            netns: None,
         }
+    }
+
+    /// The same client run inside namespace `netns` (by name, see [`crate::netns`]).
+    pub fn inside(mut self, netns: &str) -> Radclient {
+        self.netns = Some(netns.to_string());
+        self
     }
 
     /// The same client with `retries` tries of `timeout_secs` each.
@@ -81,8 +90,7 @@ impl Radclient {
         self
     }
 
-    /// The arguments after the program name, for running it elsewhere (inside a
-    /// namespace); the attributes go on its stdin.
+    /// The arguments after the program name; the attributes go on its stdin.
     pub fn args(&self, kind: &str) -> Vec<String> {
         vec![
             "-x".into(),
@@ -99,7 +107,15 @@ impl Radclient {
     /// Sends one request of `kind` (`auth`, `acct`, …) with `attributes`, one
     /// `Name = value` a line, and waits for radclient to finish.
     pub fn send(&self, kind: &str, attributes: &str) -> Sent {
-        let mut child = Command::new(program())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program());
+                c
+            }
+            None => Command::new(program()),
+        };
+        let mut child = cmd
             .args(self.args(kind))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

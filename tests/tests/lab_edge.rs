@@ -12,6 +12,7 @@ use outpost_agent::config::Config;
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::Netns;
 use outpost_testkit::process::{Proc, start, until, until_within};
+use outpost_testkit::radclient::Radclient;
 use outpost_tests::lab::{EdgeLab, TcpSession, addr};
 use outpost_tests::system::{binaries, create_operator, rfc3339};
 use serde_json::{Value, json};
@@ -497,10 +498,10 @@ fn accounting(lab: &EdgeLab, status: &str, framed_ip: &str) -> String {
         "Acct-Status-Type = {status}\nUser-Name = \"chen\"\nAcct-Session-Id = \"chen-1\"\n\
          NAS-IP-Address = 127.0.0.1\nFramed-IP-Address = {framed_ip}\n"
     );
-    let script = format!(
-        "printf '%s' '{attrs}' | radclient -r 3 -t 2 127.0.0.1:1813 acct nas-shared-secret"
-    );
-    lab.bng.stdout(&["sh", "-c", &script])
+    Radclient::new("127.0.0.1:1813", "nas-shared-secret")
+        .inside(&lab.bng.name)
+        .send("acct", &attrs)
+        .text()
 }
 
 #[test]
