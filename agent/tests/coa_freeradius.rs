@@ -4,16 +4,16 @@
 //! policy writes for every request that passes its checks, and why it dropped one from
 //! its debug log (`-xx`).
 //!
-//! The `freeradius_*` tests are lab-tier (they need the daemon), `#[ignore]`d in a plain
-//! `cargo test`; CI runs them with `--include-ignored`. Without FreeRADIUS they fail,
-//! saying so. They need no root: everything is on 127.0.0.1, on free ports.
+//! The tests that start FreeRADIUS need the Debian package `freeradius` (which `.ci/run`
+//! installs) but no root: everything is on 127.0.0.1, on free ports. So they run in the
+//! plain tier, and without FreeRADIUS they fail, naming the package.
 //!
 //! No assertion depends on timing. FreeRADIUS runs single-threaded (`-s`), so it
 //! handles datagrams in the order they arrive; a test that must know FreeRADIUS is done
 //! with a request it dropped sends a good request after it and waits for that answer
 //! before reading the log.
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -22,6 +22,8 @@ use outpost_agent::coa::{self, Action, CoaClient, CoaConfig};
 use outpost_agent::radius::{attrs, authenticator};
 use outpost_agent::store::OnlineSession;
 use outpost_protocol::{CoaKind, CoaOutcome, NasKind, NasState, Rate};
+use outpost_testkit::port::free_udp_port;
+use outpost_testkit::{fixtures, peer};
 use tokio::net::UdpSocket;
 
 const SECRET: &str = "coa-lab-secret";
@@ -41,31 +43,7 @@ const UNANSWERED: CoaConfig = CoaConfig {
 
 /// The FreeRADIUS executable: `freeradius` on Debian, `radiusd` elsewhere.
 fn radiusd_binary() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .collect::<Vec<PathBuf>>();
-    for name in ["freeradius", "radiusd"] {
-        for dir in &dirs {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "FreeRADIUS not found (neither `freeradius` nor `radiusd` in PATH or /usr/sbin): \
-         install the Debian package `freeradius` to run the CoA lab tests"
-    );
-}
-
-/// A UDP port on 127.0.0.1 that was free a moment ago.
-fn free_udp_port() -> u16 {
-    StdUdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    peer::require_any(&["freeradius", "radiusd"], "freeradius")
 }
 
 /// A FreeRADIUS acting as the NAS's CoA server, killed (by PID) and its directory
@@ -206,12 +184,9 @@ server coa {{
     /// The NAS this FreeRADIUS plays, in dialect `kind`.
     fn nas(&self, kind: NasKind) -> NasState {
         NasState {
-            id: 1,
-            ip: "127.0.0.1".into(),
-            secret: SECRET.into(),
-            kind,
             coa_port: self.port,
             require_message_authenticator: true,
+            ..fixtures::nas(1, "127.0.0.1", SECRET, kind)
         }
     }
 
@@ -267,12 +242,26 @@ fn session(username: &str, session_id: &str) -> OnlineSession {
 }
 
 fn rate() -> Rate {
-    Rate {
-        download_kbps: 20_000,
-        upload_kbps: 5_000,
-        burst_download_kbps: None,
-        burst_upload_kbps: None,
-    }
+    fixtures::rate(20_000, 5_000)
+}
+
+/// A Disconnect-Request for `username`'s session `session_id` to `nas`; the answer.
+async fn disconnect(
+    client: &CoaClient,
+    nas: &NasState,
+    username: &str,
+    session_id: &str,
+    reason: &str,
+) -> outpost_protocol::CoaEvent {
+    client
+        .send(
+            nas,
+            &session(username, session_id),
+            &Action::Disconnect,
+            reason,
+        )
+        .await
+        .unwrap()
 }
 
 async fn client(config: CoaConfig) -> CoaClient {
@@ -288,19 +277,17 @@ fn is_message_authenticator(field: &str) -> bool {
 }
 
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_acks_a_disconnect_request_naming_the_session() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
-    let event = client
-        .send(
-            &radiusd.nas(NasKind::Mikrotik),
-            &session("amina", "sess-disc"),
-            &Action::Disconnect,
-            "suspended",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(
+        &client,
+        &radiusd.nas(NasKind::Mikrotik),
+        "amina",
+        "sess-disc",
+        "suspended",
+    )
+    .await;
     assert_eq!(event.kind, CoaKind::Disconnect);
     assert_eq!(event.outcome, CoaOutcome::Ack, "{event:?}");
     assert_eq!(event.error_cause, None);
@@ -341,7 +328,6 @@ async fn freeradius_acks_a_disconnect_request_naming_the_session() {
 /// Message-Authenticator alone is wrong (its Request Authenticator recomputed to match)
 /// is dropped, while the same request built by `build_request` is answered.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_drops_a_request_whose_message_authenticator_is_wrong() {
     let radiusd = Radiusd::start();
     let nas = radiusd.nas(NasKind::Mikrotik);
@@ -390,7 +376,6 @@ async fn freeradius_drops_a_request_whose_message_authenticator_is_wrong() {
 }
 
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_acks_coa_requests_with_the_rate_in_each_dialect() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
@@ -440,7 +425,6 @@ async fn freeradius_acks_coa_requests_with_the_rate_in_each_dialect() {
 }
 
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_nak_carries_error_cause_503() {
     let radiusd = Radiusd::start();
     let client = client(ANSWERED).await;
@@ -468,20 +452,11 @@ async fn freeradius_nak_carries_error_cause_503() {
 /// FreeRADIUS, which recognises each as a copy of the first (same Identifier and
 /// authenticator) rather than a new request, and the outcome is Timeout.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
     let radiusd = Radiusd::start();
     let client = client(UNANSWERED).await;
     let nas = radiusd.nas(NasKind::Mikrotik);
-    let event = client
-        .send(
-            &nas,
-            &session("silent", "sess-silent"),
-            &Action::Disconnect,
-            "disabled",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(&client, &nas, "silent", "sess-silent", "disabled").await;
     assert_eq!(event.outcome, CoaOutcome::Timeout, "{event:?}");
     assert_eq!(event.attempts, UNANSWERED.attempts);
     assert_eq!(event.error_cause, None);
@@ -489,15 +464,7 @@ async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
     assert_eq!((s.requests, s.retransmissions, s.timeouts), (1, 2, 1));
 
     // Barrier: once this is answered, FreeRADIUS has handled everything sent before.
-    let after = client
-        .send(
-            &nas,
-            &session("amina", "sess-after"),
-            &Action::Disconnect,
-            "disabled",
-        )
-        .await
-        .unwrap();
+    let after = disconnect(&client, &nas, "amina", "sess-after", "disabled").await;
     assert_eq!(after.outcome, CoaOutcome::Ack);
     // The policy ran once; the two retransmissions were seen as duplicates.
     radiusd.received("sess-silent");
@@ -511,7 +478,6 @@ async fn freeradius_that_never_answers_ends_in_timeout_after_every_attempt() {
 /// and reports Timeout, not a NAK: a NAS answers only requests it can authenticate
 /// and silently discards the others.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn freeradius_drops_requests_signed_with_a_wrong_secret() {
     let radiusd = Radiusd::start();
     let client = client(UNANSWERED).await;
@@ -519,28 +485,19 @@ async fn freeradius_drops_requests_signed_with_a_wrong_secret() {
         secret: "not-the-secret".into(),
         ..radiusd.nas(NasKind::Mikrotik)
     };
-    let event = client
-        .send(
-            &wrong,
-            &session("amina", "sess-wrong"),
-            &Action::Disconnect,
-            "suspended",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(&client, &wrong, "amina", "sess-wrong", "suspended").await;
     assert_eq!(event.outcome, CoaOutcome::Timeout, "{event:?}");
     assert_eq!(event.attempts, UNANSWERED.attempts);
     assert_eq!(client.stats().forged, 0, "FreeRADIUS sent nothing at all");
 
-    let after = client
-        .send(
-            &radiusd.nas(NasKind::Mikrotik),
-            &session("amina", "sess-right"),
-            &Action::Disconnect,
-            "suspended",
-        )
-        .await
-        .unwrap();
+    let after = disconnect(
+        &client,
+        &radiusd.nas(NasKind::Mikrotik),
+        "amina",
+        "sess-right",
+        "suspended",
+    )
+    .await;
     assert_eq!(after.outcome, CoaOutcome::Ack);
     // Every copy reached FreeRADIUS and was dropped: checked and refused, or, if it
     // came while FreeRADIUS still held the refused first copy (about 0.3 s), ignored
@@ -566,22 +523,11 @@ async fn freeradius_drops_requests_signed_with_a_wrong_secret() {
 async fn closed_coa_port_ends_in_timeout_after_every_attempt() {
     let client = client(UNANSWERED).await;
     let nas = NasState {
-        id: 1,
-        ip: "127.0.0.1".into(),
-        secret: SECRET.into(),
-        kind: NasKind::Mikrotik,
         coa_port: free_udp_port(),
         require_message_authenticator: true,
+        ..fixtures::nas(1, "127.0.0.1", SECRET, NasKind::Mikrotik)
     };
-    let event = client
-        .send(
-            &nas,
-            &session("amina", "sess-closed"),
-            &Action::Disconnect,
-            "expired",
-        )
-        .await
-        .unwrap();
+    let event = disconnect(&client, &nas, "amina", "sess-closed", "expired").await;
     assert_eq!(event.outcome, CoaOutcome::Timeout, "{event:?}");
     assert_eq!(event.attempts, UNANSWERED.attempts);
     let s = client.stats();
@@ -592,7 +538,6 @@ async fn closed_coa_port_ends_in_timeout_after_every_attempt() {
 /// learnt from accounting are suspended (and one changes plan) in the local store; the
 /// policy loop asks the NAS, and every answer ends up journaled for the controller.
 #[tokio::test]
-#[ignore = "lab: needs FreeRADIUS (radiusd) for the CoA peer"]
 async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journals_each_answer() {
     use outpost_agent::edge::{Edge, EdgeOptions, dispatch_coa};
     use outpost_agent::radius::Backend;

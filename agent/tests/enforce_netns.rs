@@ -14,18 +14,17 @@
 //! Needs root, `ip`, `nft`, `ping` (Debian: iproute2, nftables, iputils-ping).
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use nix::sched::{CloneFlags, setns};
 use outpost_agent::enforce::netlink::Conn;
 use outpost_agent::enforce::{EnforceConfig, Enforcer};
+use outpost_testkit::netns::{Netns, enter, run_in as ns_run, veth, within as in_ns};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -34,140 +33,69 @@ type Job = Box<dyn FnOnce(&mut Option<Enforcer>) + Send>;
 
 /// Removes the namespaces (and with them links and nft tables) even when a check fails.
 struct Lab {
-    namespaces: Vec<String>,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn ns_run(ns: &str, args: &[&str]) -> Output {
-    let mut all = vec!["ip", "netns", "exec", ns];
-    all.extend_from_slice(args);
-    run(&all)
-}
-
-fn enter(ns: &str) {
-    let f = File::open(format!("/run/netns/{ns}")).unwrap();
-    setns(&f, CloneFlags::CLONE_NEWNET).unwrap();
-}
-
-/// Runs `f` on a thread inside namespace `ns`; sockets it makes stay in `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let ns = ns.to_string();
-    thread::spawn(move || {
-        enter(&ns);
-        f()
-    })
-    .join()
-    .unwrap()
+    namespaces: [Netns; 4],
 }
 
 impl Lab {
     fn new() -> Lab {
-        let p = std::process::id();
-        let names = ["sub1", "sub2", "bng", "up"].map(|n| format!("enf{p}-{n}"));
         let lab = Lab {
-            namespaces: names.to_vec(),
+            namespaces: ["sub1", "sub2", "bng", "up"].map(Netns::new),
         };
-        for ns in &names {
-            run(&["ip", "netns", "add", ns]);
-            ns_run(ns, &["ip", "link", "set", "lo", "up"]);
-        }
-        let [sub1, sub2, bng, up] = &names;
-        let link = |a: &str, ia: &str, b: &str, ib: &str| {
-            run(&[
-                "ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b,
-            ]);
-            ns_run(a, &["ip", "link", "set", "dev", ia, "up"]);
-            ns_run(b, &["ip", "link", "set", "dev", ib, "up"]);
-        };
-        link(sub1, "eth0", bng, "sub1");
-        link(sub2, "eth0", bng, "sub2");
-        link(up, "eth0", bng, "upstream");
-        let addr = |ns: &str, a: &str, dev: &str| {
-            let mut args = vec!["ip", "addr", "add", a, "dev", dev];
-            if a.contains(':') {
-                args.push("nodad");
-            }
-            ns_run(ns, &args);
-        };
-        addr(sub1, "10.1.1.2/24", "eth0");
-        addr(sub1, "fd00:1::2/64", "eth0");
-        addr(sub2, "10.1.2.2/24", "eth0");
-        addr(sub2, "fd00:2::2/64", "eth0");
-        addr(bng, "10.1.1.1/24", "sub1");
-        addr(bng, "fd00:1::1/64", "sub1");
-        addr(bng, "10.1.2.1/24", "sub2");
-        addr(bng, "fd00:2::1/64", "sub2");
-        addr(bng, "198.51.100.1/24", "upstream");
-        addr(bng, "fd00:99::1/64", "upstream");
-        // 203.0.113.10 plays the payment portal (in `allow`), reached through `up`.
-        addr(up, "203.0.113.10/24", "eth0");
-        for a in [
-            "198.51.100.2/24",
-            "198.51.100.53/24",
-            "fd00:99::2/64",
-            "fd00:99::53/64",
+        let [sub1, sub2, bng, up] = &lab.namespaces;
+        veth(sub1, "eth0", None, bng, "sub1", None);
+        veth(sub2, "eth0", None, bng, "sub2", None);
+        veth(up, "eth0", None, bng, "upstream", None);
+        for (ns, dev, cidrs) in [
+            (sub1, "eth0", &["10.1.1.2/24", "fd00:1::2/64"][..]),
+            (sub2, "eth0", &["10.1.2.2/24", "fd00:2::2/64"]),
+            (bng, "sub1", &["10.1.1.1/24", "fd00:1::1/64"]),
+            (bng, "sub2", &["10.1.2.1/24", "fd00:2::1/64"]),
+            (bng, "upstream", &["198.51.100.1/24", "fd00:99::1/64"]),
+            // 203.0.113.10 plays the payment portal (in `allow`), reached through `up`.
+            (
+                up,
+                "eth0",
+                &[
+                    "203.0.113.10/24",
+                    "198.51.100.2/24",
+                    "198.51.100.53/24",
+                    "fd00:99::2/64",
+                    "fd00:99::53/64",
+                ],
+            ),
         ] {
-            addr(up, a, "eth0");
+            for cidr in cidrs {
+                ns.addr(dev, cidr);
+            }
         }
         for (ns, v4, v6) in [
             (sub1, "10.1.1.1", "fd00:1::1"),
             (sub2, "10.1.2.1", "fd00:2::1"),
         ] {
-            ns_run(ns, &["ip", "route", "add", "default", "via", v4]);
-            ns_run(ns, &["ip", "-6", "route", "add", "default", "via", v6]);
+            ns.run(&["ip", "route", "add", "default", "via", v4]);
+            ns.run(&["ip", "-6", "route", "add", "default", "via", v6]);
         }
-        ns_run(
-            up,
-            &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"],
-        );
-        ns_run(
-            up,
-            &["ip", "-6", "route", "add", "fd00::/16", "via", "fd00:99::1"],
-        );
-        ns_run(
-            bng,
-            &[
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-                "net.ipv6.conf.all.forwarding=1",
-            ],
-        );
-        ns_run(
-            bng,
-            &[
-                "ip",
-                "route",
-                "add",
-                "203.0.113.0/24",
-                "via",
-                "198.51.100.2",
-            ],
-        );
+        up.run(&["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"]);
+        up.run(&["ip", "-6", "route", "add", "fd00::/16", "via", "fd00:99::1"]);
+        bng.run(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+            "net.ipv6.conf.all.forwarding=1",
+        ]);
+        bng.run(&[
+            "ip",
+            "route",
+            "add",
+            "203.0.113.0/24",
+            "via",
+            "198.51.100.2",
+        ]);
         lab
     }
+
     fn ns(&self, i: usize) -> &str {
-        &self.namespaces[i]
+        &self.namespaces[i].name
     }
 }
 
@@ -223,7 +151,7 @@ fn ping(ns: &str, to: &str) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c1", "-W1", "-q", to])
         .output()
-        .unwrap()
+        .expect("ping runs (Debian: iputils-ping)")
         .status
         .success()
 }
@@ -303,7 +231,7 @@ fn blocks_redirects_and_survives_restart() {
     // Start the agent side: a thread living in bng, driven over a channel.
     let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let worker = thread::spawn(move || {
-        enter(&bng2);
+        enter(&bng2).unwrap();
         let mut enforcer: Option<Enforcer> = None;
         for job in rx {
             job(&mut enforcer);
@@ -413,7 +341,7 @@ fn blocks_redirects_and_survives_restart() {
     let poller = {
         let (stop, polls, absent, bng) = (stop.clone(), polls.clone(), absent.clone(), bng.clone());
         thread::spawn(move || {
-            enter(&bng);
+            enter(&bng).unwrap();
             let conn = Conn::open().unwrap();
             while !stop.load(Ordering::SeqCst) {
                 let found = conn

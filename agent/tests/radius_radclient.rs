@@ -1,11 +1,9 @@
 //! The agent's RADIUS server on real sockets, driven by real packets.
 //!
 //! Two kinds of tests live here:
-//! - `radclient_*`: FreeRADIUS's own client (`radclient`, Debian `freeradius-utils`)
-//!   talks to the server. These are lab-tier tests (ARCHITECTURE.md: real peers),
-//!   so they are `#[ignore]`d in a plain `cargo test`; CI installs the package and runs
-//!   them with `--include-ignored`. Without `radclient` they fail, saying so. They need
-//!   no root.
+//! - `radclient_*`: FreeRADIUS's own client (`radclient`, Debian `freeradius-utils`,
+//!   which `.ci/run` installs) talks to the server. They need no root, so they run in
+//!   the plain tier; without `radclient` they fail, naming the package.
 //! - the rest: packets built here with the `radius` codec, for what `radclient` cannot
 //!   do (send the same packet twice from one socket, forge a Message-Authenticator,
 //!   send from an address that is not a NAS, MS-CHAPv2 — `radclient` 3.2's
@@ -18,7 +16,6 @@
 //! the test still asserts on the counters, not on the wait.)
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,10 +26,10 @@ use outpost_protocol::{
     AcctStatus, Event, EventBody, NasKind, NasState, Rate, RejectReason, SiteSettings, StateKind,
     StateResponse, SubscriberState, SubscriberStatus,
 };
+use outpost_testkit::radclient::{Radclient, Reply};
 use radius::core::code::Code;
 use radius::core::packet::Packet;
 use radius::core::{rfc2865, rfc2866, rfc2869};
-use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -221,38 +218,6 @@ impl Lab {
 // radclient
 // ---------------------------------------------------------------------------------
 
-/// What radclient printed about the one packet it received, if any.
-#[derive(Debug)]
-struct Reply {
-    /// `Access-Accept`, `Access-Reject`, `Accounting-Response`.
-    code: String,
-    /// `(name, value)` as radclient prints them.
-    attributes: Vec<(String, String)>,
-}
-
-impl Reply {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn radclient_path() -> std::path::PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("radclient"))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "radclient not found on PATH: these lab tests need FreeRADIUS's client \
-             (Debian: apt-get install freeradius-utils)"
-        )
-    })
-}
-
 /// Runs `radclient -x server kind SECRET` with `attributes` on stdin and returns the
 /// reply it printed. `answered: false` sends once with a short wait, for requests the
 /// server must drop; the test then checks the server's counters, not the clock.
@@ -262,35 +227,20 @@ async fn radclient(
     attributes: &str,
     answered: bool,
 ) -> Option<Reply> {
-    let (retries, timeout) = if answered { ("3", "10") } else { ("1", "1") };
-    let mut child = tokio::process::Command::new(radclient_path())
-        .args(["-x", "-r", retries, "-t", timeout])
-        .arg(server.to_string())
-        .args([kind, SECRET])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("radclient could not be started");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(attributes.as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = tokio::time::timeout(HANG_GUARD, child.wait_with_output())
-        .await
-        .expect("radclient hung")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let reply = parse_radclient(&stdout);
+    let (retries, timeout) = if answered { (3, 10) } else { (1, 1) };
+    let sent = Radclient::new(server, SECRET)
+        .tries(retries, timeout)
+        .send_async(kind, attributes)
+        .await;
+    let (stdout, stderr) = (&sent.stdout, &sent.stderr);
     if answered {
         assert!(
-            reply.is_some(),
+            sent.reply.is_some(),
             "radclient got no reply\nstdout:\n{stdout}\nstderr:\n{stderr}"
         );
     } else {
         assert!(
-            reply.is_none(),
+            sent.reply.is_none(),
             "radclient got a reply\nstdout:\n{stdout}\nstderr:\n{stderr}"
         );
     }
@@ -298,19 +248,7 @@ async fn radclient(
         !stderr.contains("invalid") && !stdout.contains("invalid"),
         "radclient refused our reply\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    reply
-}
-
-fn parse_radclient(stdout: &str) -> Option<Reply> {
-    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("Received "));
-    let header = lines.next()?;
-    let code = header.split_whitespace().nth(1)?.to_owned();
-    let attributes = lines
-        .take_while(|l| l.starts_with('\t') || l.starts_with(' '))
-        .filter_map(|l| l.trim().split_once(" = "))
-        .map(|(n, v)| (n.to_owned(), v.trim_matches('"').to_owned()))
-        .collect();
-    Some(Reply { code, attributes })
+    sent.reply
 }
 
 async fn pap(lab: &Lab, user: &str, password: &str) -> Reply {
@@ -319,7 +257,6 @@ async fn pap(lab: &Lab, user: &str, password: &str) -> Reply {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_pap_accept_carries_mikrotik_reply_attributes() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     let reply = pap(&lab, "amina", "pa55word").await;
@@ -352,7 +289,6 @@ async fn radclient_pap_accept_carries_mikrotik_reply_attributes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_pap_accept_carries_accel_ppp_filter_id() {
     let lab = Lab::start(site(NasKind::AccelPpp, false)).await;
     let reply = pap(&lab, "omar", "0mar-secret").await;
@@ -371,7 +307,6 @@ async fn radclient_pap_accept_carries_accel_ppp_filter_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_pap_wrong_password_is_rejected_without_detail() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     let reply = pap(&lab, "amina", "pa55wort").await;
@@ -390,7 +325,6 @@ async fn radclient_pap_wrong_password_is_rejected_without_detail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_chap() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     let chap = |password: &str| format!("User-Name = \"amina\"\nCHAP-Password = \"{password}\"\n");
@@ -410,7 +344,6 @@ async fn radclient_chap() {
 /// MS-CHAP-Challenge and MS-CHAP2-Response of RFC 2759 §9.2 and expect the RFC's
 /// Authenticator Response back in MS-CHAP2-Success.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_mschapv2_with_the_rfc_2759_vectors() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     // Ident 0x42, Flags 0, Peer-Challenge, 8 reserved octets, NT-Response.
@@ -455,7 +388,6 @@ async fn radclient_mschapv2_with_the_rfc_2759_vectors() {
 /// Documents what radclient 3.2 does with `MS-CHAP-Password`: it computes MS-CHAPv1
 /// (MS-CHAP-Challenge of 8 octets, MS-CHAP-Response), which we do not accept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_ms_chap_password_is_mschapv1() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     let attrs = "User-Name = \"amina\"\nMS-CHAP-Password = \"pa55word\"\n";
@@ -465,7 +397,6 @@ async fn radclient_ms_chap_password_is_mschapv1() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_rejects_by_standing_and_mac_binding() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     for (user, reason) in [
@@ -510,7 +441,6 @@ fn acct_attrs(status: &str, user: &str, session: &str, extra: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_session_limit() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     let start = acct_attrs("Start", "amina", "s-1", "");
@@ -543,7 +473,6 @@ async fn radclient_session_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_accounting_moves_the_session_table() {
     let lab = Lab::start(site(NasKind::Mikrotik, false)).await;
     let acct = |attrs: String| async move {
@@ -614,7 +543,6 @@ async fn radclient_accounting_moves_the_session_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "lab: needs FreeRADIUS radclient (apt-get install freeradius-utils)"]
 async fn radclient_message_authenticator_required_by_the_nas() {
     let lab = Lab::start(site(NasKind::Mikrotik, true)).await;
     let attrs = "User-Name = \"amina\"\nUser-Password = \"pa55word\"\n";

@@ -11,167 +11,101 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use outpost_agent::shape::{Error, SHARDS, ShapeConfig, Shaped, Shaper};
 use outpost_protocol::Rate;
+use outpost_testkit::fixtures;
+use outpost_testkit::netns::{Netns, run_in, veth};
+use outpost_testkit::process::{Proc, until_within};
 use serde_json::Value;
 
 const TOLERANCE: f64 = 0.15;
 const SERVER: &str = "10.0.0.2";
 
-fn output(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
+/// stdout whether or not the program succeeded (iperf3 -J reports its errors there).
+fn run_any(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"))
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = output(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap_or_else(|e| panic!("{program} {args:?}: {e}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// stdout whether or not the program succeeded (iperf3 -J reports its errors there).
-fn run_any(program: &str, args: &[&str]) -> String {
-    String::from_utf8_lossy(&output(program, args).stdout).into_owned()
-}
-
 fn in_ns(ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["netns", "exec", ns];
-    all.extend_from_slice(args);
-    run("ip", &all)
+    String::from_utf8_lossy(&run_in(ns, args).stdout).into_owned()
 }
 
-/// The namespaces of one test run; deleting a namespace deletes its links with it.
+/// The namespaces of one test run by name (what the shaper and the tools are given);
+/// deleting a namespace deletes its links with it.
 struct Lab {
     sub1: String,
     sub2: String,
     guest: String,
-    access: String,
     bng: String,
     up: String,
+    _namespaces: [Netns; 6],
+}
+
+/// A namespace without IPv6 chatter: the test compares class counters that must stay
+/// still.
+fn quiet_netns(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    for key in [
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ] {
+        ns.run(&["sysctl", "-qw", key]);
+    }
+    ns
 }
 
 impl Lab {
-    fn names(&self) -> [&str; 6] {
-        [
-            &self.sub1,
-            &self.sub2,
-            &self.guest,
-            &self.access,
-            &self.bng,
-            &self.up,
-        ]
-    }
-
     fn new() -> Lab {
-        let pid = std::process::id();
-        let lab = Lab {
-            sub1: format!("shs1-{pid}"),
-            sub2: format!("shs2-{pid}"),
-            guest: format!("shgu-{pid}"),
-            access: format!("shacc-{pid}"),
-            bng: format!("shbng-{pid}"),
-            up: format!("shup-{pid}"),
-        };
-        for ns in lab.names() {
-            run("ip", &["netns", "add", ns]);
-            // No IPv6 chatter: the test compares class counters that must stay still.
-            for key in [
-                "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ] {
-                in_ns(ns, &["sysctl", "-qw", key]);
-            }
-            in_ns(ns, &["ip", "link", "set", "lo", "up"]);
-        }
-        let (acc, bng, up) = (&lab.access, &lab.bng, &lab.up);
-        run("ip", &["-n", acc, "link", "add", "br0", "type", "bridge"]);
+        let namespaces = ["shs1", "shs2", "shgu", "shacc", "shbng", "shup"].map(quiet_netns);
+        let [sub1, sub2, guest, acc, bng, up] = &namespaces;
+        acc.run(&["ip", "link", "add", "br0", "type", "bridge"]);
         for (port, peer_ns, peer) in [
-            ("p1", lab.sub1.as_str(), "eth0"),
-            ("p2", lab.sub2.as_str(), "eth0"),
-            ("p3", lab.guest.as_str(), "eth0"),
-            ("p0", bng.as_str(), "sub0"),
+            ("p1", sub1, "eth0"),
+            ("p2", sub2, "eth0"),
+            ("p3", guest, "eth0"),
+            ("p0", bng, "sub0"),
         ] {
-            run(
-                "ip",
-                &[
-                    "-n", acc, "link", "add", port, "type", "veth", "peer", "name", peer, "netns",
-                    peer_ns,
-                ],
-            );
-            run(
-                "ip",
-                &["-n", acc, "link", "set", port, "master", "br0", "up"],
-            );
-            run("ip", &["-n", peer_ns, "link", "set", peer, "up"]);
+            veth(acc, port, None, peer_ns, peer, None);
+            acc.run(&["ip", "link", "set", port, "master", "br0", "up"]);
         }
-        run("ip", &["-n", acc, "link", "set", "br0", "up"]);
-        run(
-            "ip",
-            &[
-                "-n", bng, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns",
-                up,
-            ],
+        acc.run(&["ip", "link", "set", "br0", "up"]);
+        veth(
+            bng,
+            "up0",
+            Some("10.0.0.1/24"),
+            up,
+            "eth0",
+            Some("10.0.0.2/24"),
         );
-        run("ip", &["-n", bng, "link", "set", "up0", "up"]);
-        run("ip", &["-n", up, "link", "set", "eth0", "up"]);
-        run(
-            "ip",
-            &["-n", bng, "addr", "add", "100.64.0.1/24", "dev", "sub0"],
-        );
-        run(
-            "ip",
-            &["-n", bng, "addr", "add", "10.0.0.1/24", "dev", "up0"],
-        );
-        in_ns(bng, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        run(
-            "ip",
-            &["-n", up, "addr", "add", "10.0.0.2/24", "dev", "eth0"],
-        );
-        run(
-            "ip",
-            &["-n", up, "route", "add", "100.64.0.0/24", "via", "10.0.0.1"],
-        );
+        bng.addr("sub0", "100.64.0.1/24");
+        bng.run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        up.run(&["ip", "route", "add", "100.64.0.0/24", "via", "10.0.0.1"]);
         for (ns, addr) in [
-            (&lab.sub1, "100.64.0.11/24"),
-            (&lab.sub2, "100.64.0.12/24"),
-            (&lab.guest, "100.64.0.13/24"),
+            (sub1, "100.64.0.11/24"),
+            (sub2, "100.64.0.12/24"),
+            (guest, "100.64.0.13/24"),
         ] {
-            run("ip", &["-n", ns, "addr", "add", addr, "dev", "eth0"]);
-            run(
-                "ip",
-                &["-n", ns, "route", "add", "default", "via", "100.64.0.1"],
-            );
+            ns.addr("eth0", addr);
+            ns.run(&["ip", "route", "add", "default", "via", "100.64.0.1"]);
         }
-        lab
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in self.names() {
-            let _ = output("ip", &["netns", "del", ns]);
+        let name = |i: usize| namespaces[i].name.clone();
+        Lab {
+            sub1: name(0),
+            sub2: name(1),
+            guest: name(2),
+            bng: name(4),
+            up: name(5),
+            _namespaces: namespaces,
         }
-    }
-}
-
-/// A process that is killed when the test ends, passing or not.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -191,15 +125,12 @@ fn iperf3_server(ns: &str, port: u16) -> Proc {
         .spawn()
         .expect("iperf3 starts");
     let proc = Proc(child);
-    let started = Instant::now();
     let filter = format!("sport = :{port}");
-    while in_ns(ns, &["ss", "-Hltn", &filter]).trim().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "iperf3 server on port {port} did not start"
-        );
-        thread::sleep(Duration::from_millis(50));
-    }
+    until_within(
+        &format!("the iperf3 server on port {port} to start"),
+        Duration::from_secs(10),
+        || !in_ns(ns, &["ss", "-Hltn", &filter]).trim().is_empty(),
+    );
     proc
 }
 
@@ -287,12 +218,7 @@ fn bytes(class: &str) -> u64 {
 }
 
 fn rate(down: u64, up: u64) -> Rate {
-    Rate {
-        download_kbps: down,
-        upload_kbps: up,
-        burst_download_kbps: None,
-        burst_upload_kbps: None,
-    }
+    fixtures::rate(down, up)
 }
 
 #[test]
@@ -480,16 +406,12 @@ fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
 #[ignore = "lab: needs root and netns"]
 fn applies_tens_of_thousands_of_subscribers() {
     let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
-    let ns = format!("shbig-{}", std::process::id());
-    run("ip", &["netns", "add", &ns]);
-    let _lab = NsGuard(ns.clone());
-    run(
-        "ip",
-        &[
-            "-n", &ns, "link", "add", "sub0", "type", "veth", "peer", "name", "sub1",
-        ],
-    );
-    run("ip", &["-n", &ns, "link", "set", "sub0", "up"]);
+    let lab = Netns::new("shbig");
+    let ns = lab.name.clone();
+    lab.run(&[
+        "ip", "link", "add", "sub0", "type", "veth", "peer", "name", "sub1",
+    ]);
+    lab.run(&["ip", "link", "set", "sub0", "up"]);
     let mut shaper = Shaper::new(ShapeConfig {
         subscriber_interface: "sub0".into(),
         ifb: "ifbsh0".into(),
@@ -527,12 +449,4 @@ fn applies_tens_of_thousands_of_subscribers() {
     }
     let filters = in_ns(&ns, &["tc", "filter", "show", "dev", "sub0"]);
     assert_eq!(filters.matches("flowid").count(), subs.len());
-}
-
-struct NsGuard(String);
-
-impl Drop for NsGuard {
-    fn drop(&mut self) {
-        let _ = output("ip", &["netns", "del", &self.0]);
-    }
 }

@@ -25,20 +25,26 @@ async fn agent_call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {secret}"))
-        .header(proto::PROTOCOL_HEADER, proto::PROTOCOL_VERSION.to_string());
-    let req = match body {
-        Some(v) => b
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(v.to_string()))
-            .unwrap(),
-        None => b.body(Body::empty()).unwrap(),
-    };
-    let (s, _, v) = fx.send(req, ip()).await;
-    (s, v)
+    let version = proto::PROTOCOL_VERSION.to_string();
+    fx.request(
+        Some(secret),
+        ip(),
+        method,
+        path,
+        body,
+        &[(proto::PROTOCOL_HEADER, &version)],
+    )
+    .await
+}
+
+/// Posts a batch of events as the agent with `secret`.
+async fn post_events(fx: &Fixture, secret: &str, batch: Value) -> (StatusCode, Value) {
+    agent_call(fx, secret, Method::POST, "/agent/v1/events", Some(batch)).await
+}
+
+/// A usage or session row's (input, output) octets.
+fn octets(row: &Value) -> (Option<i64>, Option<i64>) {
+    (row["input_octets"].as_i64(), row["output_octets"].as_i64())
 }
 
 async fn state(fx: &Fixture, secret: &str, since: u64, wait: u32) -> proto::StateResponse {
@@ -126,12 +132,7 @@ async fn every_change_that_matters_reaches_the_feed() {
 
     // Suspension.
     let (s, _) = fx
-        .call(
-            Who::A,
-            Method::PATCH,
-            &sub,
-            Some(json!({ "status": "suspended" })),
-        )
+        .patch(Who::A, &sub, json!({ "status": "suspended" }))
         .await;
     assert_eq!(s, StatusCode::OK);
     let d = state(&fx, &a, rev, 0).await;
@@ -141,21 +142,13 @@ async fn every_change_that_matters_reaches_the_feed() {
     rev = d.revision;
 
     // A reseller disabled above the subscriber disables it at the edge.
-    let (s, _) = fx
-        .call(
-            Who::A,
-            Method::PATCH,
-            &sub,
-            Some(json!({ "status": "active" })),
-        )
-        .await;
+    let (s, _) = fx.patch(Who::A, &sub, json!({ "status": "active" })).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "status": "disabled" })),
+            json!({ "status": "disabled" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -166,11 +159,10 @@ async fn every_change_that_matters_reaches_the_feed() {
     );
     rev = d.revision;
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "status": "active" })),
+            json!({ "status": "active" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -178,11 +170,10 @@ async fn every_change_that_matters_reaches_the_feed() {
 
     // A plan's rate.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/plans/{}", fx.a.plan),
-            Some(json!({ "download_kbps": 12_000 })),
+            json!({ "download_kbps": 12_000 }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -192,20 +183,18 @@ async fn every_change_that_matters_reaches_the_feed() {
 
     // The NAS secret, and the site settings.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/nas/{}", fx.a.nas),
-            Some(json!({ "secret": "rotated-secret" })),
+            json!({ "secret": "rotated-secret" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/sites/{}", fx.a.site),
-            Some(json!({ "acct_interim_interval_secs": 120 })),
+            json!({ "acct_interim_interval_secs": 120 }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -215,14 +204,7 @@ async fn every_change_that_matters_reaches_the_feed() {
     rev = d.revision;
 
     // A renewal moves the expiry.
-    let (s, _) = fx
-        .money(
-            Who::A,
-            Method::POST,
-            &format!("{sub}/renew"),
-            Some(json!({})),
-        )
-        .await;
+    let (s, _) = fx.money(Who::A, &format!("{sub}/renew"), json!({})).await;
     assert_eq!(s, StatusCode::OK);
     let d = state(&fx, &a, rev, 0).await;
     assert!(d.subscribers[0].expires_at.is_some());
@@ -232,12 +214,7 @@ async fn every_change_that_matters_reaches_the_feed() {
     let op = secret(&fx, fx.op_tenant.site);
     let op_rev = state(&fx, &op, 0, 0).await.revision;
     let (s, b) = fx
-        .call(
-            Who::Op,
-            Method::PATCH,
-            &sub,
-            Some(json!({ "site_id": fx.op_tenant.site })),
-        )
+        .patch(Who::Op, &sub, json!({ "site_id": fx.op_tenant.site }))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let d = state(&fx, &a, rev, 0).await;
@@ -309,11 +286,10 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
             .all(|b| b.tenant_id != 3 || b.name == "Sub-reseller A1")
     );
     let (s, v) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "rebrand_enabled": false })),
+            json!({ "rebrand_enabled": false }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -365,14 +341,7 @@ async fn retention_prunes_replays_and_superseded_feed_rows_but_never_what_an_age
     let old = state(&fx, &a, 0, 0).await.revision;
     let sub = format!("/api/v1/subscribers/{}", fx.a.subscriber);
     for status in ["suspended", "active", "suspended", "active", "suspended"] {
-        let (s, _) = fx
-            .call(
-                Who::A,
-                Method::PATCH,
-                &sub,
-                Some(json!({ "status": status })),
-            )
-            .await;
+        let (s, _) = fx.patch(Who::A, &sub, json!({ "status": status })).await;
         assert_eq!(s, StatusCode::OK);
     }
     let site = fx.a.site;
@@ -445,17 +414,15 @@ async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
     };
     let reject = json!({ "seq": 3, "at": 1_800_000_003, "type": "auth_reject", "username": "amina",
                          "nas_ip": "198.51.100.2", "reason": "suspended", "calling_station_id": null });
-    let (s, b) = agent_call(
+    let (s, b) = post_events(
         &fx,
         &a,
-        Method::POST,
-        "/agent/v1/events",
-        Some(json!({ "events": [coa(1, "nak", Some(503)), coa(2, "timeout", None), reject] })),
+        json!({ "events": [coa(1, "nak", Some(503)), coa(2, "timeout", None), reject] }),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let path = format!("/api/v1/sites/{}/events", fx.a.site);
-    let (s, all) = fx.call(Who::A, Method::GET, &path, None).await;
+    let (s, all) = fx.get(Who::A, &path).await;
     assert_eq!(s, StatusCode::OK, "{all}");
     let seqs: Vec<i64> = all
         .as_array()
@@ -464,9 +431,7 @@ async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
         .map(|e| e["seq"].as_i64().unwrap())
         .collect();
     assert_eq!(seqs, vec![3, 2, 1], "newest first");
-    let (_, coas) = fx
-        .call(Who::A, Method::GET, &format!("{path}?type=coa"), None)
-        .await;
+    let (_, coas) = fx.get(Who::A, &format!("{path}?type=coa")).await;
     let got: Vec<(&str, Option<i64>)> = coas
         .as_array()
         .unwrap()
@@ -480,20 +445,13 @@ async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
         .collect();
     assert_eq!(got, vec![("timeout", None), ("nak", Some(503))]);
     let (_, page) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("{path}?before=1800000002&limit=1"),
-            None,
-        )
+        .get(Who::A, &format!("{path}?before=1800000002&limit=1"))
         .await;
     assert_eq!(page.as_array().unwrap().len(), 1);
     assert_eq!(page[0]["seq"], 1);
-    let (s, v) = fx
-        .call(Who::A, Method::GET, &format!("{path}?type=bogus"), None)
-        .await;
+    let (s, v) = fx.get(Who::A, &format!("{path}?type=bogus")).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let (s, _) = fx.call(Who::B, Method::GET, &path, None).await;
+    let (s, _) = fx.get(Who::B, &path).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -531,11 +489,10 @@ async fn a_thousand_long_polls_wait_as_tasks_and_wake_on_a_change() {
         "{during} threads while 1000 polls wait (was {before})"
     );
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{}", fx.a.subscriber),
-            Some(json!({ "status": "suspended" })),
+            json!({ "status": "suspended" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -562,12 +519,7 @@ async fn the_ack_digest_shows_drift() {
     let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(good)).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, st) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/sites/{}/agent", fx.a.site),
-            None,
-        )
+        .get(Who::A, &format!("/api/v1/sites/{}/agent", fx.a.site))
         .await;
     assert_eq!(
         (
@@ -582,12 +534,7 @@ async fn the_ack_digest_shows_drift() {
     let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(bad)).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, st) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/sites/{}/agent", fx.a.site),
-            None,
-        )
+        .get(Who::A, &format!("/api/v1/sites/{}/agent", fx.a.site))
         .await;
     assert_eq!(
         (st["in_sync"].as_bool(), st["digest_matches"].as_bool()),
@@ -596,21 +543,15 @@ async fn the_ack_digest_shows_drift() {
     );
     // Behind the head after a change: drift unknown, not in sync.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{}", fx.a.subscriber),
-            Some(json!({ "notes": "x" })),
+            json!({ "notes": "x" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, st) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/sites/{}/agent", fx.a.site),
-            None,
-        )
+        .get(Who::A, &format!("/api/v1/sites/{}/agent", fx.a.site))
         .await;
     assert_eq!(
         (st["in_sync"].as_bool(), st["digest_matches"].is_null()),
@@ -650,28 +591,16 @@ fn acct(seq: u64, status: &str, session: &str, input: u64, output: u64) -> Value
 async fn events_are_stored_once_and_feed_sessions_and_usage() {
     let fx = Fixture::new();
     let a = secret(&fx, fx.a.site);
+    let a_sessions = format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber);
+    let a_usage = format!("/api/v1/subscribers/{}/usage", fx.a.subscriber);
     let batch = json!({ "events": [acct(1, "start", "s1", 0, 0), acct(2, "interim_update", "s1", 1_000, 5_000)] });
     for _ in 0..3 {
         // Redelivered (the agent never saw the answer): stored once.
-        let (s, b) = agent_call(
-            &fx,
-            &a,
-            Method::POST,
-            "/agent/v1/events",
-            Some(batch.clone()),
-        )
-        .await;
+        let (s, b) = post_events(&fx, &a, batch.clone()).await;
         assert_eq!((s, b["through"].as_u64()), (StatusCode::OK, Some(2)), "{b}");
     }
     assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 2);
-    let (s, sessions) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
-            None,
-        )
-        .await;
+    let (s, sessions) = fx.get(Who::A, &a_sessions).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(sessions.as_array().unwrap().len(), 1);
     assert_eq!(
@@ -681,78 +610,34 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
         ),
         (Some("100.64.0.7"), Some(5_000))
     );
-    let (_, usage) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/subscribers/{}/usage", fx.a.subscriber),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (
-            usage[0]["input_octets"].as_i64(),
-            usage[0]["output_octets"].as_i64()
-        ),
-        (Some(1_000), Some(5_000))
-    );
+    let (_, usage) = fx.get(Who::A, &a_usage).await;
+    assert_eq!(octets(&usage[0]), (Some(1_000), Some(5_000)));
     // Whoever may not see the customer sees none of it.
-    let (s, _) = fx
-        .call(
-            Who::B,
-            Method::GET,
-            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
-            None,
-        )
-        .await;
+    let (s, _) = fx.get(Who::B, &a_sessions).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Stop adds only the new traffic and ends the session.
-    let (s, _) = agent_call(
+    let (s, _) = post_events(
         &fx,
         &a,
-        Method::POST,
-        "/agent/v1/events",
-        Some(json!({ "events": [acct(3, "stop", "s1", 1_500, 9_000)] })),
+        json!({ "events": [acct(3, "stop", "s1", 1_500, 9_000)] }),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, usage) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/subscribers/{}/usage", fx.a.subscriber),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (
-            usage[0]["input_octets"].as_i64(),
-            usage[0]["output_octets"].as_i64()
-        ),
-        (Some(1_500), Some(9_000))
-    );
-    let (_, sessions) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/subscribers/{}/sessions", fx.a.subscriber),
-            None,
-        )
-        .await;
+    let (_, usage) = fx.get(Who::A, &a_usage).await;
+    assert_eq!(octets(&usage[0]), (Some(1_500), Some(9_000)));
+    let (_, sessions) = fx.get(Who::A, &a_sessions).await;
     assert_eq!(sessions, json!([]));
     // A NAS reboot (Accounting-On) closes every session of that NAS.
-    let (s, _) = agent_call(
+    let (s, _) = post_events(
         &fx,
         &a,
-        Method::POST,
-        "/agent/v1/events",
-        Some(json!({ "events": [acct(4, "start", "s2", 0, 0), acct(5, "start", "s3", 0, 0)] })),
+        json!({ "events": [acct(4, "start", "s2", 0, 0), acct(5, "start", "s3", 0, 0)] }),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fx.query_i64("SELECT count(*) FROM online_sessions"), 2);
     let closed = json!({ "events": [{ "seq": 6, "at": 0, "type": "nas_sessions_closed", "nas_ip": "198.51.100.2", "closed": 2, "reason": "accounting-on" }] });
-    let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/events", Some(closed)).await;
+    let (s, _) = post_events(&fx, &a, closed).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(fx.query_i64("SELECT count(*) FROM online_sessions"), 0);
     // Bad batches are refused whole and store nothing.
@@ -761,7 +646,7 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
         json!({ "events": [{ "seq": 0, "at": 0, "type": "accounting" }] }),
         json!({ "evnts": [] }),
     ] {
-        let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/events", Some(bad)).await;
+        let (s, _) = post_events(&fx, &a, bad).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     }
     assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 6);
@@ -771,11 +656,10 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
 async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent() {
     let fx = Fixture::new();
     let (s, t) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");
@@ -815,11 +699,10 @@ async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent(
     );
     // Bad keys and protocol versions are refused clearly.
     let (_, t) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
-            Some(json!({ "ttl_hours": 1 })),
+            json!({ "ttl_hours": 1 }),
         )
         .await;
     let mut bad = body.clone();
@@ -838,20 +721,17 @@ async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent(
     );
     // Listing never shows secrets; B cannot mint tokens for A's site.
     let (_, list) = fx
-        .call(
+        .get(
             Who::A,
-            Method::GET,
             &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
-            None,
         )
         .await;
     assert!(!list.to_string().contains("ope_"), "{list}");
     let (s, _) = fx
-        .call(
+        .post(
             Who::B,
-            Method::POST,
             &format!("/api/v1/sites/{}/enrollment-tokens", fx.a.site),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);

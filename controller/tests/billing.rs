@@ -50,9 +50,7 @@ fn ledger_verify(fx: &Fixture) -> (i32, String) {
 async fn subscribers(fx: &Fixture, who: Who, plan: i64, n: usize) -> Vec<i64> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let (s, b) = fx
-            .call(who, Method::POST, "/api/v1/subscribers", Some(json!({ "username": format!("load-{who:?}-{i}"), "password": "p", "plan_id": plan })))
-            .await;
+        let (s, b) = fx.post(who, "/api/v1/subscribers", json!({ "username": format!("load-{who:?}-{i}"), "password": "p", "plan_id": plan })).await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         ids.push(b["id"].as_i64().unwrap());
     }
@@ -92,11 +90,10 @@ async fn concurrent_renewals_charge_exactly_what_the_balance_covers() {
     let fx = Fixture::new();
     // A1 holds 200.00; with a 25.00 credit limit, 225.00 covers exactly 15 renewals at 15.00.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "credit_limit": "25.00" })),
+            json!({ "credit_limit": "25.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -142,8 +139,7 @@ async fn concurrent_cascade_renewals_stop_at_the_parents_balance() {
         let (s, b) = fx.call(who, Method::PATCH, path, Some(body)).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
-    let (s, b) = fx.money(Who::Op, Method::POST, "/api/v1/resellers/2/adjustments",
-        Some(json!({ "kind": "adjustment", "amount": "-730.00", "reason": "test: leave exactly 70.00" }))).await;
+    let (s, b) = fx.money(Who::Op, "/api/v1/resellers/2/adjustments", json!({ "kind": "adjustment", "amount": "-730.00", "reason": "test: leave exactly 70.00" })).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(balance(&fx, 2), 7_000);
     let ids = subscribers(&fx, Who::A1, fx.a1.plan, 64).await;
@@ -285,7 +281,7 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     assert_eq!(s5, StatusCode::OK);
     assert_eq!(fx.query_i64("SELECT count(*) FROM renewals"), 2);
     // No key: refused before anything happens.
-    let (s6, b6) = fx.call(Who::A1, Method::POST, &path, Some(json!({}))).await;
+    let (s6, b6) = fx.post(Who::A1, &path, json!({})).await;
     assert_eq!(
         (s6, error_code(&b6).as_str()),
         (StatusCode::BAD_REQUEST, "missing_idempotency_key")
@@ -294,9 +290,8 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     let (s, _) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/adjustments",
-            Some(json!({ "kind": "adjustment", "amount": "-170.00", "reason": "leave 0.00" })),
+            json!({ "kind": "adjustment", "amount": "-170.00", "reason": "leave 0.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -312,9 +307,8 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     let (s, _) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "15.00" })),
+            json!({ "amount": "15.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -330,34 +324,24 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     let fx = Fixture::new();
     let adjust = |amount: &str| json!({ "kind": "adjustment", "amount": amount, "reason": "set up the boundary" });
     let (s, _) = fx
-        .money(
-            Who::A,
-            Method::POST,
-            "/api/v1/resellers/3/adjustments",
-            Some(adjust("-185.00")),
-        )
+        .money(Who::A, "/api/v1/resellers/3/adjustments", adjust("-185.00"))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(balance(&fx, 3), 1_500, "exactly one renewal's worth");
     let renew = format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber);
-    let (s, b) = fx
-        .money(Who::A1, Method::POST, &renew, Some(json!({})))
-        .await;
+    let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(balance(&fx, 3), 0);
     // Credit 14.99: a 15.00 renewal is one cent short.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "credit_limit": "14.99" })),
+            json!({ "credit_limit": "14.99" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, b) = fx
-        .money(Who::A1, Method::POST, &renew, Some(json!({})))
-        .await;
+    let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance")
@@ -370,22 +354,17 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     assert_eq!(balance(&fx, 3), 0, "nothing written");
     // Credit 15.00: exactly enough, down to -15.00.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "credit_limit": "15.00" })),
+            json!({ "credit_limit": "15.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = fx
-        .money(Who::A1, Method::POST, &renew, Some(json!({})))
-        .await;
+    let (s, _) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(balance(&fx, 3), -1_500);
-    let (_, r) = fx
-        .call(Who::A1, Method::GET, "/api/v1/resellers/3", None)
-        .await;
+    let (_, r) = fx.get(Who::A1, "/api/v1/resellers/3").await;
     assert_eq!(
         (r["balance"].as_str(), r["credit_limit"].as_str()),
         (Some("-15.00"), Some("15.00"))
@@ -394,9 +373,8 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     let (s, b) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "800.01" })),
+            json!({ "amount": "800.01" }),
         )
         .await;
     assert_eq!(
@@ -413,9 +391,8 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     let (s, _) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "800.00" })),
+            json!({ "amount": "800.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -437,9 +414,7 @@ async fn amounts_are_exact_decimal_strings() {
             "invalid_field",
         ),
     ] {
-        let (s, b) = fx
-            .money(Who::A, Method::POST, path, Some(body.clone()))
-            .await;
+        let (s, b) = fx.money(Who::A, path, body.clone()).await;
         assert_eq!(
             (s, error_code(&b).as_str()),
             (StatusCode::UNPROCESSABLE_ENTITY, code),
@@ -448,14 +423,7 @@ async fn amounts_are_exact_decimal_strings() {
     }
     assert_eq!(balance(&fx, 3), 20_000);
     // Only a direct parent moves money: the operator cannot credit A1 over A's head.
-    let (s, b) = fx
-        .money(
-            Who::Op,
-            Method::POST,
-            path,
-            Some(json!({ "amount": "1.00" })),
-        )
-        .await;
+    let (s, b) = fx.money(Who::Op, path, json!({ "amount": "1.00" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::FORBIDDEN, "not_parent"),
@@ -466,9 +434,8 @@ async fn amounts_are_exact_decimal_strings() {
     let (s, t) = fx
         .money(
             Who::Op,
-            Method::POST,
             "/api/v1/resellers/2/balance",
-            Some(json!({ "amount": "0.01" })),
+            json!({ "amount": "0.01" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{t}");
@@ -481,30 +448,21 @@ async fn amounts_are_exact_decimal_strings() {
 async fn a_sub_reseller_never_sees_its_parents_cost() {
     let fx = Fixture::new();
     // A pays 10.00 for op-basic; A1 pays 15.00 for a-retail.
-    let (s, _) = fx
-        .call(Who::A1, Method::GET, "/api/v1/resellers/2/rate-card", None)
-        .await;
+    let (s, _) = fx.get(Who::A1, "/api/v1/resellers/2/rate-card").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, card) = fx
-        .call(Who::A1, Method::GET, "/api/v1/resellers/3/rate-card", None)
-        .await;
+    let (s, card) = fx.get(Who::A1, "/api/v1/resellers/3/rate-card").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(card.as_array().unwrap().len(), 1);
     assert_eq!(card[0]["wholesale_price"], "15.00");
     let (s, _) = fx
-        .call(
-            Who::A1,
-            Method::GET,
-            &format!("/api/v1/plans/{}", fx.op_tenant.plan),
-            None,
-        )
+        .get(Who::A1, &format!("/api/v1/plans/{}", fx.op_tenant.plan))
         .await;
     assert_eq!(
         s,
         StatusCode::NOT_FOUND,
         "the parent's source plan is not visible"
     );
-    let (_, plans) = fx.call(Who::A1, Method::GET, "/api/v1/plans", None).await;
+    let (_, plans) = fx.get(Who::A1, "/api/v1/plans").await;
     let wholesale: Vec<&Value> = plans["items"]
         .as_array()
         .unwrap()
@@ -521,26 +479,22 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
         "A's cost leaked: {plans}"
     );
     // A sees its own cost and what it charges A1.
-    let (_, a_card) = fx
-        .call(Who::A, Method::GET, "/api/v1/resellers/2/rate-card", None)
-        .await;
+    let (_, a_card) = fx.get(Who::A, "/api/v1/resellers/2/rate-card").await;
     assert_eq!(a_card[0]["wholesale_price"], "10.00");
     // In cascade mode A1's renewal debits A too, but A1's answer and ledger never show it.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "renewal_mode": "cascade" })),
+            json!({ "renewal_mode": "cascade" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, r) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
@@ -554,7 +508,7 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
         (Some(3), Some("-15.00"))
     );
     assert_eq!(balance(&fx, 2), 80_000 - 1_000, "A was charged its 10.00");
-    let (_, ledger) = fx.call(Who::A1, Method::GET, "/api/v1/ledger", None).await;
+    let (_, ledger) = fx.get(Who::A1, "/api/v1/ledger").await;
     assert!(
         ledger["items"]
             .as_array()
@@ -563,26 +517,22 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
             .all(|e| e["tenant_id"] == 3),
         "{ledger}"
     );
-    let (s, _) = fx
-        .call(Who::A1, Method::GET, "/api/v1/resellers/2/statement", None)
-        .await;
+    let (s, _) = fx.get(Who::A1, "/api/v1/resellers/2/statement").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // When the provider is the one short, A1 learns who, not the provider's figures.
     let (s, _) = fx
         .money(
             Who::Op,
-            Method::POST,
             "/api/v1/resellers/2/adjustments",
-            Some(json!({ "kind": "adjustment", "amount": "-790.00", "reason": "drain" })),
+            json!({ "kind": "adjustment", "amount": "-790.00", "reason": "drain" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(
@@ -598,9 +548,8 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     let (_, b) = fx
         .money(
             Who::A,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert!(
@@ -618,9 +567,8 @@ async fn ledger_verify_catches_a_balance_changed_behind_its_back() {
     let (s, _) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({})),
+            json!({}),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -678,40 +626,26 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
     };
     // Ten days left: +30 days from the current expiry.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::B,
-            Method::PATCH,
             &path,
-            Some(json!({ "expires_at": at(now + 10 * 86_400) })),
+            json!({ "expires_at": at(now + 10 * 86_400) }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, r) = fx
-        .money(
-            Who::B,
-            Method::POST,
-            &format!("{path}/renew"),
-            Some(json!({})),
-        )
-        .await;
+    let (_, r) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
     assert_eq!(parse(&r["subscriber"]["expires_at"]), now + 40 * 86_400);
     // Lapsed a week ago and suspended: +30 days from now, and active again.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::B,
-            Method::PATCH,
             &path,
-            Some(json!({ "expires_at": at(now - 7 * 86_400), "status": "suspended" })),
+            json!({ "expires_at": at(now - 7 * 86_400), "status": "suspended" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, r) = fx
-        .money(
-            Who::B,
-            Method::POST,
-            &format!("{path}/renew"),
-            Some(json!({ "periods": 2 })),
-        )
+        .money(Who::B, &format!("{path}/renew"), json!({ "periods": 2 }))
         .await;
     let got = parse(&r["subscriber"]["expires_at"]);
     assert!(
@@ -722,22 +656,10 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
     assert_eq!(r["renewal"]["retail_price"], "48.00");
     // Disabled subscribers are not renewed.
     let (s, _) = fx
-        .call(
-            Who::B,
-            Method::PATCH,
-            &path,
-            Some(json!({ "status": "disabled" })),
-        )
+        .patch(Who::B, &path, json!({ "status": "disabled" }))
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, b) = fx
-        .money(
-            Who::B,
-            Method::POST,
-            &format!("{path}/renew"),
-            Some(json!({})),
-        )
-        .await;
+    let (s, b) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "subscriber_disabled")
@@ -757,11 +679,10 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
         (Who::A, fx.a.subscriber, true),
     ] {
         let (s, b) = fx
-            .call(
+            .patch(
                 who,
-                Method::PATCH,
                 &format!("/api/v1/subscribers/{sub}"),
-                Some(json!({ "expires_at": past, "auto_renew": auto })),
+                json!({ "expires_at": past, "auto_renew": auto }),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -769,9 +690,8 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
     let (s, _) = fx
         .money(
             Who::Op,
-            Method::POST,
             "/api/v1/resellers/2/adjustments",
-            Some(json!({ "kind": "adjustment", "amount": "-795.00", "reason": "leave 5.00" })),
+            json!({ "kind": "adjustment", "amount": "-795.00", "reason": "leave 5.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -817,9 +737,7 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
 async fn payments_with_renewal_statements_and_summary() {
     let fx = Fixture::new();
     let (s, p) = fx
-        .money(Who::A1, Method::POST, &format!("/api/v1/subscribers/{}/payments", fx.a1.subscriber),
-            Some(json!({ "amount": "20.00", "method": "cash", "reference": "receipt 0042", "renew": true })))
-        .await;
+        .money(Who::A1, &format!("/api/v1/subscribers/{}/payments", fx.a1.subscriber), json!({ "amount": "20.00", "method": "cash", "reference": "receipt 0042", "renew": true })).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     assert_eq!(p["payment"]["account"], "collections");
     assert_eq!(p["renewal"]["charges"][0]["amount"], "-15.00");
@@ -829,12 +747,7 @@ async fn payments_with_renewal_statements_and_summary() {
     );
     // JSON statement, filtered.
     let (_, st) = fx
-        .call(
-            Who::A1,
-            Method::GET,
-            "/api/v1/resellers/3/statement?kind=renewal",
-            None,
-        )
+        .get(Who::A1, "/api/v1/resellers/3/statement?kind=renewal")
         .await;
     assert_eq!(st["items"].as_array().unwrap().len(), 1);
     // CSV statement.
@@ -883,14 +796,7 @@ async fn payments_with_renewal_statements_and_summary() {
         "{text}"
     );
     // Summary for A covers A1 (its descendant).
-    let (s, sum) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            "/api/v1/reports/summary?period=day",
-            None,
-        )
-        .await;
+    let (s, sum) = fx.get(Who::A, "/api/v1/reports/summary?period=day").await;
     assert_eq!(s, StatusCode::OK, "{sum}");
     let today = &sum["periods"].as_array().unwrap().last().unwrap();
     assert_eq!(
@@ -902,14 +808,7 @@ async fn payments_with_renewal_statements_and_summary() {
         (Some("15.00"), Some("20.00"))
     );
     // B's summary does not include A's subtree.
-    let (_, sum_b) = fx
-        .call(
-            Who::B,
-            Method::GET,
-            "/api/v1/reports/summary?period=day",
-            None,
-        )
-        .await;
+    let (_, sum_b) = fx.get(Who::B, "/api/v1/reports/summary?period=day").await;
     assert!(
         sum_b["periods"]
             .as_array()
@@ -917,14 +816,7 @@ async fn payments_with_renewal_statements_and_summary() {
             .iter()
             .all(|p| p["renewals"] == 0)
     );
-    let (s, _) = fx
-        .call(
-            Who::B,
-            Method::GET,
-            "/api/v1/reports/summary?tenant_id=2",
-            None,
-        )
-        .await;
+    let (s, _) = fx.get(Who::B, "/api/v1/reports/summary?tenant_id=2").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -970,11 +862,10 @@ async fn plans_derive_within_their_card_plan() {
     );
     // A subscriber's plan must be its owner's or on its card.
     let (s, b) = fx
-        .call(
+        .patch(
             Who::B,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{}", fx.b.subscriber),
-            Some(json!({ "plan_id": p["id"] })),
+            json!({ "plan_id": p["id"] }),
         )
         .await;
     assert_eq!(
@@ -983,11 +874,10 @@ async fn plans_derive_within_their_card_plan() {
     );
     // A card entry still in use cannot be removed.
     let (s, b) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/rate-card",
-            Some(json!({ "plan_id": fx.a1.card_plan, "remove": true })),
+            json!({ "plan_id": fx.a1.card_plan, "remove": true }),
         )
         .await;
     assert_eq!(
@@ -1007,11 +897,10 @@ async fn plans_derive_within_their_card_plan() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     // A cannot put someone else's plan on A1's card.
     let (s, _) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/rate-card",
-            Some(json!({ "plan_id": fx.op_tenant.plan, "wholesale_price": "1.00" })),
+            json!({ "plan_id": fx.op_tenant.plan, "wholesale_price": "1.00" }),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
@@ -1040,20 +929,18 @@ async fn a_disabled_resellers_subscribers_lapse_instead_of_renewing() {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A1,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{}", fx.a1.subscriber),
-            Some(json!({ "expires_at": past, "auto_renew": true })),
+            json!({ "expires_at": past, "auto_renew": true }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "status": "disabled" })),
+            json!({ "status": "disabled" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);

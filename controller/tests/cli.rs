@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use common::{Fixture, Who};
 use rusqlite::Connection;
 use serde_json::json;
@@ -34,11 +34,10 @@ async fn with_history() -> Fixture {
         (Who::A1, fx.a1.subscriber),
     ] {
         let (s, _) = fx
-            .call(
+            .patch(
                 who,
-                Method::PATCH,
                 &format!("/api/v1/subscribers/{sub}"),
-                Some(json!({ "notes": "paid cash" })),
+                json!({ "notes": "paid cash" }),
             )
             .await;
         assert_eq!(s, StatusCode::OK);

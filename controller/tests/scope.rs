@@ -29,7 +29,7 @@ async fn each_actor_lists_exactly_its_part_of_the_tree() {
         (Who::M, vec![2]),
         (Who::B, vec![4]),
     ] {
-        let (s, subs) = fx.call(who, Method::GET, "/api/v1/subscribers", None).await;
+        let (s, subs) = fx.get(who, "/api/v1/subscribers").await;
         assert_eq!(s, StatusCode::OK);
         assert_eq!(
             tenants_of(&subs),
@@ -44,7 +44,7 @@ async fn each_actor_lists_exactly_its_part_of_the_tree() {
         (Who::B, vec![4]),
     ] {
         for route in ["/api/v1/sites", "/api/v1/nas", "/api/v1/users"] {
-            let (s, rows) = fx.call(who, Method::GET, route, None).await;
+            let (s, rows) = fx.get(who, route).await;
             assert_eq!(s, StatusCode::OK);
             assert_eq!(
                 tenants_of(&rows),
@@ -60,7 +60,7 @@ async fn each_actor_lists_exactly_its_part_of_the_tree() {
         (Who::A1, vec![]),
         (Who::B, vec![]),
     ] {
-        let (_, rows) = fx.call(who, Method::GET, "/api/v1/resellers", None).await;
+        let (_, rows) = fx.get(who, "/api/v1/resellers").await;
         let ids: Vec<i64> = rows["items"]
             .as_array()
             .unwrap()
@@ -76,11 +76,10 @@ async fn an_operator_manager_sees_only_the_operators_direct_customers() {
     let fx = Fixture::new();
     // The fixture's operator-tenant manager has view_customers; log in as it.
     let (s, _) = fx
-        .call(
+        .post(
             Who::Anon,
-            Method::POST,
             "/api/v1/session",
-            Some(json!({ "email": "mgr-op@fixture.test", "password": common::PASSWORD })),
+            json!({ "email": "mgr-op@fixture.test", "password": common::PASSWORD }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -122,10 +121,7 @@ async fn an_operator_manager_sees_only_the_operators_direct_customers() {
 #[tokio::test]
 async fn a_manager_with_no_permissions_can_do_nothing() {
     let fx = Fixture::new();
-    let (s, u) = fx
-        .call(Who::A, Method::POST, "/api/v1/users",
-            Some(json!({ "email": "nobody@a.test", "name": "No grants", "password": "nobody-password", "kind": "manager" })))
-        .await;
+    let (s, u) = fx.post(Who::A, "/api/v1/users", json!({ "email": "nobody@a.test", "name": "No grants", "password": "nobody-password", "kind": "manager" })).await;
     assert_eq!(s, StatusCode::CREATED, "{u}");
     assert_eq!(u["permissions"], json!([]));
     let id = u["id"].as_i64().unwrap();
@@ -200,11 +196,10 @@ async fn managers_grant_only_what_they_hold_and_presets_are_plain_sets() {
     let fx = Fixture::new();
     let m = fx.user_id(Who::M);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/users/{m}"),
-            Some(json!({ "permissions": ["view_customers", "manage_staff"] })),
+            json!({ "permissions": ["view_customers", "manage_staff"] }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -236,18 +231,14 @@ async fn managers_grant_only_what_they_hold_and_presets_are_plain_sets() {
     );
     // Nor may it raise its own grants, or make reseller logins.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::M,
-            Method::PATCH,
             &format!("/api/v1/users/{m}"),
-            Some(json!({ "permissions": ["view_customers", "manage_staff", "manage_sites"] })),
+            json!({ "permissions": ["view_customers", "manage_staff", "manage_sites"] }),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = fx
-        .call(Who::M, Method::POST, "/api/v1/users",
-            Some(json!({ "email": "own@a.test", "name": "x", "password": "password-123", "kind": "reseller" })))
-        .await;
+    let (s, _) = fx.post(Who::M, "/api/v1/users", json!({ "email": "own@a.test", "name": "x", "password": "password-123", "kind": "reseller" })).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A manager of A cannot be placed in A1 by A's manager (outside its tenant).
     let mut body = new("a1@a.test", json!(["view_customers"]));
@@ -257,20 +248,14 @@ async fn managers_grant_only_what_they_hold_and_presets_are_plain_sets() {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Presets expand to their permission list.
-    let (s, b) = fx
-        .call(Who::A, Method::POST, "/api/v1/users",
-            Some(json!({ "email": "col@a.test", "name": "Collector", "password": "collector-pass", "kind": "manager", "preset": "collector" })))
-        .await;
+    let (s, b) = fx.post(Who::A, "/api/v1/users", json!({ "email": "col@a.test", "name": "Collector", "password": "collector-pass", "kind": "manager", "preset": "collector" })).await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(
         b["permissions"],
         json!(["view_customers", "record_payments", "view_invoices"])
     );
     // Only operator staff create operator staff.
-    let (s, _) = fx
-        .call(Who::A, Method::POST, "/api/v1/users",
-            Some(json!({ "email": "op2@a.test", "name": "x", "password": "password-123", "kind": "operator" })))
-        .await;
+    let (s, _) = fx.post(Who::A, "/api/v1/users", json!({ "email": "op2@a.test", "name": "x", "password": "password-123", "kind": "operator" })).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
 
@@ -279,25 +264,15 @@ async fn status_needs_suspend_permission_and_fields_need_edit() {
     let fx = Fixture::new();
     let path = format!("/api/v1/subscribers/{}", fx.a.subscriber);
     let (s, b) = fx
-        .call(
-            Who::M,
-            Method::PATCH,
-            &path,
-            Some(json!({ "status": "suspended" })),
-        )
+        .patch(Who::M, &path, json!({ "status": "suspended" }))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "suspended");
     let (s, _) = fx
-        .call(
-            Who::M,
-            Method::PATCH,
-            &path,
-            Some(json!({ "status": "active", "notes": "x" })),
-        )
+        .patch(Who::M, &path, json!({ "status": "active", "notes": "x" }))
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    let (s, _) = fx.call(Who::M, Method::PATCH, &path, Some(json!({}))).await;
+    let (s, _) = fx.patch(Who::M, &path, json!({})).await;
     assert_eq!(
         s,
         StatusCode::FORBIDDEN,
@@ -308,9 +283,7 @@ async fn status_needs_suspend_permission_and_fields_need_edit() {
 #[tokio::test]
 async fn ppp_passwords_and_nas_secrets_only_where_they_belong() {
     let fx = Fixture::new();
-    let (_, list) = fx
-        .call(Who::A, Method::GET, "/api/v1/subscribers", None)
-        .await;
+    let (_, list) = fx.get(Who::A, "/api/v1/subscribers").await;
     assert!(
         list["items"]
             .as_array()
@@ -320,14 +293,14 @@ async fn ppp_passwords_and_nas_secrets_only_where_they_belong() {
         "{list}"
     );
     let path = format!("/api/v1/subscribers/{}", fx.a.subscriber);
-    let (_, one) = fx.call(Who::A, Method::GET, &path, None).await;
+    let (_, one) = fx.get(Who::A, &path).await;
     assert_eq!(one["password"], "ppp-a");
-    let (_, one) = fx.call(Who::M, Method::GET, &path, None).await;
+    let (_, one) = fx.get(Who::M, &path).await;
     assert!(
         one.get("password").is_none(),
         "a manager without edit rights sees no password: {one}"
     );
-    let (_, nas) = fx.call(Who::A, Method::GET, "/api/v1/nas", None).await;
+    let (_, nas) = fx.get(Who::A, "/api/v1/nas").await;
     assert!(
         nas["items"]
             .as_array()
@@ -335,14 +308,7 @@ async fn ppp_passwords_and_nas_secrets_only_where_they_belong() {
             .iter()
             .all(|n| n.get("secret").is_none())
     );
-    let (_, n) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            &format!("/api/v1/nas/{}", fx.a.nas),
-            None,
-        )
-        .await;
+    let (_, n) = fx.get(Who::A, &format!("/api/v1/nas/{}", fx.a.nas)).await;
     assert_eq!(n["secret"], "radius-secret");
     // At rest they are sealed: the clear text is nowhere in the database file.
     let raw = std::fs::read(fx.dir.path().join("controller.db")).unwrap();
@@ -353,21 +319,11 @@ async fn ppp_passwords_and_nas_secrets_only_where_they_belong() {
     }
     // And never in the audit log.
     let (s, _) = fx
-        .call(
-            Who::A,
-            Method::PATCH,
-            &path,
-            Some(json!({ "password": "new-ppp-secret" })),
-        )
+        .patch(Who::A, &path, json!({ "password": "new-ppp-secret" }))
         .await;
     assert_eq!(s, StatusCode::OK);
     let (_, audit) = fx
-        .call(
-            Who::A,
-            Method::GET,
-            "/api/v1/audit?action=subscriber.update",
-            None,
-        )
+        .get(Who::A, "/api/v1/audit?action=subscriber.update")
         .await;
     assert_eq!(audit["items"][0]["after"]["password"], "[redacted]");
     assert!(!audit.to_string().contains("new-ppp-secret"));
@@ -382,11 +338,10 @@ async fn audit_entries_are_visible_to_their_tenants_subtree_only() {
         (Who::A, fx.a.subscriber),
     ] {
         let (s, _) = fx
-            .call(
+            .patch(
                 who,
-                Method::PATCH,
                 &format!("/api/v1/subscribers/{sub}"),
-                Some(json!({ "notes": "n" })),
+                json!({ "notes": "n" }),
             )
             .await;
         assert_eq!(s, StatusCode::OK);
@@ -399,13 +354,13 @@ async fn audit_entries_are_visible_to_their_tenants_subtree_only() {
             .map(|e| e["tenant_id"].as_i64().unwrap())
             .collect()
     };
-    let (_, a) = fx.call(Who::A, Method::GET, "/api/v1/audit", None).await;
+    let (_, a) = fx.get(Who::A, "/api/v1/audit").await;
     assert_eq!(seen(&a), [2, 3].into_iter().collect());
-    let (_, a1) = fx.call(Who::A1, Method::GET, "/api/v1/audit", None).await;
+    let (_, a1) = fx.get(Who::A1, "/api/v1/audit").await;
     assert_eq!(seen(&a1), [3].into_iter().collect());
-    let (_, b) = fx.call(Who::B, Method::GET, "/api/v1/audit", None).await;
+    let (_, b) = fx.get(Who::B, "/api/v1/audit").await;
     assert_eq!(seen(&b), [4].into_iter().collect());
-    let (_, op) = fx.call(Who::Op, Method::GET, "/api/v1/audit", None).await;
+    let (_, op) = fx.get(Who::Op, "/api/v1/audit").await;
     assert_eq!(seen(&op), [2, 3, 4].into_iter().collect());
     // Filters: by actor, by action prefix, by target, by time.
     let (_, f) = fx
@@ -417,14 +372,7 @@ async fn audit_entries_are_visible_to_their_tenants_subtree_only() {
         )
         .await;
     assert_eq!(f["items"].as_array().unwrap().len(), 1);
-    let (_, f) = fx
-        .call(
-            Who::Op,
-            Method::GET,
-            "/api/v1/audit?action=subscriber.",
-            None,
-        )
-        .await;
+    let (_, f) = fx.get(Who::Op, "/api/v1/audit?action=subscriber.").await;
     assert_eq!(f["items"].as_array().unwrap().len(), 3);
     let (_, f) = fx
         .call(
@@ -439,30 +387,19 @@ async fn audit_entries_are_visible_to_their_tenants_subtree_only() {
         .await;
     assert_eq!(f["items"][0]["actor_user_id"], fx.user_id(Who::B));
     let (_, f) = fx
-        .call(
+        .get(
             Who::Op,
-            Method::GET,
             "/api/v1/audit?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z",
-            None,
         )
         .await;
     assert_eq!(f["items"], json!([]));
-    let (s, b) = fx
-        .call(Who::Op, Method::GET, "/api/v1/audit?since=yesterday", None)
-        .await;
+    let (s, b) = fx.get(Who::Op, "/api/v1/audit?since=yesterday").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     // Paging newest-first with a cursor.
-    let (_, p1) = fx
-        .call(Who::Op, Method::GET, "/api/v1/audit?limit=2", None)
-        .await;
+    let (_, p1) = fx.get(Who::Op, "/api/v1/audit?limit=2").await;
     let cursor = p1["next_cursor"].as_str().unwrap();
     let (_, p2) = fx
-        .call(
-            Who::Op,
-            Method::GET,
-            &format!("/api/v1/audit?limit=2&cursor={cursor}"),
-            None,
-        )
+        .get(Who::Op, &format!("/api/v1/audit?limit=2&cursor={cursor}"))
         .await;
     assert!(p2["items"][0]["id"].as_i64().unwrap() < p1["items"][1]["id"].as_i64().unwrap());
 }

@@ -122,12 +122,7 @@ async fn login_sets_a_strict_httponly_cookie_and_stores_only_a_hash() {
 async fn api_tokens_work_as_bearer_are_hashed_and_revocable() {
     let fx = Fixture::new();
     let (s, t) = fx
-        .call(
-            Who::B,
-            Method::POST,
-            "/api/v1/tokens",
-            Some(json!({ "name": "billing sync" })),
-        )
+        .post(Who::B, "/api/v1/tokens", json!({ "name": "billing sync" }))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{t}");
     let secret = t["secret"].as_str().unwrap().to_string();
@@ -136,7 +131,7 @@ async fn api_tokens_work_as_bearer_are_hashed_and_revocable() {
         with_bearer(&fx, &secret, "/api/v1/subscribers", HOME).await,
         StatusCode::OK
     );
-    let (_, list) = fx.call(Who::B, Method::GET, "/api/v1/tokens", None).await;
+    let (_, list) = fx.get(Who::B, "/api/v1/tokens").await;
     assert!(
         !list.to_string().contains(&secret),
         "a listed token shows its secret"
@@ -164,11 +159,10 @@ async fn api_tokens_work_as_bearer_are_hashed_and_revocable() {
         StatusCode::UNAUTHORIZED
     );
     let (s, b) = fx
-        .call(
+        .post(
             Who::B,
-            Method::POST,
             "/api/v1/tokens",
-            Some(json!({ "name": "x", "expires_in_days": 0 })),
+            json!({ "name": "x", "expires_in_days": 0 }),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
@@ -238,11 +232,10 @@ async fn one_address_spraying_many_accounts_is_throttled() {
 async fn allowed_ips_bind_the_reseller_and_everything_below_it() {
     let fx = Fixture::new();
     let (s, r) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "allowed_ips": ["198.51.100.0/24", "2001:db8::/32"] })),
+            json!({ "allowed_ips": ["198.51.100.0/24", "2001:db8::/32"] }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
@@ -269,11 +262,10 @@ async fn allowed_ips_bind_the_reseller_and_everything_below_it() {
 async fn a_session_that_moves_to_a_refused_address_is_cut() {
     let fx = Fixture::new();
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "allowed_ips": ["198.51.100.0/24"] })),
+            json!({ "allowed_ips": ["198.51.100.0/24"] }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -310,11 +302,10 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     let fx =
         Fixture::with_config(|c| c.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/4",
-            Some(json!({ "allowed_ips": ["198.51.100.0/24"] })),
+            json!({ "allowed_ips": ["198.51.100.0/24"] }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -342,12 +333,7 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
         StatusCode::FORBIDDEN
     );
     let (_, audit) = fx
-        .call(
-            Who::Op,
-            Method::GET,
-            "/api/v1/audit?action=security.ip_not_allowed",
-            None,
-        )
+        .get(Who::Op, "/api/v1/audit?action=security.ip_not_allowed")
         .await;
     let ips: Vec<&str> = audit["items"]
         .as_array()
@@ -362,16 +348,15 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
 async fn disabling_a_reseller_locks_out_its_whole_subtree() {
     let fx = Fixture::new();
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "status": "disabled" })),
+            json!({ "status": "disabled" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     for who in [Who::A, Who::A1, Who::M] {
-        let (s, b) = fx.call(who, Method::GET, "/api/v1/me", None).await;
+        let (s, b) = fx.get(who, "/api/v1/me").await;
         assert_eq!(
             (s, error_code(&b).as_str()),
             (StatusCode::FORBIDDEN, "account_disabled"),
@@ -383,23 +368,16 @@ async fn disabling_a_reseller_locks_out_its_whole_subtree() {
         (s, error_code(&b).as_str()),
         (StatusCode::FORBIDDEN, "account_disabled")
     );
-    assert_eq!(
-        fx.call(Who::B, Method::GET, "/api/v1/me", None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(fx.get(Who::B, "/api/v1/me").await.0, StatusCode::OK);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "status": "active" })),
+            json!({ "status": "active" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(
-        fx.call(Who::A1, Method::GET, "/api/v1/me", None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(fx.get(Who::A1, "/api/v1/me").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -407,26 +385,24 @@ async fn disabling_a_user_or_resetting_its_password_ends_its_sessions() {
     let fx = Fixture::new();
     let m = fx.user_id(Who::M);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/users/{m}"),
-            Some(json!({ "password": "reset-password-1" })),
+            json!({ "password": "reset-password-1" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
-        fx.call(Who::M, Method::GET, "/api/v1/me", None).await.0,
+        fx.get(Who::M, "/api/v1/me").await.0,
         StatusCode::UNAUTHORIZED
     );
     let (s, _, _) = login(&fx, "m@fixture.test", "reset-password-1", HOME).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/users/{m}"),
-            Some(json!({ "status": "disabled" })),
+            json!({ "status": "disabled" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -482,10 +458,7 @@ async fn changing_your_password_keeps_this_session_and_ends_the_others() {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_eq!(
-        fx.call(Who::B, Method::GET, "/api/v1/me", None).await.0,
-        StatusCode::OK
-    );
+    assert_eq!(fx.get(Who::B, "/api/v1/me").await.0, StatusCode::OK);
     assert_eq!(
         with_cookie(&fx, &other, Method::GET, "/api/v1/me", HOME)
             .await

@@ -23,11 +23,10 @@ fn security_events(fx: &Fixture, actor: i64) -> i64 {
 
 async fn move_one(fx: &Fixture, who: Who, sub: i64, to: i64) -> StatusCode {
     let (s, body) = fx
-        .call(
+        .patch(
             who,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{sub}"),
-            Some(json!({ "tenant_id": to })),
+            json!({ "tenant_id": to }),
         )
         .await;
     if !s.is_success() {
@@ -42,11 +41,10 @@ async fn move_bulk(
     ids: &[i64],
     to: i64,
 ) -> (StatusCode, serde_json::Value) {
-    fx.call(
+    fx.post(
         who,
-        Method::POST,
         "/api/v1/subscribers/bulk",
-        Some(json!({ "action": "set_reseller", "ids": ids, "tenant_id": to })),
+        json!({ "action": "set_reseller", "ids": ids, "tenant_id": to }),
     )
     .await
 }
@@ -57,11 +55,10 @@ async fn move_bulk(
 async fn on_shared_site(fx: &Fixture, subs: &[i64]) {
     for sub in subs {
         let (s, b) = fx
-            .call(
+            .patch(
                 Who::Op,
-                Method::PATCH,
                 &format!("/api/v1/subscribers/{sub}"),
-                Some(json!({ "site_id": fx.op_tenant.site, "plan_id": null })),
+                json!({ "site_id": fx.op_tenant.site, "plan_id": null }),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{b}");
@@ -98,11 +95,10 @@ async fn operator_moves_anywhere() {
     let fx = Fixture::new();
     // A subscriber on A's own site cannot go to B, which may not use that site.
     let (s, body) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{}", fx.a.subscriber),
-            Some(json!({ "tenant_id": 4 })),
+            json!({ "tenant_id": 4 }),
         )
         .await;
     assert_eq!(
@@ -172,12 +168,7 @@ async fn sub_reseller_without_descendants_only_itself() {
 async fn in_a_deeper_tree_a_sub_reseller_moves_to_its_own_descendants() {
     let fx = Fixture::with_config(|c| c.tree.max_depth = 3);
     let (s, child) = fx
-        .call(
-            Who::A1,
-            Method::POST,
-            "/api/v1/resellers",
-            Some(json!({ "name": "A1 child" })),
-        )
+        .post(Who::A1, "/api/v1/resellers", json!({ "name": "A1 child" }))
         .await;
     on_shared_site(&fx, &[fx.a1.subscriber]).await;
     assert_eq!(s, StatusCode::CREATED, "{child}");
@@ -194,12 +185,7 @@ async fn in_a_deeper_tree_a_sub_reseller_moves_to_its_own_descendants() {
     // With the default depth the same creation is refused.
     let fx2 = Fixture::new();
     let (s, body) = fx2
-        .call(
-            Who::A1,
-            Method::POST,
-            "/api/v1/resellers",
-            Some(json!({ "name": "too deep" })),
-        )
+        .post(Who::A1, "/api/v1/resellers", json!({ "name": "too deep" }))
         .await;
     assert_eq!(
         (s, error_code(&body).as_str()),
@@ -247,11 +233,10 @@ async fn bulk_is_all_or_nothing() {
     assert_eq!(owner_of(&fx, fx.a.subscriber), 2);
     // Suspend with one foreign id: nothing is suspended.
     let (s, _) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/subscribers/bulk",
-            Some(json!({ "action": "suspend", "ids": [fx.a.subscriber, fx.b.subscriber] })),
+            json!({ "action": "suspend", "ids": [fx.a.subscriber, fx.b.subscriber] }),
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -285,20 +270,18 @@ async fn a_move_respects_the_target_limits() {
     let fx = Fixture::new();
     on_shared_site(&fx, &[fx.a.subscriber, fx.b.subscriber]).await;
     let (s, _) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "limits": { "max_subscribers": 1 } })),
+            json!({ "limits": { "max_subscribers": 1 } }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, body) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             &format!("/api/v1/subscribers/{}", fx.a.subscriber),
-            Some(json!({ "tenant_id": 3 })),
+            json!({ "tenant_id": 3 }),
         )
         .await;
     assert_eq!(
@@ -315,21 +298,15 @@ async fn a_move_respects_the_target_limits() {
     assert_eq!(owner_of(&fx, fx.a.subscriber), 2);
     // Moving within A's own subtree never trips A's own limit.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "limits": { "max_subscribers": 2 } })),
+            json!({ "limits": { "max_subscribers": 2 } }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _) = fx
-        .call(
-            Who::Op,
-            Method::PATCH,
-            "/api/v1/resellers/3",
-            Some(json!({ "limits": {} })),
-        )
+        .patch(Who::Op, "/api/v1/resellers/3", json!({ "limits": {} }))
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(

@@ -46,121 +46,95 @@ async fn raw(
 async fn malformed_and_mistyped_bodies_are_refused_with_the_error_body() {
     let fx = Fixture::new();
     let before = counts(&fx);
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        Some("application/json"),
-        "{\"username\": \"x\",",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "malformed_json"),
-        "{b}"
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        Some("application/json"),
-        r#"{"username":"x","password":"p","speed":9}"#,
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
-    );
-    assert!(
-        b["error"]["message"].as_str().unwrap().contains("speed"),
-        "names the unknown field: {b}"
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        Some("application/json"),
-        r#"{"username":"x","password":5}"#,
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-        "{b}"
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::POST,
-        "/api/v1/subscribers",
-        None,
-        r#"{"username":"x","password":"p"}"#,
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers/abc",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_path")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers?cursor=zzz",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_cursor")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers?limit=0",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_limit")
-    );
-    let (s, b) = raw(
-        &fx,
-        Who::A,
-        Method::GET,
-        "/api/v1/subscribers?colour=red",
-        None,
-        "",
-    )
-    .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::BAD_REQUEST, "bad_query")
-    );
-    let (s, b) = raw(&fx, Who::A, Method::GET, "/api/v1/no-such-thing", None, "").await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::NOT_FOUND, "not_found")
-    );
+    const JSON: Option<&str> = Some("application/json");
+    let cases = [
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            JSON,
+            "{\"username\": \"x\",",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            JSON,
+            r#"{"username":"x","password":"p","speed":9}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            JSON,
+            r#"{"username":"x","password":5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/api/v1/subscribers",
+            None,
+            r#"{"username":"x","password":"p"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers/abc",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers?cursor=zzz",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_cursor",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers?limit=0",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+        ),
+        (
+            Method::GET,
+            "/api/v1/subscribers?colour=red",
+            None,
+            "",
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+        ),
+        (
+            Method::GET,
+            "/api/v1/no-such-thing",
+            None,
+            "",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ];
+    for (method, path, content_type, body, status, code) in cases {
+        let (s, b) = raw(&fx, Who::A, method.clone(), path, content_type, body).await;
+        assert_eq!(
+            (s, error_code(&b).as_str()),
+            (status, code),
+            "{method} {path} {body}: {b}"
+        );
+        if body.contains("speed") {
+            assert!(
+                b["error"]["message"].as_str().unwrap().contains("speed"),
+                "names the unknown field: {b}"
+            );
+        }
+    }
     assert_eq!(counts(&fx), before, "a refused request wrote something");
 }
 
@@ -268,13 +242,13 @@ async fn field_rules_name_the_field_and_write_nothing() {
         );
     }
     // Types serde rejects also answer 422, naming what was expected.
-    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/nas", Some(json!({ "name": "n", "site_id": 2, "ip": "nope", "secret": "long-secret", "kind": "mikrotik" }))).await;
+    let (s, b) = fx.post(Who::A, "/api/v1/nas", json!({ "name": "n", "site_id": 2, "ip": "nope", "secret": "long-secret", "kind": "mikrotik" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
         "{b}"
     );
-    let (s, _) = fx.call(Who::A, Method::POST, "/api/v1/nas", Some(json!({ "name": "n", "site_id": 2, "ip": "192.0.2.1", "secret": "long-secret", "kind": "cisco" }))).await;
+    let (s, _) = fx.post(Who::A, "/api/v1/nas", json!({ "name": "n", "site_id": 2, "ip": "192.0.2.1", "secret": "long-secret", "kind": "cisco" })).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(counts(&fx), before);
 }
@@ -283,11 +257,10 @@ async fn field_rules_name_the_field_and_write_nothing() {
 async fn duplicates_are_conflicts() {
     let fx = Fixture::new();
     let (s, b) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/subscribers",
-            Some(json!({ "username": "SUB-B", "password": "p" })),
+            json!({ "username": "SUB-B", "password": "p" }),
         )
         .await;
     assert_eq!(
@@ -296,34 +269,32 @@ async fn duplicates_are_conflicts() {
         "usernames are unique across tenants, ignoring case"
     );
     assert!(b["error"]["message"].as_str().unwrap().contains("username"));
-    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/users", Some(json!({ "email": "B@fixture.test", "name": "x", "password": "long-enough-1", "kind": "manager" }))).await;
+    let (s, b) = fx.post(Who::A, "/api/v1/users", json!({ "email": "B@fixture.test", "name": "x", "password": "long-enough-1", "kind": "manager" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::CONFLICT, "duplicate")
     );
-    let (s, _) = fx.call(Who::A, Method::POST, "/api/v1/subscribers", Some(json!({ "username": "s1", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" }))).await;
+    let (s, _) = fx.post(Who::A, "/api/v1/subscribers", json!({ "username": "s1", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" })).await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/subscribers", Some(json!({ "username": "s2", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" }))).await;
+    let (s, b) = fx.post(Who::A, "/api/v1/subscribers", json!({ "username": "s2", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::CONFLICT, "duplicate"),
         "{b}"
     );
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "custom_domain": "panel.a.example" })),
+            json!({ "custom_domain": "panel.a.example" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/4",
-            Some(json!({ "custom_domain": "PANEL.a.example" })),
+            json!({ "custom_domain": "PANEL.a.example" }),
         )
         .await;
     assert_eq!(
@@ -332,15 +303,14 @@ async fn duplicates_are_conflicts() {
         "{b}"
     );
     let (s, r) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "custom_domain": null })),
+            json!({ "custom_domain": null }),
         )
         .await;
     assert_eq!((s, r["custom_domain"].is_null()), (StatusCode::OK, true));
-    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/nas", Some(json!({ "name": "dup", "site_id": fx.a.site, "ip": "198.51.100.2", "secret": "long-secret", "kind": "generic" }))).await;
+    let (s, b) = fx.post(Who::A, "/api/v1/nas", json!({ "name": "dup", "site_id": fx.a.site, "ip": "198.51.100.2", "secret": "long-secret", "kind": "generic" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::CONFLICT, "duplicate"),
@@ -352,22 +322,18 @@ async fn duplicates_are_conflicts() {
 async fn limits_count_the_whole_subtree_and_refuse_clearly() {
     let fx = Fixture::new();
     // A holds 2 subscribers (its own and A1's).
-    let (s, r) = fx.call(Who::Op, Method::PATCH, "/api/v1/resellers/2",
-        Some(json!({ "limits": { "max_subscribers": 3, "max_sub_resellers": 1, "max_managers": 2, "max_sites": 2 } }))).await;
+    let (s, r) = fx.patch(Who::Op, "/api/v1/resellers/2", json!({ "limits": { "max_subscribers": 3, "max_sub_resellers": 1, "max_managers": 2, "max_sites": 2 } })).await;
     assert_eq!(s, StatusCode::OK, "{r}");
-    let (_, r) = fx
-        .call(Who::Op, Method::GET, "/api/v1/resellers/2", None)
-        .await;
+    let (_, r) = fx.get(Who::Op, "/api/v1/resellers/2").await;
     assert_eq!(
         r["usage"],
         json!({ "subscribers": 2, "sub_resellers": 1, "managers": 2, "sites": 2 })
     );
     let (s, _) = fx
-        .call(
+        .post(
             Who::A1,
-            Method::POST,
             "/api/v1/subscribers",
-            Some(json!({ "username": "third", "password": "p" })),
+            json!({ "username": "third", "password": "p" }),
         )
         .await;
     assert_eq!(
@@ -376,11 +342,10 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
         "A1's subscriber is the third of A's"
     );
     let (s, b) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/subscribers",
-            Some(json!({ "username": "fourth", "password": "p" })),
+            json!({ "username": "fourth", "password": "p" }),
         )
         .await;
     assert_eq!(
@@ -395,11 +360,10 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
         "{b}"
     );
     let (s, b) = fx
-        .call(
+        .post(
             Who::A1,
-            Method::POST,
             "/api/v1/subscribers",
-            Some(json!({ "username": "fifth", "password": "p" })),
+            json!({ "username": "fifth", "password": "p" }),
         )
         .await;
     assert_eq!(
@@ -408,11 +372,10 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
         "A's limit binds A1 too: {b}"
     );
     let (s, b) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/resellers",
-            Some(json!({ "name": "second child" })),
+            json!({ "name": "second child" }),
         )
         .await;
     assert_eq!(
@@ -420,19 +383,14 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
         (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
         "{b}"
     );
-    let (s, b) = fx.call(Who::A, Method::POST, "/api/v1/users", Some(json!({ "email": "m3@a.test", "name": "x", "password": "long-enough-1", "kind": "manager" }))).await;
+    let (s, b) = fx.post(Who::A, "/api/v1/users", json!({ "email": "m3@a.test", "name": "x", "password": "long-enough-1", "kind": "manager" })).await;
     assert_eq!(
         (s, error_code(&b).as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
         "{b}"
     );
     let (s, b) = fx
-        .call(
-            Who::A1,
-            Method::POST,
-            "/api/v1/sites",
-            Some(json!({ "name": "third site" })),
-        )
+        .post(Who::A1, "/api/v1/sites", json!({ "name": "third site" }))
         .await;
     assert_eq!(
         (s, error_code(&b).as_str()),
@@ -441,12 +399,7 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
     );
     // A reseller cannot raise its own limits: it cannot edit its own record.
     let (s, _) = fx
-        .call(
-            Who::A,
-            Method::PATCH,
-            "/api/v1/resellers/2",
-            Some(json!({ "limits": {} })),
-        )
+        .patch(Who::A, "/api/v1/resellers/2", json!({ "limits": {} }))
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -456,47 +409,42 @@ async fn a_child_gets_only_features_its_parent_has() {
     let fx = Fixture::new();
     // The fixture's resellers have rebranding; take it from A first.
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "rebrand_enabled": false })),
+            json!({ "rebrand_enabled": false }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = fx
-        .call(
+        .post(
             Who::A,
-            Method::POST,
             "/api/v1/resellers",
-            Some(json!({ "name": "Brand", "rebrand_enabled": true })),
+            json!({ "name": "Brand", "rebrand_enabled": true }),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let (s, b) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "wan_check_enabled": true })),
+            json!({ "wan_check_enabled": true }),
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
     let (s, _) = fx
-        .call(
+        .patch(
             Who::Op,
-            Method::PATCH,
             "/api/v1/resellers/2",
-            Some(json!({ "rebrand_enabled": true, "wan_check_enabled": true })),
+            json!({ "rebrand_enabled": true, "wan_check_enabled": true }),
         )
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = fx
-        .call(
+        .patch(
             Who::A,
-            Method::PATCH,
             "/api/v1/resellers/3",
-            Some(json!({ "wan_check_enabled": true, "rebrand_enabled": true })),
+            json!({ "wan_check_enabled": true, "rebrand_enabled": true }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -506,8 +454,7 @@ async fn a_child_gets_only_features_its_parent_has() {
 async fn cursor_paging_walks_everything_once_and_search_filters() {
     let fx = Fixture::new();
     for i in 0..23 {
-        let (s, _) = fx.call(Who::B, Method::POST, "/api/v1/subscribers",
-            Some(json!({ "username": format!("page{i:02}"), "password": "p", "name": if i % 5 == 0 { "Zora Quill" } else { "Someone" } }))).await;
+        let (s, _) = fx.post(Who::B, "/api/v1/subscribers", json!({ "username": format!("page{i:02}"), "password": "p", "name": if i % 5 == 0 { "Zora Quill" } else { "Someone" } })).await;
         assert_eq!(s, StatusCode::CREATED);
     }
     let mut seen = Vec::new();
@@ -518,7 +465,7 @@ async fn cursor_paging_walks_everything_once_and_search_filters() {
             Some(c) => format!("/api/v1/subscribers?limit=10&cursor={c}"),
             None => "/api/v1/subscribers?limit=10".to_string(),
         };
-        let (s, p) = fx.call(Who::B, Method::GET, &path, None).await;
+        let (s, p) = fx.get(Who::B, &path).await;
         assert_eq!(s, StatusCode::OK);
         pages += 1;
         seen.extend(
@@ -541,22 +488,11 @@ async fn cursor_paging_walks_everything_once_and_search_filters() {
     let mut sorted = seen.clone();
     sorted.dedup();
     assert_eq!(sorted.len(), seen.len());
-    let (_, found) = fx
-        .call(Who::B, Method::GET, "/api/v1/subscribers?q=zora", None)
-        .await;
+    let (_, found) = fx.get(Who::B, "/api/v1/subscribers?q=zora").await;
     assert_eq!(found["items"].as_array().unwrap().len(), 5);
     // Search never crosses the tree: A searching B's names finds nothing.
-    let (_, found) = fx
-        .call(Who::A, Method::GET, "/api/v1/subscribers?q=zora", None)
-        .await;
+    let (_, found) = fx.get(Who::A, "/api/v1/subscribers?q=zora").await;
     assert_eq!(found["items"], json!([]));
-    let (_, susp) = fx
-        .call(
-            Who::B,
-            Method::GET,
-            "/api/v1/subscribers?status=suspended",
-            None,
-        )
-        .await;
+    let (_, susp) = fx.get(Who::B, "/api/v1/subscribers?status=suspended").await;
     assert_eq!(susp["items"], json!([]));
 }

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -15,8 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use nix::sched::{CloneFlags, setns};
 use outpost_agent::enforce::{EnforceConfig, Enforcer};
+use outpost_testkit::netns::{Netns, veth};
 
 /// What to measure, from the environment.
 #[derive(Debug, Clone)]
@@ -166,110 +165,59 @@ impl Results {
     }
 }
 
-/// The lab: three namespaces, removed on drop.
+/// The lab: three namespaces, removed with every process inside on drop.
 struct Lab {
-    sub: String,
-    bng: String,
-    up: String,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.sub, &self.bng, &self.up] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn run(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("{args:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-fn ns_run(ns: &str, args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec!["ip", "netns", "exec", ns];
-    all.extend_from_slice(args);
-    run(&all)
-}
-
-fn enter(ns: &str) -> anyhow::Result<()> {
-    let f = File::open(format!("/run/netns/{ns}")).with_context(|| format!("namespace {ns}"))?;
-    setns(&f, CloneFlags::CLONE_NEWNET).with_context(|| format!("setns {ns}"))?;
-    Ok(())
-}
-
-/// Runs `f` on a thread inside `ns`; sockets and processes it makes live there.
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    let ns = ns.to_string();
-    thread::spawn(move || {
-        enter(&ns)?;
-        f()
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("thread in a namespace panicked"))?
+    sub: Netns,
+    bng: Netns,
+    up: Netns,
 }
 
 impl Lab {
     fn new() -> anyhow::Result<Lab> {
-        let p = std::process::id();
         let lab = Lab {
-            sub: format!("enfb{p}-sub"),
-            bng: format!("enfb{p}-bng"),
-            up: format!("enfb{p}-up"),
+            sub: Netns::try_new("enfb-sub")?,
+            bng: Netns::try_new("enfb-bng")?,
+            up: Netns::try_new("enfb-up")?,
         };
-        for ns in [&lab.sub, &lab.bng, &lab.up] {
-            run(&["ip", "netns", "add", ns])?;
-            ns_run(ns, &["ip", "link", "set", "dev", "lo", "up"])?;
-        }
-        for (a, ia, b, ib) in [
-            (&lab.sub, "eth0", &lab.bng, "sub"),
-            (&lab.up, "eth0", &lab.bng, "upstream"),
-        ] {
-            run(&[
-                "ip", "link", "add", ia, "netns", a, "type", "veth", "peer", "name", ib, "netns", b,
-            ])?;
-            ns_run(a, &["ip", "link", "set", "dev", ia, "up"])?;
-            ns_run(b, &["ip", "link", "set", "dev", ib, "up"])?;
-        }
-        ns_run(
+        veth(
             &lab.sub,
-            &["ip", "addr", "add", "10.1.1.2/24", "dev", "eth0"],
-        )?;
-        ns_run(
-            &lab.sub,
-            &["ip", "route", "add", "default", "via", "10.1.1.1"],
-        )?;
-        ns_run(
+            "eth0",
+            Some("10.1.1.2/24"),
             &lab.bng,
-            &["ip", "addr", "add", "10.1.1.1/24", "dev", "sub"],
-        )?;
-        ns_run(
+            "sub",
+            Some("10.1.1.1/24"),
+        );
+        veth(
+            &lab.up,
+            "eth0",
+            Some("198.51.100.2/24"),
             &lab.bng,
-            &["ip", "addr", "add", "198.51.100.1/24", "dev", "upstream"],
-        )?;
-        ns_run(
-            &lab.up,
-            &["ip", "addr", "add", "198.51.100.2/24", "dev", "eth0"],
-        )?;
-        ns_run(
-            &lab.up,
-            &["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"],
-        )?;
-        ns_run(&lab.bng, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            "upstream",
+            Some("198.51.100.1/24"),
+        );
+        lab.sub
+            .try_run(&["ip", "route", "add", "default", "via", "10.1.1.1"])?;
+        lab.up
+            .try_run(&["ip", "route", "add", "10.1.0.0/16", "via", "198.51.100.1"])?;
+        lab.bng
+            .try_run(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         // Neighbours resolved before anything is timed.
-        ns_run(&lab.sub, &["ping", "-c1", "-W2", "-q", "198.51.100.2"])?;
+        lab.sub
+            .try_run(&["ping", "-c1", "-W2", "-q", "198.51.100.2"])?;
         Ok(lab)
+    }
+
+    /// The probe's two ends: a sink upstream (reads time out after 20 ms, so its
+    /// reader can notice a stop) and a source at the subscriber, connected to it.
+    fn probe(&self) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+        let sink = self.up.within(|| UdpSocket::bind(SINK))?;
+        sink.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let source = self.sub.within(|| -> std::io::Result<UdpSocket> {
+            let s = UdpSocket::bind("0.0.0.0:0")?;
+            s.connect(SINK)?;
+            Ok(s)
+        })?;
+        Ok((sink, source))
     }
 }
 
@@ -363,8 +311,7 @@ pub fn run_all(cfg: &BenchConfig) -> anyhow::Result<Results> {
     let lab = Arc::new(Lab::new()?);
     let cfg = cfg.clone();
     let l = lab.clone();
-    let bng = lab.bng.clone();
-    let out = in_ns(&bng, move || measure(&cfg, &l));
+    let out = lab.bng.within(move || measure(&cfg, &l));
     drop(lab);
     out
 }
@@ -625,13 +572,7 @@ fn first_drop(
     let base = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let (last_seen, received) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let sink = in_ns(&lab.up, || Ok(UdpSocket::bind(SINK)?))?;
-    sink.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let source = in_ns(&lab.sub, || {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(SINK)?;
-        Ok(s)
-    })?;
+    let (sink, source) = lab.probe()?;
     let rx = {
         let (stop, last_seen, received) = (stop.clone(), last_seen.clone(), received.clone());
         thread::spawn(move || {
@@ -708,13 +649,7 @@ fn first_drop(
 fn forward_rate(lab: &Lab, secs: f64) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let received = Arc::new(AtomicU64::new(0));
-    let sink = in_ns(&lab.up, || Ok(UdpSocket::bind(SINK)?))?;
-    sink.set_read_timeout(Some(Duration::from_millis(20)))?;
-    let source = in_ns(&lab.sub, || {
-        let s = UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(SINK)?;
-        Ok(s)
-    })?;
+    let (sink, source) = lab.probe()?;
     let rx = {
         let (stop, received) = (stop.clone(), received.clone());
         thread::spawn(move || {

@@ -16,149 +16,27 @@
 //! Nothing here reaches outside the namespaces the lab made.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Stdio;
 
-use crate::system::{Proc, start};
+pub use outpost_testkit::netns::{Netns, veth};
+use outpost_testkit::peer;
+use outpost_testkit::process::{DEADLINE, Proc, start};
 
-/// A network namespace, deleted (with every process still inside) when dropped.
-pub struct Netns {
-    pub name: String,
-}
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-impl Netns {
-    /// A fresh namespace named after the test process and `tag`, loopback up.
-    pub fn new(tag: &str) -> Netns {
-        let name = format!(
-            "op{}-{}-{tag}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        sh(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// A command run inside the namespace (`ip netns exec`).
-    pub fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// Runs `args` inside; fails the test with its stderr if it fails.
-    pub fn run(&self, args: &[&str]) -> Output {
-        let out = self
-            .cmd(args[0])
-            .args(&args[1..])
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "in {}: {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// Runs `args` inside and says whether it succeeded (quietly).
-    pub fn ok(&self, args: &[&str]) -> bool {
-        self.cmd(args[0])
-            .args(&args[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    /// stdout of `args` run inside (whether or not it succeeded).
-    pub fn stdout(&self, args: &[&str]) -> String {
-        let out = self
-            .cmd(args[0])
-            .args(&args[1..])
-            .stderr(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// One ICMP echo to `ip`, one second to answer.
-    pub fn ping(&self, ip: &str) -> bool {
-        self.ok(&["ping", "-c", "1", "-W", "1", "-n", "-q", ip])
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Processes first: a namespace with a process inside outlives `ip netns del`.
-        if let Ok(out) = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-        {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A veth pair: `a_if` in `a`, `b_if` in `b`, both up, with the addresses given
-/// (`None` for a port that joins a bridge).
-pub fn veth(
-    a: &Netns,
-    a_if: &str,
-    a_cidr: Option<&str>,
-    b: &Netns,
-    b_if: &str,
-    b_cidr: Option<&str>,
-) {
-    a.run(&[
-        "ip", "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b.name,
-    ]);
-    for (ns, ifname, cidr) in [(a, a_if, a_cidr), (b, b_if, b_cidr)] {
-        if let Some(c) = cidr {
-            ns.run(&["ip", "addr", "add", c, "dev", ifname]);
-        }
-        ns.run(&["ip", "link", "set", ifname, "up"]);
-    }
-}
-
-/// Whether this process can build the lab (root, `ip netns`, `nft`).
+/// Whether this process can build the lab: root, `ip netns`, and every tool the lab
+/// runs, each named with its Debian package when missing.
 pub fn available() -> Result<(), String> {
-    let uid = Command::new("id")
-        .arg("-u")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("the lab needs root".into());
-    }
-    for tool in ["ip", "nft", "dnsmasq", "curl", "dig", "python3"] {
-        if Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            return Err(format!("{tool} is missing (see .ci/run for the packages)"));
+    outpost_testkit::netns::available()?;
+    for (tool, package) in [
+        ("nft", "nftables"),
+        ("dnsmasq", "dnsmasq-base"),
+        ("curl", "curl"),
+        ("dig", "bind9-dnsutils"),
+        ("python3", "python3"),
+    ] {
+        if peer::find(tool).is_none() {
+            return Err(format!(
+                "{tool} is missing: install the Debian package {package}"
+            ));
         }
     }
     Ok(())
@@ -195,6 +73,16 @@ impl EdgeLab {
     /// Builds the namespaces, links, addresses and routes, and starts the upstream
     /// services: an HTTP server answering "upstream page", a TCP echo on :9000, and
     /// dnsmasq answering `www.example.test` with the web server's address.
+    /// Checks the lab can be built ([`available`]; fails the test saying what is
+    /// missing), then builds it with a fresh work directory, returned with it (drop the
+    /// lab first).
+    pub fn start() -> (tempfile::TempDir, EdgeLab) {
+        available().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let lab = EdgeLab::new(dir.path());
+        (dir, lab)
+    }
+
     pub fn new(work: &Path) -> EdgeLab {
         let lab = EdgeLab {
             sub1: Netns::new("sub1"),
@@ -377,10 +265,7 @@ impl TcpSession {
             proc: Proc(child),
             lines: rx,
         };
-        let first = s
-            .lines
-            .recv_timeout(crate::system::DEADLINE)
-            .expect("connection opens");
+        let first = s.lines.recv_timeout(DEADLINE).expect("connection opens");
         assert_eq!(first, "open");
         s
     }
@@ -410,86 +295,5 @@ impl TcpSession {
     /// The client's pid.
     pub fn pid(&self) -> u32 {
         self.proc.pid()
-    }
-}
-
-/// The controller's API from inside a namespace (the controller listens only there),
-/// through `curl`: an operator token, then JSON calls.
-pub struct NsApi<'a> {
-    ns: &'a Netns,
-    base: String,
-    token: String,
-}
-
-impl<'a> NsApi<'a> {
-    /// Logs in as `email` and mints an API token.
-    pub fn login(ns: &'a Netns, base: &str, email: &str, password: &str, jar: &Path) -> NsApi<'a> {
-        let mut api = NsApi {
-            ns,
-            base: base.to_string(),
-            token: String::new(),
-        };
-        let jar = jar.display().to_string();
-        let body = serde_json::json!({ "email": email, "password": password }).to_string();
-        let (code, v) = api.curl(&["-c", &jar], "POST", "/api/v1/session", Some(&body));
-        assert_eq!(code, 200, "login: {v}");
-        let body = serde_json::json!({ "name": "lab" }).to_string();
-        let (code, v) = api.curl(&["-b", &jar], "POST", "/api/v1/tokens", Some(&body));
-        assert_eq!(code, 201, "token: {v}");
-        api.token = v["secret"].as_str().unwrap().to_string();
-        api
-    }
-
-    fn curl(
-        &self,
-        extra: &[&str],
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> (u16, serde_json::Value) {
-        let url = format!("{}{path}", self.base);
-        let auth = format!("Authorization: Bearer {}", self.token);
-        let key = format!(
-            "Idempotency-Key: lab-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut args: Vec<&str> = vec![
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-        ];
-        args.extend_from_slice(extra);
-        if !self.token.is_empty() {
-            args.extend_from_slice(&["-H", &auth, "-H", &key]);
-        }
-        if let Some(b) = body {
-            args.extend_from_slice(&["-H", "Content-Type: application/json", "--data-binary", b]);
-        }
-        args.push(&url);
-        let out = self.ns.stdout(&args);
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-        (
-            code.trim().parse().unwrap_or(0),
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
-    }
-
-    /// A call that must succeed (2xx); its JSON answer.
-    pub fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> serde_json::Value {
-        let body = body.map(|b| b.to_string());
-        let (code, v) = self.curl(&[], method, path, body.as_deref());
-        assert!((200..300).contains(&code), "{method} {path}: {code} {v}");
-        v
     }
 }

@@ -17,11 +17,11 @@
 //! - [`radload`]: the RADIUS load generator both servers face (radclient saturates
 //!   below the rates measured): a window of outstanding requests over several sockets,
 //!   every reply verified, accepts, rejects and timeouts counted, latencies kept.
-//! - [`lab`]: the netns lab: namespaces joined by veth links (subscribers, a BNG, the
-//!   internet with a web server and a resolver, the controller), removed with every
-//!   process inside when the test ends.
-//! - [`system`]: what the whole-system tests share: the real binaries, processes that
-//!   die with the test, polling with a deadline.
+//! - [`lab`]: the netns lab: namespaces (from `outpost-testkit`) joined by veth links
+//!   (subscribers, a BNG, the internet with a web server and a resolver, the
+//!   controller), removed with every process inside when the test ends.
+//! - [`system`]: what the whole-system tests share besides `outpost-testkit`: the real
+//!   binaries, the first operator login, RFC 3339 times, benchmark knobs.
 
 pub mod enforce_bench;
 pub mod lab;

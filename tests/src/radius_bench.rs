@@ -21,15 +21,13 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use outpost_agent::config::{Config, Identity, RadiusConfig, SyncConfig};
 use outpost_agent::store::Store;
-use outpost_protocol::{
-    NasKind, NasState, Rate, SiteSettings, StateKind, StateResponse, SubscriberState,
-    SubscriberStatus, TunnelParams,
-};
+use outpost_protocol::{NasKind, NasState, Rate, StateResponse, SubscriberState, TunnelParams};
+use outpost_testkit::fixtures;
 
 use crate::radload::{self, LoadConfig, LoadReport};
 
@@ -147,47 +145,32 @@ fn static_ipv4(k: u64) -> Ipv4Addr {
 /// address and one session allowed, expiring 30 days after `now`.
 pub fn subscriber(k: u64, now: i64) -> SubscriberState {
     SubscriberState {
-        id: k as i64 + 1,
-        username: radload::username(k),
-        password: radload::password(k),
-        status: SubscriberStatus::Active,
         expires_at: Some(now + VALIDITY_SECS),
         static_ipv4: Some(static_ipv4(k).to_string()),
-        mac: None,
         rate: Some(RATE),
-        max_sessions: 1,
-        tenant_id: 1,
+        ..fixtures::subscriber(k as i64 + 1, &radload::username(k), &radload::password(k))
     }
 }
 
 /// The benchmark's NAS: a MikroTik at 127.0.0.1.
 pub fn nas(require_message_authenticator: bool) -> NasState {
     NasState {
-        id: 1,
-        ip: "127.0.0.1".into(),
-        secret: SECRET.into(),
-        kind: NasKind::Mikrotik,
-        coa_port: 3799,
         require_message_authenticator,
+        ..fixtures::nas(1, "127.0.0.1", SECRET, NasKind::Mikrotik)
     }
 }
 
 /// The site snapshot the agent's store is loaded with: `subscribers` subscribers and
 /// [`nas`].
 pub fn snapshot(subscribers: u64, require_message_authenticator: bool) -> StateResponse {
-    let now = unix_now();
+    let now = fixtures::unix_now();
     StateResponse {
-        kind: StateKind::Snapshot,
-        revision: 1,
-        subscribers: (0..subscribers).map(|k| subscriber(k, now)).collect(),
-        removed_subscribers: Vec::new(),
-        nas: vec![nas(require_message_authenticator)],
-        removed_nas: Vec::new(),
-        settings: Some(SiteSettings {
-            acct_interim_interval_secs: INTERIM_SECS,
-            shaping_enabled: false,
-        }),
-        brands: Vec::new(),
+        settings: Some(fixtures::settings(INTERIM_SECS)),
+        ..fixtures::snapshot(
+            1,
+            (0..subscribers).map(|k| subscriber(k, now)).collect(),
+            vec![nas(require_message_authenticator)],
+        )
     }
 }
 
@@ -207,12 +190,6 @@ pub fn freeradius_user(k: u64) -> String {
         rate = outpost_agent::radius::access::mikrotik_rate_limit(&RATE),
         class = format_args!("outpost:subscriber:{}", k + 1),
     )
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 // ---------------------------------------------------------------- processes

@@ -1,14 +1,10 @@
-//! Pieces the whole-system tests share: the real binaries, processes that die with the
-//! test, polling with a deadline, and the controller's first operator login.
+//! Pieces the whole-system tests share besides the test kit (`outpost-testkit`): the
+//! real binaries, the controller's first operator login, times as the API takes them,
+//! benchmark knobs.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long any one wait in a system test may take before the test fails. Generous:
-/// it only bounds a broken run; times are printed, never asserted.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+use std::process::{Command, Stdio};
 
 /// Builds `outpost-controller` and `outpost-agent` (fast when fresh) and returns their
 /// paths, next to the running test binary's target dir.
@@ -35,86 +31,6 @@ pub fn binaries() -> (PathBuf, PathBuf) {
         .unwrap()
         .to_path_buf();
     (dir.join("outpost-controller"), dir.join("outpost-agent"))
-}
-
-/// A child process killed when dropped, so a failing test leaves nothing running.
-pub struct Proc(pub Child);
-
-impl Proc {
-    /// `kill -9`, the way a crash or an OOM kill ends a process.
-    pub fn kill9(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-9", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a process and waits for a line of its stdout starting with `ready`. Its
-/// stderr (the logs) goes to `outpost-system-<first word of ready>.log` in the temp dir,
-/// for whoever reads a failing run.
-pub fn start(cmd: &mut Command, ready: &str) -> Proc {
-    let log = std::env::temp_dir().join(format!(
-        "outpost-system-{}.log",
-        ready.split_whitespace().next().unwrap_or("p")
-    ));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log file");
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("process starts");
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = ready.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if line.starts_with(&wanted) {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let mut proc = Proc(child);
-    if rx.recv_timeout(DEADLINE).is_err() {
-        proc.kill9();
-        panic!("process did not print {ready:?} in time");
-    }
-    proc
-}
-
-/// Polls until `f` holds; returns how long it took. Fails the test after [`DEADLINE`].
-pub fn until(what: &str, f: impl FnMut() -> bool) -> Duration {
-    until_within(what, DEADLINE, f)
-}
-
-/// [`until`] with its own deadline, for waits that are long by design (an expiry, a
-/// verify interval, a backoff).
-pub fn until_within(what: &str, deadline: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !f() {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started.elapsed()
 }
 
 /// Creates an operator login with the controller's CLI (the password on stdin).

@@ -9,8 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use outpost_agent::config::Config;
-use outpost_tests::lab::{EdgeLab, NsApi, TcpSession, addr, available};
-use outpost_tests::system::{Proc, binaries, create_operator, rfc3339, start, until, until_within};
+use outpost_testkit::api::Api;
+use outpost_testkit::netns::Netns;
+use outpost_testkit::process::{Proc, start, until, until_within};
+use outpost_testkit::radclient::Radclient;
+use outpost_tests::lab::{EdgeLab, TcpSession, addr};
+use outpost_tests::system::{binaries, create_operator, rfc3339};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "lab-operator-password";
@@ -31,9 +35,7 @@ fn the_lab_routes_and_serves(lab: &EdgeLab) {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn the_lab_routes_and_serves_before_any_enforcement() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
+    let (_dir, lab) = EdgeLab::start();
     the_lab_routes_and_serves(&lab);
     let tcp = TcpSession::open(&lab.sub1);
     assert!(tcp.alive());
@@ -44,7 +46,8 @@ fn the_lab_routes_and_serves_before_any_enforcement() {
 /// subscribers with static addresses owned by a rebranded reseller.
 struct Site<'a> {
     lab: &'a EdgeLab,
-    api: NsApi<'a>,
+    /// Made inside `ctl` (the controller listens only there), so its connections are.
+    api: Api,
     controller_bin: std::path::PathBuf,
     agent_bin: std::path::PathBuf,
     data: std::path::PathBuf,
@@ -61,85 +64,69 @@ struct Site<'a> {
 
 const BASE: &str = "http://198.51.100.1:8080";
 
+/// An expiry well past any test.
+fn far() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(30 * 86_400)
+}
+
 impl<'a> Site<'a> {
     fn new(lab: &'a EdgeLab, dir: &Path, sub1_expires: SystemTime) -> Site<'a> {
         let (controller_bin, agent_bin) = binaries();
         let data = dir.join("controller");
         let controller = start_controller(lab, &controller_bin, &data);
         create_operator(&controller_bin, &data, "noc@isp.test", PASSWORD);
-        let api = NsApi::login(&lab.ctl, BASE, "noc@isp.test", PASSWORD, &dir.join("jar"));
-        let reseller = api.call(
-            "POST",
+        let api = lab
+            .ctl
+            .within(|| Api::login(BASE, "noc@isp.test", PASSWORD, "lab"));
+        let reseller = api.post(
             "/api/v1/resellers",
-            Some(json!({ "name": "Skylink", "rebrand_enabled": true })),
+            json!({ "name": "Skylink", "rebrand_enabled": true }),
         )["id"]
             .as_i64()
             .unwrap();
-        api.call(
-            "PUT",
+        api.put(
             &format!("/api/v1/resellers/{reseller}/brand"),
-            Some(
-                json!({ "name": "Skylink Wireless", "color": "#0a7d32", "contact": "+1 555 0100" }),
-            ),
+            json!({ "name": "Skylink Wireless", "color": "#0a7d32", "contact": "+1 555 0100" }),
         );
-        let site = api.call(
-            "POST",
+        let site = api.post(
             "/api/v1/sites",
-            Some(json!({ "name": "Tower 1", "tenant_id": reseller })),
+            json!({ "name": "Tower 1", "tenant_id": reseller }),
         )["id"]
             .as_i64()
             .unwrap();
-        api.call(
-            "POST",
-            "/api/v1/nas",
-            Some(json!({ "name": "bng-1", "site_id": site, "ip": "127.0.0.1", "secret": "nas-shared-secret", "kind": "generic", "tenant_id": reseller })),
-        );
+        api.post("/api/v1/nas", json!({ "name": "bng-1", "site_id": site, "ip": "127.0.0.1", "secret": "nas-shared-secret", "kind": "generic", "tenant_id": reseller }));
         let mut plans = Vec::new();
         for (name, down, up) in [
             ("Home 8M", 8_000, 4_000),
             ("Home 4M", 4_000, 2_000),
             ("Pro 16M", 16_000, 8_000),
         ] {
-            let plan = api.call(
-                "POST",
-                "/api/v1/plans",
-                Some(json!({ "name": name, "download_kbps": down, "upload_kbps": up, "validity_days": 30, "price": "20.00" })),
-            )["id"]
+            let plan = api.post("/api/v1/plans", json!({ "name": name, "download_kbps": down, "upload_kbps": up, "validity_days": 30, "price": "20.00" }))["id"]
                 .as_i64()
                 .unwrap();
-            api.call(
-                "POST",
+            api.post(
                 &format!("/api/v1/resellers/{reseller}/rate-card"),
-                Some(json!({ "plan_id": plan, "wholesale_price": "10.00" })),
+                json!({ "plan_id": plan, "wholesale_price": "10.00" }),
             );
             plans.push(plan);
         }
-        let far = rfc3339(SystemTime::now() + Duration::from_secs(30 * 86_400));
+        let far = rfc3339(far());
         let new_sub = |name: &str, ip: &str, expires: &str, plan: i64| {
-            api.call(
-                "POST",
-                "/api/v1/subscribers",
-                Some(json!({ "username": name, "password": "pw-123", "site_id": site, "tenant_id": reseller,
-                             "static_ipv4": ip, "expires_at": expires, "plan_id": plan })),
-            )["id"]
+            api.post("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "tenant_id": reseller,
+                             "static_ipv4": ip, "expires_at": expires, "plan_id": plan }))["id"]
                 .as_i64()
                 .unwrap()
         };
         let sub1 = new_sub("amina", addr::SUB1, &rfc3339(sub1_expires), plans[0]);
         let sub2 = new_sub("bruno", addr::SUB2, &far, plans[1]);
         // Chen has no static address: the NAS hands one out and reports it in accounting.
-        let sub3 = api.call(
-            "POST",
-            "/api/v1/subscribers",
-            Some(json!({ "username": "chen", "password": "pw-123", "site_id": site, "tenant_id": reseller,
-                         "expires_at": far, "plan_id": plans[1] })),
-        )["id"]
+        let sub3 = api.post("/api/v1/subscribers", json!({ "username": "chen", "password": "pw-123", "site_id": site, "tenant_id": reseller,
+                         "expires_at": far, "plan_id": plans[1] }))["id"]
             .as_i64()
             .unwrap();
-        let token = api.call(
-            "POST",
+        let token = api.post(
             &format!("/api/v1/sites/{site}/enrollment-tokens"),
-            Some(json!({})),
+            json!({}),
         )["secret"]
             .as_str()
             .unwrap()
@@ -209,16 +196,18 @@ impl<'a> Site<'a> {
     }
 
     fn set_status(&self, sub: i64, status: &str) {
-        self.api.call(
-            "PATCH",
+        self.api.patch(
             &format!("/api/v1/subscribers/{sub}"),
-            Some(json!({ "status": status })),
+            json!({ "status": status }),
         );
     }
 
+    fn wait_in_sync(&self) {
+        until("agent in sync", || self.agent_view()["in_sync"] == true);
+    }
+
     fn agent_view(&self) -> Value {
-        self.api
-            .call("GET", &format!("/api/v1/sites/{}/agent", self.site), None)
+        self.api.get(&format!("/api/v1/sites/{}/agent", self.site))
     }
 
     /// The blocked IPv4 set as nftables holds it on the BNG.
@@ -254,12 +243,9 @@ fn start_controller(lab: &EdgeLab, bin: &Path, data: &Path) -> Proc {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn suspending_cuts_off_on_the_wire_and_reconnecting_restores() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let site = Site::new(&lab, dir.path(), far);
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let (dir, lab) = EdgeLab::start();
+    let site = Site::new(&lab, dir.path(), far());
+    site.wait_in_sync();
     the_lab_routes_and_serves(&lab);
     let tcp = TcpSession::open(&lab.sub1);
     assert!(tcp.alive());
@@ -310,20 +296,16 @@ fn suspending_cuts_off_on_the_wire_and_reconnecting_restores() {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let mut site = Site::new(&lab, dir.path(), far);
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let (dir, lab) = EdgeLab::start();
+    let mut site = Site::new(&lab, dir.path(), far());
+    site.wait_in_sync();
     assert!(lab.sub1.ping(addr::WEB));
     // Amina's plan runs out in a few seconds (set once the lab is up, so a slow build
     // cannot eat the margin); the agent hears of it before the controller goes.
     let expires = SystemTime::now() + Duration::from_secs(8);
-    site.api.call(
-        "PATCH",
+    site.api.patch(
         &format!("/api/v1/subscribers/{}", site.sub1),
-        Some(json!({ "expires_at": rfc3339(expires) })),
+        json!({ "expires_at": rfc3339(expires) }),
     );
     until("agent in sync with the new expiry", || {
         site.agent_view()["in_sync"] == true
@@ -405,7 +387,7 @@ fn offline_expiry_blocks_on_time_and_a_killed_agent_comes_back_enforcing() {
 /// iperf3 from `from` to the upstream server: the receiver's Mbit/s. iperf3's server
 /// takes one test at a time and needs a moment between tests, so a "busy" answer is
 /// retried; iperf3's own error is reported if it persists.
-fn iperf3(from: &outpost_tests::lab::Netns, download: bool) -> f64 {
+fn iperf3(from: &Netns, download: bool) -> f64 {
     let mut args = vec![
         "iperf3",
         "-c",
@@ -467,11 +449,8 @@ fn htb_classes(lab: &EdgeLab) -> Vec<(String, String)> {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn shaping_follows_the_plan_both_ways_and_a_plan_change_re_rates_one_class() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let site = Site::new(&lab, dir.path(), far);
+    let (dir, lab) = EdgeLab::start();
+    let site = Site::new(&lab, dir.path(), far());
     let _server = start(
         lab.up.cmd("sh").args([
             "-c",
@@ -480,25 +459,23 @@ fn shaping_follows_the_plan_both_ways_and_a_plan_change_re_rates_one_class() {
         "listening",
     );
     // The site's setting turns shaping on at the edge.
-    site.api.call(
-        "PATCH",
+    site.api.patch(
         &format!("/api/v1/sites/{}", site.site),
-        Some(json!({ "shaping_enabled": true })),
+        json!({ "shaping_enabled": true }),
     );
     until("amina's and bruno's classes in place", || {
         htb_classes(&lab).len() >= 4
     });
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    site.wait_in_sync();
     within_15_percent("amina download (Home 8M)", iperf3(&lab.sub1, true), 8.0);
     within_15_percent("amina upload (Home 8M)", iperf3(&lab.sub1, false), 4.0);
     within_15_percent("bruno download (Home 4M)", iperf3(&lab.sub2, true), 4.0);
 
     // Amina moves to Pro 16M: her class is re-rated; bruno's is left as it was.
     let before = htb_classes(&lab);
-    site.api.call(
-        "PATCH",
+    site.api.patch(
         &format!("/api/v1/subscribers/{}", site.sub1),
-        Some(json!({ "plan_id": site.plans[2] })),
+        json!({ "plan_id": site.plans[2] }),
     );
     until("amina re-rated", || htb_classes(&lab) != before);
     let after = htb_classes(&lab);
@@ -521,21 +498,18 @@ fn accounting(lab: &EdgeLab, status: &str, framed_ip: &str) -> String {
         "Acct-Status-Type = {status}\nUser-Name = \"chen\"\nAcct-Session-Id = \"chen-1\"\n\
          NAS-IP-Address = 127.0.0.1\nFramed-IP-Address = {framed_ip}\n"
     );
-    let script = format!(
-        "printf '%s' '{attrs}' | radclient -r 3 -t 2 127.0.0.1:1813 acct nas-shared-secret"
-    );
-    lab.bng.stdout(&["sh", "-c", &script])
+    Radclient::new("127.0.0.1:1813", "nas-shared-secret")
+        .inside(&lab.bng.name)
+        .send("acct", &attrs)
+        .text()
 }
 
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn an_address_learnt_from_accounting_is_blocked_and_released_on_stop() {
-    available().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let lab = EdgeLab::new(dir.path());
-    let far = SystemTime::now() + Duration::from_secs(30 * 86_400);
-    let site = Site::new(&lab, dir.path(), far);
-    until("agent in sync", || site.agent_view()["in_sync"] == true);
+    let (dir, lab) = EdgeLab::start();
+    let site = Site::new(&lab, dir.path(), far());
+    site.wait_in_sync();
     let out = accounting(&lab, "Start", addr::SUB3);
     assert!(out.contains("Accounting-Response"), "{out}");
     assert!(lab.sub3.ping(addr::WEB));
@@ -555,17 +529,14 @@ fn an_address_learnt_from_accounting_is_blocked_and_released_on_stop() {
         "the Disconnect's timeout reaches the controller",
         Duration::from_secs(30),
         || {
-            site.api
-                .call("GET", &events, None)
-                .as_array()
-                .is_some_and(|all| {
-                    all.iter().any(|e| {
-                        e["body"]["username"] == "chen"
-                            && e["body"]["kind"] == "disconnect"
-                            && e["body"]["outcome"] == "timeout"
-                            && e["body"]["session_id"] == "chen-1"
-                    })
+            site.api.get(&events).as_array().is_some_and(|all| {
+                all.iter().any(|e| {
+                    e["body"]["username"] == "chen"
+                        && e["body"]["kind"] == "disconnect"
+                        && e["body"]["outcome"] == "timeout"
+                        && e["body"]["session_id"] == "chen-1"
                 })
+            })
         },
     );
 

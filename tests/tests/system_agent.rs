@@ -11,32 +11,18 @@
 //! Propagation times are printed (for the issue's note), never asserted: these machines
 //! are shared and noisy. Deadlines are generous and only bound the test.
 
-use std::io::Write;
-use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use outpost_tests::system::{Proc, binaries, create_operator, rfc3339, start, until};
-use serde_json::{Value, json};
+use outpost_testkit::api::Api;
+use outpost_testkit::port::{free_tcp_port, free_udp_port};
+use outpost_testkit::process::{Proc, start, until};
+use outpost_testkit::radclient::Radclient;
+use outpost_tests::system::{binaries, create_operator, rfc3339};
+use serde_json::json;
 
 const SECRET: &str = "nas-shared-secret";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn controller(bin: &Path, data: &Path, port: u16) -> Proc {
     start(
@@ -54,29 +40,10 @@ fn controller(bin: &Path, data: &Path, port: u16) -> Proc {
 
 /// radclient's one-line verdict for one request.
 fn radclient(port: u16, kind: &str, attrs: &str) -> String {
-    let mut child = Command::new("radclient")
-        .args([
-            "-r",
-            "1",
-            "-t",
-            "2",
-            &format!("127.0.0.1:{port}"),
-            kind,
-            SECRET,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("radclient runs (apt-get install freeradius-utils)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(attrs.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    Radclient::new(format!("127.0.0.1:{port}"), SECRET)
+        .tries(1, 2)
+        .send(kind, attrs)
+        .text()
 }
 
 fn pap(port: u16, user: &str, password: &str) -> String {
@@ -89,76 +56,14 @@ fn pap(port: u16, user: &str, password: &str) -> String {
     )
 }
 
-struct Api {
-    http: reqwest::blocking::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut r = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
-        if matches!(path, p if p.ends_with("/renew") || p.ends_with("/balance")) {
-            r = r.header(
-                "idempotency-key",
-                format!("k-{}", Instant::now().elapsed().as_nanos()),
-            );
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().expect("controller answers");
-        let status = resp.status();
-        let v: Value = resp.json().unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {v}");
-        v
-    }
-}
-
-fn login(base: &str, email: &str, password: &str) -> Api {
-    let http = reqwest::blocking::Client::new();
-    let resp = http
-        .post(format!("{base}/api/v1/session"))
-        .json(&json!({ "email": email, "password": password }))
-        .send()
-        .unwrap();
-    assert!(resp.status().is_success(), "login: {}", resp.status());
-    let cookie = resp.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let t: Value = http
-        .post(format!("{base}/api/v1/tokens"))
-        .header("cookie", cookie)
-        .json(&json!({ "name": "system test" }))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    Api {
-        http,
-        base: base.to_string(),
-        token: t["secret"].as_str().unwrap().to_string(),
-    }
-}
-
 #[test]
-#[ignore = "lab: needs FreeRADIUS radclient (freeradius-utils); CI runs it with --include-ignored"]
 fn controller_agent_and_nas_end_to_end() {
-    assert!(
-        Command::new("radclient").arg("-h").output().is_ok(),
-        "radclient is missing: apt-get install freeradius-utils"
-    );
+    // Fails here, naming the package, when radclient is not installed.
+    outpost_testkit::radclient::program();
     let (controller_bin, agent_bin) = binaries();
     let dir = tempfile::tempdir().unwrap();
     let (data, state) = (dir.path().join("controller"), dir.path().join("agent"));
-    let port = free_port();
+    let port = free_tcp_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut ctl = controller(&controller_bin, &data, port);
 
@@ -169,42 +74,27 @@ fn controller_agent_and_nas_end_to_end() {
         "noc@isp.test",
         "system-test-password",
     );
-    let api = login(&base, "noc@isp.test", "system-test-password");
+    let api = Api::login(&base, "noc@isp.test", "system-test-password", "system test");
 
-    let site = api.call(
-        reqwest::Method::POST,
-        "/api/v1/sites",
-        Some(json!({ "name": "Tower 1" })),
-    )["id"]
+    let site = api.post("/api/v1/sites", json!({ "name": "Tower 1" }))["id"]
         .as_i64()
         .unwrap();
-    api.call(
-        reqwest::Method::POST,
-        "/api/v1/nas",
-        Some(json!({ "name": "mikrotik-1", "site_id": site, "ip": "127.0.0.1", "secret": SECRET, "kind": "mikrotik" })),
-    );
-    let plan = api.call(
-        reqwest::Method::POST,
-        "/api/v1/plans",
-        Some(json!({ "name": "Home 10M", "download_kbps": 10_000, "upload_kbps": 2_000, "validity_days": 30, "price": "20.00" })),
-    )["id"]
+    api.post("/api/v1/nas", json!({ "name": "mikrotik-1", "site_id": site, "ip": "127.0.0.1", "secret": SECRET, "kind": "mikrotik" }));
+    let plan = api.post("/api/v1/plans", json!({ "name": "Home 10M", "download_kbps": 10_000, "upload_kbps": 2_000, "validity_days": 30, "price": "20.00" }))["id"]
         .as_i64()
         .unwrap();
     let future = rfc3339(std::time::SystemTime::now() + Duration::from_secs(30 * 86_400));
     let new_sub = |name: &str, expires: &str| {
-        api.call(
-            reqwest::Method::POST,
-            "/api/v1/subscribers",
-            Some(json!({ "username": name, "password": "pw-123", "site_id": site, "plan_id": plan, "expires_at": expires })),
-        )["id"]
+        api.post("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "plan_id": plan, "expires_at": expires }))["id"]
             .as_i64()
             .unwrap()
     };
     let amina = new_sub("amina", &future);
-    let token = api.call(
-        reqwest::Method::POST,
+    // Converged: the agent acknowledged the head with a matching digest.
+    let in_sync = || api.get(&format!("/api/v1/sites/{site}/agent"))["in_sync"] == true;
+    let token = api.post(
         &format!("/api/v1/sites/{site}/enrollment-tokens"),
-        Some(json!({})),
+        json!({}),
     )["secret"]
         .as_str()
         .unwrap()
@@ -265,25 +155,16 @@ fn controller_agent_and_nas_end_to_end() {
     );
 
     // Suspended at the controller → rejected.
-    api.call(
-        reqwest::Method::PATCH,
+    api.patch(
         &format!("/api/v1/subscribers/{amina}"),
-        Some(json!({ "status": "suspended" })),
+        json!({ "status": "suspended" }),
     );
     let t = until("amina rejected", || {
         pap(auth, "amina", "pw-123").contains("Received Access-Reject")
     });
     println!("suspended → rejected: {t:?}");
 
-    // Converged: the agent acknowledged the head with a matching digest.
-    until("agent in sync", || {
-        api.call(
-            reqwest::Method::GET,
-            &format!("/api/v1/sites/{site}/agent"),
-            None,
-        )["in_sync"]
-            == true
-    });
+    until("agent in sync", in_sync);
 
     // A subscriber expiring in a few seconds; then the controller dies.
     let soon = rfc3339(std::time::SystemTime::now() + Duration::from_secs(8));
@@ -292,14 +173,7 @@ fn controller_agent_and_nas_end_to_end() {
     until("chen accepted", || {
         pap(auth, "chen", "pw-123").contains("Received Access-Accept")
     });
-    until("agent in sync", || {
-        api.call(
-            reqwest::Method::GET,
-            &format!("/api/v1/sites/{site}/agent"),
-            None,
-        )["in_sync"]
-            == true
-    });
+    until("agent in sync", in_sync);
     drop(ctl);
 
     // Offline: the agent still answers from its store, and its own clock expires chen.
@@ -381,14 +255,7 @@ fn controller_agent_and_nas_end_to_end() {
         count("SELECT coalesce(sum(input_octets), 0) FROM usage_daily"),
         2_000
     );
-    until("agent in sync again", || {
-        api.call(
-            reqwest::Method::GET,
-            &format!("/api/v1/sites/{site}/agent"),
-            None,
-        )["in_sync"]
-            == true
-    });
+    until("agent in sync again", in_sync);
     drop(agent);
     drop(ctl);
 }

@@ -314,6 +314,21 @@ impl Fixture {
             .await
     }
 
+    /// `GET path` as `who`.
+    pub async fn get(&self, who: Who, path: &str) -> (StatusCode, Value) {
+        self.call(who, Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON `body` as `who`.
+    pub async fn post(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(who, Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON `body` as `who`.
+    pub async fn patch(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(who, Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn call_from(
         &self,
         who: Who,
@@ -325,21 +340,15 @@ impl Fixture {
         self.call_with(who, ip, method, path, body, &[]).await
     }
 
-    /// A money call: the same, with a fresh Idempotency-Key.
-    pub async fn money(
-        &self,
-        who: Who,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    /// A money call: `POST path` with a JSON `body` and a fresh Idempotency-Key.
+    pub async fn money(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
         let key = format!("test-{}", outpost_controller::crypto::new_bearer(""));
         self.call_with(
             who,
             CLIENT_IP.parse().unwrap(),
-            method,
+            Method::POST,
             path,
-            body,
+            Some(body),
             &[("idempotency-key", &key)],
         )
         .await
@@ -354,11 +363,25 @@ impl Fixture {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::USER_AGENT, "outpost-tests");
-        if let Some(s) = self.secret(who) {
+        let mut all = vec![(header::USER_AGENT.as_str(), "outpost-tests")];
+        all.extend_from_slice(headers);
+        self.request(self.secret(who).as_deref(), ip, method, path, body, &all)
+            .await
+    }
+
+    /// Sends a request with bearer `secret` (none: anonymous), `headers` and a JSON
+    /// `body` from `ip`; the people's routes and the agents' alike.
+    pub async fn request(
+        &self,
+        secret: Option<&str>,
+        ip: IpAddr,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(s) = secret {
             b = b.header(header::AUTHORIZATION, format!("Bearer {s}"));
         }
         for (k, v) in headers {
