@@ -393,18 +393,16 @@ async fn managers_reach_no_rows_of_their_tenants_children() {
     let (s, v) = fx
         .money(
             Who::A,
-            Method::POST,
             "/api/v1/resellers/3/balance",
-            Some(json!({ "amount": "50.00", "note": "top-up" })),
+            json!({ "amount": "50.00", "note": "top-up" }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = fx
         .money(
             Who::A1,
-            Method::POST,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            Some(json!({ "periods": 1 })),
+            json!({ "periods": 1 }),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

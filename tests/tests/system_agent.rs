@@ -16,25 +16,21 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use outpost_testkit::api::Api;
-use outpost_testkit::port::{free_tcp_port, free_udp_port};
-use outpost_testkit::process::{Proc, start, until};
+use outpost_testkit::port::free_udp_port;
+use outpost_testkit::process::{Proc, start, start_listening, until};
 use outpost_testkit::radclient::Radclient;
 use outpost_tests::system::{binaries, create_operator, rfc3339};
 use serde_json::json;
 
 const SECRET: &str = "nas-shared-secret";
 
-fn controller(bin: &Path, data: &Path, port: u16) -> Proc {
-    start(
+/// Starts the controller on `listen` (port 0: the kernel picks) and returns it with the
+/// address it reports having bound.
+fn controller(bin: &Path, data: &Path, listen: &str) -> (Proc, std::net::SocketAddr) {
+    start_listening(
         Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data),
-        "listening on",
     )
 }
 
@@ -63,9 +59,8 @@ fn controller_agent_and_nas_end_to_end() {
     let (controller_bin, agent_bin) = binaries();
     let dir = tempfile::tempdir().unwrap();
     let (data, state) = (dir.path().join("controller"), dir.path().join("agent"));
-    let port = free_tcp_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut ctl = controller(&controller_bin, &data, port);
+    let (mut ctl, addr) = controller(&controller_bin, &data, "127.0.0.1:0");
+    let base = format!("http://{addr}");
 
     // An operator login for the API.
     create_operator(
@@ -231,7 +226,8 @@ fn controller_agent_and_nas_end_to_end() {
     assert!(pap(auth, "bruno", "pw-123").contains("Received Access-Reject"));
 
     // The controller returns: every record arrives exactly once.
-    ctl = controller(&controller_bin, &data, port);
+    // Back on the same address: the agent knows the controller by its URL.
+    ctl = controller(&controller_bin, &data, &addr.to_string()).0;
     let db = rusqlite::Connection::open(data.join("controller.db")).unwrap();
     let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
     let t = until("outbox drained", || {
