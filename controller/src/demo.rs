@@ -321,7 +321,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                     1 => SubscriberStatus::Disabled,
                     _ => SubscriberStatus::Active,
                 };
-                let expires = crate::db::now() + rng.gen_range(-5..60) * 86_400;
+                let expires = crate::db::now() + demo_expiry_days(i, &mut rng) * 86_400;
                 let s = subscriber::create(
                     tx,
                     owner,
@@ -355,6 +355,24 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
         })
         .map_err(|e| anyhow::anyhow!("demo seed failed: {}", e.message))?;
     Ok(Some(logins))
+}
+
+/// How many demo subscribers start past their expiry: few, on purpose, so the first
+/// expiry sweep has something to show (auto-renewal for those that opted in, `expired`
+/// for the others) without a demo that opens on a list of lapsed customers.
+pub const DEMO_EXPIRED: usize = 5;
+
+/// Days from now to a demo subscriber's expiry: one day ago for [`DEMO_EXPIRED`] of them,
+/// within the coming week for one in ten (the dashboard's "expiring soon"), and 8 to 60
+/// days for everyone else.
+fn demo_expiry_days(i: usize, rng: &mut impl Rng) -> i64 {
+    if i % 40 == 7 {
+        -1
+    } else if i % 10 == 3 {
+        rng.gen_range(1..=7)
+    } else {
+        rng.gen_range(8..=60)
+    }
 }
 
 fn capitalize(s: &str) -> String {

@@ -160,6 +160,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for l in &logins {
                     println!("  {:<32} {:<34} {}", l.role, l.email, l.password);
                 }
+                println!(
+                    "200 subscribers: {} start one day past their expiry, so the first expiry sweep \
+                     renews those that opted in and expires the others; 20 expire within the week.",
+                    demo::DEMO_EXPIRED
+                );
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async move {

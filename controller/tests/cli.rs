@@ -255,6 +255,16 @@ fn demo_seed_builds_a_believable_installation() {
         0
     );
     assert_eq!(n("SELECT count(*) FROM plans"), 4);
+    // Only a stated few start past their expiry; a tenth expire within the week.
+    let now = "unixepoch()";
+    assert_eq!(
+        n(&format!("SELECT count(*) FROM subscribers WHERE expires_at < {now}")),
+        outpost_controller::demo::DEMO_EXPIRED as i64
+    );
+    assert_eq!(
+        n(&format!("SELECT count(*) FROM subscribers WHERE expires_at >= {now} AND expires_at < unixepoch() + 8 * 86400")),
+        20
+    );
     assert!(n("SELECT min(balance) FROM tenants WHERE depth > 0") > 0);
     assert_eq!(n("SELECT count(*) FROM tenants WHERE depth = 1"), 2);
     assert_eq!(n("SELECT count(*) FROM tenants WHERE depth = 2"), 1);
