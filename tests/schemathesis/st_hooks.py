@@ -7,8 +7,10 @@ PUT /api/v1/me/password). Each of those is a correct answer from the server, but
 the credential schemathesis was using, and every later case would be a 401. So:
 
 - the credential is a Bearer API token minted from a session of a dedicated operator
-  (OUTPOST_ST_EMAIL), which the fuzzer never learns (the spec's own examples name
-  admin@outpost.local, whose e-mail throttle the fuzzer may well trip);
+  (OUTPOST_ST_EMAIL), not admin@outpost.local (the fuzzer replays e-mails it has seen in
+  responses on POST /api/v1/session and trips their per-e-mail throttle). If our own
+  login is refused all the same, a fresh operator is created with
+  `outpost-controller user create-operator` (OUTPOST_ST_BIN, OUTPOST_ST_DATA) and used;
 - our own logins go out from 127.0.0.2, so the per-address login throttle that the
   fuzzer's wrong-password logins (from 127.0.0.1) run into never refuses them;
 - after_call watches for the four events above and marks the token stale (learning the
@@ -17,8 +19,11 @@ the credential schemathesis was using, and every later case would be a 401. So:
 Nothing here changes what schemathesis checks: every check runs on every case.
 """
 
+import atexit
 import json
 import os
+import secrets
+import subprocess
 import sys
 import threading
 import http.client
@@ -33,12 +38,15 @@ SOURCE_ADDR = os.environ.get("OUTPOST_ST_SOURCE", "127.0.0.2")
 _u = urlsplit(BASE)
 _lock = threading.Lock()
 _state = {
+    "email": EMAIL,
     "password": os.environ["OUTPOST_ST_PASSWORD"],
+    "operators": 1,
     "cookie": None,  # our session (never handed to schemathesis)
     "user_id": None,
     "token": None,  # the Bearer secret schemathesis uses
     "token_id": None,
     "stale": True,
+    "retired": set(),  # our earlier secrets, ended by the fuzzer
     "mints": 0,
     "logins": 0,
 }
@@ -56,12 +64,36 @@ def _request(method, path, body=None, headers=None):
     return out
 
 
-def _login():
-    status, set_cookie, data = _request(
-        "POST", "/api/v1/session", {"email": EMAIL, "password": _state["password"]}
+def _new_operator():
+    """Our operator's login was refused (throttled by the fuzzer's guesses): make another."""
+    binary, data_dir = os.environ.get("OUTPOST_ST_BIN"), os.environ.get("OUTPOST_ST_DATA")
+    if not binary or not data_dir:
+        return False
+    n = _state["operators"] + 1
+    email = EMAIL.replace("@", f"+{n}@", 1)
+    password = "St-" + secrets.token_urlsafe(18)
+    r = subprocess.run(
+        [binary, "user", "create-operator", "--data-dir", data_dir, "--email", email,
+         "--name", f"Schemathesis operator {n}"],
+        input=password + "\n", text=True, capture_output=True, timeout=60,
     )
-    if status != 200 or not set_cookie:
-        raise RuntimeError(f"harness login as {EMAIL} failed: {status} {data[:300]!r}")
+    if r.returncode != 0:
+        print(f"st_hooks: create-operator failed: {r.stderr.strip()}", file=sys.stderr)
+        return False
+    _state.update(email=email, password=password, operators=n, cookie=None)
+    return True
+
+
+def _login():
+    for attempt in range(2):
+        status, set_cookie, data = _request(
+            "POST", "/api/v1/session", {"email": _state["email"], "password": _state["password"]}
+        )
+        if status == 200 and set_cookie:
+            break
+        if attempt == 0 and status in (401, 403, 429) and _new_operator():
+            continue
+        raise RuntimeError(f"harness login as {_state['email']} failed: {status} {data[:300]!r}")
     _state["cookie"] = set_cookie.split(";", 1)[0]
     _state["user_id"] = json.loads(data)["user"]["id"]
     _state["logins"] += 1
@@ -79,6 +111,8 @@ def _mint():
         )
         if status == 201:
             t = json.loads(data)
+            if _state["token"] is not None:
+                _state["retired"].add(_state["token"])
             _state.update(token=t["secret"], token_id=t["id"], stale=False)
             _state["mints"] += 1
             return
@@ -91,10 +125,7 @@ def _mint():
 @schemathesis.auth(refresh_interval=None)
 class OperatorToken:
     def get(self, case, ctx):
-        with _lock:
-            if _state["stale"]:
-                _mint()
-            return _state["token"]
+        return _current()
 
     def set(self, case, data, ctx):
         case.headers = case.headers or {}
@@ -106,6 +137,28 @@ def _int(v):
         return int(v)
     except (TypeError, ValueError):
         return None
+
+
+def _current():
+    with _lock:
+        if _state["stale"]:
+            _mint()
+        return _state["token"]
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    # Some phases build a batch of cases before sending any: a case built before the
+    # logout that preceded it still carries the ended secret. Swap in the live one
+    # (only our own ended secrets; a credential the fuzzer made up is left alone).
+    headers = case.headers or {}
+    for name in list(headers):
+        sent = headers[name]
+        if name.lower() != "authorization" or not isinstance(sent, str) or not sent.startswith("Bearer "):
+            continue
+        secret = sent[len("Bearer "):]
+        if secret in _state["retired"] or (_state["stale"] and secret == _state["token"]):
+            headers[name] = f"Bearer {_current()}"
 
 
 @schemathesis.hook
@@ -128,3 +181,12 @@ def after_call(context, case, response):
         elif op == "PUT /api/v1/me/password" and code == 204:
             if isinstance(body.get("new_password"), str):
                 _state.update(password=body["new_password"], cookie=None, stale=True)
+
+
+@atexit.register
+def _report():
+    print(
+        f"st_hooks: {_state['mints']} API token(s) minted, {_state['logins']} harness login(s) "
+        f"from {SOURCE_ADDR}, {_state['operators']} operator(s) (each re-mint follows the fuzzer ending the previous credential)",
+        file=sys.stderr,
+    )
