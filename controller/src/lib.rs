@@ -10,8 +10,8 @@
 //!   [`scope::Permission`]. Every scoped query takes a `Scope`.
 //! - [`db`]: SQLite storage, the single writer and the reader pool, one module per
 //!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
-//!   `ledger`, `session`, `audit`, `retention`, and `agent` (split into `enrollment`,
-//!   `feed` and `events`).
+//!   `ledger`, `session`, `audit`, `retention`, `throttle` (failed logins, kept across
+//!   restarts), and `agent` (split into `enrollment`, `feed` and `events`).
 //! - [`ops`]: the changes people make, each a plain function over the write
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
@@ -26,9 +26,11 @@
 //!   `sites`, `plans`, `balances`, `ledger`, `audit`); the agents' `/agent/v1` routes
 //!   in `agent_api`; `http::error` maps an error's kind to a status and renders the
 //!   error body; [`http::Paging`] reads every list's `cursor` and `limit`.
-//! - [`crypto`]: argon2id passwords, hashed bearer secrets, sealed recoverable secrets.
+//! - [`crypto`]: argon2id passwords (checked a few at a time on the
+//!   [`crypto::PasswordGate`]'s own threads), hashed bearer secrets, sealed recoverable
+//!   secrets.
 //! - [`bootstrap`]: opening the data directory, the first operator admin, operator
-//!   provisioning, and the CLI's audit and ledger checks.
+//!   provisioning and password resets, and the CLI's audit and ledger checks.
 //! - [`demo`]: the sample installation `serve --demo` seeds.
 //! - [`jobs`]: the background expiry and retention sweeps.
 //! - `main.rs`: the `outpost-controller` CLI.
