@@ -993,8 +993,12 @@ mod tests {
     }
 
     async fn client(attempts: u32, first_timeout: Duration) -> CoaClient {
+        client_on("127.0.0.1:0", attempts, first_timeout).await
+    }
+
+    async fn client_on(addr: &str, attempts: u32, first_timeout: Duration) -> CoaClient {
         CoaClient::bind(
-            "127.0.0.1:0".parse().unwrap(),
+            addr.parse().unwrap(),
             CoaConfig {
                 attempts,
                 first_timeout,
@@ -1182,15 +1186,7 @@ mod tests {
     #[tokio::test]
     async fn dual_stack_client_matches_ipv4_answers() {
         let (nas_socket, nas) = peer().await;
-        let client = CoaClient::bind(
-            "[::]:0".parse().unwrap(),
-            CoaConfig {
-                attempts: 1,
-                first_timeout: HANG_GUARD,
-            },
-        )
-        .await
-        .unwrap();
+        let client = client_on("[::]:0", 1, HANG_GUARD).await;
         let session = session();
         let sending = client.send(&nas, &session, &Action::Disconnect, "expired");
         let answering = async {

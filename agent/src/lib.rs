@@ -29,6 +29,57 @@
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`,
 //!   `enforcement clear`); `run` is [`site::Site::start`] until Ctrl-C.
 
+/// An error type for a part the agent drives through a trait (the firewall, the RADIUS
+/// backend): what it was doing and, when there is one, why it failed. The parts'
+/// errors differ only in their name and `Display` prefix, so they are made here.
+macro_rules! part_error {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        pub struct $name {
+            /// What it was doing.
+            pub message: String,
+            /// Why it failed.
+            pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        }
+
+        impl $name {
+            /// An error with a cause, e.g. a SQLite error, kept for the log's cause chain.
+            pub fn new(
+                message: impl Into<String>,
+                source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+            ) -> Self {
+                Self {
+                    message: message.into(),
+                    source: Some(source.into()),
+                }
+            }
+
+            /// An error without an underlying cause.
+            pub fn msg(message: impl Into<String>) -> Self {
+                Self {
+                    message: message.into(),
+                    source: None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!($prefix, ": {}"), self.message)
+            }
+        }
+
+        impl std::error::Error for $name {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.source
+                    .as_deref()
+                    .map(|e| e as &(dyn std::error::Error + 'static))
+            }
+        }
+    };
+}
+
 pub mod clock;
 pub mod coa;
 pub mod config;

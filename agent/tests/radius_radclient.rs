@@ -17,15 +17,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use outpost_agent::radius::authenticator;
 use outpost_agent::radius::{Config, Server, Stats, StatsSnapshot};
 use outpost_agent::store::{OnlineSession, Store};
 use outpost_protocol::{
-    AcctStatus, Event, EventBody, NasKind, NasState, Rate, RejectReason, SiteSettings, StateKind,
+    AcctStatus, Event, EventBody, NasKind, NasState, RejectReason, SiteSettings, StateKind,
     StateResponse, SubscriberState, SubscriberStatus,
 };
+use outpost_testkit::fixtures::{self, subscriber, unix_now};
 use outpost_testkit::radclient::{Radclient, Reply};
 use radius::core::code::Code;
 use radius::core::packet::Packet;
@@ -37,41 +38,10 @@ const SECRET: &str = "testing123";
 /// Guards against a hang turning into a stuck CI job; never an assertion about speed.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn nas(ip: &str, kind: NasKind, require_message_authenticator: bool) -> NasState {
     NasState {
-        id: 7,
-        ip: ip.into(),
-        secret: SECRET.into(),
-        kind,
-        coa_port: 3799,
         require_message_authenticator,
-    }
-}
-
-fn subscriber(id: i64, username: &str, password: &str) -> SubscriberState {
-    SubscriberState {
-        id,
-        username: username.into(),
-        password: password.into(),
-        status: SubscriberStatus::Active,
-        expires_at: Some(now() + 86_400),
-        static_ipv4: None,
-        mac: None,
-        rate: Some(Rate {
-            download_kbps: 10_000,
-            upload_kbps: 2_000,
-            burst_download_kbps: None,
-            burst_upload_kbps: None,
-        }),
-        max_sessions: 1,
-        tenant_id: 1,
+        ..fixtures::nas(7, ip, SECRET, kind)
     }
 }
 
@@ -105,7 +75,7 @@ fn site(kind: NasKind, require_message_authenticator: bool) -> Site {
         },
         // Still "active" by the last sync, but past its expiry by the agent's clock.
         SubscriberState {
-            expires_at: Some(now() - 60),
+            expires_at: Some(unix_now() - 60),
             ..subscriber(7, "expired-clock", "pw")
         },
         SubscriberState {

@@ -28,16 +28,10 @@ fn subscriber(
     status: SubscriberStatus,
 ) -> SubscriberState {
     SubscriberState {
-        id,
-        username: username.into(),
-        password: password.into(),
         status,
         expires_at: None,
-        static_ipv4: None,
-        mac: None,
         rate: None,
-        max_sessions: 1,
-        tenant_id: 1,
+        ..outpost_testkit::fixtures::subscriber(id, username, password)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::{Fixture, Who, error_code};
+use common::{Fixture, Who, assert_error};
 use outpost_protocol as proto;
 use serde_json::{Value, json};
 
@@ -100,10 +100,7 @@ async fn an_agent_sees_only_its_own_site_and_only_agent_routes() {
         None,
     )
     .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNAUTHORIZED, "unauthenticated")
-    );
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
     // A wrong protocol version is refused clearly.
     let req = Request::get("/agent/v1/state?since=0")
         .header(header::AUTHORIZATION, format!("Bearer {a}"))
@@ -111,10 +108,7 @@ async fn an_agent_sees_only_its_own_site_and_only_agent_routes() {
         .body(Body::empty())
         .unwrap();
     let (s, _, b) = fx.send(req, ip()).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "protocol_mismatch")
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "protocol_mismatch");
 }
 
 #[tokio::test]
@@ -131,10 +125,8 @@ async fn every_change_that_matters_reaches_the_feed() {
     let sub = format!("/api/v1/subscribers/{}", fx.a.subscriber);
 
     // Suspension.
-    let (s, _) = fx
-        .patch(Who::A, &sub, json!({ "status": "suspended" }))
+    fx.patch_ok(Who::A, &sub, json!({ "status": "suspended" }))
         .await;
-    assert_eq!(s, StatusCode::OK);
     let d = state(&fx, &a, rev, 0).await;
     assert_eq!(d.kind, proto::StateKind::Delta);
     assert_eq!(d.subscribers.len(), 1);
@@ -142,16 +134,14 @@ async fn every_change_that_matters_reaches_the_feed() {
     rev = d.revision;
 
     // A reseller disabled above the subscriber disables it at the edge.
-    let (s, _) = fx.patch(Who::A, &sub, json!({ "status": "active" })).await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "status": "disabled" }),
-        )
+    fx.patch_ok(Who::A, &sub, json!({ "status": "active" }))
         .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "status": "disabled" }),
+    )
+    .await;
     let d = state(&fx, &a, rev, 0).await;
     assert_eq!(
         d.subscribers.last().unwrap().status,
@@ -169,35 +159,29 @@ async fn every_change_that_matters_reaches_the_feed() {
     rev = state(&fx, &a, rev, 0).await.revision;
 
     // A plan's rate.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/plans/{}", fx.a.plan),
-            json!({ "download_kbps": 12_000 }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/plans/{}", fx.a.plan),
+        json!({ "download_kbps": 12_000 }),
+    )
+    .await;
     let d = state(&fx, &a, rev, 0).await;
     assert_eq!(d.subscribers[0].rate.unwrap().download_kbps, 12_000);
     rev = d.revision;
 
     // The NAS secret, and the site settings.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/nas/{}", fx.a.nas),
-            json!({ "secret": "rotated-secret" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/sites/{}", fx.a.site),
-            json!({ "acct_interim_interval_secs": 120 }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/nas/{}", fx.a.nas),
+        json!({ "secret": "rotated-secret" }),
+    )
+    .await;
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/sites/{}", fx.a.site),
+        json!({ "acct_interim_interval_secs": 120 }),
+    )
+    .await;
     let d = state(&fx, &a, rev, 0).await;
     assert_eq!(d.nas[0].secret, "rotated-secret");
     assert_eq!(d.settings.unwrap().acct_interim_interval_secs, 120);
@@ -305,10 +289,7 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
             Some(json!({ "name": "Mine" })),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&v).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "rebrand_disabled")
-    );
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "rebrand_disabled");
     assert_eq!(
         state(&fx, &b_site, rev_b, 0).await.kind,
         proto::StateKind::Unchanged
@@ -341,8 +322,7 @@ async fn retention_prunes_replays_and_superseded_feed_rows_but_never_what_an_age
     let old = state(&fx, &a, 0, 0).await.revision;
     let sub = format!("/api/v1/subscribers/{}", fx.a.subscriber);
     for status in ["suspended", "active", "suspended", "active", "suspended"] {
-        let (s, _) = fx.patch(Who::A, &sub, json!({ "status": status })).await;
-        assert_eq!(s, StatusCode::OK);
+        fx.patch_ok(Who::A, &sub, json!({ "status": status })).await;
     }
     let site = fx.a.site;
     let rows = |fx: &Fixture| {
@@ -422,8 +402,7 @@ async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let path = format!("/api/v1/sites/{}/events", fx.a.site);
-    let (s, all) = fx.get(Who::A, &path).await;
-    assert_eq!(s, StatusCode::OK, "{all}");
+    let all = fx.get_ok(Who::A, &path).await;
     let seqs: Vec<i64> = all
         .as_array()
         .unwrap()
@@ -542,14 +521,12 @@ async fn the_ack_digest_shows_drift() {
         "{st}"
     );
     // Behind the head after a change: drift unknown, not in sync.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/subscribers/{}", fx.a.subscriber),
-            json!({ "notes": "x" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+        json!({ "notes": "x" }),
+    )
+    .await;
     let (_, st) = fx
         .get(Who::A, &format!("/api/v1/sites/{}/agent", fx.a.site))
         .await;
@@ -574,10 +551,7 @@ async fn the_ack_digest_shows_drift() {
         Some(json!({ "revision": 1 })),
     )
     .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field")
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
 }
 
 fn acct(seq: u64, status: &str, session: &str, input: u64, output: u64) -> Value {
@@ -600,8 +574,7 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
         assert_eq!((s, b["through"].as_u64()), (StatusCode::OK, Some(2)), "{b}");
     }
     assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 2);
-    let (s, sessions) = fx.get(Who::A, &a_sessions).await;
-    assert_eq!(s, StatusCode::OK);
+    let sessions = fx.get_ok(Who::A, &a_sessions).await;
     assert_eq!(sessions.as_array().unwrap().len(), 1);
     assert_eq!(
         (
@@ -693,10 +666,7 @@ async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent(
     );
     // The token is spent.
     let (s, _, b) = fx.send(req(&body), ip()).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNAUTHORIZED, "invalid_token")
-    );
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "invalid_token");
     // Bad keys and protocol versions are refused clearly.
     let (_, t) = fx
         .post(
@@ -715,10 +685,7 @@ async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent(
     bad["wireguard_public_key"] = json!(common::TEST_WG_KEY);
     bad["protocol_version"] = json!(99);
     let (s, _, b) = fx.send(req(&bad), ip()).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "protocol_mismatch")
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "protocol_mismatch");
     // Listing never shows secrets; B cannot mint tokens for A's site.
     let (_, list) = fx
         .get(

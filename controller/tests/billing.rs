@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use axum::http::{Method, StatusCode};
-use common::{Fixture, Who, error_code};
+use common::{Fixture, Who, assert_error, error_code};
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
@@ -89,14 +89,12 @@ async fn renew_all(base: &str, secret: &str, ids: &[i64]) -> Vec<(u16, String)> 
 async fn concurrent_renewals_charge_exactly_what_the_balance_covers() {
     let fx = Fixture::new();
     // A1 holds 200.00; with a 25.00 credit limit, 225.00 covers exactly 15 renewals at 15.00.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            "/api/v1/resellers/3",
-            json!({ "credit_limit": "25.00" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        "/api/v1/resellers/3",
+        json!({ "credit_limit": "25.00" }),
+    )
+    .await;
     let ids = subscribers(&fx, Who::A1, fx.a1.plan, 64).await;
     let (base, server) = serve(&fx).await;
     let results = renew_all(&base, &fx.secret(Who::A1).unwrap(), &ids).await;
@@ -139,8 +137,12 @@ async fn concurrent_cascade_renewals_stop_at_the_parents_balance() {
         let (s, b) = fx.call(who, Method::PATCH, path, Some(body)).await;
         assert_eq!(s, StatusCode::OK, "{b}");
     }
-    let (s, b) = fx.money(Who::Op, "/api/v1/resellers/2/adjustments", json!({ "kind": "adjustment", "amount": "-730.00", "reason": "test: leave exactly 70.00" })).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    fx.money_ok(
+        Who::Op,
+        "/api/v1/resellers/2/adjustments",
+        json!({ "kind": "adjustment", "amount": "-730.00", "reason": "test: leave exactly 70.00" }),
+    )
+    .await;
     assert_eq!(balance(&fx, 2), 7_000);
     let ids = subscribers(&fx, Who::A1, fx.a1.plan, 64).await;
     let (base, server) = serve(&fx).await;
@@ -208,29 +210,10 @@ async fn a_key_retried_concurrently_charges_once() {
 async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     let fx = Fixture::new();
     let path = format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber);
-    let ip = common::CLIENT_IP.parse().unwrap();
-    let key = [("idempotency-key", "abc-123")];
-    let (s1, b1) = fx
-        .call_with(
-            Who::A1,
-            ip,
-            Method::POST,
-            &path,
-            Some(json!({ "periods": 1 })),
-            &key,
-        )
-        .await;
+    let key = "abc-123";
+    let (s1, b1) = fx.keyed(Who::A1, &path, json!({ "periods": 1 }), key).await;
     assert_eq!(s1, StatusCode::OK, "{b1}");
-    let (s2, b2) = fx
-        .call_with(
-            Who::A1,
-            ip,
-            Method::POST,
-            &path,
-            Some(json!({ "periods": 1 })),
-            &key,
-        )
-        .await;
+    let (s2, b2) = fx.keyed(Who::A1, &path, json!({ "periods": 1 }), key).await;
     assert_eq!(
         (s2, &b2),
         (StatusCode::OK, &b1),
@@ -241,80 +224,49 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
         1,
         "and charges nothing again"
     );
-    let (s3, b3) = fx
-        .call_with(
-            Who::A1,
-            ip,
-            Method::POST,
-            &path,
-            Some(json!({ "periods": 3 })),
-            &key,
-        )
-        .await;
-    assert_eq!(
-        (s3, error_code(&b3).as_str()),
-        (StatusCode::CONFLICT, "idempotency_key_reused")
-    );
+    let (s3, b3) = fx.keyed(Who::A1, &path, json!({ "periods": 3 }), key).await;
+    assert_error(s3, &b3, StatusCode::CONFLICT, "idempotency_key_reused");
     // The same key on another route is another request too.
+    let payments = format!("/api/v1/subscribers/{}/payments", fx.a1.subscriber);
     let (s4, _) = fx
-        .call_with(
+        .keyed(
             Who::A1,
-            ip,
-            Method::POST,
-            &format!("/api/v1/subscribers/{}/payments", fx.a1.subscriber),
-            Some(json!({ "amount": "1.00", "method": "cash" })),
-            &key,
+            &payments,
+            json!({ "amount": "1.00", "method": "cash" }),
+            key,
         )
         .await;
     assert_eq!(s4, StatusCode::CONFLICT);
     // Keys are per user: another user's identical key is its own.
-    let (s5, _) = fx
-        .call_with(
-            Who::A,
-            ip,
-            Method::POST,
-            &path,
-            Some(json!({ "periods": 1 })),
-            &key,
-        )
-        .await;
+    let (s5, _) = fx.keyed(Who::A, &path, json!({ "periods": 1 }), key).await;
     assert_eq!(s5, StatusCode::OK);
     assert_eq!(fx.query_i64("SELECT count(*) FROM renewals"), 2);
     // No key: refused before anything happens.
     let (s6, b6) = fx.post(Who::A1, &path, json!({})).await;
-    assert_eq!(
-        (s6, error_code(&b6).as_str()),
-        (StatusCode::BAD_REQUEST, "missing_idempotency_key")
-    );
+    assert_error(s6, &b6, StatusCode::BAD_REQUEST, "missing_idempotency_key");
     // A refusal is not remembered: after a top-up, the same key goes through.
-    let (s, _) = fx
-        .money(
-            Who::A,
-            "/api/v1/resellers/3/adjustments",
-            json!({ "kind": "adjustment", "amount": "-170.00", "reason": "leave 0.00" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.money_ok(
+        Who::A,
+        "/api/v1/resellers/3/adjustments",
+        json!({ "kind": "adjustment", "amount": "-170.00", "reason": "leave 0.00" }),
+    )
+    .await;
     assert_eq!(balance(&fx, 3), 0);
-    let retry = [("idempotency-key", "after-top-up")];
-    let (s, b) = fx
-        .call_with(Who::A1, ip, Method::POST, &path, Some(json!({})), &retry)
-        .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance")
+    let retry = "after-top-up";
+    let (s, b) = fx.keyed(Who::A1, &path, json!({}), retry).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient_balance",
     );
-    let (s, _) = fx
-        .money(
-            Who::A,
-            "/api/v1/resellers/3/balance",
-            json!({ "amount": "15.00" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, b) = fx
-        .call_with(Who::A1, ip, Method::POST, &path, Some(json!({})), &retry)
-        .await;
+    fx.money_ok(
+        Who::A,
+        "/api/v1/resellers/3/balance",
+        json!({ "amount": "15.00" }),
+    )
+    .await;
+    let (s, b) = fx.keyed(Who::A1, &path, json!({}), retry).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(balance(&fx, 3), 0);
 }
@@ -329,22 +281,21 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(balance(&fx, 3), 1_500, "exactly one renewal's worth");
     let renew = format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber);
-    let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    fx.money_ok(Who::A1, &renew, json!({})).await;
     assert_eq!(balance(&fx, 3), 0);
     // Credit 14.99: a 15.00 renewal is one cent short.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            "/api/v1/resellers/3",
-            json!({ "credit_limit": "14.99" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        "/api/v1/resellers/3",
+        json!({ "credit_limit": "14.99" }),
+    )
+    .await;
     let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance")
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient_balance",
     );
     let msg = b["error"]["message"].as_str().unwrap();
     assert!(
@@ -353,14 +304,12 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     );
     assert_eq!(balance(&fx, 3), 0, "nothing written");
     // Credit 15.00: exactly enough, down to -15.00.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            "/api/v1/resellers/3",
-            json!({ "credit_limit": "15.00" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        "/api/v1/resellers/3",
+        json!({ "credit_limit": "15.00" }),
+    )
+    .await;
     let (s, _) = fx.money(Who::A1, &renew, json!({})).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(balance(&fx, 3), -1_500);
@@ -377,10 +326,11 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
             json!({ "amount": "800.01" }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance"),
-        "{b}"
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient_balance",
     );
     assert!(
         b["error"]["message"]
@@ -388,14 +338,12 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
             .unwrap()
             .contains("'Reseller A'")
     );
-    let (s, _) = fx
-        .money(
-            Who::A,
-            "/api/v1/resellers/3/balance",
-            json!({ "amount": "800.00" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.money_ok(
+        Who::A,
+        "/api/v1/resellers/3/balance",
+        json!({ "amount": "800.00" }),
+    )
+    .await;
     assert_eq!((balance(&fx, 2), balance(&fx, 3)), (0, 78_500));
 }
 
@@ -424,21 +372,16 @@ async fn amounts_are_exact_decimal_strings() {
     assert_eq!(balance(&fx, 3), 20_000);
     // Only a direct parent moves money: the operator cannot credit A1 over A's head.
     let (s, b) = fx.money(Who::Op, path, json!({ "amount": "1.00" })).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::FORBIDDEN, "not_parent"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::FORBIDDEN, "not_parent");
     // The operator creates money: no operator-side row.
     let before = fx.query_i64("SELECT count(*) FROM ledger");
-    let (s, t) = fx
-        .money(
+    let t = fx
+        .money_ok(
             Who::Op,
             "/api/v1/resellers/2/balance",
             json!({ "amount": "0.01" }),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{t}");
     assert_eq!(t["entries"].as_array().unwrap().len(), 1);
     assert_eq!(t["entries"][0]["balance_after"], "800.01");
     assert_eq!(fx.query_i64("SELECT count(*) FROM ledger"), before + 1);
@@ -450,8 +393,7 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     // A pays 10.00 for op-basic; A1 pays 15.00 for a-retail.
     let (s, _) = fx.get(Who::A1, "/api/v1/resellers/2/rate-card").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, card) = fx.get(Who::A1, "/api/v1/resellers/3/rate-card").await;
-    assert_eq!(s, StatusCode::OK);
+    let card = fx.get_ok(Who::A1, "/api/v1/resellers/3/rate-card").await;
     assert_eq!(card.as_array().unwrap().len(), 1);
     assert_eq!(card[0]["wholesale_price"], "15.00");
     let (s, _) = fx
@@ -482,22 +424,19 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     let (_, a_card) = fx.get(Who::A, "/api/v1/resellers/2/rate-card").await;
     assert_eq!(a_card[0]["wholesale_price"], "10.00");
     // In cascade mode A1's renewal debits A too, but A1's answer and ledger never show it.
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            "/api/v1/resellers/3",
-            json!({ "renewal_mode": "cascade" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, r) = fx
-        .money(
+    fx.patch_ok(
+        Who::A,
+        "/api/v1/resellers/3",
+        json!({ "renewal_mode": "cascade" }),
+    )
+    .await;
+    let r = fx
+        .money_ok(
             Who::A1,
             &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
             json!({}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{r}");
     let charges = r["renewal"]["charges"].as_array().unwrap();
     assert_eq!(charges.len(), 1, "{r}");
     assert_eq!(
@@ -520,14 +459,12 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
     let (s, _) = fx.get(Who::A1, "/api/v1/resellers/2/statement").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // When the provider is the one short, A1 learns who, not the provider's figures.
-    let (s, _) = fx
-        .money(
-            Who::Op,
-            "/api/v1/resellers/2/adjustments",
-            json!({ "kind": "adjustment", "amount": "-790.00", "reason": "drain" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.money_ok(
+        Who::Op,
+        "/api/v1/resellers/2/adjustments",
+        json!({ "kind": "adjustment", "amount": "-790.00", "reason": "drain" }),
+    )
+    .await;
     let (s, b) = fx
         .money(
             Who::A1,
@@ -535,9 +472,11 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
             json!({}),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "insufficient_balance")
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient_balance",
     );
     let msg = b["error"]["message"].as_str().unwrap();
     assert!(
@@ -564,14 +503,12 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
 #[tokio::test]
 async fn ledger_verify_catches_a_balance_changed_behind_its_back() {
     let fx = Fixture::new();
-    let (s, _) = fx
-        .money(
-            Who::A1,
-            &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
-            json!({}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.money_ok(
+        Who::A1,
+        &format!("/api/v1/subscribers/{}/renew", fx.a1.subscriber),
+        json!({}),
+    )
+    .await;
     let (code, out) = ledger_verify(&fx);
     assert_eq!(code, 0, "{out}");
     let c = rusqlite::Connection::open(fx.dir.path().join("controller.db")).unwrap();
@@ -625,25 +562,21 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
         .unix_timestamp()
     };
     // Ten days left: +30 days from the current expiry.
-    let (s, _) = fx
-        .patch(
-            Who::B,
-            &path,
-            json!({ "expires_at": at(now + 10 * 86_400) }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::B,
+        &path,
+        json!({ "expires_at": at(now + 10 * 86_400) }),
+    )
+    .await;
     let (_, r) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
     assert_eq!(parse(&r["subscriber"]["expires_at"]), now + 40 * 86_400);
     // Lapsed a week ago and suspended: +30 days from now, and active again.
-    let (s, _) = fx
-        .patch(
-            Who::B,
-            &path,
-            json!({ "expires_at": at(now - 7 * 86_400), "status": "suspended" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::B,
+        &path,
+        json!({ "expires_at": at(now - 7 * 86_400), "status": "suspended" }),
+    )
+    .await;
     let (_, r) = fx
         .money(Who::B, &format!("{path}/renew"), json!({ "periods": 2 }))
         .await;
@@ -655,14 +588,14 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
     assert_eq!(r["subscriber"]["status"], "active");
     assert_eq!(r["renewal"]["retail_price"], "48.00");
     // Disabled subscribers are not renewed.
-    let (s, _) = fx
-        .patch(Who::B, &path, json!({ "status": "disabled" }))
+    fx.patch_ok(Who::B, &path, json!({ "status": "disabled" }))
         .await;
-    assert_eq!(s, StatusCode::OK);
     let (s, b) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "subscriber_disabled")
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "subscriber_disabled",
     );
 }
 
@@ -678,14 +611,12 @@ async fn the_expiry_sweep_renews_who_opted_in_and_expires_the_rest() {
         (Who::B, fx.b.subscriber, false),
         (Who::A, fx.a.subscriber, true),
     ] {
-        let (s, b) = fx
-            .patch(
-                who,
-                &format!("/api/v1/subscribers/{sub}"),
-                json!({ "expires_at": past, "auto_renew": auto }),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        fx.patch_ok(
+            who,
+            &format!("/api/v1/subscribers/{sub}"),
+            json!({ "expires_at": past, "auto_renew": auto }),
+        )
+        .await;
     }
     let (s, _) = fx
         .money(
@@ -868,10 +799,7 @@ async fn plans_derive_within_their_card_plan() {
             json!({ "plan_id": p["id"] }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "plan_unavailable")
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "plan_unavailable");
     // A card entry still in use cannot be removed.
     let (s, b) = fx
         .post(
@@ -880,11 +808,7 @@ async fn plans_derive_within_their_card_plan() {
             json!({ "plan_id": fx.a1.card_plan, "remove": true }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::CONFLICT, "in_use"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "in_use");
     // Lowering a card plan below a plan derived from it is refused.
     let (s, _) = fx
         .call(
@@ -928,22 +852,18 @@ async fn a_disabled_resellers_subscribers_lapse_instead_of_renewing() {
     let past = (time::OffsetDateTime::now_utc() - time::Duration::minutes(5))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let (s, _) = fx
-        .patch(
-            Who::A1,
-            &format!("/api/v1/subscribers/{}", fx.a1.subscriber),
-            json!({ "expires_at": past, "auto_renew": true }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "status": "disabled" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A1,
+        &format!("/api/v1/subscribers/{}", fx.a1.subscriber),
+        json!({ "expires_at": past, "auto_renew": true }),
+    )
+    .await;
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "status": "disabled" }),
+    )
+    .await;
     let swept = outpost_controller::jobs::sweep_expired(&fx.state)
         .await
         .unwrap();

@@ -6,7 +6,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use axum::http::StatusCode;
 use common::{Fixture, Who};
 use rusqlite::Connection;
 use serde_json::json;
@@ -25,6 +24,16 @@ fn verify(dir: &std::path::Path) -> (i32, String) {
     )
 }
 
+/// `serve` on port 0 over `dir`, its stdout piped for the lines it prints.
+fn serve(dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    c
+}
+
 /// A fixture with a few real audit entries made through the API.
 async fn with_history() -> Fixture {
     let fx = Fixture::new();
@@ -33,14 +42,12 @@ async fn with_history() -> Fixture {
         (Who::B, fx.b.subscriber),
         (Who::A1, fx.a1.subscriber),
     ] {
-        let (s, _) = fx
-            .patch(
-                who,
-                &format!("/api/v1/subscribers/{sub}"),
-                json!({ "notes": "paid cash" }),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK);
+        fx.patch_ok(
+            who,
+            &format!("/api/v1/subscribers/{sub}"),
+            json!({ "notes": "paid cash" }),
+        )
+        .await;
     }
     fx
 }
@@ -170,13 +177,7 @@ fn create_operator_reads_the_password_from_stdin() {
 fn first_start_prints_a_one_time_admin_password_once() {
     let dir = tempfile::tempdir().unwrap();
     let start = || {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = serve(dir.path()).spawn().unwrap();
         let mut lines = Vec::new();
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
@@ -222,11 +223,7 @@ fn a_database_from_a_newer_release_is_refused() {
     let c = Connection::open(dir.path().join("controller.db")).unwrap();
     c.pragma_update(None, "user_version", 42).unwrap();
     drop(c);
-    let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = serve(dir.path()).stderr(Stdio::piped()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -366,13 +363,7 @@ fn logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
 #[test]
 fn serve_on_port_0_reports_the_bound_address() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = serve(dir.path()).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr: std::net::SocketAddr = loop {
         let line = lines.next().expect("serve printed its address").unwrap();

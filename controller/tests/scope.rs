@@ -29,8 +29,7 @@ async fn each_actor_lists_exactly_its_part_of_the_tree() {
         (Who::M, vec![2]),
         (Who::B, vec![4]),
     ] {
-        let (s, subs) = fx.get(who, "/api/v1/subscribers").await;
-        assert_eq!(s, StatusCode::OK);
+        let subs = fx.get_ok(who, "/api/v1/subscribers").await;
         assert_eq!(
             tenants_of(&subs),
             want.iter().copied().collect(),
@@ -44,8 +43,7 @@ async fn each_actor_lists_exactly_its_part_of_the_tree() {
         (Who::B, vec![4]),
     ] {
         for route in ["/api/v1/sites", "/api/v1/nas", "/api/v1/users"] {
-            let (s, rows) = fx.get(who, route).await;
-            assert_eq!(s, StatusCode::OK);
+            let rows = fx.get_ok(who, route).await;
             assert_eq!(
                 tenants_of(&rows),
                 want.iter().copied().collect(),
@@ -75,14 +73,12 @@ async fn each_actor_lists_exactly_its_part_of_the_tree() {
 async fn an_operator_manager_sees_only_the_operators_direct_customers() {
     let fx = Fixture::new();
     // The fixture's operator-tenant manager has view_customers; log in as it.
-    let (s, _) = fx
-        .post(
-            Who::Anon,
-            "/api/v1/session",
-            json!({ "email": "mgr-op@fixture.test", "password": common::PASSWORD }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.post_ok(
+        Who::Anon,
+        "/api/v1/session",
+        json!({ "email": "mgr-op@fixture.test", "password": common::PASSWORD }),
+    )
+    .await;
     let secret = outpost_controller::crypto::new_bearer("ops_");
     let mgr = fx.op_tenant.manager;
     let sec = secret.clone();
@@ -195,14 +191,12 @@ async fn a_manager_with_no_permissions_can_do_nothing() {
 async fn managers_grant_only_what_they_hold_and_presets_are_plain_sets() {
     let fx = Fixture::new();
     let m = fx.user_id(Who::M);
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/users/{m}"),
-            json!({ "permissions": ["view_customers", "manage_staff"] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/users/{m}"),
+        json!({ "permissions": ["view_customers", "manage_staff"] }),
+    )
+    .await;
     let new = |email: &str, perms: Value| json!({ "email": email, "name": "Sub manager", "password": "manager-password", "kind": "manager", "permissions": perms });
     let (s, b) = fx
         .call(
@@ -263,10 +257,9 @@ async fn managers_grant_only_what_they_hold_and_presets_are_plain_sets() {
 async fn status_needs_suspend_permission_and_fields_need_edit() {
     let fx = Fixture::new();
     let path = format!("/api/v1/subscribers/{}", fx.a.subscriber);
-    let (s, b) = fx
-        .patch(Who::M, &path, json!({ "status": "suspended" }))
+    let b = fx
+        .patch_ok(Who::M, &path, json!({ "status": "suspended" }))
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "suspended");
     let (s, _) = fx
         .patch(Who::M, &path, json!({ "status": "active", "notes": "x" }))
@@ -318,10 +311,8 @@ async fn ppp_passwords_and_nas_secrets_only_where_they_belong() {
         assert!(!wal.windows(needle.len()).any(|w| w == needle));
     }
     // And never in the audit log.
-    let (s, _) = fx
-        .patch(Who::A, &path, json!({ "password": "new-ppp-secret" }))
+    fx.patch_ok(Who::A, &path, json!({ "password": "new-ppp-secret" }))
         .await;
-    assert_eq!(s, StatusCode::OK);
     let (_, audit) = fx
         .get(Who::A, "/api/v1/audit?action=subscriber.update")
         .await;
@@ -337,14 +328,12 @@ async fn audit_entries_are_visible_to_their_tenants_subtree_only() {
         (Who::B, fx.b.subscriber),
         (Who::A, fx.a.subscriber),
     ] {
-        let (s, _) = fx
-            .patch(
-                who,
-                &format!("/api/v1/subscribers/{sub}"),
-                json!({ "notes": "n" }),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK);
+        fx.patch_ok(
+            who,
+            &format!("/api/v1/subscribers/{sub}"),
+            json!({ "notes": "n" }),
+        )
+        .await;
     }
     let seen = |v: &Value| -> BTreeSet<i64> {
         v["items"]

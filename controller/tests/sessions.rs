@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use common::{Fixture, PASSWORD, Who, error_code};
+use common::{Fixture, PASSWORD, Who, assert_error, error_code};
 use serde_json::{Value, json};
 
 fn ip(s: &str) -> IpAddr {
@@ -112,10 +112,7 @@ async fn login_sets_a_strict_httponly_cookie_and_stores_only_a_hash() {
     let (s, _) = with_cookie(&fx, &cookie, Method::DELETE, "/api/v1/session", HOME).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) = with_cookie(&fx, &cookie, Method::GET, "/api/v1/me", HOME).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNAUTHORIZED, "unauthenticated")
-    );
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 #[tokio::test]
@@ -173,17 +170,11 @@ async fn repeated_failures_are_throttled_and_recorded() {
     let fx = Fixture::new();
     for _ in 0..5 {
         let (s, _, b) = login(&fx, "a@fixture.test", "wrong-password", HOME).await;
-        assert_eq!(
-            (s, error_code(&b).as_str()),
-            (StatusCode::UNAUTHORIZED, "invalid_credentials")
-        );
+        assert_error(s, &b, StatusCode::UNAUTHORIZED, "invalid_credentials");
     }
     // Even the right password is refused now, with a Retry-After.
     let (s, h, b) = login(&fx, "a@fixture.test", PASSWORD, HOME).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::TOO_MANY_REQUESTS, "throttled")
-    );
+    assert_error(s, &b, StatusCode::TOO_MANY_REQUESTS, "throttled");
     let wait: u64 = h
         .get(header::RETRY_AFTER)
         .unwrap()
@@ -203,10 +194,7 @@ async fn repeated_failures_are_throttled_and_recorded() {
     let (s, _, _) = login(&fx, "b@fixture.test", PASSWORD, HOME).await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, b) = login(&fx, "nobody@fixture.test", PASSWORD, HOME).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNAUTHORIZED, "invalid_credentials")
-    );
+    assert_error(s, &b, StatusCode::UNAUTHORIZED, "invalid_credentials");
 }
 
 #[tokio::test]
@@ -261,14 +249,12 @@ async fn allowed_ips_bind_the_reseller_and_everything_below_it() {
 #[tokio::test]
 async fn a_session_that_moves_to_a_refused_address_is_cut() {
     let fx = Fixture::new();
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "allowed_ips": ["198.51.100.0/24"] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "allowed_ips": ["198.51.100.0/24"] }),
+    )
+    .await;
     let (s, h, _) = login(&fx, "a1@fixture.test", PASSWORD, "198.51.100.7").await;
     assert_eq!(s, StatusCode::OK);
     let cookie = cookie_of(&h);
@@ -279,10 +265,7 @@ async fn a_session_that_moves_to_a_refused_address_is_cut() {
         StatusCode::OK
     );
     let (s, b) = with_cookie(&fx, &cookie, Method::GET, "/api/v1/me", "192.0.2.1").await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::FORBIDDEN, "ip_not_allowed")
-    );
+    assert_error(s, &b, StatusCode::FORBIDDEN, "ip_not_allowed");
     // The session is gone, even back at an allowed address.
     assert_eq!(
         with_cookie(&fx, &cookie, Method::GET, "/api/v1/me", "198.51.100.7")
@@ -301,14 +284,12 @@ async fn a_session_that_moves_to_a_refused_address_is_cut() {
 async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     let fx =
         Fixture::with_config(|c| c.http.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]);
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/4",
-            json!({ "allowed_ips": ["198.51.100.0/24"] }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/4",
+        json!({ "allowed_ips": ["198.51.100.0/24"] }),
+    )
+    .await;
     let req = |xff: &str| {
         Request::post("/api/v1/session")
             .header(header::CONTENT_TYPE, "application/json")
@@ -347,14 +328,12 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
 #[tokio::test]
 async fn disabling_a_reseller_locks_out_its_whole_subtree() {
     let fx = Fixture::new();
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "status": "disabled" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "status": "disabled" }),
+    )
+    .await;
     for who in [Who::A, Who::A1, Who::M] {
         let (s, b) = fx.get(who, "/api/v1/me").await;
         assert_eq!(
@@ -364,19 +343,14 @@ async fn disabling_a_reseller_locks_out_its_whole_subtree() {
         );
     }
     let (s, _, b) = login(&fx, "a1@fixture.test", PASSWORD, HOME).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::FORBIDDEN, "account_disabled")
-    );
+    assert_error(s, &b, StatusCode::FORBIDDEN, "account_disabled");
     assert_eq!(fx.get(Who::B, "/api/v1/me").await.0, StatusCode::OK);
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "status": "active" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "status": "active" }),
+    )
+    .await;
     assert_eq!(fx.get(Who::A1, "/api/v1/me").await.0, StatusCode::OK);
 }
 
@@ -384,33 +358,26 @@ async fn disabling_a_reseller_locks_out_its_whole_subtree() {
 async fn disabling_a_user_or_resetting_its_password_ends_its_sessions() {
     let fx = Fixture::new();
     let m = fx.user_id(Who::M);
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/users/{m}"),
-            json!({ "password": "reset-password-1" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/users/{m}"),
+        json!({ "password": "reset-password-1" }),
+    )
+    .await;
     assert_eq!(
         fx.get(Who::M, "/api/v1/me").await.0,
         StatusCode::UNAUTHORIZED
     );
     let (s, _, _) = login(&fx, "m@fixture.test", "reset-password-1", HOME).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            &format!("/api/v1/users/{m}"),
-            json!({ "status": "disabled" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/users/{m}"),
+        json!({ "status": "disabled" }),
+    )
+    .await;
     let (s, _, b) = login(&fx, "m@fixture.test", "reset-password-1", HOME).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::FORBIDDEN, "account_disabled")
-    );
+    assert_error(s, &b, StatusCode::FORBIDDEN, "account_disabled");
     // Nobody disables themselves by accident.
     let (s, _) = fx
         .call(
@@ -436,10 +403,7 @@ async fn changing_your_password_keeps_this_session_and_ends_the_others() {
             Some(json!({ "current_password": "nope-nope-nope", "new_password": "brand-new-pass" })),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "wrong_password")
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "wrong_password");
     let (s, _) = fx
         .call(
             Who::B,

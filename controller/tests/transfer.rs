@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{Fixture, Who, error_code};
+use common::{Fixture, Who, assert_error, error_code};
 use serde_json::json;
 
 fn owner_of(fx: &Fixture, sub: i64) -> i64 {
@@ -54,14 +54,12 @@ async fn move_bulk(
 /// plans (which only their owner sells), so that only the tree rule decides a move.
 async fn on_shared_site(fx: &Fixture, subs: &[i64]) {
     for sub in subs {
-        let (s, b) = fx
-            .patch(
-                Who::Op,
-                &format!("/api/v1/subscribers/{sub}"),
-                json!({ "site_id": fx.op_tenant.site, "plan_id": null }),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        fx.patch_ok(
+            Who::Op,
+            &format!("/api/v1/subscribers/{sub}"),
+            json!({ "site_id": fx.op_tenant.site, "plan_id": null }),
+        )
+        .await;
     }
 }
 
@@ -101,10 +99,11 @@ async fn operator_moves_anywhere() {
             json!({ "tenant_id": 4 }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&body).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "site_unavailable"),
-        "{body}"
+    assert_error(
+        s,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "site_unavailable",
     );
     assert_eq!(owner_of(&fx, fx.a.subscriber), 2);
     on_shared_site(&fx, &[fx.a.subscriber]).await;
@@ -187,10 +186,7 @@ async fn in_a_deeper_tree_a_sub_reseller_moves_to_its_own_descendants() {
     let (s, body) = fx2
         .post(Who::A1, "/api/v1/resellers", json!({ "name": "too deep" }))
         .await;
-    assert_eq!(
-        (s, error_code(&body).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "depth_exceeded")
-    );
+    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "depth_exceeded");
 }
 
 #[tokio::test]
@@ -269,14 +265,12 @@ async fn bulk_is_all_or_nothing() {
 async fn a_move_respects_the_target_limits() {
     let fx = Fixture::new();
     on_shared_site(&fx, &[fx.a.subscriber, fx.b.subscriber]).await;
-    let (s, _) = fx
-        .patch(
-            Who::A,
-            "/api/v1/resellers/3",
-            json!({ "limits": { "max_subscribers": 1 } }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::A,
+        "/api/v1/resellers/3",
+        json!({ "limits": { "max_subscribers": 1 } }),
+    )
+    .await;
     let (s, body) = fx
         .patch(
             Who::A,
@@ -284,11 +278,7 @@ async fn a_move_respects_the_target_limits() {
             json!({ "tenant_id": 3 }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&body).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
-        "{body}"
-    );
+    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -297,14 +287,12 @@ async fn a_move_respects_the_target_limits() {
     );
     assert_eq!(owner_of(&fx, fx.a.subscriber), 2);
     // Moving within A's own subtree never trips A's own limit.
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "limits": { "max_subscribers": 2 } }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "limits": { "max_subscribers": 2 } }),
+    )
+    .await;
     let (s, _) = fx
         .patch(Who::Op, "/api/v1/resellers/3", json!({ "limits": {} }))
         .await;
@@ -315,8 +303,5 @@ async fn a_move_respects_the_target_limits() {
     );
     // But moving B's subscriber into the full A is refused.
     let (s, body) = move_bulk(&fx, Who::Op, &[fx.b.subscriber], 2).await;
-    assert_eq!(
-        (s, error_code(&body).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached")
-    );
+    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
 }

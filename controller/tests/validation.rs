@@ -6,7 +6,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use common::{Fixture, Who, error_code};
+use common::{Fixture, Who, assert_error, error_code};
 use serde_json::json;
 
 fn counts(fx: &Fixture) -> (i64, i64, i64, i64) {
@@ -243,11 +243,7 @@ async fn field_rules_name_the_field_and_write_nothing() {
     }
     // Types serde rejects also answer 422, naming what was expected.
     let (s, b) = fx.post(Who::A, "/api/v1/nas", json!({ "name": "n", "site_id": 2, "ip": "nope", "secret": "long-secret", "kind": "mikrotik" })).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
     let (s, _) = fx.post(Who::A, "/api/v1/nas", json!({ "name": "n", "site_id": 2, "ip": "192.0.2.1", "secret": "long-secret", "kind": "cisco" })).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(counts(&fx), before);
@@ -270,26 +266,17 @@ async fn duplicates_are_conflicts() {
     );
     assert!(b["error"]["message"].as_str().unwrap().contains("username"));
     let (s, b) = fx.post(Who::A, "/api/v1/users", json!({ "email": "B@fixture.test", "name": "x", "password": "long-enough-1", "kind": "manager" })).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::CONFLICT, "duplicate")
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "duplicate");
     let (s, _) = fx.post(Who::A, "/api/v1/subscribers", json!({ "username": "s1", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" })).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, b) = fx.post(Who::A, "/api/v1/subscribers", json!({ "username": "s2", "password": "p", "site_id": fx.a.site, "static_ipv4": "100.64.0.9" })).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::CONFLICT, "duplicate"),
-        "{b}"
-    );
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "custom_domain": "panel.a.example" }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_error(s, &b, StatusCode::CONFLICT, "duplicate");
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "custom_domain": "panel.a.example" }),
+    )
+    .await;
     let (s, b) = fx
         .patch(
             Who::Op,
@@ -297,11 +284,7 @@ async fn duplicates_are_conflicts() {
             json!({ "custom_domain": "PANEL.a.example" }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::CONFLICT, "duplicate"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "duplicate");
     let (s, r) = fx
         .patch(
             Who::Op,
@@ -311,19 +294,14 @@ async fn duplicates_are_conflicts() {
         .await;
     assert_eq!((s, r["custom_domain"].is_null()), (StatusCode::OK, true));
     let (s, b) = fx.post(Who::A, "/api/v1/nas", json!({ "name": "dup", "site_id": fx.a.site, "ip": "198.51.100.2", "secret": "long-secret", "kind": "generic" })).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::CONFLICT, "duplicate"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "duplicate");
 }
 
 #[tokio::test]
 async fn limits_count_the_whole_subtree_and_refuse_clearly() {
     let fx = Fixture::new();
     // A holds 2 subscribers (its own and A1's).
-    let (s, r) = fx.patch(Who::Op, "/api/v1/resellers/2", json!({ "limits": { "max_subscribers": 3, "max_sub_resellers": 1, "max_managers": 2, "max_sites": 2 } })).await;
-    assert_eq!(s, StatusCode::OK, "{r}");
+    fx.patch_ok(Who::Op, "/api/v1/resellers/2", json!({ "limits": { "max_subscribers": 3, "max_sub_resellers": 1, "max_managers": 2, "max_sites": 2 } })).await;
     let (_, r) = fx.get(Who::Op, "/api/v1/resellers/2").await;
     assert_eq!(
         r["usage"],
@@ -348,10 +326,7 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
             json!({ "username": "fourth", "password": "p" }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached")
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
     assert!(
         b["error"]["message"]
             .as_str()
@@ -378,25 +353,13 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
             json!({ "name": "second child" }),
         )
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
     let (s, b) = fx.post(Who::A, "/api/v1/users", json!({ "email": "m3@a.test", "name": "x", "password": "long-enough-1", "kind": "manager" })).await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
     let (s, b) = fx
         .post(Who::A1, "/api/v1/sites", json!({ "name": "third site" }))
         .await;
-    assert_eq!(
-        (s, error_code(&b).as_str()),
-        (StatusCode::UNPROCESSABLE_ENTITY, "limit_reached"),
-        "{b}"
-    );
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
     // A reseller cannot raise its own limits: it cannot edit its own record.
     let (s, _) = fx
         .patch(Who::A, "/api/v1/resellers/2", json!({ "limits": {} }))
@@ -408,14 +371,12 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
 async fn a_child_gets_only_features_its_parent_has() {
     let fx = Fixture::new();
     // The fixture's resellers have rebranding; take it from A first.
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "rebrand_enabled": false }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "rebrand_enabled": false }),
+    )
+    .await;
     let (s, b) = fx
         .post(
             Who::A,
@@ -432,22 +393,18 @@ async fn a_child_gets_only_features_its_parent_has() {
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
-    let (s, _) = fx
-        .patch(
-            Who::Op,
-            "/api/v1/resellers/2",
-            json!({ "rebrand_enabled": true, "wan_check_enabled": true }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK);
-    let (s, b) = fx
-        .patch(
-            Who::A,
-            "/api/v1/resellers/3",
-            json!({ "wan_check_enabled": true, "rebrand_enabled": true }),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "rebrand_enabled": true, "wan_check_enabled": true }),
+    )
+    .await;
+    fx.patch_ok(
+        Who::A,
+        "/api/v1/resellers/3",
+        json!({ "wan_check_enabled": true, "rebrand_enabled": true }),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -17,35 +17,11 @@ pub trait Firewall: Send + 'static {
     fn enforced(&self) -> &BTreeSet<IpAddr>;
 }
 
-/// A [`Firewall`] failed.
-#[derive(Debug, thiserror::Error)]
-#[error("firewall: {message}")]
-pub struct FirewallError {
-    /// What it was doing.
-    pub message: String,
-    /// Why it failed.
-    #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl FirewallError {
-    pub fn new(
-        message: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        FirewallError {
-            message: message.into(),
-            source: Some(source.into()),
-        }
-    }
-
-    pub fn msg(message: impl Into<String>) -> Self {
-        FirewallError {
-            message: message.into(),
-            source: None,
-        }
-    }
-}
+part_error!(
+    /// A [`Firewall`] failed.
+    FirewallError,
+    "firewall"
+);
 
 impl Firewall for crate::enforce::Enforcer {
     fn full(&mut self, blocked: &BTreeSet<IpAddr>) -> Result<(), FirewallError> {

@@ -147,16 +147,12 @@ mod tests {
 
     fn sub(id: i64, status: SubscriberStatus, ip: Option<&str>) -> SubscriberState {
         SubscriberState {
-            id,
-            username: format!("u{id}"),
-            password: "pw".into(),
             status,
             expires_at: None,
             static_ipv4: ip.map(Into::into),
-            mac: None,
             rate: None,
-            max_sessions: 1,
             tenant_id: 10 + id,
+            ..outpost_testkit::fixtures::subscriber(id, &format!("u{id}"), "pw")
         }
     }
 

@@ -158,6 +158,14 @@ impl MsgBuf {
         self.buf.extend_from_slice(&res_id.to_be_bytes());
         start
     }
+    /// An nf_tables message about the inet family, the only family we write.
+    fn begin_nft(&mut self, msg: u16, flags: u16, seq: u32) -> usize {
+        self.begin(NFNL_SUBSYS_NFTABLES << 8 | msg, flags, seq, NFPROTO_INET, 0)
+    }
+    /// A batch begin or end marker, addressed to the nf_tables subsystem.
+    fn batch_marker(&mut self, ty: u16, seq: u32) -> usize {
+        self.begin(ty, NLM_F_REQUEST, seq, AF_UNSPEC, NFNL_SUBSYS_NFTABLES)
+    }
     fn end(&mut self, start: usize) {
         let len = (self.buf.len() - start) as u32;
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
@@ -225,13 +233,7 @@ fn encode_batch(
     let mut m = MsgBuf::default();
     let mut seq = first_seq;
     let mut sent = BTreeMap::new();
-    let b = m.begin(
-        NFNL_MSG_BATCH_BEGIN,
-        NLM_F_REQUEST,
-        seq,
-        AF_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
+    let b = m.batch_marker(NFNL_MSG_BATCH_BEGIN, seq);
     m.end(b);
     for (set, op) in ops {
         let (ty, flags, addrs) = match op {
@@ -249,7 +251,7 @@ fn encode_batch(
         let mut rest = addrs;
         loop {
             seq = seq.wrapping_add(1);
-            let start = m.begin(NFNL_SUBSYS_NFTABLES << 8 | ty, flags, seq, NFPROTO_INET, 0);
+            let start = m.begin_nft(ty, flags, seq);
             m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
             m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
             let mut n = 0;
@@ -277,25 +279,13 @@ fn encode_batch(
         }
     }
     seq = seq.wrapping_add(1);
-    let e = m.begin(
-        NFNL_MSG_BATCH_END,
-        NLM_F_REQUEST,
-        seq,
-        AF_UNSPEC,
-        NFNL_SUBSYS_NFTABLES,
-    );
+    let e = m.batch_marker(NFNL_MSG_BATCH_END, seq);
     m.end(e);
     (m.buf, sent)
 }
 
 fn encode_get_elem(m: &mut MsgBuf, table: &str, set: &str, addr: &IpAddr, seq: u32) {
-    let start = m.begin(
-        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM,
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        NFPROTO_INET,
-        0,
-    );
+    let start = m.begin_nft(NFT_MSG_GETSETELEM, NLM_F_REQUEST | NLM_F_ACK, seq);
     m.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
     m.attr_str(NFTA_SET_ELEM_LIST_SET, set);
     let list = m.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -305,13 +295,7 @@ fn encode_get_elem(m: &mut MsgBuf, table: &str, set: &str, addr: &IpAddr, seq: u
 }
 
 fn encode_get_set(m: &mut MsgBuf, table: &str, set: &str, seq: u32) {
-    let start = m.begin(
-        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSET,
-        NLM_F_REQUEST | NLM_F_ACK,
-        seq,
-        NFPROTO_INET,
-        0,
-    );
+    let start = m.begin_nft(NFT_MSG_GETSET, NLM_F_REQUEST | NLM_F_ACK, seq);
     m.attr_str(NFTA_SET_TABLE, table);
     m.attr_str(NFTA_SET_NAME, set);
     m.end(start);
@@ -680,13 +664,7 @@ impl Conn {
     fn dump(&self, msg_type: u16, table: Option<(u16, &str)>) -> Result<Vec<(u16, Vec<u8>)>> {
         let seq = self.next_seq(1);
         let mut m = MsgBuf::default();
-        let start = m.begin(
-            NFNL_SUBSYS_NFTABLES << 8 | msg_type,
-            NLM_F_REQUEST | NLM_F_DUMP,
-            seq,
-            NFPROTO_INET,
-            0,
-        );
+        let start = m.begin_nft(msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq);
         if let Some((ty, name)) = table {
             m.attr_str(ty, name);
         }
@@ -753,13 +731,7 @@ impl Conn {
     pub fn table_state(&self, table: &str) -> Result<Option<TableState>> {
         let seq = self.next_seq(1);
         let mut m = MsgBuf::default();
-        let start = m.begin(
-            NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            seq,
-            NFPROTO_INET,
-            0,
-        );
+        let start = m.begin_nft(NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, seq);
         m.attr_str(NFTA_TABLE_NAME, table);
         m.end(start);
         self.send(&m.buf)?;

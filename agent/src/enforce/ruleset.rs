@@ -310,6 +310,13 @@ impl Ruleset {
             let out = format!("blocked_out{}", f.suffix);
             let inn = format!("blocked_in{}", f.suffix);
             let set_ref = s(format!("@{}", f.set));
+            let addr_in = |field: &'static str, addrs: &[Expression<'static>]| {
+                matches(
+                    payload(f.proto, field),
+                    Operator::EQ,
+                    anon_set(addrs.to_vec()),
+                )
+            };
 
             let mut out_rules = Vec::new();
             let mut in_rules = Vec::new();
@@ -318,11 +325,7 @@ impl Ruleset {
                     out_rules.push(rule(
                         &out,
                         vec![
-                            matches(
-                                payload(f.proto, "daddr"),
-                                Operator::EQ,
-                                anon_set(f.resolvers.clone()),
-                            ),
+                            addr_in("daddr", &f.resolvers),
                             matches(payload(l4, "dport"), Operator::EQ, Expression::Number(53)),
                             Statement::Accept(None),
                         ],
@@ -330,11 +333,7 @@ impl Ruleset {
                     in_rules.push(rule(
                         &inn,
                         vec![
-                            matches(
-                                payload(f.proto, "saddr"),
-                                Operator::EQ,
-                                anon_set(f.resolvers.clone()),
-                            ),
+                            addr_in("saddr", &f.resolvers),
                             matches(payload(l4, "sport"), Operator::EQ, Expression::Number(53)),
                             Statement::Accept(None),
                         ],
@@ -344,25 +343,11 @@ impl Ruleset {
             if !f.allow.is_empty() {
                 out_rules.push(rule(
                     &out,
-                    vec![
-                        matches(
-                            payload(f.proto, "daddr"),
-                            Operator::EQ,
-                            anon_set(f.allow.clone()),
-                        ),
-                        Statement::Accept(None),
-                    ],
+                    vec![addr_in("daddr", &f.allow), Statement::Accept(None)],
                 ));
                 in_rules.push(rule(
                     &inn,
-                    vec![
-                        matches(
-                            payload(f.proto, "saddr"),
-                            Operator::EQ,
-                            anon_set(f.allow.clone()),
-                        ),
-                        Statement::Accept(None),
-                    ],
+                    vec![addr_in("saddr", &f.allow), Statement::Accept(None)],
                 ));
             }
             // A reset ends the subscriber's TCP at once instead of leaving it to time out.

@@ -276,21 +276,9 @@ mod tests {
 
     fn subscriber() -> SubscriberState {
         SubscriberState {
-            id: 42,
-            username: "amina".into(),
-            password: "pa55".into(),
-            status: SubscriberStatus::Active,
             expires_at: Some(NOW + 3600),
             static_ipv4: Some("100.64.0.9".into()),
-            mac: None,
-            rate: Some(Rate {
-                download_kbps: 10_000,
-                upload_kbps: 2_000,
-                burst_download_kbps: None,
-                burst_upload_kbps: None,
-            }),
-            max_sessions: 1,
-            tenant_id: 1,
+            ..outpost_testkit::fixtures::subscriber(42, "amina", "pa55")
         }
     }
 
@@ -564,6 +552,14 @@ mod tests {
         );
     }
 
+    #[track_caller]
+    fn assert_no_mikrotik_attributes(reply: &Packet) {
+        assert_eq!(
+            attrs::vendor_attributes(reply, attrs::VENDOR_MIKROTIK),
+            vec![]
+        );
+    }
+
     fn accept(kind: NasKind, settings: SiteSettings, sub: &SubscriberState) -> Packet {
         let mut reply = Packet::new(Code::AccessAccept, SECRET);
         add_accept_attributes(&mut reply, sub, kind, &settings, NOW);
@@ -612,10 +608,7 @@ mod tests {
             rfc2865::lookup_filter_id(&reply).unwrap().unwrap(),
             "10000/2000"
         );
-        assert_eq!(
-            attrs::vendor_attributes(&reply, attrs::VENDOR_MIKROTIK),
-            vec![]
-        );
+        assert_no_mikrotik_attributes(&reply);
     }
 
     #[test]
@@ -625,16 +618,10 @@ mod tests {
             ..settings()
         };
         let reply = accept(NasKind::Mikrotik, shaping, &subscriber());
-        assert_eq!(
-            attrs::vendor_attributes(&reply, attrs::VENDOR_MIKROTIK),
-            vec![]
-        );
+        assert_no_mikrotik_attributes(&reply);
         let reply = accept(NasKind::Generic, settings(), &subscriber());
         assert_eq!(rfc2865::lookup_filter_id(&reply), None);
-        assert_eq!(
-            attrs::vendor_attributes(&reply, attrs::VENDOR_MIKROTIK),
-            vec![]
-        );
+        assert_no_mikrotik_attributes(&reply);
     }
 
     #[test]
@@ -653,10 +640,7 @@ mod tests {
         assert!(rfc2865::lookup_framed_ip_address(&reply).is_none());
         assert!(rfc2865::lookup_session_timeout(&reply).is_none());
         assert!(rfc2869::lookup_acct_interim_interval(&reply).is_none());
-        assert_eq!(
-            attrs::vendor_attributes(&reply, attrs::VENDOR_MIKROTIK),
-            vec![]
-        );
+        assert_no_mikrotik_attributes(&reply);
         assert!(rfc2865::lookup_class(&reply).is_some());
         let bad_ip = SubscriberState {
             static_ipv4: Some("not-an-ip".into()),

@@ -85,37 +85,11 @@ pub trait Backend: Send + Sync + 'static {
     fn close_nas_sessions(&self, nas_ip: &str, reason: &str) -> Result<u32, BackendError>;
 }
 
-/// A [`Backend`] could not make a record durable.
-#[derive(Debug, thiserror::Error)]
-#[error("RADIUS backend: {message}")]
-pub struct BackendError {
-    /// What the backend was doing.
-    pub message: String,
-    /// Why it failed.
-    #[source]
-    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl BackendError {
-    /// An error with a cause, e.g. a SQLite error, kept for the log's cause chain.
-    pub fn new(
-        message: impl Into<String>,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source: Some(source.into()),
-        }
-    }
-
-    /// An error without an underlying cause.
-    pub fn msg(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            source: None,
-        }
-    }
-}
+part_error!(
+    /// A [`Backend`] could not make a record durable.
+    BackendError,
+    "RADIUS backend"
+);
 
 /// Errors of the RADIUS module.
 #[derive(Debug, thiserror::Error)]

@@ -229,16 +229,11 @@ mod tests {
 
     fn sub(id: i64, name: &str, status: SubscriberStatus) -> SubscriberState {
         SubscriberState {
-            id,
-            username: name.into(),
-            password: format!("pw-{id}"),
             status,
             expires_at: None,
-            static_ipv4: None,
-            mac: None,
             rate: None,
-            max_sessions: 1,
             tenant_id: 2,
+            ..outpost_testkit::fixtures::subscriber(id, name, &format!("pw-{id}"))
         }
     }
 

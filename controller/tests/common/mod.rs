@@ -329,6 +329,26 @@ impl Fixture {
         self.call(who, Method::PATCH, path, Some(body)).await
     }
 
+    /// `GET path` as `who`, which must succeed; the body.
+    pub async fn get_ok(&self, who: Who, path: &str) -> Value {
+        ok("GET", path, self.get(who, path).await)
+    }
+
+    /// `POST path` as `who`, which must succeed; the body.
+    pub async fn post_ok(&self, who: Who, path: &str, body: Value) -> Value {
+        ok("POST", path, self.post(who, path, body).await)
+    }
+
+    /// `PATCH path` as `who`, which must succeed; the body.
+    pub async fn patch_ok(&self, who: Who, path: &str, body: Value) -> Value {
+        ok("PATCH", path, self.patch(who, path, body).await)
+    }
+
+    /// A money call (see [`Fixture::money`]) that must succeed; the body.
+    pub async fn money_ok(&self, who: Who, path: &str, body: Value) -> Value {
+        ok("POST", path, self.money(who, path, body).await)
+    }
+
     pub async fn call_from(
         &self,
         who: Who,
@@ -343,13 +363,18 @@ impl Fixture {
     /// A money call: `POST path` with a JSON `body` and a fresh Idempotency-Key.
     pub async fn money(&self, who: Who, path: &str, body: Value) -> (StatusCode, Value) {
         let key = format!("test-{}", outpost_controller::crypto::new_bearer(""));
+        self.keyed(who, path, body, &key).await
+    }
+
+    /// `POST path` with a JSON `body` and the Idempotency-Key `key`, for retries.
+    pub async fn keyed(&self, who: Who, path: &str, body: Value, key: &str) -> (StatusCode, Value) {
         self.call_with(
             who,
             CLIENT_IP.parse().unwrap(),
             Method::POST,
             path,
             Some(body),
-            &[("idempotency-key", &key)],
+            &[("idempotency-key", key)],
         )
         .await
     }
@@ -449,6 +474,18 @@ impl Fixture {
 /// The newest audit entry: actor, action, security flag, impersonator.
 pub type LastEntry = (Option<i64>, String, bool, Option<i64>);
 
+/// Asserts a 200 and hands back the body; the request and body say which call failed.
+fn ok(method: &str, path: &str, (status, body): (StatusCode, Value)) -> Value {
+    assert_eq!(status, StatusCode::OK, "{method} {path}: {body}");
+    body
+}
+
+/// Asserts a refusal: the status and the error body's code, showing the body when either differs.
+#[track_caller]
+pub fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
+    assert_eq!((status, error_code(body).as_str()), (want, code), "{body}");
+}
+
 /// Asserts the API's error body shape and returns its code.
 pub fn error_code(v: &Value) -> String {
     let code = v["error"]["code"]
@@ -534,33 +571,21 @@ fn seed_billing(
                 },
                 idempotency_key: None,
             };
-            billing::add_balance(
-                tx,
-                &as_parent(&root),
-                &ta,
-                100_000,
-                AdjustmentKind::Adjustment,
-                Some("fixture"),
-                &cur,
-            )?;
-            billing::add_balance(
-                tx,
-                &as_parent(&root),
-                &tb,
-                100_000,
-                AdjustmentKind::Adjustment,
-                Some("fixture"),
-                &cur,
-            )?;
-            billing::add_balance(
-                tx,
-                &as_parent(&ta),
-                &ta1,
-                20_000,
-                AdjustmentKind::Adjustment,
-                Some("fixture"),
-                &cur,
-            )?;
+            for (parent, child, amount) in [
+                (&root, &ta, 100_000),
+                (&root, &tb, 100_000),
+                (&ta, &ta1, 20_000),
+            ] {
+                billing::add_balance(
+                    tx,
+                    &as_parent(parent),
+                    child,
+                    amount,
+                    AdjustmentKind::Adjustment,
+                    Some("fixture"),
+                    &cur,
+                )?;
+            }
             for (sub, p) in [
                 (op.subscriber, basic),
                 (a.subscriber, a_home),
