@@ -8,6 +8,7 @@ pub mod audit;
 pub mod brand;
 pub mod ledger;
 pub mod nas;
+pub mod paging;
 pub mod plan;
 pub mod retention;
 pub mod session;
@@ -25,6 +26,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 use crate::error::{Error, Result};
+pub use paging::{Page, Paged, Paging};
 
 /// The controller's migrations, in order. Files are never edited once landed.
 const MIGRATIONS: &[&str] = &[
@@ -439,37 +441,40 @@ impl Filter {
         self
     }
 
-    /// Runs `SELECT … WHERE <filter> AND id > after ORDER BY id LIMIT limit` (oldest first).
+    /// Runs `SELECT … WHERE <filter> AND id > after ORDER BY id LIMIT fetch` (oldest
+    /// first): the rows of the page `paging` asks for, and one more if another follows.
     pub fn page<T>(
         self,
         conn: &Connection,
         select: &str,
         id_column: &str,
-        after: i64,
-        limit: u32,
+        paging: Paging,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
+        let order = (">", "ASC");
+        let limit = paging.fetch();
         self.run(
             conn,
             select,
             id_column,
-            (">", "ASC"),
-            Some(after),
+            order,
+            Some(paging.after),
             limit,
             row,
         )
     }
 
-    /// Runs `SELECT … WHERE <filter> [AND id < before] ORDER BY id DESC LIMIT limit` (newest first).
+    /// Runs `SELECT … WHERE <filter> [AND id < before] ORDER BY id DESC LIMIT fetch`
+    /// (newest first), the cursor being the id to go below.
     pub fn page_newest<T>(
         self,
         conn: &Connection,
         select: &str,
         id_column: &str,
-        before: Option<i64>,
-        limit: u32,
+        paging: Paging,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
+        let (before, limit) = (paging.before(), paging.fetch());
         self.run(conn, select, id_column, ("<", "DESC"), before, limit, row)
     }
 
