@@ -109,24 +109,30 @@ pub fn open_and_migrate(path: &Path) -> Result<Connection, DbError> {
             path: p.clone(),
             source,
         })?;
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|source| DbError::Open {
-            path: p.clone(),
-            source,
-        })?;
-    if found > MIGRATIONS.len() as i64 {
-        return Err(DbError::TooNew {
-            path: p,
-            found,
-            known: MIGRATIONS.len(),
-        });
-    }
+    schema_found(&conn, &p)?;
     // Applies every pending file in one transaction: all or nothing.
     migrations()
         .to_latest(&mut conn)
         .map_err(|source| DbError::Migrate { path: p, source })?;
     Ok(conn)
+}
+
+/// The file's schema version, refusing one newer than this binary knows.
+fn schema_found(conn: &Connection, p: &str) -> Result<i64, DbError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| DbError::Open {
+            path: p.to_string(),
+            source,
+        })?;
+    if found > MIGRATIONS.len() as i64 {
+        return Err(DbError::TooNew {
+            path: p.to_string(),
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(found)
 }
 
 /// Opens an existing database read-only, for checks that must not change what they
@@ -142,19 +148,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
         path: p.clone(),
         source,
     })?;
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|source| DbError::Open {
-            path: p.clone(),
-            source,
-        })?;
-    if found > MIGRATIONS.len() as i64 {
-        return Err(DbError::TooNew {
-            path: p,
-            found,
-            known: MIGRATIONS.len(),
-        });
-    }
+    let found = schema_found(&conn, &p)?;
     if found < MIGRATIONS.len() as i64 {
         return Err(DbError::Outdated {
             path: p,
