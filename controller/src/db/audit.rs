@@ -278,7 +278,7 @@ pub fn list(
                 a.tenant_id, a.action, a.target_kind, a.target_id, a.before, a.after, a.ip,
                 a.user_agent, a.security
          FROM audit_log a";
-    w.page_newest(conn, select, "a.id", paging, |r| {
+    w.newest_first().page(conn, select, "a.id", paging, |r| {
         let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
         Ok(AuditEntry {
             id: r.get(0)?,

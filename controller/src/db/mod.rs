@@ -379,21 +379,23 @@ impl Cached for Connection {
 pub struct Filter {
     sql: String,
     args: Vec<rusqlite::types::Value>,
+    newest_first: bool,
 }
 
 impl Filter {
     /// Starts from `scope`'s predicate over the owning-tenant column.
     pub fn scoped(scope: &crate::scope::Scope, column: &str) -> Filter {
         let (pred, p) = scope.owns(column);
-        Filter {
-            sql: pred,
-            args: vec![p],
-        }
+        Filter::new(pred, vec![p])
     }
 
     /// Starts from any predicate and its parameters.
     pub fn new(pred: String, args: Vec<rusqlite::types::Value>) -> Filter {
-        Filter { sql: pred, args }
+        Filter {
+            sql: pred,
+            args,
+            newest_first: false,
+        }
     }
 
     /// Adds `AND clause`, binding `value` to each `?` in it.
@@ -435,60 +437,34 @@ impl Filter {
         self
     }
 
+    /// Makes [`Filter::page`] read newest first, the cursor being the id to go below.
+    pub fn newest_first(mut self) -> Filter {
+        self.newest_first = true;
+        self
+    }
+
     /// Runs `SELECT … WHERE <filter> AND id > after ORDER BY id LIMIT fetch` (oldest
-    /// first): the rows of the page `paging` asks for, and one more if another follows.
+    /// first; newest first, `AND id < before ORDER BY id DESC`, no bound from the top):
+    /// the rows of the page `paging` asks for, and one more if another follows.
     pub fn page<T>(
-        self,
-        conn: &Connection,
-        select: &str,
-        id_column: &str,
-        paging: Paging,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
-        let order = (">", "ASC");
-        let limit = paging.fetch();
-        self.run(
-            conn,
-            select,
-            id_column,
-            order,
-            Some(paging.after),
-            limit,
-            row,
-        )
-    }
-
-    /// Runs `SELECT … WHERE <filter> [AND id < before] ORDER BY id DESC LIMIT fetch`
-    /// (newest first), the cursor being the id to go below.
-    pub fn page_newest<T>(
-        self,
-        conn: &Connection,
-        select: &str,
-        id_column: &str,
-        paging: Paging,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
-        let (before, limit) = (paging.before(), paging.fetch());
-        self.run(conn, select, id_column, ("<", "DESC"), before, limit, row)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run<T>(
         mut self,
         conn: &Connection,
         select: &str,
         id_column: &str,
-        (cmp, order): (&str, &str),
-        cursor: Option<i64>,
-        limit: u32,
+        paging: Paging,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
+        let (cmp, order, cursor) = if self.newest_first {
+            ("<", "DESC", paging.before())
+        } else {
+            (">", "ASC", Some(paging.after))
+        };
         self.and_opt(&format!("{id_column} {cmp} ?"), cursor);
         let sql = format!(
             "{select} WHERE {} ORDER BY {id_column} {order} LIMIT ?",
             self.sql
         );
-        self.args.push((limit as i64).into());
+        self.args.push((paging.fetch() as i64).into());
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(self.args), row)?;
         Ok(rows.collect::<Result<_, _>>()?)
