@@ -25,7 +25,10 @@
 //!   `/api/v1` routes by aggregate (`auth`, `resellers`, `users`, `subscribers`,
 //!   `sites`, `plans`, `balances`, `ledger`, `audit`); the agents' `/agent/v1` routes
 //!   in `agent_api`; `http::error` maps an error's kind to a status and renders the
-//!   error body; [`http::Paging`] reads every list's `cursor` and `limit`.
+//!   error body; `AppState::list_page` and `AppState::read_scoped` are the list and read
+//!   shapes handlers share.
+//! - [`db::paging`]: every list's `cursor` and `limit` ([`db::Paging`], [`db::Page`]), and
+//!   `list_filter!`, which declares a list's query with them.
 //! - [`crypto`]: argon2id passwords (checked a few at a time on the
 //!   [`crypto::PasswordGate`]'s own threads), hashed bearer secrets, sealed recoverable
 //!   secrets.

@@ -8,9 +8,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
+use super::{Filter, Paging};
 use crate::error::Result;
 use crate::scope::Scope;
 pub use crate::security::{SecurityEvent, Who};
@@ -220,26 +221,22 @@ pub struct AuditEntry {
     pub security: bool,
 }
 
-#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditFilter {
-    /// Only entries by this user.
-    pub actor_user_id: Option<i64>,
-    /// Exact action (`subscriber.update`) or a prefix ending in a dot (`subscriber.`).
-    pub action: Option<String>,
-    pub target_kind: Option<String>,
-    pub target_id: Option<i64>,
-    /// Only security events.
-    pub security: Option<bool>,
-    /// RFC 3339 lower bound (inclusive).
-    pub since: Option<String>,
-    /// RFC 3339 upper bound (exclusive).
-    pub until: Option<String>,
-    /// Cursor: entries older than this id (the `next_cursor` of the previous page).
-    pub cursor: Option<String>,
-    /// 1..=500, default 100.
-    pub limit: Option<u32>,
+list_filter! {
+    /// Newest first: a `cursor` goes to entries older than that id.
+    pub struct AuditFilter {
+        /// Only entries by this user.
+        pub actor_user_id: Option<i64>,
+        /// Exact action (`subscriber.update`) or a prefix ending in a dot (`subscriber.`).
+        pub action: Option<String>,
+        pub target_kind: Option<String>,
+        pub target_id: Option<i64>,
+        /// Only security events.
+        pub security: Option<bool>,
+        /// RFC 3339 lower bound (inclusive).
+        pub since: Option<String>,
+        /// RFC 3339 upper bound (exclusive).
+        pub until: Option<String>,
+    }
 }
 
 /// Newest first, within `scope`.
@@ -249,8 +246,7 @@ pub fn list(
     f: &AuditFilter,
     since: Option<i64>,
     until: Option<i64>,
-    before_id: Option<i64>,
-    limit: u32,
+    paging: Paging,
 ) -> Result<Vec<AuditEntry>> {
     let mut w = Filter::scoped(scope, "a.tenant_id");
     w.and_opt("a.actor_user_id = ?", f.actor_user_id);
@@ -282,7 +278,7 @@ pub fn list(
                 a.tenant_id, a.action, a.target_kind, a.target_id, a.before, a.after, a.ip,
                 a.user_agent, a.security
          FROM audit_log a";
-    w.page_newest(conn, select, "a.id", before_id, limit, |r| {
+    w.newest_first().page(conn, select, "a.id", paging, |r| {
         let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
         Ok(AuditEntry {
             id: r.get(0)?,

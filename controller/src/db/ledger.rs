@@ -9,7 +9,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
+use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str};
 use crate::scope::Scope;
@@ -303,23 +304,20 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
     })
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct LedgerFilter {
-    pub tenant_id: Option<i64>,
-    pub account: Option<Account>,
-    pub kind: Option<EntryKind>,
-    pub subscriber_id: Option<i64>,
-    /// RFC 3339 lower bound (inclusive).
-    pub since: Option<String>,
-    /// RFC 3339 upper bound (exclusive).
-    pub until: Option<String>,
-    /// `csv` for `text/csv` (statements only; `Accept: text/csv` works too).
-    pub format: Option<String>,
-    pub cursor: Option<String>,
-    /// 1..=500, default 100 (CSV statements: up to 100000).
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct LedgerFilter {
+        pub tenant_id: Option<i64>,
+        pub account: Option<Account>,
+        pub kind: Option<EntryKind>,
+        pub subscriber_id: Option<i64>,
+        /// RFC 3339 lower bound (inclusive).
+        pub since: Option<String>,
+        /// RFC 3339 upper bound (exclusive).
+        pub until: Option<String>,
+        /// `csv` for `text/csv` (statements only; `Accept: text/csv` works too). A CSV
+        /// statement takes a `limit` of up to 100000.
+        pub format: Option<String>,
+    }
 }
 
 /// Oldest first, within `scope`.
@@ -329,8 +327,7 @@ pub fn list(
     f: &LedgerFilter,
     since: Option<i64>,
     until: Option<i64>,
-    after: i64,
-    limit: u32,
+    paging: Paging,
 ) -> Result<Vec<LedgerRow>> {
     let mut w = Filter::scoped(scope, "l.tenant_id");
     w.and_opt("l.tenant_id = ?", f.tenant_id)
@@ -339,14 +336,8 @@ pub fn list(
         .and_opt("l.subscriber_id = ?", f.subscriber_id)
         .and_opt("l.at >= ?", since)
         .and_opt("l.at < ?", until);
-    w.page(
-        conn,
-        &format!("SELECT {COLS} FROM ledger l"),
-        "l.id",
-        after,
-        limit,
-        from_row,
-    )
+    let select = format!("SELECT {COLS} FROM ledger l");
+    w.page(conn, &select, "l.id", paging, from_row)
 }
 
 /// What `verify` found wrong.

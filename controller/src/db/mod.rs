@@ -8,6 +8,7 @@ pub mod audit;
 pub mod brand;
 pub mod ledger;
 pub mod nas;
+pub mod paging;
 pub mod plan;
 pub mod retention;
 pub mod session;
@@ -25,6 +26,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 use crate::error::{Error, Result};
+pub use paging::{Page, Paged, Paging};
 
 /// The controller's migrations, in order. Files are never edited once landed.
 const MIGRATIONS: &[&str] = &[
@@ -107,24 +109,30 @@ pub fn open_and_migrate(path: &Path) -> Result<Connection, DbError> {
             path: p.clone(),
             source,
         })?;
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|source| DbError::Open {
-            path: p.clone(),
-            source,
-        })?;
-    if found > MIGRATIONS.len() as i64 {
-        return Err(DbError::TooNew {
-            path: p,
-            found,
-            known: MIGRATIONS.len(),
-        });
-    }
+    schema_found(&conn, &p)?;
     // Applies every pending file in one transaction: all or nothing.
     migrations()
         .to_latest(&mut conn)
         .map_err(|source| DbError::Migrate { path: p, source })?;
     Ok(conn)
+}
+
+/// The file's schema version, refusing one newer than this binary knows.
+fn schema_found(conn: &Connection, p: &str) -> Result<i64, DbError> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| DbError::Open {
+            path: p.to_string(),
+            source,
+        })?;
+    if found > MIGRATIONS.len() as i64 {
+        return Err(DbError::TooNew {
+            path: p.to_string(),
+            found,
+            known: MIGRATIONS.len(),
+        });
+    }
+    Ok(found)
 }
 
 /// Opens an existing database read-only, for checks that must not change what they
@@ -140,19 +148,7 @@ pub fn open_read_only(path: &Path) -> Result<Connection, DbError> {
         path: p.clone(),
         source,
     })?;
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|source| DbError::Open {
-            path: p.clone(),
-            source,
-        })?;
-    if found > MIGRATIONS.len() as i64 {
-        return Err(DbError::TooNew {
-            path: p,
-            found,
-            known: MIGRATIONS.len(),
-        });
-    }
+    let found = schema_found(&conn, &p)?;
     if found < MIGRATIONS.len() as i64 {
         return Err(DbError::Outdated {
             path: p,
@@ -383,21 +379,23 @@ impl Cached for Connection {
 pub struct Filter {
     sql: String,
     args: Vec<rusqlite::types::Value>,
+    newest_first: bool,
 }
 
 impl Filter {
     /// Starts from `scope`'s predicate over the owning-tenant column.
     pub fn scoped(scope: &crate::scope::Scope, column: &str) -> Filter {
         let (pred, p) = scope.owns(column);
-        Filter {
-            sql: pred,
-            args: vec![p],
-        }
+        Filter::new(pred, vec![p])
     }
 
     /// Starts from any predicate and its parameters.
     pub fn new(pred: String, args: Vec<rusqlite::types::Value>) -> Filter {
-        Filter { sql: pred, args }
+        Filter {
+            sql: pred,
+            args,
+            newest_first: false,
+        }
     }
 
     /// Adds `AND clause`, binding `value` to each `?` in it.
@@ -439,57 +437,34 @@ impl Filter {
         self
     }
 
-    /// Runs `SELECT … WHERE <filter> AND id > after ORDER BY id LIMIT limit` (oldest first).
+    /// Makes [`Filter::page`] read newest first, the cursor being the id to go below.
+    pub fn newest_first(mut self) -> Filter {
+        self.newest_first = true;
+        self
+    }
+
+    /// Runs `SELECT … WHERE <filter> AND id > after ORDER BY id LIMIT fetch` (oldest
+    /// first; newest first, `AND id < before ORDER BY id DESC`, no bound from the top):
+    /// the rows of the page `paging` asks for, and one more if another follows.
     pub fn page<T>(
-        self,
-        conn: &Connection,
-        select: &str,
-        id_column: &str,
-        after: i64,
-        limit: u32,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
-        self.run(
-            conn,
-            select,
-            id_column,
-            (">", "ASC"),
-            Some(after),
-            limit,
-            row,
-        )
-    }
-
-    /// Runs `SELECT … WHERE <filter> [AND id < before] ORDER BY id DESC LIMIT limit` (newest first).
-    pub fn page_newest<T>(
-        self,
-        conn: &Connection,
-        select: &str,
-        id_column: &str,
-        before: Option<i64>,
-        limit: u32,
-        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>> {
-        self.run(conn, select, id_column, ("<", "DESC"), before, limit, row)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run<T>(
         mut self,
         conn: &Connection,
         select: &str,
         id_column: &str,
-        (cmp, order): (&str, &str),
-        cursor: Option<i64>,
-        limit: u32,
+        paging: Paging,
         row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
+        let (cmp, order, cursor) = if self.newest_first {
+            ("<", "DESC", paging.before())
+        } else {
+            (">", "ASC", Some(paging.after))
+        };
         self.and_opt(&format!("{id_column} {cmp} ?"), cursor);
         let sql = format!(
             "{select} WHERE {} ORDER BY {id_column} {order} LIMIT ?",
             self.sql
         );
-        self.args.push((limit as i64).into());
+        self.args.push((paging.fetch() as i64).into());
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(self.args), row)?;
         Ok(rows.collect::<Result<_, _>>()?)

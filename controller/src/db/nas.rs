@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
 use super::tenant::{Tenant, validate_name};
+use super::{Filter, Paging};
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 use crate::scope::Scope;
@@ -158,34 +159,19 @@ pub fn get_visible(
     Ok(nas)
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct NasFilter {
-    pub site_id: Option<i64>,
-    pub tenant_id: Option<i64>,
-    pub cursor: Option<String>,
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct NasFilter {
+        pub site_id: Option<i64>,
+        pub tenant_id: Option<i64>,
+    }
 }
 
-pub fn list(
-    conn: &Connection,
-    scope: &Scope,
-    f: &NasFilter,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<Nas>> {
+pub fn list(conn: &Connection, scope: &Scope, f: &NasFilter, paging: Paging) -> Result<Vec<Nas>> {
     let mut w = Filter::scoped(scope, "n.tenant_id");
     w.and_opt("n.site_id = ?", f.site_id)
         .and_opt("n.tenant_id = ?", f.tenant_id);
-    let rows = w.page(
-        conn,
-        &format!("SELECT {COLS} FROM nas n"),
-        "n.id",
-        after,
-        limit,
-        from_row,
-    )?;
+    let select = format!("SELECT {COLS} FROM nas n");
+    let rows = w.page(conn, &select, "n.id", paging, from_row)?;
     Ok(rows.into_iter().map(|r| r.nas).collect())
 }
 

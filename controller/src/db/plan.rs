@@ -14,8 +14,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
 use super::tenant::{self, RenewalMode, Tenant, validate_name};
+use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str, opt_decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
@@ -198,31 +199,28 @@ fn visible_select(scope: &Scope) -> (String, Filter) {
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<PlanRow> {
     let (select, mut w) = visible_select(scope);
     w.and("p.id = ?", id);
-    w.page(conn, &select, "p.id", 0, 1, from_row)?
+    let one = Paging { after: 0, limit: 1 };
+    w.page(conn, &select, "p.id", one, from_row)?
         .pop()
         .ok_or_else(|| Error::not_found("plan"))
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct PlanFilter {
-    pub q: Option<String>,
-    /// Only plans owned by this tenant.
-    pub tenant_id: Option<i64>,
-    pub status: Option<PlanStatus>,
-    /// Only plans on your own rate card (true) or only your and your descendants' own (false).
-    pub assigned: Option<bool>,
-    pub cursor: Option<String>,
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct PlanFilter {
+        pub q: Option<String>,
+        /// Only plans owned by this tenant.
+        pub tenant_id: Option<i64>,
+        pub status: Option<PlanStatus>,
+        /// Only plans on your own rate card (true) or only your and your descendants' own (false).
+        pub assigned: Option<bool>,
+    }
 }
 
 pub fn list(
     conn: &Connection,
     scope: &Scope,
     f: &PlanFilter,
-    after: i64,
-    limit: u32,
+    paging: Paging,
 ) -> Result<Vec<PlanRow>> {
     let (select, mut w) = visible_select(scope);
     w.search(&["p.name"], f.q.as_deref())
@@ -247,7 +245,7 @@ pub fn list(
         }
         None => {}
     }
-    w.page(conn, &select, "p.id", after, limit, from_row)
+    w.page(conn, &select, "p.id", paging, from_row)
 }
 
 /// A plan a subscriber of `owner` may be on: `owner`'s own, or on its card; active.

@@ -25,9 +25,17 @@ pub const CHUNK: usize = 5_000;
 /// Stored answers older than the window (one chunk).
 pub fn idempotency(conn: &Connection, now: i64, cfg: &RetentionConfig) -> Result<usize> {
     let before = now - (cfg.idempotency_hours as i64) * 3600;
+    delete_chunk(conn, "idempotency", "user_id, key", "created_at", before)
+}
+
+/// Deletes one chunk of `table`'s rows (named by their `key` columns) whose `at`
+/// column is before `before`.
+fn delete_chunk(conn: &Connection, table: &str, key: &str, at: &str, before: i64) -> Result<usize> {
     Ok(conn.execute(
-        "DELETE FROM idempotency WHERE (user_id, key) IN
-             (SELECT user_id, key FROM idempotency WHERE created_at < ?1 LIMIT ?2)",
+        &format!(
+            "DELETE FROM {table} WHERE ({key}) IN
+                 (SELECT {key} FROM {table} WHERE {at} < ?1 LIMIT ?2)"
+        ),
         params![before, CHUNK as i64],
     )?)
 }
@@ -37,11 +45,7 @@ pub fn idempotency(conn: &Connection, now: i64, cfg: &RetentionConfig) -> Result
 /// had acknowledged, so deduplication does not need them.
 pub fn agent_events(conn: &Connection, now: i64, cfg: &RetentionConfig) -> Result<usize> {
     let before = now - (cfg.agent_events_days as i64) * 86_400;
-    Ok(conn.execute(
-        "DELETE FROM agent_events WHERE (agent_id, seq) IN
-             (SELECT agent_id, seq FROM agent_events WHERE received_at < ?1 LIMIT ?2)",
-        params![before, CHUNK as i64],
-    )?)
+    delete_chunk(conn, "agent_events", "agent_id, seq", "received_at", before)
 }
 
 /// Feed rows superseded by a newer row for the same site and entity (one chunk).

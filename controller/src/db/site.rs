@@ -5,8 +5,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
 use super::tenant::{Tenant, validate_name};
+use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::scope::Scope;
 
@@ -99,34 +100,19 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> Result<Site
     })
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SiteFilter {
-    pub q: Option<String>,
-    pub tenant_id: Option<i64>,
-    pub cursor: Option<String>,
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct SiteFilter {
+        pub q: Option<String>,
+        pub tenant_id: Option<i64>,
+    }
 }
 
-pub fn list(
-    conn: &Connection,
-    scope: &Scope,
-    f: &SiteFilter,
-    after: i64,
-    limit: u32,
-) -> Result<Vec<Site>> {
+pub fn list(conn: &Connection, scope: &Scope, f: &SiteFilter, paging: Paging) -> Result<Vec<Site>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search(&["s.name", "s.location"], f.q.as_deref())
         .and_opt("s.tenant_id = ?", f.tenant_id);
-    w.page(
-        conn,
-        &format!("SELECT {COLS} FROM sites s"),
-        "s.id",
-        after,
-        limit,
-        from_row,
-    )
+    let select = format!("SELECT {COLS} FROM sites s");
+    w.page(conn, &select, "s.id", paging, from_row)
 }
 
 fn text(field: &str, s: &str, max: usize) -> Result<String> {

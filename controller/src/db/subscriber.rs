@@ -7,8 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
 use super::tenant::{self, Counted, Tenant, present};
+use super::{Filter, Paging};
 use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 use crate::scope::Scope;
@@ -222,27 +223,21 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<Subscrib
     .ok_or_else(|| Error::not_found("subscriber"))
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SubscriberFilter {
-    /// Username, name, phone or email contains (case-insensitive).
-    pub q: Option<String>,
-    pub status: Option<SubscriberStatus>,
-    pub tenant_id: Option<i64>,
-    pub site_id: Option<i64>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// 1..=500, default 100.
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct SubscriberFilter {
+        /// Username, name, phone or email contains (case-insensitive).
+        pub q: Option<String>,
+        pub status: Option<SubscriberStatus>,
+        pub tenant_id: Option<i64>,
+        pub site_id: Option<i64>,
+    }
 }
 
 pub fn list(
     conn: &Connection,
     scope: &Scope,
     f: &SubscriberFilter,
-    after: i64,
-    limit: u32,
+    paging: Paging,
 ) -> Result<Vec<Subscriber>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search(
@@ -253,7 +248,7 @@ pub fn list(
     .and_opt("s.tenant_id = ?", f.tenant_id)
     .and_opt("s.site_id = ?", f.site_id);
     let select = format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id");
-    let rows = w.page(conn, &select, "s.id", after, limit, from_row)?;
+    let rows = w.page(conn, &select, "s.id", paging, from_row)?;
     Ok(rows.into_iter().map(|r| r.sub).collect())
 }
 

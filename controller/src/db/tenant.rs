@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
+use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str, opt_decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
@@ -295,39 +296,29 @@ pub fn get_managed(conn: &Connection, scope: &Scope, id: i64) -> Result<Tenant> 
     .ok_or_else(|| Error::not_found("reseller"))
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ResellerFilter {
-    /// Name contains (case-insensitive).
-    pub q: Option<String>,
-    /// Only the direct children of this tenant.
-    pub parent_id: Option<i64>,
-    pub status: Option<TenantStatus>,
-    pub cursor: Option<String>,
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct ResellerFilter {
+        /// Name contains (case-insensitive).
+        pub q: Option<String>,
+        /// Only the direct children of this tenant.
+        pub parent_id: Option<i64>,
+        pub status: Option<TenantStatus>,
+    }
 }
 
 pub fn list(
     conn: &Connection,
     scope: &Scope,
     f: &ResellerFilter,
-    after: i64,
-    limit: u32,
+    paging: Paging,
 ) -> Result<Vec<Tenant>> {
     let (pred, args) = scope.manages_tenant("t");
     let mut w = Filter::new(pred, args);
     w.search(&["t.name"], f.q.as_deref())
         .and_opt("t.parent_id = ?", f.parent_id)
         .and_opt("t.status = ?", f.status.map(|s| s.as_str().to_string()));
-    w.page(
-        conn,
-        &format!("SELECT {COLS} FROM tenants t"),
-        "t.id",
-        after,
-        limit,
-        from_row,
-    )
+    let select = format!("SELECT {COLS} FROM tenants t");
+    w.page(conn, &select, "t.id", paging, from_row)
 }
 
 pub fn usage(conn: &Connection, t: &Tenant) -> Result<Usage> {

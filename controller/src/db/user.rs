@@ -5,7 +5,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::Filter;
+use super::paging::list_filter;
+use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::scope::{PermSet, Permission, RolePreset, Scope, UserKind};
 
@@ -171,31 +172,27 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<UserRow>
     .ok_or_else(|| Error::not_found("user"))
 }
 
-#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct UserFilter {
-    /// Name or email contains (case-insensitive).
-    pub q: Option<String>,
-    pub tenant_id: Option<i64>,
-    pub kind: Option<UserKind>,
-    pub cursor: Option<String>,
-    pub limit: Option<u32>,
+list_filter! {
+    pub struct UserFilter {
+        /// Name or email contains (case-insensitive).
+        pub q: Option<String>,
+        pub tenant_id: Option<i64>,
+        pub kind: Option<UserKind>,
+    }
 }
 
 pub fn list(
     conn: &Connection,
     scope: &Scope,
     f: &UserFilter,
-    after: i64,
-    limit: u32,
+    paging: Paging,
 ) -> Result<Vec<UserRow>> {
     let mut w = Filter::scoped(scope, "u.tenant_id");
     w.search(&["u.name", "u.email"], f.q.as_deref())
         .and_opt("u.tenant_id = ?", f.tenant_id)
         .and_opt("u.kind = ?", f.kind.map(|k| k.as_str().to_string()));
     let select = format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id");
-    w.page(conn, &select, "u.id", after, limit, from_row)
+    w.page(conn, &select, "u.id", paging, from_row)
 }
 
 pub fn validate_email(s: &str) -> Result<String> {

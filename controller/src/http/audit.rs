@@ -5,7 +5,7 @@ use axum::extract::State;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiQuery, AppState, ErrorBody, Page};
 use crate::db::audit::{self, AuditEntry, AuditFilter};
 use crate::db::subscriber::parse_time;
 use crate::error::Result;
@@ -35,13 +35,7 @@ async fn list(
         .as_deref()
         .map(|s| parse_time("until", s))
         .transpose()?;
-    // Newest first: the cursor is the id to go below (0, no cursor, means from the top).
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let before = (paging.after > 0).then_some(paging.after);
-    let scope = actor.scope();
-    let items = st
-        .db
-        .read(move |c| audit::list(c, &scope, &f, since, until, before, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(items, |e| e.id)))
+    let list =
+        move |c: &_, scope: &_, f: &_, paging| audit::list(c, scope, f, since, until, paging);
+    Ok(Json(st.list_page(&actor, f, list, |e| e.id).await?))
 }

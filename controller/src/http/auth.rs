@@ -649,11 +649,8 @@ async fn impersonate(
             "only operator and reseller logins, in their own session, may impersonate",
         ));
     }
-    let scope = actor.scope();
-    let target = state
-        .db
-        .read(move |c| user::get_visible(c, &scope, id))
-        .await?;
+    let target = state.read_scoped(&actor, move |c, s| user::get_visible(c, s, id));
+    let target = target.await?;
     if target.id == actor.user_id || target.kind == UserKind::Operator {
         return Err(Error::forbidden(
             "permission_denied",

@@ -45,17 +45,13 @@ async fn list_ledger(
     ApiQuery(f): ApiQuery<LedgerFilter>,
 ) -> Result<Json<Page<LedgerEntry>>> {
     actor.require(Permission::ViewInvoices)?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let (since, until) = bounds(&f)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| ledger::list(c, &scope, &f, since, until, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(
-        rows.iter().map(|r| r.view(&st.currency)).collect(),
-        |e| e.id,
-    )))
+    // The cursor and limit are checked before the bounds, as they always were.
+    let list = |c: &_, scope: &_, f: &LedgerFilter, paging| {
+        let (since, until) = bounds(f)?;
+        ledger::list(c, scope, f, since, until, paging)
+    };
+    let page = st.list_page(&actor, f, list, |r| r.id).await?;
+    Ok(Json(page.map(|r| r.view(&st.currency))))
 }
 
 const CSV_MAX_ROWS: u32 = 100_000;
@@ -103,15 +99,13 @@ async fn statement(
     } else {
         Paging::new(f.cursor.as_deref(), f.limit)?
     };
-    let scope = actor.scope();
     let rows = st
-        .db
-        .read(move |c| {
-            let (t, over) = tenant::rows_scope(c, &scope, id)?;
+        .read_scoped(&actor, move |c, scope| {
+            let (t, over) = tenant::rows_scope(c, scope, id)?;
             // The statement is the tenant's own account: its rows alone, not its
             // descendants'.
             f.tenant_id = Some(t.id);
-            ledger::list(c, &over, &f, since, until, paging.after, paging.fetch())
+            ledger::list(c, &over, &f, since, until, paging)
         })
         .await?;
     let entries: Vec<LedgerEntry> = rows.iter().map(|r| r.view(&st.currency)).collect();
@@ -236,13 +230,11 @@ async fn summary(
         .map(|s| parse_time("since", s))
         .transpose()?
         .unwrap_or(until - if monthly { 366 } else { 31 } * 86_400);
-    let scope = actor.scope();
     let tenant_id = q.tenant_id.unwrap_or(actor.tenant_id);
     let cur = st.currency.clone();
     let periods = st
-        .db
-        .read(move |c| {
-            let (_, over) = tenant::rows_scope(c, &scope, tenant_id)?;
+        .read_scoped(&actor, move |c, scope| {
+            let (_, over) = tenant::rows_scope(c, scope, tenant_id)?;
             ledger::summary(c, &over, monthly, since, until, &cur)
         })
         .await?;

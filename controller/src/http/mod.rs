@@ -31,7 +31,10 @@ use utoipa_axum::routes;
 use crate::config::Config;
 use crate::crypto::{PasswordHasherCfg, SecretBox};
 use crate::db::Db;
+use crate::db::Paged;
+pub use crate::db::{Page, Paging};
 use crate::error::{Error, Result};
+use crate::scope::{Actor, Scope};
 
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
@@ -60,6 +63,39 @@ impl AppState {
             )),
             config: Arc::new(config),
         })
+    }
+}
+
+impl AppState {
+    /// Runs `read` on a read connection over the actor's part of the tree: how a handler
+    /// reads anything in someone's scope.
+    pub async fn read_scoped<T: Send + 'static>(
+        &self,
+        actor: &Actor,
+        read: impl FnOnce(&rusqlite::Connection, &Scope) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let scope = actor.scope();
+        self.db.read(move |c| read(c, &scope)).await
+    }
+
+    /// The page a list query asks for, of the rows `list` reads in the actor's scope
+    /// (`id` gives a row's cursor).
+    pub async fn list_page<F, R>(
+        &self,
+        actor: &Actor,
+        f: F,
+        list: impl FnOnce(&rusqlite::Connection, &Scope, &F, Paging) -> Result<Vec<R>> + Send + 'static,
+        id: impl Fn(&R) -> i64,
+    ) -> Result<Page<R>>
+    where
+        F: Paged + Send + 'static,
+        R: Send + 'static,
+    {
+        let paging = f.paging()?;
+        let rows = self
+            .read_scoped(actor, move |c, scope| list(c, scope, &f, paging))
+            .await?;
+        Ok(paging.page(rows, id))
     }
 }
 
@@ -208,65 +244,4 @@ fn inner(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s;
     }
     cur.to_string()
-}
-
-/// One page of a list, oldest first.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// The `cursor` and `limit` of a list request, read and checked the same way for
-/// every list route.
-#[derive(Debug, Clone, Copy)]
-pub struct Paging {
-    /// The id the page starts after (before, for newest-first lists); 0 from the start.
-    pub after: i64,
-    /// Rows on a page.
-    pub limit: u32,
-}
-
-impl Paging {
-    /// Reads `cursor` (a `next_cursor` from a previous page) and `limit` (1..=500,
-    /// default 100).
-    pub fn new(cursor: Option<&str>, limit: Option<u32>) -> Result<Paging> {
-        let after = match cursor {
-            None | Some("") => 0,
-            Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-                Error::bad_request(
-                    "bad_cursor",
-                    "cursor must be a next_cursor from a previous page",
-                )
-            })?,
-        };
-        let limit = limit.unwrap_or(100);
-        if !(1..=500).contains(&limit) {
-            return Err(Error::bad_request(
-                "bad_limit",
-                "limit must be between 1 and 500",
-            ));
-        }
-        Ok(Paging { after, limit })
-    }
-
-    /// Rows to fetch: one more than a page, to tell whether another page follows.
-    pub fn fetch(&self) -> u32 {
-        self.limit + 1
-    }
-
-    /// Builds a page from [`Paging::fetch`] rows.
-    pub fn page<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> Page<T> {
-        let next_cursor = if rows.len() > self.limit as usize {
-            rows.truncate(self.limit as usize);
-            rows.last().map(|r| id(r).to_string())
-        } else {
-            None
-        };
-        Page {
-            items: rows,
-            next_cursor,
-        }
-    }
 }

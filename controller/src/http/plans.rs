@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
 use crate::db::plan::{self, NewPlan, Plan, PlanFilter, PlanPatch, RateCardChange, RateCardEntry};
 use crate::db::tenant;
 use crate::error::Result;
@@ -30,16 +30,8 @@ async fn list_plans(
     ApiQuery(f): ApiQuery<PlanFilter>,
 ) -> Result<Json<Page<Plan>>> {
     actor.require_any(&[Permission::ViewCustomers, Permission::ManagePlans])?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| plan::list(c, &scope, &f, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(
-        rows.iter().map(|p| p.view(&st.currency)).collect(),
-        |p| p.id,
-    )))
+    let page = st.list_page(&actor, f, plan::list, |p| p.id).await?;
+    Ok(Json(page.map(|p| p.view(&st.currency))))
 }
 
 /// Create a plan. The operator's plans stand alone; a reseller's plan derives from a
@@ -70,12 +62,8 @@ async fn get_plan(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Plan>> {
     actor.require_any(&[Permission::ViewCustomers, Permission::ManagePlans])?;
-    let scope = actor.scope();
-    let row = st
-        .db
-        .read(move |c| plan::get_visible(c, &scope, id))
-        .await?;
-    Ok(Json(row.view(&st.currency)))
+    let plan = st.read_scoped(&actor, move |c, s| plan::get_visible(c, s, id));
+    Ok(Json(plan.await?.view(&st.currency)))
 }
 
 /// Change one of your (or your descendants') plans: name, price, speeds, status.
@@ -107,11 +95,9 @@ async fn get_rate_card(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Vec<RateCardEntry>>> {
     actor.require_any(&[Permission::ManageResellers, Permission::ManagePlans])?;
-    let scope = actor.scope();
     let rows = st
-        .db
-        .read(move |c| {
-            let t = tenant::get_visible(c, &scope, id)?;
+        .read_scoped(&actor, move |c, scope| {
+            let t = tenant::get_visible(c, scope, id)?;
             plan::card(c, t.id)
         })
         .await?;

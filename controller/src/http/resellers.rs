@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
 use crate::error::Result;
@@ -29,16 +29,8 @@ async fn list(
     ApiQuery(f): ApiQuery<ResellerFilter>,
 ) -> Result<Json<Page<Reseller>>> {
     actor.require(Permission::ManageResellers)?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| tenant::list(c, &scope, &f, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(
-        rows.iter().map(|t| t.view(None, &st.currency)).collect(),
-        |r| r.id,
-    )))
+    let page = st.list_page(&actor, f, tenant::list, |t| t.id).await?;
+    Ok(Json(page.map(|t| t.view(None, &st.currency))))
 }
 
 /// Create a reseller (under `parent_id`, by default under your own tenant).
@@ -69,17 +61,13 @@ async fn get(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Reseller>> {
     actor.require(Permission::ManageResellers)?;
-    let scope = actor.scope();
     let cur = st.currency.clone();
-    let view = st
-        .db
-        .read(move |c| {
-            let t = tenant::get_visible(c, &scope, id)?;
-            let usage = tenant::usage(c, &t)?;
-            Ok(t.view(Some(usage), &cur))
-        })
-        .await?;
-    Ok(Json(view))
+    let view = st.read_scoped(&actor, move |c, scope| {
+        let t = tenant::get_visible(c, scope, id)?;
+        let usage = tenant::usage(c, &t)?;
+        Ok(t.view(Some(usage), &cur))
+    });
+    Ok(Json(view.await?))
 }
 
 /// Change a reseller below you: name, status, allowed IPs, features, domain, limits,
@@ -113,15 +101,11 @@ async fn get_brand(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<BrandView>> {
     actor.require(Permission::ManageBranding)?;
-    let scope = actor.scope();
-    let view = st
-        .db
-        .read(move |c| {
-            tenant::get_visible(c, &scope, id)?;
-            brand::view(c, id)
-        })
-        .await?;
-    Ok(Json(view))
+    let view = st.read_scoped(&actor, move |c, scope| {
+        tenant::get_visible(c, scope, id)?;
+        brand::view(c, id)
+    });
+    Ok(Json(view.await?))
 }
 
 /// Replace the brand settings of your own tenant or a reseller below you (which must

@@ -9,14 +9,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
 use crate::crypto::new_bearer;
 use crate::db::agent::{self, AgentStatus, CreatedEnrollmentToken, EnrollmentToken, SiteEvent};
 use crate::db::nas::{self, Nas, NasFilter, NasPatch, NewNas};
 use crate::db::site::{self, NewSite, Site, SiteFilter, SitePatch};
 use crate::error::{Error, Result};
 use crate::ops::sites as ops;
-use crate::scope::{Actor, Permission};
+use crate::scope::{Actor, Permission, Scope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,13 +38,7 @@ async fn list_sites(
     ApiQuery(f): ApiQuery<SiteFilter>,
 ) -> Result<Json<Page<Site>>> {
     actor.require(Permission::ManageSites)?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| site::list(c, &scope, &f, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(rows, |s| s.id)))
+    Ok(Json(st.list_page(&actor, f, site::list, |s| s.id).await?))
 }
 
 /// Create a site (owned by `tenant_id`, by default your own tenant).
@@ -73,12 +67,8 @@ async fn get_site(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Site>> {
     actor.require(Permission::ManageSites)?;
-    let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| site::get_visible(c, &scope, id))
-            .await?,
-    ))
+    let site = st.read_scoped(&actor, move |c, s| site::get_visible(c, s, id));
+    Ok(Json(site.await?))
 }
 
 /// Rename or describe a site.
@@ -108,13 +98,7 @@ async fn list_nas(
     ApiQuery(f): ApiQuery<NasFilter>,
 ) -> Result<Json<Page<Nas>>> {
     actor.require(Permission::ManageSites)?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| nas::list(c, &scope, &f, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(rows, |n| n.id)))
+    Ok(Json(st.list_page(&actor, f, nas::list, |n| n.id).await?))
 }
 
 /// Register a NAS at a site. The RADIUS secret is stored sealed.
@@ -144,13 +128,11 @@ async fn get_nas(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Nas>> {
     actor.require(Permission::ManageSites)?;
-    let scope = actor.scope();
     let secrets = st.secrets.clone();
-    Ok(Json(
-        st.db
-            .read(move |c| nas::get_visible(c, &scope, id, Some(&secrets)))
-            .await?,
-    ))
+    let nas = st.read_scoped(&actor, move |c, s| {
+        nas::get_visible(c, s, id, Some(&secrets))
+    });
+    Ok(Json(nas.await?))
 }
 
 /// Change a NAS: name, address, secret, dialect, CoA port, Message-Authenticator policy.
@@ -281,7 +263,6 @@ async fn about_site<T: Send + 'static>(
     id: i64,
     read: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
 ) -> Result<Json<T>> {
-    let scope = actor.scope();
-    let site = move |c: &rusqlite::Connection| read(c, site::get_visible(c, &scope, id)?.id);
-    Ok(Json(st.db.read(site).await?))
+    let site = move |c: &rusqlite::Connection, s: &Scope| read(c, site::get_visible(c, s, id)?.id);
+    Ok(Json(st.read_scoped(actor, site).await?))
 }

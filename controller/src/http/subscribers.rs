@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
 use crate::db::agent::{self, OnlineSession, UsageDay};
 use crate::db::audit::{self, Entry, Who};
 use crate::db::subscriber::{
@@ -20,7 +20,7 @@ use crate::db::subscriber::{
 use crate::db::tenant;
 use crate::error::{Error, Result};
 use crate::ops::subscribers as ops;
-use crate::scope::{Actor, Permission};
+use crate::scope::{Actor, Permission, Scope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -40,13 +40,9 @@ async fn list(
     ApiQuery(f): ApiQuery<SubscriberFilter>,
 ) -> Result<Json<Page<Subscriber>>> {
     actor.require(Permission::ViewCustomers)?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| subscriber::list(c, &scope, &f, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(paging.page(rows, |s| s.id)))
+    Ok(Json(
+        st.list_page(&actor, f, subscriber::list, |s| s.id).await?,
+    ))
 }
 
 /// Create a subscriber (owned by `tenant_id`, by default your own tenant).
@@ -80,15 +76,13 @@ async fn get(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<Subscriber>> {
     actor.require(Permission::ViewCustomers)?;
-    let scope = actor.scope();
     let secrets = actor
         .can(Permission::EditCustomers)
         .then(|| st.secrets.clone());
-    let view = st
-        .db
-        .read(move |c| subscriber::get_visible(c, &scope, id)?.view(secrets.as_ref()))
-        .await?;
-    Ok(Json(view))
+    let view = st.read_scoped(&actor, move |c, s| {
+        subscriber::get_visible(c, s, id)?.view(secrets.as_ref())
+    });
+    Ok(Json(view.await?))
 }
 
 /// Change a subscriber. Changing `status` needs suspend/reconnect; any other field needs
@@ -236,8 +230,8 @@ async fn about_subscriber<T: Send + 'static>(
     id: i64,
     read: impl FnOnce(&rusqlite::Connection, i64) -> Result<T> + Send + 'static,
 ) -> Result<Json<T>> {
-    let scope = actor.scope();
-    let sub =
-        move |c: &rusqlite::Connection| read(c, subscriber::get_visible(c, &scope, id)?.sub.id);
-    Ok(Json(st.db.read(sub).await?))
+    let sub = move |c: &rusqlite::Connection, s: &Scope| {
+        read(c, subscriber::get_visible(c, s, id)?.sub.id)
+    };
+    Ok(Json(st.read_scoped(actor, sub).await?))
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
 use crate::db::tenant::validate_name;
 use crate::db::user::{self, NewUser, User, UserFilter, UserPatch};
 use crate::error::{Error, Result};
@@ -28,15 +28,8 @@ async fn list(
     ApiQuery(f): ApiQuery<UserFilter>,
 ) -> Result<Json<Page<User>>> {
     actor.require(Permission::ManageStaff)?;
-    let paging = Paging::new(f.cursor.as_deref(), f.limit)?;
-    let scope = actor.scope();
-    let rows = st
-        .db
-        .read(move |c| user::list(c, &scope, &f, paging.after, paging.fetch()))
-        .await?;
-    Ok(Json(
-        paging.page(rows.iter().map(|u| u.view()).collect(), |u| u.id),
-    ))
+    let page = st.list_page(&actor, f, user::list, |u| u.id).await?;
+    Ok(Json(page.map(|u| u.view())))
 }
 
 /// Create a login: operator staff (operator only), a reseller login (operator and
@@ -79,13 +72,8 @@ async fn get(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<User>> {
     actor.require(Permission::ManageStaff)?;
-    let scope = actor.scope();
-    Ok(Json(
-        st.db
-            .read(move |c| user::get_visible(c, &scope, id))
-            .await?
-            .view(),
-    ))
+    let user = st.read_scoped(&actor, move |c, s| user::get_visible(c, s, id));
+    Ok(Json(user.await?.view()))
 }
 
 /// Change a user: name, phone, status, a manager's permissions, or set a new password.
