@@ -255,11 +255,15 @@ fn demo_seed_builds_a_believable_installation() {
     // Only a stated few start past their expiry; a tenth expire within the week.
     let now = "unixepoch()";
     assert_eq!(
-        n(&format!("SELECT count(*) FROM subscribers WHERE expires_at < {now}")),
+        n(&format!(
+            "SELECT count(*) FROM subscribers WHERE expires_at < {now}"
+        )),
         outpost_controller::demo::DEMO_EXPIRED as i64
     );
     assert_eq!(
-        n(&format!("SELECT count(*) FROM subscribers WHERE expires_at >= {now} AND expires_at < unixepoch() + 8 * 86400")),
+        n(&format!(
+            "SELECT count(*) FROM subscribers WHERE expires_at >= {now} AND expires_at < unixepoch() + 8 * 86400"
+        )),
         20
     );
     assert!(n("SELECT min(balance) FROM tenants WHERE depth > 0") > 0);
