@@ -523,3 +523,41 @@ fn bearer_request(
         None => b.body(axum::body::Body::empty()).unwrap(),
     }
 }
+
+/// Every operation has its own `operationId` (OpenAPI requires them unique; clients
+/// generated from the spec name their methods by them).
+#[test]
+fn operation_ids_are_unique() {
+    let spec = outpost_controller::http::api_router().into_openapi();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut dup = Vec::new();
+    for (path, item) in &spec.paths.paths {
+        for op in [&item.get, &item.post, &item.put, &item.patch, &item.delete]
+            .into_iter()
+            .flatten()
+        {
+            let id = op.operation_id.clone().expect("every operation has an id");
+            if let Some(first) = seen.insert(id.clone(), path.clone()) {
+                dup.push(format!("{id}: {first} and {path}"));
+            }
+        }
+    }
+    assert!(dup.is_empty(), "duplicate operationIds: {dup:?}");
+}
+
+/// The statement answers JSON or CSV, and the spec says both (two `200` entries would
+/// collapse into one).
+#[test]
+fn the_statement_documents_both_of_its_answers() {
+    let spec = outpost_controller::http::api_router().into_openapi();
+    let op = spec.paths.paths["/api/v1/resellers/{id}/statement"]
+        .get
+        .clone()
+        .expect("the statement route");
+    let ok = match &op.responses.responses["200"] {
+        utoipa::openapi::RefOr::T(r) => r.clone(),
+        _ => panic!("the 200 answer is a reference, not inline"),
+    };
+    let types: Vec<&String> = ok.content.keys().collect();
+    assert_eq!(types, ["application/json", "text/csv"], "{types:?}");
+}

@@ -12,14 +12,14 @@ use crate::error::Result;
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list))
+    OpenApiRouter::new().routes(routes!(list_audit))
 }
 
 /// Audit entries of your tenant and its descendants (a manager: its own tenant), newest
 /// first, filterable by actor, action, target and time.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditFilter),
     responses((status = 200, body = Page<AuditEntry>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list(
+async fn list_audit(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<AuditFilter>,

@@ -59,7 +59,8 @@ const CSV_MAX_ROWS: u32 = 100_000;
 /// A reseller's statement: its ledger entries with filters, as JSON (paged) or as CSV
 /// (`Accept: text/csv` or `format=csv`, up to 100000 rows).
 #[utoipa::path(get, path = "/api/v1/resellers/{id}/statement", tag = "balances", params(("id" = i64, Path), LedgerFilter),
-    responses((status = 200, body = Page<LedgerEntry>), (status = 200, content_type = "text/csv", description = "CSV statement"),
+    responses((status = 200, description = "The statement: a JSON page, or CSV with `Accept: text/csv` or `format=csv`",
+                content((Page<LedgerEntry> = "application/json"), (String = "text/csv"))),
               (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn statement(
     State(st): State<AppState>,

@@ -15,15 +15,15 @@ use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(get, update))
+        .routes(routes!(list_resellers, create_reseller))
+        .routes(routes!(get_reseller, update_reseller))
         .routes(routes!(get_brand, set_brand))
 }
 
 /// Resellers and sub-resellers below you (a manager: its tenant's direct children).
 #[utoipa::path(get, path = "/api/v1/resellers", tag = "resellers", params(ResellerFilter),
     responses((status = 200, body = Page<Reseller>), (status = 403, body = ErrorBody)))]
-async fn list(
+async fn list_resellers(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<ResellerFilter>,
@@ -37,7 +37,7 @@ async fn list(
 #[utoipa::path(post, path = "/api/v1/resellers", tag = "resellers", request_body = NewReseller,
     responses((status = 201, body = Reseller), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn create(
+async fn create_reseller(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewReseller>,
@@ -55,7 +55,7 @@ async fn create(
 /// One reseller below you, or your own tenant, with its usage against its limits.
 #[utoipa::path(get, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)),
     responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get(
+async fn get_reseller(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
@@ -76,7 +76,7 @@ async fn get(
 #[utoipa::path(patch, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)), request_body = ResellerPatch,
     responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn update(
+async fn update_reseller(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,

@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_site, update_site))
         .routes(routes!(list_nas, create_nas))
         .routes(routes!(get_nas, update_nas))
-        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(list_enrollment_tokens, create_enrollment_token))
         .routes(routes!(agent_status))
         .routes(routes!(site_events))
 }
@@ -164,7 +164,7 @@ pub struct NewEnrollmentToken {
 /// Enrollment tokens of a site (never their secrets).
 #[utoipa::path(get, path = "/api/v1/sites/{id}/enrollment-tokens", tag = "sites", params(("id" = i64, Path)),
     responses((status = 200, body = Vec<EnrollmentToken>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_tokens(
+async fn list_enrollment_tokens(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
@@ -178,7 +178,7 @@ async fn list_tokens(
     request_body = NewEnrollmentToken,
     responses((status = 201, body = CreatedEnrollmentToken), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn create_token(
+async fn create_enrollment_token(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,

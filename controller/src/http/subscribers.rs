@@ -24,8 +24,8 @@ use crate::scope::{Actor, Permission, Scope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(get, update))
+        .routes(routes!(list_subscribers, create_subscriber))
+        .routes(routes!(get_subscriber, update_subscriber))
         .routes(routes!(bulk))
         .routes(routes!(sessions))
         .routes(routes!(usage))
@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Search your subscribers (a manager: its tenant's direct customers only).
 #[utoipa::path(get, path = "/api/v1/subscribers", tag = "subscribers", params(SubscriberFilter),
     responses((status = 200, body = Page<Subscriber>), (status = 403, body = ErrorBody)))]
-async fn list(
+async fn list_subscribers(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<SubscriberFilter>,
@@ -49,7 +49,7 @@ async fn list(
 #[utoipa::path(post, path = "/api/v1/subscribers", tag = "subscribers", request_body = NewSubscriber,
     responses((status = 201, body = Subscriber), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn create(
+async fn create_subscriber(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewSubscriber>,
@@ -70,7 +70,7 @@ async fn create(
 /// One subscriber. The PPP password is included for those who may edit customers.
 #[utoipa::path(get, path = "/api/v1/subscribers/{id}", tag = "subscribers", params(("id" = i64, Path)),
     responses((status = 200, body = Subscriber), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get(
+async fn get_subscriber(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
@@ -91,7 +91,7 @@ async fn get(
     request_body = SubscriberPatch,
     responses((status = 200, body = Subscriber), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn update(
+async fn update_subscriber(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,

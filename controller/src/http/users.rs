@@ -15,14 +15,14 @@ use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list, create))
-        .routes(routes!(get, update))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
 }
 
 /// Users of your part of the tree (a manager: of its own tenant).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserFilter),
     responses((status = 200, body = Page<User>), (status = 403, body = ErrorBody)))]
-async fn list(
+async fn list_users(
     State(st): State<AppState>,
     actor: Actor,
     ApiQuery(f): ApiQuery<UserFilter>,
@@ -37,7 +37,7 @@ async fn list(
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
     responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn create(
+async fn create_user(
     State(st): State<AppState>,
     actor: Actor,
     ApiJson(input): ApiJson<NewUser>,
@@ -66,7 +66,7 @@ async fn create(
 /// One user of your part of the tree.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)),
     responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get(
+async fn get_user(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
@@ -81,7 +81,7 @@ async fn get(
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)), request_body = UserPatch,
     responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 422, body = ErrorBody)))]
-async fn update(
+async fn update_user(
     State(st): State<AppState>,
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
