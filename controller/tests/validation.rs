@@ -453,3 +453,33 @@ async fn cursor_paging_walks_everything_once_and_search_filters() {
     let (_, susp) = fx.get(Who::B, "/api/v1/subscribers?status=suspended").await;
     assert_eq!(susp["items"], json!([]));
 }
+
+#[tokio::test]
+async fn whole_numbers_written_as_floats_are_integers_and_fractions_are_refused() {
+    let fx = Fixture::new();
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "float days", "expires_in_days": 30.0 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "half days", "expires_in_days": 30.5 })),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expires_in_days"),
+        "the message names the field: {b}"
+    );
+}

@@ -185,9 +185,58 @@ async fn openapi_json(Extension(OpenApiJson(json)): Extension<OpenApiJson>) -> i
 }
 
 /// JSON body extractor whose rejections use the API's error body.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(Error))]
+///
+/// A number with a zero fraction (`24.0`) is read as the integer it is: JSON Schema
+/// (and so the OpenAPI document) counts it as an integer, and clients that write every
+/// number as a float should not be refused for it. Money is never a JSON number, so
+/// this changes no amount.
 pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self> {
+        // Content type, syntax and size are judged by axum as before.
+        let axum::Json(mut body) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await?;
+        whole_floats_as_integers(&mut body);
+        serde_path_to_error::deserialize(body)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                Error::unprocessable(
+                    "invalid_field",
+                    if path == "." {
+                        inner.to_string()
+                    } else {
+                        format!("{path}: {inner}")
+                    },
+                )
+            })
+    }
+}
+
+fn whole_floats_as_integers(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *v = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
+}
 
 impl From<JsonRejection> for Error {
     fn from(r: JsonRejection) -> Self {
