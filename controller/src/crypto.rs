@@ -204,7 +204,7 @@ pub struct PasswordGate {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
     waiting: std::sync::atomic::AtomicUsize,
     max_waiting: usize,
-    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: std::sync::mpsc::Sender<Job>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -244,7 +244,7 @@ impl PasswordGate {
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrent)),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             max_waiting: queued as usize,
-            jobs: std::sync::Mutex::new(tx),
+            jobs: tx,
         }
     }
 
@@ -292,12 +292,7 @@ impl Slot<'_> {
                 let _ = tx.send(out);
             }
         });
-        self.gate
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .map_err(|_| CheckLost)?;
+        self.gate.jobs.send(job).map_err(|_| CheckLost)?;
         rx.await.map_err(|_| CheckLost)
     }
 }

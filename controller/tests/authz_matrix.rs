@@ -451,9 +451,8 @@ async fn managers_reach_no_rows_of_their_tenants_children() {
             ("GET", format!("/api/v1/resellers/{child}/brand"), None, 200),
         ];
         for (method, path, body, want) in cases {
-            let (status, _, v) = fx
-                .send(bearer_request(method, &path, &secret, body), ip)
-                .await;
+            let m = Method::from_bytes(method.as_bytes()).unwrap();
+            let (status, v) = fx.request(Some(&secret), ip, m, &path, body, &[]).await;
             let cell = format!("{method} {path} as the manager of tenant {own}");
             if status.as_u16() != want {
                 failures.push(format!("{cell}: want {want}, got {} {v}", status.as_u16()));
@@ -490,38 +489,18 @@ async fn manager_token(fx: &Fixture, ip: std::net::IpAddr, email: &str) -> Strin
         .next()
         .unwrap()
         .to_string();
-    let req = axum::http::Request::builder()
-        .method("POST")
-        .uri("/api/v1/tokens")
-        .header("content-type", "application/json")
-        .header("cookie", cookie)
-        .body(axum::body::Body::from(
-            json!({ "name": "matrix" }).to_string(),
-        ))
-        .unwrap();
-    let (s, _, v) = fx.send(req, ip).await;
+    let (s, v) = fx
+        .request(
+            None,
+            ip,
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "matrix" })),
+            &[("cookie", &cookie)],
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     v["secret"].as_str().expect("a token secret").to_string()
-}
-
-fn bearer_request(
-    method: &str,
-    path: &str,
-    secret: &str,
-    body: Option<Value>,
-) -> axum::http::Request<axum::body::Body> {
-    let b = axum::http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {secret}"))
-        .header("user-agent", "outpost-tests");
-    match body {
-        Some(v) => b
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(v.to_string()))
-            .unwrap(),
-        None => b.body(axum::body::Body::empty()).unwrap(),
-    }
 }
 
 /// Every operation has its own `operationId` (OpenAPI requires them unique; clients

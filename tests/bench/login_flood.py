@@ -27,7 +27,7 @@ def free_port():
     return p
 
 
-def login(port, email, xff, out, i):
+def login(port, email, out, i):
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         body = json.dumps({"email": email, "password": "wrong-password-%d" % i})
@@ -73,7 +73,7 @@ def main():
             ts = []
             for i in range(a.n):
                 email = "admin@outpost.local" if a.mode == "one-email" else f"user{i}@example.test"
-                t = threading.Thread(target=login, args=(port, email, None, out, i))
+                t = threading.Thread(target=login, args=(port, email, out, i))
                 t.start()
                 ts.append(t)
             for t in ts:
