@@ -88,7 +88,7 @@ fn shortfall_error(conn: &Connection, by: &By<'_>, s: &Shortfall, cur: &Currency
             s.tenant_name
         )
     };
-    Ok(Error::unprocessable("insufficient_balance", msg))
+    Ok(Error::conflict("insufficient_balance", msg))
 }
 
 /// The result of a balance movement between a parent and a child.
@@ -315,7 +315,10 @@ pub fn renew(
     }
     let owner = tenant::get(conn, sub.sub.tenant_id)?.expect("owner exists (foreign key)");
     let plan_id = plan_id.or(sub.sub.plan_id).ok_or_else(|| {
-        Error::invalid("plan_id: the subscriber has no plan; name the plan to renew")
+        Error::conflict(
+            "no_plan",
+            "plan_id: the subscriber has no plan; name the plan to renew",
+        )
     })?;
     let plan = plan::usable_by(conn, &owner, plan_id)?;
     let charges = plan::charges(conn, &owner, &plan, periods)?;

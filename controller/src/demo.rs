@@ -103,7 +103,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         validity_days: None,
                         validity_months: parent.is_none().then_some(1),
                         quota_mb: None,
-                        price: money(price),
+                        price: crate::money::NonNegativeAmount(money(price)),
                     },
                     &cur,
                 )
@@ -363,15 +363,16 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
 pub const DEMO_EXPIRED: usize = 5;
 
 /// Days from now to a demo subscriber's expiry: one day ago for [`DEMO_EXPIRED`] of them,
-/// within the coming week for one in ten (the dashboard's "expiring soon"), and 8 to 60
-/// days for everyone else.
+/// within the coming week for one in ten (the dashboard's "expiring soon"), and 9 to 60
+/// days for everyone else (not 8: a full week and a second later would count as "within
+/// the week" to a reader whose clock has moved on a second).
 fn demo_expiry_days(i: usize, rng: &mut impl Rng) -> i64 {
     if i % 40 == 7 {
         -1
     } else if i % 10 == 3 {
         rng.gen_range(1..=7)
     } else {
-        rng.gen_range(8..=60)
+        rng.gen_range(9..=60)
     }
 }
 

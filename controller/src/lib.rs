@@ -51,6 +51,7 @@ pub mod money;
 pub mod ops;
 pub mod scope;
 pub mod security;
+pub mod wire;
 
 pub use http::AppState;
 

@@ -289,7 +289,7 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
             Some(json!({ "name": "Mine" })),
         )
         .await;
-    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "rebrand_disabled");
+    assert_error(s, &v, StatusCode::CONFLICT, "rebrand_disabled");
     assert_eq!(
         state(&fx, &b_site, rev_b, 0).await.kind,
         proto::StateKind::Unchanged
@@ -429,7 +429,7 @@ async fn coa_outcomes_and_rejects_are_visible_per_site_to_whoever_manages_it() {
     assert_eq!(page.as_array().unwrap().len(), 1);
     assert_eq!(page[0]["seq"], 1);
     let (s, v) = fx.get(Who::A, &format!("{path}?type=bogus")).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_query");
     let (s, _) = fx.get(Who::B, &path).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -105,7 +105,7 @@ async fn concurrent_renewals_charge_exactly_what_the_balance_covers() {
     assert!(
         refused
             .iter()
-            .all(|r| r.0 == 422 && r.1 == "insufficient_balance"),
+            .all(|r| r.0 == 409 && r.1 == "insufficient_balance"),
         "{refused:?}"
     );
     assert_eq!(balance(&fx, 3), -2500, "200.00 - 15 × 15.00");
@@ -154,7 +154,7 @@ async fn concurrent_cascade_renewals_stop_at_the_parents_balance() {
         results
             .iter()
             .filter(|r| r.0 != 200)
-            .all(|r| r.0 == 422 && r.1 == "insufficient_balance")
+            .all(|r| r.0 == 409 && r.1 == "insufficient_balance")
     );
     assert_eq!(balance(&fx, 2), 0, "A paid 7 × 10.00");
     assert_eq!(
@@ -254,12 +254,7 @@ async fn retries_replay_and_a_reused_key_with_another_body_conflicts() {
     assert_eq!(balance(&fx, 3), 0);
     let retry = "after-top-up";
     let (s, b) = fx.keyed(Who::A1, &path, json!({}), retry).await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "insufficient_balance",
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "insufficient_balance");
     fx.money_ok(
         Who::A,
         "/api/v1/resellers/3/balance",
@@ -291,12 +286,7 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
     )
     .await;
     let (s, b) = fx.money(Who::A1, &renew, json!({})).await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "insufficient_balance",
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "insufficient_balance");
     let msg = b["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("Sub-reseller A1") && msg.contains("short by 0.01 USD"),
@@ -326,12 +316,7 @@ async fn the_credit_limit_holds_to_the_smallest_unit() {
             json!({ "amount": "800.01" }),
         )
         .await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "insufficient_balance",
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "insufficient_balance");
     assert!(
         b["error"]["message"]
             .as_str()
@@ -354,8 +339,8 @@ async fn amounts_are_exact_decimal_strings() {
     for (body, code) in [
         (json!({ "amount": "1.005" }), "invalid"),
         (json!({ "amount": 1.5 }), "invalid_field"),
-        (json!({ "amount": "-1.00" }), "invalid"),
-        (json!({ "amount": "0" }), "invalid"),
+        (json!({ "amount": "-1.00" }), "invalid_field"),
+        (json!({ "amount": "0" }), "invalid_field"),
         (json!({ "amount": "lots" }), "invalid_field"),
         (
             json!({ "amount": "1.00", "colour": "red" }),
@@ -472,12 +457,7 @@ async fn a_sub_reseller_never_sees_its_parents_cost() {
             json!({}),
         )
         .await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "insufficient_balance",
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "insufficient_balance");
     let msg = b["error"]["message"].as_str().unwrap();
     assert!(
         msg.contains("provider 'Reseller A'") && !msg.contains("0.00"),
@@ -765,7 +745,7 @@ async fn plans_derive_within_their_card_plan() {
         b
     };
     let (s, b) = mk(with("download_kbps", json!(20_001))).await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_error(s, &b, StatusCode::CONFLICT, "above_parent_plan");
     assert!(b["error"]["message"].as_str().unwrap().contains("op-basic"));
     let (s, _) = mk(with("parent_plan_id", Value::Null)).await;
     assert_eq!(
@@ -780,11 +760,7 @@ async fn plans_derive_within_their_card_plan() {
         "validity must match the card plan"
     );
     let (s, _) = mk(with("parent_plan_id", json!(fx.b.plan))).await;
-    assert_eq!(
-        s,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "B's plan is not on A's card"
-    );
+    assert_eq!(s, StatusCode::NOT_FOUND, "B's plan is not on A's card");
     let (s, p) = mk(base.clone()).await;
     assert_eq!(s, StatusCode::CREATED, "{p}");
     assert_eq!(
@@ -799,7 +775,7 @@ async fn plans_derive_within_their_card_plan() {
             json!({ "plan_id": p["id"] }),
         )
         .await;
-    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "plan_unavailable");
+    assert_error(s, &b, StatusCode::NOT_FOUND, "plan_unavailable");
     // A card entry still in use cannot be removed.
     let (s, b) = fx
         .post(
@@ -818,7 +794,7 @@ async fn plans_derive_within_their_card_plan() {
             Some(json!({ "download_kbps": 4_000 })),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s, StatusCode::CONFLICT);
     // A cannot put someone else's plan on A1's card.
     let (s, _) = fx
         .post(
@@ -827,7 +803,11 @@ async fn plans_derive_within_their_card_plan() {
             json!({ "plan_id": fx.op_tenant.plan, "wholesale_price": "1.00" }),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "a plan that is not its own is one it cannot see"
+    );
 }
 
 #[test]

@@ -403,7 +403,7 @@ async fn changing_your_password_keeps_this_session_and_ends_the_others() {
             Some(json!({ "current_password": "nope-nope-nope", "new_password": "brand-new-pass" })),
         )
         .await;
-    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "wrong_password");
+    assert_error(s, &b, StatusCode::FORBIDDEN, "wrong_password");
     let (s, _) = fx
         .call(
             Who::B,

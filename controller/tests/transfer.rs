@@ -99,12 +99,7 @@ async fn operator_moves_anywhere() {
             json!({ "tenant_id": 4 }),
         )
         .await;
-    assert_error(
-        s,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "site_unavailable",
-    );
+    assert_error(s, &body, StatusCode::NOT_FOUND, "site_unavailable");
     assert_eq!(owner_of(&fx, fx.a.subscriber), 2);
     on_shared_site(&fx, &[fx.a.subscriber]).await;
     for bulk in [false, true] {
@@ -278,7 +273,7 @@ async fn a_move_respects_the_target_limits() {
             json!({ "tenant_id": 3 }),
         )
         .await;
-    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
+    assert_error(s, &body, StatusCode::CONFLICT, "limit_reached");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -303,5 +298,5 @@ async fn a_move_respects_the_target_limits() {
     );
     // But moving B's subscriber into the full A is refused.
     let (s, body) = move_bulk(&fx, Who::Op, &[fx.b.subscriber], 2).await;
-    assert_error(s, &body, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
+    assert_error(s, &body, StatusCode::CONFLICT, "limit_reached");
 }

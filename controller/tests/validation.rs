@@ -200,11 +200,6 @@ async fn field_rules_name_the_field_and_write_nothing() {
             "status",
         ),
         (
-            "/api/v1/subscribers",
-            json!({ "username": "ok6", "password": "p", "site_id": 7 }),
-            "site_id",
-        ),
-        (
             "/api/v1/users",
             json!({ "email": "not-an-email", "name": "x", "password": "long-enough-1", "kind": "manager" }),
             "email",
@@ -230,6 +225,20 @@ async fn field_rules_name_the_field_and_write_nothing() {
             "coa_port",
         ),
     ];
+    // A site outside the owner's part of the tree is a row it cannot see: 404, naming it.
+    let (s, b) = fx
+        .call(
+            Who::A,
+            Method::POST,
+            "/api/v1/subscribers",
+            Some(json!({ "username": "ok6", "password": "p", "site_id": 7 })),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "site_unavailable");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("site_id"),
+        "{b}"
+    );
     for (path, body, field) in cases {
         let (s, b) = fx
             .call(Who::A, Method::POST, path, Some(body.clone()))
@@ -326,7 +335,7 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
             json!({ "username": "fourth", "password": "p" }),
         )
         .await;
-    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
+    assert_error(s, &b, StatusCode::CONFLICT, "limit_reached");
     assert!(
         b["error"]["message"]
             .as_str()
@@ -341,11 +350,7 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
             json!({ "username": "fifth", "password": "p" }),
         )
         .await;
-    assert_eq!(
-        s,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "A's limit binds A1 too: {b}"
-    );
+    assert_eq!(s, StatusCode::CONFLICT, "A's limit binds A1 too: {b}");
     let (s, b) = fx
         .post(
             Who::A,
@@ -353,13 +358,13 @@ async fn limits_count_the_whole_subtree_and_refuse_clearly() {
             json!({ "name": "second child" }),
         )
         .await;
-    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
+    assert_error(s, &b, StatusCode::CONFLICT, "limit_reached");
     let (s, b) = fx.post(Who::A, "/api/v1/users", json!({ "email": "m3@a.test", "name": "x", "password": "long-enough-1", "kind": "manager" })).await;
-    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
+    assert_error(s, &b, StatusCode::CONFLICT, "limit_reached");
     let (s, b) = fx
         .post(Who::A1, "/api/v1/sites", json!({ "name": "third site" }))
         .await;
-    assert_error(s, &b, StatusCode::UNPROCESSABLE_ENTITY, "limit_reached");
+    assert_error(s, &b, StatusCode::CONFLICT, "limit_reached");
     // A reseller cannot raise its own limits: it cannot edit its own record.
     let (s, _) = fx
         .patch(Who::A, "/api/v1/resellers/2", json!({ "limits": {} }))

@@ -233,9 +233,11 @@ list_filter! {
         /// Only security events.
         pub security: Option<bool>,
         /// RFC 3339 lower bound (inclusive).
-        pub since: Option<String>,
+        #[param(value_type = Option<String>, format = DateTime)]
+        pub since: Option<crate::db::paging::QueryTime>,
         /// RFC 3339 upper bound (exclusive).
-        pub until: Option<String>,
+        #[param(value_type = Option<String>, format = DateTime)]
+        pub until: Option<crate::db::paging::QueryTime>,
     }
 }
 

@@ -20,13 +20,18 @@ use crate::scope::OPERATOR_TENANT;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BrandSettings {
-    /// The name subscribers know the provider by; unset = the reseller's name.
+    /// The name subscribers know the provider by; unset = the reseller's name. An empty
+    /// string clears any field.
+    #[schema(max_length = 120, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub name: Option<String>,
     /// `#rrggbb`.
+    #[schema(pattern = r"^(#[0-9A-Fa-f]{6})?$")]
     pub color: Option<String>,
     /// `https://` URL of the logo image.
+    #[schema(max_length = 500, pattern = r#"^(https://[^\s"'<>`]+)?$"#)]
     pub logo_url: Option<String>,
     /// Support contact shown to subscribers (phone, e-mail, web), up to 200 characters.
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub contact: Option<String>,
 }
 
@@ -44,11 +49,26 @@ pub struct BrandView {
 impl BrandSettings {
     /// Checks every field; an empty string clears it.
     pub fn validate(mut self) -> Result<BrandSettings> {
+        // Lengths count what was written; the name and contact are stored trimmed. The
+        // colour and logo URL are taken as written (their patterns allow no spaces).
+        let too_long =
+            |v: &Option<String>, max: usize| v.as_ref().is_some_and(|s| s.chars().count() > max);
+        if too_long(&self.name, 120) {
+            return Err(Error::invalid(
+                "name: up to 120 characters, no control characters",
+            ));
+        }
+        if too_long(&self.contact, 200) {
+            return Err(Error::invalid(
+                "contact: up to 200 characters, no control characters",
+            ));
+        }
         let clean = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         self.name = clean(self.name);
-        self.color = clean(self.color);
-        self.logo_url = clean(self.logo_url);
         self.contact = clean(self.contact);
+        let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+        self.color = given(self.color);
+        self.logo_url = given(self.logo_url);
         if let Some(n) = &self.name
             && (n.chars().count() > 120 || n.chars().any(char::is_control))
         {
@@ -65,7 +85,7 @@ impl BrandSettings {
         }
         if let Some(u) = &self.logo_url
             && !(u.starts_with("https://")
-                && u.len() <= 500
+                && u.chars().count() <= 500
                 && u.len() > "https://".len()
                 && !u
                     .chars()
@@ -180,7 +200,7 @@ pub fn set(conn: &Connection, id: i64, settings: BrandSettings) -> Result<BrandV
     let settings = settings.validate()?;
     let r = row(conn, id)?.ok_or_else(|| Error::not_found("reseller"))?;
     if !r.rebrand && id != OPERATOR_TENANT {
-        return Err(Error::unprocessable(
+        return Err(Error::conflict(
             "rebrand_disabled",
             format!(
                 "'{}' does not have rebranding; its parent can enable rebrand_enabled",

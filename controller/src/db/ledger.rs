@@ -15,6 +15,14 @@ use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str};
 use crate::scope::Scope;
 
+/// How a statement is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementFormat {
+    Json,
+    Csv,
+}
+
 /// Which money of a tenant an entry moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -311,12 +319,15 @@ list_filter! {
         pub kind: Option<EntryKind>,
         pub subscriber_id: Option<i64>,
         /// RFC 3339 lower bound (inclusive).
-        pub since: Option<String>,
+        #[param(value_type = Option<String>, format = DateTime)]
+        pub since: Option<crate::db::paging::QueryTime>,
         /// RFC 3339 upper bound (exclusive).
-        pub until: Option<String>,
+        #[param(value_type = Option<String>, format = DateTime)]
+        pub until: Option<crate::db::paging::QueryTime>,
         /// `csv` for `text/csv` (statements only; `Accept: text/csv` works too). A CSV
-        /// statement takes a `limit` of up to 100000.
-        pub format: Option<String>,
+        /// statement without a `limit` holds up to 100000 rows.
+        #[param(inline)]
+        pub format: Option<StatementFormat>,
     }
 }
 

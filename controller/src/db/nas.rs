@@ -63,13 +63,21 @@ pub struct Nas {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNas {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     pub site_id: i64,
-    #[schema(value_type = String)]
+    #[schema(value_type = crate::wire::IpAddress)]
     pub ip: IpAddr,
     /// RADIUS shared secret, 8 to 128 printable characters.
+    #[schema(pattern = r"^[!-~]{8,128}$")]
     pub secret: String,
     pub kind: NasKind,
+    /// Where the NAS listens for Disconnect/CoA (default 3799).
+    #[schema(minimum = 1, maximum = 65535)]
     pub coa_port: Option<u16>,
     pub require_message_authenticator: Option<bool>,
     /// Owning tenant; defaults to the caller's.
@@ -79,11 +87,18 @@ pub struct NewNas {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NasPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::wire::IpAddress>)]
     pub ip: Option<IpAddr>,
+    #[schema(pattern = r"^[!-~]{8,128}$")]
     pub secret: Option<String>,
     pub kind: Option<NasKind>,
+    #[schema(minimum = 1, maximum = 65535)]
     pub coa_port: Option<u16>,
     pub require_message_authenticator: Option<bool>,
 }

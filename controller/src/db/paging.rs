@@ -38,14 +38,19 @@ impl Paging {
     /// Reads `cursor` (a `next_cursor` from a previous page) and `limit` (1..=500,
     /// default 100).
     pub fn new(cursor: Option<&str>, limit: Option<u32>) -> Result<Paging> {
+        // A cursor is written as the digits of an id (the pattern the schema declares):
+        // no sign, no spaces, at most 18 digits (so it always fits an i64).
         let after = match cursor {
             None | Some("") => 0,
-            Some(c) => c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-                Error::bad_request(
+            Some(c) if c.len() <= 18 && c.bytes().all(|b| b.is_ascii_digit()) => {
+                c.parse::<i64>().expect("at most 18 digits")
+            }
+            Some(_) => {
+                return Err(Error::bad_request(
                     "bad_cursor",
                     "cursor must be a next_cursor from a previous page",
-                )
-            })?,
+                ));
+            }
         };
         let limit = limit.unwrap_or(100);
         if !(1..=500).contains(&limit) {
@@ -82,6 +87,25 @@ impl Paging {
     }
 }
 
+/// A time in a query string (`since`, `until`): RFC 3339, read as unix seconds. A value
+/// that is not one is refused with the query's 400, like any other unreadable parameter.
+/// Declare it in a filter with `#[param(value_type = Option<String>, format = DateTime)]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryTime(pub i64);
+
+impl<'de> Deserialize<'de> for QueryTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+            .map(|t| QueryTime(t.unix_timestamp()))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "'{s}' is not an RFC 3339 time (for example 2026-12-31T23:59:59Z)"
+                ))
+            })
+    }
+}
+
 /// A list's query string: its filters, and the `cursor` and `limit` of the page.
 pub trait Paged {
     fn cursor(&self) -> Option<&str>;
@@ -107,8 +131,10 @@ macro_rules! list_filter {
         pub struct $name {
             $($fields)*
             /// The `next_cursor` of the previous page.
+            #[param(pattern = r"^[0-9]{0,18}$")]
             pub cursor: Option<String>,
             /// 1..=500, default 100.
+            #[param(minimum = 1, maximum = 500)]
             pub limit: Option<u32>,
         }
 

@@ -17,8 +17,8 @@ use utoipa::ToSchema;
 use super::paging::list_filter;
 use super::tenant::{self, RenewalMode, Tenant, validate_name};
 use super::{Filter, Paging};
-use crate::error::{Error, Result};
-use crate::money::{Currency, decimal_str, opt_decimal_str};
+use crate::error::{Error, ErrorKind, Result};
+use crate::money::{Currency, NonNegativeAmount, decimal_str, opt_decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -66,32 +66,48 @@ pub struct Plan {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPlan {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Owning tenant; defaults to yours.
     pub tenant_id: Option<i64>,
     /// Required for a reseller's plan: a plan on the owner's rate card.
     pub parent_plan_id: Option<i64>,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub download_kbps: i64,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub upload_kbps: i64,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub burst_download_kbps: Option<i64>,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub burst_upload_kbps: Option<i64>,
     /// A derived plan inherits its parent's validity when both are omitted.
+    #[schema(minimum = 1, maximum = 3660)]
     pub validity_days: Option<i64>,
+    #[schema(minimum = 1, maximum = 120)]
     pub validity_months: Option<i64>,
+    /// Traffic allowance per period in MB; null for unlimited.
+    #[schema(minimum = 1)]
     pub quota_mb: Option<i64>,
-    #[serde(with = "decimal_str")]
-    #[schema(value_type = String, example = "25.00")]
-    pub price: Decimal,
+    pub price: NonNegativeAmount,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
-    #[serde(default, with = "opt_decimal_str")]
-    #[schema(value_type = Option<String>)]
-    pub price: Option<Decimal>,
+    pub price: Option<NonNegativeAmount>,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub download_kbps: Option<i64>,
+    #[schema(minimum = 1, maximum = 100000000)]
     pub upload_kbps: Option<i64>,
     pub status: Option<PlanStatus>,
 }
@@ -262,7 +278,8 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> Result<Plan
         )
         .optional()?
         .ok_or_else(|| {
-            Error::unprocessable(
+            Error::new(
+                ErrorKind::NotFound,
                 "plan_unavailable",
                 format!(
                     "plan_id: plan {plan_id} is not one of '{}''s plans or on its rate card",
@@ -271,7 +288,7 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> Result<Plan
             )
         })?;
     if p.status != PlanStatus::Active {
-        return Err(Error::unprocessable(
+        return Err(Error::conflict(
             "plan_unavailable",
             format!("plan '{}' is archived", p.name),
         ));
@@ -298,10 +315,13 @@ fn within(
 ) -> Result<()> {
     let over = |field: &str, v: i64, max: i64| {
         if v > max {
-            Err(Error::invalid(format!(
-                "{field}: {v} kbit/s is above the assigned plan '{}' ({max} kbit/s)",
-                parent.name
-            )))
+            Err(Error::conflict(
+                "above_parent_plan",
+                format!(
+                    "{field}: {v} kbit/s is above the assigned plan '{}' ({max} kbit/s)",
+                    parent.name
+                ),
+            ))
         } else {
             Ok(())
         }
@@ -360,7 +380,7 @@ pub fn create(
             "quota_mb must be positive (or null for unlimited)",
         ));
     }
-    let price = cur.to_minor("price", input.price)?;
+    let price = cur.to_minor("price", input.price.0)?;
     if price < 0 {
         return Err(Error::invalid("price must not be negative"));
     }
@@ -368,7 +388,8 @@ pub fn create(
     let parent = match (owner.id == OPERATOR_TENANT, input.parent_plan_id) {
         (true, None) => None,
         (true, Some(_)) => {
-            return Err(Error::invalid(
+            return Err(Error::conflict(
+                "parent_plan_mismatch",
                 "parent_plan_id: the operator's plans have no parent",
             ));
         }
@@ -394,9 +415,10 @@ pub fn create(
             if let (Some(q), Some(pq)) = (input.quota_mb, p.quota_mb)
                 && q > pq
             {
-                return Err(Error::invalid(format!(
-                    "quota_mb: {q} is above the assigned plan's {pq}"
-                )));
+                return Err(Error::conflict(
+                    "above_parent_plan",
+                    format!("quota_mb: {q} is above the assigned plan's {pq}"),
+                ));
             }
             // The owner pays per period of the parent plan: the periods must match.
             if days.is_none() && months.is_none() {
@@ -464,7 +486,7 @@ pub fn update(conn: &Connection, plan: &PlanRow, p: &PlanPatch, cur: &Currency) 
         .unwrap_or(plan.name.clone());
     let price = match p.price {
         Some(d) => {
-            let m = cur.to_minor("price", d)?;
+            let m = cur.to_minor("price", d.0)?;
             if m < 0 {
                 return Err(Error::invalid("price must not be negative"));
             }
@@ -487,7 +509,8 @@ pub fn update(conn: &Connection, plan: &PlanRow, p: &PlanPatch, cur: &Currency) 
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     if max_down.is_some_and(|m| m > down) || max_up.is_some_and(|m| m > up) {
-        return Err(Error::invalid(
+        return Err(Error::conflict(
+            "derived_plan_faster",
             "a plan derived from this one is faster than the new rate; lower it first",
         ));
     }
@@ -518,9 +541,7 @@ pub struct RateCardChange {
     /// A plan owned by the reseller's parent.
     pub plan_id: i64,
     /// The price per period; omit with `remove: true` to take the plan off the card.
-    #[serde(default, with = "opt_decimal_str")]
-    #[schema(value_type = Option<String>)]
-    pub wholesale_price: Option<Decimal>,
+    pub wholesale_price: Option<NonNegativeAmount>,
     #[serde(default)]
     pub remove: bool,
 }
@@ -547,7 +568,8 @@ pub fn set_card(
     let plan = get(conn, plan_id)?
         .filter(|p| p.tenant_id == parent_id)
         .ok_or_else(|| {
-            Error::unprocessable(
+            Error::new(
+                ErrorKind::NotFound,
                 "plan_unavailable",
                 format!(
                     "plan_id: plan {plan_id} is not a plan of '{}''s parent",
@@ -556,7 +578,7 @@ pub fn set_card(
             )
         })?;
     if plan.status != PlanStatus::Active {
-        return Err(Error::unprocessable(
+        return Err(Error::conflict(
             "plan_unavailable",
             format!("plan '{}' is archived", plan.name),
         ));
@@ -648,7 +670,7 @@ pub fn charges(
             )
             .optional()?
             .ok_or_else(|| {
-                Error::unprocessable(
+                Error::conflict(
                     "plan_unavailable",
                     format!("the plan is no longer on '{}''s rate card", t.name),
                 )

@@ -29,21 +29,37 @@ pub struct Site {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSite {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Owning tenant; defaults to the caller's.
     pub tenant_id: Option<i64>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub location: String,
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub notes: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SitePatch {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    #[schema(max_length = 500)]
     pub location: Option<String>,
+    #[schema(max_length = 4000)]
     pub notes: Option<String>,
+    /// How often the NAS sends interim accounting (60..=86400 seconds).
+    #[schema(minimum = 60, maximum = 86400)]
     pub acct_interim_interval_secs: Option<i64>,
     pub shaping_enabled: Option<bool>,
 }
@@ -90,7 +106,8 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, site_id: i64) -> Result<Site
     )
     .optional()?
     .ok_or_else(|| {
-        Error::unprocessable(
+        Error::new(
+            crate::error::ErrorKind::NotFound,
             "site_unavailable",
             format!(
                 "site_id: site {site_id} does not exist or is not available to '{}'",

@@ -26,6 +26,22 @@ pub enum SubscriberStatus {
     Expired,
 }
 
+/// The statuses a request may set: `expired` is the system's to set.
+pub struct SubscriberStatusInput;
+
+impl utoipa::PartialSchema for SubscriberStatusInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["active", "suspended", "disabled"]))
+            .description(Some(
+                "`expired` is set by the system when a subscriber runs out",
+            ))
+            .into()
+    }
+}
+impl utoipa::ToSchema for SubscriberStatusInput {}
+
 impl SubscriberStatus {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -78,35 +94,68 @@ pub struct Subscriber {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscriber {
+    #[schema(pattern = r"^[A-Za-z0-9._@+-]{1,64}$")]
     pub username: String,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub password: String,
     /// Owning tenant; defaults to the caller's.
     pub tenant_id: Option<i64>,
     pub site_id: Option<i64>,
+    #[schema(value_type = Option<SubscriberStatusInput>)]
     pub status: Option<SubscriberStatus>,
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// One of the owner's plans or a plan on its rate card.
     pub plan_id: Option<i64>,
     #[serde(default)]
     pub auto_renew: bool,
     /// Sessions allowed online at once (1..=16, default 1).
+    #[schema(minimum = 1, maximum = 16)]
     pub max_sessions: Option<i64>,
+    #[schema(value_type = Option<crate::wire::SubscriberIpv4>)]
     pub static_ipv4: Option<String>,
+    #[schema(value_type = Option<String>, pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$")]
     pub mac: Option<String>,
     #[serde(default)]
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     #[serde(default)]
+    #[schema(
+        max_length = 40,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub phone: String,
     #[serde(default)]
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub email: String,
     #[serde(default)]
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub notes: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriberPatch {
+    #[schema(pattern = r"^[A-Za-z0-9._@+-]{1,64}$")]
     pub username: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub password: Option<String>,
     /// Moves the subscriber to another tenant inside your subtree.
     pub tenant_id: Option<i64>,
@@ -114,24 +163,42 @@ pub struct SubscriberPatch {
     #[schema(value_type = Option<i64>)]
     pub site_id: Option<Option<i64>>,
     /// Needs the suspend/reconnect permission.
+    #[schema(value_type = Option<SubscriberStatusInput>)]
     pub status: Option<SubscriberStatus>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i64>)]
     pub plan_id: Option<Option<i64>>,
     pub auto_renew: Option<bool>,
+    #[schema(minimum = 1, maximum = 16)]
     pub max_sessions: Option<i64>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<crate::wire::SubscriberIpv4>)]
     pub static_ipv4: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$")]
     pub mac: Option<Option<String>>,
+    #[schema(
+        max_length = 200,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        max_length = 40,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub phone: Option<String>,
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub email: Option<String>,
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub notes: Option<String>,
 }
 
@@ -253,7 +320,7 @@ pub fn list(
 }
 
 pub fn validate_username(s: &str) -> Result<String> {
-    let u = s.trim();
+    let u = s;
     let ok = (1..=64).contains(&u.len())
         && u.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b));
@@ -275,13 +342,34 @@ fn validate_ppp_password(p: &str) -> Result<()> {
     Ok(())
 }
 
-/// Accepts `aa:bb:cc:dd:ee:ff`, `AA-BB-…` and `aabb.ccdd.eeff`; stores `AA:BB:CC:DD:EE:FF`.
+/// Accepts `aa:bb:cc:dd:ee:ff`, `AA-BB-…`, `aabbccddeeff` and `aabb.ccdd.eeff`; stores
+/// `AA:BB:CC:DD:EE:FF`.
 pub fn normalize_mac(s: &str) -> Result<String> {
-    let hex: String = s
-        .chars()
-        .filter(|c| !matches!(c, ':' | '-' | '.'))
-        .collect();
-    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    let b = s.as_bytes();
+    let hex = |r: &[u8]| r.iter().all(u8::is_ascii_hexdigit);
+    // Six pairs, each after the first optionally preceded by ':' or '-'.
+    let pairs = || {
+        let mut i = 0;
+        let mut out = String::new();
+        for n in 0..6 {
+            if n > 0 && matches!(b.get(i), Some(b':' | b'-')) {
+                i += 1;
+            }
+            let pair = b.get(i..i + 2).filter(|p| hex(p))?;
+            out.push_str(std::str::from_utf8(pair).ok()?);
+            i += 2;
+        }
+        (i == b.len()).then_some(out)
+    };
+    let dotted = || {
+        (b.len() == 14 && b[4] == b'.' && b[9] == b'.')
+            .then(|| [&b[0..4], &b[5..9], &b[10..14]])
+            .filter(|g| g.iter().all(|g| hex(g)))
+            .map(|g| g.concat())
+            .and_then(|v| String::from_utf8(v).ok())
+    };
+    let hex = pairs().or_else(dotted).unwrap_or_default();
+    if hex.len() != 12 {
         return Err(Error::invalid(format!(
             "mac: '{s}' is not a MAC address (for example 00:11:22:33:44:55)"
         )));
@@ -302,7 +390,6 @@ fn max_sessions(n: i64) -> Result<i64> {
 
 pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr> {
     let ip: Ipv4Addr = s
-        .trim()
         .parse()
         .map_err(|_| Error::invalid(format!("static_ipv4: '{s}' is not an IPv4 address")))?;
     if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
@@ -314,7 +401,7 @@ pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr> {
 }
 
 pub fn parse_time(field: &str, s: &str) -> Result<i64> {
-    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map(|t| t.unix_timestamp())
         .map_err(|_| {
             Error::invalid(format!(
@@ -470,7 +557,7 @@ pub fn update(
         .map(|id| {
             super::plan::usable_by(conn, &owner, id).map(|p| p.id).map_err(|e| {
                 if p.plan_id.is_none() && owner.id != s.tenant_id {
-                    Error::unprocessable(
+                    Error::conflict(
                         "plan_unavailable",
                         format!("the subscriber's plan is not available to '{}': set plan_id along with tenant_id", owner.name),
                     )
@@ -554,6 +641,7 @@ pub enum BulkAction {
 pub struct BulkRequest {
     pub action: BulkAction,
     /// 1 to 1000 subscriber ids.
+    #[schema(min_items = 1, max_items = 1000)]
     pub ids: Vec<i64>,
     /// For `set_reseller`: the new owning tenant.
     pub tenant_id: Option<i64>,
@@ -628,7 +716,7 @@ pub fn bulk(
                 }
                 if let Some(plan) = r.sub.plan_id {
                     super::plan::usable_by(conn, owner, plan).map_err(|_| {
-                        Error::unprocessable(
+                        Error::conflict(
                             "plan_unavailable",
                             format!(
                                 "subscriber {} is on plan {plan}, which '{}' does not sell; change its plan first",
@@ -639,7 +727,7 @@ pub fn bulk(
                 }
                 if let Some(site) = r.sub.site_id {
                     super::site::usable_by(conn, owner, site).map_err(|_| {
-                        Error::unprocessable(
+                        Error::conflict(
                             "site_unavailable",
                             format!(
                                 "subscriber {} is on site {site}, which '{}' cannot use; move it to another site first",

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::paging::list_filter;
 use super::{Filter, Paging};
 use crate::error::{Error, Result};
-use crate::money::{Currency, decimal_str, opt_decimal_str};
+use crate::money::{Currency, NonNegativeAmount, decimal_str};
 use crate::scope::{OPERATOR_TENANT, Scope};
 use rust_decimal::Decimal;
 
@@ -24,9 +24,13 @@ pub const LIMIT_MAX: i64 = 10_000_000;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    #[schema(minimum = 0, maximum = 10000000)]
     pub max_subscribers: Option<i64>,
+    #[schema(minimum = 0, maximum = 10000000)]
     pub max_sub_resellers: Option<i64>,
+    #[schema(minimum = 0, maximum = 10000000)]
     pub max_managers: Option<i64>,
+    #[schema(minimum = 0, maximum = 10000000)]
     pub max_sites: Option<i64>,
 }
 
@@ -51,6 +55,7 @@ pub struct Reseller {
     /// CIDR blocks its users (and its descendants' users) may log in from; empty = any.
     pub allowed_ips: Vec<String>,
     pub rebrand_enabled: bool,
+    /// The host name the reseller's panel answers on, e.g. `panel.example.net`.
     pub custom_domain: Option<String>,
     pub wan_check_enabled: bool,
     pub limits: Limits,
@@ -115,6 +120,11 @@ impl TenantStatus {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewReseller {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// The parent tenant; defaults to the caller's own tenant.
     pub parent_id: Option<i64>,
@@ -122,6 +132,11 @@ pub struct NewReseller {
     pub allowed_ips: Vec<String>,
     #[serde(default)]
     pub rebrand_enabled: bool,
+    /// The host name the reseller's panel answers on, e.g. `panel.example.net`.
+    #[schema(
+        max_length = 253,
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$"
+    )]
     pub custom_domain: Option<String>,
     #[serde(default)]
     pub wan_check_enabled: bool,
@@ -142,20 +157,24 @@ where
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResellerPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     pub status: Option<TenantStatus>,
     pub allowed_ips: Option<Vec<String>>,
     pub rebrand_enabled: Option<bool>,
+    /// A host name, or null to remove it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 253, pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?$")]
     pub custom_domain: Option<Option<String>>,
     pub wan_check_enabled: Option<bool>,
     /// Replaces the limits whole.
     pub limits: Option<Limits>,
-    /// How far below zero the balance may go (a decimal string, >= 0).
-    #[serde(default, with = "opt_decimal_str")]
-    #[schema(value_type = Option<String>)]
-    pub credit_limit: Option<Decimal>,
+    /// How far below zero the balance may go.
+    pub credit_limit: Option<NonNegativeAmount>,
     pub renewal_mode: Option<RenewalMode>,
 }
 
@@ -412,7 +431,7 @@ pub fn check_capacity(
                 Counted::Managers => "",
                 _ => " (counting its sub-resellers)",
             };
-            return Err(Error::unprocessable(
+            return Err(Error::conflict(
                 "limit_reached",
                 format!(
                     "reseller '{}' has reached its limit of {max} {}{scope}: it holds {now}, this would add {add}",
@@ -425,9 +444,11 @@ pub fn check_capacity(
     Ok(())
 }
 
+/// A name as the schema declares it: at most `max` characters as written, at least one
+/// of them not a space, none a control character. Stored without the spaces around it.
 pub fn validate_name(field: &str, s: &str, max: usize) -> Result<String> {
     let t = s.trim();
-    if t.is_empty() || t.chars().count() > max {
+    if t.is_empty() || s.chars().count() > max {
         return Err(Error::invalid(format!(
             "{field} must be 1 to {max} characters"
         )));
@@ -463,7 +484,12 @@ pub fn parse_allowed_ips(items: &[String]) -> Result<Vec<IpNet>> {
 }
 
 pub fn validate_domain(s: &str) -> Result<String> {
-    let d = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    if s.len() > 253 {
+        return Err(Error::invalid(format!(
+            "custom_domain: '{s}' is longer than a host name may be"
+        )));
+    }
+    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
     let ok_label = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -596,7 +622,7 @@ pub fn update(conn: &Connection, t: &Tenant, p: &ResellerPatch, cur: &Currency) 
         next.limits = l.clone();
     }
     if let Some(c) = p.credit_limit {
-        next.credit_limit = cur.to_minor("credit_limit", c)?;
+        next.credit_limit = cur.to_minor("credit_limit", c.0)?;
         if next.credit_limit < 0 {
             return Err(Error::invalid(
                 "credit_limit must not be negative: it is how far below zero the balance may go",

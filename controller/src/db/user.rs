@@ -45,11 +45,18 @@ impl UserStatus {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     #[serde(default)]
     pub phone: String,
-    /// At least 10 characters.
+    /// 10 to 128 characters.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: String,
     pub kind: UserKind,
     /// The tenant the user belongs to (acts for); defaults to the caller's.
@@ -64,12 +71,18 @@ pub struct NewUser {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 120,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     pub phone: Option<String>,
     pub status: Option<UserStatus>,
     /// Managers only: replaces the granted functions.
     pub permissions: Option<Vec<Permission>>,
-    /// Sets a new password (at least 10 characters) and ends the user's sessions.
+    /// Sets a new password (10 to 128 characters) and ends the user's sessions.
+    #[schema(min_length = 10, max_length = 128)]
     pub password: Option<String>,
 }
 

@@ -112,7 +112,8 @@ async fn enroll(
 pub struct StateParams {
     /// The revision applied; 0 for a snapshot.
     pub since: u64,
-    /// Seconds to wait for a change (0..=60).
+    /// Seconds to wait for a change (0..=60; more waits 60).
+    #[param(maximum = 60)]
     pub wait: Option<u32>,
 }
 

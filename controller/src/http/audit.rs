@@ -7,7 +7,6 @@ use utoipa_axum::routes;
 
 use super::{ApiQuery, AppState, ErrorBody, Page};
 use crate::db::audit::{self, AuditEntry, AuditFilter};
-use crate::db::subscriber::parse_time;
 use crate::error::Result;
 use crate::scope::{Actor, Permission};
 
@@ -25,16 +24,7 @@ async fn list_audit(
     ApiQuery(f): ApiQuery<AuditFilter>,
 ) -> Result<Json<Page<AuditEntry>>> {
     actor.require(Permission::ViewAuditLog)?;
-    let since = f
-        .since
-        .as_deref()
-        .map(|s| parse_time("since", s))
-        .transpose()?;
-    let until = f
-        .until
-        .as_deref()
-        .map(|s| parse_time("until", s))
-        .transpose()?;
+    let (since, until) = (f.since.map(|t| t.0), f.until.map(|t| t.0));
     let list =
         move |c: &_, scope: &_, f: &_, paging| audit::list(c, scope, f, since, until, paging);
     Ok(Json(st.list_page(&actor, f, list, |e| e.id).await?))

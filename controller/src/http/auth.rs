@@ -480,7 +480,8 @@ async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Me>> {
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     pub current_password: String,
-    /// At least 10 characters.
+    /// 10 to 128 characters.
+    #[schema(min_length = 10, max_length = 128)]
     pub new_password: String,
 }
 
@@ -522,7 +523,7 @@ async fn change_password(
         })
         .await?;
     if !ok {
-        return Err(Error::unprocessable(
+        return Err(Error::forbidden(
             "wrong_password",
             "current_password is incorrect",
         ));

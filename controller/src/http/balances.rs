@@ -7,7 +7,6 @@
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,7 +21,7 @@ use crate::billing::{
 use crate::db::audit::Who;
 use crate::db::{ledger, subscriber, tenant};
 use crate::error::{Error, Result};
-use crate::money::decimal_str;
+use crate::money::{NonZeroAmount, PositiveAmount};
 use crate::scope::{Actor, Permission};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -60,7 +59,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MoneyCall<T> {
             })?
             .to_str()
             .ok()
-            .map(str::trim)
             .filter(|k| (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
             .ok_or_else(|| Error::bad_request("bad_idempotency_key", "Idempotency-Key must be 1 to 200 printable characters"))?
             .to_string();
@@ -70,8 +68,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for MoneyCall<T> {
         let hash = hex::encode(crate::crypto::sha256(
             format!("{target}\n{value}").as_bytes(),
         ));
-        let body = serde_json::from_value(value)
-            .map_err(|e| Error::unprocessable("invalid_field", e.to_string()))?;
+        let body = super::from_json_value(value)?;
         Ok(MoneyCall {
             once: Once { key, hash },
             body,
@@ -138,14 +135,18 @@ where
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddBalance {
-    /// A positive decimal string.
-    #[serde(with = "decimal_str")]
-    #[schema(value_type = String, example = "100.00")]
-    pub amount: Decimal,
+    pub amount: PositiveAmount,
+    /// Shown on statements, up to 500 characters.
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub note: Option<String>,
 }
 
 fn note(field: &str, s: Option<&str>, required: bool) -> Result<Option<String>> {
+    if s.is_some_and(|s| s.chars().count() > 500 || s.chars().any(char::is_control)) {
+        return Err(Error::invalid(format!(
+            "{field} must be at most 500 characters without control characters"
+        )));
+    }
     match s.map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) if s.chars().count() > 500 => Err(Error::invalid(format!(
             "{field} must be at most 500 characters"
@@ -159,7 +160,7 @@ fn note(field: &str, s: Option<&str>, required: bool) -> Result<Option<String>> 
 /// Credit a direct child's balance. The operator creates money; a reseller transfers
 /// its own, within its own credit limit. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/balance", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header, description = "unique per operation; reuse it to retry")), request_body = AddBalance,
+    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = AddBalance,
     responses((status = 200, body = Transfer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn add_balance(
@@ -170,7 +171,7 @@ async fn add_balance(
 ) -> Result<Response> {
     actor.require(Permission::AddBalance)?;
     let cur = st.currency.clone();
-    let amount = cur.positive("amount", call.body.amount)?;
+    let amount = cur.positive("amount", call.body.amount.0)?;
     let reason = note("note", call.body.note.as_deref(), false)?;
     once(&st, &actor, call.once, StatusCode::OK, move |tx, by| {
         let child = tenant::get_managed(tx, &by.scope, id)?;
@@ -187,22 +188,39 @@ async fn add_balance(
     .await
 }
 
+/// A refund or an adjustment; `kind` says which, and so what `amount` may be.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Adjustment {
-    pub kind: AdjustmentKind,
-    /// Refund: positive. Adjustment: signed (negative lowers the balance).
-    #[serde(with = "decimal_str")]
-    #[schema(value_type = String, example = "-5.00")]
-    pub amount: Decimal,
-    /// Why: required, shown on statements.
-    pub reason: String,
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Adjustment {
+    /// Give balance back (the parent pays it, like adding balance).
+    Refund {
+        amount: PositiveAmount,
+        /// Why: required, shown on statements.
+        #[schema(
+            min_length = 1,
+            max_length = 500,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )]
+        reason: String,
+    },
+    /// Correct the child's balance up or down; the parent's balance does not move.
+    Adjustment {
+        /// Negative lowers the balance.
+        amount: NonZeroAmount,
+        /// Why: required, shown on statements.
+        #[schema(
+            min_length = 1,
+            max_length = 500,
+            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        )]
+        reason: String,
+    },
 }
 
 /// Refund (the parent gives balance back) or adjust (correct the child's balance up or
 /// down) a direct child's balance, with a reason. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/adjustments", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header)), request_body = Adjustment,
+    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = Adjustment,
     responses((status = 200, body = Transfer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn adjust_balance(
@@ -213,18 +231,19 @@ async fn adjust_balance(
 ) -> Result<Response> {
     actor.require(Permission::AddBalance)?;
     let cur = st.currency.clone();
-    let reason = note("reason", Some(&call.body.reason), true)?.expect("required");
-    let kind = call.body.kind;
-    let amount = match kind {
-        AdjustmentKind::Refund => cur.positive("amount", call.body.amount)?,
-        AdjustmentKind::Adjustment => {
-            let m = cur.to_minor("amount", call.body.amount)?;
-            if m == 0 {
-                return Err(Error::invalid("amount must not be zero"));
-            }
-            m
-        }
+    let (kind, amount, reason) = match &call.body {
+        Adjustment::Refund { amount, reason } => (
+            AdjustmentKind::Refund,
+            cur.positive("amount", amount.0)?,
+            reason,
+        ),
+        Adjustment::Adjustment { amount, reason } => (
+            AdjustmentKind::Adjustment,
+            cur.to_minor("amount", amount.0)?,
+            reason,
+        ),
     };
+    let reason = note("reason", Some(reason), true)?.expect("required");
     once(&st, &actor, call.once, StatusCode::OK, move |tx, by| {
         let child = tenant::get_managed(tx, &by.scope, id)?;
         match kind {
@@ -243,6 +262,7 @@ pub struct RenewRequest {
     /// The plan to renew on; defaults to the subscriber's current plan.
     pub plan_id: Option<i64>,
     /// How many validity periods (1..=36, default 1).
+    #[schema(minimum = 1, maximum = 36)]
     pub periods: Option<i64>,
 }
 
@@ -250,7 +270,7 @@ pub struct RenewRequest {
 /// pay theirs too), expiry moves to max(now, expiry) + validity, and it becomes active.
 /// Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/renew", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header)), request_body = RenewRequest,
+    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = RenewRequest,
     responses((status = 200, body = RenewResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn renew(
@@ -280,24 +300,23 @@ async fn renew(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
-    /// A positive decimal string.
-    #[serde(with = "decimal_str")]
-    #[schema(value_type = String, example = "25.00")]
-    pub amount: Decimal,
+    pub amount: PositiveAmount,
     pub method: PaymentMethod,
-    /// Receipt or transfer reference.
+    /// Receipt or transfer reference, up to 500 characters.
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub reference: Option<String>,
     /// Renew the subscriber in the same operation.
     #[serde(default)]
     pub renew: bool,
     pub plan_id: Option<i64>,
+    #[schema(minimum = 1, maximum = 36)]
     pub periods: Option<i64>,
 }
 
 /// Record money collected from a subscriber (into its owner's collections), optionally
 /// renewing it in the same step. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/payments", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header)), request_body = PaymentRequest,
+    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = PaymentRequest,
     responses((status = 201, body = PaymentResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn record_payment(
@@ -308,7 +327,7 @@ async fn record_payment(
 ) -> Result<Response> {
     actor.require(Permission::RecordPayments)?;
     let cur = st.currency.clone();
-    let amount = cur.positive("amount", call.body.amount)?;
+    let amount = cur.positive("amount", call.body.amount.0)?;
     let reference = note("reference", call.body.reference.as_deref(), false)?;
     let b = call.body;
     if !b.renew && (b.plan_id.is_some() || b.periods.is_some()) {

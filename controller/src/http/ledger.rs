@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
-use crate::db::ledger::{self, LedgerEntry, LedgerFilter, PeriodSummary};
-use crate::db::subscriber::parse_time;
+use crate::db::ledger::{self, LedgerEntry, LedgerFilter, PeriodSummary, StatementFormat};
+use crate::db::paging::QueryTime;
 use crate::db::tenant;
 use crate::error::{Error, Result};
 use crate::scope::{Actor, Permission};
@@ -23,17 +23,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(summary))
 }
 
-fn bounds(f: &LedgerFilter) -> Result<(Option<i64>, Option<i64>)> {
-    Ok((
-        f.since
-            .as_deref()
-            .map(|s| parse_time("since", s))
-            .transpose()?,
-        f.until
-            .as_deref()
-            .map(|s| parse_time("until", s))
-            .transpose()?,
-    ))
+fn bounds(f: &LedgerFilter) -> (Option<i64>, Option<i64>) {
+    (f.since.map(|t| t.0), f.until.map(|t| t.0))
 }
 
 /// Ledger entries of your part of the tree, oldest first.
@@ -45,9 +36,8 @@ async fn list_ledger(
     ApiQuery(f): ApiQuery<LedgerFilter>,
 ) -> Result<Json<Page<LedgerEntry>>> {
     actor.require(Permission::ViewInvoices)?;
-    // The cursor and limit are checked before the bounds, as they always were.
     let list = |c: &_, scope: &_, f: &LedgerFilter, paging| {
-        let (since, until) = bounds(f)?;
+        let (since, until) = bounds(f);
         ledger::list(c, scope, f, since, until, paging)
     };
     let page = st.list_page(&actor, f, list, |r| r.id).await?;
@@ -57,7 +47,8 @@ async fn list_ledger(
 const CSV_MAX_ROWS: u32 = 100_000;
 
 /// A reseller's statement: its ledger entries with filters, as JSON (paged) or as CSV
-/// (`Accept: text/csv` or `format=csv`, up to 100000 rows).
+/// (`Accept: text/csv` or `format=csv`). A CSV statement without `limit` holds up to
+/// 100000 rows (`X-Truncated: true` when there are more; follow with `cursor`).
 #[utoipa::path(get, path = "/api/v1/resellers/{id}/statement", tag = "balances", params(("id" = i64, Path), LedgerFilter),
     responses((status = 200, description = "The statement: a JSON page, or CSV with `Accept: text/csv` or `format=csv`",
                 content((Page<LedgerEntry> = "application/json"), (String = "text/csv"))),
@@ -70,35 +61,23 @@ async fn statement(
     ApiQuery(mut f): ApiQuery<LedgerFilter>,
 ) -> Result<Response> {
     actor.require(Permission::ViewInvoices)?;
-    let csv = match f.format.as_deref() {
-        Some("csv") => true,
-        Some("json") => false,
-        Some(other) => {
-            return Err(Error::bad_request(
-                "bad_format",
-                format!("format must be csv or json (got '{other}')"),
-            ));
-        }
+    let csv = match f.format {
+        Some(StatementFormat::Csv) => true,
+        Some(StatementFormat::Json) => false,
         None => headers
             .get(header::ACCEPT)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|a| a.contains("text/csv")),
     };
-    let (since, until) = bounds(&f)?;
-    let paging = if csv {
-        let limit = f.limit.unwrap_or(CSV_MAX_ROWS);
-        if !(1..=CSV_MAX_ROWS).contains(&limit) {
-            return Err(Error::bad_request(
-                "bad_limit",
-                format!("limit must be between 1 and {CSV_MAX_ROWS}"),
-            ));
-        }
-        Paging {
-            limit,
+    let (since, until) = bounds(&f);
+    // `limit` means the same for both formats (1..=500); a CSV export without one is
+    // the whole statement, up to CSV_MAX_ROWS.
+    let paging = match (csv, f.limit) {
+        (true, None) => Paging {
+            limit: CSV_MAX_ROWS,
             ..Paging::new(f.cursor.as_deref(), None)?
-        }
-    } else {
-        Paging::new(f.cursor.as_deref(), f.limit)?
+        },
+        _ => Paging::new(f.cursor.as_deref(), f.limit)?,
     };
     let rows = st
         .read_scoped(&actor, move |c, scope| {
@@ -184,11 +163,22 @@ pub struct SummaryQuery {
     /// The tenant to summarise with its descendants; defaults to yours.
     pub tenant_id: Option<i64>,
     /// `month` (default) or `day`.
-    pub period: Option<String>,
+    #[param(inline)]
+    pub period: Option<Period>,
     /// RFC 3339; default: 12 months (or 31 days) back.
-    pub since: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<QueryTime>,
     /// RFC 3339; default: now.
-    pub until: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<QueryTime>,
+}
+
+/// The length of a summary's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Month,
+    Day,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -208,29 +198,12 @@ async fn summary(
     ApiQuery(q): ApiQuery<SummaryQuery>,
 ) -> Result<Json<Summary>> {
     actor.require(Permission::ViewReports)?;
-    let monthly = match q.period.as_deref() {
-        None | Some("month") => true,
-        Some("day") => false,
-        Some(other) => {
-            return Err(Error::bad_request(
-                "bad_period",
-                format!("period must be month or day (got '{other}')"),
-            ));
-        }
-    };
+    let monthly = q.period != Some(Period::Day);
     let now = crate::db::now();
-    let until = q
-        .until
-        .as_deref()
-        .map(|s| parse_time("until", s))
-        .transpose()?
-        .unwrap_or(now + 1);
+    let until = q.until.map_or(now + 1, |t| t.0);
     let since = q
         .since
-        .as_deref()
-        .map(|s| parse_time("since", s))
-        .transpose()?
-        .unwrap_or(until - if monthly { 366 } else { 31 } * 86_400);
+        .map_or(until - if monthly { 366 } else { 31 } * 86_400, |t| t.0);
     let tenant_id = q.tenant_id.unwrap_or(actor.tenant_id);
     let cur = st.currency.clone();
     let periods = st

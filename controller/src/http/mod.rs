@@ -125,6 +125,113 @@ impl Modify for SecurityAddon {
     }
 }
 
+/// Documents, on every operation, the answers that come from the shared machinery rather
+/// than from the handler: the credential gate ([`Actor`]), and the body, path and query
+/// extractors ([`ApiJson`], [`ApiPath`], [`ApiQuery`], paging). It runs on the finished
+/// document, so a new route gets them without listing them, and the per-route lists hold
+/// only what the handler itself decides. A status a route already lists keeps its own
+/// description.
+struct SharedAnswers;
+impl Modify for SharedAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::security::SecurityRequirement;
+        let secured_by_default = openapi
+            .security
+            .as_ref()
+            .is_some_and(|reqs| reqs.iter().any(|r| *r != SecurityRequirement::default()));
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                let secured = match &op.security {
+                    None => secured_by_default,
+                    Some(reqs) => reqs.iter().any(|r| *r != SecurityRequirement::default()),
+                };
+                let params = op.parameters.as_deref().unwrap_or_default();
+                let has = |place: ParameterIn| params.iter().any(|p| p.parameter_in == place);
+                let (in_path, in_query) = (has(ParameterIn::Path), has(ParameterIn::Query));
+                let with_body = op.request_body.is_some();
+                let mut answers: Vec<(&str, &str)> = Vec::new();
+                if secured {
+                    answers.push(("401", "No credential, or one that is unknown, ended or expired (`unauthenticated`)"));
+                    answers.push(("403", "The account is disabled, the address is not allowed, or the function is not granted"));
+                }
+                if in_path || in_query || with_body {
+                    answers.push(("400", "A path, query or body that cannot be read (`bad_path`, `bad_query`, `bad_cursor`, `bad_limit`, `malformed_json`, …)"));
+                }
+                if secured && (in_path || with_body) {
+                    answers.push(("404", "No such row in your part of the tree, or a row the body names is not in it (`not_found`, `site_unavailable`, `plan_unavailable`, …)"));
+                }
+                if with_body {
+                    answers.push(("409", "The request conflicts with what is stored (`duplicate`, `rebrand_disabled`, `above_parent_plan`, …)"));
+                    answers.push((
+                        "413",
+                        "The body is larger than the server accepts (`body_too_large`)",
+                    ));
+                    answers.push((
+                        "415",
+                        "The body is not sent as `application/json` (`unsupported_media_type`)",
+                    ));
+                    answers.push(("422", "A field has the wrong type or breaks a rule of its schema (`invalid_field`, `invalid`)"));
+                }
+                for (status, description) in answers {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
+}
+
+/// Every request type here refuses unknown fields (`deny_unknown_fields`), and utoipa
+/// says so for structs but not for the variants of a tagged enum (`Adjustment`): close
+/// each object variant of a `oneOf` that leaves it open.
+fn closed_variants(
+    schemas: &mut std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    >,
+) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    for schema in schemas.values_mut() {
+        let RefOr::T(Schema::OneOf(one_of)) = schema else {
+            continue;
+        };
+        for item in &mut one_of.items {
+            if let RefOr::T(Schema::Object(o)) = item
+                && o.additional_properties.is_none()
+                && !o.properties.is_empty()
+            {
+                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
+}
+
+/// A response that carries [`ErrorBody`].
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 /// The error body every failure answers with.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -154,7 +261,14 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 
 /// The router and its OpenAPI document.
 pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, spec) = api_router().split_for_parts();
+    let (router, mut spec) = api_router().split_for_parts();
+    SharedAnswers.modify(&mut spec);
+    // Amounts are declared with the installation's currency digits.
+    let schemas = &mut spec.components.get_or_insert_with(Default::default).schemas;
+    closed_variants(schemas);
+    for (name, schema) in crate::money::currency_schemas(&state.currency) {
+        schemas.insert(name.to_string(), schema.into());
+    }
     let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
     let router = router
         .layer(Extension(OpenApiJson(json)))
@@ -204,21 +318,25 @@ where
         let axum::Json(mut body) =
             axum::Json::<serde_json::Value>::from_request(req, state).await?;
         whole_floats_as_integers(&mut body);
-        serde_path_to_error::deserialize(body)
-            .map(ApiJson)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                Error::unprocessable(
-                    "invalid_field",
-                    if path == "." {
-                        inner.to_string()
-                    } else {
-                        format!("{path}: {inner}")
-                    },
-                )
-            })
+        from_json_value(body).map(ApiJson)
     }
+}
+
+/// Reads a request body already parsed as JSON into `T`; a field error names the field
+/// (`amount: …`).
+pub fn from_json_value<T: serde::de::DeserializeOwned>(body: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        Error::unprocessable(
+            "invalid_field",
+            if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            },
+        )
+    })
 }
 
 fn whole_floats_as_integers(v: &mut serde_json::Value) {

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
 use crate::crypto::new_bearer;
 use crate::db::agent::{self, AgentStatus, CreatedEnrollmentToken, EnrollmentToken, SiteEvent};
 use crate::db::nas::{self, Nas, NasFilter, NasPatch, NewNas};
@@ -158,6 +158,7 @@ async fn update_nas(
 #[serde(deny_unknown_fields)]
 pub struct NewEnrollmentToken {
     /// Hours until it expires (1..=168, default 24).
+    #[schema(minimum = 1, maximum = 168)]
     pub ttl_hours: Option<i64>,
 }
 
@@ -217,21 +218,42 @@ async fn agent_status(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct EventFilter {
-    /// `accounting`, `auth_reject`, `nas_sessions_closed` or `coa`.
     #[serde(rename = "type")]
     #[param(rename = "type")]
-    pub kind: Option<String>,
+    #[param(inline)]
+    pub kind: Option<SiteEventKind>,
     /// Only events that happened before this unix time (the `at` of the last one seen).
     pub before: Option<i64>,
     /// 1..=500, default 100.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
+}
+
+/// The kinds of event an agent reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteEventKind {
+    Accounting,
+    AuthReject,
+    NasSessionsClosed,
+    Coa,
+}
+
+impl SiteEventKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            SiteEventKind::Accounting => "accounting",
+            SiteEventKind::AuthReject => "auth_reject",
+            SiteEventKind::NasSessionsClosed => "nas_sessions_closed",
+            SiteEventKind::Coa => "coa",
+        }
+    }
 }
 
 /// What the site's agent reported, newest first: accounting, rejects (with the reason
 /// the NAS was not told), NAS restarts, and the NAS's answers to Disconnect/CoA.
 #[utoipa::path(get, path = "/api/v1/sites/{id}/events", tag = "sites", params(("id" = i64, Path), EventFilter),
-    responses((status = 200, body = Vec<SiteEvent>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Vec<SiteEvent>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn site_events(
     State(st): State<AppState>,
     actor: Actor,
@@ -239,19 +261,9 @@ async fn site_events(
     ApiQuery(f): ApiQuery<EventFilter>,
 ) -> Result<Json<Vec<SiteEvent>>> {
     actor.require(Permission::ManageSites)?;
-    let limit = f.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(Error::invalid("limit must be 1 to 500"));
-    }
-    if let Some(k) = &f.kind
-        && !["accounting", "auth_reject", "nas_sessions_closed", "coa"].contains(&k.as_str())
-    {
-        return Err(Error::invalid(
-            "type must be accounting, auth_reject, nas_sessions_closed or coa",
-        ));
-    }
+    let limit = Paging::new(None, f.limit)?.limit;
     about_site(&st, &actor, id, move |c, id| {
-        agent::site_events(c, id, f.kind.as_deref(), f.before, limit)
+        agent::site_events(c, id, f.kind.map(SiteEventKind::as_str), f.before, limit)
     })
     .await
 }

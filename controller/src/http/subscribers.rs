@@ -196,6 +196,7 @@ async fn sessions(
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// Days back from today (1..=366, default 30).
+    #[param(minimum = 1, maximum = 366)]
     pub days: Option<i64>,
 }
 

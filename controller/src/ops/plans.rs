@@ -66,7 +66,7 @@ pub fn change_rate_card(
             "rate_card.remove",
         ),
         (false, Some(price)) => {
-            let minor = cur.to_minor("wholesale_price", price)?;
+            let minor = cur.to_minor("wholesale_price", price.0)?;
             (
                 plan::set_card(tx, &child, c.plan_id, minor)?,
                 "rate_card.set",

@@ -68,7 +68,8 @@ pub fn create_user(
             ));
         }
         UserKind::Reseller if t.id == OPERATOR_TENANT => {
-            return Err(Error::invalid(
+            return Err(Error::conflict(
+                "tenant_mismatch",
                 "a reseller login belongs to a reseller: set tenant_id",
             ));
         }

@@ -547,7 +547,7 @@ fn seed_billing(
                         validity_days: if parent.is_none() { Some(30) } else { None },
                         validity_months: None,
                         quota_mb: None,
-                        price: money(price),
+                        price: outpost_controller::money::NonNegativeAmount(money(price)),
                     },
                     &cur,
                 )
