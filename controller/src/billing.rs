@@ -110,9 +110,12 @@ pub enum AdjustmentKind {
 
 /// The tenant that credits `child` must be its parent, acting itself.
 fn parent_of(conn: &Connection, by: &By<'_>, child: &Tenant) -> Result<Tenant> {
-    let parent_id = child
-        .parent_id
-        .ok_or_else(|| Error::invalid("the operator has no balance to credit"))?;
+    let parent_id = child.parent_id.ok_or_else(|| {
+        Error::conflict(
+            "operator_has_no_parent",
+            "the operator has no balance to credit",
+        )
+    })?;
     if parent_id != by.scope.tenant_id() {
         let parent = tenant::get(conn, parent_id)?.expect("parent exists (foreign key)");
         return Err(Error::forbidden(
@@ -308,7 +311,7 @@ pub fn renew(
         return Err(Error::invalid("periods must be between 1 and 36"));
     }
     if sub.sub.status == SubscriberStatus::Disabled {
-        return Err(Error::unprocessable(
+        return Err(Error::conflict(
             "subscriber_disabled",
             "a disabled subscriber cannot be renewed; enable it first",
         ));

@@ -571,12 +571,7 @@ async fn renewal_moves_expiry_from_the_later_of_now_and_expiry() {
     fx.patch_ok(Who::B, &path, json!({ "status": "disabled" }))
         .await;
     let (s, b) = fx.money(Who::B, &format!("{path}/renew"), json!({})).await;
-    assert_error(
-        s,
-        &b,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "subscriber_disabled",
-    );
+    assert_error(s, &b, StatusCode::CONFLICT, "subscriber_disabled");
 }
 
 #[tokio::test]
@@ -754,11 +749,7 @@ async fn plans_derive_within_their_card_plan() {
         "a reseller's plan needs a card plan"
     );
     let (s, _) = mk(with("validity_days", json!(31))).await;
-    assert_eq!(
-        s,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validity must match the card plan"
-    );
+    assert_eq!(s, StatusCode::CONFLICT, "validity must match the card plan");
     let (s, _) = mk(with("parent_plan_id", json!(fx.b.plan))).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "B's plan is not on A's card");
     let (s, p) = mk(base.clone()).await;

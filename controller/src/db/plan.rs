@@ -424,10 +424,13 @@ pub fn create(
             if days.is_none() && months.is_none() {
                 (days, months) = (p.validity_days, p.validity_months);
             } else if (days, months) != (p.validity_days, p.validity_months) {
-                return Err(Error::invalid(format!(
-                    "validity must match the assigned plan '{}' (its cost is per period)",
-                    p.name
-                )));
+                return Err(Error::conflict(
+                    "validity_mismatch",
+                    format!(
+                        "validity must match the assigned plan '{}' (its cost is per period)",
+                        p.name
+                    ),
+                ));
             }
             Some(p)
         }
@@ -435,6 +438,14 @@ pub fn create(
     match (days, months) {
         (Some(d), None) if (1..=3660).contains(&d) => {}
         (None, Some(m)) if (1..=120).contains(&m) => {}
+        // Only an operator's plan gets here with neither: a derived plan took its
+        // parent's. Whether one is needed depends on the owner, so it is a conflict.
+        (None, None) => {
+            return Err(Error::conflict(
+                "validity_required",
+                "an operator's plan needs validity_days or validity_months",
+            ));
+        }
         _ => {
             return Err(Error::invalid(
                 "set exactly one of validity_days (1..=3660) and validity_months (1..=120)",
@@ -546,6 +557,24 @@ pub struct RateCardChange {
     pub remove: bool,
 }
 
+impl RateCardChange {
+    /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
+    /// `remove: true` alone, or a `wholesale_price`.
+    pub const SCHEMA_RULES: &str = r#"[
+        {"if": {"properties": {"remove": {"const": true}}, "required": ["remove"]},
+         "then": {"properties": {"wholesale_price": {"type": "null"}}},
+         "else": {"required": ["wholesale_price"], "properties": {"wholesale_price": {"type": "string"}}}}
+    ]"#;
+}
+
+impl NewPlan {
+    /// Not both of `validity_days` and `validity_months`.
+    pub const SCHEMA_RULES: &str = r#"[
+        {"not": {"required": ["validity_days", "validity_months"],
+                 "properties": {"validity_days": {"type": "integer"}, "validity_months": {"type": "integer"}}}}
+    ]"#;
+}
+
 pub fn card(conn: &Connection, tenant_id: i64) -> Result<Vec<PlanRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLS}, rc.wholesale_price FROM rate_cards rc JOIN plans p ON p.id = rc.plan_id
@@ -562,9 +591,9 @@ pub fn set_card(
     plan_id: i64,
     wholesale: i64,
 ) -> Result<PlanRow> {
-    let parent_id = child
-        .parent_id
-        .ok_or_else(|| Error::invalid("the operator has no rate card"))?;
+    let parent_id = child.parent_id.ok_or_else(|| {
+        Error::conflict("operator_has_no_parent", "the operator has no rate card")
+    })?;
     let plan = get(conn, plan_id)?
         .filter(|p| p.tenant_id == parent_id)
         .ok_or_else(|| {

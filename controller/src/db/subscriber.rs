@@ -26,6 +26,24 @@ pub enum SubscriberStatus {
     Expired,
 }
 
+impl NewSubscriber {
+    /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
+    /// `auto_renew: true` needs a `plan_id`.
+    pub const SCHEMA_RULES: &str = r#"[
+        {"if": {"properties": {"auto_renew": {"const": true}}, "required": ["auto_renew"]},
+         "then": {"required": ["plan_id"], "properties": {"plan_id": {"type": "integer"}}}}
+    ]"#;
+}
+
+impl BulkRequest {
+    /// `tenant_id` with `set_reseller`, and only with it.
+    pub const SCHEMA_RULES: &str = r#"[
+        {"if": {"properties": {"action": {"const": "set_reseller"}}, "required": ["action"]},
+         "then": {"required": ["tenant_id"], "properties": {"tenant_id": {"type": "integer"}}},
+         "else": {"properties": {"tenant_id": {"type": "null"}}}}
+    ]"#;
+}
+
 /// The statuses a request may set: `expired` is the system's to set.
 pub struct SubscriberStatusInput;
 

@@ -68,6 +68,15 @@ pub struct NewUser {
     pub preset: Option<RolePreset>,
 }
 
+impl NewUser {
+    /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
+    /// only a manager takes `permissions` or a `preset`.
+    pub const SCHEMA_RULES: &str = r#"[
+        {"if": {"not": {"properties": {"kind": {"const": "manager"}}, "required": ["kind"]}},
+         "then": {"properties": {"permissions": {"maxItems": 0}, "preset": {"type": "null"}}}}
+    ]"#;
+}
+
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {

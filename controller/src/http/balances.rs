@@ -313,6 +313,15 @@ pub struct PaymentRequest {
     pub periods: Option<i64>,
 }
 
+impl PaymentRequest {
+    /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
+    /// `plan_id` and `periods` only with `renew: true`.
+    pub const SCHEMA_RULES: &str = r#"[
+        {"if": {"properties": {"renew": {"const": true}}, "required": ["renew"]},
+         "else": {"properties": {"plan_id": {"type": "null"}, "periods": {"type": "null"}}}}
+    ]"#;
+}
+
 /// Record money collected from a subscriber (into its owner's collections), optionally
 /// renewing it in the same step. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/payments", tag = "balances", params(("id" = i64, Path),

@@ -217,6 +217,46 @@ fn closed_variants(
     }
 }
 
+/// Request bodies whose rules span fields ("this only with that"), which the derived
+/// schemas cannot state, carry them as JSON Schema `if`/`then`/`else` under `allOf`. Each
+/// type keeps its rules next to its definition (`SCHEMA_RULES`), beside the code that
+/// enforces them; schemathesis in CI checks both sides agree.
+fn cross_field_rules(
+    schemas: &mut std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+    >,
+) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    let rules = [
+        (
+            "NewSubscriber",
+            crate::db::subscriber::NewSubscriber::SCHEMA_RULES,
+        ),
+        (
+            "BulkRequest",
+            crate::db::subscriber::BulkRequest::SCHEMA_RULES,
+        ),
+        (
+            "RateCardChange",
+            crate::db::plan::RateCardChange::SCHEMA_RULES,
+        ),
+        ("NewPlan", crate::db::plan::NewPlan::SCHEMA_RULES),
+        ("NewUser", crate::db::user::NewUser::SCHEMA_RULES),
+        ("PaymentRequest", balances::PaymentRequest::SCHEMA_RULES),
+    ];
+    for (name, json) in rules {
+        let rules: serde_json::Value = serde_json::from_str(json).expect("rules are JSON");
+        let Some(RefOr::T(Schema::Object(o))) = schemas.get_mut(name) else {
+            panic!("{name} is not an object schema in the document");
+        };
+        o.extensions
+            .get_or_insert_with(Default::default)
+            .insert("allOf".to_string(), rules);
+    }
+}
+
 /// A response that carries [`ErrorBody`].
 fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -266,6 +306,7 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     // Amounts are declared with the installation's currency digits.
     let schemas = &mut spec.components.get_or_insert_with(Default::default).schemas;
     closed_variants(schemas);
+    cross_field_rules(schemas);
     for (name, schema) in crate::money::currency_schemas(&state.currency) {
         schemas.insert(name.to_string(), schema.into());
     }

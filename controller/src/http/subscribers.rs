@@ -130,12 +130,12 @@ async fn bulk(
         }
         BulkAction::SetReseller => actor.require(Permission::EditCustomers)?,
     }
+    if req.ids.is_empty() || req.ids.len() > 1000 {
+        return Err(Error::invalid("ids must list 1 to 1000 subscribers"));
+    }
     let mut ids = req.ids.clone();
     ids.sort_unstable();
     ids.dedup();
-    if ids.is_empty() || ids.len() > 1000 {
-        return Err(Error::invalid("ids must list 1 to 1000 subscribers"));
-    }
     if req.action == BulkAction::SetReseller && req.tenant_id.is_none() {
         return Err(Error::invalid(
             "set_reseller needs tenant_id: the reseller to move the subscribers to",

@@ -129,7 +129,15 @@ pub fn update_user(
         ));
     }
     let perms = match &p.permissions {
-        Some(list) => grant(actor, u.kind, list, None)?,
+        // Whether a user takes permissions depends on its stored kind: a conflict, not a
+        // malformed request.
+        Some(list) => grant(actor, u.kind, list, None).map_err(|e| {
+            if e.kind == crate::error::ErrorKind::Invalid {
+                Error::conflict("not_a_manager", e.message)
+            } else {
+                e
+            }
+        })?,
         None => u.permissions.clone(),
     };
     let name = p
