@@ -59,9 +59,131 @@ impl utoipa::PartialSchema for SubscriberIpv4 {
 }
 impl utoipa::ToSchema for SubscriberIpv4 {}
 
+/// An address block a reseller's logins may come from: an IPv4 or IPv6 address, or a
+/// CIDR block of either (`203.0.113.0/24`, `2001:db8::/32`). Written as
+/// [`ip_block_pattern`] says, and read by [`parse_ip_block`] with that same pattern.
+pub struct IpBlock;
+
+/// The pattern of [`IpBlock`]: dotted decimal without leading zeros, or IPv6 in its
+/// eight-group and `::` forms (no embedded IPv4, no zone), each with an optional prefix
+/// length in range, without leading zeros.
+pub fn ip_block_pattern() -> String {
+    let o = "(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    let v4 = format!("{o}(?:\\.{o}){{3}}");
+    let h = "[0-9A-Fa-f]{1,4}";
+    let v6 = [
+        format!("(?:{h}:){{7}}{h}"),
+        format!("(?:{h}:){{1,7}}:"),
+        format!("(?:{h}:){{1,6}}:{h}"),
+        format!("(?:{h}:){{1,5}}(?::{h}){{1,2}}"),
+        format!("(?:{h}:){{1,4}}(?::{h}){{1,3}}"),
+        format!("(?:{h}:){{1,3}}(?::{h}){{1,4}}"),
+        format!("(?:{h}:){{1,2}}(?::{h}){{1,5}}"),
+        format!("{h}:(?::{h}){{1,6}}"),
+        format!(":(?:(?::{h}){{1,7}}|:)"),
+    ]
+    .join("|");
+    let p4 = "(?:3[0-2]|[12]?[0-9])";
+    let p6 = "(?:12[0-8]|1[01][0-9]|[1-9]?[0-9])";
+    format!("^(?:{v4}(?:/{p4})?|(?:{v6})(?:/{p6})?)$")
+}
+
+fn ip_block_re() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new(&ip_block_pattern()).expect("the pattern compiles"))
+}
+
+/// Reads an [`IpBlock`]: `None` unless it is written as the pattern says. A bare address
+/// is the block of that one host; host bits of a block are cleared.
+pub fn parse_ip_block(s: &str) -> Option<ipnet::IpNet> {
+    if !ip_block_re().is_match(s) {
+        return None;
+    }
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .ok()
+        .map(|n| n.trunc())
+}
+
+impl utoipa::PartialSchema for IpBlock {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(ip_block_pattern()))
+            .description(Some(
+                "An IPv4 or IPv6 address, or a CIDR block of either (203.0.113.0/24, 2001:db8::/32)",
+            ))
+            .examples([serde_json::json!("203.0.113.0/24")])
+            .into()
+    }
+}
+impl utoipa::ToSchema for IpBlock {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_block_the_pattern_admits_is_read() {
+        use rand::{Rng, SeedableRng};
+        let re = regex::Regex::new(&ip_block_pattern()).unwrap();
+        for s in [
+            "203.0.113.0/24",
+            "203.0.113.7",
+            "0.0.0.0/0",
+            "2001:db8::/32",
+            "::",
+            "::1",
+            "::/0",
+            "1:2:3:4:5:6:7:8",
+            "1:2:3:4:5:6:7::",
+            "1::8",
+            "fe80::1/64",
+            "ABCD::ef/128",
+        ] {
+            assert!(re.is_match(s), "{s}");
+            assert!(parse_ip_block(s).is_some(), "{s}");
+        }
+        for s in [
+            "",
+            " 10.0.0.0/8",
+            "10.0.0.0/8 ",
+            "10.0.0.0/33",
+            "10.0.0.0/08",
+            "010.0.0.1",
+            "1.2.3",
+            "::ffff:1.2.3.4",
+            "fe80::1%eth0",
+            "1:2:3:4:5:6:7:8:9",
+            "1::2::3",
+            "::/129",
+            "::/01",
+            "12345::",
+            "g::",
+        ] {
+            assert!(!re.is_match(s), "{s}");
+            assert!(parse_ip_block(s).is_none(), "{s}");
+        }
+        // Random strings of the characters addresses are made of: whatever the pattern
+        // admits, the parser reads.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+        let alphabet = b"0123456789abcdefABCDEF:./";
+        let mut admitted = 0;
+        for _ in 0..200_000 {
+            let n = rng.gen_range(1..=24);
+            let s: String = (0..n)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())] as char)
+                .collect();
+            if re.is_match(&s) {
+                admitted += 1;
+                assert!(
+                    s.parse::<ipnet::IpNet>().is_ok() || s.parse::<std::net::IpAddr>().is_ok(),
+                    "{s} matches the pattern but does not parse"
+                );
+            }
+        }
+        assert!(admitted > 0);
+    }
 
     #[test]
     fn the_subscriber_address_pattern_is_what_parse_ipv4_accepts() {

@@ -128,7 +128,9 @@ pub struct NewReseller {
     pub name: String,
     /// The parent tenant; defaults to the caller's own tenant.
     pub parent_id: Option<i64>,
+    /// Address blocks its users may log in from; empty = any. At most 256.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::wire::IpBlock>, max_items = 256)]
     pub allowed_ips: Vec<String>,
     #[serde(default)]
     pub rebrand_enabled: bool,
@@ -164,6 +166,8 @@ pub struct ResellerPatch {
     )]
     pub name: Option<String>,
     pub status: Option<TenantStatus>,
+    /// Replaces the address blocks whole; empty = any. At most 256.
+    #[schema(value_type = Option<Vec<crate::wire::IpBlock>>, max_items = 256)]
     pub allowed_ips: Option<Vec<String>>,
     pub rebrand_enabled: Option<bool>,
     /// A host name, or null to remove it.
@@ -470,10 +474,8 @@ pub fn parse_allowed_ips(items: &[String]) -> Result<Vec<IpNet>> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let s = s.trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map(|n| n.trunc())
+            crate::wire::parse_ip_block(s)
+                .ok_or(())
                 .map_err(|_| {
                     Error::invalid(format!(
                         "allowed_ips[{i}]: '{s}' is not an IP address or CIDR block (for example 203.0.113.0/24)"
