@@ -79,8 +79,7 @@ fn agent_who(a: AgentIdentity) -> Who {
 /// Enroll an agent with a single-use token.
 #[utoipa::path(post, path = "/agent/v1/enroll", tag = "agent", security(()),
     request_body(content = Object, description = "outpost_protocol::EnrollRequest"),
-    responses((status = 200, description = "outpost_protocol::EnrollResponse"), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "outpost_protocol::EnrollResponse"), (status = 401, body = ErrorBody)))]
 async fn enroll(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<proto::EnrollRequest>,
@@ -120,7 +119,7 @@ pub struct StateParams {
 /// The site's desired state since a revision: at once if something changed, else after
 /// up to `wait` seconds. Held as a task, not a thread, so thousands may wait.
 #[utoipa::path(get, path = "/agent/v1/state", tag = "agent", params(StateParams),
-    responses((status = 200, description = "outpost_protocol::StateResponse"), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "outpost_protocol::StateResponse")))]
 async fn state(
     State(st): State<AppState>,
     Agent(me): Agent,
@@ -150,7 +149,7 @@ async fn state(
 /// Acknowledge an applied revision with a digest of what the agent enforces.
 #[utoipa::path(post, path = "/agent/v1/ack", tag = "agent",
     request_body(content = Object, description = "outpost_protocol::Ack"),
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 204)))]
 async fn ack(
     State(st): State<AppState>,
     Agent(me): Agent,
@@ -174,8 +173,7 @@ async fn ack(
 /// Deliver journaled events; each (agent, seq) is stored once, so redelivery is safe.
 #[utoipa::path(post, path = "/agent/v1/events", tag = "agent",
     request_body(content = Object, description = "outpost_protocol::EventBatch"),
-    responses((status = 200, description = "outpost_protocol::EventsAccepted"), (status = 401, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "outpost_protocol::EventsAccepted")))]
 async fn events(
     State(st): State<AppState>,
     Agent(me): Agent,

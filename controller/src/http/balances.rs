@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, AppState, ErrorBody};
+use super::{ApiJson, ApiPath, AppState};
 use crate::billing::{
     self, AdjustmentKind, By, PaymentMethod, PaymentResult, RenewResult, Transfer,
 };
@@ -161,8 +161,7 @@ fn note(field: &str, s: Option<&str>, required: bool) -> Result<Option<String>> 
 /// its own, within its own credit limit. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/balance", tag = "balances", params(("id" = i64, Path),
     ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = AddBalance,
-    responses((status = 200, body = Transfer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Transfer)))]
 async fn add_balance(
     State(st): State<AppState>,
     actor: Actor,
@@ -221,8 +220,7 @@ pub enum Adjustment {
 /// down) a direct child's balance, with a reason. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/adjustments", tag = "balances", params(("id" = i64, Path),
     ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = Adjustment,
-    responses((status = 200, body = Transfer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Transfer)))]
 async fn adjust_balance(
     State(st): State<AppState>,
     actor: Actor,
@@ -271,8 +269,7 @@ pub struct RenewRequest {
 /// Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/renew", tag = "balances", params(("id" = i64, Path),
     ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = RenewRequest,
-    responses((status = 200, body = RenewResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = RenewResult)))]
 async fn renew(
     State(st): State<AppState>,
     actor: Actor,
@@ -326,8 +323,7 @@ impl PaymentRequest {
 /// renewing it in the same step. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/payments", tag = "balances", params(("id" = i64, Path),
     ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = PaymentRequest,
-    responses((status = 201, body = PaymentResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = PaymentResult)))]
 async fn record_payment(
     State(st): State<AppState>,
     actor: Actor,

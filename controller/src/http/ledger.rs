@@ -29,7 +29,7 @@ fn bounds(f: &LedgerFilter) -> (Option<i64>, Option<i64>) {
 
 /// Ledger entries of your part of the tree, oldest first.
 #[utoipa::path(get, path = "/api/v1/ledger", tag = "balances", params(LedgerFilter),
-    responses((status = 200, body = Page<LedgerEntry>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<LedgerEntry>)))]
 async fn list_ledger(
     State(st): State<AppState>,
     actor: Actor,
@@ -51,8 +51,7 @@ const CSV_MAX_ROWS: u32 = 100_000;
 /// 100000 rows (`X-Truncated: true` when there are more; follow with `cursor`).
 #[utoipa::path(get, path = "/api/v1/resellers/{id}/statement", tag = "balances", params(("id" = i64, Path), LedgerFilter),
     responses((status = 200, description = "The statement: a JSON page, or CSV with `Accept: text/csv` or `format=csv`",
-                content((Page<LedgerEntry> = "application/json"), (String = "text/csv"))),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+                content((Page<LedgerEntry> = "application/json"), (String = "text/csv")))))]
 async fn statement(
     State(st): State<AppState>,
     actor: Actor,
@@ -191,7 +190,7 @@ pub struct Summary {
 /// Renewals and revenue per period for a tenant and its descendants (a manager: its
 /// own tenant only).
 #[utoipa::path(get, path = "/api/v1/reports/summary", tag = "balances", params(SummaryQuery),
-    responses((status = 200, body = Summary), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Summary), (status = 404, body = ErrorBody)))]
 async fn summary(
     State(st): State<AppState>,
     actor: Actor,

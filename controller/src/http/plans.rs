@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
 use crate::db::plan::{self, NewPlan, Plan, PlanFilter, PlanPatch, RateCardChange, RateCardEntry};
 use crate::db::tenant;
 use crate::error::Result;
@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// Plans you sell (yours and your descendants') and the plans on your own rate card,
 /// with what you pay for them.
 #[utoipa::path(get, path = "/api/v1/plans", tag = "plans", params(PlanFilter),
-    responses((status = 200, body = Page<Plan>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<Plan>)))]
 async fn list_plans(
     State(st): State<AppState>,
     actor: Actor,
@@ -37,8 +37,7 @@ async fn list_plans(
 /// Create a plan. The operator's plans stand alone; a reseller's plan derives from a
 /// plan on its rate card (`parent_plan_id`), at speeds up to that plan's.
 #[utoipa::path(post, path = "/api/v1/plans", tag = "plans", request_body = NewPlan,
-    responses((status = 201, body = Plan), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Plan)))]
 async fn create_plan(
     State(st): State<AppState>,
     actor: Actor,
@@ -55,7 +54,7 @@ async fn create_plan(
 
 /// One plan you sell or that is on your rate card.
 #[utoipa::path(get, path = "/api/v1/plans/{id}", tag = "plans", params(("id" = i64, Path)),
-    responses((status = 200, body = Plan), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Plan)))]
 async fn get_plan(
     State(st): State<AppState>,
     actor: Actor,
@@ -68,8 +67,7 @@ async fn get_plan(
 
 /// Change one of your (or your descendants') plans: name, price, speeds, status.
 #[utoipa::path(patch, path = "/api/v1/plans/{id}", tag = "plans", params(("id" = i64, Path)), request_body = PlanPatch,
-    responses((status = 200, body = Plan), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Plan)))]
 async fn update_plan(
     State(st): State<AppState>,
     actor: Actor,
@@ -88,7 +86,7 @@ async fn update_plan(
 /// A reseller's rate card: the plans assigned to it and what it pays for each. You see
 /// your own card and your descendants' cards, never your parent's.
 #[utoipa::path(get, path = "/api/v1/resellers/{id}/rate-card", tag = "plans", params(("id" = i64, Path)),
-    responses((status = 200, body = Vec<RateCardEntry>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<RateCardEntry>)))]
 async fn get_rate_card(
     State(st): State<AppState>,
     actor: Actor,
@@ -115,8 +113,7 @@ async fn get_rate_card(
 /// price, or take the plan off its card (`remove: true`).
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/rate-card", tag = "plans", params(("id" = i64, Path)),
     request_body = RateCardChange,
-    responses((status = 200, body = RateCardEntry), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = RateCardEntry)))]
 async fn change_rate_card(
     State(st): State<AppState>,
     actor: Actor,

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerFilter, ResellerPatch};
 use crate::error::Result;
@@ -22,7 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Resellers and sub-resellers below you (a manager: its tenant's direct children).
 #[utoipa::path(get, path = "/api/v1/resellers", tag = "resellers", params(ResellerFilter),
-    responses((status = 200, body = Page<Reseller>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<Reseller>)))]
 async fn list_resellers(
     State(st): State<AppState>,
     actor: Actor,
@@ -35,8 +35,7 @@ async fn list_resellers(
 
 /// Create a reseller (under `parent_id`, by default under your own tenant).
 #[utoipa::path(post, path = "/api/v1/resellers", tag = "resellers", request_body = NewReseller,
-    responses((status = 201, body = Reseller), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Reseller)))]
 async fn create_reseller(
     State(st): State<AppState>,
     actor: Actor,
@@ -54,7 +53,7 @@ async fn create_reseller(
 
 /// One reseller below you, or your own tenant, with its usage against its limits.
 #[utoipa::path(get, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)),
-    responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Reseller)))]
 async fn get_reseller(
     State(st): State<AppState>,
     actor: Actor,
@@ -74,8 +73,7 @@ async fn get_reseller(
 /// credit limit and renewal mode.
 /// Nobody edits their own tenant's record: its parent does.
 #[utoipa::path(patch, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)), request_body = ResellerPatch,
-    responses((status = 200, body = Reseller), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Reseller)))]
 async fn update_reseller(
     State(st): State<AppState>,
     actor: Actor,
@@ -94,7 +92,7 @@ async fn update_reseller(
 /// The brand a reseller (or your own tenant) shows its subscribers: its own settings
 /// and the brand its subscribers actually see, resolved through the tree.
 #[utoipa::path(get, path = "/api/v1/resellers/{id}/brand", tag = "resellers", params(("id" = i64, Path)),
-    responses((status = 200, body = BrandView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = BrandView)))]
 async fn get_brand(
     State(st): State<AppState>,
     actor: Actor,
@@ -113,8 +111,7 @@ async fn get_brand(
 /// that inherit the brand, receive it through the state feed.
 #[utoipa::path(put, path = "/api/v1/resellers/{id}/brand", tag = "resellers", params(("id" = i64, Path)),
     request_body = BrandSettings,
-    responses((status = 200, body = BrandView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = BrandView)))]
 async fn set_brand(
     State(st): State<AppState>,
     actor: Actor,

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page, Paging};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page, Paging};
 use crate::crypto::new_bearer;
 use crate::db::agent::{self, AgentStatus, CreatedEnrollmentToken, EnrollmentToken, SiteEvent};
 use crate::db::nas::{self, Nas, NasFilter, NasPatch, NewNas};
@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Sites in your part of the tree.
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites", params(SiteFilter),
-    responses((status = 200, body = Page<Site>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<Site>)))]
 async fn list_sites(
     State(st): State<AppState>,
     actor: Actor,
@@ -43,8 +43,7 @@ async fn list_sites(
 
 /// Create a site (owned by `tenant_id`, by default your own tenant).
 #[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = NewSite,
-    responses((status = 201, body = Site), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Site)))]
 async fn create_site(
     State(st): State<AppState>,
     actor: Actor,
@@ -60,7 +59,7 @@ async fn create_site(
 
 /// One site.
 #[utoipa::path(get, path = "/api/v1/sites/{id}", tag = "sites", params(("id" = i64, Path)),
-    responses((status = 200, body = Site), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Site)))]
 async fn get_site(
     State(st): State<AppState>,
     actor: Actor,
@@ -73,8 +72,7 @@ async fn get_site(
 
 /// Rename or describe a site.
 #[utoipa::path(patch, path = "/api/v1/sites/{id}", tag = "sites", params(("id" = i64, Path)), request_body = SitePatch,
-    responses((status = 200, body = Site), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Site)))]
 async fn update_site(
     State(st): State<AppState>,
     actor: Actor,
@@ -91,7 +89,7 @@ async fn update_site(
 
 /// NAS devices in your part of the tree (without their secrets).
 #[utoipa::path(get, path = "/api/v1/nas", tag = "nas", params(NasFilter),
-    responses((status = 200, body = Page<Nas>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<Nas>)))]
 async fn list_nas(
     State(st): State<AppState>,
     actor: Actor,
@@ -103,8 +101,7 @@ async fn list_nas(
 
 /// Register a NAS at a site. The RADIUS secret is stored sealed.
 #[utoipa::path(post, path = "/api/v1/nas", tag = "nas", request_body = NewNas,
-    responses((status = 201, body = Nas), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Nas)))]
 async fn create_nas(
     State(st): State<AppState>,
     actor: Actor,
@@ -121,7 +118,7 @@ async fn create_nas(
 
 /// One NAS, with its RADIUS secret.
 #[utoipa::path(get, path = "/api/v1/nas/{id}", tag = "nas", params(("id" = i64, Path)),
-    responses((status = 200, body = Nas), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Nas)))]
 async fn get_nas(
     State(st): State<AppState>,
     actor: Actor,
@@ -137,8 +134,7 @@ async fn get_nas(
 
 /// Change a NAS: name, address, secret, dialect, CoA port, Message-Authenticator policy.
 #[utoipa::path(patch, path = "/api/v1/nas/{id}", tag = "nas", params(("id" = i64, Path)), request_body = NasPatch,
-    responses((status = 200, body = Nas), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Nas)))]
 async fn update_nas(
     State(st): State<AppState>,
     actor: Actor,
@@ -164,7 +160,7 @@ pub struct NewEnrollmentToken {
 
 /// Enrollment tokens of a site (never their secrets).
 #[utoipa::path(get, path = "/api/v1/sites/{id}/enrollment-tokens", tag = "sites", params(("id" = i64, Path)),
-    responses((status = 200, body = Vec<EnrollmentToken>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<EnrollmentToken>)))]
 async fn list_enrollment_tokens(
     State(st): State<AppState>,
     actor: Actor,
@@ -177,8 +173,7 @@ async fn list_enrollment_tokens(
 /// Create a single-use, expiring enrollment token for a site. The secret is shown once.
 #[utoipa::path(post, path = "/api/v1/sites/{id}/enrollment-tokens", tag = "sites", params(("id" = i64, Path)),
     request_body = NewEnrollmentToken,
-    responses((status = 201, body = CreatedEnrollmentToken), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedEnrollmentToken)))]
 async fn create_enrollment_token(
     State(st): State<AppState>,
     actor: Actor,
@@ -204,7 +199,7 @@ async fn create_enrollment_token(
 
 /// The site's agent: version, last seen, applied revision and drift.
 #[utoipa::path(get, path = "/api/v1/sites/{id}/agent", tag = "sites", params(("id" = i64, Path)),
-    responses((status = 200, body = AgentStatus), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = AgentStatus)))]
 async fn agent_status(
     State(st): State<AppState>,
     actor: Actor,
@@ -253,7 +248,7 @@ impl SiteEventKind {
 /// What the site's agent reported, newest first: accounting, rejects (with the reason
 /// the NAS was not told), NAS restarts, and the NAS's answers to Disconnect/CoA.
 #[utoipa::path(get, path = "/api/v1/sites/{id}/events", tag = "sites", params(("id" = i64, Path), EventFilter),
-    responses((status = 200, body = Vec<SiteEvent>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<SiteEvent>)))]
 async fn site_events(
     State(st): State<AppState>,
     actor: Actor,

@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
 use crate::db::agent::{self, OnlineSession, UsageDay};
 use crate::db::audit::{self, Entry, Who};
 use crate::db::subscriber::{
@@ -33,7 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Search your subscribers (a manager: its tenant's direct customers only).
 #[utoipa::path(get, path = "/api/v1/subscribers", tag = "subscribers", params(SubscriberFilter),
-    responses((status = 200, body = Page<Subscriber>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<Subscriber>)))]
 async fn list_subscribers(
     State(st): State<AppState>,
     actor: Actor,
@@ -47,8 +47,7 @@ async fn list_subscribers(
 
 /// Create a subscriber (owned by `tenant_id`, by default your own tenant).
 #[utoipa::path(post, path = "/api/v1/subscribers", tag = "subscribers", request_body = NewSubscriber,
-    responses((status = 201, body = Subscriber), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Subscriber)))]
 async fn create_subscriber(
     State(st): State<AppState>,
     actor: Actor,
@@ -69,7 +68,7 @@ async fn create_subscriber(
 
 /// One subscriber. The PPP password is included for those who may edit customers.
 #[utoipa::path(get, path = "/api/v1/subscribers/{id}", tag = "subscribers", params(("id" = i64, Path)),
-    responses((status = 200, body = Subscriber), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Subscriber)))]
 async fn get_subscriber(
     State(st): State<AppState>,
     actor: Actor,
@@ -89,8 +88,7 @@ async fn get_subscriber(
 /// edit customers. `tenant_id` moves it, only within your subtree.
 #[utoipa::path(patch, path = "/api/v1/subscribers/{id}", tag = "subscribers", params(("id" = i64, Path)),
     request_body = SubscriberPatch,
-    responses((status = 200, body = Subscriber), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = Subscriber)))]
 async fn update_subscriber(
     State(st): State<AppState>,
     actor: Actor,
@@ -117,8 +115,7 @@ async fn update_subscriber(
 
 /// Suspend, reconnect or move many subscribers at once: all of them or none.
 #[utoipa::path(post, path = "/api/v1/subscribers/bulk", tag = "subscribers", request_body = BulkRequest,
-    responses((status = 200, body = BulkResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = BulkResult)))]
 async fn bulk(
     State(st): State<AppState>,
     actor: Actor,
@@ -181,7 +178,7 @@ async fn bulk(
 
 /// A subscriber's sessions online now, from accounting.
 #[utoipa::path(get, path = "/api/v1/subscribers/{id}/sessions", tag = "subscribers", params(("id" = i64, Path)),
-    responses((status = 200, body = Vec<OnlineSession>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<OnlineSession>)))]
 async fn sessions(
     State(st): State<AppState>,
     actor: Actor,
@@ -202,7 +199,7 @@ pub struct UsageParams {
 
 /// A subscriber's traffic per UTC day, from accounting.
 #[utoipa::path(get, path = "/api/v1/subscribers/{id}/usage", tag = "subscribers", params(("id" = i64, Path), UsageParams),
-    responses((status = 200, body = Vec<UsageDay>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<UsageDay>)))]
 async fn usage(
     State(st): State<AppState>,
     actor: Actor,

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery, AppState, ErrorBody, Page};
+use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
 use crate::db::tenant::validate_name;
 use crate::db::user::{self, NewUser, User, UserFilter, UserPatch};
 use crate::error::{Error, Result};
@@ -21,7 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Users of your part of the tree (a manager: of its own tenant).
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserFilter),
-    responses((status = 200, body = Page<User>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = Page<User>)))]
 async fn list_users(
     State(st): State<AppState>,
     actor: Actor,
@@ -35,8 +35,7 @@ async fn list_users(
 /// Create a login: operator staff (operator only), a reseller login (operator and
 /// reseller logins), or a manager with granted permissions.
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
-    responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = User)))]
 async fn create_user(
     State(st): State<AppState>,
     actor: Actor,
@@ -65,7 +64,7 @@ async fn create_user(
 
 /// One user of your part of the tree.
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)),
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = User)))]
 async fn get_user(
     State(st): State<AppState>,
     actor: Actor,
@@ -79,8 +78,7 @@ async fn get_user(
 /// Change a user: name, phone, status, a manager's permissions, or set a new password.
 /// Disabling a user or setting its password ends its sessions and tokens.
 #[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = i64, Path)), request_body = UserPatch,
-    responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = User)))]
 async fn update_user(
     State(st): State<AppState>,
     actor: Actor,
