@@ -132,6 +132,8 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/subscribers/{id}/renew",          [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("POST", "/panel/subscribers/{id}/payments",       [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("GET", "/panel/users",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("GET", "/panel/resellers",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("GET", "/panel/audit",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("POST", "/panel/users/{id}/impersonate",          [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("POST", "/panel/impersonation/end",               [[422, 0],   [422, 0],   [422, 0],   [422, 0],   [422, 0],   [401, 0]]),
     ("GET", "/panel/assets/{hash}/{file}",             [[200, 404], [200, 404], [200, 404], [200, 404], [200, 404], [200, 404]]),
@@ -810,4 +812,92 @@ async fn the_panel_login_shares_the_api_throttle() {
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{html}");
     assert!(h.contains_key(header::RETRY_AFTER));
     assert!(html.contains("too many failed logins"), "{html}");
+}
+
+async fn get(fx: &Fixture, who: Who, path: String) -> (StatusCode, HeaderMap, String) {
+    page(
+        fx,
+        Method::GET,
+        &path,
+        Opts {
+            session: as_who(fx, who),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// The reseller tree and the audit log list only the actor's part of the tree, through
+/// the API's lists; the log's filters narrow it.
+#[tokio::test]
+async fn the_tree_and_the_audit_log_stay_in_scope() {
+    let fx = Fixture::new();
+    let (s, _, html) = get(&fx, Who::Op, "/panel/resellers".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("Reseller A")
+            && html.contains("Sub-reseller A1")
+            && html.contains("Reseller B"),
+        "{html}"
+    );
+    let (_, _, html) = get(&fx, Who::A, "/panel/resellers".into()).await;
+    assert!(
+        html.contains("Sub-reseller A1") && !html.contains("Reseller B"),
+        "{html}"
+    );
+    assert!(html.contains("href=\"/panel?tenant_id=3\""), "{html}");
+    // Something to find in the log: A and B each change one of their subscribers.
+    for (who, sub) in [(Who::A, fx.a.subscriber), (Who::B, fx.b.subscriber)] {
+        let (s, _, _) = page(
+            &fx,
+            Method::POST,
+            &format!("/panel/subscribers/{sub}/status"),
+            Opts {
+                session: as_who(&fx, who),
+                form: Some(vec![("status", "suspended".into())]),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(s, StatusCode::SEE_OTHER);
+    }
+    let (s, _, html) = get(&fx, Who::A, "/panel/audit?action=subscriber.".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains(&format!("subscriber {}", fx.a.subscriber)),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&format!("subscriber {}<", fx.b.subscriber)),
+        "B's entry in A's log: {html}"
+    );
+    let (_, _, html) = get(
+        &fx,
+        Who::A,
+        format!(
+            "/panel/audit?target_kind=subscriber&target_id={}",
+            fx.b.subscriber
+        ),
+    )
+    .await;
+    assert!(html.contains("No entries match."), "{html}");
+    let (_, _, html) = get(
+        &fx,
+        Who::Op,
+        "/panel/audit?action=subscriber.update&since=2000-01-01&until=2000-01-02".into(),
+    )
+    .await;
+    assert!(html.contains("No entries match."), "{html}");
+    let (s, _, html) = get(&fx, Who::Op, "/panel/audit?since=yesterday".into()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let (_, _, html) = get(
+        &fx,
+        Who::Op,
+        format!(
+            "/panel/audit?target_kind=subscriber&target_id={}",
+            fx.b.subscriber
+        ),
+    )
+    .await;
+    assert!(html.contains("subscriber.update"), "{html}");
 }

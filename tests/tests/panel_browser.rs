@@ -37,9 +37,9 @@ struct Lab {
 }
 
 fn lab(name: &str) -> Lab {
-    let chromium = peer::require("chromium", "chromium");
+    // Both fail the test, naming the package, when missing.
+    peer::require("chromium", "chromium");
     let chromedriver = peer::require("chromedriver", "chromium-driver");
-    let _ = chromium;
     let (controller_bin, _) = binaries();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("controller");
@@ -241,6 +241,7 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
             .click()
             .await
             .unwrap();
+        wait_for_url(&c, &format!("/panel/subscribers/{}", lab.sky_sub)).await;
         assert_eq!(text(&c, "#owner-balance").await, "100.00");
         c.find(Locator::Css("#renew-form button"))
             .await
@@ -259,7 +260,6 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
         assert_eq!(error_status(&c).await, "404");
         assert_eq!(text(&c, "#brand-name").await, "Skylink Wireless");
         keep(&lab.shot(&c, "4-foreign-subscriber-404").await);
-        let _ = lab.sky_sub;
         c.close().await.unwrap();
     });
 }

@@ -14,7 +14,7 @@
 //! - The stylesheet and the one small script are compiled in and served under a path
 //!   holding their hash, cached for a year.
 //! - `auth`: login, logout, "log in as" and the way back; `pages`: dashboard,
-//!   subscribers, logins.
+//!   subscribers, logins, the reseller tree, the audit log.
 
 mod auth;
 mod pages;
@@ -53,6 +53,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/panel/subscribers/{id}/renew", post(pages::renew))
         .route("/panel/subscribers/{id}/payments", post(pages::payment))
         .route("/panel/users", get(pages::users))
+        .route("/panel/resellers", get(pages::resellers))
+        .route("/panel/audit", get(pages::audit))
         .route("/panel/users/{id}/impersonate", post(auth::impersonate))
         .route("/panel/impersonation/end", post(auth::end_impersonation))
         .route("/panel/assets/{hash}/{file}", get(asset))
@@ -72,6 +74,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/subscribers/{id}/renew"),
     ("POST", "/panel/subscribers/{id}/payments"),
     ("GET", "/panel/users"),
+    ("GET", "/panel/resellers"),
+    ("GET", "/panel/audit"),
     ("POST", "/panel/users/{id}/impersonate"),
     ("POST", "/panel/impersonation/end"),
     ("GET", "/panel/assets/{hash}/{file}"),
@@ -441,11 +445,25 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             active: active == "subscribers",
         });
     }
+    if actor.can(Permission::ManageResellers) {
+        m.push(MenuItem {
+            href: "/panel/resellers",
+            label: "Resellers",
+            active: active == "resellers",
+        });
+    }
     if actor.can(Permission::ManageStaff) {
         m.push(MenuItem {
             href: "/panel/users",
             label: "Logins",
             active: active == "users",
+        });
+    }
+    if actor.can(Permission::ViewAuditLog) {
+        m.push(MenuItem {
+            href: "/panel/audit",
+            label: "Audit log",
+            active: active == "audit",
         });
     }
     m

@@ -653,3 +653,195 @@ pub async fn users(
     })
     .into_response())
 }
+
+// ---------------------------------------------------------------------------------
+// Resellers
+
+struct TreeRow {
+    id: i64,
+    name: String,
+    /// Left padding, rem: deeper resellers sit further in.
+    pad: String,
+    status: &'static str,
+    balance: String,
+    credit: String,
+    domain: String,
+    /// Its dashboard is readable (its rows are in the actor's scope).
+    dashboard: bool,
+}
+
+#[derive(Template)]
+#[template(path = "resellers.html")]
+struct ResellersPage {
+    chrome: Chrome,
+    title: String,
+    code: String,
+    rows: Vec<TreeRow>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CursorQuery {
+    cursor: Option<String>,
+}
+
+/// The reseller records the actor manages ([`tenant::list`], the API's list), drawn as a
+/// tree: a page of up to 500 in the tree's order.
+pub async fn resellers(
+    State(st): State<AppState>,
+    v: Viewer,
+    Query(q): Query<CursorQuery>,
+) -> PageResult {
+    v.actor.require(Permission::ManageResellers)?;
+    let f = tenant::ResellerFilter {
+        cursor: q.cursor.filter(|c| !c.is_empty()),
+        limit: Some(500),
+        ..Default::default()
+    };
+    let page = st.list_page(&v.actor, f, tenant::list, |t| t.id).await?;
+    let scope = v.actor.scope();
+    let base = v.actor.tenant_path.matches('/').count() as i64;
+    let mut items = page.items;
+    items.sort_by(|a, b| a.path.cmp(&b.path));
+    let cur = &st.currency;
+    let rows = items
+        .iter()
+        .map(|t| TreeRow {
+            id: t.id,
+            name: t.name.clone(),
+            pad: format!(
+                "{:.1}",
+                (t.path.matches('/').count() as i64 - base).max(0) as f64 * 1.5 + 0.5
+            ),
+            status: t.status.as_str(),
+            balance: cur.format(t.balance),
+            credit: cur.format(t.credit_limit),
+            domain: t.custom_domain.clone().unwrap_or_default(),
+            dashboard: scope.narrowed_to(t.id, &t.path).is_some(),
+        })
+        .collect();
+    Ok(render(&ResellersPage {
+        chrome: Chrome::new(&v.ctx, "resellers"),
+        title: "Resellers".into(),
+        code: st.currency.code.clone(),
+        rows,
+        next: page
+            .next_cursor
+            .map(|c| format!("/panel/resellers?cursor={c}")),
+    })
+    .into_response())
+}
+
+// ---------------------------------------------------------------------------------
+// Audit log
+
+#[derive(Deserialize, Default, Serialize)]
+pub struct AuditQuery {
+    actor_user_id: Option<String>,
+    action: Option<String>,
+    target_kind: Option<String>,
+    target_id: Option<String>,
+    /// `YYYY-MM-DD`, from that day's start.
+    since: Option<String>,
+    /// `YYYY-MM-DD`, to that day's end.
+    until: Option<String>,
+    cursor: Option<String>,
+}
+
+struct AuditRow {
+    at: String,
+    actor: String,
+    impersonator: Option<String>,
+    action: String,
+    target: String,
+    ip: String,
+    security: bool,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    title: String,
+    q: AuditQuery,
+    rows: Vec<AuditRow>,
+    next: Option<String>,
+}
+
+fn day(field: &str, s: &Option<String>, end: bool) -> Result<Option<i64>> {
+    match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(d) => {
+            let t = if end { "23:59:59" } else { "00:00:00" };
+            subscriber::parse_time(field, &format!("{d}T{t}Z")).map(Some)
+        }
+    }
+}
+
+/// The audit log of the actor's part of the tree, newest first, filtered by actor,
+/// action (exact, or a prefix ending in a dot), target and date, through the API's
+/// [`crate::db::audit::list`].
+pub async fn audit(
+    State(st): State<AppState>,
+    v: Viewer,
+    Query(q): Query<AuditQuery>,
+) -> PageResult {
+    v.actor.require(Permission::ViewAuditLog)?;
+    let text = |s: &Option<String>| {
+        s.clone()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let f = crate::db::audit::AuditFilter {
+        actor_user_id: opt_i64("actor_user_id", &q.actor_user_id)?,
+        action: text(&q.action),
+        target_kind: text(&q.target_kind),
+        target_id: opt_i64("target_id", &q.target_id)?,
+        security: None,
+        since: None,
+        until: None,
+        cursor: q.cursor.clone().filter(|c| !c.is_empty()),
+        limit: Some(100),
+    };
+    let (since, until) = (
+        day("since", &q.since, false)?,
+        day("until", &q.until, true)?,
+    );
+    let list = move |c: &_, scope: &_, f: &_, paging| {
+        crate::db::audit::list(c, scope, f, since, until, paging)
+    };
+    let page = st.list_page(&v.actor, f, list, |e| e.id).await?;
+    let rows = page
+        .items
+        .iter()
+        .map(|e| AuditRow {
+            at: e.at.replace('T', " ").trim_end_matches('Z').to_string(),
+            actor: e.actor_name.clone(),
+            impersonator: e.impersonator_name.clone(),
+            action: e.action.clone(),
+            target: match (&e.target_kind, e.target_id) {
+                (Some(k), Some(id)) => format!("{k} {id}"),
+                (Some(k), None) => k.clone(),
+                _ => String::new(),
+            },
+            ip: e.ip.clone(),
+            security: e.security,
+        })
+        .collect();
+    let next = page.next_cursor.map(|c| {
+        let mut v = serde_json::to_value(&q).expect("serializes");
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|_, x| x.is_string());
+            o.insert("cursor".into(), serde_json::Value::String(c));
+        }
+        format!("/panel/audit?{}", serde_urlencoded_lite(&v))
+    });
+    Ok(render(&AuditPage {
+        chrome: Chrome::new(&v.ctx, "audit"),
+        title: "Audit log".into(),
+        q,
+        rows,
+        next,
+    })
+    .into_response())
+}
