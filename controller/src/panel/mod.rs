@@ -57,9 +57,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/panel/audit", get(pages::audit))
         .route("/panel/users/{id}/impersonate", post(auth::impersonate))
         .route("/panel/impersonation/end", post(auth::end_impersonation))
-        .route("/panel/assets/{hash}/{file}", get(asset))
         .route("/panel/{*rest}", get(not_found).post(not_found))
         .layer(axum::middleware::from_fn_with_state(state, frame))
+        // Outside the frame: no session or brand lookup for a stylesheet.
+        .route("/panel/assets/{hash}/{file}", get(asset))
 }
 
 /// The panel's routes as `(method, path)`, for the authorization matrix.
@@ -114,11 +115,11 @@ async fn asset(
     let (body, hash_now, kind) = match file.as_str() {
         "panel.css" => (CSS, &*CSS_HASH, "text/css; charset=utf-8"),
         "panel.js" => (JS, &*JS_HASH, "text/javascript; charset=utf-8"),
-        _ => return Failure(Error::not_found("asset")).into_response(),
+        _ => return (StatusCode::NOT_FOUND, "no such asset").into_response(),
     };
     if hash != *hash_now {
-        // An old hash: the page that asked is stale; never cache this answer.
-        return Failure(Error::not_found("asset")).into_response();
+        // An old hash: the page that asked is stale; this answer is not cached.
+        return (StatusCode::NOT_FOUND, "no such asset").into_response();
     }
     (
         [
