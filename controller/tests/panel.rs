@@ -630,6 +630,132 @@ async fn log_in_as_shows_the_banner_and_returns() {
     )
     .await;
     assert_eq!(h[header::LOCATION], "/panel/login");
+    // Logging out while logged in as someone else ends both sessions.
+    let own = fx.secret(Who::B).unwrap();
+    let (_, h, _) = page(
+        &fx,
+        Method::POST,
+        &format!("/panel/users/{}/impersonate", fx.b.manager),
+        Opts {
+            session: Some(own.clone()),
+            form: Some(vec![]),
+            ..Default::default()
+        },
+    )
+    .await;
+    let imp = set_cookie(&h, "outpost_session").unwrap();
+    let (s, _, _) = page(
+        &fx,
+        Method::POST,
+        "/panel/logout",
+        Opts {
+            session: Some(imp.clone()),
+            cookies: vec![(panel::RETURN_COOKIE.into(), own.clone())],
+            form: Some(vec![]),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    for secret in [imp, own] {
+        let (s, _, _) = page(
+            &fx,
+            Method::GET,
+            "/panel",
+            Opts {
+                session: Some(secret),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "a session outlived the logout");
+    }
+}
+
+/// The list's search finds a subscriber by MAC and by static IP too, and its filters
+/// (status, plan) narrow it; a fragment request answers only the rows.
+#[tokio::test]
+async fn the_subscriber_search_covers_mac_and_ip() {
+    let fx = Fixture::new();
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+        json!({
+            "mac": "02:00:5e:aa:bb:cc", "static_ipv4": "198.51.100.77",
+        }),
+    )
+    .await;
+    let list = |q: String| {
+        let fx = &fx;
+        async move {
+            let (s, _, html) = page(
+                fx,
+                Method::GET,
+                &format!("/panel/subscribers?{q}"),
+                Opts {
+                    session: fx.secret(Who::A),
+                    ..Default::default()
+                },
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{html}");
+            html
+        }
+    };
+    for q in [
+        "q=5e%3Aaa%3Abb",
+        "q=198.51.100.77",
+        "q=sub-a&status=active",
+        &format!("q=&plan_id={}", fx.a.plan),
+    ] {
+        let html = list(q.to_string()).await;
+        assert!(html.contains(">sub-a<"), "{q}: {html}");
+    }
+    let html = list("q=5e%3Aaa&status=suspended".into()).await;
+    assert!(html.contains("No subscribers match."), "{html}");
+    let html = list("q=sub-a1".into()).await;
+    assert!(
+        html.contains(">sub-a1<") && !html.contains(">sub-b<"),
+        "{html}"
+    );
+    let (_, _, frag) = page(
+        &fx,
+        Method::GET,
+        "/panel/subscribers?q=sub-a",
+        Opts {
+            session: fx.secret(Who::A),
+            cookies: vec![],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(frag.starts_with("<!doctype html>"));
+    let req = Request::builder()
+        .uri("/panel/subscribers?q=sub-a")
+        .header(
+            header::COOKIE,
+            format!("outpost_session={}", fx.secret(Who::A).unwrap()),
+        )
+        .header("x-panel-fragment", "1")
+        .body(Body::empty())
+        .unwrap();
+    let (_, _, v) = fx.send(req, ip()).await;
+    let frag = v.as_str().unwrap_or_default().to_string();
+    assert!(
+        frag.starts_with("<div id=\"results\">") && frag.contains(">sub-a<"),
+        "{frag}"
+    );
+    let (s, _, _) = page(
+        &fx,
+        Method::GET,
+        "/panel/subscribers?status=sleeping",
+        Opts {
+            session: fx.secret(Who::A),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 /// The Host picks the brand: a reseller's custom domain shows its brand before and after

@@ -14,10 +14,12 @@ use super::{
 };
 use crate::AppState;
 use crate::crypto::new_bearer;
-use crate::db::session;
+use crate::db::audit::{self, Entry, Who};
+use crate::db::{session, user};
 use crate::error::{Error, ErrorKind};
 use crate::http::auth::{ClientMeta, SESSION_COOKIE, session_cookie};
 use crate::ops::auth as ops;
+use crate::scope::{Credential, OPERATOR_TENANT};
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -125,13 +127,47 @@ pub async fn login(
 pub struct Empty {}
 
 /// Ends this session (`session.logout`, as the API's logout) and returns to the login
-/// form. While logged in as someone else, the impersonator's own session is kept.
+/// form. While logged in as someone else, the impersonator's own session (kept aside
+/// for the way back) ends too: logging out leaves nobody logged in.
 pub async fn logout(
     State(st): State<AppState>,
     v: Viewer,
+    meta: ClientMeta,
+    headers: HeaderMap,
     Posted(Empty {}): Posted<Empty>,
 ) -> PageResult {
     ops::logout(&st, &v.actor).await?;
+    if let Some((imp_id, imp_name)) = v.actor.impersonator.clone()
+        && let Some(secret) = cookie(&headers, RETURN_COOKIE)
+    {
+        st.db
+            .write(move |tx| {
+                let Some(own) = session::find(tx, &secret)?
+                    .filter(|f| f.user_id == imp_id && f.impersonator_id.is_none())
+                else {
+                    return Ok(());
+                };
+                let tenant_id = user::get(tx, imp_id)?.map_or(OPERATOR_TENANT, |u| u.tenant_id);
+                let who = Who {
+                    user_id: Some(imp_id),
+                    name: imp_name,
+                    impersonator: None,
+                    tenant_id,
+                    ip: meta.ip.to_string(),
+                    user_agent: meta.user_agent.clone(),
+                };
+                let id = match own.credential {
+                    Credential::Session { id } | Credential::ApiToken { id } => id,
+                };
+                session::revoke(tx, &own.credential)?;
+                audit::record(
+                    tx,
+                    &Entry::new(&who, tenant_id, "session.logout", "session", id),
+                )?;
+                Ok(())
+            })
+            .await?;
+    }
     let mut resp = Redirect::to("/panel/login").into_response();
     set(&mut resp, expired(SESSION_COOKIE, "/"));
     set(&mut resp, expired(RETURN_COOKIE, "/panel"));
