@@ -1027,3 +1027,57 @@ async fn the_tree_and_the_audit_log_stay_in_scope() {
     .await;
     assert!(html.contains("subscriber.update"), "{html}");
 }
+
+/// A session refused for its standing (here: its reseller no longer allows the address
+/// it comes from) does not lock its holder out of the login form: the form shows, and
+/// the session is ended as the API ends it.
+#[tokio::test]
+async fn a_refused_session_still_reaches_the_login_form() {
+    let fx = Fixture::new();
+    fx.patch_ok(
+        Who::Op,
+        "/api/v1/resellers/2",
+        json!({ "allowed_ips": ["192.0.2.0/24"] }),
+    )
+    .await;
+    let (s, _, html) = page(
+        &fx,
+        Method::GET,
+        "/panel/login",
+        Opts {
+            session: fx.secret(Who::A),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("id=\"login\""));
+    let (s, _, _) = page(
+        &fx,
+        Method::GET,
+        "/panel",
+        Opts {
+            session: fx.secret(Who::A),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::SEE_OTHER,
+        "the refused session was not ended"
+    );
+    // Another of A's sessions, on a page: the 403 page saying why.
+    let (s, _, html) = page(
+        &fx,
+        Method::GET,
+        "/panel",
+        Opts {
+            session: fx.secret(Who::M),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{html}");
+    assert!(html.contains("not allowed from 203.0.113.10"), "{html}");
+}

@@ -228,6 +228,9 @@ async fn resolve(st: &AppState, parts: &mut Parts) -> Result<Ctx, (Ctx, Error)> 
         Some(_) => match Actor::from_request_parts(parts, st).await {
             Ok(a) => Some(a),
             Err(e) if e.kind == ErrorKind::Unauthenticated => None,
+            // A session refused for its standing (disabled, address) must not lock its
+            // holder out of the login form.
+            Err(_) if parts.uri.path() == "/panel/login" => None,
             Err(e) => {
                 let ctx = look(st, operator_look(domain.clone()), None).await;
                 return Err((ctx, e));
