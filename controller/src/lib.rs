@@ -16,7 +16,8 @@
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
 //!   `subscribers` and `users`: creating and changing one). Their handlers parse,
-//!   call and render; `http::auth` (logins, tokens, impersonation) still writes inline.
+//!   call and render; `auth`: logging in and impersonating, shared by the API and the
+//!   panel (`http::auth` writes tokens and password changes inline).
 //! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.
 //! - [`billing`]: money operations (add balance, renew, payments, refunds, the expiry
 //!   sweep), each one transaction of ledger rows plus an audit entry.
@@ -27,6 +28,10 @@
 //!   in `agent_api`; `http::error` maps an error's kind to a status and renders the
 //!   error body; `AppState::list_page` and `AppState::read_scoped` are the list and read
 //!   shapes handlers share.
+//! - [`panel`]: the web panel under `/panel`, server-rendered (askama templates in
+//!   `panel/templates`, stylesheet and script compiled in), branded by the request's
+//!   Host, calling the same `ops`, `billing` and scoped reads as the API; its own
+//!   router, merged in [`app`].
 //! - [`db::paging`]: every list's `cursor` and `limit` ([`db::Paging`], [`db::Page`]), and
 //!   `list_filter!`, which declares a list's query with them.
 //! - [`crypto`]: argon2id passwords (checked a few at a time on the
@@ -49,6 +54,7 @@ pub mod http;
 pub mod jobs;
 pub mod money;
 pub mod ops;
+pub mod panel;
 pub mod scope;
 pub mod security;
 pub mod wire;

@@ -23,6 +23,9 @@
 //!   naming the Debian package, when it is missing: `radclient` (freeradius-utils) for
 //!   `agent/tests/radius_radclient.rs` and `tests/tests/system_agent.rs`; `freeradius`
 //!   for `agent/tests/coa_freeradius.rs`.
+//! - **browser** (`#[ignore = "browser: needs chromium"]`, run with
+//!   `-- --include-ignored`): `tests/tests/panel_browser.rs` drives headless Chromium
+//!   through chromedriver (`chromium`, `chromium-driver`); no root.
 //! - **lab** (`#[ignore = "lab: needs root and netns"]`, run with
 //!   `-- --include-ignored`): root and network namespaces, always, and by file:
 //!   - `agent/tests/enforce_netns.rs`: iproute2, nftables, iputils-ping, procps

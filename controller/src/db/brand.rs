@@ -179,6 +179,22 @@ pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> Result<Vec<proto::Bra
     Ok(out)
 }
 
+/// The tenant whose `custom_domain` is `host` (a request's Host without its port), if
+/// any: its panel is served there under its brand.
+pub fn tenant_by_domain(conn: &Connection, host: &str) -> Result<Option<super::tenant::Tenant>> {
+    let id: Option<i64> = conn
+        .cached_row(
+            "SELECT id FROM tenants WHERE custom_domain = ?1",
+            [host.to_ascii_lowercase()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match id {
+        Some(id) => super::tenant::get(conn, id),
+        None => Ok(None),
+    }
+}
+
 /// The brand view of tenant `id` (which must exist).
 pub fn view(conn: &Connection, id: i64) -> Result<BrandView> {
     let r = row(conn, id)?.ok_or_else(|| Error::not_found("reseller"))?;

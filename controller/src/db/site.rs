@@ -132,6 +132,16 @@ pub fn list(conn: &Connection, scope: &Scope, f: &SiteFilter, paging: Paging) ->
     w.page(conn, &select, "s.id", paging, from_row)
 }
 
+/// How many sites `scope` holds.
+pub fn count(conn: &Connection, scope: &Scope) -> Result<i64> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    Ok(conn.cached_row(
+        &format!("SELECT count(*) FROM sites s WHERE {pred}"),
+        [p],
+        |r| r.get(0),
+    )?)
+}
+
 fn text(field: &str, s: &str, max: usize) -> Result<String> {
     if s.chars().count() > max {
         return Err(Error::invalid(format!(

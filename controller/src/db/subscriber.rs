@@ -310,11 +310,12 @@ pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<Subscrib
 
 list_filter! {
     pub struct SubscriberFilter {
-        /// Username, name, phone or email contains (case-insensitive).
+        /// Username, name, phone, email, MAC or static IPv4 contains (case-insensitive).
         pub q: Option<String>,
         pub status: Option<SubscriberStatus>,
         pub tenant_id: Option<i64>,
         pub site_id: Option<i64>,
+        pub plan_id: Option<i64>,
     }
 }
 
@@ -326,15 +327,51 @@ pub fn list(
 ) -> Result<Vec<Subscriber>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search(
-        &["s.username", "s.name", "s.phone", "s.email"],
+        &[
+            "s.username",
+            "s.name",
+            "s.phone",
+            "s.email",
+            "s.mac",
+            "s.static_ipv4",
+        ],
         f.q.as_deref(),
     )
     .and_opt("s.status = ?", f.status.map(|s| s.as_str().to_string()))
     .and_opt("s.tenant_id = ?", f.tenant_id)
-    .and_opt("s.site_id = ?", f.site_id);
+    .and_opt("s.site_id = ?", f.site_id)
+    .and_opt("s.plan_id = ?", f.plan_id);
     let select = format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id");
     let rows = w.page(conn, &select, "s.id", paging, from_row)?;
     Ok(rows.into_iter().map(|r| r.sub).collect())
+}
+
+/// What a dashboard shows of the subscribers in `scope`: how many in each status, and
+/// how many active ones expire from `now` to `until`.
+pub fn counts(
+    conn: &Connection,
+    scope: &Scope,
+    now: i64,
+    until: i64,
+) -> Result<(Vec<(SubscriberStatus, i64)>, i64)> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT s.status, count(*) FROM subscribers s WHERE {pred} GROUP BY s.status ORDER BY s.status"
+    ))?;
+    let by_status = stmt
+        .query_map([&p], |r| {
+            Ok((SubscriberStatus::parse(&r.get::<_, String>(0)?), r.get(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let expiring = conn.cached_row(
+        &format!(
+            "SELECT count(*) FROM subscribers s WHERE {pred} AND s.status = 'active'
+             AND s.expires_at >= ? AND s.expires_at < ?"
+        ),
+        params![p, now, until],
+        |r| r.get(0),
+    )?;
+    Ok((by_status, expiring))
 }
 
 pub fn validate_username(s: &str) -> Result<String> {

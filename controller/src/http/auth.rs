@@ -25,12 +25,12 @@ use utoipa_axum::routes;
 use super::{ApiJson, ApiPath, AppState};
 use crate::crypto::new_bearer;
 use crate::db::audit::{self, Entry, SecurityEvent, Who};
-use crate::db::tenant::{self, Reseller, Tenant, TenantStatus};
-use crate::db::throttle::{self, Verdict};
-use crate::db::user::{self, User, UserRow, UserStatus};
+use crate::db::tenant::{self, Reseller};
+use crate::db::user::{self, User, UserRow};
 use crate::db::{self as store, session};
-use crate::error::{Error, ErrorKind, Result};
-use crate::scope::{Actor, Credential, OPERATOR_TENANT, PermSet, UserKind};
+use crate::error::{Error, Result};
+use crate::ops::auth::{self, Refusal, standing};
+use crate::scope::{Actor, Credential, PermSet};
 
 pub const SESSION_COOKIE: &str = "outpost_session";
 
@@ -49,20 +49,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct ClientMeta {
     pub ip: IpAddr,
     pub user_agent: String,
-}
-
-impl ClientMeta {
-    /// Audit identity for a caller that is not (yet) authenticated.
-    fn anonymous(&self, name: &str, tenant_id: i64, user_id: Option<i64>) -> Who {
-        Who {
-            user_id,
-            name: name.to_string(),
-            impersonator: None,
-            tenant_id,
-            ip: self.ip.to_string(),
-            user_agent: self.user_agent.clone(),
-        }
-    }
 }
 
 /// The client address: the socket peer, unless that peer is a trusted proxy, in which
@@ -112,7 +98,8 @@ impl FromRequestParts<AppState> for ClientMeta {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<String> {
+/// The credential secret a request carries: its `Bearer` token, else its session cookie.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     // The scheme name is case-insensitive (RFC 7235 §2.1).
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -130,37 +117,6 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .filter_map(|c| Cookie::parse(c.trim().to_string()).ok())
         .find(|c| c.name() == SESSION_COOKIE)
         .map(|c| c.value().to_string())
-}
-
-/// Why a user may not act right now, checked at login and on every request.
-enum Refusal {
-    Disabled(String),
-    Address { tenant: String },
-}
-
-/// Checks the user's own status, every tenant above it, and their `allowed_ips`.
-/// The operator's own `allowed_ips` binds operator staff and operator managers only.
-fn standing(u: &UserRow, chain: &[Tenant], ip: IpAddr) -> Option<Refusal> {
-    if u.status != UserStatus::Active {
-        return Some(Refusal::Disabled("this account is disabled".into()));
-    }
-    if let Some(t) = chain.iter().find(|t| t.status != TenantStatus::Active) {
-        return Some(Refusal::Disabled(format!(
-            "reseller '{}' is disabled",
-            t.name
-        )));
-    }
-    for t in chain
-        .iter()
-        .filter(|t| t.id != OPERATOR_TENANT || u.tenant_id == OPERATOR_TENANT)
-    {
-        if !t.allowed_ips.is_empty() && !t.allowed_ips.iter().any(|n| n.contains(&ip)) {
-            return Some(Refusal::Address {
-                tenant: t.name.clone(),
-            });
-        }
-    }
-    None
 }
 
 impl FromRequestParts<AppState> for Actor {
@@ -262,7 +218,7 @@ pub struct Me {
     pub impersonator: Option<String>,
 }
 
-fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
+pub(crate) fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
     Cookie::build((SESSION_COOKIE, token))
         .http_only(true)
         .same_site(SameSite::Strict)
@@ -274,7 +230,7 @@ fn session_cookie(state: &AppState, token: String) -> Cookie<'static> {
         .build()
 }
 
-fn with_cookie(cookie: Cookie<'static>, body: impl IntoResponse) -> Response {
+pub(crate) fn with_cookie(cookie: Cookie<'static>, body: impl IntoResponse) -> Response {
     let mut resp = body.into_response();
     if let Ok(v) = cookie.encoded().to_string().parse() {
         resp.headers_mut().append(header::SET_COOKIE, v);
@@ -291,132 +247,14 @@ async fn login(
     meta: ClientMeta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response> {
-    let cfg = state.config.auth.clone();
-    let email = req.email.trim().to_ascii_lowercase();
-    let attempt = throttle::Attempt {
-        email: email.clone(),
-        ip: meta.ip.to_string(),
+    let from = auth::LoginFrom {
+        ip: meta.ip,
+        user_agent: &meta.user_agent,
+        domain: None,
     };
-    // A slot before anything is counted: an attempt refused for want of one (503) has
-    // not been judged, and one that is throttled costs no hashing.
-    let slot = state.password_checks.slot().await?;
-    let (a, c, who) = (
-        attempt.clone(),
-        cfg.clone(),
-        meta.anonymous(&email, OPERATOR_TENANT, None),
-    );
-    // Counted before the password is hashed, so concurrent attempts cannot outrun it.
-    let verdict = state
-        .db
-        .write(move |tx| {
-            let v = throttle::reserve(tx, &c, &a, crate::db::now())?;
-            if let Verdict::Blocked { retry_after } = v {
-                let event = SecurityEvent::new(
-                    who,
-                    "security.login_throttled",
-                    json!({ "email": a.email, "retry_after": retry_after }),
-                );
-                audit::record_security(tx, &event)?;
-            }
-            Ok(v)
-        })
-        .await?;
-    let known = match verdict {
-        Verdict::Blocked { retry_after } => {
-            return Err(Error::too_many(
-                format!("too many failed logins; try again in {retry_after} seconds"),
-                retry_after,
-            ));
-        }
-        Verdict::Counted { known } => known,
-    };
-
-    let (hasher, db) = (state.hasher.clone(), state.db.clone());
-    let lookup_email = email.clone();
-    let found = db
-        .read(move |c| user::get_by_email(c, &lookup_email))
-        .await?;
-    let password = req.password.clone();
-    let (found, ok) = slot
-        .run(move || match found {
-            Some(u) => {
-                let ok = hasher.verify(&password, &u.password_hash);
-                (Some(u), ok)
-            }
-            None => {
-                hasher.verify_dummy(&password);
-                (None, false)
-            }
-        })
-        .await?;
-
-    let Some(u) = found.filter(|_| ok) else {
-        // Already counted by `reserve`.
-        let who = meta.anonymous(&email, OPERATOR_TENANT, None);
-        let event = SecurityEvent::new(who, "security.login_failed", json!({ "email": email }));
-        state
-            .db
-            .write(move |tx| audit::record_security(tx, &event))
-            .await?;
-        return Err(Error::new(
-            ErrorKind::Unauthenticated,
-            "invalid_credentials",
-            "email or password is incorrect",
-        ));
-    };
-    state
-        .db
-        .write(move |tx| throttle::succeeded(tx, &cfg, &attempt, known, crate::db::now()))
-        .await?;
-
-    let path = u.tenant_path.clone();
-    let chain = state.db.read(move |c| tenant::chain(c, &path)).await?;
-    let who = meta.anonymous(
-        &format!("{} <{}>", u.name, u.email),
-        u.tenant_id,
-        Some(u.id),
-    );
-    match standing(&u, &chain, meta.ip) {
-        None => {}
-        Some(Refusal::Disabled(msg)) => return Err(Error::forbidden("account_disabled", msg)),
-        Some(Refusal::Address { tenant }) => {
-            let event = SecurityEvent::new(
-                who,
-                "security.ip_not_allowed",
-                json!({ "ip": meta.ip.to_string(), "restricted_by": tenant, "phase": "login" }),
-            );
-            state
-                .db
-                .write(move |tx| audit::record_security(tx, &event))
-                .await?;
-            return Err(Error::forbidden(
-                "ip_not_allowed",
-                format!("logins for '{tenant}' are not allowed from {}", meta.ip),
-            ));
-        }
-    }
-
-    let token = new_bearer("ops_");
-    let ttl = state.config.auth.session_ttl_hours as i64 * 3600;
-    let (tok, uid, ip, ua) = (
-        token.clone(),
-        u.id,
-        meta.ip.to_string(),
-        meta.user_agent.clone(),
-    );
-    let tenant_id = u.tenant_id;
-    state
-        .db
-        .write(move |tx| {
-            let sid = session::create(tx, &tok, uid, None, &ip, &ua, ttl)?;
-            audit::record(
-                tx,
-                &Entry::new(&who, tenant_id, "session.login", "session", sid),
-            )
-        })
-        .await?;
-    let me = build_me(&state, &u, None).await?;
-    Ok(with_cookie(session_cookie(&state, token), Json(me)))
+    let s = auth::login(&state, &req.email, &req.password, &from).await?;
+    let me = build_me(&state, &s.user, None).await?;
+    Ok(with_cookie(session_cookie(&state, s.token), Json(me)))
 }
 
 async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -> Result<Me> {
@@ -439,20 +277,7 @@ async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session",
     responses((status = 204), (status = 401, body = super::ErrorBody)))]
 async fn logout(State(state): State<AppState>, actor: Actor) -> Result<Response> {
-    let who = Who::from(&actor);
-    let cred = actor.credential.clone();
-    let (kind, id) = match cred {
-        Credential::Session { id } => ("session", id),
-        Credential::ApiToken { id } => ("api_token", id),
-    };
-    let tenant_id = actor.tenant_id;
-    state
-        .db
-        .write(move |tx| {
-            session::revoke(tx, &cred)?;
-            audit::record(tx, &Entry::new(&who, tenant_id, "session.logout", kind, id))
-        })
-        .await?;
+    auth::logout(&state, &actor).await?;
     let expired = Cookie::build((SESSION_COOKIE, ""))
         .path("/")
         .max_age(time::Duration::ZERO)
@@ -644,48 +469,15 @@ async fn impersonate(
     actor: Actor,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Response> {
-    if actor.kind == UserKind::Manager || actor.impersonator.is_some() {
-        return Err(Error::forbidden(
-            "permission_denied",
-            "only operator and reseller logins, in their own session, may impersonate",
-        ));
-    }
-    let target = state.read_scoped(&actor, move |c, s| user::get_visible(c, s, id));
-    let target = target.await?;
-    if target.id == actor.user_id || target.kind == UserKind::Operator {
-        return Err(Error::forbidden(
-            "permission_denied",
-            "operator staff and yourself cannot be impersonated",
-        ));
-    }
-    let token = new_bearer("ops_");
-    let ttl = 3600; // impersonation is for a support call, not a working day
-    let who = Who::from(&actor);
-    let (tok, ip, ua, imp, t) = (
-        token.clone(),
-        actor.ip.to_string(),
-        actor.user_agent.clone(),
-        actor.user_id,
-        target.clone(),
-    );
-    state
-        .db
-        .write(move |tx| {
-            session::create(tx, &tok, t.id, Some(imp), &ip, &ua, ttl)?;
-            audit::record(
-                tx,
-                &Entry::new(&who, t.tenant_id, "user.impersonate", "user", t.id).security(),
-            )
-        })
-        .await?;
+    let s = auth::impersonate(&state, &actor, id).await?;
     let me = build_me(
         &state,
-        &target,
+        &s.user,
         Some(format!("{} <{}>", actor.name, actor.email)),
     )
     .await?;
-    let mut cookie = session_cookie(&state, token);
-    cookie.set_max_age(time::Duration::seconds(ttl));
+    let mut cookie = session_cookie(&state, s.token);
+    cookie.set_max_age(time::Duration::seconds(s.ttl));
     Ok(with_cookie(cookie, Json(me)))
 }
 

@@ -312,6 +312,7 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     }
     let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
     let router = router
+        .merge(crate::panel::router(state.clone()))
         .layer(Extension(OpenApiJson(json)))
         .fallback(|| async { Error::not_found("route") })
         .method_not_allowed_fallback(|| async {

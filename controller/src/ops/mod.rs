@@ -4,6 +4,7 @@
 //! and render); a server-rendered page can call the same ones. Money operations live in
 //! [`crate::billing`], which works the same way.
 
+pub mod auth;
 pub mod plans;
 pub mod resellers;
 pub mod sites;
