@@ -389,7 +389,7 @@ async fn a_child_gets_only_features_its_parent_has() {
             json!({ "name": "Brand", "rebrand_enabled": true }),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_error(s, &b, StatusCode::CONFLICT, "feature_not_held");
     let (s, b) = fx
         .patch(
             Who::A,
@@ -397,7 +397,7 @@ async fn a_child_gets_only_features_its_parent_has() {
             json!({ "wan_check_enabled": true }),
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{b}");
+    assert_error(s, &b, StatusCode::CONFLICT, "feature_not_held");
     fx.patch_ok(
         Who::Op,
         "/api/v1/resellers/2",

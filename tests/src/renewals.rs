@@ -201,11 +201,13 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
                 validity_days: parent.is_none().then_some(30),
                 validity_months: None,
                 quota_mb: None,
-                price: cur.from_minor(if owner.id == OPERATOR_TENANT {
-                    2_000
-                } else {
-                    2_500
-                }),
+                price: outpost_controller::money::NonNegativeAmount(cur.from_minor(
+                    if owner.id == OPERATOR_TENANT {
+                        2_000
+                    } else {
+                        2_500
+                    },
+                )),
             };
             let base = plan::create(tx, &root, &new_plan(&root, "base", None), &cur)?;
             plan::set_card(tx, &r, base.id, PRICE)?;

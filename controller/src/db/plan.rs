@@ -394,14 +394,16 @@ pub fn create(
             ));
         }
         (false, None) => {
-            return Err(Error::invalid(
+            return Err(Error::conflict(
+                "parent_plan_mismatch",
                 "parent_plan_id is required: a reseller's plan derives from a plan on its rate card",
             ));
         }
         (false, Some(pid)) => {
             let p = usable_by(conn, owner, pid)?;
             if p.tenant_id == owner.id || p.wholesale.is_none() {
-                return Err(Error::invalid(
+                return Err(Error::conflict(
+                    "parent_plan_mismatch",
                     "parent_plan_id must be a plan on your rate card, not your own plan",
                 ));
             }
@@ -686,8 +688,12 @@ pub fn charges(
             break;
         }
         let source = if p.tenant_id == t.id {
-            p.parent_plan_id
-                .ok_or_else(|| Error::invalid(format!("plan '{}' has no source plan", p.name)))?
+            p.parent_plan_id.ok_or_else(|| {
+                Error::conflict(
+                    "no_source_plan",
+                    format!("plan '{}' has no source plan", p.name),
+                )
+            })?
         } else {
             p.id
         };

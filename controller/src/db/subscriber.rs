@@ -28,10 +28,12 @@ pub enum SubscriberStatus {
 
 impl NewSubscriber {
     /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
-    /// `auto_renew: true` needs a `plan_id`.
+    /// `auto_renew: true` needs a `plan_id`; a `static_ipv4` needs a `site_id`.
     pub const SCHEMA_RULES: &str = r#"[
         {"if": {"properties": {"auto_renew": {"const": true}}, "required": ["auto_renew"]},
-         "then": {"required": ["plan_id"], "properties": {"plan_id": {"type": "integer"}}}}
+         "then": {"required": ["plan_id"], "properties": {"plan_id": {"type": "integer"}}}},
+        {"if": {"properties": {"static_ipv4": {"type": "string"}}, "required": ["static_ipv4"]},
+         "then": {"required": ["site_id"], "properties": {"site_id": {"type": "integer"}}}}
     ]"#;
 }
 
@@ -598,8 +600,10 @@ pub fn update(
     let site_id = site_id
         .map(|id| super::site::usable_by(conn, &owner, id).map(|s| s.id))
         .transpose()?;
+    // A change reads against what is stored (the site or address it keeps): conflicts.
     if ip.is_some() && site_id.is_none() {
-        return Err(Error::invalid(
+        return Err(Error::conflict(
+            "needs_site",
             "static_ipv4 needs a site_id: an address is routed at a site",
         ));
     }
@@ -624,7 +628,8 @@ pub fn update(
         .transpose()?;
     let auto_renew = p.auto_renew.unwrap_or(s.auto_renew);
     if auto_renew && plan_id.is_none() {
-        return Err(Error::invalid(
+        return Err(Error::conflict(
+            "needs_plan",
             "auto_renew needs a plan_id: renewal charges the plan's price",
         ));
     }

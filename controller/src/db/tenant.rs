@@ -530,17 +530,24 @@ fn check_features(parent: &Tenant, rebrand: bool, wan_check: bool) -> Result<()>
     if parent.id == OPERATOR_TENANT {
         return Ok(());
     }
+    // What the parent holds is stored state: a conflict, not a malformed request.
     if rebrand && !parent.rebrand_enabled {
-        return Err(Error::invalid(format!(
-            "rebrand_enabled: '{}' does not have rebranding, so it cannot grant it",
-            parent.name
-        )));
+        return Err(Error::conflict(
+            "feature_not_held",
+            format!(
+                "rebrand_enabled: '{}' does not have rebranding, so it cannot grant it",
+                parent.name
+            ),
+        ));
     }
     if wan_check && !parent.wan_check_enabled {
-        return Err(Error::invalid(format!(
-            "wan_check_enabled: '{}' does not have WAN checks, so it cannot grant them",
-            parent.name
-        )));
+        return Err(Error::conflict(
+            "feature_not_held",
+            format!(
+                "wan_check_enabled: '{}' does not have WAN checks, so it cannot grant them",
+                parent.name
+            ),
+        ));
     }
     Ok(())
 }
