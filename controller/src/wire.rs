@@ -13,6 +13,13 @@ fn string_format(f: KnownFormat) -> ObjectBuilder {
         .format(Some(SchemaFormat::KnownFormat(f)))
 }
 
+/// The pattern every `name` field declares (reseller, site, NAS, plan, user, token):
+/// at least one character that is neither a space nor a control character, and no
+/// control character. It is what `db::tenant::validate_name` accepts (a test holds the
+/// two together, and that every `name` in the document declares exactly this). Spaces
+/// are listed rather than written `\s`, whose meaning differs between regex engines.
+pub const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$";
+
 /// An IPv4 or IPv6 address (read as `std::net::IpAddr`).
 pub struct IpAddress;
 
@@ -122,6 +129,44 @@ impl utoipa::ToSchema for IpBlock {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_read_as_their_pattern_says() {
+        let re = regex::Regex::new(NAME_PATTERN).unwrap();
+        let mut odd: Vec<char> = (0u32..0x3100).filter_map(char::from_u32).collect();
+        odd.extend(['\u{FEFF}', '\u{200B}', '\u{180E}']);
+        for c in odd {
+            for s in [
+                format!("{c}"),
+                format!("a{c}"),
+                format!("{c}a{c}"),
+                format!("{c}{c}"),
+            ] {
+                let server = crate::db::tenant::validate_name("name", &s, 120).is_ok();
+                assert_eq!(re.is_match(&s), server, "{s:?} (U+{:04X})", c as u32);
+            }
+        }
+    }
+
+    #[test]
+    fn every_name_in_the_document_declares_the_name_pattern() {
+        let (_, spec) = crate::http::api_router().split_for_parts();
+        let doc = serde_json::to_value(&spec).unwrap();
+        let mut seen = 0;
+        for (schema_name, schema) in doc["components"]["schemas"].as_object().unwrap() {
+            // Other things called name: a brand's (optional text, "" clears it) and a
+            // subscriber's (the person's name, optional).
+            if ["BrandSettings", "NewSubscriber", "SubscriberPatch"].contains(&schema_name.as_str())
+            {
+                continue;
+            }
+            if let Some(p) = schema["properties"]["name"]["pattern"].as_str() {
+                assert_eq!(p, NAME_PATTERN, "{schema_name}.name");
+                seen += 1;
+            }
+        }
+        assert!(seen >= 8, "{seen} name fields with a pattern");
+    }
 
     #[test]
     fn every_block_the_pattern_admits_is_read() {

@@ -743,7 +743,11 @@ async fn plans_derive_within_their_card_plan() {
     assert_error(s, &b, StatusCode::CONFLICT, "above_parent_plan");
     assert!(b["error"]["message"].as_str().unwrap().contains("op-basic"));
     let (s, _) = mk(with("parent_plan_id", Value::Null)).await;
-    assert_eq!(s, StatusCode::CONFLICT, "a reseller's plan needs a card plan");
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a reseller's plan needs a card plan"
+    );
     let (s, _) = mk(with("validity_days", json!(31))).await;
     assert_eq!(s, StatusCode::CONFLICT, "validity must match the card plan");
     let (s, _) = mk(with("parent_plan_id", json!(fx.b.plan))).await;

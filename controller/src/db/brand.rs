@@ -28,7 +28,10 @@ pub struct BrandSettings {
     #[schema(pattern = r"^(#[0-9A-Fa-f]{6})?$")]
     pub color: Option<String>,
     /// `https://` URL of the logo image.
-    #[schema(max_length = 500, pattern = r#"^(https://[^\s"'<>`]+)?$"#)]
+    #[schema(
+        max_length = 500,
+        pattern = r#"^(https://[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000"'<>`]+)?$"#
+    )]
     pub logo_url: Option<String>,
     /// Support contact shown to subscribers (phone, e-mail, web), up to 200 characters.
     #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
@@ -89,7 +92,7 @@ impl BrandSettings {
                 && u.len() > "https://".len()
                 && !u
                     .chars()
-                    .any(|ch| ch.is_whitespace() || "\"<>'`".contains(ch)))
+                    .any(|ch| ch.is_whitespace() || ch.is_control() || "\"<>'`".contains(ch)))
         {
             return Err(Error::invalid(
                 "logo_url: must be an https:// URL without spaces or quotes, up to 500 characters",

@@ -66,7 +66,7 @@ pub struct NewNas {
     #[schema(
         min_length = 1,
         max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub name: String,
     pub site_id: i64,
@@ -90,7 +90,7 @@ pub struct NasPatch {
     #[schema(
         min_length = 1,
         max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub name: Option<String>,
     #[schema(value_type = Option<crate::wire::IpAddress>)]

@@ -32,7 +32,7 @@ pub struct NewSite {
     #[schema(
         min_length = 1,
         max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub name: String,
     /// Owning tenant; defaults to the caller's.
@@ -51,7 +51,7 @@ pub struct SitePatch {
     #[schema(
         min_length = 1,
         max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub name: Option<String>,
     #[schema(max_length = 500)]

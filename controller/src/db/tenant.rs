@@ -123,7 +123,7 @@ pub struct NewReseller {
     #[schema(
         min_length = 1,
         max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub name: String,
     /// The parent tenant; defaults to the caller's own tenant.
@@ -162,7 +162,7 @@ pub struct ResellerPatch {
     #[schema(
         min_length = 1,
         max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
     )]
     pub name: Option<String>,
     pub status: Option<TenantStatus>,
@@ -457,7 +457,7 @@ pub fn validate_name(field: &str, s: &str, max: usize) -> Result<String> {
             "{field} must be 1 to {max} characters"
         )));
     }
-    if t.chars().any(char::is_control) {
+    if s.chars().any(char::is_control) {
         return Err(Error::invalid(format!(
             "{field} must not contain control characters"
         )));

@@ -385,9 +385,11 @@ fn whole_floats_as_integers(v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
         Value::Number(n) if n.is_f64() => {
+            // Every whole f64 inside the i64 range converts exactly (above 2^53 they are
+            // all whole, and `as` is exact for them).
             if let Some(f) = n.as_f64()
                 && f.fract() == 0.0
-                && f.abs() < 9.0e15
+                && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f)
             {
                 *v = Value::from(f as i64);
             }
