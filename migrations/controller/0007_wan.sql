@@ -1,0 +1,39 @@
+-- Outpost controller schema, version 7. Never edit once landed.
+-- WAN checks: the state of each probe of each subscriber's CPE as its site's agent last
+-- reported it, and every outage (down to up) for the outage report. Both are written
+-- from agent events, once per (agent, seq) like accounting. `tenant_id` is the
+-- subscriber's owner at the controller when the event was stored (never the agent's
+-- word), so every read is scoped like the subscriber's own rows.
+
+CREATE TABLE wan_targets (
+    id            INTEGER PRIMARY KEY,
+    site_id       INTEGER NOT NULL REFERENCES sites(id),
+    subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+    tenant_id     INTEGER NOT NULL REFERENCES tenants(id),
+    probe         TEXT    NOT NULL,
+    address       TEXT    NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('up', 'down')),
+    since         INTEGER NOT NULL,
+    flaps         INTEGER NOT NULL,
+    sent          INTEGER NOT NULL,
+    lost          INTEGER NOT NULL,
+    rtt_us        INTEGER,
+    updated_at    INTEGER NOT NULL,
+    UNIQUE (subscriber_id, probe)
+);
+CREATE INDEX wan_targets_tenant ON wan_targets(tenant_id, id);
+CREATE INDEX wan_targets_site ON wan_targets(site_id, state);
+
+CREATE TABLE wan_outages (
+    id            INTEGER PRIMARY KEY,
+    site_id       INTEGER NOT NULL REFERENCES sites(id),
+    subscriber_id INTEGER NOT NULL REFERENCES subscribers(id) ON DELETE CASCADE,
+    tenant_id     INTEGER NOT NULL REFERENCES tenants(id),
+    probe         TEXT    NOT NULL,
+    address       TEXT    NOT NULL,
+    started_at    INTEGER NOT NULL,
+    ended_at      INTEGER
+);
+CREATE INDEX wan_outages_tenant ON wan_outages(tenant_id, id);
+CREATE INDEX wan_outages_open ON wan_outages(subscriber_id, probe) WHERE ended_at IS NULL;
+CREATE INDEX wan_outages_started ON wan_outages(started_at);
