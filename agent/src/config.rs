@@ -314,8 +314,13 @@ mod tests {
             3,
             "down after 3 failures unless told"
         );
-        let err = with(&format!("{nets}\nrate_pps = 0")).unwrap_err().to_string();
-        assert!(err.contains("wan.rate_pps must be 1..=1000000, not 0"), "{err}");
+        let err = with(&format!("{nets}\nrate_pps = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wan.rate_pps must be 1..=1000000, not 0"),
+            "{err}"
+        );
         let err = with(&format!("{nets}\nreseller_rate_pps = 99999999"))
             .unwrap_err()
             .to_string();

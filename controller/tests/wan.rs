@@ -62,16 +62,26 @@ async fn transitions_are_stored_once_and_read_back_in_scope() {
     let t = &items(&targets)[0];
     assert_eq!(items(&targets).len(), 1);
     assert_eq!(
-        (t["subscriber_id"].as_i64(), t["tenant_id"].as_i64(), t["probe"].as_str()),
+        (
+            t["subscriber_id"].as_i64(),
+            t["tenant_id"].as_i64(),
+            t["probe"].as_str()
+        ),
         (Some(sub), Some(fx.a.tenant), Some("icmp")),
         "the owner is the controller's, not the agent's word (999)"
     );
     let per_site = fx
-        .get_ok(Who::Op, &format!("/api/v1/wan/targets?site_id={}", fx.a.site))
+        .get_ok(
+            Who::Op,
+            &format!("/api/v1/wan/targets?site_id={}", fx.a.site),
+        )
         .await;
     assert_eq!(items(&per_site).len(), 1);
     let theirs = fx.get_ok(Who::B, "/api/v1/wan/targets").await;
-    assert!(items(&theirs).is_empty(), "B sees none of A's CPE: {theirs}");
+    assert!(
+        items(&theirs).is_empty(),
+        "B sees none of A's CPE: {theirs}"
+    );
     let (s, v) = fx.get(Who::A, "/api/v1/wan/targets?state=sideways").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
@@ -107,9 +117,16 @@ async fn transitions_are_stored_once_and_read_back_in_scope() {
     let report = fx.get_ok(Who::B, "/api/v1/wan/report").await;
     assert_eq!(report["per_site"], json!([]));
     let (s, _) = fx
-        .get(Who::B, &format!("/api/v1/wan/report?tenant_id={}", fx.a.tenant))
+        .get(
+            Who::B,
+            &format!("/api/v1/wan/report?tenant_id={}", fx.a.tenant),
+        )
         .await;
-    assert_eq!(s, StatusCode::NOT_FOUND, "another reseller's report is not found");
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "another reseller's report is not found"
+    );
     let (s, _) = fx
         .get(
             Who::A,

@@ -45,7 +45,9 @@ fn main() -> anyhow::Result<()> {
     let timeout: u64 = env_or("TIMEOUT_MS", 500)?;
     let default_max: u32 = env_or("FPING_DEFAULT_MAX", 10_000)?;
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_wan-sweep"));
-    println!("WAN-check benchmark: sizes {sizes}, runs {runs}, ours at {rate} pps, timeout {timeout} ms");
+    println!(
+        "WAN-check benchmark: sizes {sizes}, runs {runs}, ours at {rate} pps, timeout {timeout} ms"
+    );
     for n in sizes.split(',').map(|s| s.trim().parse::<u32>()) {
         let n = n?;
         let lab = Lab::new(n)?;

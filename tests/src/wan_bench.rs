@@ -48,7 +48,10 @@ impl Lab {
             "net.ipv4.icmp_msgs_burst=1000000",
         ]);
         let last = last(count).to_string();
-        ensure!(edge.ping(&last), "the lab's last target {last} does not answer");
+        ensure!(
+            edge.ping(&last),
+            "the lab's last target {last} does not answer"
+        );
         Ok(Lab { edge, cpe })
     }
 }
@@ -81,9 +84,16 @@ fn timed(lab: &Lab, args: &[&str]) -> anyhow::Result<(String, String, f64, f64, 
     let out = dir.path().join("time");
     let out_s = out.to_str().context("temp path")?;
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &lab.edge.name, "/usr/bin/time", "-o", out_s])
-        .args(["-f", "%U %S %M"])
-        .args(args);
+    cmd.args([
+        "netns",
+        "exec",
+        &lab.edge.name,
+        "/usr/bin/time",
+        "-o",
+        out_s,
+    ])
+    .args(["-f", "%U %S %M"])
+    .args(args);
     let start = Instant::now();
     let o = cmd.output().context("starting the prober")?;
     let wall = start.elapsed().as_secs_f64();
@@ -103,9 +113,19 @@ fn timed(lab: &Lab, args: &[&str]) -> anyhow::Result<(String, String, f64, f64, 
 }
 
 /// One sweep of `count` targets by the agent's engine at `rate_pps`.
-pub fn ours(lab: &Lab, bin: &Path, count: u32, rate_pps: u32, timeout_ms: u64) -> anyhow::Result<Sweep> {
+pub fn ours(
+    lab: &Lab,
+    bin: &Path,
+    count: u32,
+    rate_pps: u32,
+    timeout_ms: u64,
+) -> anyhow::Result<Sweep> {
     let bin = bin.to_str().context("binary path")?;
-    let (count_s, rate_s, timeout_s) = (count.to_string(), rate_pps.to_string(), timeout_ms.to_string());
+    let (count_s, rate_s, timeout_s) = (
+        count.to_string(),
+        rate_pps.to_string(),
+        timeout_ms.to_string(),
+    );
     let first = FIRST.to_string();
     let (stdout, stderr, wall, cpu, rss) =
         timed(lab, &[bin, &first, &count_s, &rate_s, &timeout_s])?;

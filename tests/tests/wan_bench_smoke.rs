@@ -17,7 +17,8 @@ fn the_benchmark_runs_small() {
     }
     // A target that does not answer is found down by both.
     let dead = Lab::new(10).unwrap();
-    dead.cpe.run(&["ip", "route", "del", "local", "10.200.0.0/15", "dev", "lo"]);
+    dead.cpe
+        .run(&["ip", "route", "del", "local", "10.200.0.0/15", "dev", "lo"]);
     dead.cpe
         .run(&["ip", "route", "add", "local", "10.200.0.0/29", "dev", "lo"]);
     let ours = wan_bench::ours(&dead, bin, 10, 5_000, 300).unwrap();

@@ -13,7 +13,6 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use outpost_testkit::api::Api;
@@ -35,7 +34,12 @@ fn controller(bin: &Path, bng: &Netns, data: &Path, listen: &str) -> (Proc, std:
 fn block(cpe: &Netns) {
     cpe.run(&["nft", "add", "table", "inet", "wanblock"]);
     cpe.run(&[
-        "nft", "add", "chain", "inet", "wanblock", "input",
+        "nft",
+        "add",
+        "chain",
+        "inet",
+        "wanblock",
+        "input",
         "{ type filter hook input priority 0 ; policy accept ; }",
     ]);
     cpe.run(&["nft", "add", "rule", "inet", "wanblock", "input", "drop"]);
@@ -59,19 +63,21 @@ fn state_of(api: &Api, sub: i64, probe: &str) -> Option<String> {
 
 /// (subscriber, state) of every WAN-check event the controller stored for the site.
 fn wan_events(api: &Api, site: i64) -> Vec<(i64, String, String)> {
-    api.get(&format!("/api/v1/sites/{site}/events?type=wan_check&limit=500"))
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let b = &e["body"];
-            (
-                b["subscriber_id"].as_i64().unwrap(),
-                b["probe"]["kind"].as_str().unwrap().to_string(),
-                b["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    api.get(&format!(
+        "/api/v1/sites/{site}/events?type=wan_check&limit=500"
+    ))
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|e| {
+        let b = &e["body"];
+        (
+            b["subscriber_id"].as_i64().unwrap(),
+            b["probe"]["kind"].as_str().unwrap().to_string(),
+            b["state"].as_str().unwrap().to_string(),
+        )
+    })
+    .collect()
 }
 
 #[test]
@@ -85,8 +91,22 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
     let bng = Netns::new("wan-bng");
     let cpe1 = Netns::new("wan-cpe1");
     let cpe2 = Netns::new("wan-cpe2");
-    veth(&bng, "sub1", Some("10.31.1.1/24"), &cpe1, "wan", Some("10.31.1.2/24"));
-    veth(&bng, "sub2", Some("10.31.2.1/24"), &cpe2, "wan", Some("10.31.2.2/24"));
+    veth(
+        &bng,
+        "sub1",
+        Some("10.31.1.1/24"),
+        &cpe1,
+        "wan",
+        Some("10.31.1.2/24"),
+    );
+    veth(
+        &bng,
+        "sub2",
+        Some("10.31.2.1/24"),
+        &cpe2,
+        "wan",
+        Some("10.31.2.2/24"),
+    );
     for c in [&cpe1, &cpe2] {
         c.run(&["ip", "route", "add", "default", "dev", "wan"]);
     }
@@ -113,19 +133,41 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
             .as_i64()
             .unwrap()
     };
-    let (s1, s2) = (new_sub("cpe-one", "10.31.1.2"), new_sub("cpe-two", "10.31.2.2"));
-    let token = api.post(&format!("/api/v1/sites/{site}/enrollment-tokens"), json!({}))["secret"]
+    let (s1, s2) = (
+        new_sub("cpe-one", "10.31.1.2"),
+        new_sub("cpe-two", "10.31.2.2"),
+    );
+    let token = api.post(
+        &format!("/api/v1/sites/{site}/enrollment-tokens"),
+        json!({}),
+    )["secret"]
         .as_str()
         .unwrap()
         .to_string();
     let out = bng
         .cmd(agent_bin.to_str().unwrap())
-        .args(["enroll", "--controller", &base, "--token", &token, "--state-dir"])
+        .args([
+            "enroll",
+            "--controller",
+            &base,
+            "--token",
+            &token,
+            "--state-dir",
+        ])
         .arg(&state)
-        .args(["--auth-listen", "127.0.0.1:0", "--acct-listen", "127.0.0.1:0"])
+        .args([
+            "--auth-listen",
+            "127.0.0.1:0",
+            "--acct-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let config = state.join("agent.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(&format!(
@@ -150,10 +192,14 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
 
     // Blocked inside its namespace → down, once; unblocked → up.
     block(&cpe1);
-    let t = until("CPE 1 down", || state_of(&api, s1, "icmp").as_deref() == Some("down"));
+    let t = until("CPE 1 down", || {
+        state_of(&api, s1, "icmp").as_deref() == Some("down")
+    });
     println!("blocked → down at the controller: {t:?}");
     unblock(&cpe1);
-    let t = until("CPE 1 up", || state_of(&api, s1, "icmp").as_deref() == Some("up"));
+    let t = until("CPE 1 up", || {
+        state_of(&api, s1, "icmp").as_deref() == Some("up")
+    });
     println!("unblocked → up at the controller: {t:?}");
     let icmp_events = |api: &Api| {
         wan_events(api, site)
@@ -163,8 +209,14 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
             .collect::<Vec<_>>()
     };
     // Newest first; the TCP probe went down with ICMP while blocked, and back up.
-    assert_eq!(icmp_events(&api), vec!["up", "down"], "each transition stored once");
-    let outages = items(api.get(&format!("/api/v1/wan/outages?subscriber_id={s1}&open=false")));
+    assert_eq!(
+        icmp_events(&api),
+        vec!["up", "down"],
+        "each transition stored once"
+    );
+    let outages = items(api.get(&format!(
+        "/api/v1/wan/outages?subscriber_id={s1}&open=false"
+    )));
     assert_eq!(outages.iter().filter(|o| o["probe"] == "icmp").count(), 1);
 
     // The controller away during an outage: the agent journals it, delivers it later.
@@ -188,7 +240,9 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
             .unwrap();
         n as usize >= want
     };
-    until("down journaled while the controller is away", || journaled(1));
+    until("down journaled while the controller is away", || {
+        journaled(1)
+    });
     unblock(&cpe1);
     until("up journaled while the controller is away", || journaled(2));
     let (_ctl, _) = controller(&controller_bin, &bng, &data, &addr.to_string());
@@ -196,9 +250,14 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
     println!("controller back → transitions delivered: {t:?}");
     assert_eq!(icmp_events(&api), vec!["up", "down", "up", "down"]);
     assert_eq!(state_of(&api, s1, "icmp").as_deref(), Some("up"));
-    let outages = items(api.get(&format!("/api/v1/wan/outages?subscriber_id={s1}&open=false")));
+    let outages = items(api.get(&format!(
+        "/api/v1/wan/outages?subscriber_id={s1}&open=false"
+    )));
     assert_eq!(outages.iter().filter(|o| o["probe"] == "icmp").count(), 2);
     let report = api.get("/api/v1/wan/report");
     assert_eq!(report["per_site"][0]["id"], site, "{report}");
-    assert!(report["per_site"][0]["outages"].as_i64().unwrap() >= 3, "{report}");
+    assert!(
+        report["per_site"][0]["outages"].as_i64().unwrap() >= 3,
+        "{report}"
+    );
 }

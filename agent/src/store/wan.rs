@@ -42,8 +42,9 @@ impl Store {
             for (id, probe, state) in upserts {
                 up.execute(params![id, probe, state])?;
             }
-            let mut del =
-                tx.prepare_cached("DELETE FROM wan_targets WHERE subscriber_id = ?1 AND probe = ?2")?;
+            let mut del = tx.prepare_cached(
+                "DELETE FROM wan_targets WHERE subscriber_id = ?1 AND probe = ?2",
+            )?;
             for (id, probe) in removed {
                 del.execute(params![id, probe])?;
             }

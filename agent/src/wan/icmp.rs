@@ -267,7 +267,13 @@ impl Pinger {
         (rtt, stats)
     }
 
-    fn send(&self, target: IpAddr, index: u32, sweep: u32, buf: &mut [u8; PACKET_LEN]) -> io::Result<()> {
+    fn send(
+        &self,
+        target: IpAddr,
+        index: u32,
+        sweep: u32,
+        buf: &mut [u8; PACKET_LEN],
+    ) -> io::Result<()> {
         let (sock, kind) = match target {
             IpAddr::V4(_) => (self.v4.as_ref(), ECHO_REQUEST_V4),
             IpAddr::V6(_) => (self.v6.as_ref(), ECHO_REQUEST_V6),
@@ -314,7 +320,10 @@ impl Pinger {
                 let (icmp, reply) = if v6 {
                     (packet, ECHO_REPLY_V6)
                 } else {
-                    let ihl = packet.first().map(|b| usize::from(b & 0x0f) * 4).unwrap_or(0);
+                    let ihl = packet
+                        .first()
+                        .map(|b| usize::from(b & 0x0f) * 4)
+                        .unwrap_or(0);
                     (packet.get(ihl..).unwrap_or(&[]), ECHO_REPLY_V4)
                 };
                 let ours = icmp.len() >= PACKET_LEN
@@ -356,9 +365,7 @@ impl Pinger {
 fn source_ip(a: &SockaddrStorage) -> Option<IpAddr> {
     match a.family()? {
         nix::sys::socket::AddressFamily::Inet => a.as_sockaddr_in().map(|s| IpAddr::V4(s.ip())),
-        nix::sys::socket::AddressFamily::Inet6 => {
-            a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip()))
-        }
+        nix::sys::socket::AddressFamily::Inet6 => a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())),
         _ => None,
     }
 }

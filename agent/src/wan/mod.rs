@@ -115,7 +115,11 @@ impl WanConfig {
                 "must list the site's subscriber networks: nothing else is probed",
             );
         }
-        if let Some(n) = self.subscriber_networks.iter().find(|n| n.prefix_len() == 0) {
+        if let Some(n) = self
+            .subscriber_networks
+            .iter()
+            .find(|n| n.prefix_len() == 0)
+        {
             return bad(
                 "subscriber_networks",
                 &format!("may not hold {n}: that is every address, a scanner's list"),

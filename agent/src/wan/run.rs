@@ -63,8 +63,10 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
     loop {
         let started = tokio::time::Instant::now();
         let (targets, refused) = targets::collect(&store, &cfg.subscriber_networks);
-        let refused_now: HashSet<(i64, IpAddr)> =
-            refused.iter().map(|r| (r.subscriber_id, r.address)).collect();
+        let refused_now: HashSet<(i64, IpAddr)> = refused
+            .iter()
+            .map(|r| (r.subscriber_id, r.address))
+            .collect();
         for r in refused_now.difference(&refused_before) {
             tracing::warn!(
                 subscriber = r.0,
@@ -73,8 +75,12 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
             );
         }
         refused_before = refused_now;
-        handle.refused.store(refused.len() as u64, Ordering::Relaxed);
-        handle.targets.store(targets.len() as u64, Ordering::Relaxed);
+        handle
+            .refused
+            .store(refused.len() as u64, Ordering::Relaxed);
+        handle
+            .targets
+            .store(targets.len() as u64, Ordering::Relaxed);
 
         let addrs: Vec<IpAddr> = targets.iter().map(|t| t.address).collect();
         let groups: Vec<i64> = targets.iter().map(|t| t.tenant_id).collect();
@@ -94,10 +100,7 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
             })
             .collect();
         let addrs: Vec<SocketAddr> = tcp_targets.iter().map(|t| t.2).collect();
-        let (icmp, tcp) = tokio::join!(
-            icmp,
-            tcp::probe_all(&addrs, cfg.tcp_concurrency, timeout)
-        );
+        let (icmp, tcp) = tokio::join!(icmp, tcp::probe_all(&addrs, cfg.tcp_concurrency, timeout));
         let (p, (rtts, stats)) = match icmp {
             Ok(r) => r,
             Err(e) => {
@@ -146,7 +149,12 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
             fold(&mut tracker, t, WanProbe::Icmp, *rtt);
         }
         for ((i, port, _), rtt) in tcp_targets.iter().zip(&tcp) {
-            fold(&mut tracker, &targets[*i], WanProbe::Tcp { port: *port }, *rtt);
+            fold(
+                &mut tracker,
+                &targets[*i],
+                WanProbe::Tcp { port: *port },
+                *rtt,
+            );
         }
         let removed: Vec<(i64, String)> = tracker
             .retain(&keep)

@@ -126,8 +126,16 @@ impl Tracker {
             probe: o.probe,
             state,
             previous_since: if before.is_some() { previous_since } else { 0 },
-            failures: if state == WanState::Down { t.failures } else { 0 },
-            rtt_us: if state == WanState::Up { t.rtt_us } else { None },
+            failures: if state == WanState::Down {
+                t.failures
+            } else {
+                0
+            },
+            rtt_us: if state == WanState::Up {
+                t.rtt_us
+            } else {
+                None
+            },
             sent: t.sent,
             lost: t.lost,
             flaps: t.flaps,
@@ -137,7 +145,10 @@ impl Tracker {
 
     /// Forgets targets not in `keep` (subscribers gone, probes no longer configured);
     /// returns their keys.
-    pub fn retain(&mut self, keep: &std::collections::HashSet<(i64, WanProbe)>) -> Vec<(i64, WanProbe)> {
+    pub fn retain(
+        &mut self,
+        keep: &std::collections::HashSet<(i64, WanProbe)>,
+    ) -> Vec<(i64, WanProbe)> {
         let gone: Vec<_> = self
             .targets
             .keys()
@@ -176,10 +187,21 @@ mod tests {
             (down.state, down.failures, down.previous_since, down.flaps),
             (WanState::Down, 3, 100, 1)
         );
-        assert_eq!(t.observe(obs(None), 140), (None, false), "still down, nothing to write");
+        assert_eq!(
+            t.observe(obs(None), 140),
+            (None, false),
+            "still down, nothing to write"
+        );
         let up = t.observe(obs(Some(900)), 150).0.expect("one answer: up");
         assert_eq!(
-            (up.state, up.previous_since, up.rtt_us, up.flaps, up.sent, up.lost),
+            (
+                up.state,
+                up.previous_since,
+                up.rtt_us,
+                up.flaps,
+                up.sent,
+                up.lost
+            ),
             (WanState::Up, 130, Some(900), 2, 6, 4)
         );
         // A failure fewer than N is no outage.
@@ -195,6 +217,9 @@ mod tests {
     fn a_target_never_seen_up_goes_down_as_news() {
         let mut t = Tracker::new(1);
         let down = t.observe(obs(None), 100).0.unwrap();
-        assert_eq!((down.state, down.previous_since, down.flaps), (WanState::Down, 0, 0));
+        assert_eq!(
+            (down.state, down.previous_since, down.flaps),
+            (WanState::Down, 0, 0)
+        );
     }
 }

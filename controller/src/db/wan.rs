@@ -315,8 +315,13 @@ pub fn report(conn: &Connection, scope: &Scope, since: i64, until: i64) -> Resul
              SELECT ks.k, coalesce(d.down, 0), coalesce(agg.n, 0), coalesce(agg.total, 0), coalesce(agg.longest, 0)
              FROM ks LEFT JOIN agg USING (k) LEFT JOIN d USING (k) ORDER BY ks.k"
         );
-        let args: Vec<rusqlite::types::Value> =
-            vec![p_o.clone(), p_w.clone(), since.into(), until.into(), now.into()];
+        let args: Vec<rusqlite::types::Value> = vec![
+            p_o.clone(),
+            p_w.clone(),
+            since.into(),
+            until.into(),
+            now.into(),
+        ];
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
             Ok(OutageLine {

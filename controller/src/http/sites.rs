@@ -244,8 +244,14 @@ async fn site_events(
         return Err(Error::invalid("limit must be 1 to 500"));
     }
     if let Some(k) = &f.kind
-        && !["accounting", "auth_reject", "nas_sessions_closed", "coa", "wan_check"]
-            .contains(&k.as_str())
+        && ![
+            "accounting",
+            "auth_reject",
+            "nas_sessions_closed",
+            "coa",
+            "wan_check",
+        ]
+        .contains(&k.as_str())
     {
         return Err(Error::invalid(
             "type must be accounting, auth_reject, nas_sessions_closed, coa or wan_check",

@@ -36,7 +36,9 @@ async fn list_wan_targets(
     ApiQuery(f): ApiQuery<WanTargetFilter>,
 ) -> Result<Json<Page<WanTarget>>> {
     actor.require(Permission::ViewCustomers)?;
-    Ok(Json(st.list_page(&actor, f, wan::list_targets, |t| t.id).await?))
+    Ok(Json(
+        st.list_page(&actor, f, wan::list_targets, |t| t.id).await?,
+    ))
 }
 
 /// CPE outages in your part of the tree, newest first (filter by site, reseller,
@@ -49,7 +51,9 @@ async fn list_wan_outages(
     ApiQuery(f): ApiQuery<WanOutageFilter>,
 ) -> Result<Json<Page<WanOutage>>> {
     actor.require(Permission::ViewCustomers)?;
-    Ok(Json(st.list_page(&actor, f, wan::list_outages, |o| o.id).await?))
+    Ok(Json(
+        st.list_page(&actor, f, wan::list_outages, |o| o.id).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
