@@ -226,7 +226,7 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
         let db = rusqlite::Connection::open(state.join("agent.db")).unwrap();
         let shipped: i64 = db
             .query_row(
-                "SELECT coalesce((SELECT value FROM meta WHERE key = 'shipped_through'), 0)",
+                "SELECT CAST(coalesce((SELECT value FROM meta WHERE key = 'shipped_through'), 0) AS INTEGER)",
                 [],
                 |r| r.get(0),
             )
