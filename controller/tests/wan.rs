@@ -144,3 +144,92 @@ async fn transitions_are_stored_once_and_read_back_in_scope() {
         .await;
     assert_eq!(report["per_site"][0]["down_secs"], 40, "{report}");
 }
+
+/// The agent's view of one subscriber: the state feed as site `site`'s agent reads it.
+async fn wan_check_of(fx: &Fixture, site: i64, sub: i64) -> bool {
+    let version = proto::PROTOCOL_VERSION.to_string();
+    let secret = fx.agents[&site].1.clone();
+    let (s, v) = fx
+        .request(
+            Some(&secret),
+            common::CLIENT_IP.parse().unwrap(),
+            Method::GET,
+            "/agent/v1/state?since=0",
+            None,
+            &[(proto::PROTOCOL_HEADER, &version)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let state: proto::StateResponse = serde_json::from_value(v).unwrap();
+    state
+        .subscribers
+        .iter()
+        .find(|s| s.id == sub)
+        .expect("the site serves its subscriber")
+        .wan_check
+}
+
+#[tokio::test]
+async fn the_feed_says_whom_to_probe_by_the_resellers_toggle_and_never_probe() {
+    let fx = Fixture::new();
+    let (a, a1) = (fx.a, fx.a1);
+    // Operator's own subscribers: the operator has every feature.
+    assert!(wan_check_of(&fx, fx.op_tenant.site, fx.op_tenant.subscriber).await);
+    assert!(
+        !wan_check_of(&fx, a.site, a.subscriber).await,
+        "A has no WAN checks"
+    );
+    let head = |fx: &Fixture| fx.query_i64("SELECT max(revision) FROM site_changes");
+    let before = head(&fx);
+    fx.patch_ok(
+        Who::Op,
+        &format!("/api/v1/resellers/{}", a.tenant),
+        json!({ "wan_check_enabled": true }),
+    )
+    .await;
+    assert!(head(&fx) > before, "the toggle reaches the sites' feeds");
+    assert!(wan_check_of(&fx, a.site, a.subscriber).await);
+    // Inherited: A1 needs it too, and loses it with A.
+    assert!(!wan_check_of(&fx, a1.site, a1.subscriber).await);
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/resellers/{}", a1.tenant),
+        json!({ "wan_check_enabled": true }),
+    )
+    .await;
+    assert!(wan_check_of(&fx, a1.site, a1.subscriber).await);
+    fx.patch_ok(
+        Who::Op,
+        &format!("/api/v1/resellers/{}", a.tenant),
+        json!({ "wan_check_enabled": false }),
+    )
+    .await;
+    assert!(
+        !wan_check_of(&fx, a1.site, a1.subscriber).await,
+        "A1 inherits A's loss"
+    );
+    // "Never probe" on one subscriber.
+    fx.patch_ok(
+        Who::Op,
+        &format!("/api/v1/resellers/{}", a.tenant),
+        json!({ "wan_check_enabled": true }),
+    )
+    .await;
+    let sub = fx
+        .patch_ok(
+            Who::A,
+            &format!("/api/v1/subscribers/{}", a.subscriber),
+            json!({ "wan_check_exempt": true }),
+        )
+        .await;
+    assert_eq!(sub["wan_check_exempt"], true);
+    assert!(!wan_check_of(&fx, a.site, a.subscriber).await);
+    let (s, v) = fx
+        .patch(
+            Who::A,
+            &format!("/api/v1/subscribers/{}", a.subscriber),
+            json!({ "wan_check_exempt": "yes" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+}

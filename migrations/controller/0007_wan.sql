@@ -4,6 +4,21 @@
 -- from agent events, once per (agent, seq) like accounting. `tenant_id` is the
 -- subscriber's owner at the controller when the event was stored (never the agent's
 -- word), so every read is scoped like the subscriber's own rows.
+--
+-- What a site probes comes through its feed: a subscriber is WAN-checked when every
+-- reseller above it has `wan_check_enabled` and it is not marked "never probe"
+-- (`wan_check_exempt`). A reseller's flag changing reaches every subscriber below it.
+
+ALTER TABLE subscribers ADD COLUMN wan_check_exempt INTEGER NOT NULL DEFAULT 0
+    CHECK (wan_check_exempt IN (0, 1));
+
+CREATE TRIGGER feed_tenant_wan_check AFTER UPDATE OF wan_check_enabled ON tenants
+    WHEN OLD.wan_check_enabled IS NOT NEW.wan_check_enabled
+BEGIN
+    INSERT INTO site_changes (site_id, entity, entity_id)
+        SELECT s.site_id, 'subscriber', s.id FROM subscribers s JOIN tenants t ON t.id = s.tenant_id
+        WHERE t.path GLOB NEW.path || '*' AND s.site_id IS NOT NULL;
+END;
 
 CREATE TABLE wan_targets (
     id            INTEGER PRIMARY KEY,

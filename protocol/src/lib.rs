@@ -178,6 +178,11 @@ pub struct SubscriberState {
     pub max_sessions: u32,
     /// The owning reseller, for branding the suspended page.
     pub tenant_id: i64,
+    /// Whether the site probes this subscriber's CPE (WAN checks): every reseller above
+    /// it has WAN checks and the subscriber is not marked "never probe". Absent (an
+    /// older controller): not probed.
+    #[serde(default)]
+    pub wan_check: bool,
 }
 
 /// The subscriber's standing as the edge enforces it. A disabled reseller anywhere above
@@ -542,6 +547,7 @@ mod tests {
             rate: None,
             max_sessions: 1,
             tenant_id: 1,
+            wan_check: false,
         };
         assert_eq!(
             digest_input(&[s(2), s(1)], &[]),

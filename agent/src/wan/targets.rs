@@ -1,5 +1,6 @@
-//! Which CPEs to probe: each active subscriber's static IP, or else the address its
-//! online session has now. Anything outside the site's subscriber networks is refused,
+//! Which CPEs to probe: each active subscriber the controller marks for WAN checks (its
+//! resellers have them, and it is not "never probe"), at its static IP or else the
+//! address its online session has now. Anything outside the site's subscriber networks is refused,
 //! whatever the store says: the agent must never become a scanner.
 
 use std::net::IpAddr;
@@ -35,7 +36,7 @@ pub fn collect(store: &Store, networks: &[IpNet]) -> (Vec<Target>, Vec<Refused>)
     subs.sort_by_key(|s| s.id);
     let (mut targets, mut refused) = (Vec::new(), Vec::new());
     for s in subs {
-        if s.status != SubscriberStatus::Active {
+        if s.status != SubscriberStatus::Active || !s.wan_check {
             continue;
         }
         let address = s
@@ -79,6 +80,7 @@ mod tests {
             static_ipv4: ip.map(Into::into),
             status,
             tenant_id: 2,
+            wan_check: id != 6,
             ..outpost_testkit::fixtures::subscriber(id, &format!("u{id}"), "pw")
         };
         store
@@ -91,6 +93,8 @@ mod tests {
                     sub(3, None, SubscriberStatus::Active),
                     sub(4, Some("100.64.0.4"), SubscriberStatus::Suspended),
                     sub(5, None, SubscriberStatus::Active),
+                    // Its reseller has no WAN checks, or it is marked "never probe".
+                    sub(6, Some("100.64.0.6"), SubscriberStatus::Active),
                 ],
                 removed_subscribers: vec![],
                 nas: vec![],
@@ -125,7 +129,7 @@ mod tests {
         assert_eq!(
             ids,
             vec![(1, "100.64.0.1".into()), (3, "100.64.0.3".into())],
-            "static, then session address; suspended and addressless skipped"
+            "static, then session address; suspended, unchecked and addressless skipped"
         );
         assert_eq!(
             refused,
