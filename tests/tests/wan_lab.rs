@@ -137,6 +137,9 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
         new_sub("cpe-one", "10.31.1.2"),
         new_sub("cpe-two", "10.31.2.2"),
     );
+    // Outside the site's subscriber networks: refused, never probed (were it probed, it
+    // would go down: nothing routes there).
+    let outside = new_sub("elsewhere", "192.0.2.77");
     let token = api.post(
         &format!("/api/v1/sites/{site}/enrollment-tokens"),
         json!({}),
@@ -254,6 +257,7 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
         "/api/v1/wan/outages?subscriber_id={s1}&open=false"
     )));
     assert_eq!(outages.iter().filter(|o| o["probe"] == "icmp").count(), 2);
+    assert_eq!(state_of(&api, outside, "icmp"), None, "never probed");
     let report = api.get("/api/v1/wan/report");
     assert_eq!(report["per_site"][0]["id"], site, "{report}");
     assert!(
