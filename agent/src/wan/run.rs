@@ -183,3 +183,69 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
         tokio::time::sleep_until(started + cfg.interval().max(Duration::from_millis(1))).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::WanState;
+
+    #[test]
+    fn an_outage_and_its_event_survive_a_restart_and_are_not_reported_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let store = Store::open(&path, 100).unwrap();
+        let mut t = Tracker::new(2);
+        let obs = |rtt| Observation {
+            subscriber_id: 7,
+            tenant_id: 2,
+            address: "100.64.0.7",
+            probe: WanProbe::Icmp,
+            rtt,
+        };
+        t.observe(obs(Some(Duration::from_micros(300))), 100);
+        t.observe(obs(None), 110);
+        let (down, dirty) = t.observe(obs(None), 120);
+        assert!(dirty);
+        let row = |t: &Tracker| {
+            (
+                7,
+                probe_key(&WanProbe::Icmp),
+                serde_json::to_string(&t.targets[&(7, WanProbe::Icmp)]).unwrap(),
+            )
+        };
+        let seqs = store
+            .wan_commit(
+                &[row(&t)],
+                &[],
+                &[proto::EventBody::WanCheck(down.unwrap())],
+            )
+            .unwrap();
+        assert_eq!(seqs, vec![1]);
+        drop(store);
+
+        // Restarted: the target is still down, the event still waits in the outbox, and
+        // another miss is no new transition.
+        let store = Store::open(&path, 100).unwrap();
+        let mut t = load(&store, 2);
+        let s = &t.targets[&(7, WanProbe::Icmp)];
+        assert_eq!(
+            (s.state, s.failures, s.since),
+            (Some(WanState::Down), 2, 120)
+        );
+        let batch = store.outbox_batch(10).unwrap();
+        assert!(
+            matches!(&batch[0].body, proto::EventBody::WanCheck(w) if w.state == WanState::Down)
+        );
+        assert_eq!(t.observe(obs(None), 130).0, None);
+        let up = t
+            .observe(obs(Some(Duration::from_micros(400))), 140)
+            .0
+            .unwrap();
+        assert_eq!((up.state, up.previous_since), (WanState::Up, 120));
+        // A subscriber gone from the store is forgotten, row and all.
+        let gone = t.retain(&HashSet::new());
+        let removed: Vec<(i64, String)> = gone.iter().map(|(id, p)| (*id, probe_key(p))).collect();
+        store.wan_commit(&[], &removed, &[]).unwrap();
+        assert!(store.wan_targets().unwrap().is_empty());
+    }
+}
