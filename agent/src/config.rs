@@ -28,6 +28,9 @@ pub struct Config {
     /// NAS shapes from the RADIUS rate attributes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shaping: Option<ShapingConfig>,
+    /// WAN checks of the subscribers' CPEs from this box (needs CAP_NET_RAW). Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan: Option<crate::wan::WanConfig>,
 }
 
 /// Where and how much to shape.
@@ -187,6 +190,9 @@ impl Config {
             crate::enforce::Ruleset::new(e)
                 .map_err(|err| ConfigError::Invalid(format!("enforce: {err}")))?;
         }
+        if let Some(w) = &cfg.wan {
+            w.check().map_err(ConfigError::Invalid)?;
+        }
         if !(1..=60).contains(&cfg.sync.wait_secs)
             || cfg.sync.batch == 0
             || cfg.sync.batch > outpost_protocol::MAX_BATCH
@@ -267,6 +273,8 @@ mod tests {
         let e = cfg.enforce.expect("the example turns enforcement on");
         assert_eq!((e.table.as_str(), e.portal_port), ("outpost", 8081));
         assert_eq!(cfg.edge.coa_attempts, 3);
+        let w = cfg.wan.expect("the example turns WAN checks on");
+        assert_eq!((w.down_after, w.tcp_ports.as_slice()), (3, &[8291][..]));
     }
 
     #[test]
@@ -286,5 +294,40 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(&path).is_err());
+    }
+
+    #[test]
+    fn a_zero_or_absurd_wan_rate_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        let with = |wan: &str| {
+            std::fs::write(
+                &path,
+                format!("state_dir = \"/x\"\ncontroller_url = \"http://c\"\n[wan]\n{wan}\n"),
+            )
+            .unwrap();
+            Config::load(&path)
+        };
+        let nets = "subscriber_networks = [\"100.64.0.0/10\"]";
+        assert_eq!(
+            with(nets).unwrap().wan.unwrap().down_after,
+            3,
+            "down after 3 failures unless told"
+        );
+        let err = with(&format!("{nets}\nrate_pps = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("wan.rate_pps must be 1..=1000000, not 0"),
+            "{err}"
+        );
+        let err = with(&format!("{nets}\nreseller_rate_pps = 99999999"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("wan.reseller_rate_pps"), "{err}");
+        let err = with("subscriber_networks = []").unwrap_err().to_string();
+        assert!(err.contains("wan.subscriber_networks"), "{err}");
+        let err = with(&format!("{nets}\nrate_pps = -5")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 }

@@ -23,6 +23,8 @@
 //!   retransmission and verified answers, as [`outpost_protocol::CoaEvent`]s.
 //! - [`sync`]: long poll + apply + ack (with what the edge published), and outbox
 //!   delivery, with backoff. It reads the edge's channel and imports nothing of it.
+//! - [`wan`]: WAN checks: our ICMP echo engine (one raw socket per family) and TCP
+//!   connect probes of every subscriber's CPE, state per target, transitions journaled.
 //! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - [`clock`]: the one wall clock expiry, journal and sessions are judged by.
@@ -91,6 +93,7 @@ pub mod shape;
 pub mod site;
 pub mod store;
 pub mod sync;
+pub mod wan;
 
 /// Displays an error with its causes, `a: b: c`, for one-line logs.
 pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));

@@ -226,6 +226,7 @@ async fn enroll(
         enforce: None,
         edge: Default::default(),
         shaping: None,
+        wan: None,
     };
     let path = state_dir.join("agent.toml");
     cfg.save(&path)?;

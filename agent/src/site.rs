@@ -18,7 +18,7 @@ use crate::config::{Config, Identity};
 use crate::edge::{self, EdgeHandle};
 use crate::store::{Store, StoreError};
 use crate::sync::{self, Client, Link};
-use crate::{ErrorChain, enforce, portal, radius, shape};
+use crate::{ErrorChain, enforce, portal, radius, shape, wan};
 
 /// Why a site could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,9 @@ pub enum SiteError {
     /// The RADIUS server stopped on a socket error.
     #[error("RADIUS server")]
     Radius(#[source] radius::Error),
+    /// WAN checks could not open their raw sockets.
+    #[error("WAN checks")]
+    Wan(#[source] std::io::Error),
     /// A task of the site panicked.
     #[error("a site task panicked")]
     Panicked(#[source] tokio::task::JoinError),
@@ -84,6 +87,7 @@ pub struct SiteHandle {
     /// The RADIUS server's task; `None` once [`SiteHandle::failed`] has seen it end.
     radius: Option<JoinHandle<radius::Result<()>>>,
     tasks: JoinSet<()>,
+    wan: Arc<wan::WanHandle>,
 }
 
 /// What `outpost-agent status` and a test read from a running site.
@@ -105,6 +109,8 @@ pub struct Status {
     pub enforcement_healthy: bool,
     /// RADIUS requests answered or dropped so far.
     pub radius_requests: u64,
+    /// WAN-check sweeps finished (0 when WAN checks are off).
+    pub wan_sweeps: u64,
 }
 
 impl Site {
@@ -129,6 +135,11 @@ impl Site {
         );
         let mut tasks = JoinSet::new();
         let (edge, portal_addr) = start_edge(cfg, &store, &mut tasks).await?;
+        let wan = Arc::new(wan::WanHandle::default());
+        if let Some(w) = &cfg.wan {
+            let pinger = wan::Pinger::open(w.recv_buffer_bytes).map_err(SiteError::Wan)?;
+            tasks.spawn(wan::run(store.clone(), w.clone(), pinger, wan.clone()));
+        }
         let client = Client::new(&cfg.controller_url, &id.credential);
         let link = Arc::new(Link::default());
         tasks.spawn(sync::run_state(
@@ -174,6 +185,7 @@ impl Site {
             server,
             radius: Some(radius),
             tasks,
+            wan,
         })
     }
 }
@@ -196,6 +208,7 @@ impl SiteHandle {
             controller_reachable: self.link.reachable.load(Ordering::Relaxed),
             enforcement_healthy: self.edge.healthy(),
             radius_requests: self.server.stats().snapshot().requests,
+            wan_sweeps: self.wan.sweeps.load(Ordering::Relaxed),
         }
     }
 

@@ -567,6 +567,7 @@ async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journ
         }),
         max_sessions: 1,
         tenant_id: 2,
+        wan_check: false,
     };
     let state = |kind, revision, subscribers| StateResponse {
         kind,

@@ -85,6 +85,7 @@ async fn start(dir: &std::path::Path) -> SiteHandle {
             ..EdgeConfig::default()
         },
         shaping: None,
+        wan: None,
     };
     let id = Identity {
         agent_id: 1,

@@ -338,6 +338,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         static_ipv4: (i % 10 == 0)
                             .then(|| format!("100.64.{}.{}", i / 250, i % 250 + 2)),
                         mac: None,
+                        wan_check_exempt: false,
                         name: format!("{} {}", capitalize(f), capitalize(l)),
                         phone: format!("+1 555 01{i:02}"),
                         email: format!("{f}.{l}{i}@mail.example"),

@@ -11,7 +11,8 @@
 //! - [`db`]: SQLite storage, the single writer and the reader pool, one module per
 //!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
 //!   `ledger`, `session`, `audit`, `retention`, `throttle` (failed logins, kept across
-//!   restarts), and `agent` (split into `enrollment`, `feed` and `events`).
+//!   restarts), `wan` (CPE state and outages from the agents' WAN checks), and `agent`
+//!   (split into `enrollment`, `feed` and `events`).
 //! - [`ops`]: the changes people make, each a plain function over the write
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
@@ -24,7 +25,7 @@
 //! - [`http`]: the JSON API; each module has a `router()`, merged in
 //!   [`http::api_router`], documented as OpenAPI at `/api/v1/openapi.json`. People's
 //!   `/api/v1` routes by aggregate (`auth`, `resellers`, `users`, `subscribers`,
-//!   `sites`, `plans`, `balances`, `ledger`, `audit`); the agents' `/agent/v1` routes
+//!   `sites`, `plans`, `balances`, `ledger`, `audit`, `wan`); the agents' `/agent/v1` routes
 //!   in `agent_api`; `http::error` maps an error's kind to a status and renders the
 //!   error body; `AppState::list_page` and `AppState::read_scoped` are the list and read
 //!   shapes handlers share.

@@ -73,6 +73,10 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/api/v1/sites/{id}/events",            [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/api/v1/subscribers/{id}/sessions",    [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
     ("GET", "/api/v1/subscribers/{id}/usage",       [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/subscribers/{id}/wan",         [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/wan/targets",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/wan/outages",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/wan/report",                   [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
     // Agent routes: no person's credential works there (a bad enrollment token is 401 too).
     ("POST", "/agent/v1/enroll",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
     ("GET", "/agent/v1/state",                      [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
@@ -233,7 +237,9 @@ fn request(
         "/api/v1/sites/{id}/enrollment-tokens"
         | "/api/v1/sites/{id}/agent"
         | "/api/v1/sites/{id}/events" => h.site,
-        "/api/v1/subscribers/{id}/sessions" | "/api/v1/subscribers/{id}/usage" => h.subscriber,
+        "/api/v1/subscribers/{id}/sessions"
+        | "/api/v1/subscribers/{id}/usage"
+        | "/api/v1/subscribers/{id}/wan" => h.subscriber,
         "/api/v1/subscribers/{id}/renew" | "/api/v1/subscribers/{id}/payments" => h.subscriber,
         "/api/v1/users/{id}" | "/api/v1/users/{id}/impersonate" => h.manager,
         "/api/v1/subscribers/{id}" => h.subscriber,

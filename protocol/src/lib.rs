@@ -178,6 +178,11 @@ pub struct SubscriberState {
     pub max_sessions: u32,
     /// The owning reseller, for branding the suspended page.
     pub tenant_id: i64,
+    /// Whether the site probes this subscriber's CPE (WAN checks): every reseller above
+    /// it has WAN checks and the subscriber is not marked "never probe". Absent (an
+    /// older controller): not probed.
+    #[serde(default)]
+    pub wan_check: bool,
 }
 
 /// The subscriber's standing as the edge enforces it. A disabled reseller anywhere above
@@ -348,6 +353,58 @@ pub enum EventBody {
     },
     /// The outcome of a Disconnect-Request or CoA-Request the agent sent (RFC 5176).
     Coa(CoaEvent),
+    /// A WAN check of a subscriber's CPE went down or came back up.
+    WanCheck(WanTransition),
+}
+
+/// How a CPE is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WanProbe {
+    /// ICMP (or ICMPv6) echo.
+    Icmp,
+    /// A TCP connect to this port (a SYN answered by SYN-ACK counts as up).
+    Tcp {
+        /// The port connected to.
+        port: u16,
+    },
+}
+
+/// Whether a probed CPE answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WanState {
+    /// It answered the last probe.
+    Up,
+    /// It missed [`WanTransition::failures`] probes in a row (the agent's threshold).
+    Down,
+}
+
+/// One change of a CPE's state as the site's agent saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WanTransition {
+    /// The subscriber whose CPE it is.
+    pub subscriber_id: i64,
+    /// The subscriber's owning reseller, as in [`SubscriberState::tenant_id`].
+    pub tenant_id: i64,
+    /// The address probed (its static IP or the one its session has now).
+    pub address: String,
+    /// Which probe changed.
+    pub probe: WanProbe,
+    /// The state it is in now.
+    pub state: WanState,
+    /// Unix seconds of the state before this one began (0: none known): the outage's start on an `up`.
+    pub previous_since: i64,
+    /// Consecutive failed probes when it went down (0 on an up).
+    pub failures: u32,
+    /// The round trip of the answer that brought it up, microseconds.
+    pub rtt_us: Option<u64>,
+    /// Probes sent and lost since the agent began probing this target.
+    pub sent: u64,
+    /// Probes of those that were not answered in time.
+    pub lost: u64,
+    /// How many times it changed state since then.
+    pub flaps: u32,
 }
 
 /// Which RFC 5176 request the agent sent.
@@ -490,6 +547,7 @@ mod tests {
             rate: None,
             max_sessions: 1,
             tenant_id: 1,
+            wan_check: false,
         };
         assert_eq!(
             digest_input(&[s(2), s(1)], &[]),

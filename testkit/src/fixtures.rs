@@ -28,7 +28,7 @@ pub fn rate(download_kbps: u64, upload_kbps: u64) -> Rate {
 }
 
 /// An active subscriber of tenant 1 on 10/2 Mbit/s, one session allowed, expiring a day
-/// from now, no static address or MAC binding.
+/// from now, no static address or MAC binding, not WAN-checked.
 pub fn subscriber(id: i64, username: &str, password: &str) -> SubscriberState {
     SubscriberState {
         id,
@@ -41,6 +41,7 @@ pub fn subscriber(id: i64, username: &str, password: &str) -> SubscriberState {
         rate: Some(rate(10_000, 2_000)),
         max_sessions: 1,
         tenant_id: 1,
+        wan_check: false,
     }
 }
 

@@ -14,6 +14,10 @@
 //!   side, each pinned to one core. Run it with `cargo bench -p outpost-tests --bench
 //!   radius` (root, Debian `freeradius` installed); `tests/radius_bench_smoke.rs` runs
 //!   the load generator small against the agent's server in-process.
+//! - [`wan_bench`]: WAN checks: one sweep of 10,000 and 100,000 answering targets by the
+//!   agent's ICMP engine (the `wan-sweep` binary) against fping 5.1, in throwaway
+//!   namespaces. `cargo bench -p outpost-tests --bench wan` (root, Debian `fping`);
+//!   `tests/wan_bench_smoke.rs` runs it small.
 //! - [`radload`]: the RADIUS load generator both servers face (radclient saturates
 //!   below the rates measured): a window of outstanding requests over several sockets,
 //!   every reply verified, accepts, rejects and timeouts counted, latencies kept.
@@ -29,3 +33,4 @@ pub mod radius_bench;
 pub mod radload;
 pub mod renewals;
 pub mod system;
+pub mod wan_bench;

@@ -440,6 +440,7 @@ impl AgentSite {
             enforce: None,
             edge: Default::default(),
             shaping: None,
+            wan: None,
         }
         .save(&config)?;
         Ok(Self {

@@ -261,6 +261,7 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
                         max_sessions: None,
                         static_ipv4: None,
                         mac: None,
+                        wan_check_exempt: false,
                         name: String::new(),
                         phone: String::new(),
                         email: String::new(),

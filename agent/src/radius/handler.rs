@@ -440,6 +440,7 @@ mod tests {
             rate: None,
             max_sessions: 2,
             tenant_id: 1,
+            wan_check: false,
         });
         b
     }

@@ -170,7 +170,9 @@ impl Backend for MemoryBackend {
                 let (nas_ip, reason) = (nas_ip.clone(), reason.clone());
                 state.close_nas_sessions(&nas_ip, &reason);
             }
-            EventBody::AuthReject { .. } | EventBody::Coa(_) => state.journal(event),
+            EventBody::AuthReject { .. } | EventBody::Coa(_) | EventBody::WanCheck(_) => {
+                state.journal(event)
+            }
         }
         Ok(())
     }

@@ -12,6 +12,7 @@
 mod desired;
 mod outbox;
 mod sessions;
+mod wan;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +31,7 @@ use sessions::{Sessions, count_online};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/agent/0001_init.sql"),
     include_str!("../../../migrations/agent/0002_edge.sql"),
+    include_str!("../../../migrations/agent/0003_wan.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

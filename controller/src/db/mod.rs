@@ -17,6 +17,7 @@ pub mod subscriber;
 pub mod tenant;
 pub mod throttle;
 pub mod user;
+pub mod wan;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0004_branding.sql"),
     include_str!("../../../migrations/controller/0005_retention.sql"),
     include_str!("../../../migrations/controller/0006_login_throttle.sql"),
+    include_str!("../../../migrations/controller/0007_wan.sql"),
 ];
 
 const READERS: usize = 4;

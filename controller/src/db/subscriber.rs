@@ -103,6 +103,8 @@ pub struct Subscriber {
     pub static_ipv4: Option<Ipv4Addr>,
     /// Bound Calling-Station-Id, as `AA:BB:CC:DD:EE:FF`.
     pub mac: Option<String>,
+    /// "Never probe": the site's WAN checks leave this subscriber's CPE alone.
+    pub wan_check_exempt: bool,
     pub name: String,
     pub phone: String,
     pub email: String,
@@ -140,6 +142,9 @@ pub struct NewSubscriber {
     pub static_ipv4: Option<String>,
     #[schema(value_type = Option<String>, pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$")]
     pub mac: Option<String>,
+    /// "Never probe" by the site's WAN checks (default false).
+    #[serde(default)]
+    pub wan_check_exempt: bool,
     #[serde(default)]
     #[schema(
         max_length = 200,
@@ -200,6 +205,8 @@ pub struct SubscriberPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, pattern = r"^[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}$|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$")]
     pub mac: Option<Option<String>>,
+    /// "Never probe" by the site's WAN checks.
+    pub wan_check_exempt: Option<bool>,
     #[schema(
         max_length = 200,
         pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
@@ -235,6 +242,7 @@ impl SubscriberPatch {
             || self.max_sessions.is_some()
             || self.static_ipv4.is_some()
             || self.mac.is_some()
+            || self.wan_check_exempt.is_some()
             || self.name.is_some()
             || self.phone.is_some()
             || self.email.is_some()
@@ -253,7 +261,8 @@ pub struct SubscriberRow {
 
 const COLS: &str =
     "s.id, s.tenant_id, s.site_id, s.username, s.status, s.expires_at, s.static_ipv4, s.mac,
-    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path, s.plan_id, s.auto_renew, s.max_sessions";
+    s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path, s.plan_id, s.auto_renew, s.max_sessions,
+    s.wan_check_exempt";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
     let expires: Option<i64> = r.get(5)?;
@@ -272,6 +281,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
             max_sessions: r.get(18)?,
             static_ipv4: ip.and_then(|s| s.parse().ok()),
             mac: r.get(7)?,
+            wan_check_exempt: r.get(19)?,
             name: r.get(8)?,
             phone: r.get(9)?,
             email: r.get(10)?,
@@ -519,8 +529,8 @@ pub fn create(
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO subscribers (tenant_id, site_id, username, password_sealed, status, expires_at, static_ipv4, mac,
-             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew, max_sessions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
+             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew, max_sessions, wan_check_exempt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17)",
         params![
             owner.id,
             site.map(|s| s.id),
@@ -537,7 +547,8 @@ pub fn create(
             now,
             plan.map(|p| p.id),
             input.auto_renew,
-            max_sessions(input.max_sessions.unwrap_or(1))?
+            max_sessions(input.max_sessions.unwrap_or(1))?,
+            input.wan_check_exempt
         ],
     )?;
     get_visible(
@@ -639,7 +650,8 @@ pub fn update(
     conn.cached_exec(
         "UPDATE subscribers SET tenant_id = ?2, site_id = ?3, username = ?4, password_sealed = coalesce(?5, password_sealed),
              status = ?6, expires_at = ?7, static_ipv4 = ?8, mac = ?9, name = ?10, phone = ?11, email = ?12,
-             notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16, max_sessions = ?17
+             notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16, max_sessions = ?17,
+             wan_check_exempt = ?18
          WHERE id = ?1",
         params![
             s.id,
@@ -658,7 +670,8 @@ pub fn update(
             super::now(),
             plan_id,
             auto_renew,
-            max_sessions(p.max_sessions.unwrap_or(s.max_sessions))?
+            max_sessions(p.max_sessions.unwrap_or(s.max_sessions))?,
+            p.wan_check_exempt.unwrap_or(s.wan_check_exempt)
         ],
     )?;
     get_visible(

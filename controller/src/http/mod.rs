@@ -13,6 +13,7 @@ pub mod resellers;
 pub mod sites;
 pub mod subscribers;
 pub mod users;
+pub mod wan;
 
 use std::sync::Arc;
 
@@ -296,6 +297,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(balances::router())
         .merge(ledger::router())
         .merge(agent_api::router())
+        .merge(wan::router())
         .routes(routes!(openapi_json))
 }
 

@@ -232,6 +232,7 @@ pub enum SiteEventKind {
     AuthReject,
     NasSessionsClosed,
     Coa,
+    WanCheck,
 }
 
 impl SiteEventKind {
@@ -241,6 +242,7 @@ impl SiteEventKind {
             SiteEventKind::AuthReject => "auth_reject",
             SiteEventKind::NasSessionsClosed => "nas_sessions_closed",
             SiteEventKind::Coa => "coa",
+            SiteEventKind::WanCheck => "wan_check",
         }
     }
 }

@@ -187,6 +187,7 @@ impl Fixture {
                                 max_sessions: None,
                                 static_ipv4: None,
                                 mac: None,
+                                wan_check_exempt: false,
                                 name: format!("Customer {tag}"),
                                 phone: String::new(),
                                 email: String::new(),

@@ -34,6 +34,7 @@ pub fn ingest(
             proto::EventBody::AuthReject { .. } => "auth_reject",
             proto::EventBody::NasSessionsClosed { .. } => "nas_sessions_closed",
             proto::EventBody::Coa(_) => "coa",
+            proto::EventBody::WanCheck(_) => "wan_check",
         };
         let inserted = conn.cached_exec(
             "INSERT OR IGNORE INTO agent_events (agent_id, seq, site_id, at, type, body, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -132,6 +133,7 @@ fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
                 params![site_id, nas_ip],
             )?;
         }
+        proto::EventBody::WanCheck(t) => crate::db::wan::apply(conn, site_id, e.at, t)?,
         proto::EventBody::AuthReject { .. } | proto::EventBody::Coa(_) => {}
     }
     Ok(())

@@ -31,8 +31,19 @@ fn disabled_paths(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Paths of resellers without WAN checks: no subscriber below any of them is probed.
+/// The operator has every feature, so its own flag does not count.
+fn wan_check_off_paths(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT path FROM tenants WHERE wan_check_enabled = 0 AND parent_id IS NOT NULL",
+    )?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 const SUB_SELECT: &str = "SELECT s.id, s.username, s.password_sealed, s.status, s.expires_at, s.static_ipv4, s.mac,
-        s.max_sessions, s.tenant_id, t.path, p.download_kbps, p.upload_kbps, p.burst_download_kbps, p.burst_upload_kbps
+        s.max_sessions, s.tenant_id, t.path, p.download_kbps, p.upload_kbps, p.burst_download_kbps, p.burst_upload_kbps,
+        s.wan_check_exempt
     FROM subscribers s JOIN tenants t ON t.id = s.tenant_id LEFT JOIN plans p ON p.id = s.plan_id";
 
 fn subscribers(
@@ -42,6 +53,7 @@ fn subscribers(
     secrets: &SecretBox,
 ) -> Result<Vec<proto::SubscriberState>> {
     let off = disabled_paths(conn)?;
+    let wan_off = wan_check_off_paths(conn)?;
     let mut stmt = conn.prepare_cached(&format!("{SUB_SELECT} WHERE {where_} ORDER BY s.id"))?;
     let mut rows = stmt.query(args)?;
     let mut out = Vec::new();
@@ -78,6 +90,8 @@ fn subscribers(
                 }),
                 _ => None,
             },
+            wan_check: !r.get::<_, bool>(14)?
+                && !wan_off.iter().any(|p| path.starts_with(p.as_str())),
         });
     }
     Ok(out)
