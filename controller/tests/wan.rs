@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{Fixture, Who};
+use common::{Fixture, Who, assert_error};
 use outpost_protocol as proto;
 use serde_json::{Value, json};
 
@@ -83,7 +83,7 @@ async fn transitions_are_stored_once_and_read_back_in_scope() {
         "B sees none of A's CPE: {theirs}"
     );
     let (s, v) = fx.get(Who::A, "/api/v1/wan/targets?state=sideways").await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_query");
 
     let open = fx.get_ok(Who::A, "/api/v1/wan/outages?open=true").await;
     assert_eq!(items(&open).len(), 1);
@@ -127,13 +127,17 @@ async fn transitions_are_stored_once_and_read_back_in_scope() {
         StatusCode::NOT_FOUND,
         "another reseller's report is not found"
     );
-    let (s, _) = fx
+    // A window that ends before it starts holds no outage time.
+    let (s, r) = fx
         .get(
             Who::A,
             "/api/v1/wan/report?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z",
         )
         .await;
-    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["since"], r["until"], "the window is empty: {r}");
+    let (s, r) = fx.get(Who::A, "/api/v1/wan/report?since=yesterday").await;
+    assert_error(s, &r, StatusCode::BAD_REQUEST, "bad_query");
     // Only the window's part of an outage counts.
     let since = time::OffsetDateTime::from_unix_timestamp(up_at - 40)
         .unwrap()

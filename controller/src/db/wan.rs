@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::db::paging::list_filter;
 use crate::db::{Cached, Filter, Paging, rfc3339};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::scope::Scope;
 
 /// How a probe is named in the API and the tables: `icmp` or `tcp:PORT`.
@@ -124,17 +124,25 @@ list_filter! {
         /// The owning reseller.
         pub tenant_id: Option<i64>,
         pub subscriber_id: Option<i64>,
-        /// `up` or `down`.
-        pub state: Option<String>,
+        #[param(inline)]
+        pub state: Option<WanState>,
     }
 }
 
-fn check_state(s: Option<&str>) -> Result<()> {
-    match s {
-        None | Some("up") | Some("down") => Ok(()),
-        Some(other) => Err(Error::invalid(format!(
-            "state must be up or down (got '{other}')"
-        ))),
+/// Whether a probe answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WanState {
+    Up,
+    Down,
+}
+
+impl WanState {
+    fn as_str(self) -> &'static str {
+        match self {
+            WanState::Up => "up",
+            WanState::Down => "down",
+        }
     }
 }
 
@@ -164,12 +172,11 @@ pub fn list_targets(
     f: &WanTargetFilter,
     paging: Paging,
 ) -> Result<Vec<WanTarget>> {
-    check_state(f.state.as_deref())?;
     let mut w = Filter::scoped(scope, "w.tenant_id");
     w.and_opt("w.site_id = ?", f.site_id)
         .and_opt("w.tenant_id = ?", f.tenant_id)
         .and_opt("w.subscriber_id = ?", f.subscriber_id)
-        .and_opt("w.state = ?", f.state.clone());
+        .and_opt("w.state = ?", f.state.map(|s| s.as_str().to_string()));
     let select = format!("SELECT {TARGET_COLS} FROM wan_targets w");
     w.page(conn, &select, "w.id", paging, target_row)
 }
@@ -293,11 +300,10 @@ pub struct OutageReport {
     pub per_reseller: Vec<OutageLine>,
 }
 
-/// The report over `[since, until)` of the rows in scope.
+/// The report over `[since, until)` of the rows in scope. An empty window (`since` not
+/// before `until`) holds no outage time; CPE down now are counted all the same.
 pub fn report(conn: &Connection, scope: &Scope, since: i64, until: i64) -> Result<OutageReport> {
-    if since >= until {
-        return Err(Error::invalid("since must be before until"));
-    }
+    let until = until.max(since);
     let now = crate::db::now();
     let (pred_o, p_o) = scope.owns("o.tenant_id");
     let (pred_w, p_w) = scope.owns("w.tenant_id");

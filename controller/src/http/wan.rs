@@ -10,7 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiPath, ApiQuery, AppState, ErrorBody, Page};
-use crate::db::subscriber::{self, parse_time};
+use crate::db::paging::QueryTime;
+use crate::db::subscriber;
 use crate::db::tenant;
 use crate::db::wan::{
     self, OutageReport, SubscriberWan, WanOutage, WanOutageFilter, WanTarget, WanTargetFilter,
@@ -63,9 +64,11 @@ pub struct ReportQuery {
     /// Report on this reseller and those below it; default: your whole part of the tree.
     pub tenant_id: Option<i64>,
     /// RFC 3339; default: 24 hours before `until`.
-    pub since: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<QueryTime>,
     /// RFC 3339; default: now.
-    pub until: Option<String>,
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<QueryTime>,
 }
 
 /// The outage report: CPE down now, outages, and time down within the window, per site
@@ -79,18 +82,8 @@ async fn wan_report(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Json<OutageReport>> {
     actor.require(Permission::ViewReports)?;
-    let until = q
-        .until
-        .as_deref()
-        .map(|s| parse_time("until", s))
-        .transpose()?
-        .unwrap_or_else(|| crate::db::now() + 1);
-    let since = q
-        .since
-        .as_deref()
-        .map(|s| parse_time("since", s))
-        .transpose()?
-        .unwrap_or(until - 86_400);
+    let until = q.until.map_or_else(|| crate::db::now() + 1, |t| t.0);
+    let since = q.since.map_or(until - 86_400, |t| t.0);
     let report = st.read_scoped(&actor, move |c, scope| match q.tenant_id {
         Some(id) => {
             let (_, over) = tenant::rows_scope(c, scope, id)?;
