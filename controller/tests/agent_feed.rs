@@ -535,10 +535,13 @@ async fn the_ack_digest_shows_drift() {
         (Some(false), true),
         "{st}"
     );
-    // Nonsense is refused.
+    // Nonsense is refused; a revision the site has not reached is a conflict with it.
+    let ahead = json!({ "revision": 1_000_000, "digest": "ab".repeat(32), "agent_version": "x" });
+    let (s, b) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(ahead)).await;
+    assert_error(s, &b, StatusCode::CONFLICT, "revision_ahead");
     for body in [
-        json!({ "revision": 1_000_000, "digest": "ab".repeat(32), "agent_version": "x" }),
         json!({ "revision": 1, "digest": "zz", "agent_version": "x" }),
+        json!({ "revision": 1, "digest": "ab".repeat(32), "agent_version": "" }),
     ] {
         let (s, _) = agent_call(&fx, &a, Method::POST, "/agent/v1/ack", Some(body)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
@@ -702,4 +705,49 @@ async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent(
         )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// What schemathesis found on the agent routes: a session time larger than the event's
+/// time panicked the handler (500), counters past i64 would have wrapped, and a state
+/// request past the schema's bounds was taken.
+#[tokio::test]
+async fn agent_values_past_their_bounds_are_refused_not_wrapped() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let mut e = acct(1, "start", "s-big", 10, 10);
+    e["at"] = json!(-8_750_707);
+    e["session_time"] = json!(i64::MAX);
+    let (s, v) = post_events(&fx, &a, json!({ "events": [e] })).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a session older than time itself is stored: {v}"
+    );
+    let mut e = acct(2, "interim_update", "s-big", 10, 10);
+    e["input_octets"] = json!(u64::MAX);
+    let (s, v) = post_events(&fx, &a, json!({ "events": [e] })).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events[0].input_octets"),
+        "{v}"
+    );
+    for q in ["since=9223372036854775808", "since=0&wait=61"] {
+        let (s, v) = agent_call(&fx, &a, Method::GET, &format!("/agent/v1/state?{q}"), None).await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "bad_query");
+    }
+    // The scheme name is case-insensitive, for agents as for people.
+    let (s, v) = fx
+        .request(
+            None,
+            ip(),
+            Method::GET,
+            "/agent/v1/state?since=0",
+            None,
+            &[("authorization", &format!("bearer {a}"))],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
 }

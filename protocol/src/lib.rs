@@ -39,27 +39,37 @@ pub mod paths {
 /// The longest long-poll wait the controller honours, in seconds.
 pub const MAX_WAIT_SECS: u32 = 60;
 
-/// The most events one batch may carry.
+/// The most events one batch may carry (the OpenAPI schema of [`EventBatch`] says 1000
+/// too; a test holds them together).
 pub const MAX_BATCH: usize = 1000;
 
 /// First contact: trade a single-use enrollment token for an identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     /// The token shown once when the site's enrollment token was created.
     pub token: String,
     /// The agent's WireGuard public key (base64, 32 bytes).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+    )]
     pub wireguard_public_key: String,
     /// The agent's host name, so the operator can tell boxes apart in the site's agent list.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[!-~]{1,253}$"))]
     pub hostname: String,
     /// The agent's own version string.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub agent_version: String,
     /// [`PROTOCOL_VERSION`] of the agent.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1))]
     pub protocol_version: u32,
 }
 
 /// The agent's identity and what it needs to reach the controller from now on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     /// The agent's id at the controller; it names the agent in logs and in the site's agent list.
     pub agent_id: i64,
@@ -75,6 +85,7 @@ pub struct EnrollResponse {
 
 /// WireGuard parameters for the agent's tunnel to the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TunnelParams {
     /// The agent's tunnel address with prefix, e.g. `10.66.0.7/32`.
     pub address: String,
@@ -90,6 +101,7 @@ pub struct TunnelParams {
 
 /// Query of [`paths::STATE`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateQuery {
     /// The revision the agent has applied; 0 asks for a snapshot.
     pub since: u64,
@@ -100,6 +112,7 @@ pub struct StateQuery {
 
 /// Whether a [`StateResponse`] replaces the agent's state or patches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StateKind {
     /// Everything the site enforces: replace the local state whole.
@@ -112,10 +125,12 @@ pub enum StateKind {
 
 /// The site's desired state at `revision`, whole or as a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateResponse {
     /// Whether to replace the local state whole, patch it, or leave it.
     pub kind: StateKind,
     /// Apply, then acknowledge this revision.
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub revision: u64,
     #[serde(default)]
     /// Subscribers to upsert (all of them in a snapshot), by [`SubscriberState::id`].
@@ -142,6 +157,7 @@ pub struct StateResponse {
 /// controller resolves inheritance: a reseller without rebranding gets the brand of the
 /// nearest reseller above it that has one, or the operator's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Brand {
     /// The owning tenant, as in [`SubscriberState::tenant_id`].
     pub tenant_id: i64,
@@ -157,6 +173,7 @@ pub struct Brand {
 
 /// What a site needs to authenticate, rate and enforce one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SubscriberState {
     /// The controller's subscriber id: stable, the key for deltas and events.
     pub id: i64,
@@ -188,6 +205,7 @@ pub struct SubscriberState {
 /// The subscriber's standing as the edge enforces it. A disabled reseller anywhere above
 /// the subscriber makes it [`SubscriberStatus::Disabled`] here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriberStatus {
     /// Paid up and allowed online.
@@ -202,6 +220,7 @@ pub enum SubscriberStatus {
 
 /// A speed plan's rates, in kbit/s, from the subscriber's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rate {
     /// Guaranteed rate towards the subscriber.
     pub download_kbps: u64,
@@ -215,6 +234,7 @@ pub struct Rate {
 
 /// The RADIUS dialect a NAS speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum NasKind {
     /// MikroTik RouterOS: rates as `Mikrotik-Rate-Limit`.
@@ -227,6 +247,7 @@ pub enum NasKind {
 
 /// A NAS allowed to ask this site's agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NasState {
     /// The controller's NAS id: the key for deltas.
     pub id: i64,
@@ -244,6 +265,7 @@ pub struct NasState {
 
 /// Per-site settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteSettings {
     /// Acct-Interim-Interval sent in Access-Accept.
     pub acct_interim_interval_secs: u32,
@@ -253,13 +275,17 @@ pub struct SiteSettings {
 
 /// After applying a state: what the agent now enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Ack {
     /// The [`StateResponse::revision`] now applied.
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub revision: u64,
     /// Hex SHA-256 of [`digest_input`] over the state the agent enforces.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[0-9A-Fa-f]{64}$"))]
     pub digest: String,
     /// The agent's own version string, so the operator sees what each site runs.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 64))]
     pub agent_version: String,
 }
 
@@ -300,14 +326,17 @@ pub fn digest_input(subscribers: &[SubscriberState], nas: &[NasState]) -> String
 
 /// A batch of journaled events, oldest first, with consecutive sequence numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventBatch {
     /// Consecutive events, oldest first; at most [`MAX_BATCH`].
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 1000))]
     pub events: Vec<Event>,
 }
 
 /// The controller's answer to a batch: everything up to `through` is stored (once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventsAccepted {
     /// The highest [`Event::seq`] stored; the agent drops its journal up to here.
     pub through: u64,
@@ -315,8 +344,13 @@ pub struct EventsAccepted {
 
 /// One journaled event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Per-agent sequence number, from 1, without gaps.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 9223372036854775807_u64)
+    )]
     pub seq: u64,
     /// When it happened on the agent (unix seconds), not when it was delivered.
     pub at: i64,
@@ -327,6 +361,7 @@ pub struct Event {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventBody {
     /// An accounting record from a NAS.
@@ -359,6 +394,7 @@ pub enum EventBody {
 
 /// How a CPE is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum WanProbe {
     /// ICMP (or ICMPv6) echo.
@@ -366,12 +402,14 @@ pub enum WanProbe {
     /// A TCP connect to this port (a SYN answered by SYN-ACK counts as up).
     Tcp {
         /// The port connected to.
+        #[cfg_attr(feature = "openapi", schema(maximum = 65535))]
         port: u16,
     },
 }
 
 /// Whether a probed CPE answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WanState {
     /// It answered the last probe.
@@ -382,6 +420,7 @@ pub enum WanState {
 
 /// One change of a CPE's state as the site's agent saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WanTransition {
     /// The subscriber whose CPE it is.
     pub subscriber_id: i64,
@@ -398,10 +437,13 @@ pub struct WanTransition {
     /// Consecutive failed probes when it went down (0 on an up).
     pub failures: u32,
     /// The round trip of the answer that brought it up, microseconds.
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub rtt_us: Option<u64>,
     /// Probes sent and lost since the agent began probing this target.
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub sent: u64,
     /// Probes of those that were not answered in time.
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub lost: u64,
     /// How many times it changed state since then.
     pub flaps: u32,
@@ -409,6 +451,7 @@ pub struct WanTransition {
 
 /// Which RFC 5176 request the agent sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CoaKind {
     /// Disconnect-Request: end the session (suspended, expired, disabled).
@@ -419,6 +462,7 @@ pub enum CoaKind {
 
 /// How the NAS answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CoaOutcome {
     /// Disconnect-ACK / CoA-ACK.
@@ -431,6 +475,7 @@ pub enum CoaOutcome {
 
 /// One Disconnect-Request or CoA-Request and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CoaEvent {
     /// Disconnect or CoA.
     pub kind: CoaKind,
@@ -453,6 +498,7 @@ pub struct CoaEvent {
 
 /// Why an Access-Request was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     /// No subscriber with that login at this site.
@@ -475,6 +521,7 @@ pub enum RejectReason {
 
 /// Accounting-Request status types (RFC 2866).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AcctStatus {
     /// The session began.
@@ -487,6 +534,7 @@ pub enum AcctStatus {
 
 /// One accounting record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Accounting {
     /// Start, interim update or stop.
     pub status: AcctStatus,
@@ -504,10 +552,13 @@ pub struct Accounting {
     /// The caller's MAC, as the NAS reports it.
     pub calling_station_id: Option<String>,
     /// Seconds online (Acct-Session-Time).
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub session_time: u64,
     /// Bytes from the subscriber (Acct-Input-Octets with Gigawords).
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub input_octets: u64,
     /// Bytes to the subscriber.
+    #[cfg_attr(feature = "openapi", schema(maximum = 9223372036854775807_u64))]
     pub output_octets: u64,
     /// Acct-Terminate-Cause by its RFC 2866 name (or the number when unknown), on Stop.
     pub terminate_cause: Option<String>,

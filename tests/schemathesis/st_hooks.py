@@ -20,6 +20,7 @@ Nothing here changes what schemathesis checks: every check runs on every case.
 """
 
 import atexit
+import base64
 import json
 import os
 import secrets
@@ -122,7 +123,53 @@ def _mint():
         raise RuntimeError(f"harness could not mint an API token: {status} {data[:300]!r}")
 
 
-@schemathesis.auth(refresh_interval=None)
+_agent = {"credential": None, "site_id": None, "enrollments": 0}
+
+
+def _enroll_agent():
+    """An agent of our own: a site of the operator, a single-use token for it, and the
+    enrollment that trades the token for the agent's credential (`opa_…`)."""
+    with _lock:
+        if _state["cookie"] is None:
+            _login()
+        cookie = {"cookie": _state["cookie"]}
+    if _agent["site_id"] is None:
+        status, _, data = _request("POST", "/api/v1/sites", {"name": f"schemathesis agent site {secrets.token_hex(4)}"}, cookie)
+        if status != 201:
+            raise RuntimeError(f"harness could not create the agent's site: {status} {data[:300]!r}")
+        _agent["site_id"] = json.loads(data)["id"]
+    status, _, data = _request("POST", f"/api/v1/sites/{_agent['site_id']}/enrollment-tokens", {}, cookie)
+    if status != 201:
+        raise RuntimeError(f"harness could not create an enrollment token: {status} {data[:300]!r}")
+    token = json.loads(data)["secret"]
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    status, _, data = _request(
+        "POST",
+        "/agent/v1/enroll",
+        {"token": token, "wireguard_public_key": key, "hostname": "schemathesis-agent",
+         "agent_version": "schemathesis", "protocol_version": 1},
+    )
+    if status != 200:
+        raise RuntimeError(f"harness could not enroll its agent: {status} {data[:300]!r}")
+    _agent["credential"] = json.loads(data)["credential"]
+    _agent["enrollments"] += 1
+    return _agent["credential"]
+
+
+@schemathesis.auth(refresh_interval=None).apply_to(path_regex=r"^/agent/v1/(state|ack|events)$")
+class AgentCredential:
+    """The `agent` security scheme: an enrolled agent's own credential, for the routes
+    agents call after enrolling (re-enrolled when the server stops taking it)."""
+
+    def get(self, case, ctx):
+        return _agent["credential"] or _enroll_agent()
+
+    def set(self, case, data, ctx):
+        case.headers = case.headers or {}
+        case.headers["Authorization"] = f"Bearer {data}"
+
+
+@schemathesis.auth(refresh_interval=None).skip_for(path_regex=r"^/agent/v1/(state|ack|events)$")
 class OperatorToken:
     def get(self, case, ctx):
         return _current()
@@ -151,6 +198,14 @@ def before_call(context, case, kwargs):
     # Some phases build a batch of cases before sending any: a case built before the
     # logout that preceded it still carries the ended secret. Swap in the live one
     # (only our own ended secrets; a credential the fuzzer made up is left alone).
+    # A valid long poll waits as long as it asks (up to 60 s), longer than schemathesis
+    # waits for an answer (10 s): send those with wait=0. The wait itself is tested by the
+    # agent's sync tests; values the schema refuses are left as generated, so the server
+    # is still seen refusing them.
+    if case.operation.path == "/agent/v1/state" and isinstance(case.query, dict):
+        w = case.query.get("wait")
+        if isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 60:
+            case.query["wait"] = 0
     headers = case.headers or {}
     for name in list(headers):
         sent = headers[name]
@@ -187,6 +242,7 @@ def after_call(context, case, response):
 def _report():
     print(
         f"st_hooks: {_state['mints']} API token(s) minted, {_state['logins']} harness login(s) "
-        f"from {SOURCE_ADDR}, {_state['operators']} operator(s) (each re-mint follows the fuzzer ending the previous credential)",
+        f"from {SOURCE_ADDR}, {_state['operators']} operator(s) (each re-mint follows the fuzzer ending the previous credential), "
+        f"{_agent['enrollments']} agent enrollment(s)",
         file=sys.stderr,
     )

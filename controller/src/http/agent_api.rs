@@ -35,12 +35,14 @@ pub struct Agent(pub AgentIdentity);
 impl FromRequestParts<AppState> for Agent {
     type Rejection = Error;
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
+        // The scheme name is case-insensitive (RFC 7235 §2.1), as for people's tokens.
         let secret = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|s| s.trim().to_string())
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, s)| s.trim().to_string())
             .ok_or_else(|| {
                 Error::unauthorized("agent credential required (Authorization: Bearer opa_…)")
             })?;
@@ -78,8 +80,8 @@ fn agent_who(a: AgentIdentity) -> Who {
 
 /// Enroll an agent with a single-use token.
 #[utoipa::path(post, path = "/agent/v1/enroll", tag = "agent", security(()),
-    request_body(content = Object, description = "outpost_protocol::EnrollRequest"),
-    responses((status = 200, description = "outpost_protocol::EnrollResponse"), (status = 401, body = ErrorBody)))]
+    request_body = proto::EnrollRequest,
+    responses((status = 200, body = proto::EnrollResponse), (status = 401, body = ErrorBody)))]
 async fn enroll(
     State(st): State<AppState>,
     ApiJson(req): ApiJson<proto::EnrollRequest>,
@@ -110,22 +112,32 @@ async fn enroll(
 #[into_params(parameter_in = Query)]
 pub struct StateParams {
     /// The revision applied; 0 for a snapshot.
+    #[param(maximum = 9223372036854775807_u64)]
     pub since: u64,
-    /// Seconds to wait for a change (0..=60; more waits 60).
+    /// Seconds to wait for a change (0..=60; agents are configured within it).
     #[param(maximum = 60)]
     pub wait: Option<u32>,
 }
 
 /// The site's desired state since a revision: at once if something changed, else after
 /// up to `wait` seconds. Held as a task, not a thread, so thousands may wait.
-#[utoipa::path(get, path = "/agent/v1/state", tag = "agent", params(StateParams),
-    responses((status = 200, description = "outpost_protocol::StateResponse")))]
+#[utoipa::path(get, path = "/agent/v1/state", tag = "agent", params(StateParams), security(("agent" = [])),
+    responses((status = 200, body = proto::StateResponse), (status = 422, body = ErrorBody, description = "The agent speaks another protocol version (`protocol_mismatch`)")))]
 async fn state(
     State(st): State<AppState>,
     Agent(me): Agent,
     ApiQuery(q): ApiQuery<StateParams>,
 ) -> Result<Json<proto::StateResponse>> {
-    let wait = q.wait.unwrap_or(0).min(proto::MAX_WAIT_SECS);
+    if q.since > i64::MAX as u64 || q.wait.is_some_and(|w| w > proto::MAX_WAIT_SECS) {
+        return Err(Error::bad_request(
+            "bad_query",
+            format!(
+                "since is at most 2^63-1 and wait at most {}",
+                proto::MAX_WAIT_SECS
+            ),
+        ));
+    }
+    let wait = q.wait.unwrap_or(0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     // Subscribe before reading, so a change committed in between still wakes us.
     let mut feed = st.db.feed.subscribe();
@@ -147,9 +159,9 @@ async fn state(
 }
 
 /// Acknowledge an applied revision with a digest of what the agent enforces.
-#[utoipa::path(post, path = "/agent/v1/ack", tag = "agent",
-    request_body(content = Object, description = "outpost_protocol::Ack"),
-    responses((status = 204)))]
+#[utoipa::path(post, path = "/agent/v1/ack", tag = "agent", security(("agent" = [])),
+    request_body = proto::Ack,
+    responses((status = 204, description = "Recorded")))]
 async fn ack(
     State(st): State<AppState>,
     Agent(me): Agent,
@@ -171,9 +183,9 @@ async fn ack(
 }
 
 /// Deliver journaled events; each (agent, seq) is stored once, so redelivery is safe.
-#[utoipa::path(post, path = "/agent/v1/events", tag = "agent",
-    request_body(content = Object, description = "outpost_protocol::EventBatch"),
-    responses((status = 200, description = "outpost_protocol::EventsAccepted")))]
+#[utoipa::path(post, path = "/agent/v1/events", tag = "agent", security(("agent" = [])),
+    request_body = proto::EventBatch,
+    responses((status = 200, body = proto::EventsAccepted)))]
 async fn events(
     State(st): State<AppState>,
     Agent(me): Agent,

@@ -123,6 +123,16 @@ impl Modify for SecurityAddon {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // Agents' own credential (`opa_…`, from enrollment), on the /agent/v1 routes.
+        c.add_security_scheme(
+            "agent",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An agent's credential from POST /agent/v1/enroll"))
+                    .build(),
+            ),
+        );
     }
 }
 

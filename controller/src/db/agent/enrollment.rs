@@ -85,17 +85,18 @@ fn validate_enroll(req: &proto::EnrollRequest) -> Result<()> {
         ));
     }
     let key = base64::engine::general_purpose::STANDARD
-        .decode(req.wireguard_public_key.trim())
+        .decode(&req.wireguard_public_key)
         .unwrap_or_default();
     if key.len() != 32 {
         return Err(Error::invalid(
             "wireguard_public_key must be a base64 WireGuard key (32 bytes)",
         ));
     }
-    let h = req.hostname.trim();
-    if h.is_empty() || h.len() > 253 || h.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // As the schema says: printable ASCII, no spaces (a host name, punycode for IDN).
+    let h = &req.hostname;
+    if h.is_empty() || h.len() > 253 || !h.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid(
-            "hostname must be 1 to 253 characters without spaces",
+            "hostname must be 1 to 253 printable ASCII characters without spaces",
         ));
     }
     if req.agent_version.is_empty() || req.agent_version.len() > 64 {

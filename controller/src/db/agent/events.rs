@@ -25,6 +25,28 @@ pub fn ingest(
     }
     let now = crate::db::now();
     let mut through = 0u64;
+    // Every counter is stored as SQLite's i64: one past it is refused, not wrapped.
+    for (i, e) in batch.events.iter().enumerate() {
+        let counters: Vec<(&str, u64)> = match &e.body {
+            proto::EventBody::Accounting(a) => vec![
+                ("session_time", a.session_time),
+                ("input_octets", a.input_octets),
+                ("output_octets", a.output_octets),
+            ],
+            proto::EventBody::WanCheck(t) => vec![
+                ("sent", t.sent),
+                ("lost", t.lost),
+                ("rtt_us", t.rtt_us.unwrap_or(0)),
+            ],
+            _ => vec![],
+        };
+        if let Some((field, _)) = counters.iter().find(|(_, v)| *v > i64::MAX as u64) {
+            return Err(Error::invalid(format!(
+                "events[{i}].{field} is larger than {}",
+                i64::MAX
+            )));
+        }
+    }
     for e in &batch.events {
         if e.seq == 0 || e.seq > i64::MAX as u64 {
             return Err(Error::invalid("event seq must be 1 or more"));
@@ -89,8 +111,11 @@ fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
                     .unwrap_or_else(|_| "1970-01-01".into());
                 conn.cached_exec(
                     "INSERT INTO usage_daily (subscriber_id, day, input_octets, output_octets) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (subscriber_id, day) DO UPDATE SET input_octets = input_octets + excluded.input_octets,
-                         output_octets = output_octets + excluded.output_octets",
+                     ON CONFLICT (subscriber_id, day) DO UPDATE SET
+                         input_octets = CASE WHEN input_octets > 9223372036854775807 - excluded.input_octets
+                             THEN 9223372036854775807 ELSE input_octets + excluded.input_octets END,
+                         output_octets = CASE WHEN output_octets > 9223372036854775807 - excluded.output_octets
+                             THEN 9223372036854775807 ELSE output_octets + excluded.output_octets END",
                     params![sid, day, din, dout],
                 )?;
             }
@@ -117,7 +142,7 @@ fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
                             subscriber,
                             a.framed_ip,
                             a.calling_station_id,
-                            e.at - a.session_time as i64,
+                            e.at.saturating_sub(a.session_time as i64),
                             e.at,
                             a.session_time as i64,
                             inp,

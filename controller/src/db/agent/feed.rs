@@ -285,9 +285,14 @@ pub fn ack(
     if a.digest.len() != 64 || !a.digest.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::invalid("digest must be a hex SHA-256"));
     }
+    if !(1..=64).contains(&a.agent_version.chars().count()) || a.revision > i64::MAX as u64 {
+        return Err(Error::invalid(
+            "agent_version must be 1 to 64 characters, and revision at most 2^63-1",
+        ));
+    }
     let head = site_head(conn, who.site_id)?;
     if a.revision > head {
-        return Err(Error::unprocessable(
+        return Err(Error::conflict(
             "revision_ahead",
             format!(
                 "revision {} is ahead of this site's feed ({head}); fetch a snapshot",
