@@ -401,7 +401,7 @@ fn whole_floats_as_integers(v: &mut serde_json::Value) {
             // all whole, and `as` is exact for them).
             if let Some(f) = n.as_f64()
                 && f.fract() == 0.0
-                && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f)
+                && (-(i64::MAX as f64)..i64::MAX as f64).contains(&f)
             {
                 *v = Value::from(f as i64);
             }
