@@ -80,8 +80,10 @@ pub struct NewPlan {
     pub download_kbps: i64,
     #[schema(minimum = 1, maximum = 100000000)]
     pub upload_kbps: i64,
+    /// At least `download_kbps` (a burst rate below the plan's rate is refused).
     #[schema(minimum = 1, maximum = 100000000)]
     pub burst_download_kbps: Option<i64>,
+    /// At least `upload_kbps` (a burst rate below the plan's rate is refused).
     #[schema(minimum = 1, maximum = 100000000)]
     pub burst_upload_kbps: Option<i64>,
     /// A derived plan inherits its parent's validity when both are omitted.
