@@ -568,6 +568,7 @@ async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journ
         max_sessions: 1,
         tenant_id: 2,
         wan_check: false,
+        wan_tcp_ports: None,
     };
     let state = |kind, revision, subscribers| StateResponse {
         kind,

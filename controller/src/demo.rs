@@ -104,6 +104,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                         validity_months: parent.is_none().then_some(1),
                         quota_mb: None,
                         price: crate::money::NonNegativeAmount(money(price)),
+                        wan_tcp_ports: None,
                     },
                     &cur,
                 )
@@ -339,6 +340,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                             .then(|| format!("100.64.{}.{}", i / 250, i % 250 + 2)),
                         mac: None,
                         wan_check_exempt: false,
+                        wan_tcp_ports: None,
                         name: format!("{} {}", capitalize(f), capitalize(l)),
                         phone: format!("+1 555 01{i:02}"),
                         email: format!("{f}.{l}{i}@mail.example"),

@@ -20,6 +20,42 @@ fn string_format(f: KnownFormat) -> ObjectBuilder {
 /// are listed rather than written `\s`, whose meaning differs between regex engines.
 pub const NAME_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$";
 
+/// A TCP port a WAN check connects to: 1 to 65535.
+pub struct TcpPort;
+
+impl utoipa::PartialSchema for TcpPort {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(65535))
+            .into()
+    }
+}
+impl utoipa::ToSchema for TcpPort {}
+
+/// The most TCP ports one plan or subscriber may have probed.
+pub const MAX_TCP_PORTS: usize = 16;
+
+/// Checks a list of WAN-check ports (at most [`MAX_TCP_PORTS`], none 0) and gives it as
+/// stored: sorted, without repeats, as a JSON array.
+pub fn tcp_ports_json(ports: &[u16]) -> crate::error::Result<String> {
+    if ports.len() > MAX_TCP_PORTS || ports.contains(&0) {
+        return Err(crate::error::Error::invalid(format!(
+            "wan_tcp_ports holds at most {MAX_TCP_PORTS} ports, each 1 to 65535"
+        )));
+    }
+    let mut p = ports.to_vec();
+    p.sort_unstable();
+    p.dedup();
+    Ok(serde_json::to_string(&p).expect("a list of numbers serializes"))
+}
+
+/// Reads a stored list of WAN-check ports (`None` when none is set).
+pub fn tcp_ports_read(stored: Option<String>) -> Option<Vec<u16>> {
+    stored.and_then(|s| serde_json::from_str(&s).ok())
+}
+
 /// An IPv4 or IPv6 address (read as `std::net::IpAddr`).
 pub struct IpAddress;
 

@@ -151,6 +151,11 @@ async fn transitions_are_stored_once_and_read_back_in_scope() {
 
 /// The agent's view of one subscriber: the state feed as site `site`'s agent reads it.
 async fn wan_check_of(fx: &Fixture, site: i64, sub: i64) -> bool {
+    feed_of(fx, site, sub).await.wan_check
+}
+
+/// The subscriber as the state feed of site `site` serves it.
+async fn feed_of(fx: &Fixture, site: i64, sub: i64) -> proto::SubscriberState {
     let version = proto::PROTOCOL_VERSION.to_string();
     let secret = fx.agents[&site].1.clone();
     let (s, v) = fx
@@ -167,10 +172,72 @@ async fn wan_check_of(fx: &Fixture, site: i64, sub: i64) -> bool {
     let state: proto::StateResponse = serde_json::from_value(v).unwrap();
     state
         .subscribers
-        .iter()
+        .into_iter()
         .find(|s| s.id == sub)
         .expect("the site serves its subscriber")
-        .wan_check
+}
+
+#[tokio::test]
+async fn tcp_ports_come_from_the_subscriber_else_its_plan_else_the_site() {
+    let fx = Fixture::new();
+    let op = fx.op_tenant;
+    async fn ports(fx: &Fixture) -> Option<Vec<u16>> {
+        let op = fx.op_tenant;
+        feed_of(fx, op.site, op.subscriber).await.wan_tcp_ports
+    }
+    assert_eq!(ports(&fx).await, None, "nothing named: the site's own list");
+    let head = |fx: &Fixture| fx.query_i64("SELECT max(revision) FROM site_changes");
+    let before = head(&fx);
+    let plan = fx
+        .patch_ok(
+            Who::Op,
+            &format!("/api/v1/plans/{}", op.plan),
+            json!({ "wan_tcp_ports": [8291, 22, 22] }),
+        )
+        .await;
+    assert_eq!(
+        plan["wan_tcp_ports"],
+        json!([22, 8291]),
+        "sorted, once each: {plan}"
+    );
+    assert!(
+        head(&fx) > before,
+        "a plan's ports reach its subscribers' sites"
+    );
+    assert_eq!(ports(&fx).await, Some(vec![22, 8291]));
+    let path = format!("/api/v1/subscribers/{}", op.subscriber);
+    let sub = fx
+        .patch_ok(Who::Op, &path, json!({ "wan_tcp_ports": [] }))
+        .await;
+    assert_eq!(sub["wan_tcp_ports"], json!([]), "{sub}");
+    assert_eq!(ports(&fx).await, Some(vec![]), "its own (ICMP only) wins");
+    fx.patch_ok(Who::Op, &path, json!({ "notes": "kept" }))
+        .await;
+    assert_eq!(ports(&fx).await, Some(vec![]), "another change keeps it");
+    fx.patch_ok(Who::Op, &path, json!({ "wan_tcp_ports": null }))
+        .await;
+    assert_eq!(
+        ports(&fx).await,
+        Some(vec![22, 8291]),
+        "null: its plan's again"
+    );
+    // Bad lists are refused and change nothing.
+    for bad in [
+        json!([0]),
+        json!([70000]),
+        json!((1..=17).collect::<Vec<u16>>()),
+    ] {
+        let (s, _) = fx
+            .call(
+                Who::Op,
+                Method::PATCH,
+                &path,
+                Some(json!({ "wan_tcp_ports": bad })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    assert_eq!(ports(&fx).await, Some(vec![22, 8291]));
 }
 
 #[tokio::test]

@@ -200,6 +200,10 @@ pub struct SubscriberState {
     /// older controller): not probed.
     #[serde(default)]
     pub wan_check: bool,
+    /// The TCP ports the WAN checks connect to on this CPE besides ICMP, when its plan or
+    /// the subscriber itself says (an empty list: ICMP only). Absent: the site's own list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wan_tcp_ports: Option<Vec<u16>>,
 }
 
 /// The subscriber's standing as the edge enforces it. A disabled reseller anywhere above
@@ -599,6 +603,7 @@ mod tests {
             max_sessions: 1,
             tenant_id: 1,
             wan_check: false,
+            wan_tcp_ports: None,
         };
         assert_eq!(
             digest_input(&[s(2), s(1)], &[]),

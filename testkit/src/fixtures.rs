@@ -42,6 +42,7 @@ pub fn subscriber(id: i64, username: &str, password: &str) -> SubscriberState {
         max_sessions: 1,
         tenant_id: 1,
         wan_check: false,
+        wan_tcp_ports: None,
     }
 }
 

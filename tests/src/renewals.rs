@@ -208,6 +208,7 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
                         2_500
                     },
                 )),
+                wan_tcp_ports: None,
             };
             let base = plan::create(tx, &root, &new_plan(&root, "base", None), &cur)?;
             plan::set_card(tx, &r, base.id, PRICE)?;
@@ -262,6 +263,7 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
                         static_ipv4: None,
                         mac: None,
                         wan_check_exempt: false,
+                        wan_tcp_ports: None,
                         name: String::new(),
                         phone: String::new(),
                         email: String::new(),

@@ -82,6 +82,7 @@ fn backend(require_message_authenticator: bool) -> FuzzBackend {
             max_sessions: 1,
             tenant_id: 1,
             wan_check: false,
+            wan_tcp_ports: None,
         }),
     }
 }

@@ -441,6 +441,7 @@ mod tests {
             max_sessions: 2,
             tenant_id: 1,
             wan_check: false,
+            wan_tcp_ports: None,
         });
         b
     }

@@ -90,15 +90,7 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
             let r = p.sweep(&addrs, &groups, rate, group_rate, timeout);
             (p, r)
         });
-        let tcp_targets: Vec<(usize, u16, SocketAddr)> = targets
-            .iter()
-            .enumerate()
-            .flat_map(|(i, t)| {
-                cfg.tcp_ports
-                    .iter()
-                    .map(move |&port| (i, port, SocketAddr::new(t.address, port)))
-            })
-            .collect();
+        let tcp_targets = tcp_probes(&targets, &cfg.tcp_ports);
         let addrs: Vec<SocketAddr> = tcp_targets.iter().map(|t| t.2).collect();
         let (icmp, tcp) = tokio::join!(icmp, tcp::probe_all(&addrs, cfg.tcp_concurrency, timeout));
         let (p, (rtts, stats)) = match icmp {
@@ -184,10 +176,51 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
     }
 }
 
+/// The TCP probes of a sweep: each target's own ports (its plan's or its own), else the
+/// site's, as (target index, port, address).
+fn tcp_probes(targets: &[targets::Target], site_ports: &[u16]) -> Vec<(usize, u16, SocketAddr)> {
+    targets
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.tcp_ports
+                .as_deref()
+                .unwrap_or(site_ports)
+                .iter()
+                .map(move |&port| (i, port, SocketAddr::new(t.address, port)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use outpost_protocol::WanState;
+
+    #[test]
+    fn a_subscriber_or_its_plan_names_its_own_ports_else_the_site_does() {
+        let t = |id: i64, ports: Option<Vec<u16>>| targets::Target {
+            subscriber_id: id,
+            tenant_id: 2,
+            address: format!("192.0.2.{id}").parse().unwrap(),
+            tcp_ports: ports,
+        };
+        let probes = tcp_probes(
+            &[t(1, None), t(2, Some(vec![22, 443])), t(3, Some(vec![]))],
+            &[8291],
+        );
+        let got: Vec<(usize, u16, String)> =
+            probes.iter().map(|p| (p.0, p.1, p.2.to_string())).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 8291, "192.0.2.1:8291".to_string()),
+                (1, 22, "192.0.2.2:22".to_string()),
+                (1, 443, "192.0.2.2:443".to_string()),
+            ],
+            "an empty list of its own means ICMP only"
+        );
+    }
 
     #[test]
     fn an_outage_and_its_event_survive_a_restart_and_are_not_reported_again() {

@@ -16,6 +16,8 @@ pub struct Target {
     pub subscriber_id: i64,
     pub tenant_id: i64,
     pub address: IpAddr,
+    /// The TCP ports its plan or the subscriber names; `None`: the site's list.
+    pub tcp_ports: Option<Vec<u16>>,
 }
 
 /// A CPE address refused because no subscriber network holds it.
@@ -56,6 +58,7 @@ pub fn collect(store: &Store, networks: &[IpNet]) -> (Vec<Target>, Vec<Refused>)
                 subscriber_id: s.id,
                 tenant_id: s.tenant_id,
                 address,
+                tcp_ports: s.wan_tcp_ports.clone(),
             });
         } else {
             refused.push(Refused {

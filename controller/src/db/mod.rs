@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0005_retention.sql"),
     include_str!("../../../migrations/controller/0006_login_throttle.sql"),
     include_str!("../../../migrations/controller/0007_wan.sql"),
+    include_str!("../../../migrations/controller/0008_wan_ports.sql"),
 ];
 
 const READERS: usize = 4;

@@ -59,6 +59,9 @@ pub struct Plan {
     )]
     #[schema(value_type = Option<String>)]
     pub wholesale_price: Option<Decimal>,
+    /// TCP ports the WAN checks probe on its subscribers' CPEs besides ICMP (`[]`: ICMP
+    /// only); null: the site's own list. A subscriber's own list wins.
+    pub wan_tcp_ports: Option<Vec<u16>>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -95,6 +98,11 @@ pub struct NewPlan {
     #[schema(minimum = 1)]
     pub quota_mb: Option<i64>,
     pub price: NonNegativeAmount,
+    /// TCP ports the WAN checks probe on its subscribers' CPEs (`[]`: ICMP only); omit
+    /// for the site's own list.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::wire::TcpPort>>, max_items = 16)]
+    pub wan_tcp_ports: Option<Vec<u16>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -112,6 +120,10 @@ pub struct PlanPatch {
     #[schema(minimum = 1, maximum = 100000000)]
     pub upload_kbps: Option<i64>,
     pub status: Option<PlanStatus>,
+    /// Replaces the WAN-check ports; null goes back to the site's own list.
+    #[serde(default, deserialize_with = "super::tenant::present")]
+    #[schema(value_type = Option<Vec<crate::wire::TcpPort>>, max_items = 16)]
+    pub wan_tcp_ports: Option<Option<Vec<u16>>>,
 }
 
 /// A stored plan.
@@ -132,6 +144,8 @@ pub struct PlanRow {
     pub status: PlanStatus,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The WAN-check ports it names, if any.
+    pub wan_tcp_ports: Option<Vec<u16>>,
     /// The wholesale price for the tenant it was read for, if on its card.
     pub wholesale: Option<i64>,
 }
@@ -153,6 +167,7 @@ impl PlanRow {
             price: cur.from_minor(self.price),
             status: self.status,
             wholesale_price: self.wholesale.map(|w| cur.from_minor(w)),
+            wan_tcp_ports: self.wan_tcp_ports.clone(),
             created_at: super::rfc3339(self.created_at),
             updated_at: super::rfc3339(self.updated_at),
         }
@@ -161,7 +176,7 @@ impl PlanRow {
 
 const COLS: &str = "p.id, p.tenant_id, p.parent_plan_id, p.name, p.download_kbps, p.upload_kbps,
     p.burst_download_kbps, p.burst_upload_kbps, p.validity_days, p.validity_months, p.quota_mb, p.price,
-    p.status, p.created_at, p.updated_at";
+    p.status, p.created_at, p.updated_at, p.wan_tcp_ports";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<PlanRow> {
     Ok(PlanRow {
@@ -184,7 +199,8 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<PlanRow> {
         },
         created_at: r.get(13)?,
         updated_at: r.get(14)?,
-        wholesale: r.get(15)?,
+        wan_tcp_ports: crate::wire::tcp_ports_read(r.get(15)?),
+        wholesale: r.get(16)?,
     })
 }
 
@@ -460,8 +476,8 @@ pub fn create(
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO plans (tenant_id, parent_plan_id, name, download_kbps, upload_kbps, burst_download_kbps,
-             burst_upload_kbps, validity_days, validity_months, quota_mb, price, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+             burst_upload_kbps, validity_days, validity_months, quota_mb, price, created_at, updated_at, wan_tcp_ports)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
         params![
             owner.id,
             parent.map(|p| p.id),
@@ -474,7 +490,12 @@ pub fn create(
             months,
             quota,
             price,
-            now
+            now,
+            input
+                .wan_tcp_ports
+                .as_deref()
+                .map(crate::wire::tcp_ports_json)
+                .transpose()?
         ],
     )?;
     Ok(get(conn, conn.last_insert_rowid())?.expect("just inserted"))
@@ -533,9 +554,19 @@ pub fn update(conn: &Connection, plan: &PlanRow, p: &PlanPatch, cur: &Currency) 
         PlanStatus::Active => "active",
         PlanStatus::Archived => "archived",
     };
+    let ports = match &p.wan_tcp_ports {
+        Some(Some(list)) => Some(crate::wire::tcp_ports_json(list)?),
+        Some(None) => None,
+        None => plan
+            .wan_tcp_ports
+            .as_deref()
+            .map(crate::wire::tcp_ports_json)
+            .transpose()?,
+    };
     conn.cached_exec(
-        "UPDATE plans SET name = ?2, price = ?3, download_kbps = ?4, upload_kbps = ?5, status = ?6, updated_at = ?7 WHERE id = ?1",
-        params![plan.id, name, price, down, up, status, super::now()],
+        "UPDATE plans SET name = ?2, price = ?3, download_kbps = ?4, upload_kbps = ?5, status = ?6, updated_at = ?7,
+             wan_tcp_ports = ?8 WHERE id = ?1",
+        params![plan.id, name, price, down, up, status, super::now(), ports],
     )?;
     Ok(get(conn, plan.id)?.expect("exists"))
 }

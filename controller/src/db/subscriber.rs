@@ -105,6 +105,9 @@ pub struct Subscriber {
     pub mac: Option<String>,
     /// "Never probe": the site's WAN checks leave this subscriber's CPE alone.
     pub wan_check_exempt: bool,
+    /// TCP ports the WAN checks probe on its CPE (`[]`: ICMP only), before its plan's and
+    /// the site's; null: its plan's, else the site's.
+    pub wan_tcp_ports: Option<Vec<u16>>,
     pub name: String,
     pub phone: String,
     pub email: String,
@@ -145,6 +148,11 @@ pub struct NewSubscriber {
     /// "Never probe" by the site's WAN checks (default false).
     #[serde(default)]
     pub wan_check_exempt: bool,
+    /// TCP ports the WAN checks probe on its CPE (`[]`: ICMP only); omit for its plan's,
+    /// else the site's.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<crate::wire::TcpPort>>, max_items = 16)]
+    pub wan_tcp_ports: Option<Vec<u16>>,
     #[serde(default)]
     #[schema(
         max_length = 200,
@@ -207,6 +215,10 @@ pub struct SubscriberPatch {
     pub mac: Option<Option<String>>,
     /// "Never probe" by the site's WAN checks.
     pub wan_check_exempt: Option<bool>,
+    /// Replaces its own WAN-check ports; null goes back to its plan's, else the site's.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<crate::wire::TcpPort>>, max_items = 16)]
+    pub wan_tcp_ports: Option<Option<Vec<u16>>>,
     #[schema(
         max_length = 200,
         pattern = r"^[^\u0000-\u0009\u000B-\u001F\u007F-\u009F]*$"
@@ -243,6 +255,7 @@ impl SubscriberPatch {
             || self.static_ipv4.is_some()
             || self.mac.is_some()
             || self.wan_check_exempt.is_some()
+            || self.wan_tcp_ports.is_some()
             || self.name.is_some()
             || self.phone.is_some()
             || self.email.is_some()
@@ -262,7 +275,7 @@ pub struct SubscriberRow {
 const COLS: &str =
     "s.id, s.tenant_id, s.site_id, s.username, s.status, s.expires_at, s.static_ipv4, s.mac,
     s.name, s.phone, s.email, s.notes, s.created_at, s.updated_at, s.password_sealed, t.path, s.plan_id, s.auto_renew, s.max_sessions,
-    s.wan_check_exempt";
+    s.wan_check_exempt, s.wan_tcp_ports";
 
 fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
     let expires: Option<i64> = r.get(5)?;
@@ -282,6 +295,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<SubscriberRow> {
             static_ipv4: ip.and_then(|s| s.parse().ok()),
             mac: r.get(7)?,
             wan_check_exempt: r.get(19)?,
+            wan_tcp_ports: crate::wire::tcp_ports_read(r.get(20)?),
             name: r.get(8)?,
             phone: r.get(9)?,
             email: r.get(10)?,
@@ -529,8 +543,9 @@ pub fn create(
     let now = super::now();
     conn.cached_exec(
         "INSERT INTO subscribers (tenant_id, site_id, username, password_sealed, status, expires_at, static_ipv4, mac,
-             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew, max_sessions, wan_check_exempt)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17)",
+             name, phone, email, notes, created_at, updated_at, plan_id, auto_renew, max_sessions, wan_check_exempt,
+             wan_tcp_ports)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             owner.id,
             site.map(|s| s.id),
@@ -548,7 +563,12 @@ pub fn create(
             plan.map(|p| p.id),
             input.auto_renew,
             max_sessions(input.max_sessions.unwrap_or(1))?,
-            input.wan_check_exempt
+            input.wan_check_exempt,
+            input
+                .wan_tcp_ports
+                .as_deref()
+                .map(crate::wire::tcp_ports_json)
+                .transpose()?
         ],
     )?;
     get_visible(
@@ -651,7 +671,7 @@ pub fn update(
         "UPDATE subscribers SET tenant_id = ?2, site_id = ?3, username = ?4, password_sealed = coalesce(?5, password_sealed),
              status = ?6, expires_at = ?7, static_ipv4 = ?8, mac = ?9, name = ?10, phone = ?11, email = ?12,
              notes = ?13, updated_at = ?14, plan_id = ?15, auto_renew = ?16, max_sessions = ?17,
-             wan_check_exempt = ?18
+             wan_check_exempt = ?18, wan_tcp_ports = ?19
          WHERE id = ?1",
         params![
             s.id,
@@ -671,7 +691,16 @@ pub fn update(
             plan_id,
             auto_renew,
             max_sessions(p.max_sessions.unwrap_or(s.max_sessions))?,
-            p.wan_check_exempt.unwrap_or(s.wan_check_exempt)
+            p.wan_check_exempt.unwrap_or(s.wan_check_exempt),
+            match &p.wan_tcp_ports {
+                Some(Some(list)) => Some(crate::wire::tcp_ports_json(list)?),
+                Some(None) => None,
+                None => s
+                    .wan_tcp_ports
+                    .as_deref()
+                    .map(crate::wire::tcp_ports_json)
+                    .transpose()?,
+            }
         ],
     )?;
     get_visible(

@@ -188,6 +188,7 @@ impl Fixture {
                                 static_ipv4: None,
                                 mac: None,
                                 wan_check_exempt: false,
+                                wan_tcp_ports: None,
                                 name: format!("Customer {tag}"),
                                 phone: String::new(),
                                 email: String::new(),
@@ -549,6 +550,7 @@ fn seed_billing(
                         validity_months: None,
                         quota_mb: None,
                         price: outpost_controller::money::NonNegativeAmount(money(price)),
+                        wan_tcp_ports: None,
                     },
                     &cur,
                 )

@@ -43,7 +43,7 @@ fn wan_check_off_paths(conn: &Connection) -> Result<Vec<String>> {
 
 const SUB_SELECT: &str = "SELECT s.id, s.username, s.password_sealed, s.status, s.expires_at, s.static_ipv4, s.mac,
         s.max_sessions, s.tenant_id, t.path, p.download_kbps, p.upload_kbps, p.burst_download_kbps, p.burst_upload_kbps,
-        s.wan_check_exempt
+        s.wan_check_exempt, coalesce(s.wan_tcp_ports, p.wan_tcp_ports)
     FROM subscribers s JOIN tenants t ON t.id = s.tenant_id LEFT JOIN plans p ON p.id = s.plan_id";
 
 fn subscribers(
@@ -92,6 +92,8 @@ fn subscribers(
             },
             wan_check: !r.get::<_, bool>(14)?
                 && !wan_off.iter().any(|p| path.starts_with(p.as_str())),
+            // The subscriber's own list, else its plan's, else (None) the site's.
+            wan_tcp_ports: crate::wire::tcp_ports_read(r.get(15)?),
         });
     }
     Ok(out)
