@@ -134,6 +134,7 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/panel/users",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/resellers",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/audit",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("GET", "/panel/wan",                              [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("POST", "/panel/users/{id}/impersonate",          [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("POST", "/panel/impersonation/end",               [[422, 0],   [422, 0],   [422, 0],   [422, 0],   [422, 0],   [401, 0]]),
     ("GET", "/panel/assets/{hash}/{file}",             [[200, 404], [200, 404], [200, 404], [200, 404], [200, 404], [200, 404]]),
@@ -1080,4 +1081,48 @@ async fn a_refused_session_still_reaches_the_login_form() {
     .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{html}");
     assert!(html.contains("not allowed from 203.0.113.10"), "{html}");
+}
+
+/// The WAN-checks page lists the outages of the actor's part of the tree only, from the
+/// agents' transitions as the API reads them.
+#[tokio::test]
+async fn the_wan_page_shows_outages_in_scope() {
+    let fx = Fixture::new();
+    let version = outpost_protocol::PROTOCOL_VERSION.to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let down = serde_json::json!({ "events": [{ "seq": 1, "at": now - 120, "type": "wan_check",
+        "subscriber_id": fx.a.subscriber, "tenant_id": 999, "address": "100.64.0.77",
+        "probe": { "kind": "icmp" }, "state": "down", "previous_since": 0, "failures": 3,
+        "rtt_us": null, "sent": 10, "lost": 3, "flaps": 1 }] });
+    let (s, v) = fx
+        .request(
+            Some(&fx.agents[&fx.a.site].1),
+            ip(),
+            Method::POST,
+            "/agent/v1/events",
+            Some(down),
+            &[(outpost_protocol::PROTOCOL_HEADER, &version)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, _, html) = get(&fx, Who::A, "/panel/wan".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("100.64.0.77"), "A sees its CPE down: {html}");
+    assert!(
+        html.contains(&format!("href=\"/panel/subscribers/{}\"", fx.a.subscriber)),
+        "{html}"
+    );
+    assert!(
+        html.contains("WAN checks</a>"),
+        "and the menu entry: {html}"
+    );
+    let (s, _, html) = get(&fx, Who::B, "/panel/wan".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!html.contains("100.64.0.77"), "B does not: {html}");
+    let (s, _, html) = get(&fx, Who::M, "/panel/wan".into()).await;
+    assert_eq!(
+        s,
+        StatusCode::FORBIDDEN,
+        "a manager without reports: {html}"
+    );
 }

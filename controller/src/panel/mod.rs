@@ -14,7 +14,7 @@
 //! - The stylesheet and the one small script are compiled in and served under a path
 //!   holding their hash, cached for a year.
 //! - `auth`: login, logout, "log in as" and the way back; `pages`: dashboard,
-//!   subscribers, logins, the reseller tree, the audit log.
+//!   subscribers, logins, the reseller tree, the audit log, WAN checks.
 
 mod auth;
 mod pages;
@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/panel/users", get(pages::users))
         .route("/panel/resellers", get(pages::resellers))
         .route("/panel/audit", get(pages::audit))
+        .route("/panel/wan", get(pages::wan))
         .route("/panel/users/{id}/impersonate", post(auth::impersonate))
         .route("/panel/impersonation/end", post(auth::end_impersonation))
         .route("/panel/{*rest}", get(not_found).post(not_found))
@@ -77,6 +78,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/panel/users"),
     ("GET", "/panel/resellers"),
     ("GET", "/panel/audit"),
+    ("GET", "/panel/wan"),
     ("POST", "/panel/users/{id}/impersonate"),
     ("POST", "/panel/impersonation/end"),
     ("GET", "/panel/assets/{hash}/{file}"),
@@ -461,6 +463,13 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             href: "/panel/users",
             label: "Logins",
             active: active == "users",
+        });
+    }
+    if actor.can(Permission::ViewReports) {
+        m.push(MenuItem {
+            href: "/panel/wan",
+            label: "WAN checks",
+            active: active == "wan",
         });
     }
     if actor.can(Permission::ViewAuditLog) {

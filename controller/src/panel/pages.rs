@@ -845,3 +845,42 @@ pub async fn audit(
     })
     .into_response())
 }
+
+#[derive(Template)]
+#[template(path = "wan.html")]
+struct WanPage {
+    chrome: Chrome,
+    title: String,
+    report: crate::db::wan::OutageReport,
+    open: Vec<crate::db::wan::WanOutage>,
+    more: bool,
+}
+
+/// WAN checks: the CPE down now, the last 24 hours' outages per site and per reseller,
+/// and the outages still open, newest first — the API's report and outage list over the
+/// actor's part of the tree.
+pub async fn wan(State(st): State<AppState>, v: Viewer) -> PageResult {
+    v.actor.require(Permission::ViewReports)?;
+    let until = crate::db::now() + 1;
+    let report = st
+        .read_scoped(&v.actor, move |c, scope| {
+            crate::db::wan::report(c, scope, until - 86_400, until)
+        })
+        .await?;
+    let f = crate::db::wan::WanOutageFilter {
+        open: Some(true),
+        limit: Some(100),
+        ..Default::default()
+    };
+    let page = st
+        .list_page(&v.actor, f, crate::db::wan::list_outages, |o| o.id)
+        .await?;
+    Ok(render(&WanPage {
+        chrome: Chrome::new(&v.ctx, "wan"),
+        title: "WAN checks".into(),
+        report,
+        more: page.next_cursor.is_some(),
+        open: page.items,
+    })
+    .into_response())
+}
