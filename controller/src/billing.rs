@@ -603,6 +603,54 @@ fn expire(
     })
 }
 
+/// What a money operation run once per key answered: the stored status and body, and
+/// whether this call replayed an earlier one.
+pub struct OnceAnswer {
+    pub status: u16,
+    pub body: String,
+    pub replayed: bool,
+}
+
+/// Runs `op` at most once per (user, key) inside the caller's write transaction: the
+/// first call runs it and remembers its answer under `hash` (the request's hash); a
+/// later call with the same key and hash gets that answer without running anything; the
+/// same key with another hash is a 409 `idempotency_key_reused` saying `reused`. The API
+/// (`Idempotency-Key`) and the panel (a form's key) share this, and the key namespace.
+pub fn once_per_key<R: Serialize>(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &crate::scope::Actor,
+    key: &str,
+    hash: &str,
+    status: u16,
+    reused: &'static str,
+    op: impl FnOnce(&rusqlite::Transaction<'_>, &By<'_>) -> Result<R>,
+) -> Result<OnceAnswer> {
+    if let Some(prev) = crate::db::ledger::remembered(tx, actor.user_id, key)? {
+        if prev.request_hash != hash {
+            return Err(Error::conflict("idempotency_key_reused", reused));
+        }
+        return Ok(OnceAnswer {
+            status: prev.status,
+            body: prev.response,
+            replayed: true,
+        });
+    }
+    let who = Who::from(actor);
+    let by = By {
+        who: &who,
+        user_id: Some(actor.user_id),
+        scope: actor.scope(),
+        idempotency_key: Some(key),
+    };
+    let body = serde_json::to_string(&op(tx, &by)?).expect("answers serialize");
+    crate::db::ledger::remember(tx, actor.user_id, key, hash, status, &body)?;
+    Ok(OnceAnswer {
+        status,
+        body,
+        replayed: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

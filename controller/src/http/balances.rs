@@ -18,8 +18,7 @@ use super::{ApiJson, ApiPath, AppState};
 use crate::billing::{
     self, AdjustmentKind, By, PaymentMethod, PaymentResult, RenewResult, Transfer,
 };
-use crate::db::audit::Who;
-use crate::db::{ledger, subscriber, tenant};
+use crate::db::{subscriber, tenant};
 use crate::error::{Error, Result};
 use crate::money::{NonZeroAmount, PositiveAmount};
 use crate::scope::{Actor, Permission};
@@ -89,31 +88,23 @@ where
     R: Serialize,
     F: FnOnce(&rusqlite::Transaction<'_>, &By<'_>) -> Result<R> + Send + 'static,
 {
-    let user = actor.user_id;
     let actor = actor.clone();
-    let (status, body, replayed) = st
+    let billing::OnceAnswer {
+        status,
+        body,
+        replayed,
+    } = st
         .db
         .write(move |tx| {
-            if let Some(prev) = ledger::remembered(tx, user, &key)? {
-                if prev.request_hash != hash {
-                    return Err(Error::conflict(
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was already used for a different request; use a new key",
-                    ));
-                }
-                return Ok((prev.status, prev.response, true));
-            }
-            let who = Who::from(&actor);
-            let by = By {
-                who: &who,
-                user_id: Some(actor.user_id),
-                scope: actor.scope(),
-                idempotency_key: Some(&key),
-            };
-            let result = op(tx, &by)?;
-            let body = serde_json::to_string(&result).expect("responses serialize");
-            ledger::remember(tx, user, &key, &hash, status.as_u16(), &body)?;
-            Ok((status.as_u16(), body, false))
+            billing::once_per_key(
+                tx,
+                &actor,
+                &key,
+                &hash,
+                status.as_u16(),
+                "this Idempotency-Key was already used for a different request; use a new key",
+                op,
+            )
         })
         .await?;
     let mut resp = (

@@ -13,15 +13,14 @@ use super::{Chrome, Failure, PageResult, Posted, Viewer, opt_i64, render};
 use crate::AppState;
 use crate::billing::{self, By, PaymentMethod};
 use crate::crypto::new_bearer;
-use crate::db::audit::Who;
 use crate::db::paging::Page;
 use crate::db::plan::{self, PlanFilter};
 use crate::db::site::{self, SiteFilter};
 use crate::db::subscriber::{
     self, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
+use crate::db::tenant;
 use crate::db::user::{self, UserFilter};
-use crate::db::{ledger, tenant};
 use crate::error::{Error, Result};
 use crate::scope::{Actor, Permission, UserKind};
 
@@ -483,26 +482,16 @@ async fn once<R: Serialize>(
     let actor = actor.clone();
     st.db
         .write(move |tx| {
-            if let Some(prev) = ledger::remembered(tx, actor.user_id, &key)? {
-                if prev.request_hash != hash {
-                    return Err(Error::conflict(
-                        "idempotency_key_reused",
-                        "this form was already used for a different request; reload the page",
-                    ));
-                }
-                return Ok(true);
-            }
-            let who = Who::from(&actor);
-            let by = By {
-                who: &who,
-                user_id: Some(actor.user_id),
-                scope: actor.scope(),
-                idempotency_key: Some(&key),
-            };
-            let result = op(tx, &by)?;
-            let body = serde_json::to_string(&result).expect("results serialize");
-            ledger::remember(tx, actor.user_id, &key, &hash, 200, &body)?;
-            Ok(false)
+            billing::once_per_key(
+                tx,
+                &actor,
+                &key,
+                &hash,
+                200,
+                "this form was already used for a different request; reload the page",
+                op,
+            )
+            .map(|a| a.replayed)
         })
         .await
 }
