@@ -32,6 +32,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A money call: its parsed body and what makes it idempotent.
+/// The `Idempotency-Key` header every money call carries, as the document declares it
+/// (read by [`MoneyCall`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Declares the header; MoneyCall reads it.
+pub struct IdempotencyKey {
+    /// Unique per operation (1 to 200 printable ASCII characters); reuse it to retry
+    #[param(rename = "Idempotency-Key", pattern = r"^[!-~]{1,200}$")]
+    key: String,
+}
+
 pub struct MoneyCall<T> {
     pub once: Once,
     pub body: T,
@@ -151,7 +162,7 @@ fn note(field: &str, s: Option<&str>, required: bool) -> Result<Option<String>> 
 /// Credit a direct child's balance. The operator creates money; a reseller transfers
 /// its own, within its own credit limit. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/balance", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = AddBalance,
+    IdempotencyKey), request_body = AddBalance,
     responses((status = 200, body = Transfer)))]
 async fn add_balance(
     State(st): State<AppState>,
@@ -210,7 +221,7 @@ pub enum Adjustment {
 /// Refund (the parent gives balance back) or adjust (correct the child's balance up or
 /// down) a direct child's balance, with a reason. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/resellers/{id}/adjustments", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = Adjustment,
+    IdempotencyKey), request_body = Adjustment,
     responses((status = 200, body = Transfer)))]
 async fn adjust_balance(
     State(st): State<AppState>,
@@ -259,7 +270,7 @@ pub struct RenewRequest {
 /// pay theirs too), expiry moves to max(now, expiry) + validity, and it becomes active.
 /// Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/renew", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = RenewRequest,
+    IdempotencyKey), request_body = RenewRequest,
     responses((status = 200, body = RenewResult)))]
 async fn renew(
     State(st): State<AppState>,
@@ -313,7 +324,7 @@ impl PaymentRequest {
 /// Record money collected from a subscriber (into its owner's collections), optionally
 /// renewing it in the same step. Needs an `Idempotency-Key`.
 #[utoipa::path(post, path = "/api/v1/subscribers/{id}/payments", tag = "balances", params(("id" = i64, Path),
-    ("Idempotency-Key" = String, Header, description = "Unique per operation (1 to 200 printable ASCII characters); reuse it to retry", pattern = r"^[!-~]{1,200}$")), request_body = PaymentRequest,
+    IdempotencyKey), request_body = PaymentRequest,
     responses((status = 201, body = PaymentResult)))]
 async fn record_payment(
     State(st): State<AppState>,
