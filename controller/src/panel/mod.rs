@@ -439,47 +439,49 @@ pub struct Chrome {
 
 /// The menu: only what the actor's permissions grant, checked as the pages check them.
 pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
-    let mut m = vec![MenuItem {
-        href: "/panel",
-        label: "Dashboard",
-        active: active == "dashboard",
-    }];
-    if actor.can(Permission::ViewCustomers) {
-        m.push(MenuItem {
-            href: "/panel/subscribers",
-            label: "Subscribers",
-            active: active == "subscribers",
-        });
-    }
-    if actor.can(Permission::ManageResellers) {
-        m.push(MenuItem {
-            href: "/panel/resellers",
-            label: "Resellers",
-            active: active == "resellers",
-        });
-    }
-    if actor.can(Permission::ManageStaff) {
-        m.push(MenuItem {
-            href: "/panel/users",
-            label: "Logins",
-            active: active == "users",
-        });
-    }
-    if actor.can(Permission::ViewReports) {
-        m.push(MenuItem {
-            href: "/panel/wan",
-            label: "WAN checks",
-            active: active == "wan",
-        });
-    }
-    if actor.can(Permission::ViewAuditLog) {
-        m.push(MenuItem {
-            href: "/panel/audit",
-            label: "Audit log",
-            active: active == "audit",
-        });
-    }
-    m
+    // (page, path, label, the function it needs; none: everyone logged in)
+    const PAGES: &[(&str, &str, &str, Option<Permission>)] = &[
+        ("dashboard", "/panel", "Dashboard", None),
+        (
+            "subscribers",
+            "/panel/subscribers",
+            "Subscribers",
+            Some(Permission::ViewCustomers),
+        ),
+        (
+            "resellers",
+            "/panel/resellers",
+            "Resellers",
+            Some(Permission::ManageResellers),
+        ),
+        (
+            "users",
+            "/panel/users",
+            "Logins",
+            Some(Permission::ManageStaff),
+        ),
+        (
+            "wan",
+            "/panel/wan",
+            "WAN checks",
+            Some(Permission::ViewReports),
+        ),
+        (
+            "audit",
+            "/panel/audit",
+            "Audit log",
+            Some(Permission::ViewAuditLog),
+        ),
+    ];
+    PAGES
+        .iter()
+        .filter(|(.., need)| need.is_none_or(|p| actor.can(p)))
+        .map(|&(page, href, label, _)| MenuItem {
+            href,
+            label,
+            active: active == page,
+        })
+        .collect()
 }
 
 impl Chrome {
