@@ -155,11 +155,10 @@ async fn bulk(
                 BulkAction::Reconnect => "subscriber.bulk_reconnect",
                 BulkAction::SetReseller => "subscriber.bulk_set_reseller",
             };
-            let who = Who::from(&actor);
             audit::record(
                 tx,
                 &Entry {
-                    who: &who,
+                    who: std::borrow::Cow::Owned(Who::from(&actor)),
                     tenant_id: actor.tenant_id,
                     action,
                     target_kind: Some("subscriber"),

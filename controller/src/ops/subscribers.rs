@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 use crate::crypto::SecretBox;
-use crate::db::audit::{self, Entry, Who};
+use crate::db::audit::Entry;
 use crate::db::subscriber::{self, NewSubscriber, SubscriberPatch, SubscriberRow};
 use crate::db::tenant;
 use crate::error::Result;
@@ -20,17 +20,9 @@ pub fn create_subscriber(
     let owner = tenant::assignable(tx, actor, input.tenant_id, "subscriber.create")?;
     let row = subscriber::create(tx, &owner, input, secrets)?;
     let view = row.view(None)?;
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            owner.id,
-            "subscriber.create",
-            "subscriber",
-            view.id,
-        )
-        .after(&view),
-    )?;
+    Entry::by(actor, owner.id, "subscriber.create", "subscriber", view.id)
+        .after(&view)
+        .record(tx)?;
     Ok(row)
 }
 
@@ -60,17 +52,9 @@ pub fn update_subscriber(
     } else {
         "subscriber.update"
     };
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            after.sub.tenant_id,
-            action,
-            "subscriber",
-            id,
-        )
+    Entry::by(actor, after.sub.tenant_id, action, "subscriber", id)
         .before(&before.view(None)?)
-        .after(&after_view),
-    )?;
+        .after(&after_view)
+        .record(tx)?;
     Ok(after)
 }
