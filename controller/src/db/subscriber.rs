@@ -324,7 +324,9 @@ pub fn list(
     paging: Paging,
 ) -> Result<Vec<Subscriber>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
-    w.search(
+    w.search_indexed(
+        "subscriber_search",
+        "s.id",
         &[
             "s.username",
             "s.name",
