@@ -17,6 +17,10 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         seeded.db_bytes() as f64 / 1_048_576.0
     );
+    println!(
+        "of which the search's trigram index: {:.1} MiB",
+        seeded.search_index_bytes()? as f64 / 1_048_576.0
+    );
     let rt = tokio::runtime::Runtime::new()?;
     let cases = rt.block_on(panel_bench::run(&seeded, samples, 5))?;
     println!(

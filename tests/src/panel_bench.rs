@@ -66,6 +66,19 @@ impl Seeded {
     }
 }
 
+impl Seeded {
+    /// Bytes the subscriber search's trigram index takes of the database.
+    pub fn search_index_bytes(&self) -> anyhow::Result<u64> {
+        let conn = rusqlite::Connection::open(&self.db_path)?;
+        let n: i64 = conn.query_row(
+            "SELECT coalesce(sum(pgsize), 0) FROM dbstat WHERE name LIKE 'subscriber_search%'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+}
+
 /// Seeds `n` subscribers over the operator's tree: `RESELLERS` resellers with
 /// `SUBS_PER_RESELLER` sub-resellers each, every tenant with a site and a retail plan.
 pub fn seed(n: usize) -> anyhow::Result<Seeded> {

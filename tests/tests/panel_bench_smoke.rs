@@ -10,6 +10,10 @@ async fn every_case_answers_with_the_rows_it_should() {
         .await
         .unwrap()
         .unwrap();
+    assert!(
+        seeded.search_index_bytes().unwrap() > 0,
+        "the search index is there"
+    );
     let cases = panel_bench::run(&seeded, 2, 0).await.unwrap();
     assert_eq!(cases.len(), 18);
     for c in &cases {
