@@ -17,7 +17,9 @@
 //!   subscribers, logins, the reseller tree, the audit log, WAN checks.
 
 mod auth;
+mod chart;
 mod pages;
+mod reports;
 
 use std::sync::LazyLock;
 
@@ -56,6 +58,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/panel/resellers", get(pages::resellers))
         .route("/panel/audit", get(pages::audit))
         .route("/panel/wan", get(pages::wan))
+        .route("/panel/reports", get(reports::reports))
+        .route("/panel/reports.csv", get(reports::csv))
         .route("/panel/users/{id}/impersonate", post(auth::impersonate))
         .route("/panel/impersonation/end", post(auth::end_impersonation))
         .route("/panel/{*rest}", get(not_found).post(not_found))
@@ -79,6 +83,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/panel/resellers"),
     ("GET", "/panel/audit"),
     ("GET", "/panel/wan"),
+    ("GET", "/panel/reports"),
+    ("GET", "/panel/reports.csv"),
     ("POST", "/panel/users/{id}/impersonate"),
     ("POST", "/panel/impersonation/end"),
     ("GET", "/panel/assets/{hash}/{file}"),
@@ -464,6 +470,12 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             "wan",
             "/panel/wan",
             "WAN checks",
+            Some(Permission::ViewReports),
+        ),
+        (
+            "reports",
+            "/panel/reports",
+            "Reports",
             Some(Permission::ViewReports),
         ),
         (
