@@ -1189,7 +1189,12 @@ async fn reports_chart_and_export_the_figures_in_scope() {
         "/panel/reports.csv?report=revenue&period=day".into(),
     )
     .await;
-    assert!(csv.lines().skip(1).all(|l| l.split(',').nth(1) == Some("0")), "no renewal: {csv}");
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(1) == Some("0")),
+        "no renewal: {csv}"
+    );
     let (s, _, _) = get(&fx, Who::M, "/panel/reports".into()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _, html) = get(&fx, Who::A, "/panel/reports?period=week".into()).await;

@@ -3,10 +3,12 @@
 -- IPv4), kept by triggers. A trigram index answers "contains" for three characters
 -- or more, case-insensitively; the list still checks each candidate with the same
 -- `instr(lower(…))` it always did, so what a search finds does not change, only how
--- many rows it reads to find it.
+-- many rows it reads to find it. `detail = none` keeps no positions (the index is
+-- about 2.5 times smaller): a search asks for rows holding all of the text's trigrams,
+-- a superset that the `instr` check narrows to the exact answer.
 CREATE VIRTUAL TABLE subscriber_search USING fts5(
     username, name, phone, email, mac, static_ipv4,
-    content = 'subscribers', content_rowid = 'id', tokenize = 'trigram'
+    content = 'subscribers', content_rowid = 'id', tokenize = 'trigram', detail = none
 );
 INSERT INTO subscriber_search (subscriber_search) VALUES ('rebuild');
 

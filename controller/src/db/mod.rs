@@ -441,7 +441,7 @@ impl Filter {
         self
     }
 
-    /// [`Filter::search`], with the full-text index `fts` (FTS5 trigram, over the same
+    /// [`Filter::search`], with the full-text index `fts` (FTS5 trigram, `detail=none`, over the same
     /// columns, rowid = `id_column`) naming the candidates when `q` is long enough for
     /// it (three characters). The `instr` test still decides, so a search finds the
     /// same rows as without the index; it reads only the candidates instead of every
@@ -454,10 +454,23 @@ impl Filter {
         q: Option<&str>,
     ) -> &mut Self {
         if let Some(q) = q.map(str::trim).filter(|q| q.chars().count() >= 3) {
-            // One FTS5 phrase: the text as written, its quotes doubled.
-            let phrase = format!("\"{}\"", q.replace('"', "\"\""));
+            // Rows holding every trigram of the text (the index keeps no positions, so
+            // not necessarily in order or in one column): the candidates. Sixteen
+            // trigrams narrow enough; the `instr` test decides the rest.
+            let chars: Vec<char> = q.to_lowercase().chars().collect();
+            let mut terms: Vec<String> = Vec::new();
+            for w in chars.windows(3) {
+                let t: String = w.iter().collect();
+                if !terms.contains(&t) && terms.len() < 16 {
+                    terms.push(t);
+                }
+            }
+            let query: Vec<String> = terms
+                .iter()
+                .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+                .collect();
             let clause = format!("{id_column} IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)");
-            self.and(&clause, phrase);
+            self.and(&clause, query.join(" AND "));
         }
         self.search(columns, q)
     }
