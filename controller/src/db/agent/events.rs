@@ -214,17 +214,19 @@ pub struct UsageDay {
     pub output_octets: i64,
 }
 
+fn usage_day(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageDay> {
+    Ok(UsageDay {
+        day: r.get(0)?,
+        input_octets: r.get(1)?,
+        output_octets: r.get(2)?,
+    })
+}
+
 pub fn usage_of(conn: &Connection, subscriber_id: i64, since_day: &str) -> Result<Vec<UsageDay>> {
     let mut stmt = conn.prepare_cached(
         "SELECT day, input_octets, output_octets FROM usage_daily WHERE subscriber_id = ?1 AND day >= ?2 ORDER BY day",
     )?;
-    let rows = stmt.query_map(params![subscriber_id, since_day], |r| {
-        Ok(UsageDay {
-            day: r.get(0)?,
-            input_octets: r.get(1)?,
-            output_octets: r.get(2)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![subscriber_id, since_day], usage_day)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -242,13 +244,7 @@ pub fn usage_in_scope(
          FROM usage_daily u JOIN subscribers s ON s.id = u.subscriber_id
          WHERE {pred} AND u.day >= ? GROUP BY u.day ORDER BY u.day"
     ))?;
-    let rows = stmt.query_map(params![p, since_day], |r| {
-        Ok(UsageDay {
-            day: r.get(0)?,
-            input_octets: r.get(1)?,
-            output_octets: r.get(2)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![p, since_day], usage_day)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
