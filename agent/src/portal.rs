@@ -89,6 +89,10 @@ pub fn render(brand: Option<&Brand>, fallback_name: &str, reason: Option<Reason>
         .and_then(|b| b.contact.as_deref())
         .map(|c| format!("<p class=\"contact\">Contact: {}</p>", escape(c)))
         .unwrap_or_default();
+    let tagline = brand
+        .and_then(|b| b.tagline.as_deref())
+        .map(|t| format!("<span class=\"tagline\">{}</span>", escape(t)))
+        .unwrap_or_default();
     let (title, text) = match reason {
         Some(Reason::Expired) => (
             "Your plan has expired",
@@ -113,9 +117,10 @@ header {{ background: {color}; color: #fff; padding: 1rem 1.5rem; display: flex;
 .logo {{ max-height: 48px; }}
 main {{ max-width: 36rem; margin: 2rem auto; background: #fff; padding: 1.5rem; border-radius: 8px; }}
 h1 {{ color: {color}; margin-top: 0; }}
+.tagline {{ opacity: .85; }}
 </style></head>
 <body data-reason="{reason_attr}">
-<header>{logo}<strong class="brand">{name}</strong></header>
+<header>{logo}<strong class="brand">{name}</strong>{tagline}</header>
 <main><h1>{title}</h1><p>{text}</p>{contact}</main>
 </body></html>
 "#,
@@ -154,6 +159,7 @@ mod tests {
             color: Some("#0a7d32".into()),
             logo_url: Some("https://cdn.example/skylink.png".into()),
             contact: Some("support@skylink.example / +1 555 0100".into()),
+            tagline: Some("Wireless for the valley".into()),
         }
     }
 
@@ -165,6 +171,7 @@ mod tests {
         assert!(html.contains("background: #0a7d32"));
         assert!(html.contains(r#"src="https://cdn.example/skylink.png""#));
         assert!(html.contains("support@skylink.example / +1 555 0100"));
+        assert!(html.contains(r#"<span class="tagline">Wireless for the valley</span>"#));
         assert!(html.contains("Your plan has expired"));
         assert!(html.contains(r#"data-reason="expired""#));
     }

@@ -294,6 +294,21 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
         state(&fx, &b_site, rev_b, 0).await.kind,
         proto::StateKind::Unchanged
     );
+    // A tagline reaches the site with the rest of the brand.
+    let rev_a = state(&fx, &a, 0, 0).await.revision;
+    let body =
+        json!({ "name": "Skylink", "color": "#0a7d32", "tagline": "Wireless for the valley" });
+    let (s, v) = fx
+        .call(Who::A, Method::PUT, "/api/v1/resellers/2/brand", Some(body))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let d = state(&fx, &a, rev_a, 0).await;
+    let got = d
+        .brands
+        .iter()
+        .find(|b| b.tenant_id == 2)
+        .expect("the brand changed");
+    assert_eq!(got.tagline.as_deref(), Some("Wireless for the valley"));
     // Bad values are refused by name.
     for (body, field) in [
         (json!({ "color": "green" }), "color"),
@@ -303,6 +318,8 @@ async fn brands_reach_the_sites_of_every_subscriber_below_and_inherit_down_the_t
         ),
         (json!({ "logo_url": "https://x/\"onerror=\"" }), "logo_url"),
         (json!({ "contact": "a".repeat(201) }), "contact"),
+        (json!({ "tagline": "a".repeat(201) }), "tagline"),
+        (json!({ "tagline": "line\nbreak" }), "tagline"),
     ] {
         let (s, v) = fx
             .call(Who::A, Method::PUT, "/api/v1/resellers/2/brand", Some(body))

@@ -785,6 +785,7 @@ async fn the_host_picks_the_brand() {
                     color: Some("#0a7d32".into()),
                     logo_url: None,
                     contact: Some("+1 555 0100".into()),
+                    tagline: Some("Wireless for the valley".into()),
                 },
             )?;
             outpost_controller::db::brand::set(
@@ -795,6 +796,7 @@ async fn the_host_picks_the_brand() {
                     color: Some("#7d0a32".into()),
                     logo_url: None,
                     contact: None,
+                    tagline: Some("Bravo's own line".into()),
                 },
             )?;
             Ok(())
@@ -817,6 +819,11 @@ async fn the_host_picks_the_brand() {
         "{html}"
     );
     assert!(!html.contains("Bravo Net"));
+    assert!(
+        html.contains(r#"<p class="tagline" id="brand-tagline">Wireless for the valley</p>"#),
+        "the tagline before login: {html}"
+    );
+    assert!(!html.contains("own line"), "{html}");
     let csrf = set_cookie(&h, LOGIN_CSRF_COOKIE).unwrap();
     let login = |who: Who| {
         page(

@@ -169,6 +169,9 @@ pub struct Brand {
     pub logo_url: Option<String>,
     /// How to reach support (phone, e-mail, web), shown as text.
     pub contact: Option<String>,
+    /// A line under the name (e.g. "Fibre for the valley"); absent from older controllers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tagline: Option<String>,
 }
 
 /// What a site needs to authenticate, rate and enforce one subscriber.

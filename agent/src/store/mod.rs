@@ -529,6 +529,7 @@ mod tests {
             color: Some("#0a7d32".into()),
             logo_url: None,
             contact: Some("+1 555 0100".into()),
+            tagline: None,
         };
         let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
         let mut snap = state(StateKind::Snapshot, 1, vec![], vec![]);

@@ -36,6 +36,10 @@ pub struct BrandSettings {
     /// Support contact shown to subscribers (phone, e-mail, web), up to 200 characters.
     #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub contact: Option<String>,
+    /// A line under the name on the panel's login page and header, up to 200 characters.
+    #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    pub tagline: Option<String>,
 }
 
 /// What the API answers: the tenant's settings and the brand its subscribers see.
@@ -61,14 +65,17 @@ impl BrandSettings {
                 "name: up to 120 characters, no control characters",
             ));
         }
-        if too_long(&self.contact, 200) {
-            return Err(Error::invalid(
-                "contact: up to 200 characters, no control characters",
-            ));
+        for (field, v) in [("contact", &self.contact), ("tagline", &self.tagline)] {
+            if too_long(v, 200) || v.as_ref().is_some_and(|s| s.chars().any(char::is_control)) {
+                return Err(Error::invalid(format!(
+                    "{field}: up to 200 characters, no control characters"
+                )));
+            }
         }
         let clean = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         self.name = clean(self.name);
         self.contact = clean(self.contact);
+        self.tagline = clean(self.tagline);
         let given = |v: Option<String>| v.filter(|s| !s.is_empty());
         self.color = given(self.color);
         self.logo_url = given(self.logo_url);
@@ -119,7 +126,8 @@ struct Row {
 fn row(conn: &Connection, id: i64) -> Result<Option<Row>> {
     Ok(conn
         .cached_row(
-            "SELECT name, path, rebrand_enabled, brand_name, brand_color, brand_logo_url, brand_contact
+            "SELECT name, path, rebrand_enabled, brand_name, brand_color, brand_logo_url, brand_contact,
+                    brand_tagline
              FROM tenants WHERE id = ?1",
             [id],
             |r| {
@@ -132,6 +140,7 @@ fn row(conn: &Connection, id: i64) -> Result<Option<Row>> {
                         color: r.get(4)?,
                         logo_url: r.get(5)?,
                         contact: r.get(6)?,
+                        tagline: r.get(7)?,
                     },
                 })
             },
@@ -174,6 +183,7 @@ pub fn effective(conn: &Connection, tenant_ids: &[i64]) -> Result<Vec<proto::Bra
                     color: r.settings.color.clone(),
                     logo_url: r.settings.logo_url.clone(),
                     contact: r.settings.contact.clone(),
+                    tagline: r.settings.tagline.clone(),
                 });
                 break;
             }
@@ -229,13 +239,14 @@ pub fn set(conn: &Connection, id: i64, settings: BrandSettings) -> Result<BrandV
     }
     conn.cached_exec(
         "UPDATE tenants SET brand_name = ?2, brand_color = ?3, brand_logo_url = ?4, brand_contact = ?5,
-             updated_at = unixepoch() WHERE id = ?1",
+             brand_tagline = ?6, updated_at = unixepoch() WHERE id = ?1",
         rusqlite::params![
             id,
             settings.name,
             settings.color,
             settings.logo_url,
-            settings.contact
+            settings.contact,
+            settings.tagline
         ],
     )?;
     view(conn, id)

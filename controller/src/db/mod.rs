@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0007_wan.sql"),
     include_str!("../../../migrations/controller/0008_wan_ports.sql"),
     include_str!("../../../migrations/controller/0010_subscriber_search.sql"),
+    include_str!("../../../migrations/controller/0011_brand_tagline.sql"),
 ];
 
 const READERS: usize = 4;
