@@ -94,6 +94,34 @@ fn as_who(fx: &Fixture, who: Who) -> Option<String> {
     fx.secret(who)
 }
 
+/// A page as the holder of `session`.
+async fn view(
+    fx: &Fixture,
+    session: Option<String>,
+    path: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let o = Opts {
+        session,
+        ..Default::default()
+    };
+    page(fx, Method::GET, path, o).await
+}
+
+/// A form posted by the holder of `session`, with that session's CSRF token.
+async fn post_form(
+    fx: &Fixture,
+    session: Option<String>,
+    path: &str,
+    form: Vec<(&str, String)>,
+) -> (StatusCode, HeaderMap, String) {
+    let o = Opts {
+        session,
+        form: Some(form),
+        ..Default::default()
+    };
+    page(fx, Method::POST, path, o).await
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
     Own,
@@ -127,7 +155,12 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/login",                           [[303, 401], [303, 401], [303, 401], [303, 401], [303, 401], [303, 401]]),
     ("POST", "/panel/logout",                          [[303, 0],   [303, 0],   [303, 0],   [303, 0],   [303, 0],   [401, 0]]),
     ("GET", "/panel/subscribers",                      [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/subscribers",                     [[303, 303], [303, 403], [303, 403], [303, 403], [303, 403], [401, 401]]),
+    ("GET", "/panel/subscribers/new",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/subscribers/bulk",                [[303, 303], [303, 404], [303, 404], [303, 404], [303, 404], [401, 401]]),
     ("GET", "/panel/subscribers/{id}",                 [[200, 200], [200, 404], [200, 404], [200, 404], [200, 404], [303, 303]]),
+    ("POST", "/panel/subscribers/{id}",                [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/subscribers/{id}/edit",            [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     ("POST", "/panel/subscribers/{id}/status",         [[303, 303], [303, 404], [303, 404], [303, 404], [303, 404], [401, 401]]),
     ("POST", "/panel/subscribers/{id}/renew",          [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("POST", "/panel/subscribers/{id}/payments",       [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
@@ -139,6 +172,12 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/impersonation/end",               [[422, 0],   [422, 0],   [422, 0],   [422, 0],   [422, 0],   [401, 0]]),
     ("GET", "/panel/assets/{hash}/{file}",             [[200, 404], [200, 404], [200, 404], [200, 404], [200, 404], [200, 404]]),
 ];
+
+/// The bulk form's field that ticks subscriber `id` (leaked: the forms' keys are
+/// `&'static str`, and a test makes a handful).
+fn pick(id: i64) -> &'static str {
+    Box::leak(format!("pick.{id}").into_boxed_str())
+}
 
 /// Builds one cell's path and form. `Other` of the asset route is a stale hash.
 fn cell(
@@ -165,6 +204,22 @@ fn cell(
             Some(vec![("email", email), ("password", pw.to_string())])
         }
         ("POST", "/panel/subscribers/{id}/status") => Some(vec![("status", "suspended".into())]),
+        // A new subscriber owned by the cell's tenant (another's: out of scope).
+        ("POST", "/panel/subscribers") => Some(vec![
+            ("username", "made-by-form".into()),
+            ("password", "ppp-secret".into()),
+            ("tenant_id", h.tenant.to_string()),
+            ("max_sessions", "1".into()),
+        ]),
+        ("POST", "/panel/subscribers/bulk") => Some(vec![
+            ("action", "suspend".into()),
+            (pick(h.subscriber), "1".into()),
+        ]),
+        ("POST", "/panel/subscribers/{id}") => Some(vec![
+            ("username", "renamed-by-form".into()),
+            ("max_sessions", "2".into()),
+            ("name", "Renamed".into()),
+        ]),
         ("POST", "/panel/subscribers/{id}/renew") => {
             Some(vec![("key", key), ("periods", "1".into())])
         }
@@ -290,16 +345,7 @@ fn panel_matrix_covers_every_panel_route() {
 #[tokio::test]
 async fn the_menu_shows_only_granted_functions() {
     let fx = Fixture::new();
-    let (s, _, manager) = page(
-        &fx,
-        Method::GET,
-        "/panel",
-        Opts {
-            session: as_who(&fx, Who::M),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, manager) = view(&fx, as_who(&fx, Who::M), "/panel").await;
     assert_eq!(s, StatusCode::OK);
     let menu = |html: &str| {
         html.split("<nav id=\"menu\">")
@@ -311,27 +357,9 @@ async fn the_menu_shows_only_granted_functions() {
     let m = menu(&manager);
     assert!(m.contains("/panel/subscribers"), "{m}");
     assert!(!m.contains("/panel/users"), "{m}");
-    let (_, _, reseller) = page(
-        &fx,
-        Method::GET,
-        "/panel",
-        Opts {
-            session: as_who(&fx, Who::A),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (_, _, reseller) = view(&fx, as_who(&fx, Who::A), "/panel").await;
     assert!(menu(&reseller).contains("/panel/users"));
-    let (s, _, body) = page(
-        &fx,
-        Method::GET,
-        "/panel/users",
-        Opts {
-            session: as_who(&fx, Who::M),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, body) = view(&fx, as_who(&fx, Who::M), "/panel/users").await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(body.contains("manage_staff"), "{body}");
 }
@@ -417,18 +445,8 @@ async fn a_double_submitted_renewal_charges_once() {
     };
     let form = vec![("key", "form-key-1".to_string()), ("periods", "1".into())];
     let renew_path = format!("/panel/subscribers/{sub}/renew");
-    let post = |form: Vec<(&'static str, String)>| {
-        page(
-            &fx,
-            Method::POST,
-            &renew_path,
-            Opts {
-                session: as_who(&fx, Who::A),
-                form: Some(form),
-                ..Default::default()
-            },
-        )
-    };
+    let post =
+        |form: Vec<(&'static str, String)>| post_form(&fx, as_who(&fx, Who::A), &renew_path, form);
     let (s, h, _) = post(form.clone()).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert!(
@@ -467,15 +485,11 @@ async fn a_double_submitted_renewal_charges_once() {
         ("method", "cash".into()),
     ];
     for _ in 0..2 {
-        let (s, _, _) = page(
+        let (s, _, _) = post_form(
             &fx,
-            Method::POST,
+            as_who(&fx, Who::A),
             &format!("/panel/subscribers/{sub}/payments"),
-            Opts {
-                session: as_who(&fx, Who::A),
-                form: Some(pay.clone()),
-                ..Default::default()
-            },
+            pay.clone(),
         )
         .await;
         assert_eq!(s, StatusCode::SEE_OTHER);
@@ -486,14 +500,10 @@ async fn a_double_submitted_renewal_charges_once() {
         )),
         1
     );
-    let (_, _, html) = page(
+    let (_, _, html) = view(
         &fx,
-        Method::GET,
+        as_who(&fx, Who::A),
         &format!("/panel/subscribers/{sub}"),
-        Opts {
-            session: as_who(&fx, Who::A),
-            ..Default::default()
-        },
     )
     .await;
     assert!(html.contains("id=\"owner-balance\""), "{html}");
@@ -514,15 +524,11 @@ async fn log_in_as_shows_the_banner_and_returns() {
     let fx = Fixture::new();
     let own = fx.secret(Who::A).unwrap();
     let target = fx.a.manager;
-    let (s, h, body) = page(
+    let (s, h, body) = post_form(
         &fx,
-        Method::POST,
+        Some(own.clone()),
         &format!("/panel/users/{target}/impersonate"),
-        Opts {
-            session: Some(own.clone()),
-            form: Some(vec![]),
-            ..Default::default()
-        },
+        vec![],
     )
     .await;
     assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
@@ -540,16 +546,7 @@ async fn log_in_as_shows_the_banner_and_returns() {
         "/panel/subscribers".into(),
         format!("/panel/subscribers/{}", fx.b.subscriber),
     ] {
-        let (_, _, html) = page(
-            &fx,
-            Method::GET,
-            &p,
-            Opts {
-                session: Some(imp.clone()),
-                ..Default::default()
-            },
-        )
-        .await;
+        let (_, _, html) = view(&fx, Some(imp.clone()), &p).await;
         assert!(html.contains("id=\"impersonation\""), "{p}: no banner");
         assert!(
             html.contains("User A &#60;a@fixture.test&#62;") && html.contains("Manager a"),
@@ -578,42 +575,20 @@ async fn log_in_as_shows_the_banner_and_returns() {
         set_cookie(&h, "outpost_session").as_deref(),
         Some(own.as_str())
     );
-    let (s, _, _) = page(
-        &fx,
-        Method::GET,
-        "/panel",
-        Opts {
-            session: Some(imp.clone()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, _) = view(&fx, Some(imp.clone()), "/panel").await;
     assert_eq!(
         s,
         StatusCode::SEE_OTHER,
         "the impersonation session still works"
     );
-    let (_, _, html) = page(
-        &fx,
-        Method::GET,
-        "/panel",
-        Opts {
-            session: Some(own),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (_, _, html) = view(&fx, Some(own), "/panel").await;
     assert!(!html.contains("id=\"impersonation\""));
     // A return cookie that is not the impersonator's own session does not log anyone in.
-    let (s, h, body) = page(
+    let (s, h, body) = post_form(
         &fx,
-        Method::POST,
+        fx.secret(Who::A),
         &format!("/panel/users/{target}/impersonate"),
-        Opts {
-            session: fx.secret(Who::A),
-            form: Some(vec![]),
-            ..Default::default()
-        },
+        vec![],
     )
     .await;
     assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
@@ -633,15 +608,11 @@ async fn log_in_as_shows_the_banner_and_returns() {
     assert_eq!(h[header::LOCATION], "/panel/login");
     // Logging out while logged in as someone else ends both sessions.
     let own = fx.secret(Who::B).unwrap();
-    let (_, h, _) = page(
+    let (_, h, _) = post_form(
         &fx,
-        Method::POST,
+        Some(own.clone()),
         &format!("/panel/users/{}/impersonate", fx.b.manager),
-        Opts {
-            session: Some(own.clone()),
-            form: Some(vec![]),
-            ..Default::default()
-        },
+        vec![],
     )
     .await;
     let imp = set_cookie(&h, "outpost_session").unwrap();
@@ -659,16 +630,7 @@ async fn log_in_as_shows_the_banner_and_returns() {
     .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     for secret in [imp, own] {
-        let (s, _, _) = page(
-            &fx,
-            Method::GET,
-            "/panel",
-            Opts {
-                session: Some(secret),
-                ..Default::default()
-            },
-        )
-        .await;
+        let (s, _, _) = view(&fx, Some(secret), "/panel").await;
         assert_eq!(s, StatusCode::SEE_OTHER, "a session outlived the logout");
     }
 }
@@ -689,16 +651,8 @@ async fn the_subscriber_search_covers_mac_and_ip() {
     let list = |q: String| {
         let fx = &fx;
         async move {
-            let (s, _, html) = page(
-                fx,
-                Method::GET,
-                &format!("/panel/subscribers?{q}"),
-                Opts {
-                    session: fx.secret(Who::A),
-                    ..Default::default()
-                },
-            )
-            .await;
+            let (s, _, html) =
+                view(fx, fx.secret(Who::A), &format!("/panel/subscribers?{q}")).await;
             assert_eq!(s, StatusCode::OK, "{html}");
             html
         }
@@ -746,16 +700,7 @@ async fn the_subscriber_search_covers_mac_and_ip() {
         frag.starts_with("<div id=\"results\">") && frag.contains(">sub-a<"),
         "{frag}"
     );
-    let (s, _, _) = page(
-        &fx,
-        Method::GET,
-        "/panel/subscribers?status=sleeping",
-        Opts {
-            session: fx.secret(Who::A),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, _) = view(&fx, fx.secret(Who::A), "/panel/subscribers?status=sleeping").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -942,16 +887,7 @@ async fn the_panel_login_shares_the_api_throttle() {
 }
 
 async fn get(fx: &Fixture, who: Who, path: String) -> (StatusCode, HeaderMap, String) {
-    page(
-        fx,
-        Method::GET,
-        &path,
-        Opts {
-            session: as_who(fx, who),
-            ..Default::default()
-        },
-    )
-    .await
+    view(fx, as_who(fx, who), &path).await
 }
 
 /// The reseller tree and the audit log list only the actor's part of the tree, through
@@ -975,15 +911,11 @@ async fn the_tree_and_the_audit_log_stay_in_scope() {
     assert!(html.contains("href=\"/panel?tenant_id=3\""), "{html}");
     // Something to find in the log: A and B each change one of their subscribers.
     for (who, sub) in [(Who::A, fx.a.subscriber), (Who::B, fx.b.subscriber)] {
-        let (s, _, _) = page(
+        let (s, _, _) = post_form(
             &fx,
-            Method::POST,
+            as_who(&fx, who),
             &format!("/panel/subscribers/{sub}/status"),
-            Opts {
-                session: as_who(&fx, who),
-                form: Some(vec![("status", "suspended".into())]),
-                ..Default::default()
-            },
+            vec![("status", "suspended".into())],
         )
         .await;
         assert_eq!(s, StatusCode::SEE_OTHER);
@@ -1041,44 +973,17 @@ async fn a_refused_session_still_reaches_the_login_form() {
         json!({ "allowed_ips": ["192.0.2.0/24"] }),
     )
     .await;
-    let (s, _, html) = page(
-        &fx,
-        Method::GET,
-        "/panel/login",
-        Opts {
-            session: fx.secret(Who::A),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, html) = view(&fx, fx.secret(Who::A), "/panel/login").await;
     assert_eq!(s, StatusCode::OK, "{html}");
     assert!(html.contains("id=\"login\""));
-    let (s, _, _) = page(
-        &fx,
-        Method::GET,
-        "/panel",
-        Opts {
-            session: fx.secret(Who::A),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, _) = view(&fx, fx.secret(Who::A), "/panel").await;
     assert_eq!(
         s,
         StatusCode::SEE_OTHER,
         "the refused session was not ended"
     );
     // Another of A's sessions, on a page: the 403 page saying why.
-    let (s, _, html) = page(
-        &fx,
-        Method::GET,
-        "/panel",
-        Opts {
-            session: fx.secret(Who::M),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (s, _, html) = view(&fx, fx.secret(Who::M), "/panel").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{html}");
     assert!(html.contains("not allowed from 203.0.113.10"), "{html}");
 }
@@ -1125,4 +1030,376 @@ async fn the_wan_page_shows_outages_in_scope() {
         StatusCode::FORBIDDEN,
         "a manager without reports: {html}"
     );
+}
+
+/// The value a named input of a page holds (`name="…" value="…"`).
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\" value=\""))?;
+    let rest = &html[at + name.len() + 15..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+/// A subscriber made through the new-subscriber form: the form carries the CSRF token,
+/// the subscriber lands with what was typed (as the API reads it) and shows in the list.
+#[tokio::test]
+async fn a_subscriber_created_through_the_form_is_in_the_list() {
+    let fx = Fixture::new();
+    let (s, _, html) = get(&fx, Who::A, "/panel/subscribers/new".into()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    let csrf = csrf_token(&fx.secret(Who::A).unwrap());
+    assert!(html.contains(&format!("value=\"{csrf}\"")), "no CSRF token");
+    assert!(
+        html.contains(&format!("<option value=\"{}\"", fx.a.plan)),
+        "{html}"
+    );
+    let (s, h, body) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/subscribers",
+        vec![
+            ("username", "new-customer".into()),
+            ("password", "ppp-new".into()),
+            ("tenant_id", fx.a.tenant.to_string()),
+            ("plan_id", fx.a.plan.to_string()),
+            ("site_id", fx.a.site.to_string()),
+            ("static_ipv4", "198.51.100.200".into()),
+            ("mac", "02005e0000aa".into()),
+            ("expires_at", "2031-05-31".into()),
+            ("max_sessions", "2".into()),
+            ("name", "New Customer".into()),
+            ("phone", "+1 555 0199".into()),
+            ("email", "new@customer.example".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let to = h[header::LOCATION].to_str().unwrap().to_string();
+    assert!(to.ends_with("?notice=created"), "{to}");
+    let id: i64 = to["/panel/subscribers/".len()..to.find('?').unwrap()]
+        .parse()
+        .unwrap();
+    let v = fx
+        .get_ok(Who::A, &format!("/api/v1/subscribers/{id}"))
+        .await;
+    assert_eq!(v["mac"], "02:00:5E:00:00:AA");
+    assert_eq!(v["static_ipv4"], "198.51.100.200");
+    assert_eq!(v["plan_id"], fx.a.plan);
+    assert_eq!(v["site_id"], fx.a.site);
+    assert_eq!(v["expires_at"], "2031-05-31T23:59:59Z");
+    assert_eq!(v["max_sessions"], 2);
+    assert_eq!(v["password"], "ppp-new");
+    assert_eq!(v["phone"], "+1 555 0199");
+    let (_, last) = fx.audit_tail();
+    assert_eq!(last.unwrap().1, "subscriber.create");
+    let (_, _, list) = get(&fx, Who::A, "/panel/subscribers?q=new-customer".into()).await;
+    assert!(list.contains(">new-customer<"), "{list}");
+    let (_, _, detail) = get(&fx, Who::A, to).await;
+    assert!(detail.contains("Subscriber created."), "{detail}");
+}
+
+/// Bad input comes back as the form, filled in as it was typed, each error beside its
+/// field, with nothing created; a clash (a taken username) too, as a 409.
+#[tokio::test]
+async fn a_refused_form_comes_back_filled_in_with_its_errors() {
+    let fx = Fixture::new();
+    let count = || fx.query_i64("SELECT count(*) FROM subscribers");
+    let before = count();
+    let (audit_before, _) = fx.audit_tail();
+    let typed = |username: &str, mac: &str, ip: &str, password: &str| {
+        vec![
+            ("username", username.to_string()),
+            ("password", password.to_string()),
+            ("site_id", fx.a.site.to_string()),
+            ("static_ipv4", ip.to_string()),
+            ("mac", mac.to_string()),
+            ("expires_at", "not-a-day".into()),
+            ("max_sessions", "1".into()),
+            ("name", "Kept Name".into()),
+            ("phone", "+1 555 0123".into()),
+        ]
+    };
+    // The panel's own parsing: the missing password and the day.
+    let (s, _, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/subscribers",
+        typed("fresh-one", "02:00:5e:00:00:01", "198.51.100.9", ""),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"e-password\""), "{html}");
+    assert!(html.contains("id=\"e-expires_at\""), "{html}");
+    assert_eq!(input_value(&html, "name").as_deref(), Some("Kept Name"));
+    assert_eq!(input_value(&html, "phone").as_deref(), Some("+1 555 0123"));
+    assert_eq!(input_value(&html, "username").as_deref(), Some("fresh-one"));
+    assert_eq!(
+        input_value(&html, "expires_at").as_deref(),
+        Some("not-a-day")
+    );
+    assert!(html.contains("id=\"form-errors\""), "{html}");
+    // The operation's refusal, beside the field it names.
+    let mut form = typed("fresh-one", "zz:zz", "198.51.100.9", "pw");
+    form.retain(|(k, _)| *k != "expires_at");
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), "/panel/subscribers", form).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"e-mac\""), "{html}");
+    assert!(!html.contains("id=\"e-username\""), "{html}");
+    assert_eq!(input_value(&html, "mac").as_deref(), Some("zz:zz"));
+    // A taken username: a clash, against the username.
+    let mut form = typed("sub-a", "02:00:5e:00:00:01", "198.51.100.9", "pw");
+    form.retain(|(k, _)| *k != "expires_at");
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), "/panel/subscribers", form).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{html}");
+    assert!(
+        html.contains("id=\"e-username\"") && html.contains("already exists"),
+        "{html}"
+    );
+    assert_eq!(count(), before, "a refused form created a subscriber");
+    assert_eq!(
+        fx.audit_tail().0,
+        audit_before,
+        "a refused form was audited"
+    );
+    // Another reseller's site is not offered, and choosing it anyway is refused there.
+    let (s, _, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/subscribers",
+        vec![
+            ("username", "fresh-two".into()),
+            ("password", "pw".into()),
+            ("site_id", fx.b.site.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{html}");
+    assert!(html.contains("id=\"e-site_id\""), "{html}");
+    assert_eq!(count(), before);
+}
+
+/// The edit form comes filled with the subscriber, saves through the API's update, and
+/// keeps what the form does not show (the password when left empty, the expiry's time).
+#[tokio::test]
+async fn the_edit_form_saves_and_keeps_the_rest() {
+    let fx = Fixture::new();
+    let sub = fx.a.subscriber;
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{sub}"),
+        json!({ "expires_at": "2030-01-15T08:30:00Z", "phone": "+1 555 0001" }),
+    )
+    .await;
+    let (s, _, html) = get(&fx, Who::A, format!("/panel/subscribers/{sub}/edit")).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert_eq!(input_value(&html, "username").as_deref(), Some("sub-a"));
+    assert_eq!(
+        input_value(&html, "expires_at").as_deref(),
+        Some("2030-01-15")
+    );
+    assert_eq!(input_value(&html, "password").as_deref(), Some(""));
+    let mut form: Vec<(&str, String)> = ["username", "max_sessions", "expires_at", "phone"]
+        .into_iter()
+        .map(|k| (k, input_value(&html, k).unwrap()))
+        .collect();
+    form.push(("name", "Renamed Customer".into()));
+    form.push(("site_id", fx.a.site.to_string()));
+    form.push(("plan_id", fx.a.plan.to_string()));
+    form.push(("password", String::new()));
+    let path = format!("/panel/subscribers/{sub}");
+    let (s, h, body) = post_form(&fx, fx.secret(Who::A), &path, form.clone()).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(
+        h[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=saved")
+    );
+    let v = fx
+        .get_ok(Who::A, &format!("/api/v1/subscribers/{sub}"))
+        .await;
+    assert_eq!(v["name"], "Renamed Customer");
+    assert_eq!(v["phone"], "+1 555 0001");
+    assert_eq!(v["expires_at"], "2030-01-15T08:30:00Z", "the time was lost");
+    assert_eq!(v["password"], "ppp-a", "an empty password field changed it");
+    // A bad change: the form again, as typed, and nothing saved.
+    let mut bad = form.clone();
+    bad.retain(|(k, _)| *k != "name");
+    bad.push(("name", "Not Saved".into()));
+    bad.push(("static_ipv4", "224.0.0.1".into()));
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), &path, bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"e-static_ipv4\""), "{html}");
+    assert_eq!(input_value(&html, "name").as_deref(), Some("Not Saved"));
+    let v = fx
+        .get_ok(Who::A, &format!("/api/v1/subscribers/{sub}"))
+        .await;
+    assert_eq!(v["name"], "Renamed Customer");
+    // Another reseller's subscriber: the 404 page, for the form and its post.
+    let other = format!("/panel/subscribers/{}", fx.b.subscriber);
+    let (s, _, _) = get(&fx, Who::A, format!("{other}/edit")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = post_form(&fx, fx.secret(Who::A), &other, form).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+fn status_of(fx: &Fixture, id: i64) -> i64 {
+    fx.query_i64(&format!(
+        "SELECT status = 'suspended' FROM subscribers WHERE id = {id}"
+    ))
+}
+
+/// The list's bulk actions: the API's rules (all or none, an id out of scope is a 404,
+/// a move only inside the actor's subtree), and a renewal of many charged once per form.
+#[tokio::test]
+async fn bulk_actions_follow_the_api_rules() {
+    let fx = Fixture::new();
+    let (a, a1, b) = (fx.a.subscriber, fx.a1.subscriber, fx.b.subscriber);
+    let bulk = |who: Who, form: Vec<(&'static str, String)>| {
+        let fx = &fx;
+        async move { post_form(fx, fx.secret(who), "/panel/subscribers/bulk", form).await }
+    };
+    let (_, _, html) = get(&fx, Who::A, "/panel/subscribers".into()).await;
+    assert!(
+        html.contains(&format!("name=\"pick.{a}\"")) && html.contains("id=\"bulk\""),
+        "{html}"
+    );
+    // One of B's among A's: nothing changes.
+    let (s, _, html) = bulk(
+        Who::A,
+        vec![
+            ("action", "suspend".into()),
+            (pick(a), "1".into()),
+            (pick(b), "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{html}");
+    assert_eq!((status_of(&fx, a), status_of(&fx, b)), (0, 0));
+    let (s, h, _) = bulk(
+        Who::A,
+        vec![
+            ("action", "suspend".into()),
+            (pick(a), "1".into()),
+            (pick(a1), "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let to = h[header::LOCATION].to_str().unwrap().to_string();
+    assert!(to.contains("changed=2"), "{to}");
+    assert_eq!((status_of(&fx, a), status_of(&fx, a1)), (1, 1));
+    let (_, _, html) = get(&fx, Who::A, to).await;
+    assert!(html.contains("Suspended 2 subscriber(s)"), "{html}");
+    // A move to B is outside A's tree: 403, nothing moved.
+    let owner = |id: i64| {
+        fx.query_i64(&format!(
+            "SELECT tenant_id FROM subscribers WHERE id = {id}"
+        ))
+    };
+    let (s, _, _) = bulk(
+        Who::A,
+        vec![
+            ("action", "set_reseller".into()),
+            ("tenant_id", fx.b.tenant.to_string()),
+            (pick(a), "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(owner(a), fx.a.tenant);
+    let to_a1 = || {
+        vec![
+            ("action", "set_reseller".to_string()),
+            ("tenant_id", fx.a1.tenant.to_string()),
+            (pick(a), "1".into()),
+        ]
+    };
+    // Its plan is one A1 does not sell: the API's rule refuses the move (409).
+    let (s, _, body) = bulk(Who::A, to_a1()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("does not sell"), "{body}");
+    assert_eq!(owner(a), fx.a.tenant);
+    // On the plan A sells A1 (its rate card), it moves.
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{a}"),
+        json!({ "plan_id": fx.a1.card_plan.unwrap() }),
+    )
+    .await;
+    let (s, _, body) = bulk(Who::A, to_a1()).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(owner(a), fx.a1.tenant);
+    // Renewing many: once per form key.
+    let renewals = || {
+        fx.query_i64(&format!(
+            "SELECT count(*) FROM renewals WHERE subscriber_id IN ({a}, {a1})"
+        ))
+    };
+    let form = vec![
+        ("action", "renew".to_string()),
+        ("key", "bulk-renew-1".into()),
+        (pick(a), "1".into()),
+        (pick(a1), "1".into()),
+    ];
+    let (s, h, body) = bulk(Who::A1, form.clone()).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(h[header::LOCATION].to_str().unwrap().contains("changed=2"));
+    assert_eq!(renewals(), 2);
+    assert_eq!(
+        (status_of(&fx, a), status_of(&fx, a1)),
+        (0, 0),
+        "renewal reconnects"
+    );
+    let (s, h, _) = bulk(Who::A1, form).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert!(h[header::LOCATION].to_str().unwrap().contains("changed=0"));
+    assert_eq!(renewals(), 2, "the second submit renewed again");
+    // The manager may suspend but not renew.
+    let (s, _, _) = bulk(
+        Who::M,
+        vec![
+            ("action", "renew".into()),
+            ("key", "m-1".into()),
+            (pick(fx.a.subscriber), "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = bulk(Who::A, vec![("action", "suspend".into())]).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "nothing ticked");
+}
+
+/// A method a panel path does not answer is the 405 page, not the API's JSON.
+#[tokio::test]
+async fn a_wrong_method_is_a_page() {
+    let fx = Fixture::new();
+    for (m, path) in [
+        (Method::PUT, "/panel/subscribers".to_string()),
+        (
+            Method::DELETE,
+            format!("/panel/subscribers/{}", fx.a.subscriber),
+        ),
+        (Method::GET, "/panel/subscribers/bulk".to_string()),
+    ] {
+        let (s, h, html) = page(
+            &fx,
+            m.clone(),
+            &path,
+            Opts {
+                session: fx.secret(Who::A),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{m} {path}: {html}");
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+                && html.contains("data-status=\"405\"")
+                && html.contains("id=\"menu\""),
+            "{m} {path}: {html}"
+        );
+    }
 }

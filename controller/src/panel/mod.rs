@@ -14,10 +14,14 @@
 //! - The stylesheet and the one small script are compiled in and served under a path
 //!   holding their hash, cached for a year.
 //! - `auth`: login, logout, "log in as" and the way back; `pages`: dashboard,
-//!   subscribers, logins, the reseller tree, the audit log, WAN checks.
+//!   subscribers, logins, the reseller tree, the audit log, WAN checks;
+//!   `subscriber_forms`: a subscriber's create and edit forms and the list's bulk
+//!   actions; `forms`: the per-field errors every form shows.
 
 mod auth;
+mod forms;
 mod pages;
+mod subscriber_forms;
 
 use std::sync::LazyLock;
 
@@ -27,7 +31,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use axum::{Form, Router};
 use axum_extra::extract::cookie::Cookie;
 use hmac::{Hmac, Mac};
@@ -41,24 +45,50 @@ use crate::db::tenant::Tenant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::scope::{Actor, OPERATOR_TENANT, Permission, UserKind};
 
-/// Every panel route.
+/// Every panel route. A method a path does not answer is the 405 page, in the frame.
 pub fn router(state: AppState) -> Router<AppState> {
+    use subscriber_forms as sf;
+    let page = |m: MethodRouter<AppState>| m.fallback(method_not_allowed);
     Router::new()
-        .route("/panel", get(pages::dashboard))
-        .route("/panel/login", get(auth::login_page).post(auth::login))
-        .route("/panel/logout", post(auth::logout))
-        .route("/panel/subscribers", get(pages::subscribers))
-        .route("/panel/subscribers/{id}", get(pages::subscriber))
-        .route("/panel/subscribers/{id}/status", post(pages::set_status))
-        .route("/panel/subscribers/{id}/renew", post(pages::renew))
-        .route("/panel/subscribers/{id}/payments", post(pages::payment))
-        .route("/panel/users", get(pages::users))
-        .route("/panel/resellers", get(pages::resellers))
-        .route("/panel/audit", get(pages::audit))
-        .route("/panel/wan", get(pages::wan))
-        .route("/panel/users/{id}/impersonate", post(auth::impersonate))
-        .route("/panel/impersonation/end", post(auth::end_impersonation))
-        .route("/panel/{*rest}", get(not_found).post(not_found))
+        .route("/panel", page(get(pages::dashboard)))
+        .route(
+            "/panel/login",
+            page(get(auth::login_page).post(auth::login)),
+        )
+        .route("/panel/logout", page(post(auth::logout)))
+        .route(
+            "/panel/subscribers",
+            page(get(pages::subscribers).post(sf::create)),
+        )
+        .route("/panel/subscribers/new", page(get(sf::new_form)))
+        .route("/panel/subscribers/bulk", page(post(sf::bulk)))
+        .route(
+            "/panel/subscribers/{id}",
+            page(get(pages::subscriber).post(sf::update)),
+        )
+        .route("/panel/subscribers/{id}/edit", page(get(sf::edit_form)))
+        .route(
+            "/panel/subscribers/{id}/status",
+            page(post(pages::set_status)),
+        )
+        .route("/panel/subscribers/{id}/renew", page(post(pages::renew)))
+        .route(
+            "/panel/subscribers/{id}/payments",
+            page(post(pages::payment)),
+        )
+        .route("/panel/users", page(get(pages::users)))
+        .route("/panel/resellers", page(get(pages::resellers)))
+        .route("/panel/audit", page(get(pages::audit)))
+        .route("/panel/wan", page(get(pages::wan)))
+        .route(
+            "/panel/users/{id}/impersonate",
+            page(post(auth::impersonate)),
+        )
+        .route(
+            "/panel/impersonation/end",
+            page(post(auth::end_impersonation)),
+        )
+        .route("/panel/{*rest}", any(not_found))
         .layer(axum::middleware::from_fn_with_state(state, frame))
         // Outside the frame: no session or brand lookup for a stylesheet.
         .route("/panel/assets/{hash}/{file}", get(asset))
@@ -71,7 +101,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/login"),
     ("POST", "/panel/logout"),
     ("GET", "/panel/subscribers"),
+    ("POST", "/panel/subscribers"),
+    ("GET", "/panel/subscribers/new"),
+    ("POST", "/panel/subscribers/bulk"),
     ("GET", "/panel/subscribers/{id}"),
+    ("POST", "/panel/subscribers/{id}"),
+    ("GET", "/panel/subscribers/{id}/edit"),
     ("POST", "/panel/subscribers/{id}/status"),
     ("POST", "/panel/subscribers/{id}/renew"),
     ("POST", "/panel/subscribers/{id}/payments"),
@@ -83,6 +118,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/impersonation/end"),
     ("GET", "/panel/assets/{hash}/{file}"),
 ];
+
+async fn method_not_allowed() -> Failure {
+    Failure(Error::new(
+        ErrorKind::MethodNotAllowed,
+        "method_not_allowed",
+        "this page does not answer that method",
+    ))
+}
 
 async fn not_found() -> Failure {
     Failure(Error::not_found("page"))

@@ -15,7 +15,7 @@ use crate::billing::{self, By, PaymentMethod};
 use crate::crypto::new_bearer;
 use crate::db::paging::Page;
 use crate::db::plan::{self, PlanFilter};
-use crate::db::site::{self, SiteFilter};
+use crate::db::site;
 use crate::db::subscriber::{
     self, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
@@ -125,9 +125,34 @@ pub struct ListQuery {
     plan_id: Option<String>,
     site_id: Option<String>,
     cursor: Option<String>,
+    /// After a bulk action: which, and how many it changed and left as they were.
+    done: Option<String>,
+    changed: Option<String>,
+    unchanged: Option<String>,
 }
 
 impl ListQuery {
+    /// What the last bulk action did, in words.
+    fn notice(&self) -> Option<String> {
+        let verb = match self.done.as_deref()? {
+            "suspend" => "Suspended",
+            "reconnect" => "Reconnected",
+            "set_reseller" => "Moved",
+            "renew" => "Renewed",
+            _ => return None,
+        };
+        let n = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        Some(format!(
+            "{verb} {} subscriber(s); {} left as they were.",
+            n(&self.changed),
+            n(&self.unchanged)
+        ))
+    }
+
     fn filter(&self) -> Result<SubscriberFilter> {
         let status = match self.status.as_deref().map(str::trim).unwrap_or("") {
             "" => None,
@@ -224,6 +249,8 @@ impl From<&Subscriber> for Row {
 struct Rows {
     rows: Vec<Row>,
     next: Option<String>,
+    /// The rows can be ticked for a bulk action.
+    pick: bool,
 }
 
 #[derive(Template)]
@@ -232,10 +259,10 @@ struct RowsFragment {
     list: Rows,
 }
 
-struct Choice {
-    value: String,
-    label: String,
-    selected: bool,
+pub(super) struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
 }
 
 #[derive(Template)]
@@ -243,6 +270,12 @@ struct Choice {
 struct SubscribersPage {
     chrome: Chrome,
     title: String,
+    notice: Option<String>,
+    can_create: bool,
+    /// The bulk actions granted, as (value, label).
+    bulk: Vec<(&'static str, &'static str)>,
+    bulk_key: String,
+    owners: Option<Vec<Choice>>,
     q: String,
     statuses: Vec<Choice>,
     plans: Vec<Choice>,
@@ -250,7 +283,7 @@ struct SubscribersPage {
     list: Rows,
 }
 
-fn choices(items: Vec<(String, String)>, current: Option<&str>) -> Vec<Choice> {
+pub(super) fn choices(items: Vec<(String, String)>, current: Option<&str>) -> Vec<Choice> {
     items
         .into_iter()
         .map(|(value, label)| Choice {
@@ -275,43 +308,38 @@ pub async fn subscribers(
     let page: Page<Subscriber> = st
         .list_page(&v.actor, f, subscriber::list, |s| s.id)
         .await?;
+    let a = &v.actor;
+    let bulk: Vec<(&str, &str)> = [
+        (a.can(Permission::SuspendReconnect), "suspend", "Suspend"),
+        (
+            a.can(Permission::SuspendReconnect),
+            "reconnect",
+            "Reconnect",
+        ),
+        (
+            a.can(Permission::RecordPayments),
+            "renew",
+            "Renew one period",
+        ),
+        (
+            a.can(Permission::EditCustomers) && a.can(Permission::ManageResellers),
+            "set_reseller",
+            "Move to reseller",
+        ),
+    ]
+    .into_iter()
+    .filter(|(granted, ..)| *granted)
+    .map(|(_, v, l)| (v, l))
+    .collect();
     let list = Rows {
         rows: page.items.iter().map(Row::from).collect(),
         next: page.next_cursor.as_deref().map(|c| q.with_cursor(c)),
+        pick: !bulk.is_empty(),
     };
     if headers.get("x-panel-fragment").is_some() {
         return Ok(render(&RowsFragment { list }).into_response());
     }
-    let see_sites = v.actor.can(Permission::ManageSites);
-    let (plans, sites) = st
-        .read_scoped(&v.actor, move |c, s| {
-            let plans = plan::list(
-                c,
-                s,
-                &PlanFilter::default(),
-                crate::db::Paging::new(None, Some(500))?,
-            )?
-            .into_iter()
-            .map(|p| (p.id.to_string(), p.name))
-            .collect::<Vec<_>>();
-            let sites = if see_sites {
-                Some(
-                    site::list(
-                        c,
-                        s,
-                        &SiteFilter::default(),
-                        crate::db::Paging::new(None, Some(500))?,
-                    )?
-                    .into_iter()
-                    .map(|x| (x.id.to_string(), x.name))
-                    .collect::<Vec<_>>(),
-                )
-            } else {
-                None
-            };
-            Ok((plans, sites))
-        })
-        .await?;
+    let o = super::subscriber_forms::options(&st, &v.actor).await?;
     let statuses = ["active", "suspended", "expired", "disabled"]
         .into_iter()
         .map(|s| (s.to_string(), s.to_string()))
@@ -319,10 +347,15 @@ pub async fn subscribers(
     Ok(render(&SubscribersPage {
         chrome: Chrome::new(&v.ctx, "subscribers"),
         title: "Subscribers".into(),
+        notice: q.notice(),
+        can_create: v.actor.can(Permission::CreateCustomers),
+        bulk,
+        bulk_key: new_bearer("pk_"),
+        owners: o.owners.map(|s| choices(s, None)),
         q: q.q.clone().unwrap_or_default(),
         statuses: choices(statuses, q.status.as_deref()),
-        plans: choices(plans, q.plan_id.as_deref()),
-        sites: sites.map(|s| choices(s, q.site_id.as_deref())),
+        plans: choices(o.plans, q.plan_id.as_deref()),
+        sites: o.sites.map(|s| choices(s, q.site_id.as_deref())),
         list,
     })
     .into_response())
@@ -340,6 +373,7 @@ struct SubscriberPage {
     owner: String,
     owner_money: Option<(String, String, String)>,
     can_status: bool,
+    can_edit: bool,
     suspended: bool,
     can_pay: bool,
     renew_key: String,
@@ -399,6 +433,8 @@ pub async fn subscriber(
     let current = sub.plan_id.map(|p| p.to_string());
     let notice = match dq.notice.as_deref() {
         Some("renewed") => Some("Renewed."),
+        Some("created") => Some("Subscriber created."),
+        Some("saved") => Some("Changes saved."),
         Some("paid") => Some("Payment recorded."),
         Some("suspended") => Some("Suspended."),
         Some("reconnected") => Some("Reconnected."),
@@ -415,6 +451,7 @@ pub async fn subscriber(
         owner: owner.0,
         owner_money: owner.1,
         can_status: v.actor.can(Permission::SuspendReconnect),
+        can_edit: v.actor.can(Permission::EditCustomers),
         suspended: sub.status == SubscriberStatus::Suspended,
         can_pay: v.actor.can(Permission::RecordPayments),
         renew_key: new_bearer("pk_"),
@@ -464,7 +501,7 @@ pub async fn set_status(
 /// `Idempotency-Key` ([`ledger::remembered`]): a second submit of the same form charges
 /// nothing and answers that it was already done. The key namespace is the API's, so a
 /// key is never reused across the two.
-async fn once<R: Serialize>(
+pub(super) async fn once<R: Serialize>(
     st: &AppState,
     actor: &Actor,
     key: &str,
