@@ -164,6 +164,21 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/subscribers/{id}/status",         [[303, 303], [303, 404], [303, 404], [303, 404], [303, 404], [401, 401]]),
     ("POST", "/panel/subscribers/{id}/renew",          [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("POST", "/panel/subscribers/{id}/payments",       [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/plans",                            [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/plans",                           [[303, 303], [303, 403], [303, 403], [403, 403], [303, 403], [401, 401]]),
+    ("GET", "/panel/plans/new",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/plans/{id}",                      [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/plans/{id}/edit",                  [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/plans/{id}/status",               [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/resellers/{id}/rate-card",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    // Own: sub-reseller A1's card (A and the operator manage it); other: B's.
+    ("POST", "/panel/resellers/{id}/rate-card",        [[303, 303], [303, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("GET", "/panel/sites",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/sites",                           [[303, 303], [303, 403], [303, 403], [403, 403], [303, 403], [401, 401]]),
+    ("GET", "/panel/sites/{id}",                       [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/sites/{id}/nas",                  [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    // The answer is the page showing the new token's secret once, not a redirect.
+    ("POST", "/panel/sites/{id}/enrollment-tokens",    [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/panel/users",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/resellers",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/audit",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
@@ -177,6 +192,15 @@ const MATRIX: &[(&str, &str, Cells)] = &[
 /// `&'static str`, and a test makes a handful).
 fn pick(id: i64) -> &'static str {
     Box::leak(format!("pick.{id}").into_boxed_str())
+}
+
+/// The rate card a cell changes, and a plan of its holder's parent for it: A1's (which
+/// A and the operator manage) or B's (only the operator).
+fn card_target(fx: &Fixture, t: Target) -> (i64, i64) {
+    match t {
+        Target::Own => (fx.a1.tenant, fx.a1.card_plan.unwrap()),
+        Target::Other => (fx.b.tenant, fx.b.card_plan.unwrap()),
+    }
 }
 
 /// Builds one cell's path and form. `Other` of the asset route is a stale hash.
@@ -215,6 +239,38 @@ fn cell(
             ("action", "suspend".into()),
             (pick(h.subscriber), "1".into()),
         ]),
+        ("POST", "/panel/plans") => Some(vec![
+            ("name", "Form plan".into()),
+            ("tenant_id", h.tenant.to_string()),
+            (
+                "parent_plan_id",
+                h.card_plan.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            ("download_kbps", "1000".into()),
+            ("upload_kbps", "500".into()),
+            ("price", "50.00".into()),
+        ]),
+        ("POST", "/panel/plans/{id}") => Some(vec![
+            ("name", "Renamed plan".into()),
+            ("download_kbps", "1000".into()),
+            ("upload_kbps", "500".into()),
+            ("price", "50.00".into()),
+        ]),
+        ("POST", "/panel/plans/{id}/status") => Some(vec![("status", "archived".into())]),
+        ("POST", "/panel/resellers/{id}/rate-card") => Some(vec![
+            ("plan_id", card_target(fx, t).1.to_string()),
+            ("wholesale_price", "16.00".into()),
+        ]),
+        ("POST", "/panel/sites") => Some(vec![
+            ("name", "form-site".into()),
+            ("tenant_id", h.tenant.to_string()),
+        ]),
+        ("POST", "/panel/sites/{id}/nas") => Some(vec![
+            ("name", "form-nas".into()),
+            ("ip", "192.0.2.77".into()),
+            ("secret", "radius-secret-2".into()),
+            ("kind", "mikrotik".into()),
+        ]),
         ("POST", "/panel/subscribers/{id}") => Some(vec![
             ("username", "renamed-by-form".into()),
             ("max_sessions", "2".into()),
@@ -242,6 +298,12 @@ fn cell(
             }
         }
         "/panel/users/{id}/impersonate" => route.replace("{id}", &h.manager.to_string()),
+        r if r.starts_with("/panel/plans/") => r.replace("{id}", &h.plan.to_string()),
+        r if r.starts_with("/panel/sites/") => r.replace("{id}", &h.site.to_string()),
+        "/panel/resellers/{id}/rate-card" if method == "POST" => {
+            route.replace("{id}", &card_target(fx, t).0.to_string())
+        }
+        "/panel/resellers/{id}/rate-card" => route.replace("{id}", &h.tenant.to_string()),
         r => r.replace("{id}", &h.subscriber.to_string()),
     };
     (path, form)
@@ -1402,4 +1464,252 @@ async fn a_wrong_method_is_a_page() {
             "{m} {path}: {html}"
         );
     }
+}
+
+/// A reseller's plans: created through the form on a plan of its card (a speed above
+/// that plan's comes back beside the field), listed with what it pays for its card's
+/// plans, edited and archived through the API's update.
+#[tokio::test]
+async fn plans_are_made_edited_and_archived_through_their_forms() {
+    let fx = Fixture::new();
+    let (s, _, html) = get(&fx, Who::A, "/panel/plans".into()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    // op-basic is on A's card at 10.00; a-home is A's own.
+    let row = |html: &str, id: i64| {
+        html.split(&format!("<tr id=\"plan-{id}\">"))
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or("")
+            .to_string()
+    };
+    let basic = row(&html, fx.a.card_plan.unwrap());
+    assert!(
+        basic.contains("10.00") && !basic.contains("Edit"),
+        "{basic}"
+    );
+    assert!(row(&html, fx.a.plan).contains("Edit"), "{html}");
+    let form = |down: &str| {
+        vec![
+            ("name", "Sky Max".to_string()),
+            ("parent_plan_id", fx.a.card_plan.unwrap().to_string()),
+            ("download_kbps", down.to_string()),
+            ("upload_kbps", "2000".into()),
+            ("price", "35.00".into()),
+        ]
+    };
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), "/panel/plans", form("90000")).await;
+    assert!(s.is_client_error(), "{s} {html}");
+    assert!(html.contains("id=\"e-download_kbps\""), "{html}");
+    assert_eq!(input_value(&html, "name").as_deref(), Some("Sky Max"));
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), "/panel/plans", form("fast")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"e-download_kbps\""), "{html}");
+    let (s, h, body) = post_form(&fx, fx.secret(Who::A), "/panel/plans", form("15000")).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(
+        h[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=created")
+    );
+    let id = fx.query_i64("SELECT id FROM plans WHERE name = 'Sky Max'");
+    assert_eq!(
+        fx.query_i64(&format!("SELECT tenant_id FROM plans WHERE id = {id}")),
+        fx.a.tenant
+    );
+    // Edit: the form comes filled, a new price is saved.
+    let (s, _, html) = get(&fx, Who::A, format!("/panel/plans/{id}/edit")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(input_value(&html, "price").as_deref(), Some("35.00"));
+    let (s, _, body) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        &format!("/panel/plans/{id}"),
+        vec![
+            ("name", "Sky Max".into()),
+            ("download_kbps", "15000".into()),
+            ("upload_kbps", "2000".into()),
+            ("price", "39.50".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(
+        fx.query_i64(&format!("SELECT price FROM plans WHERE id = {id}")),
+        3950
+    );
+    let (s, _, _) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        &format!("/panel/plans/{id}/status"),
+        vec![("status", "archived".into())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, _, html) = get(&fx, Who::A, "/panel/plans".into()).await;
+    assert!(row(&html, id).contains("archived"), "{html}");
+    // B sees neither the plan nor its form.
+    let (_, _, html) = get(&fx, Who::B, "/panel/plans".into()).await;
+    assert!(!html.contains("Sky Max"));
+    let (s, _, _) = get(&fx, Who::B, format!("/panel/plans/{id}/edit")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A reseller's rate card: its parent puts a plan on it at a wholesale price (a bad
+/// price comes back beside the field), the card's holder sees it and may not change it.
+#[tokio::test]
+async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
+    let fx = Fixture::new();
+    let path = format!("/panel/resellers/{}/rate-card", fx.a1.tenant);
+    let (s, _, html) = get(&fx, Who::A, path.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("id=\"card-form\"") && html.contains("a-home"),
+        "{html}"
+    );
+    let set = |price: &str| {
+        vec![
+            ("plan_id", fx.a.plan.to_string()),
+            ("wholesale_price", price.to_string()),
+        ]
+    };
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), &path, set("cheap")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"e-wholesale_price\""), "{html}");
+    assert_eq!(
+        input_value(&html, "wholesale_price").as_deref(),
+        Some("cheap")
+    );
+    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &path, set("12.50")).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let (_, last) = fx.audit_tail();
+    assert_eq!(last.unwrap().1, "rate_card.set");
+    let (s, _, html) = get(&fx, Who::A1, path.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    let line = html
+        .split(&format!("<tr id=\"card-{}\">", fx.a.plan))
+        .nth(1)
+        .unwrap_or("");
+    assert!(line.contains("12.50"), "{html}");
+    assert!(
+        !html.contains("id=\"card-form\""),
+        "the holder may not change its own card"
+    );
+    let (s, _, _) = post_form(&fx, fx.secret(Who::A1), &path, set("1.00")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Off the card.
+    let (s, _, _) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        &path,
+        vec![("plan_id", fx.a.plan.to_string()), ("remove", "1".into())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let (_, _, html) = get(&fx, Who::A1, path).await;
+    assert!(
+        !html.contains(&format!("<tr id=\"card-{}\">", fx.a.plan)),
+        "{html}"
+    );
+}
+
+/// Sites: the list shows each agent's sync state; a site and a NAS are made through
+/// their forms (bad input beside its field); an enrollment token's secret is shown on
+/// the answer once, never again, and enrolls an agent.
+#[tokio::test]
+async fn sites_nas_and_enrollment_tokens_through_the_pages() {
+    let fx = Fixture::new();
+    let (s, _, html) = get(&fx, Who::A, "/panel/sites".into()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("site-a") && html.contains("site-a1") && !html.contains("site-b"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("bng-{}", fx.a.site)), "{html}");
+    // A taken name: the form again, beside the name.
+    let (s, _, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/sites",
+        vec![("name", "site-a".into()), ("location", "Hilltop".into())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{html}");
+    assert!(html.contains("id=\"e-name\""), "{html}");
+    assert_eq!(input_value(&html, "location").as_deref(), Some("Hilltop"));
+    let (s, h, _) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/sites",
+        vec![
+            ("name", "Hilltop tower".into()),
+            ("location", "Hilltop".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let to = h[header::LOCATION].to_str().unwrap().to_string();
+    let (s, _, html) = get(&fx, Who::A, to.clone()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains("id=\"no-agent\""), "{html}");
+    let site: i64 = to["/panel/sites/".len()..to.find('?').unwrap()]
+        .parse()
+        .unwrap();
+    // A NAS: a bad address, then a good one.
+    let nas = |ip: &str| {
+        vec![
+            ("name", "core-1".to_string()),
+            ("ip", ip.to_string()),
+            ("secret", "radius-secret-9".into()),
+            ("kind", "accel-ppp".into()),
+        ]
+    };
+    let nas_path = format!("/panel/sites/{site}/nas");
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), &nas_path, nas("192.0.2.300")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"e-ip\""), "{html}");
+    assert_eq!(input_value(&html, "name").as_deref(), Some("core-1"));
+    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &nas_path, nas("192.0.2.30")).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let (_, _, html) = get(&fx, Who::A, format!("/panel/sites/{site}")).await;
+    assert!(
+        html.contains("192.0.2.30") && html.contains("accel-ppp"),
+        "{html}"
+    );
+    // The token: on the answer, not cached, not shown again.
+    let (s, h, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        &format!("/panel/sites/{site}/enrollment-tokens"),
+        vec![],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    let secret = html
+        .split("<span id=\"token-secret\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_string();
+    assert!(secret.starts_with("ope_"), "{secret}");
+    let (_, _, again) = get(&fx, Who::A, format!("/panel/sites/{site}")).await;
+    assert!(!again.contains(&secret), "the secret was shown twice");
+    let body = json!({ "token": secret, "wireguard_public_key": common::TEST_WG_KEY, "hostname": "hilltop-bng",
+                       "agent_version": "0.9.1", "protocol_version": outpost_protocol::PROTOCOL_VERSION });
+    let req = Request::post("/agent/v1/enroll")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (s, _, r) = fx.send(req, ip()).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (_, _, html) = get(&fx, Who::A, format!("/panel/sites/{site}")).await;
+    assert!(
+        html.contains("hilltop-bng") && html.contains("id=\"agent-version\">0.9.1<"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"sync\""), "{html}");
+    // B reaches none of it.
+    let (s, _, _) = get(&fx, Who::B, format!("/panel/sites/{site}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -16,11 +16,15 @@
 //! - `auth`: login, logout, "log in as" and the way back; `pages`: dashboard,
 //!   subscribers, logins, the reseller tree, the audit log, WAN checks;
 //!   `subscriber_forms`: a subscriber's create and edit forms and the list's bulk
-//!   actions; `forms`: the per-field errors every form shows.
+//!   actions; `plans`: plans (list, create, edit, archive) and a reseller's rate card;
+//!   `sites`: sites with their agents' sync state, NAS devices, enrollment tokens;
+//!   `forms`: the per-field errors every form shows.
 
 mod auth;
 mod forms;
 mod pages;
+mod plans;
+mod sites;
 mod subscriber_forms;
 
 use std::sync::LazyLock;
@@ -76,6 +80,22 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/panel/subscribers/{id}/payments",
             page(post(pages::payment)),
         )
+        .route("/panel/plans", page(get(plans::list).post(plans::create)))
+        .route("/panel/plans/new", page(get(plans::new_form)))
+        .route("/panel/plans/{id}", page(post(plans::update)))
+        .route("/panel/plans/{id}/edit", page(get(plans::edit_form)))
+        .route("/panel/plans/{id}/status", page(post(plans::set_status)))
+        .route(
+            "/panel/resellers/{id}/rate-card",
+            page(get(plans::rate_card).post(plans::change_rate_card)),
+        )
+        .route("/panel/sites", page(get(sites::list).post(sites::create)))
+        .route("/panel/sites/{id}", page(get(sites::show)))
+        .route("/panel/sites/{id}/nas", page(post(sites::create_nas)))
+        .route(
+            "/panel/sites/{id}/enrollment-tokens",
+            page(post(sites::create_token)),
+        )
         .route("/panel/users", page(get(pages::users)))
         .route("/panel/resellers", page(get(pages::resellers)))
         .route("/panel/audit", page(get(pages::audit)))
@@ -110,6 +130,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/subscribers/{id}/status"),
     ("POST", "/panel/subscribers/{id}/renew"),
     ("POST", "/panel/subscribers/{id}/payments"),
+    ("GET", "/panel/plans"),
+    ("POST", "/panel/plans"),
+    ("GET", "/panel/plans/new"),
+    ("POST", "/panel/plans/{id}"),
+    ("GET", "/panel/plans/{id}/edit"),
+    ("POST", "/panel/plans/{id}/status"),
+    ("GET", "/panel/resellers/{id}/rate-card"),
+    ("POST", "/panel/resellers/{id}/rate-card"),
+    ("GET", "/panel/sites"),
+    ("POST", "/panel/sites"),
+    ("GET", "/panel/sites/{id}"),
+    ("POST", "/panel/sites/{id}/nas"),
+    ("POST", "/panel/sites/{id}/enrollment-tokens"),
     ("GET", "/panel/users"),
     ("GET", "/panel/resellers"),
     ("GET", "/panel/audit"),
@@ -496,6 +529,18 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             "/panel/resellers",
             "Resellers",
             Some(Permission::ManageResellers),
+        ),
+        (
+            "plans",
+            "/panel/plans",
+            "Plans",
+            Some(Permission::ManagePlans),
+        ),
+        (
+            "sites",
+            "/panel/sites",
+            "Sites",
+            Some(Permission::ManageSites),
         ),
         (
             "users",
