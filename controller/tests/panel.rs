@@ -180,6 +180,10 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     // The answer is the page showing the new token's secret once, not a redirect.
     ("POST", "/panel/sites/{id}/enrollment-tokens",    [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/panel/users",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/users",                           [[303, 303], [303, 403], [303, 403], [403, 403], [303, 403], [401, 401]]),
+    ("GET", "/panel/users/new",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("POST", "/panel/users/{id}",                      [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/users/{id}/edit",                  [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     ("GET", "/panel/resellers",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/audit",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/wan",                              [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
@@ -261,6 +265,20 @@ fn cell(
             ("plan_id", card_target(fx, t).1.to_string()),
             ("wholesale_price", "16.00".into()),
         ]),
+        ("POST", "/panel/users") => Some(vec![
+            ("kind", "manager".into()),
+            ("email", "form-made@fixture.test".into()),
+            ("name", "Form Made".into()),
+            ("password", "form-password-1".into()),
+            ("tenant_id", h.tenant.to_string()),
+            ("perm.view_customers", "1".into()),
+        ]),
+        ("POST", "/panel/users/{id}") => Some(vec![
+            ("kind", "manager".into()),
+            ("name", "Renamed Manager".into()),
+            ("status", "active".into()),
+            ("perm.view_customers", "1".into()),
+        ]),
         ("POST", "/panel/sites") => Some(vec![
             ("name", "form-site".into()),
             ("tenant_id", h.tenant.to_string()),
@@ -297,7 +315,7 @@ fn cell(
                 "/panel/assets/000000000000/panel.css".into()
             }
         }
-        "/panel/users/{id}/impersonate" => route.replace("{id}", &h.manager.to_string()),
+        r if r.starts_with("/panel/users/{id}") => r.replace("{id}", &h.manager.to_string()),
         r if r.starts_with("/panel/plans/") => r.replace("{id}", &h.plan.to_string()),
         r if r.starts_with("/panel/sites/") => r.replace("{id}", &h.site.to_string()),
         "/panel/resellers/{id}/rate-card" if method == "POST" => {
@@ -1711,5 +1729,115 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     assert!(html.contains("id=\"sync\""), "{html}");
     // B reaches none of it.
     let (s, _, _) = get(&fx, Who::B, format!("/panel/sites/{site}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A login made through the form: a manager with a preset and ticked functions (only
+/// those the creator holds are offered), refusals beside their fields without the
+/// password sent back, and the edit form changing its functions.
+#[tokio::test]
+async fn staff_and_managers_through_their_forms() {
+    let fx = Fixture::new();
+    let (s, _, html) = get(&fx, Who::A, "/panel/users/new".into()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("name=\"perm.manage_plans\""), "{html}");
+    assert!(
+        html.contains("data-perms=\"view_customers record_payments view_invoices\""),
+        "{html}"
+    );
+    assert!(
+        !html.contains("value=\"operator\""),
+        "a reseller cannot make operator staff"
+    );
+    let form = |email: &str, password: &str| {
+        vec![
+            ("kind", "manager".to_string()),
+            ("email", email.to_string()),
+            ("name", "Desk Two".into()),
+            ("password", password.to_string()),
+            ("preset", "collector".into()),
+            ("perm.suspend_reconnect", "1".into()),
+        ]
+    };
+    let (s, _, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/users",
+        form("not-an-email", "short"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    assert!(html.contains("id=\"e-email\""), "{html}");
+    assert_eq!(input_value(&html, "name").as_deref(), Some("Desk Two"));
+    assert_eq!(
+        input_value(&html, "password").as_deref(),
+        Some(""),
+        "the password came back"
+    );
+    assert!(
+        html.contains("name=\"perm.suspend_reconnect\" value=\"1\" checked"),
+        "{html}"
+    );
+    let (s, _, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/users",
+        form("desk2@a.test", "short"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"e-password\""), "{html}");
+    let (s, _, body) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/users",
+        form("desk2@a.test", "a-long-password-1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let id = fx.query_i64("SELECT id FROM users WHERE email = 'desk2@a.test'");
+    let v = fx.get_ok(Who::A, &format!("/api/v1/users/{id}")).await;
+    assert_eq!(
+        v["permissions"],
+        json!([
+            "view_customers",
+            "record_payments",
+            "suspend_reconnect",
+            "view_invoices"
+        ]),
+        "{v}"
+    );
+    assert_eq!(v["tenant_id"], fx.a.tenant);
+    // The manager M may not grant what it lacks: the form does not offer it.
+    let (_, _, html) = get(&fx, Who::M, "/panel/users/new".into()).await;
+    assert!(
+        html.contains("data-status=\"403\""),
+        "M lacks manage_staff: {html}"
+    );
+    // Edit: functions replaced, disabled.
+    let (s, _, html) = get(&fx, Who::A, format!("/panel/users/{id}/edit")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("name=\"perm.record_payments\" value=\"1\" checked"),
+        "{html}"
+    );
+    let (s, _, body) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        &format!("/panel/users/{id}"),
+        vec![
+            ("kind", "manager".into()),
+            ("name", "Desk Two".into()),
+            ("status", "disabled".into()),
+            ("perm.view_customers", "1".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let v = fx.get_ok(Who::A, &format!("/api/v1/users/{id}")).await;
+    assert_eq!(v["permissions"], json!(["view_customers"]));
+    assert_eq!(v["status"], "disabled");
+    // B's users are not A's to see.
+    let (s, _, _) = get(&fx, Who::B, format!("/panel/users/{id}/edit")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }

@@ -18,6 +18,7 @@
 //!   `subscriber_forms`: a subscriber's create and edit forms and the list's bulk
 //!   actions; `plans`: plans (list, create, edit, archive) and a reseller's rate card;
 //!   `sites`: sites with their agents' sync state, NAS devices, enrollment tokens;
+//!   `staff`: a login's create and edit forms, a manager's functions and presets;
 //!   `forms`: the per-field errors every form shows.
 
 mod auth;
@@ -25,6 +26,7 @@ mod forms;
 mod pages;
 mod plans;
 mod sites;
+mod staff;
 mod subscriber_forms;
 
 use std::sync::LazyLock;
@@ -96,7 +98,10 @@ pub fn router(state: AppState) -> Router<AppState> {
             "/panel/sites/{id}/enrollment-tokens",
             page(post(sites::create_token)),
         )
-        .route("/panel/users", page(get(pages::users)))
+        .route("/panel/users", page(get(pages::users).post(staff::create)))
+        .route("/panel/users/new", page(get(staff::new_form)))
+        .route("/panel/users/{id}", page(post(staff::update)))
+        .route("/panel/users/{id}/edit", page(get(staff::edit_form)))
         .route("/panel/resellers", page(get(pages::resellers)))
         .route("/panel/audit", page(get(pages::audit)))
         .route("/panel/wan", page(get(pages::wan)))
@@ -144,6 +149,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/sites/{id}/nas"),
     ("POST", "/panel/sites/{id}/enrollment-tokens"),
     ("GET", "/panel/users"),
+    ("POST", "/panel/users"),
+    ("GET", "/panel/users/new"),
+    ("POST", "/panel/users/{id}"),
+    ("GET", "/panel/users/{id}/edit"),
     ("GET", "/panel/resellers"),
     ("GET", "/panel/audit"),
     ("GET", "/panel/wan"),

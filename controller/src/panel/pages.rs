@@ -635,6 +635,7 @@ struct Login {
 struct UsersPage {
     chrome: Chrome,
     title: String,
+    notice: Option<&'static str>,
     users: Vec<Login>,
     next: Option<String>,
 }
@@ -642,6 +643,7 @@ struct UsersPage {
 #[derive(Deserialize)]
 pub struct UsersQuery {
     cursor: Option<String>,
+    notice: Option<String>,
 }
 
 /// The logins of the actor's part of the tree, with "log in as" where the API's
@@ -663,6 +665,11 @@ pub async fn users(
     Ok(render(&UsersPage {
         chrome: Chrome::new(&v.ctx, "users"),
         title: "Logins".into(),
+        notice: match q.notice.as_deref() {
+            Some("created") => Some("Login created."),
+            Some("saved") => Some("Login saved."),
+            _ => None,
+        },
         users: page
             .items
             .iter()
