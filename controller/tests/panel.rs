@@ -170,6 +170,16 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/plans/{id}",                      [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("GET", "/panel/plans/{id}/edit",                  [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     ("POST", "/panel/plans/{id}/status",               [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    // A1 is as deep as the tree goes: a reseller below it is refused for depth (422).
+    ("POST", "/panel/resellers",                       [[303, 303], [303, 403], [422, 403], [403, 403], [303, 403], [401, 401]]),
+    ("GET", "/panel/resellers/new",                    [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    // Own: sub-reseller A1 (A and the operator manage it; nobody manages itself); other: B.
+    ("GET", "/panel/resellers/{id}",                   [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [303, 303]]),
+    ("POST", "/panel/resellers/{id}",                  [[303, 303], [303, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    // Only a reseller's own parent moves its balance: not the operator, for A1.
+    ("POST", "/panel/resellers/{id}/balance",          [[403, 303], [303, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    ("GET", "/panel/resellers/{id}/statement",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("GET", "/panel/ledger",                           [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/resellers/{id}/rate-card",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     // Own: sub-reseller A1's card (A and the operator manage it); other: B's.
     ("POST", "/panel/resellers/{id}/rate-card",        [[303, 303], [303, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
@@ -265,6 +275,20 @@ fn cell(
             ("plan_id", card_target(fx, t).1.to_string()),
             ("wholesale_price", "16.00".into()),
         ]),
+        ("POST", "/panel/resellers") => Some(vec![
+            ("name", "Form Reseller".into()),
+            ("parent_id", h.tenant.to_string()),
+        ]),
+        ("POST", "/panel/resellers/{id}") => Some(vec![
+            ("name", "Renamed Reseller".into()),
+            ("status", "active".into()),
+            ("credit_limit", "0.00".into()),
+        ]),
+        ("POST", "/panel/resellers/{id}/balance") => Some(vec![
+            ("key", key.clone()),
+            ("kind", "top_up".into()),
+            ("amount", "5.00".into()),
+        ]),
         ("POST", "/panel/users") => Some(vec![
             ("kind", "manager".into()),
             ("email", "form-made@fixture.test".into()),
@@ -321,6 +345,10 @@ fn cell(
         "/panel/resellers/{id}/rate-card" if method == "POST" => {
             route.replace("{id}", &card_target(fx, t).0.to_string())
         }
+        "/panel/resellers/{id}" | "/panel/resellers/{id}/balance" => {
+            route.replace("{id}", &card_target(fx, t).0.to_string())
+        }
+        "/panel/resellers/{id}/statement" => route.replace("{id}", &h.tenant.to_string()),
         "/panel/resellers/{id}/rate-card" => route.replace("{id}", &h.tenant.to_string()),
         r => r.replace("{id}", &h.subscriber.to_string()),
     };
@@ -376,9 +404,10 @@ async fn panel_authorization_matrix() {
                         .get(header::CONTENT_TYPE)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    if !html.starts_with("text/html")
-                        || !body.contains(&format!("data-status=\"{want}\""))
-                    {
+                    // A form's own refusal (bad input) is the form again, its errors shown.
+                    let page = body.contains(&format!("data-status=\"{want}\""))
+                        || (want == 422 && body.contains("id=\"form-error\""));
+                    if !html.starts_with("text/html") || !page {
                         failures.push(format!(
                             "{name}: the refusal is not an error page: {html} {body}"
                         ));
@@ -1840,4 +1869,132 @@ async fn staff_and_managers_through_their_forms() {
     // B's users are not A's to see.
     let (s, _, _) = get(&fx, Who::B, format!("/panel/users/{id}/edit")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A reseller run by its parent: a sub-reseller made through the form, its page saying
+/// what disabling cuts, settings saved (bad limits beside their fields), a top-up run
+/// once per form key, a refund without its reason refused, and the statement with the
+/// API's CSV export.
+#[tokio::test]
+async fn a_parent_runs_its_reseller_through_the_pages() {
+    let fx = Fixture::new();
+    let (s, h, body) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        "/panel/resellers",
+        vec![("name", "Sky East".into()), ("rebrand_enabled", "1".into())],
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert!(
+        h[header::LOCATION]
+            .to_str()
+            .unwrap()
+            .ends_with("notice=created")
+    );
+    assert_eq!(
+        fx.query_i64("SELECT parent_id FROM tenants WHERE name = 'Sky East'"),
+        fx.a.tenant
+    );
+    let a1 = fx.a1.tenant;
+    let path = format!("/panel/resellers/{a1}");
+    let (s, _, html) = get(&fx, Who::A, path.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    let impact = html.split("id=\"disable-impact\"").nth(1).unwrap_or("");
+    assert!(
+        impact.contains("<strong>1</strong> subscriber(s)"),
+        "{html}"
+    );
+    assert!(impact.contains("<strong>1</strong> site(s)"), "{html}");
+    // Settings: a bad limit comes back beside it; then saved, disabled.
+    let settings = |max: &str, status: &str| {
+        vec![
+            ("name", "Sub-reseller A1".to_string()),
+            ("status", status.to_string()),
+            ("credit_limit", "25.00".into()),
+            ("max_subscribers", max.to_string()),
+        ]
+    };
+    let (s, _, html) = post_form(&fx, fx.secret(Who::A), &path, settings("many", "active")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"e-max_subscribers\""), "{html}");
+    assert_eq!(input_value(&html, "credit_limit").as_deref(), Some("25.00"));
+    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &path, settings("50", "disabled")).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    let v = fx.get_ok(Who::A, &format!("/api/v1/resellers/{a1}")).await;
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["limits"]["max_subscribers"].as_i64()
+        ),
+        (Some("disabled"), Some(50))
+    );
+    assert_eq!(v["credit_limit"], "25.00");
+    // Money: a top-up twice with one key moves the balance once.
+    let before = (balance(&fx, a1), balance(&fx, fx.a.tenant));
+    let money = format!("{path}/balance");
+    let top_up = vec![
+        ("key", "top-up-key-1".to_string()),
+        ("kind", "top_up".into()),
+        ("amount", "5.00".into()),
+    ];
+    for want in ["notice=money", "notice=replayed"] {
+        let (s, h, body) = post_form(&fx, fx.secret(Who::A), &money, top_up.clone()).await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+        assert!(h[header::LOCATION].to_str().unwrap().ends_with(want));
+    }
+    assert_eq!(
+        (balance(&fx, a1), balance(&fx, fx.a.tenant)),
+        (before.0 + 500, before.1 - 500),
+        "a transfer from A to A1, once"
+    );
+    let (s, _, html) = post_form(
+        &fx,
+        fx.secret(Who::A),
+        &money,
+        vec![
+            ("key", "refund-key-1".into()),
+            ("kind", "refund".into()),
+            ("amount", "2.00".into()),
+        ],
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("id=\"e-note\""), "{html}");
+    assert_eq!(
+        input_value(&html, "key").as_deref(),
+        Some("refund-key-1"),
+        "the key was lost"
+    );
+    assert_eq!(balance(&fx, a1), before.0 + 500);
+    // The statement, and its CSV from the API with the panel's session.
+    let (s, _, html) = get(&fx, Who::A, format!("{path}/statement")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("5.00") && html.contains("id=\"csv\""),
+        "{html}"
+    );
+    let req = Request::builder()
+        .uri(format!("/api/v1/resellers/{a1}/statement?format=csv"))
+        .header(
+            header::COOKIE,
+            format!("outpost_session={}", fx.secret(Who::A).unwrap()),
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (s, h, csv) = fx.send(req, ip()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(csv.as_str().unwrap_or_default().contains(",5.00,"), "{csv}");
+    let (s, _, html) = get(&fx, Who::A, "/panel/ledger".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("id=\"ledger\"") && html.contains("5.00"),
+        "{html}"
+    );
 }

@@ -19,12 +19,15 @@
 //!   actions; `plans`: plans (list, create, edit, archive) and a reseller's rate card;
 //!   `sites`: sites with their agents' sync state, NAS devices, enrollment tokens;
 //!   `staff`: a login's create and edit forms, a manager's functions and presets;
+//!   `resellers`: a sub-reseller's creation, its settings, balance, statement, and
+//!   the ledger;
 //!   `forms`: the per-field errors every form shows.
 
 mod auth;
 mod forms;
 mod pages;
 mod plans;
+mod resellers;
 mod sites;
 mod staff;
 mod subscriber_forms;
@@ -102,7 +105,24 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/panel/users/new", page(get(staff::new_form)))
         .route("/panel/users/{id}", page(post(staff::update)))
         .route("/panel/users/{id}/edit", page(get(staff::edit_form)))
-        .route("/panel/resellers", page(get(pages::resellers)))
+        .route(
+            "/panel/resellers",
+            page(get(pages::resellers).post(resellers::create)),
+        )
+        .route("/panel/resellers/new", page(get(resellers::new_form)))
+        .route(
+            "/panel/resellers/{id}",
+            page(get(resellers::show).post(resellers::update)),
+        )
+        .route(
+            "/panel/resellers/{id}/balance",
+            page(post(resellers::money)),
+        )
+        .route(
+            "/panel/resellers/{id}/statement",
+            page(get(resellers::statement)),
+        )
+        .route("/panel/ledger", page(get(resellers::ledger)))
         .route("/panel/audit", page(get(pages::audit)))
         .route("/panel/wan", page(get(pages::wan)))
         .route(
@@ -154,6 +174,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/users/{id}"),
     ("GET", "/panel/users/{id}/edit"),
     ("GET", "/panel/resellers"),
+    ("POST", "/panel/resellers"),
+    ("GET", "/panel/resellers/new"),
+    ("GET", "/panel/resellers/{id}"),
+    ("POST", "/panel/resellers/{id}"),
+    ("POST", "/panel/resellers/{id}/balance"),
+    ("GET", "/panel/resellers/{id}/statement"),
+    ("GET", "/panel/ledger"),
     ("GET", "/panel/audit"),
     ("GET", "/panel/wan"),
     ("POST", "/panel/users/{id}/impersonate"),
@@ -556,6 +583,12 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             "/panel/users",
             "Logins",
             Some(Permission::ManageStaff),
+        ),
+        (
+            "ledger",
+            "/panel/ledger",
+            "Ledger",
+            Some(Permission::ViewInvoices),
         ),
         (
             "wan",
