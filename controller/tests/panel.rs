@@ -1998,3 +1998,50 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
         "{html}"
     );
 }
+
+/// The dashboard: sessions online now from the sites' accounting (each tenant its own),
+/// and the sites with their agents' sync state.
+#[tokio::test]
+async fn the_dashboard_shows_sessions_online_and_the_sites_sync() {
+    let fx = Fixture::new();
+    let version = outpost_protocol::PROTOCOL_VERSION.to_string();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let start = json!({ "events": [{ "seq": 1, "at": now, "type": "accounting",
+        "status": "start", "username": "sub-a", "session_id": "s1", "nas_ip": "198.51.100.2",
+        "framed_ip": "100.64.0.7", "calling_station_id": "AA:BB:CC:DD:EE:01", "session_time": 0,
+        "input_octets": 0, "output_octets": 0, "terminate_cause": null }] });
+    let (s, v) = fx
+        .request(
+            Some(&fx.agents[&fx.a.site].1),
+            ip(),
+            Method::POST,
+            "/agent/v1/events",
+            Some(start),
+            &[(outpost_protocol::PROTOCOL_HEADER, &version)],
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let count = |html: &str| {
+        html.split("id=\"online-count\">")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .map(str::to_string)
+    };
+    let (_, _, html) = get(&fx, Who::A, "/panel".into()).await;
+    assert_eq!(count(&html).as_deref(), Some("1"), "{html}");
+    let sync = html.split("id=\"site-sync\"").nth(1).unwrap_or("");
+    assert!(
+        sync.contains("site-a") && sync.contains("class=\"sync"),
+        "{html}"
+    );
+    let (_, _, html) = get(&fx, Who::B, "/panel".into()).await;
+    assert_eq!(
+        count(&html).as_deref(),
+        Some("0"),
+        "B counts A's session: {html}"
+    );
+    // A manager without manage sites sees the count but no sites.
+    let (_, _, html) = get(&fx, Who::M, "/panel".into()).await;
+    assert_eq!(count(&html).as_deref(), Some("1"));
+    assert!(!html.contains("id=\"site-sync\""));
+}

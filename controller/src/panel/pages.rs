@@ -41,6 +41,10 @@ struct DashboardPage {
     subscribers: Option<(Vec<Count>, i64, i64)>,
     money: Option<(String, String, String)>,
     sites: Option<i64>,
+    /// Sessions online now (view customers).
+    online: Option<i64>,
+    /// The first sites with their agents' sync state (manage sites).
+    site_sync: Option<Vec<super::sites::SiteLine>>,
 }
 
 #[derive(Deserialize)]
@@ -94,15 +98,36 @@ pub async fn dashboard(
                     cur.code.clone(),
                 )
             });
-            let sites = if sites {
-                Some(site::count(c, &scope)?)
+            let online = customers
+                .then(|| crate::db::agent::online_count(c, &scope))
+                .transpose()?;
+            let (sites, site_sync) = if sites {
+                let first = site::list(
+                    c,
+                    &scope,
+                    &site::SiteFilter::default(),
+                    crate::db::Paging::new(None, Some(20))?,
+                )?;
+                let lines = first
+                    .into_iter()
+                    .map(|s| {
+                        let agent = super::sites::agent_of(c, s.id)?;
+                        Ok(super::sites::SiteLine {
+                            id: s.id,
+                            name: s.name,
+                            location: s.location,
+                            agent: agent.as_ref().map(super::sites::AgentLine::from),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (Some(site::count(c, &scope)?), Some(lines))
             } else {
-                None
+                (None, None)
             };
-            Ok((t.name, subscribers, money, sites))
+            Ok((t.name, subscribers, money, sites, online, site_sync))
         })
         .await?;
-    let (tenant_name, subscribers, money, sites) = page;
+    let (tenant_name, subscribers, money, sites, online, site_sync) = page;
     Ok(render(&DashboardPage {
         chrome: Chrome::new(&v.ctx, "dashboard"),
         title: "Dashboard".into(),
@@ -110,6 +135,8 @@ pub async fn dashboard(
         subscribers,
         money,
         sites,
+        online,
+        site_sync,
     })
     .into_response())
 }
