@@ -27,9 +27,12 @@ impl FieldErrors {
         self.form.is_none() && self.fields.is_empty()
     }
 
-    /// The answer's status: what the refusal's kind maps to, 422 for the panel's own
-    /// parsing.
+    /// The page's status: 200 with nothing refused, else what the refusal's kind maps
+    /// to (422 for the panel's own parsing).
     pub fn status(&self) -> StatusCode {
+        if self.is_empty() {
+            return StatusCode::OK;
+        }
         self.status.unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
     }
 

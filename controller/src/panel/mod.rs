@@ -644,6 +644,13 @@ impl Chrome {
     }
 }
 
+/// A page's query string: a list's cursor and the notice a redirect left.
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+    pub notice: Option<String>,
+}
+
 /// A page's answer: the rendered page, or a failure [`frame`] renders.
 pub type PageResult = Result<Response, Failure>;
 

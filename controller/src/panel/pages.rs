@@ -667,18 +667,12 @@ struct UsersPage {
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct UsersQuery {
-    cursor: Option<String>,
-    notice: Option<String>,
-}
-
 /// The logins of the actor's part of the tree, with "log in as" where the API's
 /// impersonation allows it.
 pub async fn users(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<UsersQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageStaff)?;
     let f = UserFilter {
@@ -740,17 +734,12 @@ struct ResellersPage {
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct CursorQuery {
-    cursor: Option<String>,
-}
-
 /// The reseller records the actor manages ([`tenant::list`], the API's list), drawn as a
 /// tree: a page of up to 500 in the tree's order.
 pub async fn resellers(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<CursorQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageResellers)?;
     let f = tenant::ResellerFilter {

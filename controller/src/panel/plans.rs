@@ -86,17 +86,11 @@ struct PlansPage {
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct PlansQuery {
-    cursor: Option<String>,
-    notice: Option<String>,
-}
-
 /// The plans the actor sells and those on its card ([`plan::list`], the API's list).
 pub async fn list(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<PlansQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor
         .require_any(&[Permission::ViewCustomers, Permission::ManagePlans])?;
@@ -293,11 +287,7 @@ async fn form_page(
         .into_iter()
         .map(|p| (p.id.to_string(), p.name))
         .collect();
-    let status = if errs.is_empty() {
-        axum::http::StatusCode::OK
-    } else {
-        errs.status()
-    };
+    let status = errs.status();
     let (title, action) = match id {
         Some(id) => (format!("Edit {}", f.name), format!("/panel/plans/{id}")),
         None => ("New plan".to_string(), "/panel/plans".to_string()),
@@ -520,11 +510,7 @@ async fn card_page(
         })
         .await?;
     let cur = &st.currency;
-    let status = if errs.is_empty() {
-        axum::http::StatusCode::OK
-    } else {
-        errs.status()
-    };
+    let status = errs.status();
     let page = RateCardPage {
         chrome: Chrome::new(&v.ctx, "resellers"),
         title: format!("Rate card · {}", t.name),
@@ -549,17 +535,12 @@ async fn card_page(
     Ok((status, render(&page)).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct NoticeQuery {
-    notice: Option<String>,
-}
-
 /// A reseller's rate card: what it pays for each plan assigned to it.
 pub async fn rate_card(
     State(st): State<AppState>,
     v: Viewer,
     Path(id): Path<i64>,
-    Query(q): Query<NoticeQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor
         .require_any(&[Permission::ManageResellers, Permission::ManagePlans])?;

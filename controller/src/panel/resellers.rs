@@ -226,11 +226,6 @@ pub struct MoneyForm {
     note: String,
 }
 
-#[derive(Deserialize)]
-pub struct NoticeQuery {
-    notice: Option<String>,
-}
-
 struct Shown {
     notice: Option<&'static str>,
     f: Option<ResellerForm>,
@@ -285,7 +280,7 @@ pub async fn show(
     State(st): State<AppState>,
     v: Viewer,
     Path(id): Path<i64>,
-    Query(q): Query<NoticeQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageResellers)?;
     let notice = match q.notice.as_deref() {
@@ -467,18 +462,13 @@ struct LedgerPage {
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct CursorQuery {
-    cursor: Option<String>,
-}
-
 /// A reseller's statement: its own account's entries, oldest first, read as the API's
 /// statement reads them; its CSV is the API's export.
 pub async fn statement(
     State(st): State<AppState>,
     v: Viewer,
     Path(id): Path<i64>,
-    Query(q): Query<CursorQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ViewInvoices)?;
     let paging = crate::db::Paging::new(q.cursor.as_deref().filter(|c| !c.is_empty()), Some(200))?;
@@ -513,7 +503,7 @@ pub async fn statement(
 pub async fn ledger(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<CursorQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ViewInvoices)?;
     let f = LedgerFilter {

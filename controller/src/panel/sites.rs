@@ -6,7 +6,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
@@ -118,12 +118,6 @@ pub struct SiteForm {
     notes: String,
 }
 
-#[derive(Deserialize)]
-pub struct SitesQuery {
-    cursor: Option<String>,
-    notice: Option<String>,
-}
-
 /// The sites of the actor's scope with their agents' sync state, read as the API reads
 /// them ([`site::list`], [`agent::status`]).
 pub async fn site_lines(
@@ -163,17 +157,13 @@ pub async fn site_lines(
 async fn sites_page(
     st: &AppState,
     v: &Viewer,
-    q: SitesQuery,
+    q: super::PageQuery,
     f: SiteForm,
     errs: FieldErrors,
 ) -> PageResult {
     let (sites, next) = site_lines(st, v, q.cursor, 100).await?;
     let o = options(st, &v.actor).await?;
-    let status = if errs.is_empty() {
-        StatusCode::OK
-    } else {
-        errs.status()
-    };
+    let status = errs.status();
     let notice = match q.notice.as_deref() {
         Some("created") => Some("Site created."),
         _ => None,
@@ -194,7 +184,7 @@ async fn sites_page(
 pub async fn list(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<SitesQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageSites)?;
     sites_page(&st, &v, q, SiteForm::default(), FieldErrors::default()).await
@@ -215,10 +205,7 @@ pub async fn create(
         location: f.location.clone(),
         notes: f.notes.clone(),
     };
-    let q = || SitesQuery {
-        cursor: None,
-        notice: None,
-    };
+    let q = || super::PageQuery::default();
     if !errs.is_empty() {
         return sites_page(&st, &v, q(), f, errs).await;
     }
@@ -327,11 +314,7 @@ async fn site_page(
             Ok((site, agent, events, nas, tokens))
         })
         .await?;
-    let status = if errs.is_empty() {
-        StatusCode::OK
-    } else {
-        errs.status()
-    };
+    let status = errs.status();
     let kinds = KINDS
         .iter()
         .map(|k| (k.as_str().to_string(), k.as_str().to_string()))
@@ -401,16 +384,11 @@ fn summary(body: &serde_json::Value) -> String {
     .join(" · ")
 }
 
-#[derive(Deserialize)]
-pub struct NoticeQuery {
-    notice: Option<String>,
-}
-
 pub async fn show(
     State(st): State<AppState>,
     v: Viewer,
     Path(id): Path<i64>,
-    Query(q): Query<NoticeQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageSites)?;
     let notice = match q.notice.as_deref() {

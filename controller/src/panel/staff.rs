@@ -192,11 +192,7 @@ async fn form_page(
             selected: f.preset == preset_name(p),
         })
         .collect();
-    let status = if errs.is_empty() {
-        axum::http::StatusCode::OK
-    } else {
-        errs.status()
-    };
+    let status = errs.status();
     let (title, action) = match id {
         Some(id) => (format!("Edit {}", f.email), format!("/panel/users/{id}")),
         None => ("New login".to_string(), "/panel/users".to_string()),

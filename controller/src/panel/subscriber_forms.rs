@@ -261,11 +261,7 @@ async fn form_page(
     errs: FieldErrors,
 ) -> PageResult {
     let o = options(st, &v.actor).await?;
-    let status = if errs.is_empty() {
-        axum::http::StatusCode::OK
-    } else {
-        errs.status()
-    };
+    let status = errs.status();
     let (title, action) = match id {
         Some(id) => (
             format!("Edit {}", f.username),
