@@ -480,27 +480,10 @@ impl CoaClient {
     /// port, a CoA-Request was asked of a [`NasKind::Generic`] NAS, the session cannot
     /// be encoded, or the socket refused to send (e.g. an IPv6 NAS from a socket
     /// bound to an IPv4 address).
+    #[tracing::instrument(name = "coa", skip_all, fields(nas = %nas.ip,
+        username = %session.username, session_id = %session.session_id,
+        kind = ?action.kind(), reason))]
     pub async fn send(
-        &self,
-        nas: &NasState,
-        session: &OnlineSession,
-        action: &Action,
-        reason: &str,
-    ) -> Result<CoaEvent> {
-        let span = info_span!(
-            "coa",
-            nas = %nas.ip,
-            username = %session.username,
-            session_id = %session.session_id,
-            kind = ?action.kind(),
-            reason,
-        );
-        self.send_inner(nas, session, action, reason)
-            .instrument(span)
-            .await
-    }
-
-    async fn send_inner(
         &self,
         nas: &NasState,
         session: &OnlineSession,

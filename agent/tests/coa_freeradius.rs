@@ -601,17 +601,8 @@ async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journ
     ] {
         store
             .record(EventBody::Accounting(Accounting {
-                status: AcctStatus::Start,
-                username: user.into(),
-                session_id: session.into(),
-                nas_ip: "127.0.0.1".into(),
                 framed_ip: Some(ip.into()),
-                framed_ipv6: None,
-                calling_station_id: None,
-                session_time: 0,
-                input_octets: 0,
-                output_octets: 0,
-                terminate_cause: None,
+                ..fixtures::accounting(AcctStatus::Start, user, session, "127.0.0.1")
             }))
             .unwrap();
     }

@@ -658,21 +658,29 @@ mod tests {
 
     #[test]
     fn calendar_months_clamp_to_the_last_day() {
-        assert_eq!(
-            add_months(datetime!(2027-01-31 12:00 UTC), 1),
-            datetime!(2027-02-28 12:00 UTC)
-        );
-        assert_eq!(
-            add_months(datetime!(2028-01-31 00:00 UTC), 1),
-            datetime!(2028-02-29 00:00 UTC)
-        );
-        assert_eq!(
-            add_months(datetime!(2026-11-15 08:30 UTC), 2),
-            datetime!(2027-01-15 08:30 UTC)
-        );
-        assert_eq!(
-            add_months(datetime!(2026-12-31 23:59 UTC), 12),
-            datetime!(2027-12-31 23:59 UTC)
-        );
+        for (from, months, to) in [
+            (
+                datetime!(2027-01-31 12:00 UTC),
+                1,
+                datetime!(2027-02-28 12:00 UTC),
+            ),
+            (
+                datetime!(2028-01-31 00:00 UTC),
+                1,
+                datetime!(2028-02-29 00:00 UTC),
+            ),
+            (
+                datetime!(2026-11-15 08:30 UTC),
+                2,
+                datetime!(2027-01-15 08:30 UTC),
+            ),
+            (
+                datetime!(2026-12-31 23:59 UTC),
+                12,
+                datetime!(2027-12-31 23:59 UTC),
+            ),
+        ] {
+            assert_eq!(add_months(from, months), to, "{from} + {months} months");
+        }
     }
 }

@@ -122,16 +122,7 @@ pub fn reset_password(state: &AppState, email: &str) -> anyhow::Result<String> {
         .write_blocking(|tx| {
             let u = user::get_by_email(tx, &email)?
                 .ok_or_else(|| crate::error::Error::not_found("user with this email"))?;
-            user::update(
-                tx,
-                &u,
-                &u.name,
-                &u.phone,
-                u.status,
-                &u.permissions,
-                Some(&hash),
-            )?;
-            crate::db::session::revoke_all_for_user(tx, u.id, None)?;
+            user::set_password(tx, &u, &hash, None)?;
             crate::db::throttle::forget_account(tx, &email)?;
             audit::record(
                 tx,

@@ -53,11 +53,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                     tx,
                     parent,
                     &NewReseller {
-                        name: name.into(),
-                        parent_id: Some(parent.id),
-                        allowed_ips: vec![],
                         rebrand_enabled: true,
-                        custom_domain: None,
                         wan_check_enabled: true,
                         limits: Limits {
                             max_subscribers: Some(subs),
@@ -65,6 +61,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                             max_managers: Some(10),
                             max_sites: Some(10),
                         },
+                        ..NewReseller::named(name, parent)
                     },
                     2,
                 )

@@ -197,6 +197,8 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/panel/resellers",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/audit",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
     ("GET", "/panel/wan",                              [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
+    ("GET", "/panel/reports",                          [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("GET", "/panel/reports.csv",                      [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     ("POST", "/panel/users/{id}/impersonate",          [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     ("POST", "/panel/impersonation/end",               [[422, 0],   [422, 0],   [422, 0],   [422, 0],   [422, 0],   [401, 0]]),
     ("GET", "/panel/assets/{hash}/{file}",             [[200, 404], [200, 404], [200, 404], [200, 404], [200, 404], [200, 404]]),
@@ -331,7 +333,9 @@ fn cell(
         _ => None,
     };
     let path = match route {
-        "/panel" => format!("/panel?tenant_id={}", h.tenant),
+        "/panel" | "/panel/reports" | "/panel/reports.csv" => {
+            format!("{route}?tenant_id={}", h.tenant)
+        }
         "/panel/assets/{hash}/{file}" => {
             if t == Target::Own {
                 panel::css_url()
@@ -2044,4 +2048,79 @@ async fn the_dashboard_shows_sessions_online_and_the_sites_sync() {
     let (_, _, html) = get(&fx, Who::M, "/panel".into()).await;
     assert_eq!(count(&html).as_deref(), Some("1"));
     assert!(!html.contains("id=\"site-sync\""));
+}
+
+/// Reports: a renewal shows in its reseller's figures (page, chart and CSV) and in no
+/// other reseller's; a manager without reports gets the 403 page; a bad period is the
+/// form's error, not a server error.
+#[tokio::test]
+async fn reports_chart_and_export_the_figures_in_scope() {
+    let fx = Fixture::new();
+    let (s, v) = fx
+        .money(
+            Who::A,
+            &format!("/api/v1/subscribers/{}/renew", fx.a.subscriber),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let (s, _, html) = get(&fx, Who::A, "/panel/reports?period=day".into()).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("<svg class=\"chart\""), "{html}");
+    assert!(
+        html.contains(&format!("<title>{today} · renewals: 1</title>")),
+        "one renewal today: {html}"
+    );
+    assert!(
+        html.contains(&format!("<tr><td>{today}</td><td>1</td>")),
+        "{html}"
+    );
+    assert!(html.contains("Reports</a>"), "the menu entry: {html}");
+    let (s, headers, csv) = get(
+        &fx,
+        Who::A,
+        "/panel/reports.csv?report=revenue&period=day".into(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "period,renewals,renewal_value,cost,collected,balance_bought"
+    );
+    assert!(
+        lines[1..]
+            .iter()
+            .any(|l| l.starts_with(&format!("{today},1,"))),
+        "{csv}"
+    );
+    // B's figures hold nothing of A's.
+    let (_, _, csv) = get(
+        &fx,
+        Who::B,
+        "/panel/reports.csv?report=revenue&period=day".into(),
+    )
+    .await;
+    assert!(
+        csv.lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(1) == Some("0")),
+        "no renewal: {csv}"
+    );
+    let (s, _, _) = get(&fx, Who::M, "/panel/reports".into()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, html) = get(&fx, Who::A, "/panel/reports?period=week".into()).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    let (s, _, csv) = get(&fx, Who::A, "/panel/reports.csv?report=usage".into()).await;
+    assert_eq!(
+        (s, csv.lines().next()),
+        (StatusCode::OK, Some("day,download_octets,upload_octets"))
+    );
 }

@@ -488,3 +488,66 @@ async fn whole_numbers_written_as_floats_are_integers_and_fractions_are_refused(
         "the message names the field: {b}"
     );
 }
+
+/// The list's search reads candidates from the trigram index (three characters or more)
+/// and still checks each with `instr`: it finds what it found before, in any case,
+/// follows edits, treats FTS syntax in the query as plain text, and never crosses the
+/// tree.
+#[tokio::test]
+async fn search_finds_the_same_through_the_index_and_follows_edits() {
+    let fx = Fixture::new();
+    let (s, b) = fx
+        .post(
+            Who::A,
+            "/api/v1/subscribers",
+            json!({ "username": "search-me", "password": "pw-123456", "name": "Ona O'Brien \"Quote\"",
+                    "phone": "+44 20 7946 0001", "mac": "AA:BB:CC:DD:EE:01" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_i64().unwrap();
+    let found = |who: Who, q: &'static str| {
+        let fx = &fx;
+        async move {
+            let q = q
+                .replace(' ', "%20")
+                .replace('"', "%22")
+                .replace('+', "%2B");
+            let (s, p) = fx.get(who, &format!("/api/v1/subscribers?q={q}")).await;
+            assert_eq!(s, StatusCode::OK, "{q}: {p}");
+            let ids: Vec<i64> = p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_i64().unwrap())
+                .collect();
+            ids
+        }
+    };
+    for q in [
+        "search-me",
+        "SEARCH",
+        "o'brien",
+        "\"quote\"",
+        "7946 0001",
+        "aa:bb:cc:dd:ee:01",
+        "ch-m",
+        "se",
+    ] {
+        assert_eq!(found(Who::A, q).await, vec![id], "{q}");
+    }
+    // FTS5 syntax is text here: no error, and nothing matches it.
+    for q in ["a\" OR \"b", "NEAR(x y)", "zz", "*"] {
+        assert!(found(Who::A, q).await.is_empty(), "{q}");
+    }
+    // Another reseller's users never find it.
+    assert!(found(Who::B, "search-me").await.is_empty());
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{id}"),
+        json!({ "name": "Renamed Person" }),
+    )
+    .await;
+    assert!(found(Who::A, "o'brien").await.is_empty());
+    assert_eq!(found(Who::A, "renamed").await, vec![id]);
+}

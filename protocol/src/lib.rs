@@ -222,6 +222,29 @@ pub enum SubscriberStatus {
     Expired,
 }
 
+impl SubscriberStatus {
+    /// The status as the API and the controller's database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriberStatus::Active => "active",
+            SubscriberStatus::Suspended => "suspended",
+            SubscriberStatus::Disabled => "disabled",
+            SubscriberStatus::Expired => "expired",
+        }
+    }
+
+    /// Reads a stored status. Anything unknown reads as `Disabled`: an unreadable
+    /// status must never let a subscriber online.
+    pub fn parse(s: &str) -> SubscriberStatus {
+        match s {
+            "active" => SubscriberStatus::Active,
+            "suspended" => SubscriberStatus::Suspended,
+            "expired" => SubscriberStatus::Expired,
+            _ => SubscriberStatus::Disabled,
+        }
+    }
+}
+
 /// A speed plan's rates, in kbit/s, from the subscriber's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -101,4 +101,22 @@ impl Api {
     pub fn patch(&self, path: &str, body: Value) -> Value {
         self.call(Method::PATCH, path, Some(body))
     }
+
+    /// `POST path` with `body`, which must create a row: the new row's `id`.
+    pub fn create(&self, path: &str, body: Value) -> i64 {
+        let v = self.post(path, body);
+        v["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("POST {path}: no id in {v}"))
+    }
+
+    /// A new single-use enrollment token for `site` (its secret, shown once).
+    pub fn enrollment_token(&self, site: i64) -> String {
+        let path = format!("/api/v1/sites/{site}/enrollment-tokens");
+        let v = self.post(&path, serde_json::json!({}));
+        v["secret"]
+            .as_str()
+            .unwrap_or_else(|| panic!("POST {path}: no secret in {v}"))
+            .to_string()
+    }
 }

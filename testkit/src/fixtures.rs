@@ -5,8 +5,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use outpost_protocol::{
-    NasKind, NasState, Rate, SiteSettings, StateKind, StateResponse, SubscriberState,
-    SubscriberStatus,
+    Accounting, AcctStatus, NasKind, NasState, Rate, SiteSettings, StateKind, StateResponse,
+    SubscriberState, SubscriberStatus,
 };
 
 /// Unix seconds now, the clock the agent enforces expiry with.
@@ -15,6 +15,29 @@ pub fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// An accounting record of `username`'s session `session_id` on the NAS at `nas_ip`,
+/// with no addresses and zero counters.
+pub fn accounting(
+    status: AcctStatus,
+    username: &str,
+    session_id: &str,
+    nas_ip: &str,
+) -> Accounting {
+    Accounting {
+        status,
+        username: username.into(),
+        session_id: session_id.into(),
+        nas_ip: nas_ip.into(),
+        framed_ip: None,
+        framed_ipv6: None,
+        calling_station_id: None,
+        session_time: 0,
+        input_octets: 0,
+        output_octets: 0,
+        terminate_cause: None,
+    }
 }
 
 /// A plan's rate without bursts.

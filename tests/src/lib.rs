@@ -18,6 +18,10 @@
 //!   agent's ICMP engine (the `wan-sweep` binary) against fping 5.1, in throwaway
 //!   namespaces. `cargo bench -p outpost-tests --bench wan` (root, Debian `fping`);
 //!   `tests/wan_bench_smoke.rs` runs it small.
+//! - [`panel_bench`]: the panel's subscriber list, searches and filtered lists over
+//!   1,000,000 seeded subscribers, as the operator and as a reseller, p50/p99 through
+//!   the real `app()` on loopback. `cargo bench -p outpost-tests --bench panel` (env
+//!   SUBSCRIBERS, SAMPLES); `tests/panel_bench_smoke.rs` runs it small.
 //! - [`radload`]: the RADIUS load generator both servers face (radclient saturates
 //!   below the rates measured): a window of outstanding requests over several sockets,
 //!   every reply verified, accepts, rejects and timeouts counted, latencies kept.
@@ -29,6 +33,7 @@
 
 pub mod enforce_bench;
 pub mod lab;
+pub mod panel_bench;
 pub mod radius_bench;
 pub mod radload;
 pub mod renewals;

@@ -17,7 +17,7 @@ use outpost_controller::billing::{self, AdjustmentKind, By};
 use outpost_controller::config::Config;
 use outpost_controller::db::plan::{self, NewPlan};
 use outpost_controller::db::subscriber::{self, NewSubscriber};
-use outpost_controller::db::tenant::{self, Limits, NewReseller};
+use outpost_controller::db::tenant::{self, NewReseller};
 use outpost_controller::db::{session, user};
 use outpost_controller::scope::{OPERATOR_TENANT, PermSet, Scope, UserKind};
 use serde_json::json;
@@ -176,20 +176,7 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
         .db
         .write_blocking(|tx| {
             let root = tenant::get(tx, OPERATOR_TENANT)?.expect("root");
-            let r = tenant::create(
-                tx,
-                &root,
-                &NewReseller {
-                    name: "Bench reseller".into(),
-                    parent_id: None,
-                    allowed_ips: vec![],
-                    rebrand_enabled: false,
-                    custom_domain: None,
-                    wan_check_enabled: false,
-                    limits: Limits::default(),
-                },
-                2,
-            )?;
+            let r = tenant::create(tx, &root, &NewReseller::named("Bench reseller", &root), 2)?;
             let new_plan = |owner: &tenant::Tenant, name: &str, parent: Option<i64>| NewPlan {
                 name: name.into(),
                 tenant_id: None,

@@ -50,6 +50,38 @@ pub fn create_operator(controller_bin: &Path, data: &Path, email: &str, password
     assert!(p.wait().unwrap().success(), "create-operator failed");
 }
 
+/// Runs `outpost-agent enroll` through `cmd` (the agent binary, possibly inside a
+/// namespace) against the controller at `base`, with the agent's state in `state` and
+/// its RADIUS on `auth`/`acct`; enrolling must succeed. Returns the config it wrote.
+pub fn enroll(
+    mut cmd: Command,
+    base: &str,
+    token: &str,
+    state: &Path,
+    auth: &str,
+    acct: &str,
+) -> PathBuf {
+    let out = cmd
+        .args([
+            "enroll",
+            "--controller",
+            base,
+            "--token",
+            token,
+            "--state-dir",
+        ])
+        .arg(state)
+        .args(["--auth-listen", auth, "--acct-listen", acct])
+        .output()
+        .expect("the agent runs");
+    assert!(
+        out.status.success(),
+        "enroll: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    state.join("agent.toml")
+}
+
 /// RFC 3339 UTC for a time, the format the API takes.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;

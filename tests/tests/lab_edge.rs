@@ -14,7 +14,7 @@ use outpost_testkit::netns::Netns;
 use outpost_testkit::process::{Proc, start, until, until_within};
 use outpost_testkit::radclient::Radclient;
 use outpost_tests::lab::{EdgeLab, TcpSession, addr};
-use outpost_tests::system::{binaries, create_operator, rfc3339};
+use outpost_tests::system::{binaries, create_operator, enroll, rfc3339};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "lab-operator-password";
@@ -78,22 +78,18 @@ impl<'a> Site<'a> {
         let api = lab
             .ctl
             .within(|| Api::login(BASE, "noc@isp.test", PASSWORD, "lab"));
-        let reseller = api.post(
+        let reseller = api.create(
             "/api/v1/resellers",
             json!({ "name": "Skylink", "rebrand_enabled": true }),
-        )["id"]
-            .as_i64()
-            .unwrap();
+        );
         api.put(
             &format!("/api/v1/resellers/{reseller}/brand"),
             json!({ "name": "Skylink Wireless", "color": "#0a7d32", "contact": "+1 555 0100" }),
         );
-        let site = api.post(
+        let site = api.create(
             "/api/v1/sites",
             json!({ "name": "Tower 1", "tenant_id": reseller }),
-        )["id"]
-            .as_i64()
-            .unwrap();
+        );
         api.post("/api/v1/nas", json!({ "name": "bng-1", "site_id": site, "ip": "127.0.0.1", "secret": "nas-shared-secret", "kind": "generic", "tenant_id": reseller }));
         let mut plans = Vec::new();
         for (name, down, up) in [
@@ -101,9 +97,7 @@ impl<'a> Site<'a> {
             ("Home 4M", 4_000, 2_000),
             ("Pro 16M", 16_000, 8_000),
         ] {
-            let plan = api.post("/api/v1/plans", json!({ "name": name, "download_kbps": down, "upload_kbps": up, "validity_days": 30, "price": "20.00" }))["id"]
-                .as_i64()
-                .unwrap();
+            let plan = api.create("/api/v1/plans", json!({ "name": name, "download_kbps": down, "upload_kbps": up, "validity_days": 30, "price": "20.00" }));
             api.post(
                 &format!("/api/v1/resellers/{reseller}/rate-card"),
                 json!({ "plan_id": plan, "wholesale_price": "10.00" }),
@@ -112,41 +106,25 @@ impl<'a> Site<'a> {
         }
         let far = rfc3339(far());
         let new_sub = |name: &str, ip: &str, expires: &str, plan: i64| {
-            api.post("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "tenant_id": reseller,
-                             "static_ipv4": ip, "expires_at": expires, "plan_id": plan }))["id"]
-                .as_i64()
-                .unwrap()
+            api.create("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "tenant_id": reseller,
+                             "static_ipv4": ip, "expires_at": expires, "plan_id": plan }))
         };
         let sub1 = new_sub("amina", addr::SUB1, &rfc3339(sub1_expires), plans[0]);
         let sub2 = new_sub("bruno", addr::SUB2, &far, plans[1]);
         // Chen has no static address: the NAS hands one out and reports it in accounting.
-        let sub3 = api.post("/api/v1/subscribers", json!({ "username": "chen", "password": "pw-123", "site_id": site, "tenant_id": reseller,
-                         "expires_at": far, "plan_id": plans[1] }))["id"]
-            .as_i64()
-            .unwrap();
-        let token = api.post(
-            &format!("/api/v1/sites/{site}/enrollment-tokens"),
-            json!({}),
-        )["secret"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let sub3 = api.create("/api/v1/subscribers", json!({ "username": "chen", "password": "pw-123", "site_id": site, "tenant_id": reseller,
+                         "expires_at": far, "plan_id": plans[1] }));
+        let token = api.enrollment_token(site);
         let state = dir.join("agent");
-        lab.bng.run(&[
-            agent_bin.to_str().unwrap(),
-            "enroll",
-            "--controller",
+        let agent = lab.bng.cmd(agent_bin.to_str().unwrap());
+        let agent_config = enroll(
+            agent,
             BASE,
-            "--token",
             &token,
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--auth-listen",
+            &state,
             "127.0.0.1:1812",
-            "--acct-listen",
             "127.0.0.1:1813",
-        ]);
-        let agent_config = state.join("agent.toml");
+        );
         let mut cfg = Config::load(&agent_config).unwrap();
         cfg.enforce = Some(outpost_agent::enforce::EnforceConfig {
             resolvers: vec![addr::DNS.parse().unwrap()],

@@ -19,7 +19,7 @@ use outpost_testkit::api::Api;
 use outpost_testkit::port::free_udp_port;
 use outpost_testkit::process::{Proc, start, start_listening, until};
 use outpost_testkit::radclient::Radclient;
-use outpost_tests::system::{binaries, create_operator, rfc3339};
+use outpost_tests::system::{binaries, create_operator, enroll, rfc3339};
 use serde_json::json;
 
 const SECRET: &str = "nas-shared-secret";
@@ -71,56 +71,29 @@ fn controller_agent_and_nas_end_to_end() {
     );
     let api = Api::login(&base, "noc@isp.test", "system-test-password", "system test");
 
-    let site = api.post("/api/v1/sites", json!({ "name": "Tower 1" }))["id"]
-        .as_i64()
-        .unwrap();
+    let site = api.create("/api/v1/sites", json!({ "name": "Tower 1" }));
     api.post("/api/v1/nas", json!({ "name": "mikrotik-1", "site_id": site, "ip": "127.0.0.1", "secret": SECRET, "kind": "mikrotik" }));
-    let plan = api.post("/api/v1/plans", json!({ "name": "Home 10M", "download_kbps": 10_000, "upload_kbps": 2_000, "validity_days": 30, "price": "20.00" }))["id"]
-        .as_i64()
-        .unwrap();
+    let plan = api.create("/api/v1/plans", json!({ "name": "Home 10M", "download_kbps": 10_000, "upload_kbps": 2_000, "validity_days": 30, "price": "20.00" }));
     let future = rfc3339(std::time::SystemTime::now() + Duration::from_secs(30 * 86_400));
     let new_sub = |name: &str, expires: &str| {
-        api.post("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "plan_id": plan, "expires_at": expires }))["id"]
-            .as_i64()
-            .unwrap()
+        api.create("/api/v1/subscribers", json!({ "username": name, "password": "pw-123", "site_id": site, "plan_id": plan, "expires_at": expires }))
     };
     let amina = new_sub("amina", &future);
     // Converged: the agent acknowledged the head with a matching digest.
     let in_sync = || api.get(&format!("/api/v1/sites/{site}/agent"))["in_sync"] == true;
-    let token = api.post(
-        &format!("/api/v1/sites/{site}/enrollment-tokens"),
-        json!({}),
-    )["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = api.enrollment_token(site);
 
     // Enroll and run the agent.
     let (auth, acct) = (free_udp_port(), free_udp_port());
-    let out = Command::new(&agent_bin)
-        .args([
-            "enroll",
-            "--controller",
-            &base,
-            "--token",
-            &token,
-            "--state-dir",
-        ])
-        .arg(&state)
-        .args([
-            "--auth-listen",
-            &format!("127.0.0.1:{auth}"),
-            "--acct-listen",
-            &format!("127.0.0.1:{acct}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (auth_at, acct_at) = (format!("127.0.0.1:{auth}"), format!("127.0.0.1:{acct}"));
+    let config = enroll(
+        Command::new(&agent_bin),
+        &base,
+        &token,
+        &state,
+        &auth_at,
+        &acct_at,
     );
-    let config = state.join("agent.toml");
     let run_agent = || {
         start(
             Command::new(&agent_bin)

@@ -18,7 +18,7 @@ use std::time::Duration;
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::{Netns, veth};
 use outpost_testkit::process::{Proc, start, start_listening, until};
-use outpost_tests::system::{binaries, create_operator};
+use outpost_tests::system::{binaries, create_operator, enroll};
 use serde_json::{Value, json};
 
 const PORT: u16 = 8291;
@@ -122,16 +122,12 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
         let base = base.clone();
         bng.within(move || Api::login(&base, "noc@isp.test", "wan-lab-password", "wan lab"))
     };
-    let site = api.post("/api/v1/sites", json!({ "name": "Tower 1" }))["id"]
-        .as_i64()
-        .unwrap();
+    let site = api.create("/api/v1/sites", json!({ "name": "Tower 1" }));
     let new_sub = |name: &str, ip: &str| {
-        api.post(
+        api.create(
             "/api/v1/subscribers",
             json!({ "username": name, "password": "pw-123", "site_id": site, "static_ipv4": ip }),
-        )["id"]
-            .as_i64()
-            .unwrap()
+        )
     };
     let (s1, s2) = (
         new_sub("cpe-one", "10.31.1.2"),
@@ -140,38 +136,9 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
     // Outside the site's subscriber networks: refused, never probed (were it probed, it
     // would go down: nothing routes there).
     let outside = new_sub("elsewhere", "192.0.2.77");
-    let token = api.post(
-        &format!("/api/v1/sites/{site}/enrollment-tokens"),
-        json!({}),
-    )["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let out = bng
-        .cmd(agent_bin.to_str().unwrap())
-        .args([
-            "enroll",
-            "--controller",
-            &base,
-            "--token",
-            &token,
-            "--state-dir",
-        ])
-        .arg(&state)
-        .args([
-            "--auth-listen",
-            "127.0.0.1:0",
-            "--acct-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config = state.join("agent.toml");
+    let token = api.enrollment_token(site);
+    let agent = bng.cmd(agent_bin.to_str().unwrap());
+    let config = enroll(agent, &base, &token, &state, "127.0.0.1:0", "127.0.0.1:0");
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(&format!(
         "\n[wan]\nsubscriber_networks = [\"10.31.0.0/16\"]\ninterval_ms = 300\ntimeout_ms = 200\n\

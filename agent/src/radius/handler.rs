@@ -401,7 +401,7 @@ fn encode(
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use outpost_protocol::{NasKind, NasState, SiteSettings, SubscriberState, SubscriberStatus};
+    use outpost_protocol::{NasKind, NasState, SiteSettings, SubscriberState};
     use radius::core::rfc2866;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -409,6 +409,7 @@ mod tests {
     use super::*;
     use crate::radius::memory::MemoryBackend;
     use crate::radius::{BackendError, mschapv2};
+    use outpost_testkit::fixtures;
 
     const SECRET: &[u8] = b"s3cret";
 
@@ -422,26 +423,15 @@ mod tests {
             shaping_enabled: false,
         });
         b.upsert_nas(NasState {
-            id: 1,
-            ip: "192.0.2.1".into(),
-            secret: "s3cret".into(),
-            kind: NasKind::Mikrotik,
-            coa_port: 3799,
             require_message_authenticator,
+            ..fixtures::nas(1, "192.0.2.1", "s3cret", NasKind::Mikrotik)
         });
         b.upsert_subscriber(SubscriberState {
-            id: 1,
-            username: "amina".into(),
-            password: "pa55".into(),
-            status: SubscriberStatus::Active,
             expires_at: None,
             static_ipv4: Some("100.64.0.9".into()),
-            mac: None,
             rate: None,
             max_sessions: 2,
-            tenant_id: 1,
-            wan_check: false,
-            wan_tcp_ports: None,
+            ..fixtures::subscriber(1, "amina", "pa55")
         });
         b
     }

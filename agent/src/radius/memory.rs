@@ -185,22 +185,12 @@ impl Backend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_protocol::{Accounting, NasKind, RejectReason};
+    use outpost_protocol::{NasKind, RejectReason};
 
     fn acct(status: AcctStatus, nas_ip: &str, session_id: &str, username: &str) -> EventBody {
-        EventBody::Accounting(Accounting {
-            status,
-            username: username.into(),
-            session_id: session_id.into(),
-            nas_ip: nas_ip.into(),
-            framed_ip: None,
-            framed_ipv6: None,
-            calling_station_id: None,
-            session_time: 0,
-            input_octets: 0,
-            output_octets: 0,
-            terminate_cause: None,
-        })
+        EventBody::Accounting(outpost_testkit::fixtures::accounting(
+            status, username, session_id, nas_ip,
+        ))
     }
 
     fn backend() -> MemoryBackend {

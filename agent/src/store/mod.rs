@@ -273,17 +273,11 @@ mod tests {
 
     fn acct(status: AcctStatus, user: &str, session: &str) -> EventBody {
         EventBody::Accounting(Accounting {
-            status,
-            username: user.into(),
-            session_id: session.into(),
-            nas_ip: "192.0.2.1".into(),
             framed_ip: Some("100.64.0.2".into()),
-            framed_ipv6: None,
-            calling_station_id: None,
             session_time: 10,
             input_octets: 1,
             output_octets: 2,
-            terminate_cause: None,
+            ..outpost_testkit::fixtures::accounting(status, user, session, "192.0.2.1")
         })
     }
 

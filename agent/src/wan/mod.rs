@@ -125,37 +125,27 @@ impl WanConfig {
                 &format!("may not hold {n}: that is every address, a scanner's list"),
             );
         }
-        for (field, v) in [
-            ("rate_pps", self.rate_pps),
-            ("reseller_rate_pps", self.reseller_rate_pps),
+        for (field, v, lo, hi) in [
+            (
+                "rate_pps",
+                u64::from(self.rate_pps),
+                1,
+                u64::from(MAX_RATE_PPS),
+            ),
+            (
+                "reseller_rate_pps",
+                u64::from(self.reseller_rate_pps),
+                1,
+                u64::from(MAX_RATE_PPS),
+            ),
+            ("timeout_ms", self.timeout_ms, 10, 60_000),
+            ("interval_ms", self.interval_ms, 100, 86_400_000),
+            ("down_after", u64::from(self.down_after), 1, 100),
+            ("tcp_concurrency", self.tcp_concurrency as u64, 1, 10_000),
         ] {
-            if v == 0 || v > MAX_RATE_PPS {
-                return bad(field, &format!("must be 1..={MAX_RATE_PPS}, not {v}"));
+            if !(lo..=hi).contains(&v) {
+                return bad(field, &format!("must be {lo}..={hi}, not {v}"));
             }
-        }
-        if !(10..=60_000).contains(&self.timeout_ms) {
-            return bad(
-                "timeout_ms",
-                &format!("must be 10..=60000, not {}", self.timeout_ms),
-            );
-        }
-        if !(100..=86_400_000).contains(&self.interval_ms) {
-            return bad(
-                "interval_ms",
-                &format!("must be 100..=86400000, not {}", self.interval_ms),
-            );
-        }
-        if !(1..=100).contains(&self.down_after) {
-            return bad(
-                "down_after",
-                &format!("must be 1..=100, not {}", self.down_after),
-            );
-        }
-        if !(1..=10_000).contains(&self.tcp_concurrency) {
-            return bad(
-                "tcp_concurrency",
-                &format!("must be 1..=10000, not {}", self.tcp_concurrency),
-            );
         }
         if self.tcp_ports.contains(&0) {
             return bad("tcp_ports", "may not hold port 0");

@@ -74,6 +74,7 @@ pub fn collect(store: &Store, networks: &[IpNet]) -> (Vec<Target>, Vec<Refused>)
 mod tests {
     use super::*;
     use outpost_protocol as proto;
+    use outpost_testkit::fixtures::accounting;
 
     #[test]
     fn targets_come_from_the_store_and_outside_addresses_are_refused() {
@@ -110,17 +111,8 @@ mod tests {
         use crate::radius::Backend;
         store
             .record(proto::EventBody::Accounting(proto::Accounting {
-                status: proto::AcctStatus::Start,
-                username: "u3".into(),
-                session_id: "s3".into(),
-                nas_ip: "192.0.2.1".into(),
                 framed_ip: Some("100.64.0.3".into()),
-                framed_ipv6: None,
-                calling_station_id: None,
-                session_time: 0,
-                input_octets: 0,
-                output_octets: 0,
-                terminate_cause: None,
+                ..accounting(proto::AcctStatus::Start, "u3", "s3", "192.0.2.1")
             }))
             .unwrap();
         let nets: Vec<IpNet> = vec!["100.64.0.0/10".parse().unwrap()];

@@ -21,7 +21,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// One entry to append.
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
-    pub who: &'a Who,
+    pub who: std::borrow::Cow<'a, Who>,
     /// The tenant owning the target (whose users may read the entry).
     pub tenant_id: i64,
     /// `subscriber.update`, `security.transfer_denied`, …
@@ -39,6 +39,34 @@ impl<'a> Entry<'a> {
     /// An entry about one target, with no before/after yet.
     pub fn new(
         who: &'a Who,
+        tenant_id: i64,
+        action: &'a str,
+        target_kind: &'a str,
+        target_id: i64,
+    ) -> Self {
+        Entry::about(
+            std::borrow::Cow::Borrowed(who),
+            tenant_id,
+            action,
+            target_kind,
+            target_id,
+        )
+    }
+
+    /// An entry about one target for something `actor` did (with its impersonator).
+    pub fn by(
+        actor: &crate::scope::Actor,
+        tenant_id: i64,
+        action: &'a str,
+        target_kind: &'a str,
+        target_id: i64,
+    ) -> Self {
+        let who = std::borrow::Cow::Owned(Who::from(actor));
+        Entry::about(who, tenant_id, action, target_kind, target_id)
+    }
+
+    fn about(
+        who: std::borrow::Cow<'a, Who>,
         tenant_id: i64,
         action: &'a str,
         target_kind: &'a str,
@@ -67,6 +95,11 @@ impl<'a> Entry<'a> {
     pub fn security(mut self) -> Self {
         self.security = true;
         self
+    }
+
+    /// Writes the entry (see [`record`]).
+    pub fn record(&self, conn: &Connection) -> Result<i64> {
+        record(conn, self)
     }
 }
 
@@ -187,7 +220,7 @@ pub fn record_security(conn: &Connection, ev: &SecurityEvent) -> Result<i64> {
     record(
         conn,
         &Entry {
-            who: &ev.who,
+            who: std::borrow::Cow::Borrowed(&ev.who),
             tenant_id: ev.who.tenant_id,
             action: &ev.action,
             target_kind: ev.target_kind.as_deref(),

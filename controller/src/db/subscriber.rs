@@ -14,17 +14,8 @@ use crate::crypto::SecretBox;
 use crate::error::{Error, Result};
 use crate::scope::Scope;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriberStatus {
-    Active,
-    /// Cut off by staff (unpaid, abuse); reconnect restores it.
-    Suspended,
-    /// Terminated: the account stays for history but never logs in.
-    Disabled,
-    /// Ran past its expiry without renewal (set by the system).
-    Expired,
-}
+/// One status for one thing: the controller stores, serves and feeds the protocol's.
+pub use outpost_protocol::SubscriberStatus;
 
 impl NewSubscriber {
     /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
@@ -61,25 +52,6 @@ impl utoipa::PartialSchema for SubscriberStatusInput {
     }
 }
 impl utoipa::ToSchema for SubscriberStatusInput {}
-
-impl SubscriberStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubscriberStatus::Active => "active",
-            SubscriberStatus::Suspended => "suspended",
-            SubscriberStatus::Disabled => "disabled",
-            SubscriberStatus::Expired => "expired",
-        }
-    }
-    fn parse(s: &str) -> SubscriberStatus {
-        match s {
-            "active" => SubscriberStatus::Active,
-            "suspended" => SubscriberStatus::Suspended,
-            "expired" => SubscriberStatus::Expired,
-            _ => SubscriberStatus::Disabled,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Subscriber {
@@ -352,7 +324,9 @@ pub fn list(
     paging: Paging,
 ) -> Result<Vec<Subscriber>> {
     let mut w = Filter::scoped(scope, "s.tenant_id");
-    w.search(
+    w.search_indexed(
+        "subscriber_search",
+        "s.id",
         &[
             "s.username",
             "s.name",

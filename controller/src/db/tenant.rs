@@ -146,6 +146,23 @@ pub struct NewReseller {
     pub limits: Limits,
 }
 
+impl NewReseller {
+    /// A reseller named `name` under `parent`, with nothing else set: no address limits,
+    /// no rebranding, no custom domain, no WAN checks, no limits. Fixtures and seeds start
+    /// from this and set what they need.
+    pub fn named(name: &str, parent: &Tenant) -> NewReseller {
+        NewReseller {
+            name: name.into(),
+            parent_id: Some(parent.id),
+            allowed_ips: vec![],
+            rebrand_enabled: false,
+            custom_domain: None,
+            wan_check_enabled: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// Deserializes a present field (even `null`) as `Some(…)`, so PATCH can tell
 /// "set to null" from "leave alone".
 pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>

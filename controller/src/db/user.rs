@@ -307,6 +307,22 @@ pub fn update(
     Ok(get(conn, u.id)?.expect("exists"))
 }
 
+/// Replaces a user's password and ends every session of theirs but `keep` (the one that
+/// changed it, if any): whoever knew the old password is locked out with it.
+pub fn set_password(conn: &Connection, u: &UserRow, hash: &str, keep: Option<i64>) -> Result<()> {
+    update(
+        conn,
+        u,
+        &u.name,
+        &u.phone,
+        u.status,
+        &u.permissions,
+        Some(hash),
+    )?;
+    super::session::revoke_all_for_user(conn, u.id, keep)?;
+    Ok(())
+}
+
 pub fn count_operator_staff(conn: &Connection) -> Result<i64> {
     Ok(conn.cached_row(
         "SELECT count(*) FROM users WHERE kind = 'operator'",

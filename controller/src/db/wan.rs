@@ -93,10 +93,9 @@ pub fn apply(conn: &Connection, site_id: i64, at: i64, t: &proto::WanTransition)
     Ok(())
 }
 
-/// One probe of one CPE, as last reported.
+/// Which probe of which CPE: what a target and its outages both name.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WanTarget {
-    pub id: i64,
+pub struct WanProbe {
     pub site_id: i64,
     pub subscriber_id: i64,
     /// The subscriber's owning reseller.
@@ -104,6 +103,27 @@ pub struct WanTarget {
     /// `icmp` or `tcp:PORT`.
     pub probe: String,
     pub address: String,
+}
+
+impl WanProbe {
+    /// Reads the five columns from `at` on, in the order above.
+    fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<WanProbe> {
+        Ok(WanProbe {
+            site_id: r.get(at)?,
+            subscriber_id: r.get(at + 1)?,
+            tenant_id: r.get(at + 2)?,
+            probe: r.get(at + 3)?,
+            address: r.get(at + 4)?,
+        })
+    }
+}
+
+/// One probe of one CPE, as last reported.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WanTarget {
+    pub id: i64,
+    #[serde(flatten)]
+    pub of: WanProbe,
     /// `up` or `down`.
     pub state: String,
     /// When the current state began (RFC 3339).
@@ -151,11 +171,7 @@ const TARGET_COLS: &str = "w.id, w.site_id, w.subscriber_id, w.tenant_id, w.prob
 fn target_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WanTarget> {
     Ok(WanTarget {
         id: r.get(0)?,
-        site_id: r.get(1)?,
-        subscriber_id: r.get(2)?,
-        tenant_id: r.get(3)?,
-        probe: r.get(4)?,
-        address: r.get(5)?,
+        of: WanProbe::from_row(r, 1)?,
         state: r.get(6)?,
         since: rfc3339(r.get(7)?),
         flaps: r.get(8)?,
@@ -185,11 +201,8 @@ pub fn list_targets(
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WanOutage {
     pub id: i64,
-    pub site_id: i64,
-    pub subscriber_id: i64,
-    pub tenant_id: i64,
-    pub probe: String,
-    pub address: String,
+    #[serde(flatten)]
+    pub of: WanProbe,
     pub started_at: String,
     pub ended_at: Option<String>,
     /// Seconds down, until now for an open outage.
@@ -214,11 +227,7 @@ fn outage_row(now: i64) -> impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Wa
         let ended: Option<i64> = r.get(7)?;
         Ok(WanOutage {
             id: r.get(0)?,
-            site_id: r.get(1)?,
-            subscriber_id: r.get(2)?,
-            tenant_id: r.get(3)?,
-            probe: r.get(4)?,
-            address: r.get(5)?,
+            of: WanProbe::from_row(r, 1)?,
             started_at: rfc3339(started),
             ended_at: ended.map(rfc3339),
             duration_secs: (ended.unwrap_or(now) - started).max(0),

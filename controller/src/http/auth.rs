@@ -363,16 +363,7 @@ async fn change_password(
     state
         .db
         .write(move |tx| {
-            user::update(
-                tx,
-                &u,
-                &u.name,
-                &u.phone,
-                u.status,
-                &u.permissions,
-                Some(&new_hash),
-            )?;
-            session::revoke_all_for_user(tx, u.id, keep)?;
+            user::set_password(tx, &u, &new_hash, keep)?;
             audit::record(
                 tx,
                 &Entry::new(&who, u.tenant_id, "user.password_change", "user", u.id),

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use crate::db::audit::{self, Entry, Who};
+use crate::db::audit::Entry;
 use crate::db::plan::{self, NewPlan, Plan, PlanPatch, RateCardChange, RateCardEntry};
 use crate::db::tenant;
 use crate::error::{Error, Result};
@@ -18,10 +18,9 @@ pub fn create_plan(
 ) -> Result<Plan> {
     let owner = tenant::assignable(tx, actor, input.tenant_id, "plan.create")?;
     let p = plan::create(tx, &owner, input, cur)?.view(cur);
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), owner.id, "plan.create", "plan", p.id).after(&p),
-    )?;
+    Entry::by(actor, owner.id, "plan.create", "plan", p.id)
+        .after(&p)
+        .record(tx)?;
     Ok(p)
 }
 
@@ -35,18 +34,10 @@ pub fn update_plan(
 ) -> Result<Plan> {
     let before = plan::get_owned(tx, &actor.scope(), id)?;
     let after = plan::update(tx, &before, p, cur)?;
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            after.tenant_id,
-            "plan.update",
-            "plan",
-            id,
-        )
+    Entry::by(actor, after.tenant_id, "plan.update", "plan", id)
         .before(&before.view(cur))
-        .after(&after.view(cur)),
-    )?;
+        .after(&after.view(cur))
+        .record(tx)?;
     Ok(after.view(cur))
 }
 
@@ -82,9 +73,8 @@ pub fn change_rate_card(
         wholesale_price: cur.from_minor(row.wholesale.unwrap_or(0)),
         plan: row.view(cur),
     };
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), child.id, action, "reseller", child.id).after(&entry),
-    )?;
+    Entry::by(actor, child.id, action, "reseller", child.id)
+        .after(&entry)
+        .record(tx)?;
     Ok(entry)
 }

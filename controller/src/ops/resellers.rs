@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-use crate::db::audit::{self, Entry, Who};
+use crate::db::audit::Entry;
 use crate::db::brand::{self, BrandSettings, BrandView};
 use crate::db::tenant::{self, NewReseller, Reseller, ResellerPatch};
 use crate::error::Result;
@@ -21,10 +21,9 @@ pub fn create_reseller(
     let parent = tenant::assignable(tx, actor, input.parent_id, "reseller.create")?;
     let t = tenant::create(tx, &parent, input, max_depth)?;
     let view = t.view(None, cur);
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), t.id, "reseller.create", "reseller", t.id).after(&view),
-    )?;
+    Entry::by(actor, t.id, "reseller.create", "reseller", t.id)
+        .after(&view)
+        .record(tx)?;
     Ok(view)
 }
 
@@ -39,12 +38,10 @@ pub fn update_reseller(
     let before = tenant::get_managed(tx, &actor.scope(), id)?;
     let after = tenant::update(tx, &before, p, cur)?;
     let view = after.view(None, cur);
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), id, "reseller.update", "reseller", id)
-            .before(&before.view(None, cur))
-            .after(&view),
-    )?;
+    Entry::by(actor, id, "reseller.update", "reseller", id)
+        .before(&before.view(None, cur))
+        .after(&view)
+        .record(tx)?;
     Ok(view)
 }
 
@@ -58,11 +55,9 @@ pub fn set_brand(
     tenant::get_visible(tx, &actor.scope(), id)?;
     let before = brand::view(tx, id)?;
     let after = brand::set(tx, id, settings)?;
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), id, "reseller.brand", "reseller", id)
-            .before(&before.settings)
-            .after(&after.settings),
-    )?;
+    Entry::by(actor, id, "reseller.brand", "reseller", id)
+        .before(&before.settings)
+        .after(&after.settings)
+        .record(tx)?;
     Ok(after)
 }

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 use crate::crypto::SecretBox;
 use crate::db::agent::{self, EnrollmentToken};
-use crate::db::audit::{self, Entry, Who};
+use crate::db::audit::Entry;
 use crate::db::nas::{self, Nas, NasPatch, NewNas};
 use crate::db::site::{self, NewSite, Site, SitePatch};
 use crate::db::tenant;
@@ -15,10 +15,9 @@ use crate::scope::Actor;
 pub fn create_site(tx: &Connection, actor: &Actor, input: &NewSite) -> Result<Site> {
     let owner = tenant::assignable(tx, actor, input.tenant_id, "site.create")?;
     let s = site::create(tx, &owner, input)?;
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), owner.id, "site.create", "site", s.id).after(&s),
-    )?;
+    Entry::by(actor, owner.id, "site.create", "site", s.id)
+        .after(&s)
+        .record(tx)?;
     Ok(s)
 }
 
@@ -26,18 +25,10 @@ pub fn create_site(tx: &Connection, actor: &Actor, input: &NewSite) -> Result<Si
 pub fn update_site(tx: &Connection, actor: &Actor, id: i64, p: &SitePatch) -> Result<Site> {
     let before = site::get_visible(tx, &actor.scope(), id)?;
     let after = site::update(tx, &before, p)?;
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            after.tenant_id,
-            "site.update",
-            "site",
-            id,
-        )
+    Entry::by(actor, after.tenant_id, "site.update", "site", id)
         .before(&before)
-        .after(&after),
-    )?;
+        .after(&after)
+        .record(tx)?;
     Ok(after)
 }
 
@@ -50,10 +41,9 @@ pub fn create_nas(
 ) -> Result<Nas> {
     let owner = tenant::assignable(tx, actor, input.tenant_id, "nas.create")?;
     let n = nas::create(tx, &owner, input, secrets)?;
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), owner.id, "nas.create", "nas", n.id).after(&n),
-    )?;
+    Entry::by(actor, owner.id, "nas.create", "nas", n.id)
+        .after(&n)
+        .record(tx)?;
     Ok(n)
 }
 
@@ -72,12 +62,10 @@ pub fn update_nas(
     if p.secret.is_some() {
         after_json["secret"] = "[changed]".into();
     }
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), after.tenant_id, "nas.update", "nas", id)
-            .before(&before)
-            .after(&after_json),
-    )?;
+    Entry::by(actor, after.tenant_id, "nas.update", "nas", id)
+        .before(&before)
+        .after(&after_json)
+        .record(tx)?;
     Ok(after)
 }
 
@@ -92,16 +80,8 @@ pub fn create_enrollment_token(
 ) -> Result<EnrollmentToken> {
     let s = site::get_visible(tx, &actor.scope(), site_id)?;
     let t = agent::create_token(tx, s.id, actor.user_id, ttl_secs, secret)?;
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            s.tenant_id,
-            "site.enrollment_token",
-            "site",
-            s.id,
-        )
-        .after(&t),
-    )?;
+    Entry::by(actor, s.tenant_id, "site.enrollment_token", "site", s.id)
+        .after(&t)
+        .record(tx)?;
     Ok(t)
 }

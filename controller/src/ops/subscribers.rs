@@ -23,17 +23,9 @@ pub fn create_subscriber(
     let owner = tenant::assignable(tx, actor, input.tenant_id, "subscriber.create")?;
     let row = subscriber::create(tx, &owner, input, secrets)?;
     let view = row.view(None)?;
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            owner.id,
-            "subscriber.create",
-            "subscriber",
-            view.id,
-        )
-        .after(&view),
-    )?;
+    Entry::by(actor, owner.id, "subscriber.create", "subscriber", view.id)
+        .after(&view)
+        .record(tx)?;
     Ok(row)
 }
 
@@ -63,18 +55,10 @@ pub fn update_subscriber(
     } else {
         "subscriber.update"
     };
-    audit::record(
-        tx,
-        &Entry::new(
-            &Who::from(actor),
-            after.sub.tenant_id,
-            action,
-            "subscriber",
-            id,
-        )
+    Entry::by(actor, after.sub.tenant_id, action, "subscriber", id)
         .before(&before.view(None)?)
-        .after(&after_view),
-    )?;
+        .after(&after_view)
+        .record(tx)?;
     Ok(after)
 }
 
@@ -122,11 +106,10 @@ pub fn bulk(tx: &Connection, actor: &Actor, req: &BulkRequest) -> Result<BulkRes
         BulkAction::Reconnect => "subscriber.bulk_reconnect",
         BulkAction::SetReseller => "subscriber.bulk_set_reseller",
     };
-    let who = Who::from(actor);
     audit::record(
         tx,
         &Entry {
-            who: &who,
+            who: std::borrow::Cow::Owned(Who::from(actor)),
             tenant_id: actor.tenant_id,
             action,
             target_kind: Some("subscriber"),

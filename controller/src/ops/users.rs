@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-use crate::db::audit::{self, Entry, Who};
+use crate::db::audit::Entry;
 use crate::db::session;
 use crate::db::tenant::{self, Counted, validate_name};
 use crate::db::user::{self, NewUser, User, UserPatch, UserStatus};
@@ -96,10 +96,9 @@ pub fn create_user(
         },
     )?;
     let view = u.view();
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), u.tenant_id, "user.create", "user", u.id).after(&view),
-    )?;
+    Entry::by(actor, u.tenant_id, "user.create", "user", u.id)
+        .after(&view)
+        .record(tx)?;
     Ok(view)
 }
 
@@ -161,12 +160,10 @@ pub fn update_user(
     if hash.is_some() {
         after_view["password"] = "[changed]".into();
     }
-    audit::record(
-        tx,
-        &Entry::new(&Who::from(actor), u.tenant_id, "user.update", "user", u.id)
-            .before(&u.view())
-            .after(&after_view),
-    )?;
+    Entry::by(actor, u.tenant_id, "user.update", "user", u.id)
+        .before(&u.view())
+        .after(&after_view)
+        .record(tx)?;
     Ok(after.view())
 }
 

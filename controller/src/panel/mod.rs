@@ -24,9 +24,11 @@
 //!   `forms`: the per-field errors every form shows.
 
 mod auth;
+mod chart;
 mod forms;
 mod pages;
 mod plans;
+mod reports;
 mod resellers;
 mod sites;
 mod staff;
@@ -125,6 +127,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/panel/ledger", page(get(resellers::ledger)))
         .route("/panel/audit", page(get(pages::audit)))
         .route("/panel/wan", page(get(pages::wan)))
+        .route("/panel/reports", page(get(reports::reports)))
+        .route("/panel/reports.csv", page(get(reports::csv)))
         .route(
             "/panel/users/{id}/impersonate",
             page(post(auth::impersonate)),
@@ -183,6 +187,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/panel/ledger"),
     ("GET", "/panel/audit"),
     ("GET", "/panel/wan"),
+    ("GET", "/panel/reports"),
+    ("GET", "/panel/reports.csv"),
     ("POST", "/panel/users/{id}/impersonate"),
     ("POST", "/panel/impersonation/end"),
     ("GET", "/panel/assets/{hash}/{file}"),
@@ -594,6 +600,12 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             "wan",
             "/panel/wan",
             "WAN checks",
+            Some(Permission::ViewReports),
+        ),
+        (
+            "reports",
+            "/panel/reports",
+            "Reports",
             Some(Permission::ViewReports),
         ),
         (

@@ -23,7 +23,7 @@ use outpost_controller::config::{AuthConfig, Config};
 use outpost_controller::db::nas::{NasKind, NewNas};
 use outpost_controller::db::site::NewSite;
 use outpost_controller::db::subscriber::NewSubscriber;
-use outpost_controller::db::tenant::{Limits, NewReseller, Tenant};
+use outpost_controller::db::tenant::{NewReseller, Tenant};
 use outpost_controller::db::{nas, session, site, subscriber, tenant, user};
 use outpost_controller::scope::{OPERATOR_TENANT, PermSet, Permission, UserKind};
 use outpost_controller::{AppState, app};
@@ -130,13 +130,8 @@ impl Fixture {
                         tx,
                         parent,
                         &NewReseller {
-                            name: name.into(),
-                            parent_id: Some(parent.id),
-                            allowed_ips: vec![],
                             rebrand_enabled: true,
-                            custom_domain: None,
-                            wan_check_enabled: false,
-                            limits: Limits::default(),
+                            ..NewReseller::named(name, parent)
                         },
                         max_depth,
                     )

@@ -214,17 +214,37 @@ pub struct UsageDay {
     pub output_octets: i64,
 }
 
+fn usage_day(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageDay> {
+    Ok(UsageDay {
+        day: r.get(0)?,
+        input_octets: r.get(1)?,
+        output_octets: r.get(2)?,
+    })
+}
+
 pub fn usage_of(conn: &Connection, subscriber_id: i64, since_day: &str) -> Result<Vec<UsageDay>> {
     let mut stmt = conn.prepare_cached(
         "SELECT day, input_octets, output_octets FROM usage_daily WHERE subscriber_id = ?1 AND day >= ?2 ORDER BY day",
     )?;
-    let rows = stmt.query_map(params![subscriber_id, since_day], |r| {
-        Ok(UsageDay {
-            day: r.get(0)?,
-            input_octets: r.get(1)?,
-            output_octets: r.get(2)?,
-        })
-    })?;
+    let rows = stmt.query_map(params![subscriber_id, since_day], usage_day)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Traffic per UTC day summed over every subscriber in `scope`, from `since_day` on.
+/// Sums saturate (as the per-subscriber days do) instead of failing the report.
+pub fn usage_in_scope(
+    conn: &Connection,
+    scope: &crate::scope::Scope,
+    since_day: &str,
+) -> Result<Vec<UsageDay>> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT u.day, CAST(min(total(u.input_octets), 9.2e18) AS INTEGER),
+                CAST(min(total(u.output_octets), 9.2e18) AS INTEGER)
+         FROM usage_daily u JOIN subscribers s ON s.id = u.subscriber_id
+         WHERE {pred} AND u.day >= ? GROUP BY u.day ORDER BY u.day"
+    ))?;
+    let rows = stmt.query_map(params![p, since_day], usage_day)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

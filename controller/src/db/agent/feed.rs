@@ -60,14 +60,10 @@ fn subscribers(
     while let Some(r) = rows.next()? {
         let sealed: Vec<u8> = r.get(2)?;
         let path: String = r.get(9)?;
-        let status = match r.get::<_, String>(3)?.as_str() {
-            _ if off.iter().any(|p| path.starts_with(p.as_str())) => {
-                proto::SubscriberStatus::Disabled
-            }
-            "active" => proto::SubscriberStatus::Active,
-            "suspended" => proto::SubscriberStatus::Suspended,
-            "expired" => proto::SubscriberStatus::Expired,
-            _ => proto::SubscriberStatus::Disabled,
+        let status = if off.iter().any(|p| path.starts_with(p.as_str())) {
+            proto::SubscriberStatus::Disabled
+        } else {
+            proto::SubscriberStatus::parse(&r.get::<_, String>(3)?)
         };
         let down: Option<i64> = r.get(10)?;
         let up: Option<i64> = r.get(11)?;

@@ -1,0 +1,239 @@
+//! Reports: renewals and revenue per day or month, subscribers by status, traffic per
+//! day, over the actor's part of the tree (or one reseller in it), each drawn as an SVG
+//! chart on the server and downloadable as CSV. The figures are the API's
+//! (`/api/v1/reports/summary`'s `ledger::summary`), read through the same scope.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use rust_decimal::prelude::ToPrimitive;
+use serde::Deserialize;
+
+use super::chart::{self, Series};
+use super::{Chrome, PageResult, Viewer, opt_i64, render};
+use crate::AppState;
+use crate::db::agent::{self as events, UsageDay};
+use crate::db::ledger::{self, PeriodSummary};
+use crate::db::{subscriber, tenant};
+use crate::error::{Error, Result};
+use crate::scope::{Actor, Permission};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReportQuery {
+    /// `day` (the last 31 days) or `month` (the last 12 months, the default).
+    period: Option<String>,
+    /// One reseller in the actor's part of the tree; default: the actor's own tenant.
+    tenant_id: Option<String>,
+}
+
+/// What one report shows, read in one go.
+struct Figures {
+    tenant_id: i64,
+    tenant_name: String,
+    daily: bool,
+    periods: Vec<PeriodSummary>,
+    statuses: Vec<(String, i64)>,
+    usage: Vec<UsageDay>,
+}
+
+async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figures> {
+    actor.require(Permission::ViewReports)?;
+    let daily = match q.period.as_deref().unwrap_or("month") {
+        "month" => false,
+        "day" => true,
+        p => {
+            return Err(Error::invalid(format!(
+                "period: '{p}' is neither day nor month"
+            )));
+        }
+    };
+    let tenant_id = opt_i64("tenant_id", &q.tenant_id)?.unwrap_or(actor.tenant_id);
+    let until = crate::db::now() + 1;
+    let since = until - if daily { 31 } else { 366 } * 86_400;
+    let since_day = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
+        .date()
+        .to_string();
+    let cur = st.currency.clone();
+    st.read_scoped(actor, move |c, scope| {
+        let (t, over) = tenant::rows_scope(c, scope, tenant_id)?;
+        let periods = ledger::summary(c, &over, !daily, since, until, &cur)?;
+        let (by_status, _) = subscriber::counts(c, &over, until, until)?;
+        let usage = events::usage_in_scope(c, &over, &since_day)?;
+        Ok(Figures {
+            tenant_id: t.id,
+            tenant_name: t.name,
+            daily,
+            periods,
+            statuses: by_status
+                .into_iter()
+                .map(|(s, n)| (s.as_str().to_string(), n))
+                .collect(),
+            usage,
+        })
+    })
+    .await
+}
+
+fn money(d: rust_decimal::Decimal) -> f64 {
+    d.to_f64().unwrap_or(0.0)
+}
+
+fn gib(octets: i64) -> f64 {
+    (octets as f64 / 1_073_741_824.0 * 100.0).round() / 100.0
+}
+
+#[derive(Template)]
+#[template(path = "reports.html")]
+struct ReportsPage {
+    chrome: Chrome,
+    title: String,
+    tenant_id: i64,
+    tenant_name: String,
+    daily: bool,
+    currency: String,
+    periods: Vec<PeriodSummary>,
+    statuses: Vec<(String, i64)>,
+    usage: Vec<UsageDay>,
+    renewals_chart: String,
+    money_chart: String,
+    status_chart: String,
+    usage_chart: String,
+}
+
+/// The reports page.
+pub async fn reports(
+    State(st): State<AppState>,
+    v: Viewer,
+    Query(q): Query<ReportQuery>,
+) -> PageResult {
+    let f = figures(&st, &v.actor, &q).await?;
+    let cur = st.currency.code.clone();
+    let labels: Vec<String> = f.periods.iter().map(|p| p.period.clone()).collect();
+    let renewals_chart = chart::bars(
+        "Renewals per period",
+        &labels,
+        &[Series {
+            name: "renewals",
+            class: "a",
+            values: f.periods.iter().map(|p| p.renewals as f64).collect(),
+        }],
+        "",
+    );
+    let money_chart = chart::bars(
+        "Renewal value and money collected per period",
+        &labels,
+        &[
+            Series {
+                name: "renewal value",
+                class: "a",
+                values: f.periods.iter().map(|p| money(p.renewal_value)).collect(),
+            },
+            Series {
+                name: "collected",
+                class: "b",
+                values: f.periods.iter().map(|p| money(p.collected)).collect(),
+            },
+        ],
+        &cur,
+    );
+    let status_labels: Vec<String> = f.statuses.iter().map(|(s, _)| s.clone()).collect();
+    let status_chart = chart::bars(
+        "Subscribers by status",
+        &status_labels,
+        &[Series {
+            name: "subscribers",
+            class: "a",
+            values: f.statuses.iter().map(|(_, n)| *n as f64).collect(),
+        }],
+        "",
+    );
+    let days: Vec<String> = f.usage.iter().map(|u| u.day.clone()).collect();
+    let usage_chart = chart::bars(
+        "Traffic per day",
+        &days,
+        &[
+            Series {
+                name: "download",
+                class: "a",
+                values: f.usage.iter().map(|u| gib(u.output_octets)).collect(),
+            },
+            Series {
+                name: "upload",
+                class: "b",
+                values: f.usage.iter().map(|u| gib(u.input_octets)).collect(),
+            },
+        ],
+        "GiB",
+    );
+    Ok(render(&ReportsPage {
+        chrome: Chrome::new(&v.ctx, "reports"),
+        title: "Reports".into(),
+        tenant_id: f.tenant_id,
+        tenant_name: f.tenant_name,
+        daily: f.daily,
+        currency: cur,
+        periods: f.periods,
+        statuses: f.statuses,
+        usage: f.usage,
+        renewals_chart,
+        money_chart,
+        status_chart,
+        usage_chart,
+    })
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsvQuery {
+    /// `revenue` (renewals and money per period) or `usage` (traffic per day).
+    report: Option<String>,
+    #[serde(flatten)]
+    q: ReportQuery,
+}
+
+/// One report as CSV, for a spreadsheet.
+pub async fn csv(State(st): State<AppState>, v: Viewer, Query(c): Query<CsvQuery>) -> PageResult {
+    let f = figures(&st, &v.actor, &c.q).await?;
+    let (name, body) = match c.report.as_deref().unwrap_or("revenue") {
+        "revenue" => {
+            let mut out =
+                String::from("period,renewals,renewal_value,cost,collected,balance_bought\n");
+            for p in &f.periods {
+                out.push_str(&format!(
+                    "{},{},{},{},{},{}\n",
+                    p.period, p.renewals, p.renewal_value, p.cost, p.collected, p.balance_bought
+                ));
+            }
+            ("revenue", out)
+        }
+        "usage" => {
+            let mut out = String::from("day,download_octets,upload_octets\n");
+            for u in &f.usage {
+                out.push_str(&format!(
+                    "{},{},{}\n",
+                    u.day, u.output_octets, u.input_octets
+                ));
+            }
+            ("usage", out)
+        }
+        r => {
+            return Err(
+                Error::invalid(format!("report: '{r}' is neither revenue nor usage")).into(),
+            );
+        }
+    };
+    let period = if f.daily { "daily" } else { "monthly" };
+    let file = format!(
+        "attachment; filename=\"{name}-{period}-{}.csv\"",
+        f.tenant_id
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        body,
+    )
+        .into_response())
+}
