@@ -16,7 +16,8 @@
 //! - [`ops`]: the changes people make, each a plain function over the write
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
-//!   `subscribers` and `users`: creating and changing one). Their handlers parse,
+//!   `subscribers`: creating and changing one, and bulk actions; `users`: creating
+//!   and changing one). Their handlers parse,
 //!   call and render; `auth`: logging in and impersonating, shared by the API and the
 //!   panel (`http::auth` writes tokens and password changes inline).
 //! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.

@@ -370,3 +370,84 @@ fn log_in_as_shows_the_banner_and_returns() {
         c.close().await.unwrap();
     });
 }
+
+/// A reseller creates a subscriber through the page: a first try with a bad MAC comes
+/// back filled in with the error beside the field, the corrected form creates it, and
+/// the list shows it.
+#[test]
+#[ignore = "browser: needs chromium"]
+fn a_reseller_creates_a_subscriber_through_the_form() {
+    let lab = lab("create");
+    runtime().block_on(async {
+        let c = lab.browser().await;
+        log_in(&c, &lab.url(DOMAIN, "/panel/login"), OWNER).await;
+        c.goto(&lab.url(DOMAIN, "/panel/subscribers"))
+            .await
+            .unwrap();
+        c.find(Locator::Css("#new-subscriber"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let f = c.form(Locator::Css("#subscriber-form")).await.unwrap();
+        for (name, value) in [
+            ("username", "carmen"),
+            ("password", "ppp-secret-9"),
+            ("name", "Carmen Ruiz"),
+            ("phone", "+1 555 0177"),
+            ("mac", "02:00:5e:zz"),
+        ] {
+            f.set_by_name(name, value).await.unwrap();
+        }
+        c.find(Locator::Css("#f-plan_id option:nth-child(2)"))
+            .await
+            .expect("a plan to choose")
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("#save"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let err = text(&c, "#e-mac").await;
+        assert!(err.contains("is not a MAC address"), "{err}");
+        let kept = c
+            .find(Locator::Css("#f-name"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap();
+        assert_eq!(
+            kept.as_deref(),
+            Some("Carmen Ruiz"),
+            "the form lost what was typed"
+        );
+        keep(&lab.shot(&c, "1-refused-form-kept-filled").await);
+        let mac = c.find(Locator::Css("#f-mac")).await.unwrap();
+        mac.clear().await.unwrap();
+        mac.send_keys("02:00:5e:10:00:09").await.unwrap();
+        c.find(Locator::Css("#save"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(text(&c, "#notice").await, "Subscriber created.");
+        assert_eq!(text(&c, "#username").await, "carmen");
+        c.goto(&lab.url(DOMAIN, "/panel/subscribers"))
+            .await
+            .unwrap();
+        let rows = text(&c, "#results tbody").await;
+        assert!(
+            rows.contains("carmen") && rows.contains("Carmen Ruiz"),
+            "{rows}"
+        );
+        assert!(rows.contains("02:00:5E:10:00:09"), "{rows}");
+        keep(&lab.shot(&c, "2-created-in-list").await);
+        c.close().await.unwrap();
+    });
+}

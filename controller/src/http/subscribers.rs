@@ -5,19 +5,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
 use crate::db::agent::{self, OnlineSession, UsageDay};
-use crate::db::audit::{self, Entry, Who};
 use crate::db::subscriber::{
-    self, BulkAction, BulkRequest, BulkResult, NewSubscriber, Subscriber, SubscriberFilter,
-    SubscriberPatch,
+    self, BulkRequest, BulkResult, NewSubscriber, Subscriber, SubscriberFilter, SubscriberPatch,
 };
-use crate::db::tenant;
 use crate::error::{Error, Result};
 use crate::ops::subscribers as ops;
 use crate::scope::{Actor, Permission, Scope};
@@ -121,57 +117,8 @@ async fn bulk(
     actor: Actor,
     ApiJson(req): ApiJson<BulkRequest>,
 ) -> Result<Json<BulkResult>> {
-    match req.action {
-        BulkAction::Suspend | BulkAction::Reconnect => {
-            actor.require(Permission::SuspendReconnect)?
-        }
-        BulkAction::SetReseller => actor.require(Permission::EditCustomers)?,
-    }
-    if req.ids.is_empty() || req.ids.len() > 1000 {
-        return Err(Error::invalid("ids must list 1 to 1000 subscribers"));
-    }
-    let mut ids = req.ids.clone();
-    ids.sort_unstable();
-    ids.dedup();
-    if req.action == BulkAction::SetReseller && req.tenant_id.is_none() {
-        return Err(Error::invalid(
-            "set_reseller needs tenant_id: the reseller to move the subscribers to",
-        ));
-    }
-    if req.action != BulkAction::SetReseller && req.tenant_id.is_some() {
-        return Err(Error::invalid("tenant_id applies to set_reseller only"));
-    }
-    let result = st
-        .db
-        .write(move |tx| {
-            let rows = subscriber::get_all_visible(tx, &actor.scope(), &ids)?;
-            let owner = match req.action {
-                BulkAction::SetReseller => Some(tenant::assignable(tx, &actor, req.tenant_id, "subscriber.bulk_set_reseller")?),
-                _ => None,
-            };
-            let result = subscriber::bulk(tx, &rows, req.action, owner.as_ref())?;
-            let action = match req.action {
-                BulkAction::Suspend => "subscriber.bulk_suspend",
-                BulkAction::Reconnect => "subscriber.bulk_reconnect",
-                BulkAction::SetReseller => "subscriber.bulk_set_reseller",
-            };
-            audit::record(
-                tx,
-                &Entry {
-                    who: std::borrow::Cow::Owned(Who::from(&actor)),
-                    tenant_id: actor.tenant_id,
-                    action,
-                    target_kind: Some("subscriber"),
-                    target_id: None,
-                    before: Some(json!({ "ids": ids })),
-                    after: Some(json!({ "changed": result.changed, "unchanged": result.unchanged, "tenant_id": req.tenant_id })),
-                    more_targets: &result.changed,
-                    security: false,
-                },
-            )?;
-            Ok(result)
-        })
-        .await?;
+    actor.require(ops::bulk_permission(req.action))?;
+    let result = st.db.write(move |tx| ops::bulk(tx, &actor, &req)).await?;
     Ok(Json(result))
 }
 

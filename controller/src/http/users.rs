@@ -7,9 +7,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiJson, ApiPath, ApiQuery, AppState, Page};
-use crate::db::tenant::validate_name;
 use crate::db::user::{self, NewUser, User, UserFilter, UserPatch};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ops::users as ops;
 use crate::scope::{Actor, Permission};
 
@@ -42,19 +41,8 @@ async fn create_user(
     ApiJson(input): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<User>)> {
     actor.require(Permission::ManageStaff)?;
-    let email = user::validate_email(&input.email)?;
-    let name = validate_name("name", &input.name, 120)?;
-    user::validate_password("password", &input.password)?;
-    let perms = ops::grant(&actor, input.kind, &input.permissions, input.preset)?;
-    let hasher = st.hasher.clone();
-    let password = input.password.clone();
-    let hash = st
-        .password_checks
-        .slot()
-        .await?
-        .run(move || hasher.hash(&password))
-        .await?
-        .map_err(|e| Error::internal(&e))?;
+    let (email, name, perms) = ops::check_new(&actor, &input)?;
+    let hash = ops::hash_password(&st, input.password.clone()).await?;
     let created = st
         .db
         .write(move |tx| ops::create_user(tx, &actor, &input, &email, &name, &perms, &hash))
@@ -90,17 +78,7 @@ async fn update_user(
         user::validate_password("password", pw)?;
     }
     let hash = match p.password.clone() {
-        Some(pw) => {
-            let hasher = st.hasher.clone();
-            Some(
-                st.password_checks
-                    .slot()
-                    .await?
-                    .run(move || hasher.hash(&pw))
-                    .await?
-                    .map_err(|e| Error::internal(&e))?,
-            )
-        }
+        Some(pw) => Some(ops::hash_password(&st, pw).await?),
         None => None,
     };
     let view = st

@@ -1,14 +1,17 @@
-//! Subscribers: creating and changing one. The caller decides how much of the result
+//! Subscribers: creating and changing one, and bulk actions on many. The caller decides how much of the result
 //! to show (the PPP password only to those who may edit customers).
 
 use rusqlite::Connection;
+use serde_json::json;
 
 use crate::crypto::SecretBox;
-use crate::db::audit::Entry;
-use crate::db::subscriber::{self, NewSubscriber, SubscriberPatch, SubscriberRow};
+use crate::db::audit::{self, Entry, Who};
+use crate::db::subscriber::{
+    self, BulkAction, BulkRequest, BulkResult, NewSubscriber, SubscriberPatch, SubscriberRow,
+};
 use crate::db::tenant;
-use crate::error::Result;
-use crate::scope::Actor;
+use crate::error::{Error, Result};
+use crate::scope::{Actor, Permission};
 
 /// Creates a subscriber owned by `input.tenant_id` (by default the actor's tenant).
 pub fn create_subscriber(
@@ -57,4 +60,67 @@ pub fn update_subscriber(
         .after(&after_view)
         .record(tx)?;
     Ok(after)
+}
+
+/// The function a bulk action needs (the API's bulk endpoint and the panel's list check
+/// the same one).
+pub fn bulk_permission(action: BulkAction) -> Permission {
+    match action {
+        BulkAction::Suspend | BulkAction::Reconnect => Permission::SuspendReconnect,
+        BulkAction::SetReseller => Permission::EditCustomers,
+    }
+}
+
+/// Suspends, reconnects or moves many subscribers at once: all of them or none (any id
+/// outside the actor's scope is a 404 naming it), a move only within the actor's
+/// subtree and within the new owner's limits. One audit entry names every subscriber
+/// changed.
+pub fn bulk(tx: &Connection, actor: &Actor, req: &BulkRequest) -> Result<BulkResult> {
+    if req.ids.is_empty() || req.ids.len() > 1000 {
+        return Err(Error::invalid("ids must list 1 to 1000 subscribers"));
+    }
+    let mut ids = req.ids.clone();
+    ids.sort_unstable();
+    ids.dedup();
+    if req.action == BulkAction::SetReseller && req.tenant_id.is_none() {
+        return Err(Error::invalid(
+            "set_reseller needs tenant_id: the reseller to move the subscribers to",
+        ));
+    }
+    if req.action != BulkAction::SetReseller && req.tenant_id.is_some() {
+        return Err(Error::invalid("tenant_id applies to set_reseller only"));
+    }
+    let rows = subscriber::get_all_visible(tx, &actor.scope(), &ids)?;
+    let owner = match req.action {
+        BulkAction::SetReseller => Some(tenant::assignable(
+            tx,
+            actor,
+            req.tenant_id,
+            "subscriber.bulk_set_reseller",
+        )?),
+        _ => None,
+    };
+    let result = subscriber::bulk(tx, &rows, req.action, owner.as_ref())?;
+    let action = match req.action {
+        BulkAction::Suspend => "subscriber.bulk_suspend",
+        BulkAction::Reconnect => "subscriber.bulk_reconnect",
+        BulkAction::SetReseller => "subscriber.bulk_set_reseller",
+    };
+    audit::record(
+        tx,
+        &Entry {
+            who: std::borrow::Cow::Owned(Who::from(actor)),
+            tenant_id: actor.tenant_id,
+            action,
+            target_kind: Some("subscriber"),
+            target_id: None,
+            before: Some(json!({ "ids": ids })),
+            after: Some(
+                json!({ "changed": result.changed, "unchanged": result.unchanged, "tenant_id": req.tenant_id }),
+            ),
+            more_targets: &result.changed,
+            security: false,
+        },
+    )?;
+    Ok(result)
 }

@@ -166,3 +166,25 @@ pub fn update_user(
         .record(tx)?;
     Ok(after.view())
 }
+
+/// A new login's checked email and name and the permission set it gets (see
+/// [`grant`]), before its password is hashed.
+pub fn check_new(actor: &Actor, input: &NewUser) -> Result<(String, String, PermSet)> {
+    let email = user::validate_email(&input.email)?;
+    let name = validate_name("name", &input.name, 120)?;
+    user::validate_password("password", &input.password)?;
+    let perms = grant(actor, input.kind, &input.permissions, input.preset)?;
+    Ok((email, name, perms))
+}
+
+/// Hashes a password on the password gate's threads, a few at a time, as logins check
+/// them.
+pub async fn hash_password(st: &crate::AppState, password: String) -> Result<String> {
+    let hasher = st.hasher.clone();
+    st.password_checks
+        .slot()
+        .await?
+        .run(move || hasher.hash(&password))
+        .await?
+        .map_err(|e| Error::internal(&e))
+}

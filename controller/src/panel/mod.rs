@@ -14,12 +14,25 @@
 //! - The stylesheet and the one small script are compiled in and served under a path
 //!   holding their hash, cached for a year.
 //! - `auth`: login, logout, "log in as" and the way back; `pages`: dashboard,
-//!   subscribers, logins, the reseller tree, the audit log, WAN checks.
+//!   subscribers, logins, the reseller tree, the audit log, WAN checks;
+//!   `subscriber_forms`: a subscriber's create and edit forms and the list's bulk
+//!   actions; `plans`: plans (list, create, edit, archive) and a reseller's rate card;
+//!   `sites`: sites with their agents' sync state, NAS devices, enrollment tokens;
+//!   `staff`: a login's create and edit forms, a manager's functions and presets;
+//!   `resellers`: a sub-reseller's creation, its settings, balance, statement, and
+//!   the ledger;
+//!   `forms`: the per-field errors every form shows.
 
 mod auth;
 mod chart;
+mod forms;
 mod pages;
+mod plans;
 mod reports;
+mod resellers;
+mod sites;
+mod staff;
+mod subscriber_forms;
 
 use std::sync::LazyLock;
 
@@ -29,7 +42,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use axum::{Form, Router};
 use axum_extra::extract::cookie::Cookie;
 use hmac::{Hmac, Mac};
@@ -43,26 +56,88 @@ use crate::db::tenant::Tenant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::scope::{Actor, OPERATOR_TENANT, Permission, UserKind};
 
-/// Every panel route.
+/// Every panel route. A method a path does not answer is the 405 page, in the frame.
 pub fn router(state: AppState) -> Router<AppState> {
+    use subscriber_forms as sf;
+    let page = |m: MethodRouter<AppState>| m.fallback(method_not_allowed);
     Router::new()
-        .route("/panel", get(pages::dashboard))
-        .route("/panel/login", get(auth::login_page).post(auth::login))
-        .route("/panel/logout", post(auth::logout))
-        .route("/panel/subscribers", get(pages::subscribers))
-        .route("/panel/subscribers/{id}", get(pages::subscriber))
-        .route("/panel/subscribers/{id}/status", post(pages::set_status))
-        .route("/panel/subscribers/{id}/renew", post(pages::renew))
-        .route("/panel/subscribers/{id}/payments", post(pages::payment))
-        .route("/panel/users", get(pages::users))
-        .route("/panel/resellers", get(pages::resellers))
-        .route("/panel/audit", get(pages::audit))
-        .route("/panel/wan", get(pages::wan))
-        .route("/panel/reports", get(reports::reports))
-        .route("/panel/reports.csv", get(reports::csv))
-        .route("/panel/users/{id}/impersonate", post(auth::impersonate))
-        .route("/panel/impersonation/end", post(auth::end_impersonation))
-        .route("/panel/{*rest}", get(not_found).post(not_found))
+        .route("/panel", page(get(pages::dashboard)))
+        .route(
+            "/panel/login",
+            page(get(auth::login_page).post(auth::login)),
+        )
+        .route("/panel/logout", page(post(auth::logout)))
+        .route(
+            "/panel/subscribers",
+            page(get(pages::subscribers).post(sf::create)),
+        )
+        .route("/panel/subscribers/new", page(get(sf::new_form)))
+        .route("/panel/subscribers/bulk", page(post(sf::bulk)))
+        .route(
+            "/panel/subscribers/{id}",
+            page(get(pages::subscriber).post(sf::update)),
+        )
+        .route("/panel/subscribers/{id}/edit", page(get(sf::edit_form)))
+        .route(
+            "/panel/subscribers/{id}/status",
+            page(post(pages::set_status)),
+        )
+        .route("/panel/subscribers/{id}/renew", page(post(pages::renew)))
+        .route(
+            "/panel/subscribers/{id}/payments",
+            page(post(pages::payment)),
+        )
+        .route("/panel/plans", page(get(plans::list).post(plans::create)))
+        .route("/panel/plans/new", page(get(plans::new_form)))
+        .route("/panel/plans/{id}", page(post(plans::update)))
+        .route("/panel/plans/{id}/edit", page(get(plans::edit_form)))
+        .route("/panel/plans/{id}/status", page(post(plans::set_status)))
+        .route(
+            "/panel/resellers/{id}/rate-card",
+            page(get(plans::rate_card).post(plans::change_rate_card)),
+        )
+        .route("/panel/sites", page(get(sites::list).post(sites::create)))
+        .route("/panel/sites/{id}", page(get(sites::show)))
+        .route("/panel/sites/{id}/nas", page(post(sites::create_nas)))
+        .route(
+            "/panel/sites/{id}/enrollment-tokens",
+            page(post(sites::create_token)),
+        )
+        .route("/panel/users", page(get(pages::users).post(staff::create)))
+        .route("/panel/users/new", page(get(staff::new_form)))
+        .route("/panel/users/{id}", page(post(staff::update)))
+        .route("/panel/users/{id}/edit", page(get(staff::edit_form)))
+        .route(
+            "/panel/resellers",
+            page(get(pages::resellers).post(resellers::create)),
+        )
+        .route("/panel/resellers/new", page(get(resellers::new_form)))
+        .route(
+            "/panel/resellers/{id}",
+            page(get(resellers::show).post(resellers::update)),
+        )
+        .route(
+            "/panel/resellers/{id}/balance",
+            page(post(resellers::money)),
+        )
+        .route(
+            "/panel/resellers/{id}/statement",
+            page(get(resellers::statement)),
+        )
+        .route("/panel/ledger", page(get(resellers::ledger)))
+        .route("/panel/audit", page(get(pages::audit)))
+        .route("/panel/wan", page(get(pages::wan)))
+        .route("/panel/reports", page(get(reports::reports)))
+        .route("/panel/reports.csv", page(get(reports::csv)))
+        .route(
+            "/panel/users/{id}/impersonate",
+            page(post(auth::impersonate)),
+        )
+        .route(
+            "/panel/impersonation/end",
+            page(post(auth::end_impersonation)),
+        )
+        .route("/panel/{*rest}", any(not_found))
         .layer(axum::middleware::from_fn_with_state(state, frame))
         // Outside the frame: no session or brand lookup for a stylesheet.
         .route("/panel/assets/{hash}/{file}", get(asset))
@@ -75,12 +150,41 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/login"),
     ("POST", "/panel/logout"),
     ("GET", "/panel/subscribers"),
+    ("POST", "/panel/subscribers"),
+    ("GET", "/panel/subscribers/new"),
+    ("POST", "/panel/subscribers/bulk"),
     ("GET", "/panel/subscribers/{id}"),
+    ("POST", "/panel/subscribers/{id}"),
+    ("GET", "/panel/subscribers/{id}/edit"),
     ("POST", "/panel/subscribers/{id}/status"),
     ("POST", "/panel/subscribers/{id}/renew"),
     ("POST", "/panel/subscribers/{id}/payments"),
+    ("GET", "/panel/plans"),
+    ("POST", "/panel/plans"),
+    ("GET", "/panel/plans/new"),
+    ("POST", "/panel/plans/{id}"),
+    ("GET", "/panel/plans/{id}/edit"),
+    ("POST", "/panel/plans/{id}/status"),
+    ("GET", "/panel/resellers/{id}/rate-card"),
+    ("POST", "/panel/resellers/{id}/rate-card"),
+    ("GET", "/panel/sites"),
+    ("POST", "/panel/sites"),
+    ("GET", "/panel/sites/{id}"),
+    ("POST", "/panel/sites/{id}/nas"),
+    ("POST", "/panel/sites/{id}/enrollment-tokens"),
     ("GET", "/panel/users"),
+    ("POST", "/panel/users"),
+    ("GET", "/panel/users/new"),
+    ("POST", "/panel/users/{id}"),
+    ("GET", "/panel/users/{id}/edit"),
     ("GET", "/panel/resellers"),
+    ("POST", "/panel/resellers"),
+    ("GET", "/panel/resellers/new"),
+    ("GET", "/panel/resellers/{id}"),
+    ("POST", "/panel/resellers/{id}"),
+    ("POST", "/panel/resellers/{id}/balance"),
+    ("GET", "/panel/resellers/{id}/statement"),
+    ("GET", "/panel/ledger"),
     ("GET", "/panel/audit"),
     ("GET", "/panel/wan"),
     ("GET", "/panel/reports"),
@@ -89,6 +193,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/panel/impersonation/end"),
     ("GET", "/panel/assets/{hash}/{file}"),
 ];
+
+async fn method_not_allowed() -> Failure {
+    Failure(Error::new(
+        ErrorKind::MethodNotAllowed,
+        "method_not_allowed",
+        "this page does not answer that method",
+    ))
+}
 
 async fn not_found() -> Failure {
     Failure(Error::not_found("page"))
@@ -463,10 +575,28 @@ pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
             Some(Permission::ManageResellers),
         ),
         (
+            "plans",
+            "/panel/plans",
+            "Plans",
+            Some(Permission::ManagePlans),
+        ),
+        (
+            "sites",
+            "/panel/sites",
+            "Sites",
+            Some(Permission::ManageSites),
+        ),
+        (
             "users",
             "/panel/users",
             "Logins",
             Some(Permission::ManageStaff),
+        ),
+        (
+            "ledger",
+            "/panel/ledger",
+            "Ledger",
+            Some(Permission::ViewInvoices),
         ),
         (
             "wan",
@@ -527,6 +657,13 @@ impl Chrome {
             menu: a.map(|a| menu(a, active)).unwrap_or_default(),
         }
     }
+}
+
+/// A page's query string: a list's cursor and the notice a redirect left.
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    pub cursor: Option<String>,
+    pub notice: Option<String>,
 }
 
 /// A page's answer: the rendered page, or a failure [`frame`] renders.

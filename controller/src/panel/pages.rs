@@ -15,7 +15,7 @@ use crate::billing::{self, By, PaymentMethod};
 use crate::crypto::new_bearer;
 use crate::db::paging::Page;
 use crate::db::plan::{self, PlanFilter};
-use crate::db::site::{self, SiteFilter};
+use crate::db::site;
 use crate::db::subscriber::{
     self, Subscriber, SubscriberFilter, SubscriberPatch, SubscriberStatus,
 };
@@ -41,6 +41,10 @@ struct DashboardPage {
     subscribers: Option<(Vec<Count>, i64, i64)>,
     money: Option<(String, String, String)>,
     sites: Option<i64>,
+    /// Sessions online now (view customers).
+    online: Option<i64>,
+    /// The first sites with their agents' sync state (manage sites).
+    site_sync: Option<Vec<super::sites::SiteLine>>,
 }
 
 #[derive(Deserialize)]
@@ -94,15 +98,36 @@ pub async fn dashboard(
                     cur.code.clone(),
                 )
             });
-            let sites = if sites {
-                Some(site::count(c, &scope)?)
+            let online = customers
+                .then(|| crate::db::agent::online_count(c, &scope))
+                .transpose()?;
+            let (sites, site_sync) = if sites {
+                let first = site::list(
+                    c,
+                    &scope,
+                    &site::SiteFilter::default(),
+                    crate::db::Paging::new(None, Some(20))?,
+                )?;
+                let lines = first
+                    .into_iter()
+                    .map(|s| {
+                        let agent = super::sites::agent_of(c, s.id)?;
+                        Ok(super::sites::SiteLine {
+                            id: s.id,
+                            name: s.name,
+                            location: s.location,
+                            agent: agent.as_ref().map(super::sites::AgentLine::from),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (Some(site::count(c, &scope)?), Some(lines))
             } else {
-                None
+                (None, None)
             };
-            Ok((t.name, subscribers, money, sites))
+            Ok((t.name, subscribers, money, sites, online, site_sync))
         })
         .await?;
-    let (tenant_name, subscribers, money, sites) = page;
+    let (tenant_name, subscribers, money, sites, online, site_sync) = page;
     Ok(render(&DashboardPage {
         chrome: Chrome::new(&v.ctx, "dashboard"),
         title: "Dashboard".into(),
@@ -110,6 +135,8 @@ pub async fn dashboard(
         subscribers,
         money,
         sites,
+        online,
+        site_sync,
     })
     .into_response())
 }
@@ -125,9 +152,34 @@ pub struct ListQuery {
     plan_id: Option<String>,
     site_id: Option<String>,
     cursor: Option<String>,
+    /// After a bulk action: which, and how many it changed and left as they were.
+    done: Option<String>,
+    changed: Option<String>,
+    unchanged: Option<String>,
 }
 
 impl ListQuery {
+    /// What the last bulk action did, in words.
+    fn notice(&self) -> Option<String> {
+        let verb = match self.done.as_deref()? {
+            "suspend" => "Suspended",
+            "reconnect" => "Reconnected",
+            "set_reseller" => "Moved",
+            "renew" => "Renewed",
+            _ => return None,
+        };
+        let n = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|s| s.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        Some(format!(
+            "{verb} {} subscriber(s); {} left as they were.",
+            n(&self.changed),
+            n(&self.unchanged)
+        ))
+    }
+
     fn filter(&self) -> Result<SubscriberFilter> {
         let status = match self.status.as_deref().map(str::trim).unwrap_or("") {
             "" => None,
@@ -224,6 +276,8 @@ impl From<&Subscriber> for Row {
 struct Rows {
     rows: Vec<Row>,
     next: Option<String>,
+    /// The rows can be ticked for a bulk action.
+    pick: bool,
 }
 
 #[derive(Template)]
@@ -232,10 +286,10 @@ struct RowsFragment {
     list: Rows,
 }
 
-struct Choice {
-    value: String,
-    label: String,
-    selected: bool,
+pub(super) struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
 }
 
 #[derive(Template)]
@@ -243,6 +297,12 @@ struct Choice {
 struct SubscribersPage {
     chrome: Chrome,
     title: String,
+    notice: Option<String>,
+    can_create: bool,
+    /// The bulk actions granted, as (value, label).
+    bulk: Vec<(&'static str, &'static str)>,
+    bulk_key: String,
+    owners: Option<Vec<Choice>>,
     q: String,
     statuses: Vec<Choice>,
     plans: Vec<Choice>,
@@ -250,7 +310,7 @@ struct SubscribersPage {
     list: Rows,
 }
 
-fn choices(items: Vec<(String, String)>, current: Option<&str>) -> Vec<Choice> {
+pub(super) fn choices(items: Vec<(String, String)>, current: Option<&str>) -> Vec<Choice> {
     items
         .into_iter()
         .map(|(value, label)| Choice {
@@ -275,43 +335,38 @@ pub async fn subscribers(
     let page: Page<Subscriber> = st
         .list_page(&v.actor, f, subscriber::list, |s| s.id)
         .await?;
+    let a = &v.actor;
+    let bulk: Vec<(&str, &str)> = [
+        (a.can(Permission::SuspendReconnect), "suspend", "Suspend"),
+        (
+            a.can(Permission::SuspendReconnect),
+            "reconnect",
+            "Reconnect",
+        ),
+        (
+            a.can(Permission::RecordPayments),
+            "renew",
+            "Renew one period",
+        ),
+        (
+            a.can(Permission::EditCustomers) && a.can(Permission::ManageResellers),
+            "set_reseller",
+            "Move to reseller",
+        ),
+    ]
+    .into_iter()
+    .filter(|(granted, ..)| *granted)
+    .map(|(_, v, l)| (v, l))
+    .collect();
     let list = Rows {
         rows: page.items.iter().map(Row::from).collect(),
         next: page.next_cursor.as_deref().map(|c| q.with_cursor(c)),
+        pick: !bulk.is_empty(),
     };
     if headers.get("x-panel-fragment").is_some() {
         return Ok(render(&RowsFragment { list }).into_response());
     }
-    let see_sites = v.actor.can(Permission::ManageSites);
-    let (plans, sites) = st
-        .read_scoped(&v.actor, move |c, s| {
-            let plans = plan::list(
-                c,
-                s,
-                &PlanFilter::default(),
-                crate::db::Paging::new(None, Some(500))?,
-            )?
-            .into_iter()
-            .map(|p| (p.id.to_string(), p.name))
-            .collect::<Vec<_>>();
-            let sites = if see_sites {
-                Some(
-                    site::list(
-                        c,
-                        s,
-                        &SiteFilter::default(),
-                        crate::db::Paging::new(None, Some(500))?,
-                    )?
-                    .into_iter()
-                    .map(|x| (x.id.to_string(), x.name))
-                    .collect::<Vec<_>>(),
-                )
-            } else {
-                None
-            };
-            Ok((plans, sites))
-        })
-        .await?;
+    let o = super::subscriber_forms::options(&st, &v.actor).await?;
     let statuses = ["active", "suspended", "expired", "disabled"]
         .into_iter()
         .map(|s| (s.to_string(), s.to_string()))
@@ -319,10 +374,15 @@ pub async fn subscribers(
     Ok(render(&SubscribersPage {
         chrome: Chrome::new(&v.ctx, "subscribers"),
         title: "Subscribers".into(),
+        notice: q.notice(),
+        can_create: v.actor.can(Permission::CreateCustomers),
+        bulk,
+        bulk_key: new_bearer("pk_"),
+        owners: o.owners.map(|s| choices(s, None)),
         q: q.q.clone().unwrap_or_default(),
         statuses: choices(statuses, q.status.as_deref()),
-        plans: choices(plans, q.plan_id.as_deref()),
-        sites: sites.map(|s| choices(s, q.site_id.as_deref())),
+        plans: choices(o.plans, q.plan_id.as_deref()),
+        sites: o.sites.map(|s| choices(s, q.site_id.as_deref())),
         list,
     })
     .into_response())
@@ -340,6 +400,7 @@ struct SubscriberPage {
     owner: String,
     owner_money: Option<(String, String, String)>,
     can_status: bool,
+    can_edit: bool,
     suspended: bool,
     can_pay: bool,
     renew_key: String,
@@ -399,6 +460,8 @@ pub async fn subscriber(
     let current = sub.plan_id.map(|p| p.to_string());
     let notice = match dq.notice.as_deref() {
         Some("renewed") => Some("Renewed."),
+        Some("created") => Some("Subscriber created."),
+        Some("saved") => Some("Changes saved."),
         Some("paid") => Some("Payment recorded."),
         Some("suspended") => Some("Suspended."),
         Some("reconnected") => Some("Reconnected."),
@@ -415,6 +478,7 @@ pub async fn subscriber(
         owner: owner.0,
         owner_money: owner.1,
         can_status: v.actor.can(Permission::SuspendReconnect),
+        can_edit: v.actor.can(Permission::EditCustomers),
         suspended: sub.status == SubscriberStatus::Suspended,
         can_pay: v.actor.can(Permission::RecordPayments),
         renew_key: new_bearer("pk_"),
@@ -464,7 +528,7 @@ pub async fn set_status(
 /// `Idempotency-Key` ([`ledger::remembered`]): a second submit of the same form charges
 /// nothing and answers that it was already done. The key namespace is the API's, so a
 /// key is never reused across the two.
-async fn once<R: Serialize>(
+pub(super) async fn once<R: Serialize>(
     st: &AppState,
     actor: &Actor,
     key: &str,
@@ -598,13 +662,9 @@ struct Login {
 struct UsersPage {
     chrome: Chrome,
     title: String,
+    notice: Option<&'static str>,
     users: Vec<Login>,
     next: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct UsersQuery {
-    cursor: Option<String>,
 }
 
 /// The logins of the actor's part of the tree, with "log in as" where the API's
@@ -612,7 +672,7 @@ pub struct UsersQuery {
 pub async fn users(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<UsersQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageStaff)?;
     let f = UserFilter {
@@ -626,6 +686,11 @@ pub async fn users(
     Ok(render(&UsersPage {
         chrome: Chrome::new(&v.ctx, "users"),
         title: "Logins".into(),
+        notice: match q.notice.as_deref() {
+            Some("created") => Some("Login created."),
+            Some("saved") => Some("Login saved."),
+            _ => None,
+        },
         users: page
             .items
             .iter()
@@ -669,17 +734,12 @@ struct ResellersPage {
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
-pub struct CursorQuery {
-    cursor: Option<String>,
-}
-
 /// The reseller records the actor manages ([`tenant::list`], the API's list), drawn as a
 /// tree: a page of up to 500 in the tree's order.
 pub async fn resellers(
     State(st): State<AppState>,
     v: Viewer,
-    Query(q): Query<CursorQuery>,
+    Query(q): Query<super::PageQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ManageResellers)?;
     let f = tenant::ResellerFilter {

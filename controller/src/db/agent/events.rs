@@ -292,3 +292,13 @@ pub fn site_events(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// How many sessions are online now for the subscribers `scope` owns (the dashboard's
+/// figure), from the same accounting as [`sessions_of`].
+pub fn online_count(conn: &Connection, scope: &crate::scope::Scope) -> Result<i64> {
+    let (pred, p) = scope.owns("s.tenant_id");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT count(*) FROM online_sessions o JOIN subscribers s ON s.id = o.subscriber_id WHERE {pred}"
+    ))?;
+    Ok(stmt.query_row([p], |r| r.get(0))?)
+}

@@ -17,6 +17,16 @@
     e.preventDefault();
     swap(f.action + "?" + new URLSearchParams(new FormData(f)), f.dataset.swap);
   });
+  // A preset ticks its functions (saving adds them anyway, without this script).
+  document.addEventListener("change", function (e) {
+    var s = e.target;
+    if (!s.matches || !s.matches("select[data-preset]")) return;
+    var o = s.selectedOptions[0];
+    (o && o.dataset.perms ? o.dataset.perms.split(" ") : []).forEach(function (p) {
+      var box = s.form.querySelector("input[name='perm." + p + "']");
+      if (box) box.checked = true;
+    });
+  });
   document.addEventListener("click", function (e) {
     var a = e.target.closest && e.target.closest("a[data-swap]");
     if (!a) return;
