@@ -62,7 +62,8 @@ fn lab(name: &str) -> Lab {
     ));
     api.put(
         &format!("/api/v1/resellers/{sky}/brand"),
-        json!({ "name": "Skylink Wireless", "color": "#0a7d32", "contact": "support@brand.example · +1 555 0100" }),
+        json!({ "name": "Skylink Wireless", "color": "#0a7d32", "contact": "support@brand.example · +1 555 0100",
+                "tagline": "Wireless for the valley" }),
     );
     api.post(
         &format!("/api/v1/resellers/{sky}/rate-card"),
@@ -215,6 +216,7 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
         let c = lab.browser().await;
         c.goto(&lab.url(DOMAIN, "/panel/login")).await.unwrap();
         assert_eq!(text(&c, "#brand-name").await, "Skylink Wireless");
+        assert_eq!(text(&c, "#brand-tagline").await, "Wireless for the valley");
         keep(&lab.shot(&c, "1-login-on-brand-domain").await);
         log_in(&c, &lab.url(DOMAIN, "/panel/login"), OWNER).await;
         assert_eq!(text(&c, "#balance").await, "100.00 USD");
@@ -253,6 +255,22 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
         assert_eq!(text(&c, "#owner-balance").await, "90.00");
         assert_eq!(text(&c, "#status").await, "active");
         keep(&lab.shot(&c, "3-renewed").await);
+
+        // The renewal is in today's bar of the reports' chart, under the brand.
+        c.goto(&lab.url(DOMAIN, "/panel/reports?period=day"))
+            .await
+            .unwrap();
+        let bars = c
+            .find_all(Locator::Css("#chart-renewals svg rect.bar"))
+            .await
+            .unwrap();
+        assert!(!bars.is_empty(), "a bar per day with renewals");
+        let table = text(&c, "#report-periods tbody").await;
+        assert!(
+            table.contains("10.00"),
+            "today's renewal cost 10.00: {table}"
+        );
+        keep(&lab.shot(&c, "3b-reports").await);
 
         c.goto(&lab.url(DOMAIN, &format!("/panel/subscribers/{}", lab.bravo_sub)))
             .await

@@ -45,11 +45,16 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], unit: &str) -
     }
     let n = labels.len().max(1) as f64;
     let slot = plot_w / n;
-    let bar = (slot * 0.8 / series.len().max(1) as f64).max(1.0);
-    // At most about twelve x labels, evenly spaced, whatever the number of bars.
-    let every = labels.len().div_ceil(12).max(1);
+    let bar = (slot * 0.8 / series.len().max(1) as f64).clamp(1.0, 40.0);
+    // Bars narrower than their slot stand in its middle.
+    let inset = (slot - bar * series.len() as f64) / 2.0;
+    // As many x labels as fit side by side (11px text is about 6.5px a character),
+    // counted back from the newest so that it always has its label.
+    let chars = labels.iter().map(|l| l.chars().count()).max().unwrap_or(1) as f64;
+    let fit = ((plot_w / (chars * 6.5 + 16.0)) as usize).max(1);
+    let every = labels.len().div_ceil(fit).max(1);
     for (i, label) in labels.iter().enumerate() {
-        let x0 = LEFT + slot * i as f64 + slot * 0.1;
+        let x0 = LEFT + slot * i as f64 + inset;
         for (k, s) in series.iter().enumerate() {
             let v = s.values.get(i).copied().unwrap_or(0.0);
             let h = if top > 0.0 { plot_h * v / top } else { 0.0 };
@@ -62,11 +67,13 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], unit: &str) -
                 esc(&format!("{label} · {}: {}", s.name, with_unit(v, unit)))
             );
         }
-        if i % every == 0 {
+        if (labels.len() - 1 - i) % every == 0 {
+            // Centred under its bar, but never past the plot's right edge.
+            let half = chars * 3.25;
+            let x = (LEFT + slot * (i as f64 + 0.5)).min(LEFT + plot_w - half);
             let _ = write!(
                 svg,
-                r#"<text class="axis" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                LEFT + slot * (i as f64 + 0.5),
+                r#"<text class="axis" x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
                 HEIGHT - 8.0,
                 esc(label)
             );
@@ -144,6 +151,22 @@ mod tests {
         assert!(svg.contains(&format!(r#"height="{:.1}""#, plot_h * 0.7)));
         assert!(svg.contains(">10 n</text>"));
         assert!(svg.contains("<title>2026-11 · renewals: 7 n</title>"));
+        // Three short labels all fit; 31 dates do not, but the newest keeps its label.
+        assert_eq!(svg.matches(r#"text-anchor="middle">2026-"#).count(), 3);
+        let days: Vec<String> = (1..=31).map(|d| format!("2026-12-{d:02}")).collect();
+        let many = bars(
+            "d",
+            &days,
+            &[Series {
+                name: "n",
+                class: "a",
+                values: vec![1.0; 31],
+            }],
+            "",
+        );
+        let shown = many.matches(r#"text-anchor="middle">2026-"#).count();
+        assert!((2..=10).contains(&shown), "{shown}");
+        assert!(many.contains(">2026-12-31</text>"));
     }
 
     #[test]

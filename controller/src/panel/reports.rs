@@ -50,14 +50,17 @@ async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figure
     };
     let tenant_id = opt_i64("tenant_id", &q.tenant_id)?.unwrap_or(actor.tenant_id);
     let until = crate::db::now() + 1;
-    let since = until - if daily { 31 } else { 366 } * 86_400;
+    let (labels, since) = span(daily);
     let since_day = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
         .date()
         .to_string();
     let cur = st.currency.clone();
     st.read_scoped(actor, move |c, scope| {
         let (t, over) = tenant::rows_scope(c, scope, tenant_id)?;
-        let periods = ledger::summary(c, &over, !daily, since, until, &cur)?;
+        let periods = every_period(
+            labels,
+            ledger::summary(c, &over, !daily, since, until, &cur)?,
+        );
         let (by_status, _) = subscriber::counts(c, &over, until, until)?;
         let usage = events::usage_in_scope(c, &over, &since_day)?;
         Ok(Figures {
@@ -73,6 +76,49 @@ async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figure
         })
     })
     .await
+}
+
+/// The report's periods, oldest first (the last 31 days, or the last 12 calendar
+/// months, UTC), and the unix time the first one starts.
+fn span(daily: bool) -> (Vec<String>, i64) {
+    let today = time::OffsetDateTime::now_utc().date();
+    if daily {
+        let first = today - time::Duration::days(30);
+        let labels = (0..31)
+            .map(|d| (first + time::Duration::days(d)).to_string())
+            .collect();
+        (labels, first.midnight().assume_utc().unix_timestamp())
+    } else {
+        let now = today.year() * 12 + i32::from(u8::from(today.month())) - 1;
+        let labels = (now - 11..=now)
+            .map(|n| format!("{:04}-{:02}", n / 12, n % 12 + 1))
+            .collect();
+        let (y, m) = ((now - 11) / 12, ((now - 11) % 12 + 1) as u8);
+        let month = time::Month::try_from(m).expect("1..=12");
+        let first = time::Date::from_calendar_date(y, month, 1).expect("a valid date");
+        (labels, first.midnight().assume_utc().unix_timestamp())
+    }
+}
+
+/// Every period of the span with the ones that had nothing as zeros: a chart's bars then
+/// stand at their dates, gaps included.
+fn every_period(labels: Vec<String>, found: Vec<PeriodSummary>) -> Vec<PeriodSummary> {
+    let zero = rust_decimal::Decimal::ZERO;
+    let mut by: std::collections::HashMap<String, PeriodSummary> =
+        found.into_iter().map(|p| (p.period.clone(), p)).collect();
+    labels
+        .into_iter()
+        .map(|period| {
+            by.remove(&period).unwrap_or(PeriodSummary {
+                period,
+                renewals: 0,
+                renewal_value: zero,
+                cost: zero,
+                collected: zero,
+                balance_bought: zero,
+            })
+        })
+        .collect()
 }
 
 fn money(d: rust_decimal::Decimal) -> f64 {
@@ -182,6 +228,49 @@ pub async fn reports(
         usage_chart,
     })
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_is_31_days_or_12_months_ending_now_and_starts_at_its_first() {
+        let (days, since) = span(true);
+        let today = time::OffsetDateTime::now_utc().date();
+        assert_eq!(
+            (days.len(), days.last().unwrap().as_str()),
+            (31, today.to_string().as_str())
+        );
+        assert_eq!(
+            time::OffsetDateTime::from_unix_timestamp(since)
+                .unwrap()
+                .date()
+                .to_string(),
+            days[0]
+        );
+        let (months, since) = span(false);
+        assert_eq!(months.len(), 12);
+        assert_eq!(
+            months[11],
+            format!("{:04}-{:02}", today.year(), u8::from(today.month()))
+        );
+        let first = time::OffsetDateTime::from_unix_timestamp(since)
+            .unwrap()
+            .date();
+        assert_eq!(
+            (
+                format!("{:04}-{:02}", first.year(), u8::from(first.month())),
+                first.day()
+            ),
+            (months[0].clone(), 1)
+        );
+        let filled = every_period(months.clone(), vec![]);
+        assert_eq!(
+            filled.iter().map(|p| p.period.clone()).collect::<Vec<_>>(),
+            months
+        );
+    }
 }
 
 #[derive(Debug, Deserialize)]
