@@ -1,0 +1,135 @@
+//! The agent's end of the management tunnel: one WireGuard interface whose one peer is
+//! the controller, brought up from the state dir alone (`identity.json` holds the keys
+//! and the parameters enrolment returned), so an agent restarted while the controller
+//! is down has its tunnel back at once. `outpost-wg` does the mechanism.
+
+use std::time::SystemTime;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Identity;
+
+/// `[tunnel]` of `agent.toml`: which interface, run how. Written by `enroll` when the
+/// controller handed out a tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// The interface name (at most 15 characters, unique on the host).
+    pub interface: String,
+    /// `kernel` or `userspace` (wireguard-go): explicit, and logged at start.
+    pub backend: outpost_wg::Backend,
+}
+
+/// Why the tunnel could not be brought up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `agent.toml` has a `[tunnel]` but `identity.json` no tunnel parameters.
+    #[error("agent.toml has a [tunnel] section but identity.json has no tunnel: enroll again")]
+    NoParams,
+    /// A parameter from enrolment does not parse.
+    #[error("identity.json: tunnel {0}")]
+    Params(String),
+    /// The interface could not be brought up.
+    #[error("bringing up WireGuard interface {iface}")]
+    Up {
+        /// The interface.
+        iface: String,
+        /// Why.
+        #[source]
+        source: outpost_wg::Error,
+    },
+}
+
+/// What the interface is brought up with: its spec and the controller's peer.
+pub fn plan(
+    cfg: &TunnelConfig,
+    id: &Identity,
+) -> Result<(outpost_wg::InterfaceSpec, outpost_wg::Peer), Error> {
+    let t = id.tunnel.as_ref().ok_or(Error::NoParams)?;
+    let address: Ipv4Net = t
+        .address
+        .parse()
+        .map_err(|_| Error::Params(format!("address '{}' is not a.b.c.d/n", t.address)))?;
+    let controller: std::net::Ipv4Addr = t.controller_address.parse().map_err(|_| {
+        Error::Params(format!(
+            "controller_address '{}' is not IPv4",
+            t.controller_address
+        ))
+    })?;
+    let to_controller = Ipv4Net::new(controller, 32).expect("a /32");
+    let endpoint = t
+        .controller_endpoints
+        .first()
+        .ok_or_else(|| Error::Params("has no controller endpoint".into()))?;
+    Ok((
+        outpost_wg::InterfaceSpec {
+            name: cfg.interface.clone(),
+            backend: cfg.backend,
+            private_key: id.wireguard_private_key.clone(),
+            listen_port: None,
+            address,
+            routes: vec![to_controller],
+        },
+        outpost_wg::Peer {
+            public_key: t.controller_public_key.clone(),
+            preshared_key: Some(t.preshared_key.clone()),
+            endpoint: Some(endpoint.clone()),
+            keepalive_secs: Some(t.persistent_keepalive_secs),
+            allowed_ips: vec![to_controller],
+        },
+    ))
+}
+
+/// Brings the tunnel up; it is taken down when the returned interface is dropped.
+pub fn up(cfg: &TunnelConfig, id: &Identity) -> Result<outpost_wg::Interface, Error> {
+    let (spec, peer) = plan(cfg, id)?;
+    tracing::info!(iface = %cfg.interface, backend = %cfg.backend, address = %spec.address,
+        endpoint = ?peer.endpoint, "bringing up the tunnel to the controller");
+    outpost_wg::Interface::up(&spec, &[peer]).map_err(|source| Error::Up {
+        iface: cfg.interface.clone(),
+        source,
+    })
+}
+
+/// The tunnel as `outpost-agent status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelStatus {
+    /// The controller's peer: handshake and bytes.
+    pub peer: outpost_wg::PeerStatus,
+}
+
+impl TunnelStatus {
+    /// Seconds since the last handshake; `None`: none yet.
+    pub fn handshake_age_secs(&self) -> Option<u64> {
+        let t = self.peer.last_handshake?;
+        Some(
+            SystemTime::now()
+                .duration_since(t)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        )
+    }
+}
+
+/// The running tunnel's controller peer, read from the interface (which the `run`
+/// process owns); an error when it is not up.
+pub fn status(cfg: &TunnelConfig, id: &Identity) -> Result<TunnelStatus, String> {
+    let key = id
+        .tunnel
+        .as_ref()
+        .map(|t| t.controller_public_key.clone())
+        .ok_or("identity.json has no tunnel")?;
+    let peers = outpost_wg::status(&cfg.interface, cfg.backend).map_err(|e| {
+        format!(
+            "interface {} is not up ({})",
+            cfg.interface,
+            crate::ErrorChain(&e)
+        )
+    })?;
+    peers
+        .into_iter()
+        .find(|p| p.public_key == key)
+        .map(|peer| TunnelStatus { peer })
+        .ok_or_else(|| format!("interface {} has no controller peer", cfg.interface))
+}
