@@ -92,7 +92,7 @@ pub struct SiteHandle {
     tasks: JoinSet<()>,
     wan: Arc<wan::WanHandle>,
     /// The tunnel to the controller (taken down with the site).
-    tunnel: Option<outpost_wg::Interface>,
+    tunnel: Option<Arc<outpost_wg::Interface>>,
 }
 
 /// What `outpost-agent status` and a test read from a running site.
@@ -143,12 +143,12 @@ impl Site {
         let tunnel = match &cfg.tunnel {
             Some(t) => {
                 let (t, id) = (t.clone(), id.clone());
-                Some(
+                Some(Arc::new(
                     tokio::task::spawn_blocking(move || crate::wg::up(&t, &id))
                         .await
                         .map_err(SiteError::Panicked)?
                         .map_err(SiteError::Tunnel)?,
-                )
+                ))
             }
             None => None,
         };
@@ -161,6 +161,16 @@ impl Site {
         }
         let client = Client::new(&cfg.controller_url, &id.credential);
         let link = Arc::new(Link::default());
+        if let Some(iface) = &tunnel {
+            let peer = crate::wg::plan(cfg.tunnel.as_ref().expect("tunnel configured"), id)
+                .map_err(SiteError::Tunnel)?
+                .1;
+            tasks.spawn(crate::wg::rekey_while_unreachable(
+                iface.clone(),
+                peer,
+                link.clone(),
+            ));
+        }
         tasks.spawn(sync::run_state(
             store.clone(),
             client.clone(),
@@ -289,6 +299,7 @@ impl SiteHandle {
             Some(Ok(Err(e))) => return Err(SiteError::Radius(e)),
             _ => {}
         }
+        // The last reference (the rekey task has ended): the interface goes down.
         drop(self.tunnel.take());
         if let Some(e) = panicked {
             return Err(SiteError::Panicked(e));

@@ -92,6 +92,34 @@ pub fn up(cfg: &TunnelConfig, id: &Identity) -> Result<outpost_wg::Interface, Er
     })
 }
 
+/// While the controller is unreachable, drops and re-adds its peer every few seconds.
+/// A restarted controller has forgotten the tunnel's session, and WireGuard would only
+/// start a new handshake after its own 15 s of unanswered packets (or two minutes of
+/// rekey); a fresh peer handshakes with the next packet, so the agent is back as soon
+/// as the controller is.
+pub async fn rekey_while_unreachable(
+    iface: std::sync::Arc<outpost_wg::Interface>,
+    controller: outpost_wg::Peer,
+    link: std::sync::Arc<crate::sync::Link>,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        if link.reachable.load(Ordering::Relaxed) {
+            continue;
+        }
+        let (iface, peer) = (iface.clone(), controller.clone());
+        let redone = tokio::task::spawn_blocking(move || {
+            iface.remove_peers(std::slice::from_ref(&peer.public_key))?;
+            iface.set_peers(&[peer])
+        })
+        .await;
+        if let Ok(Err(e)) = redone {
+            tracing::warn!(error = %crate::ErrorChain(&e), "re-adding the controller's peer failed");
+        }
+    }
+}
+
 /// The tunnel as `outpost-agent status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelStatus {

@@ -218,7 +218,16 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
         Some(done) = servers.join_next() => Some(done),
     };
     let _ = stop_tx.send(true);
-    while servers.join_next().await.is_some() {}
+    // Long polls in flight would hold a graceful shutdown for their whole wait; agents
+    // retry, so they get a few seconds and the rest are cut.
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("cut the connections still open after 3 s (long polls)");
+        servers.abort_all();
+    }
     if let Some(t) = &state.tunnel {
         t.down();
     }
