@@ -161,3 +161,91 @@ pub fn status(cfg: &TunnelConfig, id: &Identity) -> Result<TunnelStatus, String>
         .map(|peer| TunnelStatus { peer })
         .ok_or_else(|| format!("interface {} has no controller peer", cfg.interface))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(tunnel: Option<outpost_protocol::TunnelParams>) -> Identity {
+        Identity {
+            agent_id: 7,
+            site_id: 3,
+            credential: "opa_x".into(),
+            wireguard_private_key: outpost_wg::generate_private_key(),
+            tunnel,
+        }
+    }
+
+    fn params() -> outpost_protocol::TunnelParams {
+        outpost_protocol::TunnelParams {
+            address: "10.66.0.7/32".into(),
+            controller_public_key: outpost_wg::public_key(&outpost_wg::generate_private_key())
+                .unwrap(),
+            controller_endpoints: vec!["192.0.2.1:51820".into(), "198.51.100.1:51820".into()],
+            controller_address: "10.66.0.1".into(),
+            api_port: 8443,
+            persistent_keepalive_secs: 25,
+            preshared_key: outpost_wg::generate_preshared_key(),
+        }
+    }
+
+    fn cfg() -> TunnelConfig {
+        TunnelConfig {
+            interface: "outpost0".into(),
+            backend: outpost_wg::Backend::Userspace,
+        }
+    }
+
+    #[test]
+    fn the_interface_is_planned_from_the_identity_alone() {
+        let p = params();
+        let id = identity(Some(p.clone()));
+        let (spec, peer) = plan(&cfg(), &id).unwrap();
+        assert_eq!(spec.address.to_string(), "10.66.0.7/32");
+        assert_eq!(spec.routes, vec!["10.66.0.1/32".parse().unwrap()]);
+        assert_eq!(spec.listen_port, None, "a spoke only dials out");
+        assert_eq!(spec.private_key, id.wireguard_private_key);
+        assert_eq!(peer.public_key, p.controller_public_key);
+        assert_eq!(peer.preshared_key, Some(p.preshared_key));
+        assert_eq!(peer.endpoint.as_deref(), Some("192.0.2.1:51820"));
+        assert_eq!(peer.keepalive_secs, Some(25));
+        // Only the controller's address is reached through it.
+        assert_eq!(peer.allowed_ips, vec!["10.66.0.1/32".parse().unwrap()]);
+    }
+
+    #[test]
+    fn a_missing_or_broken_tunnel_in_the_identity_is_a_clear_error() {
+        assert!(matches!(
+            plan(&cfg(), &identity(None)),
+            Err(Error::NoParams)
+        ));
+        let mut p = params();
+        p.address = "10.66.0.7".into();
+        let e = plan(&cfg(), &identity(Some(p))).unwrap_err().to_string();
+        assert!(e.contains("address '10.66.0.7'"), "{e}");
+        let mut p = params();
+        p.controller_endpoints.clear();
+        let e = plan(&cfg(), &identity(Some(p))).unwrap_err().to_string();
+        assert!(e.contains("no controller endpoint"), "{e}");
+    }
+
+    #[test]
+    fn the_tunnel_section_round_trips_through_agent_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(
+            &path,
+            "state_dir = \"/x\"\ncontroller_url = \"http://10.66.0.1:8443\"\n[tunnel]\ninterface = \"outpost0\"\nbackend = \"userspace\"\n",
+        )
+        .unwrap();
+        let c = crate::config::Config::load(&path).unwrap();
+        assert_eq!(c.tunnel.unwrap().backend, outpost_wg::Backend::Userspace);
+        std::fs::write(
+            &path,
+            "state_dir = \"/x\"\ncontroller_url = \"http://c\"\n[tunnel]\ninterface = \"much-too-long-name\"\nbackend = \"kernel\"\n",
+        )
+        .unwrap();
+        let e = crate::config::Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("tunnel.interface"), "{e}");
+    }
+}

@@ -183,14 +183,9 @@ async fn a_revoked_agent_loses_its_peer_and_its_address_is_never_handed_out_agai
     let fx = tunnelled();
     let site = fx.b.site;
     let old = address_of(&fx, site);
-    let (s, v) = fx
-        .call(
-            Who::B,
-            Method::DELETE,
-            &format!("/api/v1/sites/{site}/agent"),
-            None,
-        )
-        .await;
+    let path = format!("/api/v1/sites/{site}/agent");
+    let revoke = || fx.call(Who::B, Method::DELETE, &path, None);
+    let (s, v) = revoke().await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     assert!(
         !live_peers(&fx)
@@ -208,14 +203,7 @@ async fn a_revoked_agent_loses_its_peer_and_its_address_is_never_handed_out_agai
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Nothing left to revoke.
-    let (s, v) = fx
-        .call(
-            Who::B,
-            Method::DELETE,
-            &format!("/api/v1/sites/{site}/agent"),
-            None,
-        )
-        .await;
+    let (s, v) = revoke().await;
     assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
     // Enrolled again (same key even: it is no longer live), the site gets a new address.
     let token = new_token(&fx, site).await;

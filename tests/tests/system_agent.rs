@@ -19,7 +19,7 @@ use outpost_testkit::api::Api;
 use outpost_testkit::port::free_udp_port;
 use outpost_testkit::process::{Proc, start, start_listening, until};
 use outpost_testkit::radclient::Radclient;
-use outpost_tests::system::{binaries, create_operator, rfc3339};
+use outpost_tests::system::{binaries, create_operator, rfc3339, run_ok};
 use serde_json::json;
 
 const SECRET: &str = "nas-shared-secret";
@@ -97,28 +97,24 @@ fn controller_agent_and_nas_end_to_end() {
 
     // Enroll and run the agent.
     let (auth, acct) = (free_udp_port(), free_udp_port());
-    let out = Command::new(&agent_bin)
-        .args([
-            "enroll",
-            "--controller",
-            &base,
-            "--token",
-            &token,
-            "--state-dir",
-        ])
-        .arg(&state)
-        .args([
-            "--auth-listen",
-            &format!("127.0.0.1:{auth}"),
-            "--acct-listen",
-            &format!("127.0.0.1:{acct}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(&agent_bin)
+            .args([
+                "enroll",
+                "--controller",
+                &base,
+                "--token",
+                &token,
+                "--state-dir",
+            ])
+            .arg(&state)
+            .args([
+                "--auth-listen",
+                &format!("127.0.0.1:{auth}"),
+                "--acct-listen",
+                &format!("127.0.0.1:{acct}"),
+            ]),
+        "enroll",
     );
     let config = state.join("agent.toml");
     let run_agent = || {

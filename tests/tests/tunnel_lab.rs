@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::{Netns, unique, veth};
 use outpost_testkit::process::{Proc, start, start_listening, until, until_within};
-use outpost_tests::system::{binaries, create_operator};
+use outpost_tests::system::{binaries, create_operator, run_ok};
 use serde_json::{Value, json};
 
 const CONTROLLER: &str = "192.0.2.1";
@@ -118,33 +118,29 @@ impl Lab {
 
     /// `outpost-agent enroll` in agent `i`'s namespace.
     fn enroll(&self, i: usize, base: &str, token: &str, iface: &str) {
-        let out = self.agents[i]
-            .cmd(self.agent_bin.to_str().unwrap())
-            .args([
-                "enroll",
-                "--controller",
-                base,
-                "--token",
-                token,
-                "--state-dir",
-            ])
-            .arg(self.state_dir(i))
-            .args([
-                "--auth-listen",
-                "127.0.0.1:0",
-                "--acct-listen",
-                "127.0.0.1:0",
-                "--tunnel-interface",
-                iface,
-                "--tunnel-backend",
-                "userspace",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "enroll: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            self.agents[i]
+                .cmd(self.agent_bin.to_str().unwrap())
+                .args([
+                    "enroll",
+                    "--controller",
+                    base,
+                    "--token",
+                    token,
+                    "--state-dir",
+                ])
+                .arg(self.state_dir(i))
+                .args([
+                    "--auth-listen",
+                    "127.0.0.1:0",
+                    "--acct-listen",
+                    "127.0.0.1:0",
+                    "--tunnel-interface",
+                    iface,
+                    "--tunnel-backend",
+                    "userspace",
+                ]),
+            "enroll",
         );
     }
 
@@ -433,9 +429,9 @@ fn the_agent_api_lives_in_the_tunnel_and_survives_restarts_and_reenrolment() {
     let (ctl2, _) = lab.controller(&addr.to_string());
     ctl = ctl2;
     assert_eq!(lab.controller_peers().len(), 2, "every peer restored");
-    for i in 0..2 {
+    for sub in &subs {
         api.patch(
-            &format!("/api/v1/subscribers/{}", subs[i]),
+            &format!("/api/v1/subscribers/{sub}"),
             json!({ "status": "active" }),
         );
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::{Netns, veth};
 use outpost_testkit::process::{Proc, start, start_listening, until};
-use outpost_tests::system::{binaries, create_operator};
+use outpost_tests::system::{binaries, create_operator, run_ok};
 use serde_json::{Value, json};
 
 const PORT: u16 = 8291;
@@ -147,29 +147,24 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
         .as_str()
         .unwrap()
         .to_string();
-    let out = bng
-        .cmd(agent_bin.to_str().unwrap())
-        .args([
-            "enroll",
-            "--controller",
-            &base,
-            "--token",
-            &token,
-            "--state-dir",
-        ])
-        .arg(&state)
-        .args([
-            "--auth-listen",
-            "127.0.0.1:0",
-            "--acct-listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        bng.cmd(agent_bin.to_str().unwrap())
+            .args([
+                "enroll",
+                "--controller",
+                &base,
+                "--token",
+                &token,
+                "--state-dir",
+            ])
+            .arg(&state)
+            .args([
+                "--auth-listen",
+                "127.0.0.1:0",
+                "--acct-listen",
+                "127.0.0.1:0",
+            ]),
+        "enroll",
     );
     let config = state.join("agent.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
