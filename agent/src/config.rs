@@ -10,8 +10,12 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Holds `agent.db` (the local store) and `identity.json` (credential, keys).
     pub state_dir: PathBuf,
-    /// Base URL of the controller's API, e.g. `http://10.66.0.1:8080` inside the tunnel.
+    /// Base URL of the controller's agent API: `http://10.66.0.1:8443` inside the
+    /// tunnel, or the URL enrolled at when the controller runs without one.
     pub controller_url: String,
+    /// The management tunnel to the controller, when enrolment handed one out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::wg::TunnelConfig>,
     #[serde(default)]
     pub radius: RadiusConfig,
     #[serde(default)]
@@ -193,6 +197,16 @@ impl Config {
         if let Some(w) = &cfg.wan {
             w.check().map_err(ConfigError::Invalid)?;
         }
+        if let Some(t) = &cfg.tunnel
+            && (t.interface.is_empty()
+                || t.interface.len() > 15
+                || t.interface.contains(['/', ' ']))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "tunnel.interface must be 1 to 15 characters without '/' or spaces (got '{}')",
+                t.interface
+            )));
+        }
         if !(1..=60).contains(&cfg.sync.wait_secs)
             || cfg.sync.batch == 0
             || cfg.sync.batch > outpost_protocol::MAX_BATCH
@@ -222,7 +236,9 @@ pub struct Identity {
     pub credential: String,
     /// The agent's WireGuard private key (base64).
     pub wireguard_private_key: String,
-    pub tunnel: outpost_protocol::TunnelParams,
+    /// The tunnel enrolment set up; `None` when the controller runs without one.
+    #[serde(default)]
+    pub tunnel: Option<outpost_protocol::TunnelParams>,
 }
 
 impl Identity {

@@ -26,6 +26,8 @@
 //! - [`wan`]: WAN checks: our ICMP echo engine (one raw socket per family) and TCP
 //!   connect probes of every subscriber's CPE, state per target, transitions journaled.
 //! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
+//! - [`wg`]: the agent's end of the management tunnel (`outpost-wg` runs it): brought
+//!   up by [`site::Site::start`] from `identity.json` alone, read by `status`.
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - [`clock`]: the one wall clock expiry, journal and sessions are judged by.
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`,
@@ -94,6 +96,7 @@ pub mod site;
 pub mod store;
 pub mod sync;
 pub mod wan;
+pub mod wg;
 
 /// Displays an error with its causes, `a: b: c`, for one-line logs.
 pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));

@@ -37,6 +37,14 @@ enum Command {
         auth_listen: std::net::SocketAddr,
         #[arg(long, default_value = "0.0.0.0:1813")]
         acct_listen: std::net::SocketAddr,
+        /// The WireGuard interface of the tunnel to the controller (when it hands one
+        /// out): at most 15 characters, unique on this host.
+        #[arg(long, default_value = "outpost0")]
+        tunnel_interface: String,
+        /// How that interface runs: `kernel` (the wireguard module) or `userspace`
+        /// (wireguard-go). Written into agent.toml.
+        #[arg(long, default_value = "userspace", value_parser = parse_backend)]
+        tunnel_backend: outpost_wg::Backend,
     },
     /// Run: RADIUS from the local store, sync and event delivery in the background.
     Run {
@@ -100,6 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             auth_listen,
             acct_listen,
+            tunnel_interface,
+            tunnel_backend,
         } => {
             enroll(
                 &controller,
@@ -109,6 +119,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     auth_listen,
                     acct_listen,
                     ..RadiusConfig::default()
+                },
+                outpost_agent::wg::TunnelConfig {
+                    interface: tunnel_interface,
+                    backend: tunnel_backend,
                 },
             )
             .await
@@ -124,9 +138,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "RADIUS auth on {}, accounting on {}",
                 site.auth_addr, site.acct_addr
             );
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            // SIGTERM too (systemd, a test): the tunnel's interface is taken down rather
+            // than left to an orphaned wireguard-go.
             tokio::select! {
                 e = site.failed() => return Err(e.into()),
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+                _ = term.recv() => tracing::info!("stopping (SIGTERM)"),
             }
             site.shutdown().await?;
             Ok(())
@@ -177,6 +196,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 age.map(|a| format!("{a} s ago"))
                     .unwrap_or_else(|| "never".into())
             );
+            match &cfg.tunnel {
+                None => println!("tunnel:            none (the controller runs without one)"),
+                Some(t) => match outpost_agent::wg::status(t, &id) {
+                    Ok(st) => {
+                        println!(
+                            "tunnel:            up on {} ({})",
+                            t.interface,
+                            id.tunnel.as_ref().map(|p| p.address.as_str()).unwrap_or("")
+                        );
+                        println!(
+                            "last handshake:    {}",
+                            st.handshake_age_secs()
+                                .map(|a| format!("{a} s ago"))
+                                .unwrap_or_else(|| "never".into())
+                        );
+                        println!(
+                            "tunnel bytes:      rx {} / tx {}",
+                            st.peer.rx_bytes, st.peer.tx_bytes
+                        );
+                    }
+                    Err(e) => println!("tunnel:            DOWN: {e}"),
+                },
+            }
             println!("subscribers / NAS: {subs} / {nas}");
             println!("online sessions:   {}", store.online_total());
             println!("outbox backlog:    {} event(s)", store.backlog());
@@ -185,11 +227,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+fn parse_backend(s: &str) -> Result<outpost_wg::Backend, String> {
+    match s {
+        "kernel" => Ok(outpost_wg::Backend::Kernel),
+        "userspace" => Ok(outpost_wg::Backend::Userspace),
+        _ => Err(format!("'{s}': kernel or userspace")),
+    }
+}
+
 async fn enroll(
     controller: &str,
     token: &str,
     state_dir: &Path,
     radius: RadiusConfig,
+    tunnel: outpost_agent::wg::TunnelConfig,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
@@ -210,17 +261,23 @@ async fn enroll(
     )
     .await
     .context("enrollment")?;
+    // From now on the agent reaches the controller only inside the tunnel, when it has one.
+    let (controller_url, tunnel) = match &resp.tunnel {
+        Some(t) => (t.api_url(), Some(tunnel)),
+        None => (controller.to_string(), None),
+    };
     Identity {
         agent_id: resp.agent_id,
         site_id: resp.site_id,
         credential: resp.credential,
         wireguard_private_key: private.to_base64(),
-        tunnel: resp.tunnel,
+        tunnel: resp.tunnel.clone(),
     }
     .save(state_dir)?;
     let cfg = Config {
         state_dir: state_dir.to_path_buf(),
-        controller_url: controller.to_string(),
+        controller_url,
+        tunnel,
         radius,
         sync: SyncConfig::default(),
         enforce: None,
@@ -236,5 +293,13 @@ async fn enroll(
         resp.site_id,
         path.display()
     );
+    if let Some(t) = &resp.tunnel {
+        println!(
+            "tunnel: {} to the controller at {} (agent API {}); `run` brings it up",
+            t.address,
+            t.controller_endpoints.join(", "),
+            t.api_url()
+        );
+    }
     Ok(())
 }

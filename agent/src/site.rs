@@ -64,6 +64,9 @@ pub enum SiteError {
     /// A task of the site panicked.
     #[error("a site task panicked")]
     Panicked(#[source] tokio::task::JoinError),
+    /// The tunnel to the controller could not be brought up.
+    #[error("the tunnel to the controller")]
+    Tunnel(#[source] crate::wg::Error),
 }
 
 /// Result of this module.
@@ -88,6 +91,8 @@ pub struct SiteHandle {
     radius: Option<JoinHandle<radius::Result<()>>>,
     tasks: JoinSet<()>,
     wan: Arc<wan::WanHandle>,
+    /// The tunnel to the controller (taken down with the site).
+    tunnel: Option<Arc<outpost_wg::Interface>>,
 }
 
 /// What `outpost-agent status` and a test read from a running site.
@@ -133,6 +138,20 @@ impl Site {
             subscribers = store.counts().0,
             "outpost-agent starting from the local store"
         );
+        // The tunnel comes up from the state dir alone: no word from the controller is
+        // needed, so a site restarted while it is down has its tunnel back at once.
+        let tunnel = match &cfg.tunnel {
+            Some(t) => {
+                let (t, id) = (t.clone(), id.clone());
+                Some(Arc::new(
+                    tokio::task::spawn_blocking(move || crate::wg::up(&t, &id))
+                        .await
+                        .map_err(SiteError::Panicked)?
+                        .map_err(SiteError::Tunnel)?,
+                ))
+            }
+            None => None,
+        };
         let mut tasks = JoinSet::new();
         let (edge, portal_addr) = start_edge(cfg, &store, &mut tasks).await?;
         let wan = Arc::new(wan::WanHandle::default());
@@ -142,6 +161,16 @@ impl Site {
         }
         let client = Client::new(&cfg.controller_url, &id.credential);
         let link = Arc::new(Link::default());
+        if let Some(iface) = &tunnel {
+            let peer = crate::wg::plan(cfg.tunnel.as_ref().expect("tunnel configured"), id)
+                .map_err(SiteError::Tunnel)?
+                .1;
+            tasks.spawn(crate::wg::rekey_while_unreachable(
+                iface.clone(),
+                peer,
+                link.clone(),
+            ));
+        }
         tasks.spawn(sync::run_state(
             store.clone(),
             client.clone(),
@@ -186,6 +215,7 @@ impl Site {
             radius: Some(radius),
             tasks,
             wan,
+            tunnel,
         })
     }
 }
@@ -269,6 +299,8 @@ impl SiteHandle {
             Some(Ok(Err(e))) => return Err(SiteError::Radius(e)),
             _ => {}
         }
+        // The last reference (the rekey task has ended): the interface goes down.
+        drop(self.tunnel.take());
         if let Some(e) = panicked {
             return Err(SiteError::Panicked(e));
         }

@@ -12,7 +12,6 @@ use outpost_agent::site::{Site, SiteHandle};
 use outpost_agent::store::Store;
 use outpost_protocol::{
     NasKind, NasState, SiteSettings, StateKind, StateResponse, SubscriberState, SubscriberStatus,
-    TunnelParams,
 };
 use radius::core::code::Code;
 use radius::core::packet::Packet;
@@ -86,19 +85,14 @@ async fn start(dir: &std::path::Path) -> SiteHandle {
         },
         shaping: None,
         wan: None,
+        tunnel: None,
     };
     let id = Identity {
         agent_id: 1,
         site_id: 1,
         credential: "test-credential".into(),
         wireguard_private_key: String::new(),
-        tunnel: TunnelParams {
-            address: "10.66.0.2/32".into(),
-            controller_public_key: String::new(),
-            controller_endpoint: "127.0.0.1:51820".into(),
-            controller_address: "10.66.0.1".into(),
-            persistent_keepalive_secs: 25,
-        },
+        tunnel: None,
     };
     Site::start(&cfg, &id).await.unwrap()
 }

@@ -20,6 +20,10 @@ pub fn open(config: Config) -> anyhow::Result<AppState> {
     let secrets = SecretBox::load_or_create(&dir.join("controller.key"))?;
     let db = Db::open(&dir.join("controller.db"))?;
     pin_currency(&db, &config.currency())?;
+    if let Some(t) = &config.tunnel {
+        db.write_blocking(|c| crate::tunnel::Tunnel::check_overlay(c, t))
+            .map_err(|e| anyhow::anyhow!("cannot start the management tunnel: {e}"))?;
+    }
     AppState::new(db, secrets, config)
 }
 

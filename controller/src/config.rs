@@ -1,10 +1,10 @@
 //! The controller's TOML config. Every section has defaults, so no file is needed
 //! to start; `configs/controller.example.toml` shows them all and is parsed by a test.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -18,7 +18,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub http: HttpConfig,
     pub billing: BillingConfig,
-    pub agents: AgentsConfig,
+    /// The WireGuard management plane; absent: none (see [`TunnelConfig`]).
+    pub tunnel: Option<TunnelConfig>,
     pub retention: RetentionConfig,
 }
 
@@ -48,30 +49,118 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The management tunnel: the controller's WireGuard hub, every agent one spoke. With
+/// it, the agent API answers only on the controller's tunnel address; without it (a lab
+/// or a trusted network) the agent API is served on the public listener. See
+/// `configs/controller-tunnel.example.toml`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AgentsConfig {
-    /// Addresses handed to agents for their WireGuard tunnel, one /32 each.
-    pub tunnel_network: ipnet::Ipv4Net,
-    /// The controller's own address inside the tunnel (where agents reach the API).
-    pub controller_tunnel_address: std::net::Ipv4Addr,
-    /// The controller's WireGuard public key (base64), given to agents at enrollment.
-    pub wireguard_public_key: String,
-    /// `host:port` agents dial for the tunnel.
-    pub wireguard_endpoint: String,
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    /// `kernel` (the wireguard module) or `userspace` (wireguard-go): always explicit.
+    pub backend: outpost_wg::Backend,
+    /// The interface name (at most 15 characters).
+    #[serde(default = "TunnelConfig::default_interface")]
+    pub interface: String,
+    /// The overlay: each enrolled agent gets one address of it.
+    #[serde(default = "TunnelConfig::default_network")]
+    pub network: Ipv4Net,
+    /// The controller's own address in the overlay (default: its first host address).
+    pub address: Option<Ipv4Addr>,
+    /// UDP port WireGuard listens on.
+    #[serde(default = "TunnelConfig::default_listen_port")]
+    pub listen_port: u16,
+    /// `host:port` agents dial, in the order they try them (at least one).
+    pub endpoints: Vec<String>,
+    /// PersistentKeepalive handed to agents: keeps a site's NAT mapping open.
+    #[serde(default = "TunnelConfig::default_keepalive")]
     pub persistent_keepalive_secs: u16,
+    /// TCP port of the agent API on the tunnel address.
+    #[serde(default = "TunnelConfig::default_api_port")]
+    pub api_port: u16,
+    /// Allow an overlay inside 100.64.0.0/10. Refused by default: operators number
+    /// CGNAT subscribers from it, and a clash cuts sites off from their controller.
+    #[serde(default)]
+    pub allow_cgnat_range: bool,
 }
 
-impl Default for AgentsConfig {
-    fn default() -> Self {
-        AgentsConfig {
-            tunnel_network: "10.66.0.0/16".parse().expect("static network"),
-            controller_tunnel_address: std::net::Ipv4Addr::new(10, 66, 0, 1),
-            wireguard_public_key: String::new(),
-            wireguard_endpoint: String::new(),
-            persistent_keepalive_secs: 25,
-        }
+impl TunnelConfig {
+    fn default_interface() -> String {
+        "outpost0".into()
     }
+    fn default_network() -> Ipv4Net {
+        "10.66.0.0/16".parse().expect("static network")
+    }
+    fn default_listen_port() -> u16 {
+        51820
+    }
+    fn default_keepalive() -> u16 {
+        25
+    }
+    fn default_api_port() -> u16 {
+        8443
+    }
+
+    /// The controller's address in the overlay.
+    pub fn controller_address(&self) -> Ipv4Addr {
+        self.address
+            .or_else(|| self.network.hosts().next())
+            .unwrap_or(self.network.addr())
+    }
+
+    /// The shared carrier-grade NAT range (RFC 6598).
+    pub const CGNAT: &str = "100.64.0.0/10";
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("tunnel.{m}")));
+        let i = &self.interface;
+        if i.is_empty() || i.len() > 15 || i.contains(['/', ' ']) {
+            return bad(format!(
+                "interface must be 1 to 15 characters without '/' or spaces (got '{i}')"
+            ));
+        }
+        if self.network.prefix_len() > 30 {
+            return bad(format!(
+                "network {} is too small: at least a /30",
+                self.network
+            ));
+        }
+        let a = self.controller_address();
+        if !self.network.hosts().any(|h| h == a) {
+            return bad(format!(
+                "address {a} must be a host address of tunnel.network {}",
+                self.network
+            ));
+        }
+        let cgnat: Ipv4Net = Self::CGNAT.parse().expect("static network");
+        if !self.allow_cgnat_range && overlaps(&self.network, &cgnat) {
+            return bad(format!(
+                "network {} overlaps {cgnat}, which operators use for CGNAT subscribers; choose another \
+                 range or set tunnel.allow_cgnat_range = true",
+                self.network
+            ));
+        }
+        if self.endpoints.is_empty() {
+            return bad("endpoints must list at least one host:port agents dial".into());
+        }
+        for e in &self.endpoints {
+            let port = e.rsplit_once(':').and_then(|(h, p)| {
+                (!h.is_empty()).then_some(())?;
+                p.parse::<u16>().ok().filter(|p| *p != 0)
+            });
+            if port.is_none() {
+                return bad(format!("endpoints: '{e}' is not host:port"));
+            }
+        }
+        if self.listen_port == 0 || self.api_port == 0 {
+            return bad("listen_port and api_port must be set (agents are told them)".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether two IPv4 networks share an address.
+pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,7 +238,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             billing: BillingConfig::default(),
-            agents: AgentsConfig::default(),
+            tunnel: None,
             retention: RetentionConfig::default(),
         }
     }
@@ -267,14 +356,8 @@ impl Config {
                 "billing.minor_units must be 0 to 4".into(),
             ));
         }
-        if !self
-            .agents
-            .tunnel_network
-            .contains(&self.agents.controller_tunnel_address)
-        {
-            return Err(ConfigError::Invalid(
-                "agents.controller_tunnel_address must lie inside agents.tunnel_network".into(),
-            ));
+        if let Some(t) = &self.tunnel {
+            t.validate()?;
         }
         if self.billing.sweep_interval_secs == 0 {
             return Err(ConfigError::Invalid(

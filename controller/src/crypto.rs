@@ -38,6 +38,33 @@ pub enum CryptoError {
     Hash(String),
 }
 
+/// The contents of key file `path`, written first (mode 0600, never overwritten) with
+/// what `make` returns when there is none yet: a key is generated once per installation.
+pub fn load_or_create_key_file(
+    path: &Path,
+    make: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>, CryptoError> {
+    let err = |source| CryptoError::KeyFile {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = make();
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path).map_err(err)?;
+            f.write_all(&key).map_err(err)?;
+            f.sync_all().map_err(err)?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e)),
+    }
+}
+
 /// Seals and opens recoverable secrets with the controller key.
 #[derive(Clone)]
 pub struct SecretBox {
@@ -47,26 +74,11 @@ pub struct SecretBox {
 impl SecretBox {
     /// Loads `path`, creating it with a fresh random key (mode 0600) on first start.
     pub fn load_or_create(path: &Path) -> Result<SecretBox, CryptoError> {
-        let err = |source| CryptoError::KeyFile {
-            path: path.display().to_string(),
-            source,
-        };
-        let key = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut key = vec![0u8; 32];
-                rand::thread_rng().fill_bytes(&mut key);
-                let mut opts = std::fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-                let mut f = opts.open(path).map_err(err)?;
-                f.write_all(&key).map_err(err)?;
-                f.sync_all().map_err(err)?;
-                key
-            }
-            Err(e) => return Err(err(e)),
-        };
+        let key = load_or_create_key_file(path, || {
+            let mut key = vec![0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            key
+        })?;
         Self::from_key(&key).ok_or_else(|| CryptoError::BadKey(path.display().to_string()))
     }
 

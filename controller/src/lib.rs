@@ -36,6 +36,10 @@
 //!   router, merged in [`app`].
 //! - [`db::paging`]: every list's `cursor` and `limit` ([`db::Paging`], [`db::Page`]), and
 //!   `list_filter!`, which declares a list's query with them.
+//! - [`tunnel`]: the WireGuard management plane's hub (`outpost-wg` brings the
+//!   interface up): the controller's key, the start-up overlap checks, the peers of the
+//!   live agents, and [`tunnel::PeerChange`]s that enrolment and revocation decide in
+//!   their transactions. [`agent_app`] is the router served on the tunnel address.
 //! - [`crypto`]: argon2id passwords (checked a few at a time on the
 //!   [`crypto::PasswordGate`]'s own threads), hashed bearer secrets, sealed recoverable
 //!   secrets.
@@ -59,13 +63,22 @@ pub mod ops;
 pub mod panel;
 pub mod scope;
 pub mod security;
+pub mod tunnel;
 pub mod wire;
 
 pub use http::AppState;
 
-/// The whole HTTP application. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: the client address comes from
-/// the socket.
+/// The public listener's HTTP application: the panel, `/api/v1` and
+/// `/agent/v1/enroll`, plus the rest of the agent API when no tunnel is configured.
+/// Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: the client
+/// address comes from the socket.
 pub fn app(state: AppState) -> axum::Router {
     http::app_with_spec(state).0
+}
+
+/// The tunnel listener's application (the agent API but enrolment), served on the
+/// controller's tunnel address; the same `connect_info` serving as [`app`], which the
+/// agent check needs.
+pub fn agent_app(state: AppState) -> axum::Router {
+    http::agent_router(state)
 }

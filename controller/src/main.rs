@@ -1,5 +1,6 @@
 //! `outpost-controller`: serve the API, provision operator staff, verify the audit log.
 
+use std::future::IntoFuture;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -135,6 +136,108 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM (how an operator, systemd or a test stops us), so the
+/// tunnel's interface is taken down rather than left to an orphaned wireguard-go.
+async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow::Result<()> {
+    tokio::spawn(jobs::sweep_loop(state.clone()));
+    tokio::spawn(jobs::retention_loop(state.clone()));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    match state.tunnel.clone() {
+        Some(t) => {
+            // Every live agent's peer from the database, so agents reconnect as they were.
+            let peers = {
+                let secrets = state.secrets.clone();
+                state
+                    .db
+                    .read(move |c| outpost_controller::db::agent::live_peers(c, &secrets))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("reading the agents' peers: {e}"))?
+            };
+            let tt = t.clone();
+            let n = tokio::task::spawn_blocking(move || tt.up(&peers)).await??;
+            let agent_addr = SocketAddr::new(t.address().into(), t.config.api_port);
+            let listener = tokio::net::TcpListener::bind(agent_addr)
+                .await
+                .with_context(|| format!("cannot listen on {agent_addr} in the tunnel"))?;
+            tracing::info!(backend = %t.config.backend, iface = %t.config.interface, peers = n,
+                public_key = %t.public_key, agent_api = %agent_addr,
+                "management tunnel up; the agent API answers only inside it");
+            println!("agent API on http://{agent_addr} (inside the tunnel)");
+            let app = outpost_controller::agent_app(state.clone());
+            servers.spawn(
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown())
+                .into_future(),
+            );
+        }
+        None => tracing::warn!(
+            "no [tunnel] configured: the agent API is served on the public listener; \
+             use this only on a trusted network"
+        ),
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    // With port 0 the kernel picks the port: report the address actually bound, in one
+    // line tests and tools parse.
+    let bound = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    tracing::info!(addr = %bound, "outpost-controller listening (API: /api/v1, OpenAPI: /api/v1/openapi.json)");
+    println!("listening on http://{bound}");
+    servers.spawn(
+        axum::serve(
+            listener,
+            outpost_controller::app(state.clone())
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown())
+        .into_future(),
+    );
+    let failed = tokio::select! {
+        _ = stopped() => None,
+        Some(done) = servers.join_next() => Some(done),
+    };
+    let _ = stop_tx.send(true);
+    // Long polls in flight would hold a graceful shutdown for their whole wait; agents
+    // retry, so they get a few seconds and the rest are cut.
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("cut the connections still open after 3 s (long polls)");
+        servers.abort_all();
+    }
+    if let Some(t) = &state.tunnel {
+        t.down();
+    }
+    match failed {
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
@@ -167,30 +270,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(async move {
-                tokio::spawn(jobs::sweep_loop(state.clone()));
-                tokio::spawn(jobs::retention_loop(state.clone()));
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                // With port 0 the kernel picks the port: report the address actually
-                // bound, in one line tests and tools parse.
-                let bound = listener
-                    .local_addr()
-                    .context("cannot read the bound address")?;
-                tracing::info!(addr = %bound, "outpost-controller listening (API: /api/v1, OpenAPI: /api/v1/openapi.json)");
-                println!("listening on http://{bound}");
-                axum::serve(
-                    listener,
-                    outpost_controller::app(state)
-                        .into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
-                Ok::<_, anyhow::Error>(())
-            })?;
+            rt.block_on(serve(state, addr))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::User {

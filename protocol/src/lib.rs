@@ -77,8 +77,11 @@ pub struct EnrollResponse {
     pub site_id: i64,
     /// Bearer secret for every later call. Shown once; the controller keeps a hash.
     pub credential: String,
-    /// How to bring up the WireGuard tunnel every later call goes through.
-    pub tunnel: TunnelParams,
+    /// How to bring up the WireGuard tunnel every later call goes through. Absent when
+    /// the controller runs without a management tunnel (a lab or a trusted network):
+    /// the agent then calls the URL it enrolled at.
+    #[serde(default)]
+    pub tunnel: Option<TunnelParams>,
     /// The controller's [`PROTOCOL_VERSION`], so an agent can tell it is talking to an older or newer contract.
     pub protocol_version: u32,
 }
@@ -91,12 +94,24 @@ pub struct TunnelParams {
     pub address: String,
     /// The controller's WireGuard public key (base64).
     pub controller_public_key: String,
-    /// `host:port` of the controller's WireGuard endpoint.
-    pub controller_endpoint: String,
-    /// The controller's address inside the tunnel, where the API answers.
+    /// `host:port` of the controller's WireGuard endpoints, in the order to try them.
+    pub controller_endpoints: Vec<String>,
+    /// The controller's address inside the tunnel, where the agent API answers.
     pub controller_address: String,
+    /// The TCP port of the agent API at `controller_address`.
+    pub api_port: u16,
     /// PersistentKeepalive for the controller peer: keeps the NAT mapping of a site behind CGNAT open.
     pub persistent_keepalive_secs: u16,
+    /// The preshared key of this agent's peer (base64): a second, symmetric layer on the
+    /// handshake. Shown once, like the credential.
+    pub preshared_key: String,
+}
+
+impl TunnelParams {
+    /// Base URL of the agent API inside the tunnel.
+    pub fn api_url(&self) -> String {
+        format!("http://{}:{}", self.controller_address, self.api_port)
+    }
 }
 
 /// Query of [`paths::STATE`].

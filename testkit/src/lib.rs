@@ -35,6 +35,7 @@
 //!     bind9-dnsutils (`dig`), iputils-ping, python3, freeradius-utils, procps;
 //!   - `tests/tests/enforce_bench_smoke.rs`: iproute2, nftables, iptables,
 //!     iputils-ping, procps;
+//!   - `tests/tests/tunnel_lab.rs`: iproute2, wireguard-go, wireguard-tools;
 //!   - this crate's own `netns` tests: iproute2.
 //!
 //!   `.ci/run` installs all of them but procps, which Debian images carry already.

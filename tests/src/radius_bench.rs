@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use outpost_agent::config::{Config, Identity, RadiusConfig, SyncConfig};
 use outpost_agent::store::Store;
-use outpost_protocol::{NasKind, NasState, Rate, StateResponse, SubscriberState, TunnelParams};
+use outpost_protocol::{NasKind, NasState, Rate, StateResponse, SubscriberState};
 use outpost_testkit::fixtures;
 
 use crate::radload::{self, LoadConfig, LoadReport};
@@ -416,13 +416,7 @@ impl AgentSite {
             site_id: 1,
             credential: "offline-benchmark".into(),
             wireguard_private_key: String::new(),
-            tunnel: TunnelParams {
-                address: "10.66.0.2/32".into(),
-                controller_public_key: String::new(),
-                controller_endpoint: "127.0.0.1:51820".into(),
-                controller_address: "10.66.0.1".into(),
-                persistent_keepalive_secs: 25,
-            },
+            tunnel: None,
         }
         .save(&state_dir)?;
         // Bound and released: nothing listens there while the agent runs.
@@ -441,6 +435,7 @@ impl AgentSite {
             edge: Default::default(),
             shaping: None,
             wan: None,
+            tunnel: None,
         }
         .save(&config)?;
         Ok(Self {

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0006_login_throttle.sql"),
     include_str!("../../../migrations/controller/0007_wan.sql"),
     include_str!("../../../migrations/controller/0008_wan_ports.sql"),
+    include_str!("../../../migrations/controller/0009_tunnel.sql"),
     include_str!("../../../migrations/controller/0010_subscriber_search.sql"),
     include_str!("../../../migrations/controller/0011_brand_tagline.sql"),
 ];

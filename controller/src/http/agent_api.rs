@@ -3,10 +3,11 @@
 //! from the request. The routes people use to enroll and watch agents are under
 //! `/api/v1/sites` ([`super::sites`]) and `/api/v1/subscribers` ([`super::subscribers`]).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use outpost_protocol as proto;
@@ -20,10 +21,16 @@ use crate::crypto::new_bearer;
 use crate::db::agent::{self, AgentIdentity};
 use crate::db::audit::{self, Entry, Who};
 use crate::error::{Error, Result};
+use crate::security::SecurityEvent;
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// Enrolment: on the public listener, where an agent without a tunnel can reach it.
+pub fn enroll_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(enroll))
+}
+
+/// Everything after enrolment: inside the tunnel when there is one.
+pub fn sync_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(enroll))
         .routes(routes!(state))
         .routes(routes!(ack))
         .routes(routes!(events))
@@ -59,11 +66,44 @@ impl FromRequestParts<AppState> for Agent {
                 ));
             }
         }
-        st.db
+        let me = st
+            .db
             .read(move |c| agent::authenticate(c, &secret))
             .await?
-            .map(Agent)
-            .ok_or_else(|| Error::unauthorized("unknown or revoked agent credential; enroll again"))
+            .ok_or_else(|| {
+                Error::unauthorized("unknown or revoked agent credential; enroll again")
+            })?;
+        if st.tunnel.is_some() {
+            // Inside the tunnel WireGuard vouches for the source address (a peer can only
+            // send from its allowed IP), so address and credential must name one agent.
+            let from = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            if from.is_none() || from != me.tunnel_address.map(IpAddr::V4) {
+                let from = from.map(|a| a.to_string()).unwrap_or_default();
+                let event = SecurityEvent::new(
+                    Who {
+                        ip: from.clone(),
+                        ..agent_who(me)
+                    },
+                    "agent.wrong_tunnel_address",
+                    serde_json::json!({
+                        "agent_id": me.agent_id, "from": from,
+                        "tunnel_address": me.tunnel_address.map(|a| a.to_string()),
+                    }),
+                )
+                .target("site", me.site_id);
+                let refusal = Error::forbidden(
+                    "wrong_tunnel_address",
+                    "this credential belongs to another agent's tunnel address",
+                )
+                .with_security(event);
+                // Recorded in a transaction of its own, like every refusal worth it.
+                return st.db.write(move |_| Err(refusal)).await;
+            }
+        }
+        Ok(Agent(me))
     }
 }
 
@@ -87,20 +127,28 @@ async fn enroll(
     ApiJson(req): ApiJson<proto::EnrollRequest>,
 ) -> Result<Json<proto::EnrollResponse>> {
     let credential = new_bearer("opa_");
-    let cfg = st.config.agents.clone();
+    let (tunnel, secrets) = (st.tunnel.clone(), st.secrets.clone());
     let resp = st
         .db
         .write(move |tx| {
-            let r = agent::enroll(tx, &req, &credential, &cfg)?;
+            let e = agent::enroll(tx, &req, &credential, tunnel.as_deref(), &secrets)?;
+            let r = e.response;
             let tenant: i64 = tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [r.site_id], |row| row.get(0))?;
-            let who = agent_who(AgentIdentity { agent_id: r.agent_id, site_id: r.site_id });
+            let address = r.tunnel.as_ref().map(|t| t.address.clone());
+            let who = agent_who(AgentIdentity { agent_id: r.agent_id, site_id: r.site_id, tunnel_address: None });
             audit::record(
                 tx,
                 &Entry::new(&who, tenant, "agent.enroll", "site", r.site_id).after(&serde_json::json!({
                     "agent_id": r.agent_id, "hostname": req.hostname, "version": req.agent_version,
-                    "wireguard_public_key": req.wireguard_public_key, "tunnel_address": r.tunnel.address,
+                    "wireguard_public_key": req.wireguard_public_key, "tunnel_address": address,
+                    "peers_removed": e.peers.remove,
                 })),
             )?;
+            // Last, so a refusal above leaves the interface as it was; a failure here
+            // rolls the enrolment back.
+            if let Some(t) = &tunnel {
+                t.apply(&e.peers)?;
+            }
             Ok(r)
         })
         .await?;

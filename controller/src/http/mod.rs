@@ -47,16 +47,23 @@ pub struct AppState {
     /// Bounds concurrent password checks (see [`crate::crypto::PasswordGate`]).
     pub password_checks: Arc<crate::crypto::PasswordGate>,
     pub currency: crate::money::Currency,
+    /// The WireGuard management plane, when configured.
+    pub tunnel: Option<Arc<crate::tunnel::Tunnel>>,
 }
 
 impl AppState {
     pub fn new(db: Db, secrets: SecretBox, config: Config) -> anyhow::Result<AppState> {
         let hasher =
             PasswordHasherCfg::new(config.auth.argon2_memory_kib, config.auth.argon2_iterations)?;
+        let tunnel = match &config.tunnel {
+            Some(t) => Some(Arc::new(crate::tunnel::Tunnel::load(t, &config.data_dir)?)),
+            None => None,
+        };
         Ok(AppState {
             db,
             secrets,
             hasher,
+            tunnel,
             currency: config.currency(),
             password_checks: Arc::new(crate::crypto::PasswordGate::new(
                 config.auth.max_concurrent_password_checks,
@@ -294,8 +301,15 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
-/// Every API route, with its OpenAPI description.
+/// Every API route, with its OpenAPI description. The agent's sync routes (state, ack,
+/// events) are documented here too; with a tunnel they are served only by
+/// [`agent_router`], on the tunnel address, and the public router leaves them out.
 pub fn api_router() -> OpenApiRouter<AppState> {
+    public_routes().merge(agent_api::sync_router())
+}
+
+/// The routes of the public listener that do not depend on the tunnel.
+fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(auth::router())
         .merge(resellers::router())
@@ -306,14 +320,22 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(plans::router())
         .merge(balances::router())
         .merge(ledger::router())
-        .merge(agent_api::router())
+        .merge(agent_api::enroll_router())
         .merge(wan::router())
         .routes(routes!(openapi_json))
 }
 
-/// The router and its OpenAPI document.
+/// The public listener's router and the OpenAPI document (of every route, the agent's
+/// sync routes included). With a tunnel, the sync routes are not on this router: they
+/// answer 404 here and are served by [`agent_router`] inside the tunnel.
 pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut spec) = api_router().split_for_parts();
+    let (_, mut spec) = api_router().split_for_parts();
+    let routes = if state.tunnel.is_some() {
+        public_routes()
+    } else {
+        api_router()
+    };
+    let (router, _) = routes.split_for_parts();
     SharedAnswers.modify(&mut spec);
     // Amounts are declared with the installation's currency digits.
     let schemas = &mut spec.components.get_or_insert_with(Default::default).schemas;
@@ -323,9 +345,22 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         schemas.insert(name.to_string(), schema.into());
     }
     let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
-    let router = router
-        .merge(crate::panel::router(state.clone()))
+    let router = finish(router.merge(crate::panel::router(state.clone())))
         .layer(Extension(OpenApiJson(json)))
+        .with_state(state);
+    (router, spec)
+}
+
+/// The tunnel listener's router: the agent's sync routes only, each request checked to
+/// come from the tunnel address of the agent whose credential it presents.
+pub fn agent_router(state: AppState) -> Router {
+    let (router, _) = agent_api::sync_router().split_for_parts();
+    finish(router).with_state(state)
+}
+
+/// The answers every router shares: 404 and 405 in the API's error body, and tracing.
+fn finish(router: Router<AppState>) -> Router<AppState> {
+    router
         .fallback(|| async { Error::not_found("route") })
         .method_not_allowed_fallback(|| async {
             Error::new(
@@ -335,8 +370,6 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             )
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state);
-    (router, spec)
 }
 
 #[derive(Clone)]

@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_nas, create_nas))
         .routes(routes!(get_nas, update_nas))
         .routes(routes!(list_enrollment_tokens, create_enrollment_token))
-        .routes(routes!(agent_status))
+        .routes(routes!(agent_status, revoke_agent))
         .routes(routes!(site_events))
 }
 
@@ -197,7 +197,8 @@ async fn create_enrollment_token(
     ))
 }
 
-/// The site's agent: version, last seen, applied revision and drift.
+/// The site's agent: version, last seen, applied revision and drift, and its tunnel
+/// (address, last handshake, endpoint, bytes) when the controller runs one.
 #[utoipa::path(get, path = "/api/v1/sites/{id}/agent", tag = "sites", params(("id" = i64, Path)),
     responses((status = 200, body = AgentStatus)))]
 async fn agent_status(
@@ -206,7 +207,37 @@ async fn agent_status(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<AgentStatus>> {
     actor.require(Permission::ManageSites)?;
-    about_site(&st, &actor, id, agent::status).await
+    let Json(mut status) = about_site(&st, &actor, id, agent::status).await?;
+    if let Some(t) = st.tunnel.clone() {
+        let key = status.wireguard_public_key.clone();
+        status.tunnel = tokio::task::spawn_blocking(move || t.peer(&key))
+            .await
+            .map_err(|e| Error::internal(&e))?;
+    }
+    Ok(Json(status))
+}
+
+/// Revoke the site's agent: its credential stops working and its tunnel peer is removed
+/// at once. Enrol a replacement with a new token.
+#[utoipa::path(delete, path = "/api/v1/sites/{id}/agent", tag = "sites", params(("id" = i64, Path)),
+    responses((status = 204, description = "Revoked")))]
+async fn revoke_agent(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode> {
+    actor.require(Permission::ManageSites)?;
+    let tunnel = st.tunnel.clone();
+    st.db
+        .write(move |tx| {
+            let change = ops::revoke_agent(tx, &actor, id)?;
+            match &tunnel {
+                Some(t) => t.apply(&change),
+                None => Ok(()),
+            }
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -85,3 +85,20 @@ pub fn create_enrollment_token(
         .record(tx)?;
     Ok(t)
 }
+
+/// Revokes the agent of a site the actor can see (a retired or stolen box): its
+/// credential stops working at once and the returned change removes its tunnel peer.
+/// The site enrols a new agent with a new token.
+pub fn revoke_agent(
+    tx: &Connection,
+    actor: &Actor,
+    site_id: i64,
+) -> Result<crate::tunnel::PeerChange> {
+    let s = site::get_visible(tx, &actor.scope(), site_id)?;
+    let before = agent::status(tx, s.id)?;
+    let change = agent::revoke(tx, s.id)?;
+    Entry::by(actor, s.tenant_id, "agent.revoke", "site", s.id)
+        .before(&before)
+        .record(tx)?;
+    Ok(change)
+}

@@ -423,22 +423,10 @@ impl Fixture {
     /// Sends a raw request; returns status, headers and the JSON body (Null if none).
     pub async fn send(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         ip: IpAddr,
     ) -> (StatusCode, axum::http::HeaderMap, Value) {
-        req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
-        };
-        (status, headers, v)
+        send_via(&self.app, req, ip).await
     }
 
     /// Number of audit entries, and the newest one.
@@ -466,6 +454,36 @@ impl Fixture {
             .write_blocking(|tx| Ok(tx.query_row(sql, [], |r| r.get(0))?))
             .unwrap()
     }
+}
+
+/// Sends a raw request to `app` as if from `ip`; returns status, headers and the JSON
+/// body (Null if none). For routers other than the fixture's public one (the tunnel's).
+pub async fn send_via(
+    app: &Router,
+    mut req: Request<Body>,
+    ip: IpAddr,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::new(ip, 40000)));
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+    };
+    (status, headers, v)
+}
+
+/// A `[tunnel]` section as an operator writes it (userspace, one endpoint, defaults).
+pub fn tunnel_config() -> outpost_controller::config::TunnelConfig {
+    Config::parse("[tunnel]\nbackend = \"userspace\"\nendpoints = [\"192.0.2.1:51820\"]\n")
+        .unwrap()
+        .tunnel
+        .unwrap()
 }
 
 /// The newest audit entry: actor, action, security flag, impersonator.
@@ -624,10 +642,15 @@ fn seed_billing(
 /// A public key-shaped value: enrollment checks only that it is 32 bytes of base64.
 pub const TEST_WG_KEY: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
 
+/// A key-shaped value of its own per `n`: two live agents cannot share a key.
+pub fn test_wg_key(n: u8) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([n; 32])
+}
+
 /// Enrolls one agent per site through the real token flow.
 fn enroll_agents(state: &AppState, sites: &[i64]) -> HashMap<i64, (i64, String)> {
     use outpost_controller::db::agent;
-    let cfg = state.config.agents.clone();
     state
         .db
         .write_blocking(|tx| {
@@ -640,15 +663,19 @@ fn enroll_agents(state: &AppState, sites: &[i64]) -> HashMap<i64, (i64, String)>
                     tx,
                     &outpost_protocol::EnrollRequest {
                         token,
-                        wireguard_public_key: TEST_WG_KEY.into(),
+                        wireguard_public_key: test_wg_key(*site as u8),
                         hostname: format!("bng-{site}"),
                         agent_version: "test".into(),
                         protocol_version: outpost_protocol::PROTOCOL_VERSION,
                     },
                     &credential,
-                    &cfg,
+                    state.tunnel.as_deref(),
+                    &state.secrets,
                 )?;
-                out.insert(*site, (r.agent_id, credential));
+                if let Some(t) = &state.tunnel {
+                    t.apply(&r.peers)?;
+                }
+                out.insert(*site, (r.response.agent_id, credential));
             }
             Ok(out)
         })

@@ -9,10 +9,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::config::AgentsConfig;
+use crate::config::TunnelConfig;
+use crate::crypto::SecretBox;
 use crate::crypto::sha256;
 use crate::db::Cached;
 use crate::error::{Error, Result};
+use crate::tunnel::{PeerChange, Tunnel};
 
 /// An enrollment token as listed (its secret is shown only at creation).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -105,15 +107,32 @@ fn validate_enroll(req: &proto::EnrollRequest) -> Result<()> {
     Ok(())
 }
 
+/// What an enrolment decided: the answer for the agent and the change to the tunnel's
+/// peers (applied before the transaction commits).
+#[derive(Debug)]
+pub struct Enrolled {
+    pub response: proto::EnrollResponse,
+    pub peers: PeerChange,
+}
+
 /// Trades a token for an agent identity. The token is spent; an earlier agent of the
-/// same site is revoked (the box was replaced or reinstalled).
+/// same site is revoked (the box was replaced or reinstalled) and its peer removed.
+/// With a tunnel, the agent gets an overlay address never handed out before and a
+/// fresh preshared key, and its peer is added.
 pub fn enroll(
     conn: &Connection,
     req: &proto::EnrollRequest,
     credential: &str,
-    cfg: &AgentsConfig,
-) -> Result<proto::EnrollResponse> {
+    tunnel: Option<&Tunnel>,
+    secrets: &SecretBox,
+) -> Result<Enrolled> {
     validate_enroll(req)?;
+    let key = req.wireguard_public_key.trim();
+    if tunnel.is_some_and(|t| t.public_key == key) {
+        return Err(Error::invalid(
+            "wireguard_public_key is the controller's own key; the agent generates its own",
+        ));
+    }
     let now = crate::db::now();
     let token: Option<(i64, i64)> = conn
         .cached_row(
@@ -129,59 +148,158 @@ pub fn enroll(
             "the enrollment token is not valid: unknown, already used or expired; create a new one for the site",
         ));
     };
-    conn.cached_exec(
-        "UPDATE agents SET revoked_at = ?2 WHERE site_id = ?1 AND revoked_at IS NULL",
-        params![site_id, now],
+    let mut peers = PeerChange::default();
+    if let Some(old) = revoke_live(conn, site_id, now)? {
+        peers.remove.push(old);
+    }
+    let in_use: bool = conn.cached_row(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE wireguard_public_key = ?1 AND revoked_at IS NULL)",
+        [key],
+        |r| r.get(0),
     )?;
-    let address = allocate_address(conn, cfg)?;
+    if in_use {
+        return Err(Error::conflict(
+            "wireguard_key_in_use",
+            "another live agent has this WireGuard public key; generate a new key pair and enroll again",
+        ));
+    }
+    let tunnel_params = match tunnel {
+        Some(t) => {
+            let address = allocate_address(conn, &t.config)?;
+            Some((address, outpost_wg::generate_preshared_key()))
+        }
+        None => None,
+    };
     conn.cached_exec(
-        "INSERT INTO agents (site_id, credential_hash, wireguard_public_key, hostname, version, tunnel_address, enrolled_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO agents (site_id, credential_hash, wireguard_public_key, hostname, version, tunnel_address, enrolled_at,
+                             preshared_key_sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             site_id,
             sha256(credential.as_bytes()),
-            req.wireguard_public_key.trim(),
+            key,
             req.hostname.trim(),
             req.agent_version,
-            address.to_string(),
-            now
+            tunnel_params.as_ref().map(|(a, _)| a.to_string()).unwrap_or_default(),
+            now,
+            tunnel_params.as_ref().map(|(_, psk)| secrets.seal(psk)),
         ],
     )?;
     let agent_id = conn.last_insert_rowid();
+    if let Some((address, _)) = &tunnel_params {
+        conn.cached_exec(
+            "INSERT INTO tunnel_addresses (address, agent_id, allocated_at) VALUES (?1, ?2, ?3)",
+            params![address.to_string(), agent_id, now],
+        )?;
+    }
     conn.cached_exec(
         "UPDATE enrollment_tokens SET used_at = ?2, agent_id = ?3 WHERE id = ?1",
         params![token_id, now, agent_id],
     )?;
-    Ok(proto::EnrollResponse {
-        agent_id,
-        site_id,
-        credential: credential.to_string(),
-        tunnel: proto::TunnelParams {
-            address: format!("{address}/32"),
-            controller_public_key: cfg.wireguard_public_key.clone(),
-            controller_endpoint: cfg.wireguard_endpoint.clone(),
-            controller_address: cfg.controller_tunnel_address.to_string(),
-            persistent_keepalive_secs: cfg.persistent_keepalive_secs,
+    let tunnel = match (tunnel, tunnel_params) {
+        (Some(t), Some((address, psk))) => {
+            peers
+                .add
+                .push(Tunnel::agent_peer(key, address, Some(psk.clone())));
+            Some(t.params(address, &psk))
+        }
+        _ => None,
+    };
+    Ok(Enrolled {
+        response: proto::EnrollResponse {
+            agent_id,
+            site_id,
+            credential: credential.to_string(),
+            tunnel,
+            protocol_version: proto::PROTOCOL_VERSION,
         },
-        protocol_version: proto::PROTOCOL_VERSION,
+        peers,
     })
 }
 
-/// The lowest free host address of the tunnel network (live agents keep theirs).
-fn allocate_address(conn: &Connection, cfg: &AgentsConfig) -> Result<Ipv4Addr> {
-    let used: BTreeSet<String> = {
-        let mut stmt =
-            conn.prepare_cached("SELECT tunnel_address FROM agents WHERE revoked_at IS NULL")?;
+/// Revokes the site's live agent, if any: its credential stops working and its overlay
+/// address becomes a tombstone. Returns its public key, whose peer is to be removed.
+fn revoke_live(conn: &Connection, site_id: i64, now: i64) -> Result<Option<String>> {
+    let old: Option<(i64, String)> = conn
+        .cached_row(
+            "SELECT id, wireguard_public_key FROM agents WHERE site_id = ?1 AND revoked_at IS NULL",
+            [site_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((id, key)) = old else {
+        return Ok(None);
+    };
+    conn.cached_exec(
+        "UPDATE agents SET revoked_at = ?2 WHERE id = ?1",
+        params![id, now],
+    )?;
+    conn.cached_exec(
+        "UPDATE tunnel_addresses SET freed_at = ?2 WHERE agent_id = ?1 AND freed_at IS NULL",
+        params![id, now],
+    )?;
+    Ok(Some(key))
+}
+
+/// Revokes the site's agent (the box is retired or compromised): the change to the
+/// tunnel removes its peer. Not found when the site has no live agent.
+pub fn revoke(conn: &Connection, site_id: i64) -> Result<PeerChange> {
+    match revoke_live(conn, site_id, crate::db::now())? {
+        Some(key) => Ok(PeerChange {
+            add: vec![],
+            remove: vec![key],
+        }),
+        None => Err(Error::not_found("agent for this site")),
+    }
+}
+
+/// Every live agent's peer, for bringing the interface up (also after a restart).
+pub fn live_peers(conn: &Connection, secrets: &SecretBox) -> Result<Vec<outpost_wg::Peer>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT wireguard_public_key, tunnel_address, preshared_key_sealed FROM agents
+         WHERE revoked_at IS NULL AND tunnel_address <> '' ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<Vec<u8>>>(2)?,
+        ))
+    })?;
+    let mut peers = Vec::new();
+    for row in rows {
+        let (key, address, psk) = row?;
+        let address: Ipv4Addr = address.parse().map_err(|_| {
+            Error::invalid(format!("stored tunnel address '{address}' is not IPv4"))
+        })?;
+        let psk = match psk {
+            Some(sealed) => Some(secrets.open(&sealed).map_err(|e| Error::internal(&e))?),
+            None => None,
+        };
+        peers.push(Tunnel::agent_peer(&key, address, psk));
+    }
+    Ok(peers)
+}
+
+/// The lowest host address of the overlay never handed out before (tombstones
+/// included), other than the controller's.
+fn allocate_address(conn: &Connection, cfg: &TunnelConfig) -> Result<Ipv4Addr> {
+    let taken: BTreeSet<String> = {
+        let mut stmt = conn.prepare_cached("SELECT address FROM tunnel_addresses")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    cfg.tunnel_network
+    let controller = cfg.controller_address();
+    cfg.network
         .hosts()
-        .find(|a| *a != cfg.controller_tunnel_address && !used.contains(&a.to_string()))
+        .find(|a| *a != controller && !taken.contains(&a.to_string()))
         .ok_or_else(|| {
             Error::conflict(
                 "tunnel_network_full",
-                "agents.tunnel_network has no free address left",
+                format!(
+                    "tunnel.network {} has no address left that was never handed out; widen it",
+                    cfg.network
+                ),
             )
         })
 }

@@ -24,6 +24,9 @@ use crate::error::{Error, Result};
 pub struct AgentIdentity {
     pub agent_id: i64,
     pub site_id: i64,
+    /// Its overlay address: inside the tunnel, requests with its credential must come
+    /// from it. `None` for an agent enrolled without a tunnel.
+    pub tunnel_address: Option<std::net::Ipv4Addr>,
 }
 
 pub fn authenticate(conn: &Connection, secret: &str) -> Result<Option<AgentIdentity>> {
@@ -32,12 +35,13 @@ pub fn authenticate(conn: &Connection, secret: &str) -> Result<Option<AgentIdent
     }
     Ok(conn
         .cached_row(
-            "SELECT id, site_id FROM agents WHERE credential_hash = ?1 AND revoked_at IS NULL",
+            "SELECT id, site_id, tunnel_address FROM agents WHERE credential_hash = ?1 AND revoked_at IS NULL",
             [sha256(secret.as_bytes())],
             |r| {
                 Ok(AgentIdentity {
                     agent_id: r.get(0)?,
                     site_id: r.get(1)?,
+                    tunnel_address: r.get::<_, String>(2)?.parse().ok(),
                 })
             },
         )
@@ -59,7 +63,13 @@ pub struct AgentStatus {
     pub site_id: i64,
     pub hostname: String,
     pub version: String,
-    pub tunnel_address: String,
+    /// Its WireGuard public key.
+    pub wireguard_public_key: String,
+    /// Its overlay address; null when it enrolled without a tunnel.
+    pub tunnel_address: Option<String>,
+    /// The tunnel peer's live figures; null without a tunnel, or while the peer is not
+    /// on the controller's interface.
+    pub tunnel: Option<crate::tunnel::TunnelPeer>,
     pub enrolled_at: String,
     pub last_seen_at: Option<String>,
     /// The revision the agent last acknowledged, and the site's newest.
@@ -75,7 +85,8 @@ pub struct AgentStatus {
 pub fn status(conn: &Connection, site_id: i64) -> Result<AgentStatus> {
     let head = site_head(conn, site_id)?;
     conn.cached_row(
-        "SELECT id, site_id, hostname, version, tunnel_address, enrolled_at, last_seen_at, applied_revision, digest_matches
+        "SELECT id, site_id, hostname, version, nullif(tunnel_address, ''), enrolled_at, last_seen_at, applied_revision,
+                digest_matches, wireguard_public_key
          FROM agents WHERE site_id = ?1 AND revoked_at IS NULL",
         [site_id],
         |r| {
@@ -86,7 +97,9 @@ pub fn status(conn: &Connection, site_id: i64) -> Result<AgentStatus> {
                 site_id: r.get(1)?,
                 hostname: r.get(2)?,
                 version: r.get(3)?,
+                wireguard_public_key: r.get(9)?,
                 tunnel_address: r.get(4)?,
+                tunnel: None,
                 enrolled_at: super::rfc3339(r.get(5)?),
                 last_seen_at: r.get::<_, Option<i64>>(6)?.map(super::rfc3339),
                 applied_revision: applied,
