@@ -95,7 +95,7 @@ pub fn apply(conn: &Connection, site_id: i64, at: i64, t: &proto::WanTransition)
 
 /// Which probe of which CPE: what a target and its outages both name.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct WanProbe {
+pub struct CpeProbe {
     pub site_id: i64,
     pub subscriber_id: i64,
     /// The subscriber's owning reseller.
@@ -105,10 +105,10 @@ pub struct WanProbe {
     pub address: String,
 }
 
-impl WanProbe {
+impl CpeProbe {
     /// Reads the five columns from `at` on, in the order above.
-    fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<WanProbe> {
-        Ok(WanProbe {
+    fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CpeProbe> {
+        Ok(CpeProbe {
             site_id: r.get(at)?,
             subscriber_id: r.get(at + 1)?,
             tenant_id: r.get(at + 2)?,
@@ -123,7 +123,7 @@ impl WanProbe {
 pub struct WanTarget {
     pub id: i64,
     #[serde(flatten)]
-    pub of: WanProbe,
+    pub of: CpeProbe,
     /// `up` or `down`.
     pub state: String,
     /// When the current state began (RFC 3339).
@@ -171,7 +171,7 @@ const TARGET_COLS: &str = "w.id, w.site_id, w.subscriber_id, w.tenant_id, w.prob
 fn target_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WanTarget> {
     Ok(WanTarget {
         id: r.get(0)?,
-        of: WanProbe::from_row(r, 1)?,
+        of: CpeProbe::from_row(r, 1)?,
         state: r.get(6)?,
         since: rfc3339(r.get(7)?),
         flaps: r.get(8)?,
@@ -202,7 +202,7 @@ pub fn list_targets(
 pub struct WanOutage {
     pub id: i64,
     #[serde(flatten)]
-    pub of: WanProbe,
+    pub of: CpeProbe,
     pub started_at: String,
     pub ended_at: Option<String>,
     /// Seconds down, until now for an open outage.
@@ -227,7 +227,7 @@ fn outage_row(now: i64) -> impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<Wa
         let ended: Option<i64> = r.get(7)?;
         Ok(WanOutage {
             id: r.get(0)?,
-            of: WanProbe::from_row(r, 1)?,
+            of: CpeProbe::from_row(r, 1)?,
             started_at: rfc3339(started),
             ended_at: ended.map(rfc3339),
             duration_secs: (ended.unwrap_or(now) - started).max(0),
