@@ -51,34 +51,29 @@ pub fn create_operator(controller_bin: &Path, data: &Path, email: &str, password
 }
 
 /// Runs `outpost-agent enroll` through `cmd` (the agent binary, possibly inside a
-/// namespace) against the controller at `base`, with the agent's state in `state` and
-/// its RADIUS on `auth`/`acct`; enrolling must succeed. Returns the config it wrote.
+/// namespace) against the controller at `base`, with the agent's state in `state`, its
+/// RADIUS on `auth`/`acct` and `extra` options (e.g. the tunnel's); enrolling must
+/// succeed. Returns the config it wrote.
 pub fn enroll(
     mut cmd: Command,
     base: &str,
     token: &str,
     state: &Path,
-    auth: &str,
-    acct: &str,
+    (auth, acct): (&str, &str),
+    extra: &[&str],
 ) -> PathBuf {
-    let out = cmd
-        .args([
-            "enroll",
-            "--controller",
-            base,
-            "--token",
-            token,
-            "--state-dir",
-        ])
-        .arg(state)
-        .args(["--auth-listen", auth, "--acct-listen", acct])
-        .output()
-        .expect("the agent runs");
-    assert!(
-        out.status.success(),
-        "enroll: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cmd.args([
+        "enroll",
+        "--controller",
+        base,
+        "--token",
+        token,
+        "--state-dir",
+    ])
+    .arg(state)
+    .args(["--auth-listen", auth, "--acct-listen", acct])
+    .args(extra);
+    run_ok(&mut cmd, "enroll");
     state.join("agent.toml")
 }
 

@@ -122,8 +122,8 @@ impl<'a> Site<'a> {
             BASE,
             &token,
             &state,
-            "127.0.0.1:1812",
-            "127.0.0.1:1813",
+            ("127.0.0.1:1812", "127.0.0.1:1813"),
+            &[],
         );
         let mut cfg = Config::load(&agent_config).unwrap();
         cfg.enforce = Some(outpost_agent::enforce::EnforceConfig {

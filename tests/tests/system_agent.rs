@@ -91,8 +91,8 @@ fn controller_agent_and_nas_end_to_end() {
         &base,
         &token,
         &state,
-        &auth_at,
-        &acct_at,
+        (&auth_at, &acct_at),
+        &[],
     );
     let run_agent = || {
         start(

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::{Netns, unique, veth};
 use outpost_testkit::process::{Proc, start, start_listening, until, until_within};
-use outpost_tests::system::{binaries, create_operator, run_ok};
+use outpost_tests::system::{binaries, create_operator, enroll};
 use serde_json::{Value, json};
 
 const CONTROLLER: &str = "192.0.2.1";
@@ -118,30 +118,10 @@ impl Lab {
 
     /// `outpost-agent enroll` in agent `i`'s namespace.
     fn enroll(&self, i: usize, base: &str, token: &str, iface: &str) {
-        run_ok(
-            self.agents[i]
-                .cmd(self.agent_bin.to_str().unwrap())
-                .args([
-                    "enroll",
-                    "--controller",
-                    base,
-                    "--token",
-                    token,
-                    "--state-dir",
-                ])
-                .arg(self.state_dir(i))
-                .args([
-                    "--auth-listen",
-                    "127.0.0.1:0",
-                    "--acct-listen",
-                    "127.0.0.1:0",
-                    "--tunnel-interface",
-                    iface,
-                    "--tunnel-backend",
-                    "userspace",
-                ]),
-            "enroll",
-        );
+        let cmd = self.agents[i].cmd(self.agent_bin.to_str().unwrap());
+        let tunnel = ["--tunnel-interface", iface, "--tunnel-backend", "userspace"];
+        let radius = ("127.0.0.1:0", "127.0.0.1:0");
+        enroll(cmd, base, token, &self.state_dir(i), radius, &tunnel);
     }
 
     fn run_agent(&self, i: usize) -> Proc {

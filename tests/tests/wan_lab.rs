@@ -138,7 +138,14 @@ fn cpe_outages_reach_the_controller_once_even_when_it_was_away() {
     let outside = new_sub("elsewhere", "192.0.2.77");
     let token = api.enrollment_token(site);
     let agent = bng.cmd(agent_bin.to_str().unwrap());
-    let config = enroll(agent, &base, &token, &state, "127.0.0.1:0", "127.0.0.1:0");
+    let config = enroll(
+        agent,
+        &base,
+        &token,
+        &state,
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        &[],
+    );
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str(&format!(
         "\n[wan]\nsubscriber_networks = [\"10.31.0.0/16\"]\ninterval_ms = 300\ntimeout_ms = 200\n\
