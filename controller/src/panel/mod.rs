@@ -560,62 +560,18 @@ pub struct Chrome {
 /// The menu: only what the actor's permissions grant, checked as the pages check them.
 pub fn menu(actor: &Actor, active: &str) -> Vec<MenuItem> {
     // (page, path, label, the function it needs; none: everyone logged in)
+    #[rustfmt::skip]
     const PAGES: &[(&str, &str, &str, Option<Permission>)] = &[
         ("dashboard", "/panel", "Dashboard", None),
-        (
-            "subscribers",
-            "/panel/subscribers",
-            "Subscribers",
-            Some(Permission::ViewCustomers),
-        ),
-        (
-            "resellers",
-            "/panel/resellers",
-            "Resellers",
-            Some(Permission::ManageResellers),
-        ),
-        (
-            "plans",
-            "/panel/plans",
-            "Plans",
-            Some(Permission::ManagePlans),
-        ),
-        (
-            "sites",
-            "/panel/sites",
-            "Sites",
-            Some(Permission::ManageSites),
-        ),
-        (
-            "users",
-            "/panel/users",
-            "Logins",
-            Some(Permission::ManageStaff),
-        ),
-        (
-            "ledger",
-            "/panel/ledger",
-            "Ledger",
-            Some(Permission::ViewInvoices),
-        ),
-        (
-            "wan",
-            "/panel/wan",
-            "WAN checks",
-            Some(Permission::ViewReports),
-        ),
-        (
-            "reports",
-            "/panel/reports",
-            "Reports",
-            Some(Permission::ViewReports),
-        ),
-        (
-            "audit",
-            "/panel/audit",
-            "Audit log",
-            Some(Permission::ViewAuditLog),
-        ),
+        ("subscribers", "/panel/subscribers", "Subscribers", Some(Permission::ViewCustomers)),
+        ("resellers", "/panel/resellers", "Resellers", Some(Permission::ManageResellers)),
+        ("plans", "/panel/plans", "Plans", Some(Permission::ManagePlans)),
+        ("sites", "/panel/sites", "Sites", Some(Permission::ManageSites)),
+        ("users", "/panel/users", "Logins", Some(Permission::ManageStaff)),
+        ("ledger", "/panel/ledger", "Ledger", Some(Permission::ViewInvoices)),
+        ("wan", "/panel/wan", "WAN checks", Some(Permission::ViewReports)),
+        ("reports", "/panel/reports", "Reports", Some(Permission::ViewReports)),
+        ("audit", "/panel/audit", "Audit log", Some(Permission::ViewAuditLog)),
     ];
     PAGES
         .iter()

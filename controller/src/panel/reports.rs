@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::chart::{self, Series};
 use super::{Chrome, PageResult, Viewer, opt_i64, render};
 use crate::AppState;
-use crate::db::agent::{self as events, UsageDay};
+use crate::db::agent::{self, UsageDay};
 use crate::db::ledger::{self, PeriodSummary};
 use crate::db::{subscriber, tenant};
 use crate::error::{Error, Result};
@@ -51,9 +51,8 @@ async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figure
     let tenant_id = opt_i64("tenant_id", &q.tenant_id)?.unwrap_or(actor.tenant_id);
     let until = crate::db::now() + 1;
     let (labels, since) = span(daily);
-    let since_day = (time::OffsetDateTime::now_utc() - time::Duration::days(30))
-        .date()
-        .to_string();
+    // Traffic is always the last 31 days, whatever the money's period.
+    let since_day = span(true).0.swap_remove(0);
     let cur = st.currency.clone();
     st.read_scoped(actor, move |c, scope| {
         let (t, over) = tenant::rows_scope(c, scope, tenant_id)?;
@@ -62,7 +61,7 @@ async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figure
             ledger::summary(c, &over, !daily, since, until, &cur)?,
         );
         let (by_status, _) = subscriber::counts(c, &over, until, until)?;
-        let usage = events::usage_in_scope(c, &over, &since_day)?;
+        let usage = agent::usage_in_scope(c, &over, &since_day)?;
         Ok(Figures {
             tenant_id: t.id,
             tenant_name: t.name,
@@ -312,7 +311,11 @@ pub async fn csv(State(st): State<AppState>, v: Viewer, Query(c): Query<CsvQuery
             );
         }
     };
-    let period = if f.daily { "daily" } else { "monthly" };
+    let period = if f.daily || name == "usage" {
+        "daily"
+    } else {
+        "monthly"
+    };
     let file = format!(
         "attachment; filename=\"{name}-{period}-{}.csv\"",
         f.tenant_id
