@@ -63,11 +63,7 @@ pub struct Nas {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNas {
-    #[schema(
-        min_length = 1,
-        max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(value_type = crate::wire::Name)]
     pub name: String,
     pub site_id: i64,
     #[schema(value_type = crate::wire::IpAddress)]
@@ -87,11 +83,7 @@ pub struct NewNas {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NasPatch {
-    #[schema(
-        min_length = 1,
-        max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(value_type = Option<crate::wire::Name>)]
     pub name: Option<String>,
     #[schema(value_type = Option<crate::wire::IpAddress>)]
     pub ip: Option<IpAddr>,

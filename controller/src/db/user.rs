@@ -47,11 +47,7 @@ impl UserStatus {
 pub struct NewUser {
     #[schema(format = Email, max_length = 254)]
     pub email: String,
-    #[schema(
-        min_length = 1,
-        max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(value_type = crate::wire::Name)]
     pub name: String,
     #[serde(default)]
     pub phone: String,
@@ -80,11 +76,7 @@ impl NewUser {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserPatch {
-    #[schema(
-        min_length = 1,
-        max_length = 120,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
-    )]
+    #[schema(value_type = Option<crate::wire::Name>)]
     pub name: Option<String>,
     pub phone: Option<String>,
     pub status: Option<UserStatus>,

@@ -197,11 +197,7 @@ pub enum Adjustment {
     Refund {
         amount: PositiveAmount,
         /// Why: required, shown on statements.
-        #[schema(
-            min_length = 1,
-            max_length = 500,
-            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
-        )]
+        #[schema(value_type = crate::wire::Reason)]
         reason: String,
     },
     /// Correct the child's balance up or down; the parent's balance does not move.
@@ -209,11 +205,7 @@ pub enum Adjustment {
         /// Negative lowers the balance.
         amount: NonZeroAmount,
         /// Why: required, shown on statements.
-        #[schema(
-            min_length = 1,
-            max_length = 500,
-            pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\u0000-\u001F\u007F-\u009F]*$"
-        )]
+        #[schema(value_type = crate::wire::Reason)]
         reason: String,
     },
 }
