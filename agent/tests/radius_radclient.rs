@@ -805,3 +805,34 @@ async fn garbage_is_dropped_and_counted() {
     let stats = ask_unanswered(&lab, &socket, lab.acct, &request).await;
     assert_eq!(stats.malformed, 4, "{stats:?}");
 }
+
+/// RFC 5997: radclient's `status` sends a Status-Server with a Message-Authenticator;
+/// the authentication port answers Access-Accept, the accounting port
+/// Accounting-Response, and neither journals or moves anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn radclient_status_server_on_both_ports_touches_nothing() {
+    let lab = Lab::start(site(NasKind::Mikrotik, true)).await;
+    // radclient needs one attribute to send anything; it computes this one itself.
+    const PROBE: &str = "Message-Authenticator = 0x00\n";
+    let on_auth = radclient(lab.auth, "status", PROBE, true).await.unwrap();
+    assert_eq!(on_auth.code, "Access-Accept", "{on_auth:?}");
+    let on_acct = radclient(lab.acct, "status", PROBE, true).await.unwrap();
+    assert_eq!(on_acct.code, "Accounting-Response", "{on_acct:?}");
+    let s = lab.stats_after(2).await;
+    assert_eq!(
+        (s.status_server, s.accepts, s.acct_records),
+        (2, 0, 0),
+        "{s:?}"
+    );
+    assert!(lab.journal().is_empty(), "{:?}", lab.journal());
+    assert!(lab.online().is_empty());
+
+    // The same secret is what makes it an answer: with another, silence.
+    let wrong = Radclient::new(lab.auth, "not-the-secret")
+        .tries(1, 1)
+        .send_async("status", PROBE)
+        .await;
+    assert!(wrong.reply.is_none(), "{}", wrong.stdout);
+    let s = lab.stats_after(3).await;
+    assert_eq!((s.status_server, s.bad_authenticator), (2, 1), "{s:?}");
+}

@@ -8,6 +8,11 @@
 //!    already passed; a forgery carrying a cached key only gets the NAS's own answer);
 //! 4. Message-Authenticator / accounting Request Authenticator must verify;
 //! 5. then the request runs, and its answer is cached.
+//!
+//! Status-Server (RFC 5997) skips the reply cache and touches no state: it is answered
+//! on either socket, only with a valid Message-Authenticator, by the code that socket
+//! answers with (Access-Accept on the authentication port, Accounting-Response on the
+//! accounting port).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,7 +52,18 @@ impl Listener {
             (self, code),
             (Listener::Auth | Listener::Both, Code::AccessRequest)
                 | (Listener::Acct | Listener::Both, Code::AccountingRequest)
+                | (_, Code::StatusServer)
         )
+    }
+
+    /// What this socket answers a Status-Server with (RFC 5997 §3): an Access-Accept on
+    /// an authentication port, an Accounting-Response on an accounting one. A socket
+    /// serving both answers as the authentication port.
+    fn status_reply(self) -> Code {
+        match self {
+            Listener::Auth | Listener::Both => Code::AccessAccept,
+            Listener::Acct => Code::AccountingResponse,
+        }
     }
 }
 
@@ -140,6 +156,9 @@ impl Handler {
         }
         let mut authenticator = [0u8; 16];
         authenticator.copy_from_slice(&raw[4..HEADER_LEN]);
+        if code == Code::StatusServer {
+            return self.status(listener, &packet, raw, &authenticator, secret);
+        }
 
         let key = Key {
             src,
@@ -307,6 +326,36 @@ impl Handler {
         Ok(reply)
     }
 
+    /// Status-Server (RFC 5997): proof that this server is alive for this NAS. It must
+    /// carry a valid Message-Authenticator (§3: one without is silently discarded, so it
+    /// cannot be used to probe for secrets); it is never cached and changes nothing.
+    fn status(
+        &self,
+        listener: Listener,
+        packet: &Packet,
+        raw: &[u8],
+        authenticator: &[u8; 16],
+        secret: &[u8],
+    ) -> Result<Vec<u8>, Dropped> {
+        match attrs::message_authenticator_offset(raw).map_err(Dropped::Malformed)? {
+            None => return Err(Dropped::MissingMessageAuthenticator),
+            Some(offset)
+                if !authenticator::verify_request_message_authenticator(raw, offset, secret) =>
+            {
+                return Err(Dropped::BadAuthenticator("Message-Authenticator"));
+            }
+            Some(_) => {}
+        }
+        let bytes = encode(
+            response(packet, listener.status_reply()),
+            authenticator,
+            secret,
+        )?;
+        Stats::bump(&self.stats.status_server);
+        debug!("Status-Server answered");
+        Ok(bytes)
+    }
+
     fn count(&self, dropped: &Dropped, src: SocketAddr) {
         let s = &self.stats;
         match dropped {
@@ -325,7 +374,7 @@ impl Handler {
             }
             Dropped::MissingMessageAuthenticator => {
                 Stats::bump(&s.missing_message_authenticator);
-                warn!(%src, "Access-Request without Message-Authenticator dropped: this NAS must send it");
+                warn!(%src, "request without Message-Authenticator dropped: a Status-Server, or an Access-Request from a NAS that must send it");
             }
             Dropped::InProgress => {
                 Stats::bump(&s.duplicates_in_progress);
@@ -477,6 +526,70 @@ mod tests {
         rfc2865::add_user_name(&mut p, "amina");
         rfc2866::add_acct_session_id(&mut p, session);
         p.encode().unwrap()
+    }
+
+    fn status_server(message_authenticator: Option<&[u8]>) -> Vec<u8> {
+        let mut p = Packet::new(Code::StatusServer, SECRET);
+        if message_authenticator.is_some() {
+            rfc2869::add_message_authenticator(&mut p, &[0; 16]);
+        }
+        let mut bytes = p.encode().unwrap();
+        if let Some(secret) = message_authenticator {
+            authenticator::sign_request(&mut bytes, secret);
+        }
+        bytes
+    }
+
+    #[test]
+    fn status_server_is_answered_per_port_only_when_signed_and_changes_nothing() {
+        let backend = Arc::new(backend(false));
+        let handler = Handler::new(backend.clone(), &Config::default());
+        let signed = status_server(Some(SECRET));
+        let request_auth: [u8; 16] = signed[4..20].try_into().unwrap();
+        for (listener, code) in [
+            (Listener::Auth, Code::AccessAccept),
+            (Listener::Acct, Code::AccountingResponse),
+            (Listener::Both, Code::AccessAccept),
+        ] {
+            let reply = handler
+                .handle(listener, nas_addr(), &signed)
+                .unwrap_or_else(|| panic!("{listener:?}: no answer"));
+            assert_eq!(reply[0], code as u8, "{listener:?}");
+            assert_eq!(reply[1], signed[1], "same identifier");
+            assert!(
+                authenticator::verify_response(&reply, &request_auth, SECRET),
+                "{listener:?}: the answer is signed, with a Message-Authenticator"
+            );
+            assert!(
+                attrs::message_authenticator_offset(&reply)
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        // Unsigned, signed with another secret, or from a stranger: silence.
+        assert_eq!(
+            handler.handle(Listener::Auth, nas_addr(), &status_server(None)),
+            None
+        );
+        let forged = status_server(Some(b"not the secret"));
+        assert_eq!(handler.handle(Listener::Acct, nas_addr(), &forged), None);
+        let stranger: SocketAddr = "198.51.100.7:1000".parse().unwrap();
+        assert_eq!(handler.handle(Listener::Auth, stranger, &signed), None);
+
+        let s = handler.stats().snapshot();
+        assert_eq!(
+            (
+                s.status_server,
+                s.retransmissions,
+                s.missing_message_authenticator,
+                s.bad_authenticator,
+                s.unknown_nas
+            ),
+            (3, 0, 1, 1, 1),
+            "the same Status-Server thrice is answered thrice, never from the cache: {s:?}"
+        );
+        assert!(backend.journal().is_empty(), "nothing journaled");
+        assert!(backend.sessions().is_empty(), "no session touched");
     }
 
     #[test]
@@ -638,6 +751,7 @@ mod tests {
         let expected: &[Code] = match Code::from(packet[0]) {
             Code::AccessRequest => &[Code::AccessAccept, Code::AccessReject],
             Code::AccountingRequest => &[Code::AccountingResponse],
+            Code::StatusServer => &[Code::AccessAccept, Code::AccountingResponse],
             other => panic!("answered a {other:?}"),
         };
         assert!(
@@ -699,6 +813,7 @@ mod tests {
             + s.retransmissions
             + s.duplicates_in_progress
             + s.acct_records
+            + s.status_server
             + s.backend_errors;
         assert_eq!((s.requests, outcomes), (sent, sent), "{s:?}");
         // The mutations must reach deep, not just bounce off the first check.

@@ -32,6 +32,8 @@ pub struct Stats {
     pub duplicates_in_progress: AtomicU64,
     /// Accounting-Requests recorded durably and acknowledged.
     pub acct_records: AtomicU64,
+    /// Status-Server requests (RFC 5997) answered.
+    pub status_server: AtomicU64,
     /// Requests left unanswered because the backend failed (the NAS retransmits) or a
     /// reply could not be encoded.
     pub backend_errors: AtomicU64,
@@ -63,6 +65,8 @@ pub struct StatsSnapshot {
     pub duplicates_in_progress: u64,
     /// [`Stats::acct_records`].
     pub acct_records: u64,
+    /// [`Stats::status_server`].
+    pub status_server: u64,
     /// [`Stats::backend_errors`].
     pub backend_errors: u64,
     /// [`Stats::handled`].
@@ -85,6 +89,7 @@ impl Stats {
             retransmissions: get(&self.retransmissions),
             duplicates_in_progress: get(&self.duplicates_in_progress),
             acct_records: get(&self.acct_records),
+            status_server: get(&self.status_server),
             backend_errors: get(&self.backend_errors),
             handled: self.handled.load(Ordering::SeqCst),
         }
