@@ -5,8 +5,10 @@
 //! journals the [`CoaEvent`] it gets back as `EventBody::Coa`.
 //!
 //! # The packet
-//! [`build_request`] identifies the session by User-Name, Acct-Session-Id and, when
-//! known, Framed-IP-Address (RFC 5176 §3). A CoA-Request adds the new rate in the NAS's
+//! [`build_request`] identifies the NAS by NAS-IP-Address (NAS-IPv6-Address for an IPv6
+//! NAS), the address it sends RADIUS from, and the session by User-Name, Acct-Session-Id
+//! and, when known, Framed-IP-Address (RFC 5176 §3; accel-ppp and others match the NAS
+//! identification before the session). A CoA-Request adds the new rate in the NAS's
 //! dialect, with the same functions the Access-Accept uses
 //! ([`access::mikrotik_rate_limit`], [`access::accel_ppp_filter_id`]). Every request
 //! carries a Message-Authenticator. Both are computed by
@@ -42,7 +44,7 @@ use std::time::Duration;
 use outpost_protocol::{CoaEvent, CoaKind, CoaOutcome, NasKind, NasState, Rate};
 use radius::core::code::Code;
 use radius::core::packet::Packet;
-use radius::core::{rfc2865, rfc2866, rfc2869};
+use radius::core::{rfc2865, rfc2866, rfc2869, rfc3162};
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
@@ -192,6 +194,13 @@ pub fn build_request(
         return Err(Error::Session("empty Acct-Session-Id"));
     }
     let mut packet = Packet::new_with_identifier(action.code(), secret, identifier);
+    match nas.ip.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V4(ip)) => rfc2865::add_nas_ip_address(&mut packet, &ip),
+        Ok(IpAddr::V6(ip)) => rfc3162::add_nas_ipv6_address(&mut packet, &ip),
+        // The NAS list holds addresses only; a NAS without one gets no identification
+        // attribute rather than no Disconnect.
+        Err(_) => {}
+    }
     rfc2865::add_user_name(&mut packet, &session.username);
     rfc2866::add_acct_session_id(&mut packet, &session.session_id);
     // Framed-IP-Address is IPv4 only (RFC 2865 §5.8).
@@ -765,10 +774,25 @@ mod tests {
             attrs.contains(&(8, vec![100, 64, 0, 7])),
             "Framed-IP-Address"
         );
+        assert!(attrs.contains(&(4, vec![192, 0, 2, 1])), "NAS-IP-Address");
         assert_eq!(attrs.iter().filter(|(t, _)| *t == 80).count(), 1);
         // Nothing else: RFC 5176 §3.2 forbids Service-Type in a Disconnect-Request,
         // and no rate belongs in one.
-        assert_eq!(attrs.len(), 4, "{attrs:?}");
+        assert_eq!(attrs.len(), 5, "{attrs:?}");
+    }
+
+    #[test]
+    fn an_ipv6_nas_is_named_by_nas_ipv6_address() {
+        let v6 = NasState {
+            ip: "2001:db8::1".into(),
+            ..nas(NasKind::Mikrotik)
+        };
+        let attrs = attributes(&build_request(1, &v6, &session(), &Action::Disconnect).unwrap());
+        let mut expected = vec![0x20, 0x01, 0x0d, 0xb8];
+        expected.extend([0; 11]);
+        expected.push(1);
+        assert!(attrs.contains(&(95, expected)), "{attrs:?}");
+        assert!(attrs.iter().all(|(t, _)| *t != 4));
     }
 
     #[test]

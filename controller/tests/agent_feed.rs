@@ -645,6 +645,167 @@ async fn events_are_stored_once_and_feed_sessions_and_usage() {
     assert_eq!(fx.query_i64("SELECT count(*) FROM agent_events"), 6);
 }
 
+/// One accounting record of sub-a's `session` as an agent journals it: `at` when the
+/// agent received it, `event_time` when the NAS says it happened (None: an agent from
+/// before that field).
+fn record(
+    seq: u64,
+    status: &str,
+    session: &str,
+    (input, output, session_time): (u64, u64, u64),
+    at: i64,
+    event_time: Option<i64>,
+) -> Value {
+    let mut v = acct(seq, status, session, input, output);
+    v["at"] = json!(at);
+    v["session_time"] = json!(session_time);
+    if let Some(t) = event_time {
+        v["event_time"] = json!(t);
+    }
+    v
+}
+
+/// Issue 14: a session's usage is its latest counters, so no resend of a record, at any
+/// time and under any sequence number, adds traffic twice.
+#[tokio::test]
+async fn usage_is_counted_once_whatever_is_resent_and_whenever() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let usage = || {
+        fx.query_i64("SELECT coalesce(sum(input_octets), 0) * 1000000 + coalesce(sum(output_octets), 0) FROM usage_daily")
+    };
+    let online = || fx.query_i64("SELECT count(*) FROM online_sessions");
+    let mut seq = 0;
+    let mut send = |events: Vec<Value>| {
+        let events: Vec<Value> = events
+            .into_iter()
+            .map(|mut e| {
+                seq += 1;
+                e["seq"] = json!(seq);
+                e
+            })
+            .collect();
+        let batch = json!({ "events": events });
+        let fx = &fx;
+        let a = a.clone();
+        async move {
+            let (s, b) = post_events(fx, &a, batch).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+        }
+    };
+    let t0 = time::OffsetDateTime::now_utc().unix_timestamp() - 3_600;
+    let start = record(0, "start", "s1", (0, 0, 0), t0, Some(t0));
+    let interim = record(
+        0,
+        "interim_update",
+        "s1",
+        (100, 500, 60),
+        t0 + 60,
+        Some(t0 + 60),
+    );
+    let stop = record(0, "stop", "s1", (150, 900, 120), t0 + 120, Some(t0 + 120));
+    send(vec![start.clone(), interim.clone(), stop.clone()]).await;
+    assert_eq!((usage(), online()), (150_000_900, 0));
+
+    // The NAS resends the Stop from another source port, or after the agent's reply
+    // cache expired: a new event with a new sequence number, same record.
+    send(vec![stop.clone()]).await;
+    // The interim again, late, and even the Start: older than what was counted.
+    send(vec![interim.clone(), start.clone()]).await;
+    // An agent from before event_time journaled the same Stop a minute later.
+    let mut no_time = stop.clone();
+    no_time["at"] = json!(t0 + 180);
+    no_time.as_object_mut().unwrap().remove("event_time");
+    send(vec![no_time]).await;
+    assert_eq!(
+        (usage(), online()),
+        (150_000_900, 0),
+        "resends add nothing and bring nothing back online"
+    );
+
+    // Counters that go backwards within a session (a NAS restarting its counter, or a
+    // 32-bit wrap without Gigawords) are new traffic, as before.
+    send(vec![
+        record(0, "start", "s2", (0, 0, 0), t0 + 200, Some(t0 + 200)),
+        record(
+            0,
+            "interim_update",
+            "s2",
+            (4_000, 0, 60),
+            t0 + 260,
+            Some(t0 + 260),
+        ),
+        record(
+            0,
+            "interim_update",
+            "s2",
+            (1_000, 0, 120),
+            t0 + 320,
+            Some(t0 + 320),
+        ),
+    ])
+    .await;
+    assert_eq!(usage(), 150_000_900 + 5_000 * 1_000_000);
+    // ... and resending the interim from before the wrap changes nothing.
+    send(vec![record(
+        0,
+        "interim_update",
+        "s2",
+        (4_000, 0, 60),
+        t0 + 400,
+        Some(t0 + 260),
+    )])
+    .await;
+    assert_eq!(usage(), 150_000_900 + 5_000 * 1_000_000);
+    assert_eq!(online(), 1, "s2 is online");
+
+    // The NAS's event time dates the traffic: a record it held since yesterday counts
+    // on yesterday.
+    let yesterday = t0 - 86_400;
+    send(vec![record(
+        0,
+        "stop",
+        "s3",
+        (7, 7, 30),
+        t0 + 400,
+        Some(yesterday),
+    )])
+    .await;
+    let day = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .unwrap()
+            .date()
+            .to_string()
+    };
+    assert_eq!(
+        fx.query_i64(&format!(
+            "SELECT input_octets FROM usage_daily WHERE day = '{}'",
+            day(yesterday)
+        )),
+        7
+    );
+
+    // After the NAS restarts (Accounting-On), a reused session id is a new session.
+    send(vec![
+        json!({ "seq": 0, "at": t0 + 500, "type": "nas_sessions_closed",
+                      "nas_ip": "198.51.100.2", "closed": 1, "reason": "Accounting-On" }),
+    ])
+    .await;
+    assert_eq!(online(), 0);
+    let before = usage();
+    send(vec![
+        record(0, "start", "s1", (0, 0, 0), t0 + 600, Some(t0 + 600)),
+        record(0, "stop", "s1", (20, 30, 60), t0 + 660, Some(t0 + 660)),
+    ])
+    .await;
+    assert_eq!(usage(), before + 20_000_030);
+    // Every record was stored once as an event, whatever it meant.
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM agent_events"),
+        seq as i64
+    );
+}
+
 #[tokio::test]
 async fn enrollment_tokens_are_single_use_and_reenrolling_revokes_the_old_agent() {
     let fx = Fixture::new();

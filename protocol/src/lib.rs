@@ -607,6 +607,13 @@ pub struct Accounting {
     pub output_octets: u64,
     /// Acct-Terminate-Cause by its RFC 2866 name (or the number when unknown), on Stop.
     pub terminate_cause: Option<String>,
+    /// When the record's event happened, Unix seconds: the NAS's Event-Timestamp
+    /// (RFC 2869 §5.3) when it is believable, else when the agent received the record
+    /// less its Acct-Delay-Time (RFC 2866 §5.2). It orders one session's records, so a
+    /// resent or late older record changes nothing, and dates its traffic. Absent from
+    /// agents older than this field: the event's `at` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<i64>,
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ pub fn accounting(
         input_octets: 0,
         output_octets: 0,
         terminate_cause: None,
+        event_time: None,
     }
 }
 

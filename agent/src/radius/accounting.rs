@@ -21,13 +21,21 @@ pub enum AccountingRequest {
     },
 }
 
+/// How far from the agent's clock a NAS's Event-Timestamp is believed: a NAS whose
+/// clock was never set (many CPE-class routers boot in 1970) would otherwise date its
+/// traffic decades away and order its records by nonsense. Outside this window the
+/// receipt time less Acct-Delay-Time stands in.
+const BELIEVABLE_PAST_SECS: i64 = 7 * 86_400;
+const BELIEVABLE_FUTURE_SECS: i64 = 300;
+
 /// Reads an Accounting-Request from the NAS at `nas_ip` (the address it is known by in
-/// the NAS list, so its sessions can all be found again at Accounting-On).
+/// the NAS list, so its sessions can all be found again at Accounting-On), received at
+/// `now` (Unix seconds, the agent's clock).
 ///
 /// A request missing Acct-Status-Type, or a session record missing Acct-Session-Id,
 /// is malformed; so is a status type we cannot record (RFC 2866 says not to
 /// acknowledge what was not recorded).
-pub fn parse(packet: &Packet, nas_ip: &str) -> Result<AccountingRequest> {
+pub fn parse(packet: &Packet, nas_ip: &str, now: i64) -> Result<AccountingRequest> {
     let status_type = integer(packet, rfc2866::ACCT_STATUS_TYPE_TYPE).ok_or(Error::Malformed(
         "Acct-Status-Type missing or not an integer",
     ))?;
@@ -76,7 +84,22 @@ pub fn parse(packet: &Packet, nas_ip: &str) -> Result<AccountingRequest> {
         ),
         terminate_cause: integer(packet, rfc2866::ACCT_TERMINATE_CAUSE_TYPE)
             .map(terminate_cause_name),
+        event_time: Some(event_time(packet, now)),
     }))
+}
+
+/// When the record's event happened: Event-Timestamp (RFC 2869 §5.3) when believable,
+/// else the receipt time less Acct-Delay-Time (RFC 2866 §5.2: how long the NAS has been
+/// trying to send it, updated on each retransmission, so a retransmission computes the
+/// same time as the first try).
+fn event_time(packet: &Packet, now: i64) -> i64 {
+    if let Some(ts) = integer(packet, rfc2869::EVENT_TIMESTAMP_TYPE).map(i64::from)
+        && (now - BELIEVABLE_PAST_SECS..=now + BELIEVABLE_FUTURE_SECS).contains(&ts)
+    {
+        return ts;
+    }
+    let delay = integer(packet, rfc2866::ACCT_DELAY_TIME_TYPE).map_or(0, i64::from);
+    now - delay.min(BELIEVABLE_PAST_SECS)
 }
 
 fn integer(packet: &Packet, typ: AVPType) -> Option<u32> {
@@ -131,6 +154,8 @@ mod tests {
     use radius::core::code::Code;
     use std::net::Ipv4Addr;
 
+    const NOW: i64 = 1_800_000_000;
+
     fn request(status: u32) -> Packet {
         let mut p = Packet::new(Code::AccountingRequest, b"s");
         rfc2866::add_acct_status_type(&mut p, status);
@@ -150,7 +175,7 @@ mod tests {
         rfc2866::add_acct_output_octets(&mut p, 7);
         rfc2866::add_acct_terminate_cause(&mut p, rfc2866::ACCT_TERMINATE_CAUSE_LOST_CARRIER);
         assert_eq!(
-            parse(&p, "192.0.2.1").unwrap(),
+            parse(&p, "192.0.2.1", NOW).unwrap(),
             AccountingRequest::Session(Accounting {
                 status: AcctStatus::Stop,
                 username: "amina".into(),
@@ -163,8 +188,54 @@ mod tests {
                 input_octets: (2 << 32) + 5,
                 output_octets: 7,
                 terminate_cause: Some("Lost-Carrier".into()),
+                event_time: Some(NOW),
             })
         );
+    }
+
+    #[test]
+    fn event_time_is_the_nas_timestamp_when_believable_else_receipt_less_delay() {
+        let at = |extra: &dyn Fn(&mut Packet)| {
+            let mut p = request(rfc2866::ACCT_STATUS_TYPE_INTERIM_UPDATE);
+            rfc2866::add_acct_session_id(&mut p, "x");
+            extra(&mut p);
+            let AccountingRequest::Session(a) = parse(&p, "n", NOW).unwrap() else {
+                panic!("not a session")
+            };
+            a.event_time.unwrap()
+        };
+        let stamp = |t: i64| {
+            move |p: &mut Packet| {
+                p.add(radius::core::avp::AVP::from_u32(
+                    rfc2869::EVENT_TIMESTAMP_TYPE,
+                    t as u32,
+                ))
+            }
+        };
+        let delay = |d: u32| move |p: &mut Packet| rfc2866::add_acct_delay_time(p, d);
+        assert_eq!(at(&|_| {}), NOW, "neither: received now");
+        assert_eq!(at(&stamp(NOW - 3600)), NOW - 3600, "an hour-old record");
+        assert_eq!(at(&delay(90)), NOW - 90, "retried for 90 s");
+        assert_eq!(
+            at(&|p| {
+                stamp(NOW - 600)(p);
+                delay(90)(p)
+            }),
+            NOW - 600,
+            "the timestamp wins"
+        );
+        // A NAS clock in 1970, or far ahead: not believed.
+        assert_eq!(at(&stamp(86_400)), NOW);
+        assert_eq!(at(&stamp(NOW + 3600)), NOW);
+        assert_eq!(
+            at(&|p| {
+                stamp(5)(p);
+                delay(30)(p)
+            }),
+            NOW - 30
+        );
+        // An absurd delay is bounded like the timestamp is.
+        assert_eq!(at(&delay(u32::MAX)), NOW - BELIEVABLE_PAST_SECS);
     }
 
     #[test]
@@ -178,7 +249,7 @@ mod tests {
         ] {
             let mut p = request(status);
             rfc2866::add_acct_session_id(&mut p, "x");
-            let AccountingRequest::Session(a) = parse(&p, "n").unwrap() else {
+            let AccountingRequest::Session(a) = parse(&p, "n", NOW).unwrap() else {
                 panic!("not a session")
             };
             assert_eq!(
@@ -196,13 +267,13 @@ mod tests {
     #[test]
     fn accounting_on_and_off_restart_the_nas() {
         assert_eq!(
-            parse(&request(rfc2866::ACCT_STATUS_TYPE_ACCOUNTING_ON), "n").unwrap(),
+            parse(&request(rfc2866::ACCT_STATUS_TYPE_ACCOUNTING_ON), "n", NOW).unwrap(),
             AccountingRequest::NasRestart {
                 reason: "Accounting-On"
             }
         );
         assert_eq!(
-            parse(&request(rfc2866::ACCT_STATUS_TYPE_ACCOUNTING_OFF), "n").unwrap(),
+            parse(&request(rfc2866::ACCT_STATUS_TYPE_ACCOUNTING_OFF), "n", NOW).unwrap(),
             AccountingRequest::NasRestart {
                 reason: "Accounting-Off"
             }
@@ -212,15 +283,15 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_record() {
         assert!(
-            parse(&Packet::new(Code::AccountingRequest, b"s"), "n").is_err(),
+            parse(&Packet::new(Code::AccountingRequest, b"s"), "n", NOW).is_err(),
             "no status type"
         );
         assert!(
-            parse(&request(rfc2866::ACCT_STATUS_TYPE_START), "n").is_err(),
+            parse(&request(rfc2866::ACCT_STATUS_TYPE_START), "n", NOW).is_err(),
             "no session id"
         );
         assert!(
-            parse(&request(rfc2866::ACCT_STATUS_TYPE_FAILED), "n").is_err(),
+            parse(&request(rfc2866::ACCT_STATUS_TYPE_FAILED), "n", NOW).is_err(),
             "failed"
         );
         let mut short = Packet::new(Code::AccountingRequest, b"s");
@@ -228,7 +299,7 @@ mod tests {
             rfc2866::ACCT_STATUS_TYPE_TYPE,
             1,
         ));
-        assert!(parse(&short, "n").is_err(), "2-octet status type");
+        assert!(parse(&short, "n", NOW).is_err(), "2-octet status type");
     }
 
     #[test]

@@ -298,7 +298,7 @@ impl Handler {
         {
             return Err(Dropped::BadAuthenticator("Message-Authenticator"));
         }
-        match accounting::parse(packet, &nas.ip).map_err(Dropped::Malformed)? {
+        match accounting::parse(packet, &nas.ip, crate::clock::now()).map_err(Dropped::Malformed)? {
             AccountingRequest::Session(record) => {
                 let span = debug_span!("accounting", user = %record.username, session = %record.session_id);
                 let _entered = span.enter();

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/agent/0001_init.sql"),
     include_str!("../../../migrations/agent/0002_edge.sql"),
     include_str!("../../../migrations/agent/0003_wan.sql"),
+    include_str!("../../../migrations/agent/0004_stopped_sessions.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -397,6 +398,51 @@ mod tests {
             batch[5].body,
             EventBody::NasSessionsClosed { closed: 1, .. }
         ));
+    }
+
+    #[test]
+    fn a_record_older_than_its_sessions_end_brings_nothing_back_online() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        let s = Store::open(&path, 100).unwrap();
+        let t0 = crate::clock::now() - 600;
+        let at = |status, session: &str, t: i64| {
+            let EventBody::Accounting(a) = acct(status, "amina", session) else {
+                unreachable!()
+            };
+            EventBody::Accounting(Accounting {
+                event_time: Some(t),
+                ..a
+            })
+        };
+        s.record(at(AcctStatus::Start, "s1", t0)).unwrap();
+        s.record(at(AcctStatus::Stop, "s1", t0 + 300)).unwrap();
+        // The NAS resends an interim from before the Stop (another source port, or past
+        // the reply cache), and the Start again: the session stays ended.
+        s.record(at(AcctStatus::InterimUpdate, "s1", t0 + 120))
+            .unwrap();
+        s.record(at(AcctStatus::Start, "s1", t0)).unwrap();
+        assert_eq!(s.online_sessions("amina"), 0);
+        assert!(s.sessions().is_empty(), "{:?}", s.sessions());
+        // Still journaled: the controller sees them and counts nothing twice.
+        assert_eq!(s.backlog(), 4);
+        // Remembered across a restart.
+        drop(s);
+        let s = Store::open(&path, 100).unwrap();
+        s.record(at(AcctStatus::InterimUpdate, "s1", t0 + 300))
+            .unwrap();
+        assert_eq!(s.online_sessions("amina"), 0, "as old as the Stop: ended");
+        // A newer Start under the same id is a new session (a rebooted NAS reuses ids).
+        s.record(at(AcctStatus::Start, "s1", t0 + 400)).unwrap();
+        assert_eq!(s.online_sessions("amina"), 1);
+        // After Accounting-On the NAS reuses ids from the start, whatever its clock says:
+        // those are new sessions.
+        assert_eq!(
+            s.close_nas_sessions("192.0.2.1", "accounting-on").unwrap(),
+            1
+        );
+        s.record(at(AcctStatus::Start, "s1", t0 + 10)).unwrap();
+        assert_eq!(s.online_sessions("amina"), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use outpost_protocol as proto;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Result, Store, StoreError};
 use crate::clock::now;
@@ -167,6 +167,28 @@ pub(super) fn count_online(conn: &Connection) -> Result<HashMap<String, u32>> {
     }
     Ok(online)
 }
+/// How long an ended session is remembered (see `stopped_sessions` in the agent's
+/// migration 0004).
+const REMEMBER_ENDED_SECS: i64 = 86_400;
+
+/// Remembers that session `session_id` of `nas_ip` ended at `at` (the NAS's event
+/// time), and forgets ends older than a day.
+fn end_session(
+    tx: &rusqlite::Transaction<'_>,
+    nas_ip: &str,
+    session_id: &str,
+    at: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO stopped_sessions (nas_ip, session_id, ended_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (nas_ip, session_id) DO UPDATE SET ended_at = max(ended_at, excluded.ended_at)",
+    )?
+    .execute(params![nas_ip, session_id, at])?;
+    tx.prepare_cached("DELETE FROM stopped_sessions WHERE ended_at < ?1")?
+        .execute([now() - REMEMBER_ENDED_SECS])?;
+    Ok(())
+}
+
 fn backend_err(what: &str, e: StoreError) -> BackendError {
     BackendError::new(what.to_string(), e)
 }
@@ -205,28 +227,49 @@ impl Backend for Store {
 
     fn record(&self, event: proto::EventBody) -> Result<(), BackendError> {
         let mut conn = self.conn();
-        let mut run = || -> Result<(u64, i32)> {
+        let mut run = || -> Result<(u64, i32, bool)> {
             let tx = conn.transaction()?;
             let seq = self.append(&tx, &event)?;
             let mut delta = 0i32;
+            // Whether the record moved the session table; a record older than the
+            // session's end is journaled (the controller decides about its traffic) but
+            // brings nothing back online.
+            let mut moved = false;
             if let proto::EventBody::Accounting(a) = &event {
+                let at = a.event_time.unwrap_or_else(now);
                 match a.status {
                     proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
-                        let known = tx
+                        let ended: Option<i64> = tx
                             .prepare_cached(
-                                "SELECT 1 FROM sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                                "SELECT ended_at FROM stopped_sessions WHERE nas_ip = ?1 AND session_id = ?2",
                             )?
-                            .exists(params![a.nas_ip, a.session_id])?;
-                        tx.prepare_cached(
-                            "INSERT INTO sessions (nas_ip, session_id, username, framed_ip, framed_ipv6, started_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
-                             ON CONFLICT (nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
-                                 framed_ipv6 = coalesce(excluded.framed_ipv6, framed_ipv6),
-                                 updated_at = excluded.updated_at",
-                        )?
-                        .execute(params![a.nas_ip, a.session_id, a.username, a.framed_ip, a.framed_ipv6, now()])?;
-                        if !known {
-                            delta = 1;
+                            .query_row(params![a.nas_ip, a.session_id], |r| r.get(0))
+                            .optional()?;
+                        if ended.is_none_or(|ended| at > ended) {
+                            if ended.is_some() {
+                                // A newer session under a reused id (a rebooted NAS).
+                                tx.prepare_cached(
+                                    "DELETE FROM stopped_sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                                )?
+                                .execute(params![a.nas_ip, a.session_id])?;
+                            }
+                            let known = tx
+                                .prepare_cached(
+                                    "SELECT 1 FROM sessions WHERE nas_ip = ?1 AND session_id = ?2",
+                                )?
+                                .exists(params![a.nas_ip, a.session_id])?;
+                            tx.prepare_cached(
+                                "INSERT INTO sessions (nas_ip, session_id, username, framed_ip, framed_ipv6, started_at, updated_at)
+                                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)
+                                 ON CONFLICT (nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
+                                     framed_ipv6 = coalesce(excluded.framed_ipv6, framed_ipv6),
+                                     updated_at = excluded.updated_at",
+                            )?
+                            .execute(params![a.nas_ip, a.session_id, a.username, a.framed_ip, a.framed_ipv6, now()])?;
+                            if !known {
+                                delta = 1;
+                            }
+                            moved = true;
                         }
                     }
                     proto::AcctStatus::Stop => {
@@ -236,18 +279,20 @@ impl Backend for Store {
                             )?
                             .execute(params![a.nas_ip, a.session_id])?;
                         delta = -(gone as i32);
+                        end_session(&tx, &a.nas_ip, &a.session_id, at)?;
+                        moved = true;
                     }
                 }
             }
             tx.commit()?;
-            Ok((seq, delta))
+            Ok((seq, delta, moved))
         };
-        let (seq, delta) = run().map_err(|e| backend_err("journal accounting", e))?;
+        let (seq, delta, moved) = run().map_err(|e| backend_err("journal accounting", e))?;
         drop(conn);
         if seq > 0 {
             self.backlog.fetch_add(1, Ordering::AcqRel);
         }
-        if let proto::EventBody::Accounting(a) = &event {
+        if moved && let proto::EventBody::Accounting(a) = &event {
             self.note_session(a);
         }
         if delta != 0
@@ -265,6 +310,9 @@ impl Backend for Store {
         let mut run = || -> Result<u32> {
             let tx = conn.transaction()?;
             let closed = tx.execute("DELETE FROM sessions WHERE nas_ip = ?1", [nas_ip])? as u32;
+            // The NAS lost its queue with its sessions and numbers them anew: an old id
+            // from now on is a new session, whatever its clock says.
+            tx.execute("DELETE FROM stopped_sessions WHERE nas_ip = ?1", [nas_ip])?;
             self.append(
                 &tx,
                 &proto::EventBody::NasSessionsClosed {

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0009_tunnel.sql"),
     include_str!("../../../migrations/controller/0010_subscriber_search.sql"),
     include_str!("../../../migrations/controller/0011_brand_tagline.sql"),
+    include_str!("../../../migrations/controller/0015_session_counters.sql"),
 ];
 
 const READERS: usize = 4;

@@ -40,12 +40,15 @@ fn delete_chunk(conn: &Connection, table: &str, key: &str, at: &str, before: i64
     )?)
 }
 
-/// Agent events received before the window (one chunk). Their effects (online
-/// sessions, daily usage) are kept elsewhere; an agent never redelivers an event it
-/// had acknowledged, so deduplication does not need them.
+/// Agent events received before the window, and the counters of sessions not heard of
+/// since (one chunk of each). Their effects (online sessions, daily usage) are kept
+/// elsewhere; an agent never redelivers an event it had acknowledged, and no NAS
+/// resends a record that old, so neither deduplication needs them.
 pub fn agent_events(conn: &Connection, now: i64, cfg: &RetentionConfig) -> Result<usize> {
     let before = now - (cfg.agent_events_days as i64) * 86_400;
-    delete_chunk(conn, "agent_events", "agent_id, seq", "received_at", before)
+    let events = delete_chunk(conn, "agent_events", "agent_id, seq", "received_at", before)?;
+    let key = "site_id, nas_ip, session_id";
+    Ok(events + delete_chunk(conn, "session_counters", key, "updated_at", before)?)
 }
 
 /// Feed rows superseded by a newer row for the same site and entity (one chunk).

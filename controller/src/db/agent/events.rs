@@ -80,79 +80,15 @@ pub fn ingest(
 
 fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
     match &e.body {
-        proto::EventBody::Accounting(a) => {
-            let subscriber: Option<i64> = conn
-                .cached_row(
-                    "SELECT id FROM subscribers WHERE username = ?1",
-                    [&a.username],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let prev: Option<(i64, i64)> = conn
-                .cached_row(
-                    "SELECT input_octets, output_octets FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
-                    params![site_id, a.nas_ip, a.session_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let (inp, out) = (a.input_octets as i64, a.output_octets as i64);
-            // Counters only grow within a session; a smaller value is a NAS restart
-            // of the counter, so the whole new value is new traffic.
-            let delta = |now: i64, before: i64| if now >= before { now - before } else { now };
-            let (din, dout) = match prev {
-                Some((pi, po)) => (delta(inp, pi), delta(out, po)),
-                None => (inp, out),
-            };
-            if let Some(sid) = subscriber
-                && (din > 0 || dout > 0)
-            {
-                let day = time::OffsetDateTime::from_unix_timestamp(e.at)
-                    .map(|t| t.date().to_string())
-                    .unwrap_or_else(|_| "1970-01-01".into());
-                conn.cached_exec(
-                    "INSERT INTO usage_daily (subscriber_id, day, input_octets, output_octets) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (subscriber_id, day) DO UPDATE SET
-                         input_octets = CASE WHEN input_octets > 9223372036854775807 - excluded.input_octets
-                             THEN 9223372036854775807 ELSE input_octets + excluded.input_octets END,
-                         output_octets = CASE WHEN output_octets > 9223372036854775807 - excluded.output_octets
-                             THEN 9223372036854775807 ELSE output_octets + excluded.output_octets END",
-                    params![sid, day, din, dout],
-                )?;
-            }
-            match a.status {
-                proto::AcctStatus::Stop => {
-                    conn.cached_exec(
-                        "DELETE FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
-                        params![site_id, a.nas_ip, a.session_id],
-                    )?;
-                }
-                proto::AcctStatus::Start | proto::AcctStatus::InterimUpdate => {
-                    conn.cached_exec(
-                        "INSERT INTO online_sessions (site_id, nas_ip, session_id, username, subscriber_id, framed_ip,
-                             calling_station_id, started_at, updated_at, session_time, input_octets, output_octets)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                         ON CONFLICT (site_id, nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
-                             updated_at = excluded.updated_at, session_time = excluded.session_time,
-                             input_octets = excluded.input_octets, output_octets = excluded.output_octets",
-                        params![
-                            site_id,
-                            a.nas_ip,
-                            a.session_id,
-                            a.username,
-                            subscriber,
-                            a.framed_ip,
-                            a.calling_station_id,
-                            e.at.saturating_sub(a.session_time as i64),
-                            e.at,
-                            a.session_time as i64,
-                            inp,
-                            out
-                        ],
-                    )?;
-                }
-            }
-        }
+        proto::EventBody::Accounting(a) => accounting(conn, site_id, e.at, a)?,
         proto::EventBody::NasSessionsClosed { nas_ip, .. } => {
+            // A restarted NAS lost its sessions and its queue of records with them, and
+            // numbers its sessions anew (RouterOS from the same start): whatever comes
+            // under one of the old ids from now on is a new session.
+            conn.cached_exec(
+                "DELETE FROM session_counters WHERE site_id = ?1 AND nas_ip = ?2",
+                params![site_id, nas_ip],
+            )?;
             conn.cached_exec(
                 "DELETE FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2",
                 params![site_id, nas_ip],
@@ -160,6 +96,165 @@ fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
         }
         proto::EventBody::WanCheck(t) => crate::db::wan::apply(conn, site_id, e.at, t)?,
         proto::EventBody::AuthReject { .. } | proto::EventBody::Coa(_) => {}
+    }
+    Ok(())
+}
+
+/// What a session's counted record says about a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Counted {
+    event_at: i64,
+    session_time: i64,
+    input: i64,
+    output: i64,
+    ended: bool,
+}
+
+/// How a record relates to what its session has counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The first record of the session (or of a new session under a reused id).
+    New,
+    /// Newer than what was counted: its counters' growth is new traffic.
+    Newer,
+    /// A resend, or older than what was counted: changes nothing.
+    Stale,
+}
+
+/// Orders `record` (event time `at`) against the session's counted record. A session's
+/// usage is its latest counters, so only a newer record can add traffic:
+/// - older by event time, or by Acct-Session-Time (which never goes back within a
+///   session), is stale;
+/// - the same event time with lower counters is an earlier record resent, stale too;
+/// - a Start newer than an ended session is a new session under a reused id.
+fn verdict(prev: Option<Counted>, status: proto::AcctStatus, at: i64, rec: &Counted) -> Verdict {
+    let Some(p) = prev else {
+        return Verdict::New;
+    };
+    if p.ended && status == proto::AcctStatus::Start && at > p.event_at {
+        return Verdict::New;
+    }
+    let lower = rec.input < p.input || rec.output < p.output;
+    if at < p.event_at || rec.session_time < p.session_time || (at == p.event_at && lower) {
+        return Verdict::Stale;
+    }
+    Verdict::Newer
+}
+
+/// One accounting record: traffic into `usage_daily` once, by the day its event
+/// happened; the session on or off line. See [`verdict`] for what counts.
+fn accounting(conn: &Connection, site_id: i64, received: i64, a: &proto::Accounting) -> Result<()> {
+    let at = a.event_time.unwrap_or(received);
+    let rec = Counted {
+        event_at: at,
+        session_time: a.session_time as i64,
+        input: a.input_octets as i64,
+        output: a.output_octets as i64,
+        ended: a.status == proto::AcctStatus::Stop,
+    };
+    let prev: Option<Counted> = conn
+        .cached_row(
+            "SELECT event_at, session_time, input_octets, output_octets, ended FROM session_counters
+             WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
+            params![site_id, a.nas_ip, a.session_id],
+            |r| {
+                Ok(Counted {
+                    event_at: r.get(0)?,
+                    session_time: r.get(1)?,
+                    input: r.get(2)?,
+                    output: r.get(3)?,
+                    ended: r.get(4)?,
+                })
+            },
+        )
+        .optional()?;
+    let v = verdict(prev, a.status, at, &rec);
+    let (din, dout) = match (v, prev) {
+        (Verdict::Stale, _) => return Ok(()),
+        (Verdict::New, _) | (Verdict::Newer, None) => (rec.input, rec.output),
+        // Counters only grow within a session; a smaller value is a NAS restart of the
+        // counter (or a 32-bit wrap without Gigawords), so the whole new value is new.
+        (Verdict::Newer, Some(p)) => {
+            let delta = |now: i64, before: i64| if now >= before { now - before } else { now };
+            (delta(rec.input, p.input), delta(rec.output, p.output))
+        }
+    };
+    let new_session = v == Verdict::New;
+    // A late record of an ended session counts its traffic but does not put it back
+    // online.
+    let online = !rec.ended && (new_session || prev.is_none_or(|p| !p.ended));
+    conn.cached_exec(
+        "INSERT INTO session_counters (site_id, nas_ip, session_id, event_at, session_time, input_octets,
+             output_octets, ended, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (site_id, nas_ip, session_id) DO UPDATE SET event_at = excluded.event_at,
+             session_time = excluded.session_time, input_octets = excluded.input_octets,
+             output_octets = excluded.output_octets, ended = CASE WHEN ?10 THEN excluded.ended
+             ELSE max(ended, excluded.ended) END, updated_at = excluded.updated_at",
+        params![
+            site_id,
+            a.nas_ip,
+            a.session_id,
+            at,
+            rec.session_time,
+            rec.input,
+            rec.output,
+            rec.ended,
+            crate::db::now(),
+            new_session
+        ],
+    )?;
+    let subscriber: Option<i64> = conn
+        .cached_row(
+            "SELECT id FROM subscribers WHERE username = ?1",
+            [&a.username],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(sid) = subscriber
+        && (din > 0 || dout > 0)
+    {
+        let day = time::OffsetDateTime::from_unix_timestamp(at)
+            .map(|t| t.date().to_string())
+            .unwrap_or_else(|_| "1970-01-01".into());
+        conn.cached_exec(
+            "INSERT INTO usage_daily (subscriber_id, day, input_octets, output_octets) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (subscriber_id, day) DO UPDATE SET
+                 input_octets = CASE WHEN input_octets > 9223372036854775807 - excluded.input_octets
+                     THEN 9223372036854775807 ELSE input_octets + excluded.input_octets END,
+                 output_octets = CASE WHEN output_octets > 9223372036854775807 - excluded.output_octets
+                     THEN 9223372036854775807 ELSE output_octets + excluded.output_octets END",
+            params![sid, day, din, dout],
+        )?;
+    }
+    if rec.ended {
+        conn.cached_exec(
+            "DELETE FROM online_sessions WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
+            params![site_id, a.nas_ip, a.session_id],
+        )?;
+    } else if online {
+        conn.cached_exec(
+            "INSERT INTO online_sessions (site_id, nas_ip, session_id, username, subscriber_id, framed_ip,
+                 calling_station_id, started_at, updated_at, session_time, input_octets, output_octets)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (site_id, nas_ip, session_id) DO UPDATE SET framed_ip = coalesce(excluded.framed_ip, framed_ip),
+                 updated_at = excluded.updated_at, session_time = excluded.session_time,
+                 input_octets = excluded.input_octets, output_octets = excluded.output_octets",
+            params![
+                site_id,
+                a.nas_ip,
+                a.session_id,
+                a.username,
+                subscriber,
+                a.framed_ip,
+                a.calling_station_id,
+                at.saturating_sub(rec.session_time),
+                at,
+                rec.session_time,
+                rec.input,
+                rec.output
+            ],
+        )?;
     }
     Ok(())
 }
