@@ -342,6 +342,25 @@ async fn radclient_mschapv2_with_the_rfc_2759_vectors() {
         Some(success.as_str()),
         "{reply:?}"
     );
+    // The MPPE keys, as radclient reveals them with the shared secret (RFC 2548
+    // §2.4.2): the send key is RFC 3079 §3.5.3's sample, and 128-bit encryption is
+    // offered.
+    assert_eq!(
+        reply.get("MS-MPPE-Send-Key").map(str::to_ascii_lowercase),
+        Some("0x8b7cdc149b993a1ba118cb153f56dccb".into()),
+        "{reply:?}"
+    );
+    let recv = reply.get("MS-MPPE-Recv-Key").expect("MS-MPPE-Recv-Key");
+    assert_eq!(recv.len(), "0x".len() + 32, "16 octets revealed: {reply:?}");
+    assert_ne!(Some(recv), reply.get("MS-MPPE-Send-Key"));
+    assert_eq!(
+        (
+            reply.get("MS-MPPE-Encryption-Policy"),
+            reply.get("MS-MPPE-Encryption-Types")
+        ),
+        (Some("Encryption-Allowed"), Some("4")),
+        "{reply:?}"
+    );
 
     // The same response from a user with another password is wrong.
     let reply = radclient(lab.auth, "auth", &attrs("omar"), true)

@@ -112,6 +112,9 @@ fn credentials(packet: &Packet, request_authenticator: &[u8; 16]) -> Credentials
 pub struct Grant {
     /// The MS-CHAP2-Success value, for MS-CHAPv2.
     pub mschap2_success: Option<Vec<u8>>,
+    /// The MPPE keys of an MS-CHAPv2 login, which the NAS needs to encrypt a PPTP or
+    /// L2TP session (RFC 3079); sent hidden in MS-MPPE-Send-Key and -Recv-Key.
+    pub mppe: Option<mschapv2::MppeKeys>,
 }
 
 /// An Access-Request turned away.
@@ -153,6 +156,7 @@ pub fn decide(
     };
     let password = subscriber.password.as_str();
     let mut mschap2_success = None;
+    let mut mppe = None;
     let verified: Result<bool, Error> = match &request.credentials {
         Credentials::Pap { hidden } => {
             pap::decode_user_password(hidden, secret, request_authenticator)
@@ -167,6 +171,9 @@ pub fn decide(
             response,
         } => mschapv2::verify(challenge, response, user_name, password).map(|success| {
             mschap2_success = success;
+            if mschap2_success.is_some() {
+                mppe = Some(mschapv2::mppe_keys(password, &response.nt_response));
+            }
             mschap2_success.is_some()
         }),
         Credentials::Unsupported(_) => return Err(refuse(RejectReason::UnsupportedAuth)),
@@ -196,7 +203,10 @@ pub fn decide(
     if online_sessions(user_name) >= subscriber.max_sessions {
         return Err(refuse(RejectReason::SessionLimit));
     }
-    Ok(Grant { mschap2_success })
+    Ok(Grant {
+        mschap2_success,
+        mppe,
+    })
 }
 
 /// A MAC address in one spelling: NASes send `AA-BB-CC-DD-EE-FF`, `aa:bb:…`,
@@ -432,7 +442,8 @@ mod tests {
         assert_eq!(
             decide(&request, Some(&subscriber()), |_| 0, SECRET, &ra, NOW),
             Ok(Grant {
-                mschap2_success: None
+                mschap2_success: None,
+                mppe: None
             })
         );
 

@@ -29,6 +29,14 @@ pub const MS_CHAP_CHALLENGE: u8 = 11;
 pub const MS_CHAP2_RESPONSE: u8 = 25;
 /// MS-CHAP2-Success (RFC 2548 §2.3.3).
 pub const MS_CHAP2_SUCCESS: u8 = 26;
+/// MS-MPPE-Encryption-Policy (RFC 2548 §2.4.4): 1 allowed, 2 required.
+pub const MS_MPPE_ENCRYPTION_POLICY: u8 = 7;
+/// MS-MPPE-Encryption-Types (RFC 2548 §2.4.5): a bit set; 4 is 128-bit RC4.
+pub const MS_MPPE_ENCRYPTION_TYPES: u8 = 8;
+/// MS-MPPE-Send-Key (RFC 2548 §2.4.2).
+pub const MS_MPPE_SEND_KEY: u8 = 16;
+/// MS-MPPE-Recv-Key (RFC 2548 §2.4.3).
+pub const MS_MPPE_RECV_KEY: u8 = 17;
 
 /// MikroTik's SMI enterprise number.
 pub const VENDOR_MIKROTIK: u32 = 14988;

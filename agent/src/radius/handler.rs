@@ -239,6 +239,9 @@ impl Handler {
                         &success,
                     ));
                 }
+                if let Some(keys) = &grant.mppe {
+                    add_mppe_keys(&mut reply.attributes, keys, secret, authenticator);
+                }
                 let bytes = encode(reply, authenticator, secret)?;
                 Stats::bump(&self.stats.accepts);
                 // Accepts are the bulk of the traffic: counted in Stats, logged only at debug
@@ -394,6 +397,30 @@ impl Handler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The MPPE attributes of an MS-CHAPv2 Access-Accept (RFC 2548 §2.4): both keys
+/// hidden with the secret and the request's authenticator under fresh salts (high bit
+/// set, different from each other), encryption allowed rather than required (the NAS's
+/// own policy decides), and 128-bit keys only: 40-bit RC4 protects nothing today.
+fn add_mppe_keys(
+    attributes: &mut Packet,
+    keys: &super::mschapv2::MppeKeys,
+    secret: &[u8],
+    request_authenticator: &[u8; 16],
+) {
+    use super::mschapv2::hide_mppe_key;
+    let salt: u16 = rand::random::<u16>() | 0x8000;
+    let salts = [salt, (salt.wrapping_add(1)) | 0x8000].map(u16::to_be_bytes);
+    let ms = |typ, value: &[u8]| attrs::vendor_specific(attrs::VENDOR_MICROSOFT, typ, value);
+    attributes.add(ms(attrs::MS_MPPE_ENCRYPTION_POLICY, &1u32.to_be_bytes()));
+    attributes.add(ms(attrs::MS_MPPE_ENCRYPTION_TYPES, &4u32.to_be_bytes()));
+    let hidden = |key, salt| hide_mppe_key(key, secret, request_authenticator, salt);
+    attributes.add(ms(attrs::MS_MPPE_SEND_KEY, &hidden(&keys.send, salts[0])));
+    attributes.add(ms(
+        attrs::MS_MPPE_RECV_KEY,
+        &hidden(&keys.receive, salts[1]),
+    ));
 }
 
 /// A reply being built: its code, and the codec's packet holding its attributes.

@@ -18,6 +18,93 @@ const MAGIC1: &[u8; 39] = b"Magic server to client signing constant";
 /// RFC 2759 §8.7 Magic2.
 const MAGIC2: &[u8; 41] = b"Pad to make it do more than one iteration";
 
+/// RFC 3079 §3.4 Magic1, for the master key.
+const MPPE_MASTER: &[u8; 27] = b"This is the MPPE Master Key";
+/// RFC 3079 §3.4 Magic2: the server's receive key.
+const MPPE_SERVER_RECEIVE: &[u8; 84] =
+    b"On the client side, this is the send key; on the server side, it is the receive key.";
+/// RFC 3079 §3.4 Magic3: the server's send key.
+const MPPE_SERVER_SEND: &[u8; 84] =
+    b"On the client side, this is the receive key; on the server side, it is the send key.";
+
+/// The 128-bit MPPE start keys of one MS-CHAPv2 login (RFC 3079 §3.4), as the
+/// authenticator side holds them: the NAS encrypts what it sends to the peer with
+/// `send` and decrypts what it receives with `receive`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MppeKeys {
+    /// MS-MPPE-Send-Key.
+    pub send: [u8; 16],
+    /// MS-MPPE-Recv-Key.
+    pub receive: [u8; 16],
+}
+
+impl std::fmt::Debug for MppeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MppeKeys(..)")
+    }
+}
+
+/// `GetMasterKey` then `GetAsymmetricStartKey` for both directions (RFC 3079 §3.4),
+/// from the password and the peer's NT-Response.
+pub fn mppe_keys(password: &str, nt_response: &[u8; 24]) -> MppeKeys {
+    let password_hash_hash = hash_nt_password_hash(&nt_password_hash(password));
+    let master = Sha1::new()
+        .chain_update(password_hash_hash)
+        .chain_update(nt_response)
+        .chain_update(MPPE_MASTER)
+        .finalize();
+    let start_key = |magic: &[u8; 84]| {
+        let digest = Sha1::new()
+            .chain_update(&master[..16])
+            .chain_update([0u8; 40])
+            .chain_update(magic)
+            .chain_update([0xF2u8; 40])
+            .finalize();
+        let mut key = [0; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
+    };
+    MppeKeys {
+        send: start_key(MPPE_SERVER_SEND),
+        receive: start_key(MPPE_SERVER_RECEIVE),
+    }
+}
+
+/// An MS-MPPE-Send-Key or MS-MPPE-Recv-Key value (RFC 2548 §2.4.2): the salt, then the
+/// key's length, the key and zero padding to 32 octets, hidden by the MD5 chain of the
+/// RADIUS secret, the request's authenticator and the salt. `salt` must have its high
+/// bit set and differ between the attributes of one packet.
+pub fn hide_mppe_key(
+    key: &[u8; 16],
+    secret: &[u8],
+    request_authenticator: &[u8; 16],
+    salt: [u8; 2],
+) -> [u8; 34] {
+    use md5::Md5;
+    debug_assert!(salt[0] & 0x80 != 0, "RFC 2548: the salt's high bit is set");
+    let mut plain = [0u8; 32];
+    plain[0] = 16;
+    plain[1..17].copy_from_slice(key);
+    let mut out = [0u8; 34];
+    out[..2].copy_from_slice(&salt);
+    let mut b = Md5::new()
+        .chain_update(secret)
+        .chain_update(request_authenticator)
+        .chain_update(salt)
+        .finalize();
+    for block in 0..2 {
+        let at = 2 + 16 * block;
+        for i in 0..16 {
+            out[at + i] = plain[16 * block + i] ^ b[i];
+        }
+        b = Md5::new()
+            .chain_update(secret)
+            .chain_update(&out[at..at + 16])
+            .finalize();
+    }
+    out
+}
+
 /// The value of an MS-CHAP2-Response attribute (RFC 2548 §2.3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -252,6 +339,54 @@ mod tests {
             authenticator_response("clientPass", &nt, &peer, &auth, "User"),
             "S=407A5589115FD0D6209F510FE9C04566932CDA56"
         );
+    }
+
+    /// RFC 3079 §3.5.3's sample 128-bit key derivation (the same user, password and
+    /// challenges as RFC 2759 §9.2).
+    #[test]
+    fn mppe_keys_match_rfc_3079_section_3_5_3() {
+        let nt_response: [u8; 24] = h("82309ECD8D708B5EA08FAA3981CD83544233114A3D85D6DF");
+        assert_eq!(
+            hash_nt_password_hash(&nt_password_hash("clientPass")),
+            h::<16>("41C00C584BD2D91C4017A2A12FA59F3F")
+        );
+        let master = Sha1::new()
+            .chain_update(h::<16>("41C00C584BD2D91C4017A2A12FA59F3F"))
+            .chain_update(nt_response)
+            .chain_update(MPPE_MASTER)
+            .finalize();
+        assert_eq!(master[..16], h::<16>("FDECE3717A8C838CB388E527AE3CDD31"));
+        let keys = mppe_keys("clientPass", &nt_response);
+        assert_eq!(keys.send, h::<16>("8B7CDC149B993A1BA118CB153F56DCCB"));
+        assert_ne!(keys.send, keys.receive);
+    }
+
+    /// RFC 2548 §2.4.2, undone the way the NAS does it.
+    #[test]
+    fn a_hidden_mppe_key_comes_back_with_the_secret_only() {
+        use md5::Md5;
+        let key = h::<16>("8B7CDC149B993A1BA118CB153F56DCCB");
+        let ra = [7u8; 16];
+        let hidden = hide_mppe_key(&key, b"s3cret", &ra, [0x81, 0x02]);
+        let reveal = |secret: &[u8]| {
+            let mut plain = Vec::new();
+            let mut b = Md5::new()
+                .chain_update(secret)
+                .chain_update(ra)
+                .chain_update(&hidden[..2])
+                .finalize();
+            for c in hidden[2..].chunks(16) {
+                plain.extend(c.iter().zip(b.iter()).map(|(c, b)| c ^ b));
+                b = Md5::new().chain_update(secret).chain_update(c).finalize();
+            }
+            plain
+        };
+        let plain = reveal(b"s3cret");
+        assert_eq!(
+            (plain[0], &plain[1..17], &plain[17..]),
+            (16, &key[..], &[0u8; 15][..])
+        );
+        assert_ne!(&reveal(b"other")[1..17], &key[..]);
     }
 
     #[test]
