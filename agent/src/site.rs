@@ -159,6 +159,7 @@ impl Site {
             let pinger = wan::Pinger::open(w.recv_buffer_bytes).map_err(SiteError::Wan)?;
             tasks.spawn(wan::run(store.clone(), w.clone(), pinger, wan.clone()));
         }
+        tasks.spawn(flush_deferred(store.clone()));
         let client = Client::new(&cfg.controller_url, &id.credential);
         let link = Arc::new(Link::default());
         if let Some(iface) = &tunnel {
@@ -234,7 +235,8 @@ impl SiteHandle {
             subscribers,
             nas,
             online_sessions: self.store.online_total(),
-            backlog: self.store.backlog(),
+            // Deferred rejects are not stored by the controller either.
+            backlog: self.store.backlog() + self.store.deferred() as u64,
             controller_reachable: self.link.reachable.load(Ordering::Relaxed),
             enforcement_healthy: self.edge.healthy(),
             radius_requests: self.server.stats().snapshot().requests,
@@ -299,6 +301,11 @@ impl SiteHandle {
             Some(Ok(Err(e))) => return Err(SiteError::Radius(e)),
             _ => {}
         }
+        // What the RADIUS threads deferred (rejects) is journaled before the store goes.
+        let store = self.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush_deferred()).await {
+            tracing::error!(error = %ErrorChain(&e), "deferred rejects could not be journaled");
+        }
         // The last reference (the rekey task has ended): the interface goes down.
         drop(self.tunnel.take());
         if let Some(e) = panicked {
@@ -306,6 +313,27 @@ impl SiteHandle {
         }
         tracing::info!("site stopped");
         Ok(())
+    }
+}
+
+/// Journals the rejects the RADIUS threads deferred, every 200 ms, in one transaction
+/// each time, off the threads that answer the NAS (see `Store::flush_deferred`).
+async fn flush_deferred(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if store.deferred() == 0 {
+            continue;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush_deferred()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %ErrorChain(&e), "deferred rejects not journaled; retrying")
+            }
+            Err(e) => tracing::error!(error = %ErrorChain(&e), "the reject journal task panicked"),
+        }
     }
 }
 

@@ -72,8 +72,12 @@ pub struct Store {
     /// The outbox bound: past it, accounting is refused (the NAS retries) and other
     /// events are dropped and counted.
     max_outbox: u64,
-    /// Non-accounting events dropped because the outbox was full.
+    /// Non-accounting events dropped because the outbox (or the deferred rejects) was
+    /// full.
     pub dropped_events: AtomicU64,
+    /// Rejects waiting to be journaled, with the time each happened (see
+    /// [`Store::flush_deferred`]).
+    deferred: Mutex<Vec<(i64, proto::EventBody)>>,
     /// Online sessions with their addresses, mirrored from the `sessions` table.
     sessions: Mutex<Sessions>,
     /// Woken when a state is applied, a session's address appears, moves or goes, or a
@@ -108,6 +112,7 @@ impl Store {
             backlog: AtomicU64::new(0),
             max_outbox,
             dropped_events: AtomicU64::new(0),
+            deferred: Mutex::new(Vec::new()),
             sessions: Mutex::new(Sessions::default()),
             changed: tokio::sync::Notify::new(),
             snapshots: AtomicU64::new(0),
@@ -446,6 +451,50 @@ mod tests {
     }
 
     #[test]
+    fn rejects_wait_for_one_flush_and_keep_their_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        let reject = |user: &str| EventBody::AuthReject {
+            username: user.into(),
+            nas_ip: "192.0.2.1".into(),
+            reason: proto::RejectReason::WrongPassword,
+            calling_station_id: None,
+        };
+        s.record(reject("a")).unwrap();
+        s.record(reject("b")).unwrap();
+        assert_eq!((s.deferred(), s.backlog()), (2, 0), "nothing written yet");
+        let before = crate::clock::now();
+        s.record(acct(AcctStatus::Start, "amina", "s1")).unwrap();
+        assert_eq!(
+            (s.deferred(), s.backlog()),
+            (2, 1),
+            "accounting does not wait"
+        );
+        assert_eq!(s.flush_deferred().unwrap(), 2);
+        assert_eq!((s.deferred(), s.backlog()), (0, 3));
+        let batch = s.outbox_batch(10).unwrap();
+        let users: Vec<_> = batch
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::AuthReject { username, .. } => Some((username.clone(), e.at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(users.len(), 2);
+        assert_eq!((users[0].0.as_str(), users[1].0.as_str()), ("a", "b"));
+        assert!(users.iter().all(|(_, at)| *at <= before), "{users:?}");
+        // Reading the outbox journals what waits, so nothing is shipped late.
+        s.record(reject("c")).unwrap();
+        assert_eq!(s.outbox_batch(10).unwrap().len(), 4);
+        // Past the bound a reject is dropped and counted, never blocking.
+        for _ in 0..outbox::MAX_DEFERRED + 5 {
+            s.record(reject("flood")).unwrap();
+        }
+        assert_eq!(s.deferred(), outbox::MAX_DEFERRED);
+        assert_eq!(s.dropped_events.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
     fn shipping_prunes_without_reusing_sequence_numbers() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.db");
@@ -499,8 +548,10 @@ mod tests {
             calling_station_id: None,
         };
         s.record(reject).unwrap();
+        // A reject waits to be journaled; when it is, the full outbox drops it.
+        assert_eq!(s.flush_deferred().unwrap(), 1);
         assert_eq!(s.dropped_events.load(Ordering::Relaxed), 1);
-        assert_eq!(s.backlog(), 2);
+        assert_eq!((s.backlog(), s.deferred()), (2, 0));
         s.mark_shipped(2).unwrap();
         s.record(acct(AcctStatus::Start, "u", "c")).unwrap();
         assert_eq!(s.online_sessions("u"), 3);

@@ -226,6 +226,10 @@ impl Backend for Store {
     }
 
     fn record(&self, event: proto::EventBody) -> Result<(), BackendError> {
+        if let proto::EventBody::AuthReject { .. } = event {
+            self.defer(event);
+            return Ok(());
+        }
         let mut conn = self.conn();
         let mut run = || -> Result<(u64, i32, bool)> {
             let tx = conn.transaction()?;
