@@ -78,6 +78,8 @@ pub struct Store {
     /// Rejects waiting to be journaled, with the time each happened (see
     /// [`Store::flush_deferred`]).
     deferred: Mutex<Vec<(i64, proto::EventBody)>>,
+    /// How many of them, including those being journaled right now.
+    deferred_count: AtomicU64,
     /// Online sessions with their addresses, mirrored from the `sessions` table.
     sessions: Mutex<Sessions>,
     /// Woken when a state is applied, a session's address appears, moves or goes, or a
@@ -113,6 +115,7 @@ impl Store {
             max_outbox,
             dropped_events: AtomicU64::new(0),
             deferred: Mutex::new(Vec::new()),
+            deferred_count: AtomicU64::new(0),
             sessions: Mutex::new(Sessions::default()),
             changed: tokio::sync::Notify::new(),
             snapshots: AtomicU64::new(0),

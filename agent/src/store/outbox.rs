@@ -69,6 +69,7 @@ impl Store {
             return;
         }
         deferred.push((now(), body));
+        self.deferred_count.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Journals every deferred event in one transaction (one fsync), each with the time
@@ -92,14 +93,23 @@ impl Store {
         };
         match write() {
             Ok(appended) => {
+                // Into the backlog before out of the deferred count: a reader may count
+                // one twice for a moment, never miss it.
                 self.backlog.fetch_add(appended, Ordering::AcqRel);
+                self.deferred_count
+                    .fetch_sub(pending.len() as u64, Ordering::AcqRel);
                 Ok(pending.len())
             }
             Err(e) => {
                 let mut deferred = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
                 let newer = std::mem::replace(&mut *deferred, pending);
                 deferred.extend(newer);
+                let over = deferred.len().saturating_sub(MAX_DEFERRED);
                 deferred.truncate(MAX_DEFERRED);
+                drop(deferred);
+                self.deferred_count.fetch_sub(over as u64, Ordering::AcqRel);
+                self.dropped_events
+                    .fetch_add(over as u64, Ordering::Relaxed);
                 Err(e)
             }
         }
