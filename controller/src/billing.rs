@@ -31,6 +31,22 @@ pub struct By<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
+impl<'a> By<'a> {
+    /// Money moved by `who` outside any request (seeds, fixtures, benchmarks), seeing
+    /// `tenant`'s whole subtree, with no user and no idempotency key.
+    pub fn within(who: &'a Who, tenant: &Tenant) -> By<'a> {
+        By {
+            who,
+            user_id: None,
+            scope: Scope::Subtree {
+                tenant_id: tenant.id,
+                path: tenant.path.clone(),
+            },
+            idempotency_key: None,
+        }
+    }
+}
+
 impl By<'_> {
     /// Whether `t` lies inside the caller's view (its balance may be shown).
     fn sees(&self, t_id: i64, conn: &Connection) -> Result<bool> {

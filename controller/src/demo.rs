@@ -138,15 +138,7 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                 "UPDATE tenants SET renewal_mode = 'cascade', credit_limit = 5000 WHERE id = ?1",
                 [hill.id],
             )?;
-            let by = |t: &tenant::Tenant| crate::billing::By {
-                who: &who,
-                user_id: None,
-                scope: crate::scope::Scope::Subtree {
-                    tenant_id: t.id,
-                    path: t.path.clone(),
-                },
-                idempotency_key: None,
-            };
+            let by = |t: &tenant::Tenant| crate::billing::By::within(&who, t);
             for (parent, child, amount) in [
                 (&root, &north, 500_000),
                 (&root, &lake, 300_000),
@@ -324,24 +316,20 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                     tx,
                     owner,
                     &NewSubscriber {
-                        username: format!("{f}.{l}{i:03}"),
-                        password: crate::crypto::new_password()[..10].to_string(),
-                        tenant_id: None,
                         site_id: Some(sites[site_idx].1),
                         status: Some(status),
                         expires_at: Some(crate::db::rfc3339(expires)),
                         plan_id: Some(plan_of(owner.id, i / 4)),
                         auto_renew: i % 3 == 0,
-                        max_sessions: None,
                         static_ipv4: (i % 10 == 0)
                             .then(|| format!("100.64.{}.{}", i / 250, i % 250 + 2)),
-                        mac: None,
-                        wan_check_exempt: false,
-                        wan_tcp_ports: None,
                         name: format!("{} {}", capitalize(f), capitalize(l)),
                         phone: format!("+1 555 01{i:02}"),
                         email: format!("{f}.{l}{i}@mail.example"),
-                        notes: String::new(),
+                        ..NewSubscriber::named(
+                            format!("{f}.{l}{i:03}"),
+                            &crate::crypto::new_password()[..10],
+                        )
                     },
                     &secrets,
                 )?;

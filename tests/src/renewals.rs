@@ -200,15 +200,7 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
             let base = plan::create(tx, &root, &new_plan(&root, "base", None), &cur)?;
             plan::set_card(tx, &r, base.id, PRICE)?;
             let retail = plan::create(tx, &r, &new_plan(&r, "retail", Some(base.id)), &cur)?;
-            let by = By {
-                who: &who,
-                user_id: None,
-                scope: Scope::Subtree {
-                    tenant_id: 1,
-                    path: "/1/".into(),
-                },
-                idempotency_key: None,
-            };
+            let by = By::within(&who, &root);
             billing::add_balance(
                 tx,
                 &by,
@@ -238,23 +230,8 @@ fn seed(clients: usize) -> anyhow::Result<Seeded> {
                     tx,
                     &r,
                     &NewSubscriber {
-                        username: format!("bench{i}"),
-                        password: "p".into(),
-                        tenant_id: None,
-                        site_id: None,
-                        status: None,
-                        expires_at: None,
                         plan_id: Some(retail.id),
-                        auto_renew: false,
-                        max_sessions: None,
-                        static_ipv4: None,
-                        mac: None,
-                        wan_check_exempt: false,
-                        wan_tcp_ports: None,
-                        name: String::new(),
-                        phone: String::new(),
-                        email: String::new(),
-                        notes: String::new(),
+                        ..NewSubscriber::named(format!("bench{i}"), "p")
                     },
                     &state.secrets,
                 )?;

@@ -18,6 +18,31 @@ use crate::scope::Scope;
 pub use outpost_protocol::SubscriberStatus;
 
 impl NewSubscriber {
+    /// A subscriber `username` with PPP password `password` and nothing else set: no
+    /// site, plan, expiry or contact details. Seeds, fixtures and benchmarks start from
+    /// this and set what they need.
+    pub fn named(username: impl Into<String>, password: impl Into<String>) -> NewSubscriber {
+        NewSubscriber {
+            username: username.into(),
+            password: password.into(),
+            tenant_id: None,
+            site_id: None,
+            status: None,
+            expires_at: None,
+            plan_id: None,
+            auto_renew: false,
+            max_sessions: None,
+            static_ipv4: None,
+            mac: None,
+            wan_check_exempt: false,
+            wan_tcp_ports: None,
+            name: String::new(),
+            phone: String::new(),
+            email: String::new(),
+            notes: String::new(),
+        }
+    }
+
     /// Body rules across fields, for the OpenAPI document (see `http::cross_field_rules`):
     /// `auto_renew: true` needs a `plan_id`; a `static_ipv4` needs a `site_id`.
     pub const SCHEMA_RULES: &str = r#"[

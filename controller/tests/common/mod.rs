@@ -171,23 +171,9 @@ impl Fixture {
                             tx,
                             t,
                             &NewSubscriber {
-                                username: format!("sub-{tag}"),
-                                password: format!("ppp-{tag}"),
-                                tenant_id: None,
                                 site_id: Some(s.id),
-                                status: None,
-                                expires_at: None,
-                                plan_id: None,
-                                auto_renew: false,
-                                max_sessions: None,
-                                static_ipv4: None,
-                                mac: None,
-                                wan_check_exempt: false,
-                                wan_tcp_ports: None,
                                 name: format!("Customer {tag}"),
-                                phone: String::new(),
-                                email: String::new(),
-                                notes: String::new(),
+                                ..NewSubscriber::named(format!("sub-{tag}"), format!("ppp-{tag}"))
                             },
                             &secrets,
                         )?;
@@ -534,7 +520,6 @@ fn seed_billing(
 ) -> (Holdings, Holdings, Holdings, Holdings) {
     use outpost_controller::billing::{self, AdjustmentKind, By};
     use outpost_controller::db::plan::{self, NewPlan};
-    use outpost_controller::scope::Scope;
     let cur = state.currency.clone();
     let who = outpost_controller::bootstrap::system();
     state
@@ -578,15 +563,7 @@ fn seed_billing(
             plan::set_card(tx, &ta1, a_retail, 1500)?;
             let a1_retail = mk(&ta1, "a1-retail", Some(a_retail), 8_000, 1_000, "20.00")?;
             let b_retail = mk(&tb, "b-retail", Some(basic), 20_000, 5_000, "24.00")?;
-            let as_parent = |tenant: &Tenant| By {
-                who: &who,
-                user_id: None,
-                scope: Scope::Subtree {
-                    tenant_id: tenant.id,
-                    path: tenant.path.clone(),
-                },
-                idempotency_key: None,
-            };
+            let as_parent = |tenant: &Tenant| By::within(&who, tenant);
             for (parent, child, amount) in [
                 (&root, &ta, 100_000),
                 (&root, &tb, 100_000),
