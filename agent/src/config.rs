@@ -35,6 +35,18 @@ pub struct Config {
     /// WAN checks of the subscribers' CPEs from this box (needs CAP_NET_RAW). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wan: Option<crate::wan::WanConfig>,
+    /// The `/healthz`, `/readyz` and `/metrics` listener. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A loopback address, or the agent's tunnel address (anything else is refused at
+    /// start): `127.0.0.1:9108`.
+    pub listen: SocketAddr,
 }
 
 /// Where and how much to shape.

@@ -15,6 +15,8 @@
 //! - [`radclient`]: FreeRADIUS's `radclient` as the NAS, and the reply it printed.
 //! - [`fixtures`]: `outpost-protocol` rows (subscribers, NAS, site states) with the
 //!   values most tests want, to be overridden field by field.
+//! - [`prom`]: a strict reader of the Prometheus text format, for `/metrics` tests (no
+//!   Prometheus server is reachable from the tests).
 //! - [`api`]: a blocking client of the controller's JSON API that logs in with a
 //!   cookie session and mints a bearer token.
 //!
@@ -46,4 +48,5 @@ pub mod netns;
 pub mod peer;
 pub mod port;
 pub mod process;
+pub mod prom;
 pub mod radclient;
