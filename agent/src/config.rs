@@ -301,6 +301,10 @@ mod tests {
         let e = cfg.enforce.expect("the example turns enforcement on");
         assert_eq!((e.table.as_str(), e.portal_port), ("outpost", 8081));
         assert_eq!(cfg.edge.coa_attempts, 3);
+        assert_eq!(
+            cfg.metrics.expect("the example serves metrics").listen,
+            "127.0.0.1:9108".parse().unwrap()
+        );
         let w = cfg.wan.expect("the example turns WAN checks on");
         assert_eq!((w.down_after, w.tcp_ports.as_slice()), (3, &[8291][..]));
     }

@@ -23,8 +23,10 @@
 //! # Tiers
 //! - **plain** (`cargo test`): no root. Some plain tests drive a real peer and fail,
 //!   naming the Debian package, when it is missing: `radclient` (freeradius-utils) for
-//!   `agent/tests/radius_radclient.rs` and `tests/tests/system_agent.rs`; `freeradius`
-//!   for `agent/tests/coa_freeradius.rs`.
+//!   `agent/tests/radius_radclient.rs`, `agent/tests/health.rs`,
+//!   `tests/tests/system_agent.rs` and `tests/tests/ops_systemd.rs`; `freeradius` for
+//!   `agent/tests/coa_freeradius.rs`; `systemd` (`systemd-analyze`) for
+//!   `tests/tests/ops_systemd.rs`.
 //! - **browser** (`#[ignore = "browser: needs chromium"]`, run with
 //!   `-- --include-ignored`): `tests/tests/panel_browser.rs` drives headless Chromium
 //!   through chromedriver (`chromium`, `chromium-driver`); no root.

@@ -3,7 +3,13 @@
 //! listener is bound) and `/metrics` (Prometheus text, to the addresses
 //! `[http] metrics_allow` names; anyone else gets 404). None of them needs a login and
 //! none says anything about a tenant: counts are installation-wide, with no
-//! per-subscriber or per-reseller labels.
+//! per-subscriber or per-reseller labels. All three are deliberately outside the
+//! OpenAPI document: they are for supervisors and scrapers, not API clients.
+//!
+//! Metrics are in the Prometheus text format (version 0.0.4, `prometheus-client`'s
+//! encoder): request counts and latencies kept in memory, and what the database says
+//! at scrape time (agents by sync state, the largest revision lag, subscribers by
+//! status, WAN targets by state).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -113,7 +119,12 @@ pub async fn track(State(health): State<Arc<Health>>, req: Request, next: Next) 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = req.method().as_str().to_string();
+    // Any token is a valid method: a client inventing them must not invent series.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let resp = next.run(req).await;
     let status = format!("{}xx", resp.status().as_u16() / 100);
@@ -208,7 +219,8 @@ async fn metrics(State(st): State<AppState>, req: Request) -> Response {
     let census = st
         .db
         .read(|c| {
-            let root = db::tenant::get(c, crate::scope::OPERATOR_TENANT)?.expect("root exists");
+            let root = db::tenant::get(c, crate::scope::OPERATOR_TENANT)?
+                .ok_or_else(|| crate::error::Error::not_found("the operator tenant"))?;
             let scope = crate::scope::Scope::Subtree {
                 tenant_id: root.id,
                 path: root.path,
@@ -283,21 +295,13 @@ async fn metrics(State(st): State<AppState>, req: Request) -> Response {
         wan,
     );
     let mut out = String::new();
-    let encoded = prometheus_client::encoding::text::encode_registry(&mut out, &st.health.registry)
-        .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut out, &reg))
-        .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut out));
+    let encoded = prometheus_text::encode(&mut out, &st.health.registry)
+        .and_then(|()| prometheus_text::encode(&mut out, &reg));
     if let Err(e) = encoded {
         return crate::error::Error::internal(&std::io::Error::other(e.to_string()))
             .into_response();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response()
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
