@@ -209,6 +209,22 @@ impl Site {
         };
         let auth_addr = local(&auth, "RADIUS auth", cfg.radius.auth_listen)?;
         let acct_addr = local(&acct, "RADIUS accounting", cfg.radius.acct_listen)?;
+        // Bound before RADIUS starts, so a failure here leaves no server running.
+        let metrics = match &cfg.metrics {
+            Some(m) => {
+                let bind_err = |source| SiteError::Bind {
+                    what: "the metrics listener",
+                    addr: m.listen,
+                    source,
+                };
+                let listener = tokio::net::TcpListener::bind(m.listen)
+                    .await
+                    .map_err(bind_err)?;
+                let addr = listener.local_addr().map_err(bind_err)?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
         let server = radius::Server::new(store.clone(), radius::Config::default());
         let radius = {
             let server = server.clone();
@@ -221,28 +237,15 @@ impl Site {
             link: link.clone(),
             wan: cfg.wan.is_some().then(|| wan.clone()),
         };
-        let metrics_addr = match &cfg.metrics {
-            Some(m) => {
-                let what = "the metrics listener";
-                let bind_err = |source| SiteError::Bind {
-                    what,
-                    addr: m.listen,
-                    source,
-                };
-                let listener = tokio::net::TcpListener::bind(m.listen)
-                    .await
-                    .map_err(bind_err)?;
-                let addr = listener.local_addr().map_err(bind_err)?;
-                let h = health.clone();
-                tasks.spawn(async move {
-                    if let Err(e) = health::serve(listener, h).await {
-                        tracing::error!(error = %ErrorChain(&e), "the metrics listener stopped");
-                    }
-                });
-                Some(addr)
-            }
-            None => None,
-        };
+        let metrics_addr = metrics.map(|(listener, addr)| {
+            let h = health.clone();
+            tasks.spawn(async move {
+                if let Err(e) = health::serve(listener, h).await {
+                    tracing::error!(error = %ErrorChain(&e), "the metrics listener stopped");
+                }
+            });
+            addr
+        });
         Ok(SiteHandle {
             auth_addr,
             acct_addr,
