@@ -203,10 +203,11 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         if !series.insert((name.to_string(), labels.clone())) {
             return Err(at("the same series twice".into()));
         }
-        if out.types[family] == "histogram" && name.ends_with("_bucket") {
-            if !labels.contains_key("le") {
-                return Err(at("a bucket without le".into()));
-            }
+        if out.types[family] == "histogram"
+            && name.ends_with("_bucket")
+            && !labels.contains_key("le")
+        {
+            return Err(at("a bucket without le".into()));
         }
         out.samples.push(Sample {
             name: name.into(),
