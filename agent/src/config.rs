@@ -35,6 +35,18 @@ pub struct Config {
     /// WAN checks of the subscribers' CPEs from this box (needs CAP_NET_RAW). Absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wan: Option<crate::wan::WanConfig>,
+    /// The `/healthz`, `/readyz` and `/metrics` listener. Absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Where `/healthz`, `/readyz` and `/metrics` are served.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A loopback address, or the agent's tunnel address (anything else is refused at
+    /// start): `127.0.0.1:9108`.
+    pub listen: SocketAddr,
 }
 
 /// Where and how much to shape.
@@ -289,6 +301,10 @@ mod tests {
         let e = cfg.enforce.expect("the example turns enforcement on");
         assert_eq!((e.table.as_str(), e.portal_port), ("outpost", 8081));
         assert_eq!(cfg.edge.coa_attempts, 3);
+        assert_eq!(
+            cfg.metrics.expect("the example serves metrics").listen,
+            "127.0.0.1:9108".parse().unwrap()
+        );
         let w = cfg.wan.expect("the example turns WAN checks on");
         assert_eq!((w.down_after, w.tcp_ports.as_slice()), (3, &[8291][..]));
     }

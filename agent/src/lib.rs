@@ -28,6 +28,9 @@
 //! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
 //! - [`wg`]: the agent's end of the management tunnel (`outpost-wg` runs it): brought
 //!   up by [`site::Site::start`] from `identity.json` alone, read by `status`.
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics` (Prometheus text) on
+//!   `[metrics] listen`, loopback or the tunnel address only; the counters themselves
+//!   stay in the parts that make them and are read at scrape time.
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - [`clock`]: the one wall clock expiry, journal and sessions are judged by.
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`,
@@ -89,6 +92,7 @@ pub mod coa;
 pub mod config;
 pub mod edge;
 pub mod enforce;
+pub mod health;
 pub mod portal;
 pub mod radius;
 pub mod shape;

@@ -18,7 +18,7 @@ use crate::config::{Config, Identity};
 use crate::edge::{self, EdgeHandle};
 use crate::store::{Store, StoreError};
 use crate::sync::{self, Client, Link};
-use crate::{ErrorChain, enforce, portal, radius, shape, wan};
+use crate::{ErrorChain, enforce, health, portal, radius, shape, wan};
 
 /// Why a site could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,9 @@ pub enum SiteError {
     /// The tunnel to the controller could not be brought up.
     #[error("the tunnel to the controller")]
     Tunnel(#[source] crate::wg::Error),
+    /// `[metrics] listen` names an address others could reach.
+    #[error("{0}")]
+    MetricsListen(String),
 }
 
 /// Result of this module.
@@ -83,6 +86,9 @@ pub struct SiteHandle {
     pub acct_addr: SocketAddr,
     /// Where the suspended page listens, when enforcement is configured.
     pub portal_addr: Option<SocketAddr>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, when `[metrics]` is set.
+    pub metrics_addr: Option<SocketAddr>,
+    health: health::Health,
     store: Arc<Store>,
     link: Arc<Link>,
     edge: EdgeHandle,
@@ -124,6 +130,10 @@ impl Site {
     /// enforces at once, reachable controller or not; RADIUS listens before this
     /// returns.
     pub async fn start(cfg: &Config, id: &Identity) -> Result<SiteHandle> {
+        // Before anything is opened or bound: a refused listener changes nothing.
+        if let Some(m) = &cfg.metrics {
+            health::check_listen(m.listen, id).map_err(SiteError::MetricsListen)?;
+        }
         let path = cfg.state_dir.join("agent.db");
         let store = Arc::new(Store::open(&path, cfg.sync.max_outbox).map_err(|source| {
             SiteError::Store {
@@ -200,15 +210,49 @@ impl Site {
         };
         let auth_addr = local(&auth, "RADIUS auth", cfg.radius.auth_listen)?;
         let acct_addr = local(&acct, "RADIUS accounting", cfg.radius.acct_listen)?;
+        // Bound before RADIUS starts, so a failure here leaves no server running.
+        let metrics = match &cfg.metrics {
+            Some(m) => {
+                let bind_err = |source| SiteError::Bind {
+                    what: "the metrics listener",
+                    addr: m.listen,
+                    source,
+                };
+                let listener = tokio::net::TcpListener::bind(m.listen)
+                    .await
+                    .map_err(bind_err)?;
+                let addr = listener.local_addr().map_err(bind_err)?;
+                Some((listener, addr))
+            }
+            None => None,
+        };
         let server = radius::Server::new(store.clone(), radius::Config::default());
         let radius = {
             let server = server.clone();
             tokio::spawn(async move { server.run(auth, acct).await })
         };
+        let health = health::Health {
+            store: store.clone(),
+            radius: server.clone(),
+            edge: edge.clone(),
+            link: link.clone(),
+            wan: cfg.wan.is_some().then(|| wan.clone()),
+        };
+        let metrics_addr = metrics.map(|(listener, addr)| {
+            let h = health.clone();
+            tasks.spawn(async move {
+                if let Err(e) = health::serve(listener, h).await {
+                    tracing::error!(error = %ErrorChain(&e), "the metrics listener stopped");
+                }
+            });
+            addr
+        });
         Ok(SiteHandle {
             auth_addr,
             acct_addr,
             portal_addr,
+            metrics_addr,
+            health,
             store,
             link,
             edge,
@@ -225,6 +269,16 @@ impl SiteHandle {
     /// The local store the site runs from.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// What `/readyz` and `/metrics` read.
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
+    /// Resolves once the site is ready to serve ([`health::Health::wait_ready`]).
+    pub async fn ready(&self) {
+        self.health.wait_ready().await
     }
 
     /// The site's state now.

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use outpost_protocol as proto;
@@ -153,6 +153,16 @@ impl Client {
 #[derive(Default)]
 pub struct Link {
     pub reachable: AtomicBool,
+    /// Long polls answered and acknowledged (metrics: `outpost_agent_sync_polls_total`).
+    pub polls_ok: AtomicU64,
+    /// Long polls or acknowledgements that failed.
+    pub polls_failed: AtomicU64,
+    /// Unix seconds of the last acknowledged poll; 0 before the first.
+    pub last_sync_at: AtomicI64,
+    /// Events the controller has stored from this agent since it started.
+    pub events_shipped: AtomicU64,
+    /// Deliveries of the outbox that failed.
+    pub deliveries_failed: AtomicU64,
 }
 
 struct Backoff(Duration);
@@ -235,10 +245,14 @@ pub async fn run_state(
         match sync_once(&store, &client, wait, enforced.as_mut()).await {
             Ok(_) => {
                 link.reachable.store(true, Ordering::Relaxed);
+                link.polls_ok.fetch_add(1, Ordering::Relaxed);
+                link.last_sync_at
+                    .store(crate::clock::now(), Ordering::Relaxed);
                 backoff.reset();
             }
             Err(e) => {
                 link.reachable.store(false, Ordering::Relaxed);
+                link.polls_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %ErrorChain(&e), "sync failed; working from the local store");
                 backoff.wait().await;
             }
@@ -270,9 +284,13 @@ pub async fn run_outbox(store: Arc<Store>, client: Client, batch: usize, link: A
     loop {
         match ship_once(&store, &client, batch).await {
             Ok(0) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Ok(_) => backoff.reset(),
+            Ok(n) => {
+                link.events_shipped.fetch_add(n as u64, Ordering::Relaxed);
+                backoff.reset();
+            }
             Err(e) => {
                 link.reachable.store(false, Ordering::Relaxed);
+                link.deliveries_failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %ErrorChain(&e), backlog = store.backlog(), "event delivery failed; kept in the outbox");
                 backoff.wait().await;
             }

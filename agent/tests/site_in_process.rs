@@ -85,6 +85,7 @@ async fn start(dir: &std::path::Path) -> SiteHandle {
         },
         shaping: None,
         wan: None,
+        metrics: None,
         tunnel: None,
     };
     let id = Identity {

@@ -221,12 +221,27 @@ pub struct AuthConfig {
     pub argon2_iterations: u32,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Reverse proxies whose `X-Forwarded-For` is believed. Requests from any other
     /// address are attributed to the socket's peer address.
     pub trusted_proxies: Vec<IpNet>,
+    /// Who may read `/metrics` (by the socket's peer address, never a forwarded one);
+    /// anyone else gets 404. Loopback by default.
+    pub metrics_allow: Vec<IpNet>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            trusted_proxies: Vec::new(),
+            metrics_allow: vec![
+                "127.0.0.0/8".parse().expect("static block"),
+                "::1/128".parse().expect("static block"),
+            ],
+        }
+    }
 }
 
 impl Default for Config {

@@ -213,6 +213,9 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
         .with_graceful_shutdown(shutdown())
         .into_future(),
     );
+    // Every listener is bound and the schema was migrated before serving: ready.
+    state.health.set_listening();
+    notify_ready(&state);
     let failed = tokio::select! {
         _ = stopped() => None,
         Some(done) = servers.join_next() => Some(done),
@@ -236,6 +239,43 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
         Some(Err(e)) => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+/// Tells systemd (`Type=notify`) the controller is ready, and when the unit has a
+/// watchdog, pings it at half its interval for as long as the database answers: a
+/// controller whose writer is wedged stops pinging and systemd restarts it. Outside
+/// systemd (no `NOTIFY_SOCKET`) this does nothing.
+fn notify_ready(state: &outpost_controller::AppState) {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "could not tell systemd the controller is ready");
+    }
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = interval / 2;
+    tracing::info!(
+        every_ms = every.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let alive = tokio::time::timeout(
+                every,
+                db.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)),
+            );
+            match alive.await {
+                Ok(Ok(_)) => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "the database does not answer; not pinging the watchdog")
+                }
+                Err(_) => tracing::error!("the database took too long; not pinging the watchdog"),
+            }
+        }
+    });
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -241,6 +241,14 @@ pub enum SubscriberStatus {
 }
 
 impl SubscriberStatus {
+    /// Every status, in the order the API lists them.
+    pub const ALL: [SubscriberStatus; 4] = [
+        SubscriberStatus::Active,
+        SubscriberStatus::Suspended,
+        SubscriberStatus::Disabled,
+        SubscriberStatus::Expired,
+    ];
+
     /// The status as the API and the controller's database spell it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -15,14 +15,18 @@
 //! - [`radclient`]: FreeRADIUS's `radclient` as the NAS, and the reply it printed.
 //! - [`fixtures`]: `outpost-protocol` rows (subscribers, NAS, site states) with the
 //!   values most tests want, to be overridden field by field.
+//! - [`prom`]: a strict reader of the Prometheus text format, for `/metrics` tests (no
+//!   Prometheus server is reachable from the tests).
 //! - [`api`]: a blocking client of the controller's JSON API that logs in with a
 //!   cookie session and mints a bearer token.
 //!
 //! # Tiers
 //! - **plain** (`cargo test`): no root. Some plain tests drive a real peer and fail,
 //!   naming the Debian package, when it is missing: `radclient` (freeradius-utils) for
-//!   `agent/tests/radius_radclient.rs` and `tests/tests/system_agent.rs`; `freeradius`
-//!   for `agent/tests/coa_freeradius.rs`.
+//!   `agent/tests/radius_radclient.rs`, `agent/tests/health.rs`,
+//!   `tests/tests/system_agent.rs` and `tests/tests/ops_systemd.rs`; `freeradius` for
+//!   `agent/tests/coa_freeradius.rs`; `systemd` (`systemd-analyze`) for
+//!   `tests/tests/ops_systemd.rs`.
 //! - **browser** (`#[ignore = "browser: needs chromium"]`, run with
 //!   `-- --include-ignored`): `tests/tests/panel_browser.rs` drives headless Chromium
 //!   through chromedriver (`chromium`, `chromium-driver`); no root.
@@ -46,4 +50,5 @@ pub mod netns;
 pub mod peer;
 pub mod port;
 pub mod process;
+pub mod prom;
 pub mod radclient;

@@ -435,6 +435,7 @@ impl AgentSite {
             edge: Default::default(),
             shaping: None,
             wan: None,
+            metrics: None,
             tunnel: None,
         }
         .save(&config)?;

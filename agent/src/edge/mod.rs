@@ -23,4 +23,4 @@ mod run;
 
 pub use firewall::{ApplyStats, Firewall, FirewallError, apply};
 pub use policy::{Cutoff, Enforcement, Reason, addresses, decide, standing};
-pub use run::{CoaAction, CoaJob, Edge, EdgeHandle, EdgeOptions, View, dispatch_coa};
+pub use run::{CoaAction, CoaJob, Edge, EdgeHandle, EdgeOptions, EdgeStats, View, dispatch_coa};

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -47,6 +48,27 @@ pub struct View {
     pub healthy: bool,
 }
 
+/// What the loop has done, for metrics (`outpost_agent_enforcement_*`) and readiness.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    /// Full reconciles (the table replaced whole) that applied and verified.
+    pub full_ok: AtomicU64,
+    /// Full reconciles that failed (retried after `retry_after`).
+    pub full_failed: AtomicU64,
+    /// Incremental applies (element changes, then a verify) that succeeded.
+    pub incremental_ok: AtomicU64,
+    /// Incremental applies that failed, the verify included: the kernel had drifted
+    /// from what the agent put there, or refused the change; a full rebuild follows.
+    pub incremental_failed: AtomicU64,
+    /// Subscribers the policy blocks whose block is not in the kernel, after the last
+    /// reconcile: the drift the acknowledgement's digest reports.
+    pub drift: AtomicU64,
+    /// Addresses blocked in the kernel after the last reconcile.
+    pub blocked: AtomicU64,
+    /// The store revision the last reconcile decided from.
+    pub revision: AtomicU64,
+}
+
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
 pub struct EdgeOptions {
@@ -78,6 +100,9 @@ pub struct Edge {
     enforced: watch::Sender<Enforced>,
     requests: mpsc::Receiver<oneshot::Sender<bool>>,
     options: EdgeOptions,
+    stats: Arc<EdgeStats>,
+    /// Reconciles that ended with the kernel holding what was decided.
+    reconciled: watch::Sender<u64>,
     /// The previous enforcement's standing and rates, to notice transitions.
     last: Option<Enforcement>,
     snapshots_seen: Option<u64>,
@@ -90,6 +115,8 @@ pub struct EdgeHandle {
     view: Arc<RwLock<View>>,
     enforced: watch::Receiver<Enforced>,
     requests: mpsc::Sender<oneshot::Sender<bool>>,
+    stats: Arc<EdgeStats>,
+    reconciled: watch::Receiver<u64>,
 }
 
 impl EdgeHandle {
@@ -118,6 +145,25 @@ impl EdgeHandle {
         self.read().healthy
     }
 
+    /// The loop's counters.
+    pub fn stats(&self) -> &Arc<EdgeStats> {
+        &self.stats
+    }
+
+    /// How many reconciles so far ended with the kernel holding what was decided.
+    pub fn reconciled(&self) -> u64 {
+        *self.reconciled.borrow()
+    }
+
+    /// Resolves once a reconcile has succeeded (at once if one has); never, if the loop
+    /// has stopped without one.
+    pub async fn wait_reconciled(&self) {
+        let mut rx = self.reconciled.clone();
+        if rx.wait_for(|n| *n > 0).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
         self.view.read().unwrap_or_else(|p| p.into_inner())
     }
@@ -135,6 +181,8 @@ impl Edge {
         let view = Arc::new(RwLock::new(View::default()));
         let (tx, rx) = mpsc::channel(16);
         let (enforced, enforced_rx) = watch::channel(Enforced::default());
+        let (reconciled, reconciled_rx) = watch::channel(0);
+        let stats = Arc::new(EdgeStats::default());
         (
             Edge {
                 store,
@@ -146,6 +194,8 @@ impl Edge {
                 enforced,
                 requests: rx,
                 options,
+                stats: stats.clone(),
+                reconciled,
                 last: None,
                 snapshots_seen: None,
                 needs_full: true,
@@ -154,6 +204,8 @@ impl Edge {
                 view,
                 enforced: enforced_rx,
                 requests: tx,
+                stats,
+                reconciled: reconciled_rx,
             },
         )
     }
@@ -254,6 +306,16 @@ impl Edge {
                 .unwrap_or_else(|e| panic!("enforcement apply panicked: {e}"));
                 let enforced = fw_back.enforced().clone();
                 self.firewall = Some(fw_back);
+                let count = |ok: bool| {
+                    let c = match (full, ok) {
+                        (true, true) => &self.stats.full_ok,
+                        (true, false) => &self.stats.full_failed,
+                        (false, true) => &self.stats.incremental_ok,
+                        (false, false) => &self.stats.incremental_failed,
+                    };
+                    c.fetch_add(1, Ordering::Relaxed);
+                };
+                count(result.is_ok());
                 let ok = match result {
                     Ok(stats) => {
                         if stats.added + stats.removed > 0 || full {
@@ -285,6 +347,9 @@ impl Edge {
         let ok = self.shape(&decided, shaping).await && ok;
         self.cut_sessions(&decided);
         self.last = Some(decided);
+        if ok {
+            self.reconciled.send_modify(|n| *n += 1);
+        }
         ok
     }
 
@@ -366,6 +431,10 @@ impl Edge {
                 view.unenforced.insert(cut.subscriber_id);
             }
         }
+        let gauge = |g: &AtomicU64, v: usize| g.store(v as u64, Ordering::Relaxed);
+        gauge(&self.stats.drift, view.unenforced.len());
+        gauge(&self.stats.blocked, view.blocked.len());
+        self.stats.revision.store(revision, Ordering::Relaxed);
         self.enforced.send_replace(Enforced {
             revision,
             unenforced: view.unenforced.clone(),

@@ -116,10 +116,15 @@ impl Handler {
     /// Never panics on any input: what it cannot use it drops and counts.
     pub fn handle(&self, listener: Listener, src: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
         Stats::bump(&self.stats.requests);
+        let started = Instant::now();
         match self.handle_inner(listener, src, datagram) {
-            Ok(reply) => Some(reply),
+            Ok(reply) => {
+                self.stats.observe(Some(&reply), started.elapsed());
+                Some(reply)
+            }
             Err(dropped) => {
                 self.count(&dropped, src);
+                self.stats.observe(None, started.elapsed());
                 None
             }
         }
@@ -168,7 +173,7 @@ impl Handler {
         };
         match self.cache().begin(key, Instant::now()) {
             Lookup::Answered(reply) => {
-                Stats::bump(&self.stats.retransmissions);
+                self.stats.retransmission(&reply);
                 debug!(id = raw[1], "retransmission answered from the reply cache");
                 return Ok(reply);
             }
@@ -278,7 +283,7 @@ impl Handler {
             error!(nas = %nas.ip, error = %ErrorChain(&e), "reject could not be journaled");
         }
         let bytes = encode(reply, authenticator, secret)?;
-        Stats::bump(&self.stats.rejects);
+        self.stats.reject(refusal.reason);
         Ok(bytes)
     }
 

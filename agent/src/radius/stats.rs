@@ -2,8 +2,78 @@
 //! a datagram was dealt with even when nothing was sent back.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use outpost_protocol::RejectReason;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::Notify;
+
+/// Every reason an Access-Request is rejected for, in [`Stats::rejects_by_reason`]'s order.
+pub const REJECT_REASONS: [RejectReason; 8] = [
+    RejectReason::UnknownUser,
+    RejectReason::WrongPassword,
+    RejectReason::Suspended,
+    RejectReason::Disabled,
+    RejectReason::Expired,
+    RejectReason::MacMismatch,
+    RejectReason::SessionLimit,
+    RejectReason::UnsupportedAuth,
+];
+
+/// How a reject reason is spelled on the wire and in metrics (`snake_case`).
+pub fn reject_reason_label(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::UnknownUser => "unknown_user",
+        RejectReason::WrongPassword => "wrong_password",
+        RejectReason::Suspended => "suspended",
+        RejectReason::Disabled => "disabled",
+        RejectReason::Expired => "expired",
+        RejectReason::MacMismatch => "mac_mismatch",
+        RejectReason::SessionLimit => "session_limit",
+        RejectReason::UnsupportedAuth => "unsupported_auth",
+    }
+}
+
+fn reject_index(reason: RejectReason) -> usize {
+    REJECT_REASONS
+        .iter()
+        .position(|r| *r == reason)
+        .expect("every reason is listed")
+}
+
+/// What a datagram ended with, as metrics label it: the code of the reply sent, or
+/// `none` when it was dropped.
+pub const REPLY_CODES: [&str; 4] = [
+    "access_accept",
+    "access_reject",
+    "accounting_response",
+    "none",
+];
+
+/// The index in [`REPLY_CODES`] of a reply's code octet.
+pub(crate) fn reply_code_index(reply: &[u8]) -> usize {
+    match reply.first() {
+        Some(2) => 0,
+        Some(3) => 1,
+        Some(5) => 2,
+        _ => 3,
+    }
+}
+
+/// Time from a datagram's arrival at the handler to its reply being ready (or its
+/// drop), one histogram per [`REPLY_CODES`] entry.
+#[derive(Debug)]
+pub struct Latency(pub [Histogram; 4]);
+
+impl Default for Latency {
+    fn default() -> Self {
+        // 50 µs to about 0.8 s: a cached answer, an accept from memory, an accounting
+        // record waiting on fsync, a disk in trouble.
+        Latency(std::array::from_fn(|_| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
+        }))
+    }
+}
 
 /// What the server has done since it started. Every datagram counts once in
 /// `requests` and then in at most one of the other counters.
@@ -37,6 +107,13 @@ pub struct Stats {
     /// Requests left unanswered because the backend failed (the NAS retransmits) or a
     /// reply could not be encoded.
     pub backend_errors: AtomicU64,
+    /// Access-Rejects sent, by reason, in [`REJECT_REASONS`]' order.
+    rejects_by_reason: [AtomicU64; 8],
+    /// Retransmissions answered from the reply cache, by the cached reply's code, in
+    /// [`REPLY_CODES`]' order (the last is never used: a drop is not cached).
+    retransmissions_by_code: [AtomicU64; 4],
+    /// How long handling took, by what it ended with.
+    pub latency: Latency,
     /// Datagrams the server has finished with: answered (the reply sent) or dropped.
     handled: AtomicU64,
     handled_changed: Notify,
@@ -114,6 +191,42 @@ impl Stats {
             }
             changed.await;
         }
+    }
+
+    /// Access-Rejects sent so far, by reason (every reason listed, zeros included).
+    pub fn rejects_by_reason(&self) -> [(RejectReason, u64); 8] {
+        std::array::from_fn(|i| {
+            (
+                REJECT_REASONS[i],
+                self.rejects_by_reason[i].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Retransmissions answered from the reply cache so far, by the reply's code
+    /// (`access_accept`, `access_reject`, `accounting_response`).
+    pub fn retransmissions_by_code(&self) -> [(&'static str, u64); 3] {
+        std::array::from_fn(|i| {
+            (
+                REPLY_CODES[i],
+                self.retransmissions_by_code[i].load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    pub(crate) fn reject(&self, reason: RejectReason) {
+        Self::bump(&self.rejects);
+        Self::bump(&self.rejects_by_reason[reject_index(reason)]);
+    }
+
+    pub(crate) fn retransmission(&self, reply: &[u8]) {
+        Self::bump(&self.retransmissions);
+        Self::bump(&self.retransmissions_by_code[reply_code_index(reply)]);
+    }
+
+    pub(crate) fn observe(&self, reply: Option<&[u8]>, took: Duration) {
+        let i = reply.map_or(3, reply_code_index);
+        self.latency.0[i].observe(took.as_secs_f64());
     }
 
     pub(crate) fn bump(counter: &AtomicU64) {

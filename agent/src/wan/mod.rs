@@ -25,7 +25,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use icmp::{Pinger, SweepStats};
-pub use run::{WanHandle, run};
+pub use run::{WAN_STATES, WanHandle, run};
 pub use state::{Observation, TargetState, Tracker};
 pub use targets::{Refused, Target, collect as collect_targets};
 pub use tcp::probe_all as tcp_probe_all;

@@ -25,6 +25,39 @@ pub struct WanHandle {
     pub refused: AtomicU64,
     /// Targets probed in the last sweep.
     pub targets: AtomicU64,
+    /// Probes by kind and state after the last sweep, in [`WAN_STATES`]' order
+    /// (metrics: `outpost_agent_wan_targets`).
+    pub by_state: [AtomicU64; 6],
+}
+
+/// The (probe, state) pairs [`WanHandle::by_state`] counts, as metrics label them.
+pub const WAN_STATES: [(&str, &str); 6] = [
+    ("icmp", "up"),
+    ("icmp", "down"),
+    ("icmp", "unknown"),
+    ("tcp", "up"),
+    ("tcp", "down"),
+    ("tcp", "unknown"),
+];
+
+/// Counts the tracker's probes by kind and state into `handle`.
+fn count_states(tracker: &Tracker, handle: &WanHandle) {
+    let mut n = [0u64; 6];
+    for ((_, probe), t) in &tracker.targets {
+        let kind = match probe {
+            WanProbe::Icmp => 0,
+            WanProbe::Tcp { .. } => 3,
+        };
+        let state = match t.state {
+            Some(proto::WanState::Up) => 0,
+            Some(proto::WanState::Down) => 1,
+            None => 2,
+        };
+        n[kind + state] += 1;
+    }
+    for (c, v) in handle.by_state.iter().zip(n) {
+        c.store(v, Ordering::Relaxed);
+    }
 }
 
 fn probe_key(p: &WanProbe) -> String {
@@ -164,6 +197,7 @@ pub async fn run(store: Arc<Store>, cfg: WanConfig, pinger: Pinger, handle: Arc<
                 "journaling WAN-check transitions; retried after the next sweep"
             ),
         }
+        count_states(&tracker, &handle);
         handle.sweeps.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             targets = targets.len(),

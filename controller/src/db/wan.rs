@@ -356,3 +356,13 @@ pub fn report(conn: &Connection, scope: &Scope, since: i64, until: i64) -> Resul
         per_reseller: lines("tenant_id")?,
     })
 }
+
+/// How many customer routers are under WAN checks, by their last state (`up`, `down`),
+/// installation-wide: what metrics report.
+pub fn targets_by_state(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, count(DISTINCT subscriber_id) FROM wan_targets GROUP BY state",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod balances;
 mod error;
+pub mod health;
 pub mod ledger;
 pub mod plans;
 pub mod resellers;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub currency: crate::money::Currency,
     /// The WireGuard management plane, when configured.
     pub tunnel: Option<Arc<crate::tunnel::Tunnel>>,
+    /// Readiness and request figures (`/readyz`, `/metrics`).
+    pub health: Arc<health::Health>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             secrets,
             hasher,
             tunnel,
+            health: Arc::default(),
             currency: config.currency(),
             password_checks: Arc::new(crate::crypto::PasswordGate::new(
                 config.auth.max_concurrent_password_checks,
@@ -345,9 +349,17 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         schemas.insert(name.to_string(), schema.into());
     }
     let json = Arc::new(spec.to_pretty_json().expect("OpenAPI document serializes"));
-    let router = finish(router.merge(crate::panel::router(state.clone())))
-        .layer(Extension(OpenApiJson(json)))
-        .with_state(state);
+    let router = finish(
+        router
+            .merge(crate::panel::router(state.clone()))
+            .merge(health::router()),
+    )
+    .layer(Extension(OpenApiJson(json)))
+    .layer(axum::middleware::from_fn_with_state(
+        state.health.clone(),
+        health::track,
+    ))
+    .with_state(state);
     (router, spec)
 }
 
@@ -355,7 +367,12 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
 /// come from the tunnel address of the agent whose credential it presents.
 pub fn agent_router(state: AppState) -> Router {
     let (router, _) = agent_api::sync_router().split_for_parts();
-    finish(router).with_state(state)
+    finish(router)
+        .layer(axum::middleware::from_fn_with_state(
+            state.health.clone(),
+            health::track,
+        ))
+        .with_state(state)
 }
 
 /// The answers every router shares: 404 and 405 in the API's error body, and tracing.

@@ -112,3 +112,47 @@ pub fn status(conn: &Connection, site_id: i64) -> Result<AgentStatus> {
     .optional()?
     .ok_or_else(|| Error::not_found("agent for this site"))
 }
+
+/// How the live agents stand, for metrics: each counted once, in the first state that
+/// fits — `silent` (not heard from in `silent_after` seconds, or never), `behind`
+/// (has not applied its site's newest revision), `digest_mismatch` (applied it, but its
+/// digest differs), `in_sync`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    pub in_sync: u64,
+    pub behind: u64,
+    pub digest_mismatch: u64,
+    pub silent: u64,
+    /// The most revisions any live agent is behind its site's head.
+    pub max_revision_lag: u64,
+}
+
+pub fn census(conn: &Connection, now: i64, silent_after: i64) -> Result<Census> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.last_seen_at, a.applied_revision, a.digest_matches,
+                (SELECT coalesce(max(revision), 0) FROM site_changes c WHERE c.site_id = a.site_id)
+         FROM agents a WHERE a.revoked_at IS NULL",
+    )?;
+    let mut c = Census::default();
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Option<i64>>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<bool>>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (seen, applied, matches, head) = row?;
+        c.max_revision_lag = c
+            .max_revision_lag
+            .max(head.saturating_sub(applied).max(0) as u64);
+        match () {
+            _ if seen.is_none_or(|t| now - t > silent_after) => c.silent += 1,
+            _ if applied < head => c.behind += 1,
+            _ if matches != Some(true) => c.digest_mismatch += 1,
+            _ => c.in_sync += 1,
+        }
+    }
+    Ok(c)
+}
