@@ -45,7 +45,14 @@ struct DashboardPage {
     online: Option<i64>,
     /// The first sites with their agents' sync state (manage sites).
     site_sync: Option<Vec<super::sites::SiteLine>>,
+    /// The list holds fewer sites than there are (it shows the first ones).
+    sites_more: bool,
+    /// Renewal value and money collected, the last 12 months (view reports).
+    revenue_chart: Option<String>,
 }
+
+/// How many sites the dashboard lists (with the count of all, and a link to the list).
+const DASHBOARD_SITES: u32 = 20;
 
 #[derive(Deserialize)]
 pub struct DashboardQuery {
@@ -62,10 +69,11 @@ pub async fn dashboard(
 ) -> PageResult {
     let a = v.actor.clone();
     let wanted = opt_i64("tenant_id", &q.tenant_id)?.unwrap_or(a.tenant_id);
-    let (customers, invoices, sites) = (
+    let (customers, invoices, sites, reports) = (
         a.can(Permission::ViewCustomers),
         a.can(Permission::ViewInvoices),
         a.can(Permission::ManageSites),
+        a.can(Permission::ViewReports),
     );
     let cur = st.currency.clone();
     let page = st
@@ -106,7 +114,7 @@ pub async fn dashboard(
                     c,
                     &scope,
                     &site::SiteFilter::default(),
-                    crate::db::Paging::new(None, Some(20))?,
+                    crate::db::Paging::new(None, Some(DASHBOARD_SITES))?,
                 )?;
                 let lines = first
                     .into_iter()
@@ -124,10 +132,13 @@ pub async fn dashboard(
             } else {
                 (None, None)
             };
-            Ok((t.name, subscribers, money, sites, online, site_sync))
+            let revenue = reports
+                .then(|| super::reports::dashboard_revenue(c, &scope, &cur))
+                .transpose()?;
+            Ok((t.name, subscribers, money, sites, online, site_sync, revenue))
         })
         .await?;
-    let (tenant_name, subscribers, money, sites, online, site_sync) = page;
+    let (tenant_name, subscribers, money, sites, online, site_sync, revenue_chart) = page;
     Ok(render(&DashboardPage {
         chrome: Chrome::new(&v.ctx, "dashboard"),
         title: "Dashboard".into(),
@@ -136,7 +147,9 @@ pub async fn dashboard(
         money,
         sites,
         online,
+        sites_more: matches!((sites, &site_sync), (Some(n), Some(l)) if (l.len() as i64) < n),
         site_sync,
+        revenue_chart,
     })
     .into_response())
 }
