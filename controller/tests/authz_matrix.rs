@@ -248,16 +248,17 @@ fn request(
         "/api/v1/sites/{id}" => h.site,
         "/api/v1/nas/{id}" => h.nas,
         // An unused token of the cell's site, made for the cell.
-        "/api/v1/enrollment-tokens/{id}" => fx
-            .state
-            .db
-            .write_blocking(|tx| {
-                let by = fx.user_id(Who::Op);
-                let secret = outpost_controller::crypto::new_bearer("ope_");
-                outpost_controller::db::agent::create_token(tx, h.site, by, 3600, &secret)
-            })
-            .unwrap()
-            .id,
+        "/api/v1/enrollment-tokens/{id}" => {
+            fx.state
+                .db
+                .write_blocking(|tx| {
+                    let by = fx.user_id(Who::Op);
+                    let secret = outpost_controller::crypto::new_bearer("ope_");
+                    outpost_controller::db::agent::create_token(tx, h.site, by, 3600, &secret)
+                })
+                .unwrap()
+                .id
+        }
         _ => 0,
     };
     let path = route.replace("{id}", &id.to_string());

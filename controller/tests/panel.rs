@@ -187,6 +187,15 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/sites",                           [[303, 303], [303, 403], [303, 403], [403, 403], [303, 403], [401, 401]]),
     ("GET", "/panel/sites/{id}",                       [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     ("POST", "/panel/sites/{id}/nas",                  [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/sites/{id}/edit",                  [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/sites/{id}",                      [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/nas/{id}/edit",                    [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/nas/{id}",                        [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    // An unused token of the cell's site, made for the cell.
+    ("POST", "/panel/enrollment-tokens/{id}/revoke",   [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    // The brand of the cell's tenant: the actor's own or one below it (the API's read).
+    ("GET", "/panel/resellers/{id}/brand",             [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/resellers/{id}/brand",            [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     // The answer is the page showing the new token's secret once, not a redirect.
     ("POST", "/panel/sites/{id}/enrollment-tokens",    [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/panel/users",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
@@ -217,6 +226,19 @@ fn card_target(fx: &Fixture, t: Target) -> (i64, i64) {
         Target::Own => (fx.a1.tenant, fx.a1.card_plan.unwrap()),
         Target::Other => (fx.b.tenant, fx.b.card_plan.unwrap()),
     }
+}
+
+/// An unused enrollment token of `site`, made directly in the store; its id.
+fn unused_token(fx: &Fixture, site: i64) -> i64 {
+    let by = fx.user_id(Who::Op);
+    fx.state
+        .db
+        .write_blocking(|tx| {
+            let secret = outpost_controller::crypto::new_bearer("ope_");
+            outpost_controller::db::agent::create_token(tx, site, by, 3600, &secret)
+        })
+        .unwrap()
+        .id
 }
 
 /// Builds one cell's path and form. `Other` of the asset route is a stale hash.
@@ -315,6 +337,21 @@ fn cell(
             ("secret", "radius-secret-2".into()),
             ("kind", "mikrotik".into()),
         ]),
+        ("POST", "/panel/sites/{id}") => Some(vec![
+            ("name", "renamed-site".into()),
+            ("location", "Grain silo".into()),
+        ]),
+        ("POST", "/panel/nas/{id}") => Some(vec![
+            ("name", "renamed-nas".into()),
+            ("ip", "192.0.2.78".into()),
+            ("secret", "".into()),
+            ("kind", "accel-ppp".into()),
+            ("coa_port", "1700".into()),
+        ]),
+        ("POST", "/panel/resellers/{id}/brand") => Some(vec![
+            ("name", "Skylink".into()),
+            ("color", "#0a7d32".into()),
+        ]),
         ("POST", "/panel/subscribers/{id}") => Some(vec![
             ("username", "renamed-by-form".into()),
             ("max_sessions", "2".into()),
@@ -346,6 +383,11 @@ fn cell(
         r if r.starts_with("/panel/users/{id}") => r.replace("{id}", &h.manager.to_string()),
         r if r.starts_with("/panel/plans/") => r.replace("{id}", &h.plan.to_string()),
         r if r.starts_with("/panel/sites/") => r.replace("{id}", &h.site.to_string()),
+        r if r.starts_with("/panel/nas/") => r.replace("{id}", &h.nas.to_string()),
+        "/panel/enrollment-tokens/{id}/revoke" => {
+            route.replace("{id}", &unused_token(fx, h.site).to_string())
+        }
+        "/panel/resellers/{id}/brand" => route.replace("{id}", &h.tenant.to_string()),
         "/panel/resellers/{id}/rate-card" if method == "POST" => {
             route.replace("{id}", &card_target(fx, t).0.to_string())
         }
@@ -2130,4 +2172,522 @@ async fn reports_chart_and_export_the_figures_in_scope() {
         (s, csv.lines().next()),
         (StatusCode::OK, Some("day,download_octets,upload_octets"))
     );
+}
+
+/// A page that must answer 200 to `who`; its HTML.
+async fn ok_page(fx: &Fixture, who: Who, path: &str) -> String {
+    let (s, _, html) = view(fx, as_who(fx, who), path).await;
+    assert_eq!(s, StatusCode::OK, "{path}: {html}");
+    html
+}
+
+/// A form `who` posts that must be accepted (a 303); where it sends the browser.
+async fn accepted(fx: &Fixture, who: Who, path: &str, form: Vec<(&str, String)>) -> String {
+    let (s, h, html) = post_form(fx, as_who(fx, who), path, form).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{path}: {html}");
+    h[header::LOCATION].to_str().unwrap().to_string()
+}
+
+/// A form `who` posts that must be refused with `want`, the error beside `field` (or,
+/// with no field, the error page); the page.
+async fn refused(
+    fx: &Fixture,
+    who: Who,
+    path: &str,
+    form: Vec<(&str, String)>,
+    want: StatusCode,
+    field: Option<&str>,
+) -> String {
+    let (s, _, html) = post_form(fx, as_who(fx, who), path, form).await;
+    assert_eq!(s, want, "{path}: {html}");
+    match field {
+        Some(f) => assert!(html.contains(&format!("id=\"e-{f}\"")), "{path}: {html}"),
+        None => assert!(
+            html.contains(&format!("data-status=\"{}\"", want.as_u16())),
+            "{path}: {html}"
+        ),
+    }
+    html
+}
+
+/// Owned form fields from borrowed pairs.
+fn fields<'a>(pairs: &[(&'a str, &str)]) -> Vec<(&'a str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// The subscribers-by-status CSV as `who` downloads it.
+async fn status_csv(fx: &Fixture, who: Who, query: &str) -> String {
+    let path = format!("/panel/reports.csv?report=statuses{query}");
+    let (s, h, csv) = view(fx, as_who(fx, who), &path).await;
+    assert_eq!(s, StatusCode::OK, "{csv}");
+    let file = h[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(file.contains("statuses-daily"), "{file}");
+    assert_eq!(
+        csv.lines().next(),
+        Some("day,active,suspended,expired,disabled")
+    );
+    csv
+}
+
+/// Subscribers by status over time: the sweep loop's daily snapshot, the same rows when
+/// taken twice in a day, drawn and exported per reseller subtree; B never sees A's counts.
+#[tokio::test]
+async fn the_status_history_is_taken_daily_and_read_in_scope() {
+    let fx = Fixture::new();
+    // A's subtree gets a suspended subscriber; B has none.
+    let path = format!("/panel/subscribers/{}/status", fx.a.subscriber);
+    accepted(&fx, Who::A, &path, fields(&[("status", "suspended")])).await;
+    let first = outpost_controller::jobs::snapshot_statuses(&fx.state)
+        .await
+        .unwrap();
+    let again = outpost_controller::jobs::snapshot_statuses(&fx.state)
+        .await
+        .unwrap();
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let rows = fx.query_i64(&format!(
+        "SELECT count(*) FROM subscriber_status_days WHERE day = '{today}'"
+    ));
+    assert_eq!((first, again, rows), (first, first, first as i64));
+    let line = |tenants: &str| {
+        let n = |status: &str| {
+            fx.query_i64(&format!(
+                "SELECT count(*) FROM subscribers WHERE tenant_id IN ({tenants}) AND status = '{status}'"
+            ))
+        };
+        format!(
+            "{today},{},{},{},{}",
+            n("active"),
+            n("suspended"),
+            n("expired"),
+            n("disabled")
+        )
+    };
+    let (a_line, b_line) = (line("2, 3"), line("4"));
+    assert_ne!(a_line, b_line);
+    let a = status_csv(&fx, Who::A, "").await;
+    assert!(a.lines().any(|l| l == a_line), "{a} want {a_line}");
+    let b = status_csv(&fx, Who::B, "").await;
+    assert!(b.lines().any(|l| l == b_line), "{b} want {b_line}");
+    assert!(!b.lines().any(|l| l == a_line), "B saw A's counts: {b}");
+    let op_b = status_csv(&fx, Who::Op, "&tenant_id=4").await;
+    assert_eq!(op_b, b);
+    let (s, _, _) = view(
+        &fx,
+        as_who(&fx, Who::B),
+        "/panel/reports.csv?report=statuses&tenant_id=2",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = view(
+        &fx,
+        as_who(&fx, Who::M),
+        "/panel/reports.csv?report=statuses",
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // The chart and table of the reports page.
+    let suspended = a_line.split(',').nth(2).unwrap();
+    let html = ok_page(&fx, Who::A, "/panel/reports").await;
+    assert!(html.contains("id=\"chart-history\""), "{html}");
+    assert!(
+        html.contains(&format!("<title>{today} · suspended: {suspended}</title>")),
+        "{html}"
+    );
+    let html = ok_page(&fx, Who::B, "/panel/reports").await;
+    assert!(
+        html.contains(&format!("<title>{today} · suspended: 0</title>")),
+        "{html}"
+    );
+}
+
+/// A site and a NAS edited through their forms: a NAS's secret is replaced (sealed at
+/// rest, audited as `[changed]`), never shown back, kept when left empty; bad input
+/// changes nothing; another reseller's are the 404 page.
+#[tokio::test]
+async fn sites_and_nas_are_edited_through_their_forms() {
+    let fx = Fixture::new();
+    let site = format!("/panel/sites/{}", fx.a.site);
+    let html = ok_page(&fx, Who::A, &format!("{site}/edit")).await;
+    assert_eq!(input_value(&html, "name").as_deref(), Some("site-a"));
+    let to = accepted(
+        &fx,
+        Who::A,
+        &site,
+        fields(&[("name", "site-a-north"), ("location", "Grain silo")]),
+    )
+    .await;
+    assert_eq!(to, format!("{site}?notice=saved"));
+    let html = ok_page(&fx, Who::A, &to).await;
+    assert!(
+        html.contains("site-a-north") && html.contains("Site saved."),
+        "{html}"
+    );
+    let name = || {
+        fx.query_i64(&format!(
+            "SELECT name = 'site-a-north' FROM sites WHERE id = {}",
+            fx.a.site
+        ))
+    };
+    refused(
+        &fx,
+        Who::A,
+        &site,
+        fields(&[("name", "")]),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("name"),
+    )
+    .await;
+    assert_eq!(name(), 1, "a refused form changed the site");
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), &format!("{site}/edit")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    refused(
+        &fx,
+        Who::B,
+        &site,
+        fields(&[("name", "taken-over")]),
+        StatusCode::NOT_FOUND,
+        None,
+    )
+    .await;
+    assert_eq!(name(), 1);
+
+    let nas = format!("/panel/nas/{}", fx.a.nas);
+    let api = format!("/api/v1/nas/{}", fx.a.nas);
+    let old = fx.get_ok(Who::A, &api).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let html = ok_page(&fx, Who::A, &format!("{nas}/edit")).await;
+    assert!(!html.contains(&old), "the stored secret was shown: {html}");
+    assert_eq!(input_value(&html, "secret").as_deref(), Some(""));
+    let form = |ip: &str, secret: &str| {
+        fields(&[
+            ("name", "core-1"),
+            ("ip", ip),
+            ("secret", secret),
+            ("kind", "accel-ppp"),
+            ("coa_port", "1700"),
+        ])
+    };
+    let html = refused(
+        &fx,
+        Who::A,
+        &nas,
+        form("192.0.2.300", "typed-secret-1"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("ip"),
+    )
+    .await;
+    assert!(
+        !html.contains("typed-secret-1"),
+        "a typed secret came back: {html}"
+    );
+    assert_eq!(fx.get_ok(Who::A, &api).await["secret"], old.as_str());
+    let to = accepted(&fx, Who::A, &nas, form("192.0.2.31", "new-radius-secret-7")).await;
+    assert_eq!(to, format!("/panel/sites/{}?notice=nas_saved", fx.a.site));
+    let v = fx.get_ok(Who::A, &api).await;
+    assert_eq!(
+        (
+            v["secret"].as_str(),
+            v["ip"].as_str(),
+            v["coa_port"].as_i64()
+        ),
+        (Some("new-radius-secret-7"), Some("192.0.2.31"), Some(1700))
+    );
+    let clear = |table: &str, col: &str| {
+        fx.query_i64(&format!("SELECT count(*) FROM {table} WHERE instr(CAST({col} AS BLOB), CAST('new-radius-secret-7' AS BLOB)) > 0"))
+    };
+    assert_eq!(
+        (clear("nas", "secret_sealed"), clear("audit_log", "after")),
+        (0, 0),
+        "the secret is stored or audited in clear"
+    );
+    // The change is audited, its secret redacted.
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'nas.update' AND instr(after, '\"secret\":\"[redacted]\"') > 0"),
+        1
+    );
+    // Left empty, the secret stays.
+    accepted(&fx, Who::A, &nas, form("192.0.2.31", "")).await;
+    assert_eq!(
+        fx.get_ok(Who::A, &api).await["secret"],
+        "new-radius-secret-7"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), &format!("{nas}/edit")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    refused(
+        &fx,
+        Who::B,
+        &nas,
+        form("192.0.2.99", "stolen-secret-1"),
+        StatusCode::NOT_FOUND,
+        None,
+    )
+    .await;
+    assert_eq!(fx.get_ok(Who::A, &api).await["ip"], "192.0.2.31");
+}
+
+/// The secret shown once on the page that made a token.
+fn token_secret(html: &str) -> String {
+    html.split("<span id=\"token-secret\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_string()
+}
+
+/// An unused enrollment token revoked from the site's page enrols nothing; another
+/// reseller can revoke it neither through the panel nor the API; a used one or one
+/// revoked already is a conflict.
+#[tokio::test]
+async fn an_unused_enrollment_token_is_revoked_and_enrols_nothing() {
+    let fx = Fixture::new();
+    let site = format!("/panel/sites/{}", fx.a.site);
+    let (s, _, html) = post_form(
+        &fx,
+        as_who(&fx, Who::A),
+        &format!("{site}/enrollment-tokens"),
+        vec![],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let secret = token_secret(&html);
+    let id = fx.query_i64("SELECT max(id) FROM enrollment_tokens");
+    let revoke = format!("/panel/enrollment-tokens/{id}/revoke");
+    assert!(html.contains(&format!("action=\"{revoke}\"")), "{html}");
+    let revoked = || {
+        fx.query_i64(&format!(
+            "SELECT revoked_at IS NOT NULL FROM enrollment_tokens WHERE id = {id}"
+        ))
+    };
+    refused(&fx, Who::B, &revoke, vec![], StatusCode::NOT_FOUND, None).await;
+    let (s, _) = fx
+        .call(
+            Who::B,
+            Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, revoked()), (StatusCode::NOT_FOUND, 0));
+    let to = accepted(&fx, Who::A, &revoke, vec![]).await;
+    assert_eq!(to, format!("{site}?notice=revoked"));
+    let html = ok_page(&fx, Who::A, &to).await;
+    assert!(
+        html.contains("revoked ") && !html.contains(&format!("id=\"revoke-{id}\"")),
+        "{html}"
+    );
+    assert_eq!(fx.query_i64(&format!("SELECT count(*) FROM audit_log WHERE action = 'enrollment_token.revoke' AND target_id = {id}")), 1);
+    let body = json!({ "token": secret, "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng",
+                       "agent_version": "1", "protocol_version": outpost_protocol::PROTOCOL_VERSION });
+    let req = Request::post("/agent/v1/enroll")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (s, _, r) = fx.send(req, ip()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token enrolled: {r}");
+    refused(&fx, Who::A, &revoke, vec![], StatusCode::CONFLICT, None).await;
+    let used = fx.query_i64(&format!(
+        "SELECT id FROM enrollment_tokens WHERE site_id = {} AND used_at IS NOT NULL",
+        fx.a.site
+    ));
+    let (s, v) = fx
+        .call(
+            Who::A,
+            Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{used}"),
+            None,
+        )
+        .await;
+    common::assert_error(s, &v, StatusCode::CONFLICT, "token_used");
+}
+
+/// A parent sets its reseller's custom domain, allowed IPs and brand through the pages
+/// (the API's operations and audit); bad input is refused beside its field and changes
+/// nothing; the brand shows on the login page of the custom domain; B reaches none of it.
+#[tokio::test]
+async fn a_parent_sets_its_resellers_domain_allowed_ips_and_brand() {
+    let fx = Fixture::new();
+    let path = "/panel/resellers/3";
+    let html = ok_page(&fx, Who::A, path).await;
+    assert!(html.contains("/panel/resellers/3/brand"), "{html}");
+    let form = |ips: &str| {
+        let mut f = fields(&[
+            ("status", "active"),
+            ("credit_limit", "0.00"),
+            ("custom_domain", "a1.example.net"),
+            ("rebrand_enabled", "1"),
+        ]);
+        f.push(("name", input_value(&html, "name").unwrap()));
+        f.push(("allowed_ips", ips.to_string()));
+        f
+    };
+    let domain = || {
+        fx.query_i64(
+            "SELECT count(*) FROM tenants WHERE id = 3 AND custom_domain = 'a1.example.net'",
+        )
+    };
+    refused(
+        &fx,
+        Who::A,
+        path,
+        form("203.0.113.0/33"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("allowed_ips"),
+    )
+    .await;
+    assert_eq!(domain(), 0, "a refused form changed the reseller");
+    accepted(&fx, Who::A, path, form("203.0.113.0/24, 198.51.100.7")).await;
+    assert_eq!(domain(), 1);
+    let html = ok_page(&fx, Who::A, path).await;
+    assert_eq!(
+        input_value(&html, "custom_domain").as_deref(),
+        Some("a1.example.net")
+    );
+    assert!(
+        input_value(&html, "allowed_ips")
+            .unwrap()
+            .contains("203.0.113.0/24"),
+        "{html}"
+    );
+    let brand = "/panel/resellers/3/brand";
+    ok_page(&fx, Who::A, brand).await;
+    refused(
+        &fx,
+        Who::A,
+        brand,
+        fields(&[("name", "Skylink"), ("color", "green")]),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("color"),
+    )
+    .await;
+    let to = accepted(
+        &fx,
+        Who::A,
+        brand,
+        fields(&[
+            ("name", "Skylink"),
+            ("color", "#0a7d32"),
+            ("tagline", "Fast in the hills"),
+        ]),
+    )
+    .await;
+    assert_eq!(to, format!("{brand}?notice=saved"));
+    assert_eq!(
+        fx.query_i64(&format!("SELECT count(*) FROM audit_log WHERE action = 'reseller.brand' AND target_id = 3 AND actor_user_id = {}", fx.user_id(Who::A))),
+        1
+    );
+    let o = Opts {
+        host: Some("a1.example.net"),
+        ..Default::default()
+    };
+    let (s, _, login) = page(&fx, Method::GET, "/panel/login", o).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        login.contains("Skylink") && login.contains("Fast in the hills"),
+        "{login}"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), brand).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    refused(
+        &fx,
+        Who::B,
+        brand,
+        fields(&[("name", "Hijacked")]),
+        StatusCode::NOT_FOUND,
+        None,
+    )
+    .await;
+    refused(
+        &fx,
+        Who::M,
+        brand,
+        fields(&[("name", "Hijacked")]),
+        StatusCode::FORBIDDEN,
+        None,
+    )
+    .await;
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM tenants WHERE brand_name = 'Hijacked'"),
+        0
+    );
+}
+
+/// A statement from and until given days, and its CSV link over the same days.
+#[tokio::test]
+async fn a_statement_is_filtered_by_date_and_its_csv_follows() {
+    let fx = Fixture::new();
+    fx.money_ok(
+        Who::A,
+        "/api/v1/resellers/3/balance",
+        json!({ "amount": "5.00", "note": "dated top-up" }),
+    )
+    .await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let tomorrow = today.next_day().unwrap();
+    let base = "/panel/resellers/3/statement";
+    let html = ok_page(&fx, Who::A, &format!("{base}?since={today}&until={today}")).await;
+    assert!(html.contains("dated top-up"), "{html}");
+    assert_eq!(input_value(&html, "since"), Some(today.to_string()));
+    let csv = html
+        .split("href=\"")
+        .find_map(|r| {
+            r.split_once("\" id=\"csv\"")
+                .map(|(h, _)| h.replace("&#38;", "&").replace("&amp;", "&"))
+        })
+        .unwrap();
+    assert!(
+        csv.ends_with(&format!(
+            "since={today}T00:00:00Z&until={tomorrow}T00:00:00Z"
+        )),
+        "{csv}"
+    );
+    let (s, _, body) = view(&fx, as_who(&fx, Who::A), &csv).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("dated top-up"), "{body}");
+    let html = ok_page(&fx, Who::A, &format!("{base}?since={tomorrow}")).await;
+    assert!(
+        !html.contains("dated top-up") && html.contains("No entries."),
+        "{html}"
+    );
+    let (s, _, body) = view(
+        &fx,
+        as_who(&fx, Who::A),
+        &format!("{base}?until=31-12-2026"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), &format!("{base}?since={today}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// The dashboard lists the first sites, says how many there are in all, and links to
+/// the paged list.
+#[tokio::test]
+async fn the_dashboard_counts_every_site_and_links_to_the_list() {
+    let fx = Fixture::new();
+    let html = ok_page(&fx, Who::A, "/panel").await;
+    assert!(!html.contains("id=\"sites-more\""), "{html}");
+    for i in 0..20 {
+        let (s, v) = fx
+            .post(
+                Who::A,
+                "/api/v1/sites",
+                json!({ "name": format!("extra-{i:02}") }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let n = fx.query_i64("SELECT count(*) FROM sites WHERE tenant_id IN (2, 3)");
+    let html = ok_page(&fx, Who::A, "/panel").await;
+    assert!(
+        html.contains(&format!("The first 20 of {n} sites.")),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"/panel/sites\">All sites →</a>"),
+        "{html}"
+    );
+    let list = ok_page(&fx, Who::A, "/panel/sites").await;
+    assert!(list.contains("extra-19"), "{list}");
 }

@@ -19,10 +19,7 @@ pub fn day_of(unix: i64) -> Result<String> {
 /// whatever that day held (so taking it again the same day changes nothing but what
 /// changed since). Returns the number of rows the day now holds.
 pub fn take(conn: &Connection, day: &str) -> Result<usize> {
-    conn.cached_exec(
-        "DELETE FROM subscriber_status_days WHERE day = ?1",
-        [day],
-    )?;
+    conn.cached_exec("DELETE FROM subscriber_status_days WHERE day = ?1", [day])?;
     Ok(conn.cached_exec(
         "INSERT INTO subscriber_status_days (day, tenant_id, status, count)
          SELECT ?1, tenant_id, status, count(*) FROM subscribers GROUP BY tenant_id, status",

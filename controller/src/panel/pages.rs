@@ -116,8 +116,11 @@ pub async fn dashboard(
                     &site::SiteFilter::default(),
                     crate::db::Paging::new(None, Some(DASHBOARD_SITES))?,
                 )?;
+                // A page read holds one row more than its limit (to tell whether
+                // there is a next page): the dashboard shows the limit.
                 let lines = first
                     .into_iter()
+                    .take(DASHBOARD_SITES as usize)
                     .map(|s| {
                         let agent = super::sites::agent_of(c, s.id)?;
                         Ok(super::sites::SiteLine {
@@ -135,7 +138,15 @@ pub async fn dashboard(
             let revenue = reports
                 .then(|| super::reports::dashboard_revenue(c, &scope, &cur))
                 .transpose()?;
-            Ok((t.name, subscribers, money, sites, online, site_sync, revenue))
+            Ok((
+                t.name,
+                subscribers,
+                money,
+                sites,
+                online,
+                site_sync,
+                revenue,
+            ))
         })
         .await?;
     let (tenant_name, subscribers, money, sites, online, site_sync, revenue_chart) = page;

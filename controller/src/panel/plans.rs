@@ -371,7 +371,15 @@ pub async fn update(
                 .write(move |tx| ops::update_plan(tx, &actor, id, &p, &cur))
         },
         |_| "/panel/plans?notice=saved".into(),
-        |errs| form_page(&st, &v, Some(id), keep_fixed(f, &stored, &st.currency), errs),
+        |errs| {
+            form_page(
+                &st,
+                &v,
+                Some(id),
+                keep_fixed(f, &stored, &st.currency),
+                errs,
+            )
+        },
     )
     .await
 }

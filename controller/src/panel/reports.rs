@@ -347,8 +347,7 @@ pub async fn csv(State(st): State<AppState>, v: Viewer, Query(c): Query<CsvQuery
         "statuses" => {
             let mut out = format!("day,{}\n", STATUSES.join(","));
             for d in &f.history {
-                let counts: Vec<String> =
-                    STATUSES.iter().map(|s| d.count(s).to_string()).collect();
+                let counts: Vec<String> = STATUSES.iter().map(|s| d.count(s).to_string()).collect();
                 out.push_str(&format!("{},{}\n", d.day, counts.join(",")));
             }
             ("statuses", out)

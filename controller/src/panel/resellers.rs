@@ -619,7 +619,9 @@ fn day_start(field: &str, s: &Option<String>, next: bool) -> Result<Option<time:
     };
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
     let day = time::Date::parse(d, &fmt).map_err(|_| {
-        crate::error::Error::invalid(format!("{field}: '{d}' is not a date (for example 2026-12-31)"))
+        crate::error::Error::invalid(format!(
+            "{field}: '{d}' is not a date (for example 2026-12-31)"
+        ))
     })?;
     Ok(Some(if next {
         day.next_day().unwrap_or(day)
@@ -670,7 +672,9 @@ pub async fn statement(
     let rfc = |d: Option<time::Date>| d.map(|d| format!("{d}T00:00:00Z")).unwrap_or_default();
     let (shown_since, shown_until) = (
         from.map(|d| d.to_string()).unwrap_or_default(),
-        to.and_then(|d| d.previous_day()).map(|d| d.to_string()).unwrap_or_default(),
+        to.and_then(|d| d.previous_day())
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
     );
     Ok(render(&LedgerPage {
         chrome: Chrome::new(&v.ctx, "resellers"),

@@ -491,7 +491,10 @@ impl NasForm {
         let ip = match opt_text(&self.ip).map(|s| s.parse::<std::net::IpAddr>()) {
             Some(Ok(ip)) => Some(ip),
             Some(Err(_)) => {
-                errs.add("ip", format!("ip: '{}' is not an IP address", self.ip.trim()));
+                errs.add(
+                    "ip",
+                    format!("ip: '{}' is not an IP address", self.ip.trim()),
+                );
                 None
             }
             None => {
@@ -532,9 +535,7 @@ impl NasForm {
                 secret: self.secret.clone(),
                 kind,
                 coa_port: n.coa_port,
-                require_message_authenticator: Some(
-                    self.require_message_authenticator.is_some(),
-                ),
+                require_message_authenticator: Some(self.require_message_authenticator.is_some()),
                 tenant_id: Some(site.tenant_id),
             },
         )
@@ -552,9 +553,7 @@ impl NasForm {
                 secret: Some(self.secret.clone()).filter(|s| !s.is_empty()),
                 kind: n.kind,
                 coa_port: n.coa_port,
-                require_message_authenticator: Some(
-                    self.require_message_authenticator.is_some(),
-                ),
+                require_message_authenticator: Some(self.require_message_authenticator.is_some()),
             },
         )
     }

@@ -128,25 +128,28 @@ impl SubscriberForm {
         let plan_id = opt_number(&mut errs, "plan_id", &self.plan_id);
         let max_sessions = opt_number(&mut errs, "max_sessions", &self.max_sessions);
         let expires_at = self.expiry(&mut errs).flatten();
-        checked(errs, NewSubscriber {
-            username: self.username.trim().to_string(),
-            password: self.password.clone(),
-            tenant_id,
-            site_id,
-            status: None,
-            expires_at,
-            plan_id,
-            auto_renew: self.auto_renew.is_some(),
-            max_sessions,
-            static_ipv4: opt_text(&self.static_ipv4),
-            mac: opt_text(&self.mac),
-            wan_check_exempt: false,
-            wan_tcp_ports: None,
-            name: self.name.clone(),
-            phone: self.phone.clone(),
-            email: self.email.clone(),
-            notes: self.notes.clone(),
-        })
+        checked(
+            errs,
+            NewSubscriber {
+                username: self.username.trim().to_string(),
+                password: self.password.clone(),
+                tenant_id,
+                site_id,
+                status: None,
+                expires_at,
+                plan_id,
+                auto_renew: self.auto_renew.is_some(),
+                max_sessions,
+                static_ipv4: opt_text(&self.static_ipv4),
+                mac: opt_text(&self.mac),
+                wan_check_exempt: false,
+                wan_tcp_ports: None,
+                name: self.name.clone(),
+                phone: self.phone.clone(),
+                email: self.email.clone(),
+                notes: self.notes.clone(),
+            },
+        )
     }
 
     /// Every field of the form as a change of `row` (the password only when one was

@@ -62,11 +62,7 @@ pub fn create_token(
         "INSERT INTO enrollment_tokens (site_id, token_hash, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![site_id, sha256(secret.as_bytes()), created_by, now, now + ttl_secs],
     )?;
-    Ok(conn.cached_row(
-        TOKEN_BY_ID,
-        [conn.last_insert_rowid()],
-        token_row,
-    )?)
+    Ok(conn.cached_row(TOKEN_BY_ID, [conn.last_insert_rowid()], token_row)?)
 }
 
 const TOKEN_BY_ID: &str = "SELECT id, site_id, created_at, expires_at, used_at, agent_id, revoked_at FROM enrollment_tokens WHERE id = ?1";
