@@ -201,7 +201,8 @@ async fn create_enrollment_token(
 /// Revoke an enrollment token nobody has used yet: it enrols nothing from now on. A
 /// used token answers 409 (revoke the site's agent instead), as does one revoked already.
 #[utoipa::path(delete, path = "/api/v1/enrollment-tokens/{id}", tag = "sites", params(("id" = i64, Path)),
-    responses((status = 204, description = "Revoked")))]
+    responses((status = 204, description = "Revoked"),
+              (status = 409, body = super::ErrorBody, description = "Used already, or revoked already")))]
 async fn revoke_enrollment_token(
     State(st): State<AppState>,
     actor: Actor,
