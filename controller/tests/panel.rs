@@ -500,8 +500,7 @@ fn panel_matrix_covers_every_panel_route() {
 #[tokio::test]
 async fn the_menu_shows_only_granted_functions() {
     let fx = Fixture::new();
-    let (s, _, manager) = view(&fx, as_who(&fx, Who::M), "/panel").await;
-    assert_eq!(s, StatusCode::OK);
+    let manager = ok_page(&fx, Who::M, "/panel").await;
     let menu = |html: &str| {
         html.split("<nav id=\"menu\">")
             .nth(1)
@@ -640,14 +639,13 @@ async fn a_double_submitted_renewal_charges_once() {
         ("method", "cash".into()),
     ];
     for _ in 0..2 {
-        let (s, _, _) = post_form(
+        accepted(
             &fx,
-            as_who(&fx, Who::A),
+            Who::A,
             &format!("/panel/subscribers/{sub}/payments"),
             pay.clone(),
         )
         .await;
-        assert_eq!(s, StatusCode::SEE_OTHER);
     }
     assert_eq!(
         fx.query_i64(&format!(
@@ -1057,8 +1055,7 @@ async fn get(fx: &Fixture, who: Who, path: String) -> (StatusCode, HeaderMap, St
 #[tokio::test]
 async fn the_tree_and_the_audit_log_stay_in_scope() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::Op, "/panel/resellers".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::Op, "/panel/resellers").await;
     assert!(
         html.contains("Reseller A")
             && html.contains("Sub-reseller A1")
@@ -1082,8 +1079,7 @@ async fn the_tree_and_the_audit_log_stay_in_scope() {
         .await;
         assert_eq!(s, StatusCode::SEE_OTHER);
     }
-    let (s, _, html) = get(&fx, Who::A, "/panel/audit?action=subscriber.".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, "/panel/audit?action=subscriber.").await;
     assert!(
         html.contains(&format!("subscriber {}", fx.a.subscriber)),
         "{html}"
@@ -1172,8 +1168,7 @@ async fn the_wan_page_shows_outages_in_scope() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _, html) = get(&fx, Who::A, "/panel/wan".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, "/panel/wan").await;
     assert!(html.contains("100.64.0.77"), "A sees its CPE down: {html}");
     assert!(
         html.contains(&format!("href=\"/panel/subscribers/{}\"", fx.a.subscriber)),
@@ -1183,8 +1178,7 @@ async fn the_wan_page_shows_outages_in_scope() {
         html.contains("WAN checks</a>"),
         "and the menu entry: {html}"
     );
-    let (s, _, html) = get(&fx, Who::B, "/panel/wan".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::B, "/panel/wan").await;
     assert!(!html.contains("100.64.0.77"), "B does not: {html}");
     let (s, _, html) = get(&fx, Who::M, "/panel/wan".into()).await;
     assert_eq!(
@@ -1206,8 +1200,7 @@ fn input_value(html: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn a_subscriber_created_through_the_form_is_in_the_list() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/subscribers/new".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/subscribers/new").await;
     let csrf = csrf_token(&fx.secret(Who::A).unwrap());
     assert!(html.contains(&format!("value=\"{csrf}\"")), "no CSRF token");
     assert!(
@@ -1351,8 +1344,7 @@ async fn the_edit_form_saves_and_keeps_the_rest() {
         json!({ "expires_at": "2030-01-15T08:30:00Z", "phone": "+1 555 0001" }),
     )
     .await;
-    let (s, _, html) = get(&fx, Who::A, format!("/panel/subscribers/{sub}/edit")).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, &format!("/panel/subscribers/{sub}/edit")).await;
     assert_eq!(input_value(&html, "username").as_deref(), Some("sub-a"));
     assert_eq!(
         input_value(&html, "expires_at").as_deref(),
@@ -1572,8 +1564,7 @@ async fn a_wrong_method_is_a_page() {
 #[tokio::test]
 async fn plans_are_made_edited_and_archived_through_their_forms() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/plans".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/plans").await;
     // op-basic is on A's card at 10.00; a-home is A's own.
     let row = |html: &str, id: i64| {
         html.split(&format!("<tr id=\"plan-{id}\">"))
@@ -1618,12 +1609,11 @@ async fn plans_are_made_edited_and_archived_through_their_forms() {
         fx.a.tenant
     );
     // Edit: the form comes filled, a new price is saved.
-    let (s, _, html) = get(&fx, Who::A, format!("/panel/plans/{id}/edit")).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &format!("/panel/plans/{id}/edit")).await;
     assert_eq!(input_value(&html, "price").as_deref(), Some("35.00"));
-    let (s, _, body) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &format!("/panel/plans/{id}"),
         vec![
             ("name", "Sky Max".into()),
@@ -1633,19 +1623,17 @@ async fn plans_are_made_edited_and_archived_through_their_forms() {
         ],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(
         fx.query_i64(&format!("SELECT price FROM plans WHERE id = {id}")),
         3950
     );
-    let (s, _, _) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &format!("/panel/plans/{id}/status"),
         vec![("status", "archived".into())],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
     let (_, _, html) = get(&fx, Who::A, "/panel/plans".into()).await;
     assert!(row(&html, id).contains("archived"), "{html}");
     // B sees neither the plan nor its form.
@@ -1661,8 +1649,7 @@ async fn plans_are_made_edited_and_archived_through_their_forms() {
 async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
     let fx = Fixture::new();
     let path = format!("/panel/resellers/{}/rate-card", fx.a1.tenant);
-    let (s, _, html) = get(&fx, Who::A, path.clone()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, &path.clone()).await;
     assert!(
         html.contains("id=\"card-form\"") && html.contains("a-home"),
         "{html}"
@@ -1680,12 +1667,10 @@ async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
         input_value(&html, "wholesale_price").as_deref(),
         Some("cheap")
     );
-    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &path, set("12.50")).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    accepted(&fx, Who::A, &path, set("12.50")).await;
     let (_, last) = fx.audit_tail();
     assert_eq!(last.unwrap().1, "rate_card.set");
-    let (s, _, html) = get(&fx, Who::A1, path.clone()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A1, &path.clone()).await;
     let line = html
         .split(&format!("<tr id=\"card-{}\">", fx.a.plan))
         .nth(1)
@@ -1698,14 +1683,13 @@ async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
     let (s, _, _) = post_form(&fx, fx.secret(Who::A1), &path, set("1.00")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Off the card.
-    let (s, _, _) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &path,
         vec![("plan_id", fx.a.plan.to_string()), ("remove", "1".into())],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
     let (_, _, html) = get(&fx, Who::A1, path).await;
     assert!(
         !html.contains(&format!("<tr id=\"card-{}\">", fx.a.plan)),
@@ -1719,8 +1703,7 @@ async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
 #[tokio::test]
 async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/sites".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/sites").await;
     assert!(
         html.contains("site-a") && html.contains("site-a1") && !html.contains("site-b"),
         "{html}"
@@ -1749,8 +1732,7 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let to = h[header::LOCATION].to_str().unwrap().to_string();
-    let (s, _, html) = get(&fx, Who::A, to.clone()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &to.clone()).await;
     assert!(html.contains("id=\"no-agent\""), "{html}");
     let site: i64 = to["/panel/sites/".len()..to.find('?').unwrap()]
         .parse()
@@ -1769,8 +1751,7 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"e-ip\""), "{html}");
     assert_eq!(input_value(&html, "name").as_deref(), Some("core-1"));
-    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &nas_path, nas("192.0.2.30")).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    accepted(&fx, Who::A, &nas_path, nas("192.0.2.30")).await;
     let (_, _, html) = get(&fx, Who::A, format!("/panel/sites/{site}")).await;
     assert!(
         html.contains("192.0.2.30") && html.contains("accel-ppp"),
@@ -1820,8 +1801,7 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
 #[tokio::test]
 async fn staff_and_managers_through_their_forms() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/users/new".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/users/new").await;
     assert!(html.contains("name=\"perm.manage_plans\""), "{html}");
     assert!(
         html.contains("data-perms=\"view_customers record_payments view_invoices\""),
@@ -1869,14 +1849,13 @@ async fn staff_and_managers_through_their_forms() {
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"e-password\""), "{html}");
-    let (s, _, body) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         "/panel/users",
         form("desk2@a.test", "a-long-password-1"),
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     let id = fx.query_i64("SELECT id FROM users WHERE email = 'desk2@a.test'");
     let v = fx.get_ok(Who::A, &format!("/api/v1/users/{id}")).await;
     assert_eq!(
@@ -1897,15 +1876,14 @@ async fn staff_and_managers_through_their_forms() {
         "M lacks manage_staff: {html}"
     );
     // Edit: functions replaced, disabled.
-    let (s, _, html) = get(&fx, Who::A, format!("/panel/users/{id}/edit")).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &format!("/panel/users/{id}/edit")).await;
     assert!(
         html.contains("name=\"perm.record_payments\" value=\"1\" checked"),
         "{html}"
     );
-    let (s, _, body) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &format!("/panel/users/{id}"),
         vec![
             ("kind", "manager".into()),
@@ -1915,7 +1893,6 @@ async fn staff_and_managers_through_their_forms() {
         ],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     let v = fx.get_ok(Who::A, &format!("/api/v1/users/{id}")).await;
     assert_eq!(v["permissions"], json!(["view_customers"]));
     assert_eq!(v["status"], "disabled");
@@ -1951,8 +1928,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
     );
     let a1 = fx.a1.tenant;
     let path = format!("/panel/resellers/{a1}");
-    let (s, _, html) = get(&fx, Who::A, path.clone()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, &path.clone()).await;
     let impact = html.split("id=\"disable-impact\"").nth(1).unwrap_or("");
     assert!(
         impact.contains("<strong>1</strong> subscriber(s)"),
@@ -1972,8 +1948,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"e-max_subscribers\""), "{html}");
     assert_eq!(input_value(&html, "credit_limit").as_deref(), Some("25.00"));
-    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &path, settings("50", "disabled")).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    accepted(&fx, Who::A, &path, settings("50", "disabled")).await;
     let v = fx.get_ok(Who::A, &format!("/api/v1/resellers/{a1}")).await;
     assert_eq!(
         (
@@ -2021,8 +1996,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
     );
     assert_eq!(balance(&fx, a1), before.0 + 500);
     // The statement, and its CSV from the API with the panel's session.
-    let (s, _, html) = get(&fx, Who::A, format!("{path}/statement")).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &format!("{path}/statement")).await;
     assert!(
         html.contains("5.00") && html.contains("id=\"csv\""),
         "{html}"
@@ -2044,8 +2018,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
             .starts_with("text/csv")
     );
     assert!(csv.as_str().unwrap_or_default().contains(",5.00,"), "{csv}");
-    let (s, _, html) = get(&fx, Who::A, "/panel/ledger".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, "/panel/ledger").await;
     assert!(
         html.contains("id=\"ledger\"") && html.contains("5.00"),
         "{html}"
@@ -2114,8 +2087,7 @@ async fn reports_chart_and_export_the_figures_in_scope() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let today = time::OffsetDateTime::now_utc().date().to_string();
-    let (s, _, html) = get(&fx, Who::A, "/panel/reports?period=day".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/reports?period=day").await;
     assert!(html.contains("<svg class=\"chart\""), "{html}");
     assert!(
         html.contains(&format!("<title>{today} · renewals: 1</title>")),
@@ -2642,8 +2614,7 @@ async fn a_statement_is_filtered_by_date_and_its_csv_follows() {
         )),
         "{csv}"
     );
-    let (s, _, body) = view(&fx, as_who(&fx, Who::A), &csv).await;
-    assert_eq!(s, StatusCode::OK);
+    let body = ok_page(&fx, Who::A, &csv).await;
     assert!(body.contains("dated top-up"), "{body}");
     let html = ok_page(&fx, Who::A, &format!("{base}?since={tomorrow}")).await;
     assert!(
