@@ -2662,3 +2662,38 @@ async fn the_dashboard_counts_every_site_and_links_to_the_list() {
     let list = ok_page(&fx, Who::A, "/panel/sites").await;
     assert!(list.contains("extra-19"), "{list}");
 }
+
+/// The subscriber list filtered by the reseller owning them: A sees its sub-reseller's
+/// alone; B asking for A's gets nothing of A's.
+#[tokio::test]
+async fn the_subscriber_list_filters_by_reseller_in_scope() {
+    let fx = Fixture::new();
+    let username = |id: i64| {
+        let v = fx.state.db.write_blocking(|tx| {
+            Ok(tx.query_row(
+                "SELECT username FROM subscribers WHERE id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )?)
+        });
+        v.unwrap()
+    };
+    let (a, a1, b) = (
+        username(fx.a.subscriber),
+        username(fx.a1.subscriber),
+        username(fx.b.subscriber),
+    );
+    let html = ok_page(&fx, Who::A, "/panel/subscribers?tenant_id=3").await;
+    assert!(
+        html.contains(&format!(">{a1}<")) && !html.contains(&format!(">{a}<")),
+        "{html}"
+    );
+    assert!(html.contains("<option value=\"3\" selected>"), "{html}");
+    let html = ok_page(&fx, Who::B, "/panel/subscribers?tenant_id=2").await;
+    assert!(
+        !html.contains(&format!(">{a}<")) && !html.contains(&format!(">{b}<")),
+        "{html}"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::A), "/panel/subscribers?tenant_id=x").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -175,6 +175,8 @@ pub struct ListQuery {
     status: Option<String>,
     plan_id: Option<String>,
     site_id: Option<String>,
+    /// The reseller owning them (exactly that one; the list stays in the actor's scope).
+    tenant_id: Option<String>,
     cursor: Option<String>,
     /// After a bulk action: which, and how many it changed and left as they were.
     done: Option<String>,
@@ -215,7 +217,7 @@ impl ListQuery {
         Ok(SubscriberFilter {
             q: self.q.clone().filter(|q| !q.trim().is_empty()),
             status,
-            tenant_id: None,
+            tenant_id: opt_i64("tenant_id", &self.tenant_id)?,
             site_id: opt_i64("site_id", &self.site_id)?,
             plan_id: opt_i64("plan_id", &self.plan_id)?,
             cursor: self.cursor.clone().filter(|c| !c.is_empty()),
@@ -231,6 +233,7 @@ impl ListQuery {
             status: &'a str,
             plan_id: &'a str,
             site_id: &'a str,
+            tenant_id: &'a str,
             cursor: &'a str,
         }
         let q = Q {
@@ -238,6 +241,7 @@ impl ListQuery {
             status: self.status.as_deref().unwrap_or(""),
             plan_id: self.plan_id.as_deref().unwrap_or(""),
             site_id: self.site_id.as_deref().unwrap_or(""),
+            tenant_id: self.tenant_id.as_deref().unwrap_or(""),
             cursor,
         };
         format!(
@@ -327,6 +331,8 @@ struct SubscribersPage {
     bulk: Vec<(&'static str, &'static str)>,
     bulk_key: String,
     owners: Option<Vec<Choice>>,
+    /// The resellers to filter by (for those who manage resellers).
+    resellers: Option<Vec<Choice>>,
     q: String,
     statuses: Vec<Choice>,
     plans: Vec<Choice>,
@@ -402,6 +408,7 @@ pub async fn subscribers(
         can_create: v.actor.can(Permission::CreateCustomers),
         bulk,
         bulk_key: new_bearer("pk_"),
+        resellers: o.owners.clone().map(|s| choices(s, q.tenant_id.as_deref())),
         owners: o.owners.map(|s| choices(s, None)),
         q: q.q.clone().unwrap_or_default(),
         statuses: choices(statuses, q.status.as_deref()),
