@@ -1,5 +1,6 @@
-//! Background jobs the server runs for as long as it serves: the expiry sweep and the
-//! retention sweep, each one pass callable on its own (for tests) and one loop.
+//! Background jobs the server runs for as long as it serves: the expiry sweep (followed
+//! by the day's subscribers-by-status snapshot) and the retention sweep, each one pass
+//! callable on its own (for tests) and one loop.
 
 use crate::bootstrap::system;
 use crate::http::AppState;
@@ -44,13 +45,29 @@ fn every(secs: u64) -> tokio::time::Interval {
     tick
 }
 
-/// Runs [`sweep_expired`] every `billing.sweep_interval_secs`, for as long as the server runs.
+/// Takes today's subscribers-by-status snapshot ([`crate::db::snapshot::take`]), one
+/// short write. Taking it again the same day replaces the day's rows, so running it after
+/// every sweep keeps the day's last count; returns how many rows the day holds.
+pub async fn snapshot_statuses(state: &AppState) -> Result<usize, crate::error::Error> {
+    let day = crate::db::snapshot::day_of(crate::db::now())?;
+    state
+        .db
+        .write(move |tx| crate::db::snapshot::take(tx, &day))
+        .await
+}
+
+/// Runs [`sweep_expired`] every `billing.sweep_interval_secs`, for as long as the server
+/// runs, and after each pass [`snapshot_statuses`] (the sweep is what moves subscribers
+/// to expired, so the day's counts are taken after it).
 pub async fn sweep_loop(state: AppState) {
     let mut tick = every(state.config.billing.sweep_interval_secs);
     loop {
         tick.tick().await;
         if let Err(e) = sweep_expired(&state).await {
             tracing::error!(error = %e, "expiry sweep failed; retrying next interval");
+        }
+        if let Err(e) = snapshot_statuses(&state).await {
+            tracing::error!(error = %e, "status snapshot failed; retrying next interval");
         }
     }
 }

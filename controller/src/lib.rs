@@ -11,11 +11,12 @@
 //! - [`db`]: SQLite storage, the single writer and the reader pool, one module per
 //!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
 //!   `ledger`, `session`, `audit`, `retention`, `throttle` (failed logins, kept across
-//!   restarts), `wan` (CPE state and outages from the agents' WAN checks), and `agent`
-//!   (split into `enrollment`, `feed` and `events`).
+//!   restarts), `wan` (CPE state and outages from the agents' WAN checks), `snapshot`
+//!   (subscribers by status per day, for the reports), and `agent` (split into
+//!   `enrollment`, `feed` and `events`).
 //! - [`ops`]: the changes people make, each a plain function over the write
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
-//!   brand; `sites`: sites, NAS, enrollment tokens; `plans`: plans and rate cards;
+//!   brand; `sites`: sites, NAS, enrollment tokens and their revocation; `plans`: plans and rate cards;
 //!   `subscribers`: creating and changing one, and bulk actions; `users`: creating
 //!   and changing one). Their handlers parse,
 //!   call and render; `auth`: logging in and impersonating, shared by the API and the
@@ -46,7 +47,8 @@
 //! - [`bootstrap`]: opening the data directory, the first operator admin, operator
 //!   provisioning and password resets, and the CLI's audit and ledger checks.
 //! - [`demo`]: the sample installation `serve --demo` seeds.
-//! - [`jobs`]: the background expiry and retention sweeps.
+//! - [`jobs`]: the background expiry sweep (followed by the day's subscribers-by-status
+//!   snapshot) and the retention sweep.
 //! - `main.rs`: the `outpost-controller` CLI.
 
 pub mod billing;

@@ -69,6 +69,7 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/api/v1/reports/summary",              [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/sites/{id}/enrollment-tokens", [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("POST", "/api/v1/sites/{id}/enrollment-tokens",[[201, 201], [201, 404], [201, 404], [403, 403], [201, 404], [401, 401]]),
+    ("DELETE", "/api/v1/enrollment-tokens/{id}",    [[204, 204], [204, 404], [204, 404], [403, 403], [204, 404], [401, 401]]),
     ("GET", "/api/v1/sites/{id}/agent",             [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("DELETE", "/api/v1/sites/{id}/agent",          [[204, 204], [204, 404], [204, 404], [403, 403], [204, 404], [401, 401]]),
     ("GET", "/api/v1/sites/{id}/events",            [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
@@ -246,6 +247,18 @@ fn request(
         "/api/v1/subscribers/{id}" => h.subscriber,
         "/api/v1/sites/{id}" => h.site,
         "/api/v1/nas/{id}" => h.nas,
+        // An unused token of the cell's site, made for the cell.
+        "/api/v1/enrollment-tokens/{id}" => {
+            fx.state
+                .db
+                .write_blocking(|tx| {
+                    let by = fx.user_id(Who::Op);
+                    let secret = outpost_controller::crypto::new_bearer("ope_");
+                    outpost_controller::db::agent::create_token(tx, h.site, by, 3600, &secret)
+                })
+                .unwrap()
+                .id
+        }
         _ => 0,
     };
     let path = route.replace("{id}", &id.to_string());

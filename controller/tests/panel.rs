@@ -187,6 +187,15 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/panel/sites",                           [[303, 303], [303, 403], [303, 403], [403, 403], [303, 403], [401, 401]]),
     ("GET", "/panel/sites/{id}",                       [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
     ("POST", "/panel/sites/{id}/nas",                  [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/sites/{id}/edit",                  [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/sites/{id}",                      [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    ("GET", "/panel/nas/{id}/edit",                    [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/nas/{id}",                        [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    // An unused token of the cell's site, made for the cell.
+    ("POST", "/panel/enrollment-tokens/{id}/revoke",   [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
+    // The brand of the cell's tenant: the actor's own or one below it (the API's read).
+    ("GET", "/panel/resellers/{id}/brand",             [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [303, 303]]),
+    ("POST", "/panel/resellers/{id}/brand",            [[303, 303], [303, 404], [303, 404], [403, 403], [303, 404], [401, 401]]),
     // The answer is the page showing the new token's secret once, not a redirect.
     ("POST", "/panel/sites/{id}/enrollment-tokens",    [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/panel/users",                            [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [303, 0]]),
@@ -217,6 +226,19 @@ fn card_target(fx: &Fixture, t: Target) -> (i64, i64) {
         Target::Own => (fx.a1.tenant, fx.a1.card_plan.unwrap()),
         Target::Other => (fx.b.tenant, fx.b.card_plan.unwrap()),
     }
+}
+
+/// An unused enrollment token of `site`, made directly in the store; its id.
+fn unused_token(fx: &Fixture, site: i64) -> i64 {
+    let by = fx.user_id(Who::Op);
+    fx.state
+        .db
+        .write_blocking(|tx| {
+            let secret = outpost_controller::crypto::new_bearer("ope_");
+            outpost_controller::db::agent::create_token(tx, site, by, 3600, &secret)
+        })
+        .unwrap()
+        .id
 }
 
 /// Builds one cell's path and form. `Other` of the asset route is a stale hash.
@@ -315,6 +337,21 @@ fn cell(
             ("secret", "radius-secret-2".into()),
             ("kind", "mikrotik".into()),
         ]),
+        ("POST", "/panel/sites/{id}") => Some(vec![
+            ("name", "renamed-site".into()),
+            ("location", "Grain silo".into()),
+        ]),
+        ("POST", "/panel/nas/{id}") => Some(vec![
+            ("name", "renamed-nas".into()),
+            ("ip", "192.0.2.78".into()),
+            ("secret", "".into()),
+            ("kind", "accel-ppp".into()),
+            ("coa_port", "1700".into()),
+        ]),
+        ("POST", "/panel/resellers/{id}/brand") => Some(vec![
+            ("name", "Skylink".into()),
+            ("color", "#0a7d32".into()),
+        ]),
         ("POST", "/panel/subscribers/{id}") => Some(vec![
             ("username", "renamed-by-form".into()),
             ("max_sessions", "2".into()),
@@ -346,6 +383,11 @@ fn cell(
         r if r.starts_with("/panel/users/{id}") => r.replace("{id}", &h.manager.to_string()),
         r if r.starts_with("/panel/plans/") => r.replace("{id}", &h.plan.to_string()),
         r if r.starts_with("/panel/sites/") => r.replace("{id}", &h.site.to_string()),
+        r if r.starts_with("/panel/nas/") => r.replace("{id}", &h.nas.to_string()),
+        "/panel/enrollment-tokens/{id}/revoke" => {
+            route.replace("{id}", &unused_token(fx, h.site).to_string())
+        }
+        "/panel/resellers/{id}/brand" => route.replace("{id}", &h.tenant.to_string()),
         "/panel/resellers/{id}/rate-card" if method == "POST" => {
             route.replace("{id}", &card_target(fx, t).0.to_string())
         }
@@ -458,8 +500,7 @@ fn panel_matrix_covers_every_panel_route() {
 #[tokio::test]
 async fn the_menu_shows_only_granted_functions() {
     let fx = Fixture::new();
-    let (s, _, manager) = view(&fx, as_who(&fx, Who::M), "/panel").await;
-    assert_eq!(s, StatusCode::OK);
+    let manager = ok_page(&fx, Who::M, "/panel").await;
     let menu = |html: &str| {
         html.split("<nav id=\"menu\">")
             .nth(1)
@@ -598,14 +639,13 @@ async fn a_double_submitted_renewal_charges_once() {
         ("method", "cash".into()),
     ];
     for _ in 0..2 {
-        let (s, _, _) = post_form(
+        accepted(
             &fx,
-            as_who(&fx, Who::A),
+            Who::A,
             &format!("/panel/subscribers/{sub}/payments"),
             pay.clone(),
         )
         .await;
-        assert_eq!(s, StatusCode::SEE_OTHER);
     }
     assert_eq!(
         fx.query_i64(&format!(
@@ -1015,8 +1055,7 @@ async fn get(fx: &Fixture, who: Who, path: String) -> (StatusCode, HeaderMap, St
 #[tokio::test]
 async fn the_tree_and_the_audit_log_stay_in_scope() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::Op, "/panel/resellers".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::Op, "/panel/resellers").await;
     assert!(
         html.contains("Reseller A")
             && html.contains("Sub-reseller A1")
@@ -1040,8 +1079,7 @@ async fn the_tree_and_the_audit_log_stay_in_scope() {
         .await;
         assert_eq!(s, StatusCode::SEE_OTHER);
     }
-    let (s, _, html) = get(&fx, Who::A, "/panel/audit?action=subscriber.".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, "/panel/audit?action=subscriber.").await;
     assert!(
         html.contains(&format!("subscriber {}", fx.a.subscriber)),
         "{html}"
@@ -1130,8 +1168,7 @@ async fn the_wan_page_shows_outages_in_scope() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _, html) = get(&fx, Who::A, "/panel/wan".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, "/panel/wan").await;
     assert!(html.contains("100.64.0.77"), "A sees its CPE down: {html}");
     assert!(
         html.contains(&format!("href=\"/panel/subscribers/{}\"", fx.a.subscriber)),
@@ -1141,8 +1178,7 @@ async fn the_wan_page_shows_outages_in_scope() {
         html.contains("WAN checks</a>"),
         "and the menu entry: {html}"
     );
-    let (s, _, html) = get(&fx, Who::B, "/panel/wan".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::B, "/panel/wan").await;
     assert!(!html.contains("100.64.0.77"), "B does not: {html}");
     let (s, _, html) = get(&fx, Who::M, "/panel/wan".into()).await;
     assert_eq!(
@@ -1164,8 +1200,7 @@ fn input_value(html: &str, name: &str) -> Option<String> {
 #[tokio::test]
 async fn a_subscriber_created_through_the_form_is_in_the_list() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/subscribers/new".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/subscribers/new").await;
     let csrf = csrf_token(&fx.secret(Who::A).unwrap());
     assert!(html.contains(&format!("value=\"{csrf}\"")), "no CSRF token");
     assert!(
@@ -1309,8 +1344,7 @@ async fn the_edit_form_saves_and_keeps_the_rest() {
         json!({ "expires_at": "2030-01-15T08:30:00Z", "phone": "+1 555 0001" }),
     )
     .await;
-    let (s, _, html) = get(&fx, Who::A, format!("/panel/subscribers/{sub}/edit")).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, &format!("/panel/subscribers/{sub}/edit")).await;
     assert_eq!(input_value(&html, "username").as_deref(), Some("sub-a"));
     assert_eq!(
         input_value(&html, "expires_at").as_deref(),
@@ -1530,8 +1564,7 @@ async fn a_wrong_method_is_a_page() {
 #[tokio::test]
 async fn plans_are_made_edited_and_archived_through_their_forms() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/plans".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/plans").await;
     // op-basic is on A's card at 10.00; a-home is A's own.
     let row = |html: &str, id: i64| {
         html.split(&format!("<tr id=\"plan-{id}\">"))
@@ -1576,12 +1609,11 @@ async fn plans_are_made_edited_and_archived_through_their_forms() {
         fx.a.tenant
     );
     // Edit: the form comes filled, a new price is saved.
-    let (s, _, html) = get(&fx, Who::A, format!("/panel/plans/{id}/edit")).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &format!("/panel/plans/{id}/edit")).await;
     assert_eq!(input_value(&html, "price").as_deref(), Some("35.00"));
-    let (s, _, body) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &format!("/panel/plans/{id}"),
         vec![
             ("name", "Sky Max".into()),
@@ -1591,19 +1623,17 @@ async fn plans_are_made_edited_and_archived_through_their_forms() {
         ],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(
         fx.query_i64(&format!("SELECT price FROM plans WHERE id = {id}")),
         3950
     );
-    let (s, _, _) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &format!("/panel/plans/{id}/status"),
         vec![("status", "archived".into())],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
     let (_, _, html) = get(&fx, Who::A, "/panel/plans".into()).await;
     assert!(row(&html, id).contains("archived"), "{html}");
     // B sees neither the plan nor its form.
@@ -1619,8 +1649,7 @@ async fn plans_are_made_edited_and_archived_through_their_forms() {
 async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
     let fx = Fixture::new();
     let path = format!("/panel/resellers/{}/rate-card", fx.a1.tenant);
-    let (s, _, html) = get(&fx, Who::A, path.clone()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, &path.clone()).await;
     assert!(
         html.contains("id=\"card-form\"") && html.contains("a-home"),
         "{html}"
@@ -1638,12 +1667,10 @@ async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
         input_value(&html, "wholesale_price").as_deref(),
         Some("cheap")
     );
-    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &path, set("12.50")).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    accepted(&fx, Who::A, &path, set("12.50")).await;
     let (_, last) = fx.audit_tail();
     assert_eq!(last.unwrap().1, "rate_card.set");
-    let (s, _, html) = get(&fx, Who::A1, path.clone()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A1, &path.clone()).await;
     let line = html
         .split(&format!("<tr id=\"card-{}\">", fx.a.plan))
         .nth(1)
@@ -1656,14 +1683,13 @@ async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
     let (s, _, _) = post_form(&fx, fx.secret(Who::A1), &path, set("1.00")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Off the card.
-    let (s, _, _) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &path,
         vec![("plan_id", fx.a.plan.to_string()), ("remove", "1".into())],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
     let (_, _, html) = get(&fx, Who::A1, path).await;
     assert!(
         !html.contains(&format!("<tr id=\"card-{}\">", fx.a.plan)),
@@ -1677,8 +1703,7 @@ async fn a_rate_card_is_set_by_the_parent_and_read_by_its_holder() {
 #[tokio::test]
 async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/sites".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/sites").await;
     assert!(
         html.contains("site-a") && html.contains("site-a1") && !html.contains("site-b"),
         "{html}"
@@ -1707,8 +1732,7 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     .await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     let to = h[header::LOCATION].to_str().unwrap().to_string();
-    let (s, _, html) = get(&fx, Who::A, to.clone()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &to.clone()).await;
     assert!(html.contains("id=\"no-agent\""), "{html}");
     let site: i64 = to["/panel/sites/".len()..to.find('?').unwrap()]
         .parse()
@@ -1727,8 +1751,7 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"e-ip\""), "{html}");
     assert_eq!(input_value(&html, "name").as_deref(), Some("core-1"));
-    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &nas_path, nas("192.0.2.30")).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    accepted(&fx, Who::A, &nas_path, nas("192.0.2.30")).await;
     let (_, _, html) = get(&fx, Who::A, format!("/panel/sites/{site}")).await;
     assert!(
         html.contains("192.0.2.30") && html.contains("accel-ppp"),
@@ -1778,8 +1801,7 @@ async fn sites_nas_and_enrollment_tokens_through_the_pages() {
 #[tokio::test]
 async fn staff_and_managers_through_their_forms() {
     let fx = Fixture::new();
-    let (s, _, html) = get(&fx, Who::A, "/panel/users/new".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/users/new").await;
     assert!(html.contains("name=\"perm.manage_plans\""), "{html}");
     assert!(
         html.contains("data-perms=\"view_customers record_payments view_invoices\""),
@@ -1827,14 +1849,13 @@ async fn staff_and_managers_through_their_forms() {
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"e-password\""), "{html}");
-    let (s, _, body) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         "/panel/users",
         form("desk2@a.test", "a-long-password-1"),
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     let id = fx.query_i64("SELECT id FROM users WHERE email = 'desk2@a.test'");
     let v = fx.get_ok(Who::A, &format!("/api/v1/users/{id}")).await;
     assert_eq!(
@@ -1855,15 +1876,14 @@ async fn staff_and_managers_through_their_forms() {
         "M lacks manage_staff: {html}"
     );
     // Edit: functions replaced, disabled.
-    let (s, _, html) = get(&fx, Who::A, format!("/panel/users/{id}/edit")).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &format!("/panel/users/{id}/edit")).await;
     assert!(
         html.contains("name=\"perm.record_payments\" value=\"1\" checked"),
         "{html}"
     );
-    let (s, _, body) = post_form(
+    accepted(
         &fx,
-        fx.secret(Who::A),
+        Who::A,
         &format!("/panel/users/{id}"),
         vec![
             ("kind", "manager".into()),
@@ -1873,7 +1893,6 @@ async fn staff_and_managers_through_their_forms() {
         ],
     )
     .await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
     let v = fx.get_ok(Who::A, &format!("/api/v1/users/{id}")).await;
     assert_eq!(v["permissions"], json!(["view_customers"]));
     assert_eq!(v["status"], "disabled");
@@ -1909,8 +1928,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
     );
     let a1 = fx.a1.tenant;
     let path = format!("/panel/resellers/{a1}");
-    let (s, _, html) = get(&fx, Who::A, path.clone()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, &path.clone()).await;
     let impact = html.split("id=\"disable-impact\"").nth(1).unwrap_or("");
     assert!(
         impact.contains("<strong>1</strong> subscriber(s)"),
@@ -1930,8 +1948,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("id=\"e-max_subscribers\""), "{html}");
     assert_eq!(input_value(&html, "credit_limit").as_deref(), Some("25.00"));
-    let (s, _, body) = post_form(&fx, fx.secret(Who::A), &path, settings("50", "disabled")).await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    accepted(&fx, Who::A, &path, settings("50", "disabled")).await;
     let v = fx.get_ok(Who::A, &format!("/api/v1/resellers/{a1}")).await;
     assert_eq!(
         (
@@ -1979,8 +1996,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
     );
     assert_eq!(balance(&fx, a1), before.0 + 500);
     // The statement, and its CSV from the API with the panel's session.
-    let (s, _, html) = get(&fx, Who::A, format!("{path}/statement")).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, &format!("{path}/statement")).await;
     assert!(
         html.contains("5.00") && html.contains("id=\"csv\""),
         "{html}"
@@ -2002,8 +2018,7 @@ async fn a_parent_runs_its_reseller_through_the_pages() {
             .starts_with("text/csv")
     );
     assert!(csv.as_str().unwrap_or_default().contains(",5.00,"), "{csv}");
-    let (s, _, html) = get(&fx, Who::A, "/panel/ledger".into()).await;
-    assert_eq!(s, StatusCode::OK);
+    let html = ok_page(&fx, Who::A, "/panel/ledger").await;
     assert!(
         html.contains("id=\"ledger\"") && html.contains("5.00"),
         "{html}"
@@ -2072,8 +2087,7 @@ async fn reports_chart_and_export_the_figures_in_scope() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let today = time::OffsetDateTime::now_utc().date().to_string();
-    let (s, _, html) = get(&fx, Who::A, "/panel/reports?period=day".into()).await;
-    assert_eq!(s, StatusCode::OK, "{html}");
+    let html = ok_page(&fx, Who::A, "/panel/reports?period=day").await;
     assert!(html.contains("<svg class=\"chart\""), "{html}");
     assert!(
         html.contains(&format!("<title>{today} · renewals: 1</title>")),
@@ -2130,4 +2144,556 @@ async fn reports_chart_and_export_the_figures_in_scope() {
         (s, csv.lines().next()),
         (StatusCode::OK, Some("day,download_octets,upload_octets"))
     );
+}
+
+/// A page that must answer 200 to `who`; its HTML.
+async fn ok_page(fx: &Fixture, who: Who, path: &str) -> String {
+    let (s, _, html) = view(fx, as_who(fx, who), path).await;
+    assert_eq!(s, StatusCode::OK, "{path}: {html}");
+    html
+}
+
+/// A form `who` posts that must be accepted (a 303); where it sends the browser.
+async fn accepted(fx: &Fixture, who: Who, path: &str, form: Vec<(&str, String)>) -> String {
+    let (s, h, html) = post_form(fx, as_who(fx, who), path, form).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{path}: {html}");
+    h[header::LOCATION].to_str().unwrap().to_string()
+}
+
+/// A form `who` posts that must be refused with `want`, the error beside `field` (or,
+/// with no field, the error page); the page.
+async fn refused(
+    fx: &Fixture,
+    who: Who,
+    path: &str,
+    form: Vec<(&str, String)>,
+    want: StatusCode,
+    field: Option<&str>,
+) -> String {
+    let (s, _, html) = post_form(fx, as_who(fx, who), path, form).await;
+    assert_eq!(s, want, "{path}: {html}");
+    match field {
+        Some(f) => assert!(html.contains(&format!("id=\"e-{f}\"")), "{path}: {html}"),
+        None => assert!(
+            html.contains(&format!("data-status=\"{}\"", want.as_u16())),
+            "{path}: {html}"
+        ),
+    }
+    html
+}
+
+/// Owned form fields from borrowed pairs.
+fn fields<'a>(pairs: &[(&'a str, &str)]) -> Vec<(&'a str, String)> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// The subscribers-by-status CSV as `who` downloads it.
+async fn status_csv(fx: &Fixture, who: Who, query: &str) -> String {
+    let path = format!("/panel/reports.csv?report=statuses{query}");
+    let (s, h, csv) = view(fx, as_who(fx, who), &path).await;
+    assert_eq!(s, StatusCode::OK, "{csv}");
+    let file = h[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert!(file.contains("statuses-daily"), "{file}");
+    assert_eq!(
+        csv.lines().next(),
+        Some("day,active,suspended,expired,disabled")
+    );
+    csv
+}
+
+/// Subscribers by status over time: the sweep loop's daily snapshot, the same rows when
+/// taken twice in a day, drawn and exported per reseller subtree; B never sees A's counts.
+#[tokio::test]
+async fn the_status_history_is_taken_daily_and_read_in_scope() {
+    let fx = Fixture::new();
+    // A's subtree gets a suspended subscriber; B has none.
+    let path = format!("/panel/subscribers/{}/status", fx.a.subscriber);
+    accepted(&fx, Who::A, &path, fields(&[("status", "suspended")])).await;
+    let first = outpost_controller::jobs::snapshot_statuses(&fx.state)
+        .await
+        .unwrap();
+    let again = outpost_controller::jobs::snapshot_statuses(&fx.state)
+        .await
+        .unwrap();
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let rows = fx.query_i64(&format!(
+        "SELECT count(*) FROM subscriber_status_days WHERE day = '{today}'"
+    ));
+    assert_eq!((first, again, rows), (first, first, first as i64));
+    let line = |tenants: &str| {
+        let n = |status: &str| {
+            fx.query_i64(&format!(
+                "SELECT count(*) FROM subscribers WHERE tenant_id IN ({tenants}) AND status = '{status}'"
+            ))
+        };
+        format!(
+            "{today},{},{},{},{}",
+            n("active"),
+            n("suspended"),
+            n("expired"),
+            n("disabled")
+        )
+    };
+    let (a_line, b_line) = (line("2, 3"), line("4"));
+    assert_ne!(a_line, b_line);
+    let a = status_csv(&fx, Who::A, "").await;
+    assert!(a.lines().any(|l| l == a_line), "{a} want {a_line}");
+    let b = status_csv(&fx, Who::B, "").await;
+    assert!(b.lines().any(|l| l == b_line), "{b} want {b_line}");
+    assert!(!b.lines().any(|l| l == a_line), "B saw A's counts: {b}");
+    let op_b = status_csv(&fx, Who::Op, "&tenant_id=4").await;
+    assert_eq!(op_b, b);
+    let (s, _, _) = view(
+        &fx,
+        as_who(&fx, Who::B),
+        "/panel/reports.csv?report=statuses&tenant_id=2",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _, _) = view(
+        &fx,
+        as_who(&fx, Who::M),
+        "/panel/reports.csv?report=statuses",
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // The chart and table of the reports page.
+    let suspended = a_line.split(',').nth(2).unwrap();
+    let html = ok_page(&fx, Who::A, "/panel/reports").await;
+    assert!(html.contains("id=\"chart-history\""), "{html}");
+    assert!(
+        html.contains(&format!("<title>{today} · suspended: {suspended}</title>")),
+        "{html}"
+    );
+    let html = ok_page(&fx, Who::B, "/panel/reports").await;
+    assert!(
+        html.contains(&format!("<title>{today} · suspended: 0</title>")),
+        "{html}"
+    );
+}
+
+/// A site and a NAS edited through their forms: a NAS's secret is replaced (sealed at
+/// rest, audited as `[changed]`), never shown back, kept when left empty; bad input
+/// changes nothing; another reseller's are the 404 page.
+#[tokio::test]
+async fn sites_and_nas_are_edited_through_their_forms() {
+    let fx = Fixture::new();
+    let site = format!("/panel/sites/{}", fx.a.site);
+    let html = ok_page(&fx, Who::A, &format!("{site}/edit")).await;
+    assert_eq!(input_value(&html, "name").as_deref(), Some("site-a"));
+    let to = accepted(
+        &fx,
+        Who::A,
+        &site,
+        fields(&[("name", "site-a-north"), ("location", "Grain silo")]),
+    )
+    .await;
+    assert_eq!(to, format!("{site}?notice=saved"));
+    let html = ok_page(&fx, Who::A, &to).await;
+    assert!(
+        html.contains("site-a-north") && html.contains("Site saved."),
+        "{html}"
+    );
+    let name = || {
+        fx.query_i64(&format!(
+            "SELECT name = 'site-a-north' FROM sites WHERE id = {}",
+            fx.a.site
+        ))
+    };
+    refused(
+        &fx,
+        Who::A,
+        &site,
+        fields(&[("name", "")]),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("name"),
+    )
+    .await;
+    assert_eq!(name(), 1, "a refused form changed the site");
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), &format!("{site}/edit")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    refused(
+        &fx,
+        Who::B,
+        &site,
+        fields(&[("name", "taken-over")]),
+        StatusCode::NOT_FOUND,
+        None,
+    )
+    .await;
+    assert_eq!(name(), 1);
+
+    let nas = format!("/panel/nas/{}", fx.a.nas);
+    let api = format!("/api/v1/nas/{}", fx.a.nas);
+    let old = fx.get_ok(Who::A, &api).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let html = ok_page(&fx, Who::A, &format!("{nas}/edit")).await;
+    assert!(!html.contains(&old), "the stored secret was shown: {html}");
+    assert_eq!(input_value(&html, "secret").as_deref(), Some(""));
+    let form = |ip: &str, secret: &str| {
+        fields(&[
+            ("name", "core-1"),
+            ("ip", ip),
+            ("secret", secret),
+            ("kind", "accel-ppp"),
+            ("coa_port", "1700"),
+        ])
+    };
+    let html = refused(
+        &fx,
+        Who::A,
+        &nas,
+        form("192.0.2.300", "typed-secret-1"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("ip"),
+    )
+    .await;
+    assert!(
+        !html.contains("typed-secret-1"),
+        "a typed secret came back: {html}"
+    );
+    assert_eq!(fx.get_ok(Who::A, &api).await["secret"], old.as_str());
+    let to = accepted(&fx, Who::A, &nas, form("192.0.2.31", "new-radius-secret-7")).await;
+    assert_eq!(to, format!("/panel/sites/{}?notice=nas_saved", fx.a.site));
+    let v = fx.get_ok(Who::A, &api).await;
+    assert_eq!(
+        (
+            v["secret"].as_str(),
+            v["ip"].as_str(),
+            v["coa_port"].as_i64()
+        ),
+        (Some("new-radius-secret-7"), Some("192.0.2.31"), Some(1700))
+    );
+    let clear = |table: &str, col: &str| {
+        fx.query_i64(&format!("SELECT count(*) FROM {table} WHERE instr(CAST({col} AS BLOB), CAST('new-radius-secret-7' AS BLOB)) > 0"))
+    };
+    assert_eq!(
+        (clear("nas", "secret_sealed"), clear("audit_log", "after")),
+        (0, 0),
+        "the secret is stored or audited in clear"
+    );
+    // The change is audited, its secret redacted.
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM audit_log WHERE action = 'nas.update' AND instr(after, '\"secret\":\"[redacted]\"') > 0"),
+        1
+    );
+    // Left empty, the secret stays.
+    accepted(&fx, Who::A, &nas, form("192.0.2.31", "")).await;
+    assert_eq!(
+        fx.get_ok(Who::A, &api).await["secret"],
+        "new-radius-secret-7"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), &format!("{nas}/edit")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    refused(
+        &fx,
+        Who::B,
+        &nas,
+        form("192.0.2.99", "stolen-secret-1"),
+        StatusCode::NOT_FOUND,
+        None,
+    )
+    .await;
+    assert_eq!(fx.get_ok(Who::A, &api).await["ip"], "192.0.2.31");
+}
+
+/// The secret shown once on the page that made a token.
+fn token_secret(html: &str) -> String {
+    html.split("<span id=\"token-secret\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_string()
+}
+
+/// An unused enrollment token revoked from the site's page enrols nothing; another
+/// reseller can revoke it neither through the panel nor the API; a used one or one
+/// revoked already is a conflict.
+#[tokio::test]
+async fn an_unused_enrollment_token_is_revoked_and_enrols_nothing() {
+    let fx = Fixture::new();
+    let site = format!("/panel/sites/{}", fx.a.site);
+    let (s, _, html) = post_form(
+        &fx,
+        as_who(&fx, Who::A),
+        &format!("{site}/enrollment-tokens"),
+        vec![],
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let secret = token_secret(&html);
+    let id = fx.query_i64("SELECT max(id) FROM enrollment_tokens");
+    let revoke = format!("/panel/enrollment-tokens/{id}/revoke");
+    assert!(html.contains(&format!("action=\"{revoke}\"")), "{html}");
+    let revoked = || {
+        fx.query_i64(&format!(
+            "SELECT revoked_at IS NOT NULL FROM enrollment_tokens WHERE id = {id}"
+        ))
+    };
+    refused(&fx, Who::B, &revoke, vec![], StatusCode::NOT_FOUND, None).await;
+    let (s, _) = fx
+        .call(
+            Who::B,
+            Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, revoked()), (StatusCode::NOT_FOUND, 0));
+    let to = accepted(&fx, Who::A, &revoke, vec![]).await;
+    assert_eq!(to, format!("{site}?notice=revoked"));
+    let html = ok_page(&fx, Who::A, &to).await;
+    assert!(
+        html.contains("revoked ") && !html.contains(&format!("id=\"revoke-{id}\"")),
+        "{html}"
+    );
+    assert_eq!(fx.query_i64(&format!("SELECT count(*) FROM audit_log WHERE action = 'enrollment_token.revoke' AND target_id = {id}")), 1);
+    let body = json!({ "token": secret, "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng",
+                       "agent_version": "1", "protocol_version": outpost_protocol::PROTOCOL_VERSION });
+    let req = Request::post("/agent/v1/enroll")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (s, _, r) = fx.send(req, ip()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a revoked token enrolled: {r}");
+    refused(&fx, Who::A, &revoke, vec![], StatusCode::CONFLICT, None).await;
+    let used = fx.query_i64(&format!(
+        "SELECT id FROM enrollment_tokens WHERE site_id = {} AND used_at IS NOT NULL",
+        fx.a.site
+    ));
+    let (s, v) = fx
+        .call(
+            Who::A,
+            Method::DELETE,
+            &format!("/api/v1/enrollment-tokens/{used}"),
+            None,
+        )
+        .await;
+    common::assert_error(s, &v, StatusCode::CONFLICT, "token_used");
+}
+
+/// A parent sets its reseller's custom domain, allowed IPs and brand through the pages
+/// (the API's operations and audit); bad input is refused beside its field and changes
+/// nothing; the brand shows on the login page of the custom domain; B reaches none of it.
+#[tokio::test]
+async fn a_parent_sets_its_resellers_domain_allowed_ips_and_brand() {
+    let fx = Fixture::new();
+    let path = "/panel/resellers/3";
+    let html = ok_page(&fx, Who::A, path).await;
+    assert!(html.contains("/panel/resellers/3/brand"), "{html}");
+    let form = |ips: &str| {
+        let mut f = fields(&[
+            ("status", "active"),
+            ("credit_limit", "0.00"),
+            ("custom_domain", "a1.example.net"),
+            ("rebrand_enabled", "1"),
+        ]);
+        f.push(("name", input_value(&html, "name").unwrap()));
+        f.push(("allowed_ips", ips.to_string()));
+        f
+    };
+    let domain = || {
+        fx.query_i64(
+            "SELECT count(*) FROM tenants WHERE id = 3 AND custom_domain = 'a1.example.net'",
+        )
+    };
+    refused(
+        &fx,
+        Who::A,
+        path,
+        form("203.0.113.0/33"),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("allowed_ips"),
+    )
+    .await;
+    assert_eq!(domain(), 0, "a refused form changed the reseller");
+    accepted(&fx, Who::A, path, form("203.0.113.0/24, 198.51.100.7")).await;
+    assert_eq!(domain(), 1);
+    let html = ok_page(&fx, Who::A, path).await;
+    assert_eq!(
+        input_value(&html, "custom_domain").as_deref(),
+        Some("a1.example.net")
+    );
+    assert!(
+        input_value(&html, "allowed_ips")
+            .unwrap()
+            .contains("203.0.113.0/24"),
+        "{html}"
+    );
+    let brand = "/panel/resellers/3/brand";
+    ok_page(&fx, Who::A, brand).await;
+    refused(
+        &fx,
+        Who::A,
+        brand,
+        fields(&[("name", "Skylink"), ("color", "green")]),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Some("color"),
+    )
+    .await;
+    let to = accepted(
+        &fx,
+        Who::A,
+        brand,
+        fields(&[
+            ("name", "Skylink"),
+            ("color", "#0a7d32"),
+            ("tagline", "Fast in the hills"),
+        ]),
+    )
+    .await;
+    assert_eq!(to, format!("{brand}?notice=saved"));
+    assert_eq!(
+        fx.query_i64(&format!("SELECT count(*) FROM audit_log WHERE action = 'reseller.brand' AND target_id = 3 AND actor_user_id = {}", fx.user_id(Who::A))),
+        1
+    );
+    let o = Opts {
+        host: Some("a1.example.net"),
+        ..Default::default()
+    };
+    let (s, _, login) = page(&fx, Method::GET, "/panel/login", o).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        login.contains("Skylink") && login.contains("Fast in the hills"),
+        "{login}"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), brand).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    refused(
+        &fx,
+        Who::B,
+        brand,
+        fields(&[("name", "Hijacked")]),
+        StatusCode::NOT_FOUND,
+        None,
+    )
+    .await;
+    refused(
+        &fx,
+        Who::M,
+        brand,
+        fields(&[("name", "Hijacked")]),
+        StatusCode::FORBIDDEN,
+        None,
+    )
+    .await;
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM tenants WHERE brand_name = 'Hijacked'"),
+        0
+    );
+}
+
+/// A statement from and until given days, and its CSV link over the same days.
+#[tokio::test]
+async fn a_statement_is_filtered_by_date_and_its_csv_follows() {
+    let fx = Fixture::new();
+    fx.money_ok(
+        Who::A,
+        "/api/v1/resellers/3/balance",
+        json!({ "amount": "5.00", "note": "dated top-up" }),
+    )
+    .await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let tomorrow = today.next_day().unwrap();
+    let base = "/panel/resellers/3/statement";
+    let html = ok_page(&fx, Who::A, &format!("{base}?since={today}&until={today}")).await;
+    assert!(html.contains("dated top-up"), "{html}");
+    assert_eq!(input_value(&html, "since"), Some(today.to_string()));
+    let csv = html
+        .split("href=\"")
+        .find_map(|r| {
+            r.split_once("\" id=\"csv\"")
+                .map(|(h, _)| h.replace("&#38;", "&").replace("&amp;", "&"))
+        })
+        .unwrap();
+    assert!(
+        csv.ends_with(&format!(
+            "since={today}T00:00:00Z&until={tomorrow}T00:00:00Z"
+        )),
+        "{csv}"
+    );
+    let body = ok_page(&fx, Who::A, &csv).await;
+    assert!(body.contains("dated top-up"), "{body}");
+    let html = ok_page(&fx, Who::A, &format!("{base}?since={tomorrow}")).await;
+    assert!(
+        !html.contains("dated top-up") && html.contains("No entries."),
+        "{html}"
+    );
+    let (s, _, body) = view(
+        &fx,
+        as_who(&fx, Who::A),
+        &format!("{base}?until=31-12-2026"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (s, _, _) = view(&fx, as_who(&fx, Who::B), &format!("{base}?since={today}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// The dashboard lists the first sites, says how many there are in all, and links to
+/// the paged list.
+#[tokio::test]
+async fn the_dashboard_counts_every_site_and_links_to_the_list() {
+    let fx = Fixture::new();
+    let html = ok_page(&fx, Who::A, "/panel").await;
+    assert!(!html.contains("id=\"sites-more\""), "{html}");
+    for i in 0..20 {
+        let (s, v) = fx
+            .post(
+                Who::A,
+                "/api/v1/sites",
+                json!({ "name": format!("extra-{i:02}") }),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let n = fx.query_i64("SELECT count(*) FROM sites WHERE tenant_id IN (2, 3)");
+    let html = ok_page(&fx, Who::A, "/panel").await;
+    assert!(
+        html.contains(&format!("The first 20 of {n} sites.")),
+        "{html}"
+    );
+    assert!(
+        html.contains("<a href=\"/panel/sites\">All sites →</a>"),
+        "{html}"
+    );
+    let list = ok_page(&fx, Who::A, "/panel/sites").await;
+    assert!(list.contains("extra-19"), "{list}");
+}
+
+/// The subscriber list filtered by the reseller owning them: A sees its sub-reseller's
+/// alone; B asking for A's gets nothing of A's.
+#[tokio::test]
+async fn the_subscriber_list_filters_by_reseller_in_scope() {
+    let fx = Fixture::new();
+    let username = |id: i64| {
+        let v = fx.state.db.write_blocking(|tx| {
+            Ok(tx.query_row(
+                "SELECT username FROM subscribers WHERE id = ?1",
+                [id],
+                |r| r.get::<_, String>(0),
+            )?)
+        });
+        v.unwrap()
+    };
+    let (a, a1, b) = (
+        username(fx.a.subscriber),
+        username(fx.a1.subscriber),
+        username(fx.b.subscriber),
+    );
+    let html = ok_page(&fx, Who::A, "/panel/subscribers?tenant_id=3").await;
+    assert!(
+        html.contains(&format!(">{a1}<")) && !html.contains(&format!(">{a}<")),
+        "{html}"
+    );
+    assert!(html.contains("<option value=\"3\" selected>"), "{html}");
+    let html = ok_page(&fx, Who::B, "/panel/subscribers?tenant_id=2").await;
+    assert!(
+        !html.contains(&format!(">{a}<")) && !html.contains(&format!(">{b}<")),
+        "{html}"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::A), "/panel/subscribers?tenant_id=x").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }

@@ -43,9 +43,15 @@ fn lab(name: &str) -> Lab {
     let (controller_bin, _) = binaries();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("controller");
+    // The sweep loop (and the day's subscribers-by-status snapshot after it) every
+    // second, so the reports' history holds today's counts within the test.
+    let config = dir.path().join("controller.toml");
+    std::fs::write(&config, "[billing]\nsweep_interval_secs = 1\n").unwrap();
     let (controller, addr) = start_listening(
         Command::new(&controller_bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
             .arg(&data),
     );
     create_operator(&controller_bin, &data, OPERATOR.0, OPERATOR.1);
@@ -150,6 +156,11 @@ impl Lab {
         format!("http://{host}:{}{path}", self.port)
     }
 
+    /// Opens `path` on `host`.
+    async fn go(&self, c: &Client, host: &str, path: &str) {
+        c.goto(&self.url(host, path)).await.unwrap();
+    }
+
     async fn shot(&self, c: &Client, name: &str) -> PathBuf {
         let png = c.screenshot().await.unwrap();
         let p = self.shots.join(format!("{name}.png"));
@@ -175,6 +186,16 @@ async fn text(c: &Client, css: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Clicks the element `css` finds (it must be there).
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} to click: {e}"))
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn log_in(c: &Client, url: &str, (email, password): (&str, &str)) {
@@ -214,7 +235,7 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
     let lab = lab("reseller");
     runtime().block_on(async {
         let c = lab.browser().await;
-        c.goto(&lab.url(DOMAIN, "/panel/login")).await.unwrap();
+        lab.go(&c, DOMAIN, "/panel/login").await;
         assert_eq!(text(&c, "#brand-name").await, "Skylink Wireless");
         assert_eq!(text(&c, "#brand-tagline").await, "Wireless for the valley");
         keep(&lab.shot(&c, "1-login-on-brand-domain").await);
@@ -223,17 +244,10 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
         assert_eq!(text(&c, "#brand-name").await, "Skylink Wireless");
         keep(&lab.shot(&c, "2-dashboard-on-brand-domain").await);
 
-        c.goto(&lab.url(DOMAIN, "/panel/subscribers"))
-            .await
-            .unwrap();
+        lab.go(&c, DOMAIN, "/panel/subscribers").await;
         let f = c.form(Locator::Css("#search")).await.unwrap();
         f.set_by_name("q", "02:00:5e:10").await.unwrap();
-        c.find(Locator::Css("#search button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#search button").await;
         wait_for_url(&c, "q=02%3A00%3A5e%3A10").await;
         let rows = text(&c, "#results tbody").await;
         assert!(rows.contains("alice") && !rows.contains("arturo"), "{rows}");
@@ -245,21 +259,14 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
             .unwrap();
         wait_for_url(&c, &format!("/panel/subscribers/{}", lab.sky_sub)).await;
         assert_eq!(text(&c, "#owner-balance").await, "100.00");
-        c.find(Locator::Css("#renew-form button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#renew-form button").await;
         assert_eq!(text(&c, "#notice").await, "Renewed.");
         assert_eq!(text(&c, "#owner-balance").await, "90.00");
         assert_eq!(text(&c, "#status").await, "active");
         keep(&lab.shot(&c, "3-renewed").await);
 
         // The renewal is in today's bar of the reports' chart, under the brand.
-        c.goto(&lab.url(DOMAIN, "/panel/reports?period=day"))
-            .await
-            .unwrap();
+        lab.go(&c, DOMAIN, "/panel/reports?period=day").await;
         let bars = c
             .find_all(Locator::Css("#chart-renewals svg rect.bar"))
             .await
@@ -272,9 +279,8 @@ fn a_reseller_on_its_domain_renews_under_its_brand() {
         );
         keep(&lab.shot(&c, "3b-reports").await);
 
-        c.goto(&lab.url(DOMAIN, &format!("/panel/subscribers/{}", lab.bravo_sub)))
-            .await
-            .unwrap();
+        lab.go(&c, DOMAIN, &format!("/panel/subscribers/{}", lab.bravo_sub))
+            .await;
         assert_eq!(error_status(&c).await, "404");
         assert_eq!(text(&c, "#brand-name").await, "Skylink Wireless");
         keep(&lab.shot(&c, "4-foreign-subscriber-404").await);
@@ -314,27 +320,22 @@ fn a_manager_sees_only_what_it_was_granted() {
         // Its nearest brand: Skylink's, on the operator's address too.
         assert_eq!(text(&c, "#brand-name").await, "Skylink Wireless");
         keep(&lab.shot(&c, "1-manager-menu").await);
-        c.goto(&lab.url("127.0.0.1", "/panel/users")).await.unwrap();
+        lab.go(&c, "127.0.0.1", "/panel/users").await;
         assert_eq!(error_status(&c).await, "403");
         keep(&lab.shot(&c, "2-manager-403").await);
         // The logout form without its token.
-        c.goto(&lab.url("127.0.0.1", "/panel")).await.unwrap();
+        lab.go(&c, "127.0.0.1", "/panel").await;
         c.execute(
             "document.querySelector('.who form input[name=csrf]').remove();",
             vec![],
         )
         .await
         .unwrap();
-        c.find(Locator::Css(".who form button"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, ".who form button").await;
         assert_eq!(error_status(&c).await, "403");
         keep(&lab.shot(&c, "3-csrf-refused").await);
         // Still logged in: the refused form did nothing.
-        c.goto(&lab.url("127.0.0.1", "/panel")).await.unwrap();
+        lab.go(&c, "127.0.0.1", "/panel").await;
         assert!(text(&c, "#menu").await.contains("Subscribers"));
         c.close().await.unwrap();
     });
@@ -350,30 +351,18 @@ fn log_in_as_shows_the_banner_and_returns() {
         let c = lab.browser().await;
         log_in(&c, &lab.url("127.0.0.1", "/panel/login"), OPERATOR).await;
         assert!(text(&c, "#menu").await.contains("Logins"));
-        c.goto(&lab.url("127.0.0.1", "/panel/users")).await.unwrap();
-        c.find(Locator::Css(&format!("button[data-email='{}']", OWNER.0)))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        lab.go(&c, "127.0.0.1", "/panel/users").await;
+        click(&c, &format!("button[data-email='{}']", OWNER.0)).await;
         let banner = text(&c, "#impersonation").await;
         assert!(
             banner.contains(OPERATOR.0) && banner.contains(OWNER.0),
             "{banner}"
         );
         keep(&lab.shot(&c, "1-impersonation-banner").await);
-        c.goto(&lab.url("127.0.0.1", "/panel/subscribers"))
-            .await
-            .unwrap();
+        lab.go(&c, "127.0.0.1", "/panel/subscribers").await;
         assert!(text(&c, "#impersonation").await.contains(OWNER.0));
         assert!(text(&c, "#results").await.contains("alice"));
-        c.find(Locator::Css("#return"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#return").await;
         c.wait()
             .at_most(Duration::from_secs(10))
             .for_element(Locator::Css("#users"))
@@ -399,15 +388,8 @@ fn a_reseller_creates_a_subscriber_through_the_form() {
     runtime().block_on(async {
         let c = lab.browser().await;
         log_in(&c, &lab.url(DOMAIN, "/panel/login"), OWNER).await;
-        c.goto(&lab.url(DOMAIN, "/panel/subscribers"))
-            .await
-            .unwrap();
-        c.find(Locator::Css("#new-subscriber"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        lab.go(&c, DOMAIN, "/panel/subscribers").await;
+        click(&c, "#new-subscriber").await;
         let f = c.form(Locator::Css("#subscriber-form")).await.unwrap();
         for (name, value) in [
             ("username", "carmen"),
@@ -424,12 +406,7 @@ fn a_reseller_creates_a_subscriber_through_the_form() {
             .click()
             .await
             .unwrap();
-        c.find(Locator::Css("#save"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#save").await;
         let err = text(&c, "#e-mac").await;
         assert!(err.contains("is not a MAC address"), "{err}");
         let kept = c
@@ -448,17 +425,10 @@ fn a_reseller_creates_a_subscriber_through_the_form() {
         let mac = c.find(Locator::Css("#f-mac")).await.unwrap();
         mac.clear().await.unwrap();
         mac.send_keys("02:00:5e:10:00:09").await.unwrap();
-        c.find(Locator::Css("#save"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&c, "#save").await;
         assert_eq!(text(&c, "#notice").await, "Subscriber created.");
         assert_eq!(text(&c, "#username").await, "carmen");
-        c.goto(&lab.url(DOMAIN, "/panel/subscribers"))
-            .await
-            .unwrap();
+        lab.go(&c, DOMAIN, "/panel/subscribers").await;
         let rows = text(&c, "#results tbody").await;
         assert!(
             rows.contains("carmen") && rows.contains("Carmen Ruiz"),
@@ -466,6 +436,116 @@ fn a_reseller_creates_a_subscriber_through_the_form() {
         );
         assert!(rows.contains("02:00:5E:10:00:09"), "{rows}");
         keep(&lab.shot(&c, "2-created-in-list").await);
+        c.close().await.unwrap();
+    });
+}
+
+/// The value of the form field `css` as the browser holds it.
+async fn value(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Types `text` into the field `css`, replacing what it held.
+async fn retype(c: &Client, css: &str, text: &str) {
+    let f = c.find(Locator::Css(css)).await.unwrap();
+    f.clear().await.unwrap();
+    f.send_keys(text).await.unwrap();
+}
+
+/// A reseller runs a site from its pages on its own domain: creates it, adds a NAS,
+/// makes an enrollment token and revokes it unused, edits the NAS (a bad address comes
+/// back beside its field; the secret field never shows the stored secret), and reads
+/// subscribers by status per day on the reports page.
+#[test]
+#[ignore = "browser: needs chromium"]
+fn a_reseller_runs_a_site_and_reads_the_status_history() {
+    let lab = lab("sites");
+    runtime().block_on(async {
+        let c = lab.browser().await;
+        log_in(&c, &lab.url(DOMAIN, "/panel/login"), OWNER).await;
+        lab.go(&c, DOMAIN, "/panel/sites").await;
+        retype(&c, "#site-form #f-name", "Valley tower").await;
+        retype(&c, "#site-form #f-location", "Ridge road").await;
+        click(&c, "#save-site").await;
+        assert_eq!(text(&c, "#notice").await, "Site created.");
+        retype(&c, "#nas-form #f-name", "core-1").await;
+        retype(&c, "#nas-form #f-ip", "192.0.2.10").await;
+        retype(&c, "#nas-form #f-secret", "radius-secret-1").await;
+        click(&c, "#save-nas").await;
+        assert_eq!(text(&c, "#notice").await, "NAS added.");
+        click(&c, "#new-token").await;
+        assert!(text(&c, "#token-secret").await.starts_with("ope_"));
+        click(&c, "#tokens button").await;
+        assert_eq!(
+            text(&c, "#notice").await,
+            "Enrollment token revoked: it enrols nothing now."
+        );
+        let tokens = text(&c, "#tokens").await;
+        assert!(tokens.contains("revoked"), "{tokens}");
+        assert!(
+            c.find(Locator::Css("#tokens button")).await.is_err(),
+            "a revoked token still offers Revoke"
+        );
+        keep(&lab.shot(&c, "1-site-token-revoked").await);
+
+        click(&c, "a[id^=edit-nas-]").await;
+        assert_eq!(
+            value(&c, "#f-secret").await,
+            "",
+            "the stored secret was shown"
+        );
+        retype(&c, "#f-ip", "192.0.2.300").await;
+        retype(&c, "#f-secret", "new-radius-secret-2").await;
+        click(&c, "#save").await;
+        assert!(text(&c, "#e-ip").await.contains("is not an IP address"));
+        assert_eq!(
+            value(&c, "#f-secret").await,
+            "",
+            "the typed secret came back"
+        );
+        assert_eq!(value(&c, "#f-name").await, "core-1");
+        keep(&lab.shot(&c, "2-nas-edit-refused").await);
+        retype(&c, "#f-ip", "192.0.2.11").await;
+        retype(&c, "#f-secret", "new-radius-secret-2").await;
+        click(&c, "#save").await;
+        assert_eq!(text(&c, "#notice").await, "NAS saved.");
+        assert!(text(&c, "#nas").await.contains("192.0.2.11"));
+
+        // Today's snapshot, taken by the sweep loop, counts Skylink's two subscribers
+        // (and nothing of Bravo's).
+        // (A fresh installation: today is the only day with a snapshot.)
+        let counted = |h: &str| {
+            let words: Vec<&str> = h.split_whitespace().collect();
+            words.len() == 5 && words[1..] == ["2", "0", "0", "0"]
+        };
+        let mut history = String::new();
+        for _ in 0..50 {
+            lab.go(&c, DOMAIN, "/panel/reports").await;
+            history = text(&c, "#report-history tbody").await;
+            if counted(&history) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(counted(&history), "{history}");
+        let bars = c
+            .find_all(Locator::Css("#chart-history svg rect.bar"))
+            .await
+            .unwrap();
+        assert_eq!(bars.len() % 4, 0, "four statuses a day");
+        c.execute(
+            "document.getElementById('chart-history').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+        keep(&lab.shot(&c, "3-status-history").await);
         c.close().await.unwrap();
     });
 }

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod retention;
 pub mod session;
 pub mod site;
+pub mod snapshot;
 pub mod subscriber;
 pub mod tenant;
 pub mod throttle;
@@ -42,7 +43,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0009_tunnel.sql"),
     include_str!("../../../migrations/controller/0010_subscriber_search.sql"),
     include_str!("../../../migrations/controller/0011_brand_tagline.sql"),
-    include_str!("../../../migrations/controller/0015_session_counters.sql"),
+    include_str!("../../../migrations/controller/0012_status_history.sql"),
+    include_str!("../../../migrations/controller/0014_session_counters.sql"),
 ];
 
 const READERS: usize = 4;

@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_nas, create_nas))
         .routes(routes!(get_nas, update_nas))
         .routes(routes!(list_enrollment_tokens, create_enrollment_token))
+        .routes(routes!(revoke_enrollment_token))
         .routes(routes!(agent_status, revoke_agent))
         .routes(routes!(site_events))
 }
@@ -195,6 +196,23 @@ async fn create_enrollment_token(
         StatusCode::CREATED,
         Json(CreatedEnrollmentToken { token, secret }),
     ))
+}
+
+/// Revoke an enrollment token nobody has used yet: it enrols nothing from now on. A
+/// used token answers 409 (revoke the site's agent instead), as does one revoked already.
+#[utoipa::path(delete, path = "/api/v1/enrollment-tokens/{id}", tag = "sites", params(("id" = i64, Path)),
+    responses((status = 204, description = "Revoked"),
+              (status = 409, body = super::ErrorBody, description = "Used already, or revoked already")))]
+async fn revoke_enrollment_token(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode> {
+    actor.require(Permission::ManageSites)?;
+    st.db
+        .write(move |tx| ops::revoke_enrollment_token(tx, &actor, id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The site's agent: version, last seen, applied revision and drift, and its tunnel

@@ -8,7 +8,7 @@ use crate::db::audit::Entry;
 use crate::db::nas::{self, Nas, NasPatch, NewNas};
 use crate::db::site::{self, NewSite, Site, SitePatch};
 use crate::db::tenant;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::scope::Actor;
 
 /// Creates a site owned by `input.tenant_id` (by default the actor's tenant).
@@ -101,4 +101,31 @@ pub fn revoke_agent(
         .before(&before)
         .record(tx)?;
     Ok(change)
+}
+
+/// Revokes an unused enrollment token of a site the actor can see (a token sent to the
+/// wrong person, a box that will not be installed): it enrols nothing from now on. A
+/// token of a site outside the scope is not found, as the site is.
+pub fn revoke_enrollment_token(
+    tx: &Connection,
+    actor: &Actor,
+    token_id: i64,
+) -> Result<EnrollmentToken> {
+    let before = agent::get_token(tx, token_id)?;
+    let s = site::get_visible(tx, &actor.scope(), before.site_id).map_err(|e| match e.kind {
+        ErrorKind::NotFound => Error::not_found("enrollment token"),
+        _ => e,
+    })?;
+    let after = agent::revoke_token(tx, token_id)?;
+    Entry::by(
+        actor,
+        s.tenant_id,
+        "enrollment_token.revoke",
+        "enrollment_token",
+        token_id,
+    )
+    .before(&before)
+    .after(&after)
+    .record(tx)?;
+    Ok(after)
 }

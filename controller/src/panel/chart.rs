@@ -67,7 +67,7 @@ pub fn bars(title: &str, labels: &[String], series: &[Series<'_>], unit: &str) -
                 esc(&format!("{label} · {}: {}", s.name, with_unit(v, unit)))
             );
         }
-        if (labels.len() - 1 - i) % every == 0 {
+        if (labels.len() - 1 - i).is_multiple_of(every) {
             // Centred under its bar, but never past the plot's right edge.
             let half = chars * 3.25;
             let x = (LEFT + slot * (i as f64 + 0.5)).min(LEFT + plot_w - half);

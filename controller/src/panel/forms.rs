@@ -1,8 +1,12 @@
 //! What every panel form shares: the refusals it shows beside its fields, so a form with
 //! bad input comes back filled in, each error next to the field it is about.
 
-use axum::http::StatusCode;
+use std::future::Future;
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect};
+
+use super::PageResult;
 use crate::error::{Error, ErrorKind};
 
 /// A form's refusals: per field, and one about the form as a whole.
@@ -82,6 +86,37 @@ impl FieldErrors {
         }
         Ok(out)
     }
+}
+
+/// The shape of every create and edit form: the form parsed into the operation's input
+/// (or the panel's own refusals), the operation run (`op`, through the API's `ops`), then
+/// a redirect to `done`'s page, or the form again (`again`) with each refusal about the
+/// input beside its field. A refusal that is not about the input (out of scope, not
+/// granted, a fault) stays an error: the 404, 403 or error page.
+pub async fn submit<I, T, Op, Again>(
+    parsed: Result<I, FieldErrors>,
+    fields: &[&'static str],
+    op: impl FnOnce(I) -> Op,
+    done: impl FnOnce(T) -> String,
+    again: impl FnOnce(FieldErrors) -> Again,
+) -> PageResult
+where
+    Op: Future<Output = crate::error::Result<T>>,
+    Again: Future<Output = PageResult>,
+{
+    let errs = match parsed {
+        Ok(input) => match op(input).await {
+            Ok(t) => return Ok(Redirect::to(&done(t)).into_response()),
+            Err(e) => FieldErrors::from_error(e, fields)?,
+        },
+        Err(errs) => errs,
+    };
+    again(errs).await
+}
+
+/// `Ok(v)` when nothing was refused, else the refusals: the end of a form's parse.
+pub fn checked<T>(errs: FieldErrors, v: T) -> Result<T, FieldErrors> {
+    if errs.is_empty() { Ok(v) } else { Err(errs) }
 }
 
 /// An optional whole number of a form (empty = absent), refused against its field.

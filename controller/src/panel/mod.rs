@@ -17,11 +17,14 @@
 //!   subscribers, logins, the reseller tree, the audit log, WAN checks;
 //!   `subscriber_forms`: a subscriber's create and edit forms and the list's bulk
 //!   actions; `plans`: plans (list, create, edit, archive) and a reseller's rate card;
-//!   `sites`: sites with their agents' sync state, NAS devices, enrollment tokens;
+//!   `sites`: sites with their agents' sync state, a site's and a NAS's edit forms (a
+//!   NAS secret is written, never shown back), enrollment tokens and their revocation;
 //!   `staff`: a login's create and edit forms, a manager's functions and presets;
-//!   `resellers`: a sub-reseller's creation, its settings, balance, statement, and
-//!   the ledger;
-//!   `forms`: the per-field errors every form shows.
+//!   `resellers`: a sub-reseller's creation, its settings (with custom domain and
+//!   allowed IPs), brand, balance, statement (with dates), and the ledger;
+//!   `reports`: the charts and their CSV; `forms`: the per-field errors every form
+//!   shows, and [`forms::submit`], the parse → operation → redirect-or-form-again shape
+//!   every create and edit handler shares.
 
 mod auth;
 mod chart;
@@ -97,7 +100,17 @@ pub fn router(state: AppState) -> Router<AppState> {
             page(get(plans::rate_card).post(plans::change_rate_card)),
         )
         .route("/panel/sites", page(get(sites::list).post(sites::create)))
-        .route("/panel/sites/{id}", page(get(sites::show)))
+        .route(
+            "/panel/sites/{id}",
+            page(get(sites::show).post(sites::update_site)),
+        )
+        .route("/panel/sites/{id}/edit", page(get(sites::edit_site)))
+        .route("/panel/nas/{id}", page(post(sites::update_nas)))
+        .route("/panel/nas/{id}/edit", page(get(sites::edit_nas)))
+        .route(
+            "/panel/enrollment-tokens/{id}/revoke",
+            page(post(sites::revoke_token)),
+        )
         .route("/panel/sites/{id}/nas", page(post(sites::create_nas)))
         .route(
             "/panel/sites/{id}/enrollment-tokens",
@@ -119,6 +132,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route(
             "/panel/resellers/{id}/balance",
             page(post(resellers::money)),
+        )
+        .route(
+            "/panel/resellers/{id}/brand",
+            page(get(resellers::brand).post(resellers::set_brand)),
         )
         .route(
             "/panel/resellers/{id}/statement",
@@ -170,6 +187,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/panel/sites"),
     ("POST", "/panel/sites"),
     ("GET", "/panel/sites/{id}"),
+    ("POST", "/panel/sites/{id}"),
+    ("GET", "/panel/sites/{id}/edit"),
+    ("POST", "/panel/nas/{id}"),
+    ("GET", "/panel/nas/{id}/edit"),
+    ("POST", "/panel/enrollment-tokens/{id}/revoke"),
     ("POST", "/panel/sites/{id}/nas"),
     ("POST", "/panel/sites/{id}/enrollment-tokens"),
     ("GET", "/panel/users"),
@@ -183,6 +205,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/panel/resellers/{id}"),
     ("POST", "/panel/resellers/{id}"),
     ("POST", "/panel/resellers/{id}/balance"),
+    ("GET", "/panel/resellers/{id}/brand"),
+    ("POST", "/panel/resellers/{id}/brand"),
     ("GET", "/panel/resellers/{id}/statement"),
     ("GET", "/panel/ledger"),
     ("GET", "/panel/audit"),

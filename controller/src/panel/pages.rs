@@ -45,7 +45,14 @@ struct DashboardPage {
     online: Option<i64>,
     /// The first sites with their agents' sync state (manage sites).
     site_sync: Option<Vec<super::sites::SiteLine>>,
+    /// The list holds fewer sites than there are (it shows the first ones).
+    sites_more: bool,
+    /// Renewal value and money collected, the last 12 months (view reports).
+    revenue_chart: Option<String>,
 }
+
+/// How many sites the dashboard lists (with the count of all, and a link to the list).
+const DASHBOARD_SITES: u32 = 20;
 
 #[derive(Deserialize)]
 pub struct DashboardQuery {
@@ -62,10 +69,11 @@ pub async fn dashboard(
 ) -> PageResult {
     let a = v.actor.clone();
     let wanted = opt_i64("tenant_id", &q.tenant_id)?.unwrap_or(a.tenant_id);
-    let (customers, invoices, sites) = (
+    let (customers, invoices, sites, reports) = (
         a.can(Permission::ViewCustomers),
         a.can(Permission::ViewInvoices),
         a.can(Permission::ManageSites),
+        a.can(Permission::ViewReports),
     );
     let cur = st.currency.clone();
     let page = st
@@ -106,10 +114,13 @@ pub async fn dashboard(
                     c,
                     &scope,
                     &site::SiteFilter::default(),
-                    crate::db::Paging::new(None, Some(20))?,
+                    crate::db::Paging::new(None, Some(DASHBOARD_SITES))?,
                 )?;
+                // A page read holds one row more than its limit (to tell whether
+                // there is a next page): the dashboard shows the limit.
                 let lines = first
                     .into_iter()
+                    .take(DASHBOARD_SITES as usize)
                     .map(|s| {
                         let agent = super::sites::agent_of(c, s.id)?;
                         Ok(super::sites::SiteLine {
@@ -124,10 +135,21 @@ pub async fn dashboard(
             } else {
                 (None, None)
             };
-            Ok((t.name, subscribers, money, sites, online, site_sync))
+            let revenue = reports
+                .then(|| super::reports::dashboard_revenue(c, &scope, &cur))
+                .transpose()?;
+            Ok((
+                t.name,
+                subscribers,
+                money,
+                sites,
+                online,
+                site_sync,
+                revenue,
+            ))
         })
         .await?;
-    let (tenant_name, subscribers, money, sites, online, site_sync) = page;
+    let (tenant_name, subscribers, money, sites, online, site_sync, revenue_chart) = page;
     Ok(render(&DashboardPage {
         chrome: Chrome::new(&v.ctx, "dashboard"),
         title: "Dashboard".into(),
@@ -136,7 +158,9 @@ pub async fn dashboard(
         money,
         sites,
         online,
+        sites_more: matches!((sites, &site_sync), (Some(n), Some(l)) if (l.len() as i64) < n),
         site_sync,
+        revenue_chart,
     })
     .into_response())
 }
@@ -151,6 +175,8 @@ pub struct ListQuery {
     status: Option<String>,
     plan_id: Option<String>,
     site_id: Option<String>,
+    /// The reseller owning them (exactly that one; the list stays in the actor's scope).
+    tenant_id: Option<String>,
     cursor: Option<String>,
     /// After a bulk action: which, and how many it changed and left as they were.
     done: Option<String>,
@@ -191,7 +217,7 @@ impl ListQuery {
         Ok(SubscriberFilter {
             q: self.q.clone().filter(|q| !q.trim().is_empty()),
             status,
-            tenant_id: None,
+            tenant_id: opt_i64("tenant_id", &self.tenant_id)?,
             site_id: opt_i64("site_id", &self.site_id)?,
             plan_id: opt_i64("plan_id", &self.plan_id)?,
             cursor: self.cursor.clone().filter(|c| !c.is_empty()),
@@ -207,6 +233,7 @@ impl ListQuery {
             status: &'a str,
             plan_id: &'a str,
             site_id: &'a str,
+            tenant_id: &'a str,
             cursor: &'a str,
         }
         let q = Q {
@@ -214,6 +241,7 @@ impl ListQuery {
             status: self.status.as_deref().unwrap_or(""),
             plan_id: self.plan_id.as_deref().unwrap_or(""),
             site_id: self.site_id.as_deref().unwrap_or(""),
+            tenant_id: self.tenant_id.as_deref().unwrap_or(""),
             cursor,
         };
         format!(
@@ -303,6 +331,8 @@ struct SubscribersPage {
     bulk: Vec<(&'static str, &'static str)>,
     bulk_key: String,
     owners: Option<Vec<Choice>>,
+    /// The resellers to filter by (for those who manage resellers).
+    resellers: Option<Vec<Choice>>,
     q: String,
     statuses: Vec<Choice>,
     plans: Vec<Choice>,
@@ -378,6 +408,7 @@ pub async fn subscribers(
         can_create: v.actor.can(Permission::CreateCustomers),
         bulk,
         bulk_key: new_bearer("pk_"),
+        resellers: o.owners.clone().map(|s| choices(s, q.tenant_id.as_deref())),
         owners: o.owners.map(|s| choices(s, None)),
         q: q.q.clone().unwrap_or_default(),
         statuses: choices(statuses, q.status.as_deref()),

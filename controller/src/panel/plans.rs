@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::forms::{FieldErrors, opt_number, opt_text};
+use super::forms::{FieldErrors, checked, opt_number, opt_text, submit};
 use super::pages::{Choice, choices};
 use super::subscriber_forms::options;
 use super::{Chrome, Failure, PageResult, Posted, Viewer, render};
@@ -236,7 +236,7 @@ impl PlanForm {
                 "give validity in days or in months, not both",
             );
         }
-        if e.is_empty() { Ok(input) } else { Err(e) }
+        checked(e, input)
     }
 
     /// What the edit form changes: name, price and speeds.
@@ -252,7 +252,7 @@ impl PlanForm {
             upload_kbps: required(&mut e, "upload_kbps", upload, &self.upload_kbps),
             ..Default::default()
         };
-        if e.is_empty() { Ok(p) } else { Err(e) }
+        checked(e, p)
     }
 }
 
@@ -326,19 +326,18 @@ pub async fn create(
     Posted(f): Posted<PlanForm>,
 ) -> PageResult {
     v.actor.require(Permission::ManagePlans)?;
-    let input = match f.new_plan() {
-        Ok(i) => i,
-        Err(errs) => return form_page(&st, &v, None, f, errs).await,
-    };
     let (actor, cur) = (v.actor.clone(), st.currency.clone());
-    match st
-        .db
-        .write(move |tx| ops::create_plan(tx, &actor, &input, &cur))
-        .await
-    {
-        Ok(_) => Ok(Redirect::to("/panel/plans?notice=created").into_response()),
-        Err(e) => form_page(&st, &v, None, f, FieldErrors::from_error(e, FIELDS)?).await,
-    }
+    submit(
+        f.new_plan(),
+        FIELDS,
+        |input| {
+            st.db
+                .write(move |tx| ops::create_plan(tx, &actor, &input, &cur))
+        },
+        |_| "/panel/plans?notice=created".into(),
+        |errs| form_page(&st, &v, None, f, errs),
+    )
+    .await
 }
 
 async fn owned(st: &AppState, v: &Viewer, id: i64) -> Result<PlanRow> {
@@ -363,28 +362,16 @@ pub async fn update(
 ) -> PageResult {
     v.actor.require(Permission::ManagePlans)?;
     let stored = owned(&st, &v, id).await?;
-    let p = match f.patch() {
-        Ok(p) => p,
-        Err(errs) => {
-            return form_page(
-                &st,
-                &v,
-                Some(id),
-                keep_fixed(f, &stored, &st.currency),
-                errs,
-            )
-            .await;
-        }
-    };
     let (actor, cur) = (v.actor.clone(), st.currency.clone());
-    match st
-        .db
-        .write(move |tx| ops::update_plan(tx, &actor, id, &p, &cur))
-        .await
-    {
-        Ok(_) => Ok(Redirect::to("/panel/plans?notice=saved").into_response()),
-        Err(e) => {
-            let errs = FieldErrors::from_error(e, FIELDS)?;
+    submit(
+        f.patch(),
+        FIELDS,
+        |p| {
+            st.db
+                .write(move |tx| ops::update_plan(tx, &actor, id, &p, &cur))
+        },
+        |_| "/panel/plans?notice=saved".into(),
+        |errs| {
             form_page(
                 &st,
                 &v,
@@ -392,9 +379,9 @@ pub async fn update(
                 keep_fixed(f, &stored, &st.currency),
                 errs,
             )
-            .await
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// The typed fields, with those the edit form does not change as stored.
@@ -579,30 +566,28 @@ pub async fn change_rate_card(
         let p = opt_amount(&mut e, "wholesale_price", &f.wholesale_price);
         required(&mut e, "wholesale_price", p, &f.wholesale_price)
     };
-    let Some(plan_id) = plan_id.filter(|_| e.is_empty()) else {
-        return card_page(&st, &v, id, None, f, e).await;
-    };
-    let c = RateCardChange {
-        plan_id,
-        wholesale_price: price.map(NonNegativeAmount),
-        remove,
+    let change = match plan_id {
+        Some(plan_id) => checked(
+            e,
+            RateCardChange {
+                plan_id,
+                wholesale_price: price.map(NonNegativeAmount),
+                remove,
+            },
+        ),
+        None => Err(e),
     };
     let (actor, cur) = (v.actor.clone(), st.currency.clone());
-    match st
-        .db
-        .write(move |tx| ops::change_rate_card(tx, &actor, id, &c, &cur))
-        .await
-    {
-        Ok(_) => {
-            let n = if remove { "removed" } else { "set" };
-            Ok(
-                Redirect::to(&format!("/panel/resellers/{id}/rate-card?notice={n}"))
-                    .into_response(),
-            )
-        }
-        Err(err) => {
-            let errs = FieldErrors::from_error(err, FIELDS)?;
-            card_page(&st, &v, id, None, f, errs).await
-        }
-    }
+    let n = if remove { "removed" } else { "set" };
+    submit(
+        change,
+        FIELDS,
+        |c| {
+            st.db
+                .write(move |tx| ops::change_rate_card(tx, &actor, id, &c, &cur))
+        },
+        |_| format!("/panel/resellers/{id}/rate-card?notice={n}"),
+        |errs| card_page(&st, &v, id, None, f, errs),
+    )
+    .await
 }

@@ -1,4 +1,5 @@
-//! Reports: renewals and revenue per day or month, subscribers by status, traffic per
+//! Reports: renewals and revenue per day or month, subscribers by status now and per
+//! day over the last 31 days (the daily snapshots, [`crate::db::snapshot`]), traffic per
 //! day, over the actor's part of the tree (or one reseller in it), each drawn as an SVG
 //! chart on the server and downloadable as CSV. The figures are the API's
 //! (`/api/v1/reports/summary`'s `ledger::summary`), read through the same scope.
@@ -15,6 +16,7 @@ use super::{Chrome, PageResult, Viewer, opt_i64, render};
 use crate::AppState;
 use crate::db::agent::{self, UsageDay};
 use crate::db::ledger::{self, PeriodSummary};
+use crate::db::snapshot::{self, StatusDay};
 use crate::db::{subscriber, tenant};
 use crate::error::{Error, Result};
 use crate::scope::{Actor, Permission};
@@ -34,8 +36,13 @@ struct Figures {
     daily: bool,
     periods: Vec<PeriodSummary>,
     statuses: Vec<(String, i64)>,
+    /// The daily snapshots of the last 31 days (days without one are left out).
+    history: Vec<StatusDay>,
     usage: Vec<UsageDay>,
 }
+
+/// The statuses the history shows, in the order of its series and CSV columns.
+const STATUSES: [&str; 4] = ["active", "suspended", "expired", "disabled"];
 
 async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figures> {
     actor.require(Permission::ViewReports)?;
@@ -62,6 +69,7 @@ async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figure
         );
         let (by_status, _) = subscriber::counts(c, &over, until, until)?;
         let usage = agent::usage_in_scope(c, &over, &since_day)?;
+        let history = snapshot::history(c, &over, &since_day)?;
         Ok(Figures {
             tenant_id: t.id,
             tenant_name: t.name,
@@ -71,6 +79,7 @@ async fn figures(st: &AppState, actor: &Actor, q: &ReportQuery) -> Result<Figure
                 .into_iter()
                 .map(|(s, n)| (s.as_str().to_string(), n))
                 .collect(),
+            history,
             usage,
         })
     })
@@ -120,6 +129,42 @@ fn every_period(labels: Vec<String>, found: Vec<PeriodSummary>) -> Vec<PeriodSum
         .collect()
 }
 
+/// Renewal value and money collected per period, in the currency `cur`.
+fn money_chart(periods: &[PeriodSummary], labels: &[String], cur: &str) -> String {
+    chart::bars(
+        "Renewal value and money collected per period",
+        labels,
+        &[
+            Series {
+                name: "renewal value",
+                class: "a",
+                values: periods.iter().map(|p| money(p.renewal_value)).collect(),
+            },
+            Series {
+                name: "collected",
+                class: "b",
+                values: periods.iter().map(|p| money(p.collected)).collect(),
+            },
+        ],
+        cur,
+    )
+}
+
+/// The dashboard's revenue over time: the last 12 months' renewal value and money
+/// collected over `scope` (the reports' figures, read the same way).
+pub(super) fn dashboard_revenue(
+    c: &rusqlite::Connection,
+    scope: &crate::scope::Scope,
+    cur: &crate::money::Currency,
+) -> Result<String> {
+    let (labels, since) = span(false);
+    let periods = every_period(
+        labels.clone(),
+        ledger::summary(c, scope, true, since, crate::db::now() + 1, cur)?,
+    );
+    Ok(money_chart(&periods, &labels, &cur.code))
+}
+
 fn money(d: rust_decimal::Decimal) -> f64 {
     d.to_f64().unwrap_or(0.0)
 }
@@ -143,6 +188,8 @@ struct ReportsPage {
     renewals_chart: String,
     money_chart: String,
     status_chart: String,
+    history: Vec<StatusDay>,
+    history_chart: String,
     usage_chart: String,
 }
 
@@ -165,23 +212,7 @@ pub async fn reports(
         }],
         "",
     );
-    let money_chart = chart::bars(
-        "Renewal value and money collected per period",
-        &labels,
-        &[
-            Series {
-                name: "renewal value",
-                class: "a",
-                values: f.periods.iter().map(|p| money(p.renewal_value)).collect(),
-            },
-            Series {
-                name: "collected",
-                class: "b",
-                values: f.periods.iter().map(|p| money(p.collected)).collect(),
-            },
-        ],
-        &cur,
-    );
+    let money_chart = money_chart(&f.periods, &labels, &cur);
     let status_labels: Vec<String> = f.statuses.iter().map(|(s, _)| s.clone()).collect();
     let status_chart = chart::bars(
         "Subscribers by status",
@@ -191,6 +222,21 @@ pub async fn reports(
             class: "a",
             values: f.statuses.iter().map(|(_, n)| *n as f64).collect(),
         }],
+        "",
+    );
+    let history_days: Vec<String> = f.history.iter().map(|d| d.day.clone()).collect();
+    let history_chart = chart::bars(
+        "Subscribers by status per day",
+        &history_days,
+        &STATUSES
+            .iter()
+            .zip(["a", "b", "c", "d"])
+            .map(|(status, class)| Series {
+                name: status,
+                class,
+                values: f.history.iter().map(|d| d.count(status) as f64).collect(),
+            })
+            .collect::<Vec<_>>(),
         "",
     );
     let days: Vec<String> = f.usage.iter().map(|u| u.day.clone()).collect();
@@ -224,6 +270,8 @@ pub async fn reports(
         renewals_chart,
         money_chart,
         status_chart,
+        history: f.history,
+        history_chart,
         usage_chart,
     })
     .into_response())
@@ -274,7 +322,8 @@ mod tests {
 
 #[derive(Debug, Deserialize)]
 pub struct CsvQuery {
-    /// `revenue` (renewals and money per period) or `usage` (traffic per day).
+    /// `revenue` (renewals and money per period), `statuses` (subscribers by status per
+    /// day, from the daily snapshots) or `usage` (traffic per day).
     report: Option<String>,
     #[serde(flatten)]
     q: ReportQuery,
@@ -295,6 +344,14 @@ pub async fn csv(State(st): State<AppState>, v: Viewer, Query(c): Query<CsvQuery
             }
             ("revenue", out)
         }
+        "statuses" => {
+            let mut out = format!("day,{}\n", STATUSES.join(","));
+            for d in &f.history {
+                let counts: Vec<String> = STATUSES.iter().map(|s| d.count(s).to_string()).collect();
+                out.push_str(&format!("{},{}\n", d.day, counts.join(",")));
+            }
+            ("statuses", out)
+        }
         "usage" => {
             let mut out = String::from("day,download_octets,upload_octets\n");
             for u in &f.usage {
@@ -307,11 +364,11 @@ pub async fn csv(State(st): State<AppState>, v: Viewer, Query(c): Query<CsvQuery
         }
         r => {
             return Err(
-                Error::invalid(format!("report: '{r}' is neither revenue nor usage")).into(),
+                Error::invalid(format!("report: '{r}' is not revenue, statuses or usage")).into(),
             );
         }
     };
-    let period = if f.daily || name == "usage" {
+    let period = if f.daily || name != "revenue" {
         "daily"
     } else {
         "monthly"

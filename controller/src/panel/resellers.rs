@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::forms::{FieldErrors, opt_number, opt_text};
+use super::forms::{FieldErrors, checked, opt_number, opt_text, submit};
 use super::pages::{Choice, choices, once};
 use super::plans::opt_amount;
 use super::subscriber_forms::options;
@@ -17,6 +17,7 @@ use super::{Chrome, PageResult, Posted, Viewer, render};
 use crate::AppState;
 use crate::billing::{self, AdjustmentKind};
 use crate::crypto::new_bearer;
+use crate::db::brand::BrandSettings;
 use crate::db::ledger::{self, LedgerFilter, LedgerRow};
 use crate::db::tenant::{self, Limits, NewReseller, ResellerPatch, Tenant, TenantStatus, Usage};
 use crate::error::Result;
@@ -36,6 +37,8 @@ const FIELDS: &[&str] = &[
     "amount",
     "note",
     "limits",
+    "custom_domain",
+    "allowed_ips",
 ];
 
 /// A sub-reseller's form, on the resellers page.
@@ -67,36 +70,33 @@ pub async fn create(
         wan_check_enabled: f.wan_check_enabled.is_some(),
         limits: Limits::default(),
     };
-    if errs.is_empty() {
-        let (actor, cur, depth) = (
-            v.actor.clone(),
-            st.currency.clone(),
-            st.config.tree.max_depth,
-        );
-        match st
-            .db
-            .write(move |tx| ops::create_reseller(tx, &actor, &input, depth, &cur))
-            .await
-        {
-            Ok(r) => {
-                return Ok(
-                    Redirect::to(&format!("/panel/resellers/{}?notice=created", r.id))
-                        .into_response(),
-                );
-            }
-            Err(e) => errs = FieldErrors::from_error(e, FIELDS)?,
-        }
-    }
-    let o = options(&st, &v.actor).await?;
-    let status = errs.status();
-    let page = NewResellerPage {
-        chrome: Chrome::new(&v.ctx, "resellers"),
-        title: "New reseller".into(),
-        parents: choices(o.owners.unwrap_or_default(), Some(f.parent_id.as_str())),
-        f,
-        errs,
-    };
-    Ok((status, render(&page)).into_response())
+    let (actor, cur, depth) = (
+        v.actor.clone(),
+        st.currency.clone(),
+        st.config.tree.max_depth,
+    );
+    submit(
+        checked(errs, input),
+        FIELDS,
+        |input| {
+            st.db
+                .write(move |tx| ops::create_reseller(tx, &actor, &input, depth, &cur))
+        },
+        |r| format!("/panel/resellers/{}?notice=created", r.id),
+        |errs| async {
+            let o = options(&st, &v.actor).await?;
+            let status = errs.status();
+            let page = NewResellerPage {
+                chrome: Chrome::new(&v.ctx, "resellers"),
+                title: "New reseller".into(),
+                parents: choices(o.owners.unwrap_or_default(), Some(f.parent_id.as_str())),
+                f,
+                errs,
+            };
+            Ok((status, render(&page)).into_response())
+        },
+    )
+    .await
 }
 
 #[derive(Template)]
@@ -145,6 +145,13 @@ pub struct ResellerForm {
     max_sites: String,
     rebrand_enabled: Option<String>,
     wan_check_enabled: Option<String>,
+    /// The host its panel answers on with its brand; empty: none.
+    #[serde(default)]
+    custom_domain: String,
+    /// Address blocks its logins may come from, separated by commas or spaces; empty:
+    /// anywhere.
+    #[serde(default)]
+    allowed_ips: String,
 }
 
 impl ResellerForm {
@@ -160,6 +167,13 @@ impl ResellerForm {
             max_sites: n(t.limits.max_sites),
             rebrand_enabled: t.rebrand_enabled.then(|| "1".into()),
             wan_check_enabled: t.wan_check_enabled.then(|| "1".into()),
+            custom_domain: t.custom_domain.clone().unwrap_or_default(),
+            allowed_ips: t
+                .allowed_ips
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
         }
     }
 
@@ -190,6 +204,14 @@ impl ResellerForm {
             credit_limit: Some(NonNegativeAmount(credit.unwrap_or_default())),
             rebrand_enabled: Some(self.rebrand_enabled.is_some()),
             wan_check_enabled: Some(self.wan_check_enabled.is_some()),
+            custom_domain: Some(opt_text(&self.custom_domain)),
+            allowed_ips: Some(
+                self.allowed_ips
+                    .split(|c: char| c == ',' || c.is_whitespace())
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
             ..Default::default()
         })
     }
@@ -212,6 +234,7 @@ struct ResellerPage {
     money: Option<(String, MoneyForm)>,
     money_errs: FieldErrors,
     can_statement: bool,
+    can_brand: bool,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -271,6 +294,7 @@ async fn page(st: &AppState, v: &Viewer, id: i64, shown: Shown) -> PageResult {
         }),
         money_errs: shown.money_errs,
         can_statement: v.actor.can(Permission::ViewInvoices),
+        can_brand: v.actor.can(Permission::ManageBranding),
     };
     Ok((status, render(&page)).into_response())
 }
@@ -309,31 +333,27 @@ pub async fn update(
     Posted(f): Posted<ResellerForm>,
 ) -> PageResult {
     v.actor.require(Permission::ManageResellers)?;
-    let errs = match f.patch() {
-        Ok(p) => {
-            let (actor, cur) = (v.actor.clone(), st.currency.clone());
-            match st
-                .db
+    let (actor, cur) = (v.actor.clone(), st.currency.clone());
+    submit(
+        f.patch(),
+        FIELDS,
+        |p| {
+            st.db
                 .write(move |tx| ops::update_reseller(tx, &actor, id, &p, &cur))
-                .await
-            {
-                Ok(_) => {
-                    return Ok(Redirect::to(&format!("/panel/resellers/{id}?notice=saved"))
-                        .into_response());
-                }
-                Err(e) => FieldErrors::from_error(e, FIELDS)?,
-            }
-        }
-        Err(errs) => errs,
-    };
-    let shown = Shown {
-        notice: None,
-        f: Some(f),
-        errs,
-        money: None,
-        money_errs: FieldErrors::default(),
-    };
-    page(&st, &v, id, shown).await
+        },
+        |_| format!("/panel/resellers/{id}?notice=saved"),
+        |errs| {
+            let shown = Shown {
+                notice: None,
+                f: Some(f),
+                errs,
+                money: None,
+                money_errs: FieldErrors::default(),
+            };
+            page(&st, &v, id, shown)
+        },
+    )
+    .await
 }
 
 /// Tops up, refunds or adjusts the reseller's balance, once per form key, through
@@ -421,6 +441,124 @@ async fn refused(st: &AppState, v: &Viewer, id: i64, f: MoneyForm, e: FieldError
 }
 
 // ---------------------------------------------------------------------------------
+// Brand
+
+const BRAND_FIELDS: &[&str] = &["name", "color", "logo_url", "contact", "tagline"];
+
+/// The brand form as typed (an empty field clears it).
+#[derive(Deserialize, Default, Clone)]
+pub struct BrandForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    color: String,
+    #[serde(default)]
+    logo_url: String,
+    #[serde(default)]
+    contact: String,
+    #[serde(default)]
+    tagline: String,
+}
+
+impl BrandForm {
+    fn settings(&self) -> BrandSettings {
+        BrandSettings {
+            name: Some(self.name.clone()),
+            color: Some(self.color.trim().to_string()),
+            logo_url: Some(self.logo_url.trim().to_string()),
+            contact: Some(self.contact.clone()),
+            tagline: Some(self.tagline.clone()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "brand.html")]
+struct BrandPage {
+    chrome: Chrome,
+    title: String,
+    notice: Option<&'static str>,
+    id: i64,
+    /// Whether the tenant has rebranding (else its subscribers see its parent's brand).
+    rebrand_enabled: bool,
+    /// What its subscribers see now, resolved through the tree.
+    effective: String,
+    f: BrandForm,
+    errs: FieldErrors,
+}
+
+async fn brand_page(
+    st: &AppState,
+    v: &Viewer,
+    id: i64,
+    notice: Option<&'static str>,
+    typed: Option<BrandForm>,
+    errs: FieldErrors,
+) -> PageResult {
+    // The API's read: the actor's own tenant or one below it (anything else: 404).
+    let (t, view) = st
+        .read_scoped(&v.actor, move |c, s| {
+            let t = tenant::get_visible(c, s, id)?;
+            Ok((t, crate::db::brand::view(c, id)?))
+        })
+        .await?;
+    let stored = &view.settings;
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let f = typed.unwrap_or_else(|| BrandForm {
+        name: text(&stored.name),
+        color: text(&stored.color),
+        logo_url: text(&stored.logo_url),
+        contact: text(&stored.contact),
+        tagline: text(&stored.tagline),
+    });
+    let status = errs.status();
+    let page = BrandPage {
+        chrome: Chrome::new(&v.ctx, "resellers"),
+        title: format!("Brand · {}", t.name),
+        notice,
+        id,
+        rebrand_enabled: view.rebrand_enabled,
+        effective: view.effective.name.clone(),
+        f,
+        errs,
+    };
+    Ok((status, render(&page)).into_response())
+}
+
+/// The brand of the actor's own tenant or a reseller below it: name, colour, logo,
+/// contact, tagline.
+pub async fn brand(
+    State(st): State<AppState>,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Query(q): Query<super::PageQuery>,
+) -> PageResult {
+    v.actor.require(Permission::ManageBranding)?;
+    let notice = (q.notice.as_deref() == Some("saved")).then_some("Brand saved.");
+    brand_page(&st, &v, id, notice, None, FieldErrors::default()).await
+}
+
+/// Replaces the brand through [`ops::resellers::set_brand`] (the API's checks and
+/// audit entry); a refusal shows the form again with the error beside its field.
+pub async fn set_brand(
+    State(st): State<AppState>,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Posted(f): Posted<BrandForm>,
+) -> PageResult {
+    v.actor.require(Permission::ManageBranding)?;
+    let actor = v.actor.clone();
+    submit(
+        Ok(f.settings()),
+        BRAND_FIELDS,
+        |b| st.db.write(move |tx| ops::set_brand(tx, &actor, id, b)),
+        |_| format!("/panel/resellers/{id}/brand?notice=saved"),
+        |errs| brand_page(&st, &v, id, None, Some(f), errs),
+    )
+    .await
+}
+
+// ---------------------------------------------------------------------------------
 // Statement and ledger
 
 struct EntryLine {
@@ -457,21 +595,58 @@ struct LedgerPage {
     code: String,
     /// The statement's CSV export (the API's), for one reseller's statement.
     csv: Option<String>,
+    /// The statement's date filter: where it submits, and the days shown.
+    dates: Option<(String, String, String)>,
     back: Option<i64>,
     rows: Vec<EntryLine>,
     next: Option<String>,
 }
 
-/// A reseller's statement: its own account's entries, oldest first, read as the API's
-/// statement reads them; its CSV is the API's export.
+/// The statement's query: a cursor and the days it runs from and until.
+#[derive(Deserialize, Default)]
+pub struct StatementQuery {
+    cursor: Option<String>,
+    /// `YYYY-MM-DD`: from that day's start (UTC).
+    since: Option<String>,
+    /// `YYYY-MM-DD`: through that day's end (UTC).
+    until: Option<String>,
+}
+
+/// A day field as the start of that day, or of the day after it (`next`), UTC.
+fn day_start(field: &str, s: &Option<String>, next: bool) -> Result<Option<time::Date>> {
+    let Some(d) = s.as_deref().map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    let day = time::Date::parse(d, &fmt).map_err(|_| {
+        crate::error::Error::invalid(format!(
+            "{field}: '{d}' is not a date (for example 2026-12-31)"
+        ))
+    })?;
+    Ok(Some(if next {
+        day.next_day().unwrap_or(day)
+    } else {
+        day
+    }))
+}
+
+/// A reseller's statement: its own account's entries, oldest first, from and until the
+/// days asked, read as the API's statement reads them; its CSV is the API's export over
+/// the same days.
 pub async fn statement(
     State(st): State<AppState>,
     v: Viewer,
     Path(id): Path<i64>,
-    Query(q): Query<super::PageQuery>,
+    Query(q): Query<StatementQuery>,
 ) -> PageResult {
     v.actor.require(Permission::ViewInvoices)?;
     let paging = crate::db::Paging::new(q.cursor.as_deref().filter(|c| !c.is_empty()), Some(200))?;
+    let (from, to) = (
+        day_start("since", &q.since, false)?,
+        day_start("until", &q.until, true)?,
+    );
+    let unix = |d: Option<time::Date>| d.map(|d| d.midnight().assume_utc().unix_timestamp());
+    let (since, until) = (unix(from), unix(to));
     let (t, rows) = st
         .read_scoped(&v.actor, move |c, scope| {
             let (t, over) = tenant::rows_scope(c, scope, id)?;
@@ -479,22 +654,49 @@ pub async fn statement(
                 tenant_id: Some(t.id),
                 ..Default::default()
             };
-            let rows = ledger::list(c, &over, &f, None, None, paging)?;
+            let rows = ledger::list(c, &over, &f, since, until, paging)?;
             Ok((t, rows))
         })
         .await?;
     let page = paging.page(rows, |r| r.id);
     let cur = &st.currency;
+    let days = |since: &str, until: &str| {
+        let mut q = String::new();
+        for (k, v) in [("since", since), ("until", until)] {
+            if !v.is_empty() {
+                q.push_str(&format!("&{k}={v}"));
+            }
+        }
+        q
+    };
+    let rfc = |d: Option<time::Date>| d.map(|d| format!("{d}T00:00:00Z")).unwrap_or_default();
+    let (shown_since, shown_until) = (
+        from.map(|d| d.to_string()).unwrap_or_default(),
+        to.and_then(|d| d.previous_day())
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
+    );
     Ok(render(&LedgerPage {
         chrome: Chrome::new(&v.ctx, "resellers"),
         title: format!("Statement · {}", t.name),
         code: cur.code.clone(),
-        csv: Some(format!("/api/v1/resellers/{id}/statement?format=csv")),
+        csv: Some(format!(
+            "/api/v1/resellers/{id}/statement?format=csv{}",
+            days(&rfc(from), &rfc(to))
+        )),
+        dates: Some((
+            format!("/panel/resellers/{id}/statement"),
+            shown_since.clone(),
+            shown_until.clone(),
+        )),
         back: Some(id),
         rows: page.items.iter().map(|r| entry_line(r, cur)).collect(),
-        next: page
-            .next_cursor
-            .map(|c| format!("/panel/resellers/{id}/statement?cursor={c}")),
+        next: page.next_cursor.map(|c| {
+            format!(
+                "/panel/resellers/{id}/statement?cursor={c}{}",
+                days(&shown_since, &shown_until)
+            )
+        }),
     })
     .into_response())
 }
@@ -520,6 +722,7 @@ pub async fn ledger(
         title: "Ledger".into(),
         code: cur.code.clone(),
         csv: None,
+        dates: None,
         back: None,
         rows: page.items.iter().map(|r| entry_line(r, cur)).collect(),
         next: page

@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
-use super::forms::{FieldErrors, opt_number, opt_text};
+use super::forms::{FieldErrors, checked, opt_number, opt_text, submit};
 use super::pages::{Choice, choices};
 use super::subscriber_forms::options;
 use super::{Chrome, PageResult, Posted, Viewer, render};
@@ -18,8 +18,8 @@ use crate::AppState;
 use crate::crypto::new_bearer;
 use crate::db::Paging;
 use crate::db::agent::{self, AgentStatus};
-use crate::db::nas::{self, NasFilter, NasKind, NewNas};
-use crate::db::site::{self, NewSite, Site, SiteFilter};
+use crate::db::nas::{self, Nas, NasFilter, NasKind, NasPatch, NewNas};
+use crate::db::site::{self, NewSite, Site, SiteFilter, SitePatch};
 use crate::error::{ErrorKind, Result};
 use crate::ops::sites as ops;
 use crate::scope::Permission;
@@ -205,28 +205,84 @@ pub async fn create(
         location: f.location.clone(),
         notes: f.notes.clone(),
     };
-    let q = || super::PageQuery::default();
-    if !errs.is_empty() {
-        return sites_page(&st, &v, q(), f, errs).await;
-    }
     let actor = v.actor.clone();
-    match st
-        .db
-        .write(move |tx| ops::create_site(tx, &actor, &input))
-        .await
-    {
-        Ok(s) => Ok(Redirect::to(&format!("/panel/sites/{}?notice=created", s.id)).into_response()),
-        Err(e) => {
-            let errs = FieldErrors::from_error(e, SITE_FIELDS)?;
-            sites_page(&st, &v, q(), f, errs).await
-        }
-    }
+    submit(
+        checked(errs, input),
+        SITE_FIELDS,
+        |input| st.db.write(move |tx| ops::create_site(tx, &actor, &input)),
+        |s| format!("/panel/sites/{}?notice=created", s.id),
+        |errs| sites_page(&st, &v, super::PageQuery::default(), f, errs),
+    )
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "site_form.html")]
+struct SiteFormPage {
+    chrome: Chrome,
+    title: String,
+    id: i64,
+    f: SiteForm,
+    errs: FieldErrors,
+}
+
+fn site_form_page(v: &Viewer, id: i64, f: SiteForm, errs: FieldErrors) -> PageResult {
+    let status = errs.status();
+    let page = SiteFormPage {
+        chrome: Chrome::new(&v.ctx, "sites"),
+        title: format!("Edit {}", f.name),
+        id,
+        f,
+        errs,
+    };
+    Ok((status, render(&page)).into_response())
+}
+
+/// A site's edit form (name, location, notes); the 404 page outside the actor's scope.
+pub async fn edit_site(State(st): State<AppState>, v: Viewer, Path(id): Path<i64>) -> PageResult {
+    v.actor.require(Permission::ManageSites)?;
+    let s = st
+        .read_scoped(&v.actor, move |c, s| site::get_visible(c, s, id))
+        .await?;
+    let f = SiteForm {
+        name: s.name,
+        tenant_id: s.tenant_id.to_string(),
+        location: s.location,
+        notes: s.notes,
+    };
+    site_form_page(&v, id, f, FieldErrors::default())
+}
+
+/// Saves a site's name, location and notes through [`ops::sites::update_site`].
+pub async fn update_site(
+    State(st): State<AppState>,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Posted(f): Posted<SiteForm>,
+) -> PageResult {
+    v.actor.require(Permission::ManageSites)?;
+    let p = SitePatch {
+        name: Some(f.name.clone()),
+        location: Some(f.location.clone()),
+        notes: Some(f.notes.clone()),
+        ..Default::default()
+    };
+    let actor = v.actor.clone();
+    submit(
+        Ok(p),
+        SITE_FIELDS,
+        |p| st.db.write(move |tx| ops::update_site(tx, &actor, id, &p)),
+        |_| format!("/panel/sites/{id}?notice=saved"),
+        |errs| async move { site_form_page(&v, id, f, errs) },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------
 // One site
 
 struct NasLine {
+    id: i64,
     name: String,
     ip: String,
     kind: &'static str,
@@ -239,9 +295,12 @@ struct EventLine {
 }
 
 struct TokenLine {
+    id: i64,
     created: String,
     expires: String,
-    used: String,
+    /// Used, revoked, expired, or empty: still usable (and revocable).
+    state: String,
+    revocable: bool,
 }
 
 #[derive(Template)]
@@ -320,6 +379,7 @@ async fn site_page(
         .map(|k| (k.as_str().to_string(), k.as_str().to_string()))
         .collect();
     let day = |t: &str| t.replace('T', " ").trim_end_matches('Z').to_string();
+    let now = crate::db::rfc3339(crate::db::now());
     let page = SitePage {
         chrome: Chrome::new(&v.ctx, "sites"),
         title: site.name.clone(),
@@ -336,6 +396,7 @@ async fn site_page(
         nas: nas
             .iter()
             .map(|n| NasLine {
+                id: n.id,
                 name: n.name.clone(),
                 ip: n.ip.to_string(),
                 kind: n.kind.as_str(),
@@ -343,10 +404,20 @@ async fn site_page(
             .collect(),
         tokens: tokens
             .iter()
-            .map(|t| TokenLine {
-                created: day(&t.created_at),
-                expires: day(&t.expires_at),
-                used: t.used_at.as_deref().map(day).unwrap_or_default(),
+            .map(|t| {
+                let state = match (&t.used_at, &t.revoked_at) {
+                    (Some(u), _) => format!("used {}", day(u)),
+                    (None, Some(r)) => format!("revoked {}", day(r)),
+                    _ if t.expires_at < now => "expired".to_string(),
+                    _ => String::new(),
+                };
+                TokenLine {
+                    id: t.id,
+                    created: day(&t.created_at),
+                    expires: day(&t.expires_at),
+                    revocable: t.used_at.is_none() && t.revoked_at.is_none(),
+                    state,
+                }
             })
             .collect(),
         new_secret,
@@ -394,6 +465,9 @@ pub async fn show(
     let notice = match q.notice.as_deref() {
         Some("created") => Some("Site created."),
         Some("nas") => Some("NAS added."),
+        Some("nas_saved") => Some("NAS saved."),
+        Some("saved") => Some("Site saved."),
+        Some("revoked") => Some("Enrollment token revoked: it enrols nothing now."),
         _ => None,
     };
     let f = NasForm {
@@ -401,6 +475,96 @@ pub async fn show(
         ..Default::default()
     };
     site_page(&st, &v, id, notice, None, f, FieldErrors::default()).await
+}
+
+/// What the NAS form's own parsing decides: the address, the dialect and the CoA port,
+/// each refused beside its field. An empty address or kind is kept as `None` for an
+/// edit to leave as it was; a new NAS needs both.
+struct NasFields {
+    ip: Option<std::net::IpAddr>,
+    kind: Option<NasKind>,
+    coa_port: Option<u16>,
+}
+
+impl NasForm {
+    fn fields(&self, errs: &mut FieldErrors) -> NasFields {
+        let ip = match opt_text(&self.ip).map(|s| s.parse::<std::net::IpAddr>()) {
+            Some(Ok(ip)) => Some(ip),
+            Some(Err(_)) => {
+                errs.add(
+                    "ip",
+                    format!("ip: '{}' is not an IP address", self.ip.trim()),
+                );
+                None
+            }
+            None => {
+                errs.add(
+                    "ip",
+                    "ip is required: the address the NAS sends RADIUS from",
+                );
+                None
+            }
+        };
+        let kind = KINDS.into_iter().find(|k| k.as_str() == self.kind);
+        if kind.is_none() {
+            errs.add("kind", "kind: choose mikrotik, accel-ppp or generic");
+        }
+        let coa_port = match opt_number(errs, "coa_port", &self.coa_port).map(u16::try_from) {
+            Some(Ok(0)) | Some(Err(_)) => {
+                errs.add("coa_port", "coa_port must be between 1 and 65535");
+                None
+            }
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        NasFields { ip, kind, coa_port }
+    }
+
+    fn new_nas(&self, site: &Site) -> Result<NewNas, FieldErrors> {
+        let mut errs = FieldErrors::default();
+        let n = self.fields(&mut errs);
+        let (Some(ip), Some(kind)) = (n.ip, n.kind) else {
+            return Err(errs);
+        };
+        checked(
+            errs,
+            NewNas {
+                name: self.name.clone(),
+                site_id: site.id,
+                ip,
+                secret: self.secret.clone(),
+                kind,
+                coa_port: n.coa_port,
+                require_message_authenticator: Some(self.require_message_authenticator.is_some()),
+                tenant_id: Some(site.tenant_id),
+            },
+        )
+    }
+
+    /// Every field as a change; the secret only when one was typed (empty keeps it).
+    fn patch(&self) -> Result<NasPatch, FieldErrors> {
+        let mut errs = FieldErrors::default();
+        let n = self.fields(&mut errs);
+        checked(
+            errs,
+            NasPatch {
+                name: Some(self.name.clone()),
+                ip: n.ip,
+                secret: Some(self.secret.clone()).filter(|s| !s.is_empty()),
+                kind: n.kind,
+                coa_port: n.coa_port,
+                require_message_authenticator: Some(self.require_message_authenticator.is_some()),
+            },
+        )
+    }
+
+    /// The form as shown again: never with the secret typed (nor the stored one).
+    fn without_secret(self) -> NasForm {
+        NasForm {
+            secret: String::new(),
+            ..self
+        }
+    }
 }
 
 /// Adds a NAS at the site through [`ops::sites::create_nas`], owned as the site is.
@@ -414,62 +578,94 @@ pub async fn create_nas(
     let site = st
         .read_scoped(&v.actor, move |c, s| site::get_visible(c, s, id))
         .await?;
-    let mut errs = FieldErrors::default();
-    let ip = match opt_text(&f.ip).map(|s| s.parse::<std::net::IpAddr>()) {
-        Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => {
-            errs.add("ip", format!("ip: '{}' is not an IP address", f.ip.trim()));
-            None
-        }
-        None => {
-            errs.add(
-                "ip",
-                "ip is required: the address the NAS sends RADIUS from",
-            );
-            None
-        }
-    };
-    let kind = KINDS.into_iter().find(|k| k.as_str() == f.kind);
-    if kind.is_none() {
-        errs.add("kind", "kind: choose mikrotik, accel-ppp or generic");
-    }
-    let coa_port = opt_number(&mut errs, "coa_port", &f.coa_port);
-    let coa_port = match coa_port.map(u16::try_from) {
-        Some(Ok(0)) | Some(Err(_)) => {
-            errs.add("coa_port", "coa_port must be between 1 and 65535");
-            None
-        }
-        Some(Ok(p)) => Some(p),
-        None => None,
-    };
-    let (Some(ip), Some(kind)) = (ip, kind) else {
-        return site_page(&st, &v, id, None, None, f, errs).await;
-    };
-    if !errs.is_empty() {
-        return site_page(&st, &v, id, None, None, f, errs).await;
-    }
-    let input = NewNas {
-        name: f.name.clone(),
-        site_id: site.id,
-        ip,
-        secret: f.secret.clone(),
-        kind,
-        coa_port,
-        require_message_authenticator: Some(f.require_message_authenticator.is_some()),
-        tenant_id: Some(site.tenant_id),
-    };
     let (actor, secrets) = (v.actor.clone(), st.secrets.clone());
-    match st
-        .db
-        .write(move |tx| ops::create_nas(tx, &actor, &input, &secrets))
+    submit(
+        f.new_nas(&site),
+        NAS_FIELDS,
+        |input| {
+            st.db
+                .write(move |tx| ops::create_nas(tx, &actor, &input, &secrets))
+        },
+        |_| format!("/panel/sites/{id}?notice=nas"),
+        |errs| site_page(&st, &v, id, None, None, f.without_secret(), errs),
+    )
+    .await
+}
+
+#[derive(Template)]
+#[template(path = "nas_form.html")]
+struct NasFormPage {
+    chrome: Chrome,
+    title: String,
+    id: i64,
+    site_id: i64,
+    f: NasForm,
+    errs: FieldErrors,
+    kinds: Vec<Choice>,
+}
+
+fn nas_form_page(v: &Viewer, nas: &Nas, f: NasForm, errs: FieldErrors) -> PageResult {
+    let status = errs.status();
+    let kinds = KINDS
+        .iter()
+        .map(|k| (k.as_str().to_string(), k.as_str().to_string()))
+        .collect();
+    let page = NasFormPage {
+        chrome: Chrome::new(&v.ctx, "sites"),
+        title: format!("Edit NAS {}", nas.name),
+        id: nas.id,
+        site_id: nas.site_id,
+        kinds: choices(kinds, Some(f.kind.as_str())),
+        f: f.without_secret(),
+        errs,
+    };
+    Ok((status, render(&page)).into_response())
+}
+
+async fn visible_nas(st: &AppState, v: &Viewer, id: i64) -> Result<Nas> {
+    // Read without unsealing: the secret is never shown back.
+    st.read_scoped(&v.actor, move |c, s| nas::get_visible(c, s, id, None))
         .await
-    {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/sites/{id}?notice=nas")).into_response()),
-        Err(e) => {
-            let errs = FieldErrors::from_error(e, NAS_FIELDS)?;
-            site_page(&st, &v, id, None, None, f, errs).await
-        }
-    }
+}
+
+/// A NAS's edit form (the secret field empty: typing one replaces it); the 404 page
+/// outside the actor's scope.
+pub async fn edit_nas(State(st): State<AppState>, v: Viewer, Path(id): Path<i64>) -> PageResult {
+    v.actor.require(Permission::ManageSites)?;
+    let n = visible_nas(&st, &v, id).await?;
+    let f = NasForm {
+        name: n.name.clone(),
+        ip: n.ip.to_string(),
+        secret: String::new(),
+        kind: n.kind.as_str().into(),
+        coa_port: n.coa_port.to_string(),
+        require_message_authenticator: n.require_message_authenticator.then(|| "1".into()),
+    };
+    nas_form_page(&v, &n, f, FieldErrors::default())
+}
+
+/// Saves a NAS through [`ops::sites::update_nas`]: a typed secret is sealed at rest and
+/// audited as `[changed]`; an empty one keeps the stored secret.
+pub async fn update_nas(
+    State(st): State<AppState>,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Posted(f): Posted<NasForm>,
+) -> PageResult {
+    v.actor.require(Permission::ManageSites)?;
+    let n = visible_nas(&st, &v, id).await?;
+    let (actor, secrets) = (v.actor.clone(), st.secrets.clone());
+    submit(
+        f.patch(),
+        NAS_FIELDS,
+        |p| {
+            st.db
+                .write(move |tx| ops::update_nas(tx, &actor, id, &p, &secrets))
+        },
+        |n| format!("/panel/sites/{}?notice=nas_saved", n.site_id),
+        |errs| async move { nas_form_page(&v, &n, f, errs) },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -495,4 +691,21 @@ pub async fn create_token(
         ..Default::default()
     };
     site_page(&st, &v, id, None, Some(secret), f, FieldErrors::default()).await
+}
+
+/// Revokes an unused enrollment token through [`ops::sites::revoke_enrollment_token`]
+/// and returns to its site (a token outside the actor's scope: the 404 page).
+pub async fn revoke_token(
+    State(st): State<AppState>,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Posted(_): Posted<TokenForm>,
+) -> PageResult {
+    v.actor.require(Permission::ManageSites)?;
+    let actor = v.actor.clone();
+    let t = st
+        .db
+        .write(move |tx| ops::revoke_enrollment_token(tx, &actor, id))
+        .await?;
+    Ok(Redirect::to(&format!("/panel/sites/{}?notice=revoked", t.site_id)).into_response())
 }

@@ -4,10 +4,10 @@
 
 use askama::Template;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect};
+use axum::response::IntoResponse;
 use serde::Deserialize;
 
-use super::forms::{FieldErrors, opt_number};
+use super::forms::{FieldErrors, checked, opt_number, submit};
 use super::pages::{Choice, choices};
 use super::subscriber_forms::options;
 use super::{Chrome, PageResult, Posted, Viewer, render};
@@ -243,39 +243,44 @@ pub async fn create(
     }
     let preset = f.preset(&mut errs);
     let tenant_id = opt_number(&mut errs, "tenant_id", &f.tenant_id);
-    let back = |f: &UserForm| UserForm {
-        password: String::new(),
-        ..f.clone()
-    };
-    let Some(kind) = kind.filter(|_| errs.is_empty()) else {
-        return form_page(&st, &v, None, back(&f), errs).await;
-    };
-    let manager = kind == UserKind::Manager;
-    let input = NewUser {
-        email: f.email.clone(),
-        name: f.name.clone(),
-        phone: f.phone.clone(),
-        password: f.password.clone(),
-        kind,
-        tenant_id,
-        permissions: if manager { f.ticked() } else { Vec::new() },
-        preset: preset.filter(|_| manager),
-    };
-    let done = async {
-        let (email, name, perms) = ops::check_new(&v.actor, &input)?;
-        let hash = ops::hash_password(&st, input.password.clone()).await?;
-        let actor = v.actor.clone();
-        st.db
-            .write(move |tx| ops::create_user(tx, &actor, &input, &email, &name, &perms, &hash))
-            .await
-    };
-    match done.await {
-        Ok(_) => Ok(Redirect::to("/panel/users?notice=created").into_response()),
-        Err(e) => {
-            let errs = FieldErrors::from_error(e, FIELDS)?;
-            form_page(&st, &v, None, back(&f), errs).await
+    let input = kind.map(|kind| {
+        let manager = kind == UserKind::Manager;
+        NewUser {
+            email: f.email.clone(),
+            name: f.name.clone(),
+            phone: f.phone.clone(),
+            password: f.password.clone(),
+            kind,
+            tenant_id,
+            permissions: if manager { f.ticked() } else { Vec::new() },
+            preset: preset.filter(|_| manager),
         }
-    }
+    });
+    let parsed = match input {
+        Some(input) => checked(errs, input),
+        None => Err(errs),
+    };
+    // The form shown again never carries the password back.
+    let back = UserForm {
+        password: String::new(),
+        ..f
+    };
+    let (st, v) = (&st, &v);
+    submit(
+        parsed,
+        FIELDS,
+        |input| async move {
+            let (email, name, perms) = ops::check_new(&v.actor, &input)?;
+            let hash = ops::hash_password(st, input.password.clone()).await?;
+            let actor = v.actor.clone();
+            st.db
+                .write(move |tx| ops::create_user(tx, &actor, &input, &email, &name, &perms, &hash))
+                .await
+        },
+        |_| "/panel/users?notice=created".into(),
+        |errs| form_page(st, v, None, back, errs),
+    )
+    .await
 }
 
 async fn visible(st: &AppState, v: &Viewer, id: i64) -> Result<UserRow, Error> {
@@ -309,17 +314,6 @@ pub async fn update(
             None
         }
     };
-    // The form shown again keeps what the login is, whatever was posted for it.
-    let back = |f: &UserForm| UserForm {
-        password: String::new(),
-        email: u.email.clone(),
-        kind: u.kind.as_str().into(),
-        tenant_id: u.tenant_id.to_string(),
-        ..f.clone()
-    };
-    if !errs.is_empty() {
-        return form_page(&st, &v, Some(id), back(&f), errs).await;
-    }
     let perms = (u.kind == UserKind::Manager).then(|| {
         let mut list = f.ticked();
         if let Some(p) = preset {
@@ -338,24 +332,34 @@ pub async fn update(
         permissions: perms.filter(|l| *l != u.permissions.0.iter().copied().collect::<Vec<_>>()),
         password: Some(f.password.clone()).filter(|p| !p.is_empty()),
     };
-    let done = async {
-        if let Some(pw) = &p.password {
-            user::validate_password("password", pw)?;
-        }
-        let hash = match p.password.clone() {
-            Some(pw) => Some(ops::hash_password(&st, pw).await?),
-            None => None,
-        };
-        let actor = v.actor.clone();
-        st.db
-            .write(move |tx| ops::update_user(tx, &actor, id, &p, hash.as_deref()))
-            .await
+    // The form shown again keeps what the login is, whatever was posted for it, and
+    // never carries the password back.
+    let back = UserForm {
+        password: String::new(),
+        email: u.email.clone(),
+        kind: u.kind.as_str().into(),
+        tenant_id: u.tenant_id.to_string(),
+        ..f
     };
-    match done.await {
-        Ok(_) => Ok(Redirect::to("/panel/users?notice=saved").into_response()),
-        Err(e) => {
-            let errs = FieldErrors::from_error(e, FIELDS)?;
-            form_page(&st, &v, Some(id), back(&f), errs).await
-        }
-    }
+    let (st, v) = (&st, &v);
+    submit(
+        checked(errs, p),
+        FIELDS,
+        |p| async move {
+            if let Some(pw) = &p.password {
+                user::validate_password("password", pw)?;
+            }
+            let hash = match p.password.clone() {
+                Some(pw) => Some(ops::hash_password(st, pw).await?),
+                None => None,
+            };
+            let actor = v.actor.clone();
+            st.db
+                .write(move |tx| ops::update_user(tx, &actor, id, &p, hash.as_deref()))
+                .await
+        },
+        |_| "/panel/users?notice=saved".into(),
+        |errs| form_page(st, v, Some(id), back, errs),
+    )
+    .await
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
-use super::forms::{FieldErrors, opt_number, opt_text};
+use super::forms::{FieldErrors, checked, opt_number, opt_text, submit};
 use super::pages::{Choice, choices, once};
 use super::{Chrome, Failure, PageResult, Posted, Viewer, render};
 use crate::AppState;
@@ -128,28 +128,28 @@ impl SubscriberForm {
         let plan_id = opt_number(&mut errs, "plan_id", &self.plan_id);
         let max_sessions = opt_number(&mut errs, "max_sessions", &self.max_sessions);
         let expires_at = self.expiry(&mut errs).flatten();
-        if !errs.is_empty() {
-            return Err(errs);
-        }
-        Ok(NewSubscriber {
-            username: self.username.trim().to_string(),
-            password: self.password.clone(),
-            tenant_id,
-            site_id,
-            status: None,
-            expires_at,
-            plan_id,
-            auto_renew: self.auto_renew.is_some(),
-            max_sessions,
-            static_ipv4: opt_text(&self.static_ipv4),
-            mac: opt_text(&self.mac),
-            wan_check_exempt: false,
-            wan_tcp_ports: None,
-            name: self.name.clone(),
-            phone: self.phone.clone(),
-            email: self.email.clone(),
-            notes: self.notes.clone(),
-        })
+        checked(
+            errs,
+            NewSubscriber {
+                username: self.username.trim().to_string(),
+                password: self.password.clone(),
+                tenant_id,
+                site_id,
+                status: None,
+                expires_at,
+                plan_id,
+                auto_renew: self.auto_renew.is_some(),
+                max_sessions,
+                static_ipv4: opt_text(&self.static_ipv4),
+                mac: opt_text(&self.mac),
+                wan_check_exempt: false,
+                wan_tcp_ports: None,
+                name: self.name.clone(),
+                phone: self.phone.clone(),
+                email: self.email.clone(),
+                notes: self.notes.clone(),
+            },
+        )
     }
 
     /// Every field of the form as a change of `row` (the password only when one was
@@ -308,22 +308,18 @@ pub async fn create(
     Posted(f): Posted<SubscriberForm>,
 ) -> PageResult {
     v.actor.require(Permission::CreateCustomers)?;
-    let input = match f.new_subscriber() {
-        Ok(i) => i,
-        Err(errs) => return form_page(&st, &v, None, f, errs).await,
-    };
     let (actor, secrets) = (v.actor.clone(), st.secrets.clone());
-    let done = st
-        .db
-        .write(move |tx| ops::create_subscriber(tx, &actor, &input, &secrets))
-        .await;
-    match done {
-        Ok(row) => Ok(
-            Redirect::to(&format!("/panel/subscribers/{}?notice=created", row.sub.id))
-                .into_response(),
-        ),
-        Err(e) => form_page(&st, &v, None, f, FieldErrors::from_error(e, FIELDS)?).await,
-    }
+    submit(
+        f.new_subscriber(),
+        FIELDS,
+        |input| {
+            st.db
+                .write(move |tx| ops::create_subscriber(tx, &actor, &input, &secrets))
+        },
+        |row| format!("/panel/subscribers/{}?notice=created", row.sub.id),
+        |errs| form_page(&st, &v, None, f, errs),
+    )
+    .await
 }
 
 /// The form, filled with the subscriber (404 page outside the actor's scope).
@@ -353,19 +349,18 @@ pub async fn update(
     let row = st
         .read_scoped(&v.actor, move |c, s| subscriber::get_visible(c, s, id))
         .await?;
-    let p = match f.patch(&row) {
-        Ok(p) => p,
-        Err(errs) => return form_page(&st, &v, Some(id), f, errs).await,
-    };
     let (actor, secrets) = (v.actor.clone(), st.secrets.clone());
-    let done = st
-        .db
-        .write(move |tx| ops::update_subscriber(tx, &actor, id, &p, &secrets))
-        .await;
-    match done {
-        Ok(_) => Ok(Redirect::to(&format!("/panel/subscribers/{id}?notice=saved")).into_response()),
-        Err(e) => form_page(&st, &v, Some(id), f, FieldErrors::from_error(e, FIELDS)?).await,
-    }
+    submit(
+        f.patch(&row),
+        FIELDS,
+        |p| {
+            st.db
+                .write(move |tx| ops::update_subscriber(tx, &actor, id, &p, &secrets))
+        },
+        |_| format!("/panel/subscribers/{id}?notice=saved"),
+        |errs| form_page(&st, &v, Some(id), f, errs),
+    )
+    .await
 }
 
 /// The list's bulk form: an action, the ticked rows (`pick.<id>` fields), the reseller

@@ -25,6 +25,8 @@ pub struct EnrollmentToken {
     pub expires_at: String,
     pub used_at: Option<String>,
     pub agent_id: Option<i64>,
+    /// When it was revoked unused; a revoked token enrols nothing.
+    pub revoked_at: Option<String>,
 }
 
 /// Returned once, when a token is created.
@@ -44,6 +46,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentToken> {
         expires_at: crate::db::rfc3339(r.get(3)?),
         used_at: r.get::<_, Option<i64>>(4)?.map(crate::db::rfc3339),
         agent_id: r.get(5)?,
+        revoked_at: r.get::<_, Option<i64>>(6)?.map(crate::db::rfc3339),
     })
 }
 
@@ -59,16 +62,44 @@ pub fn create_token(
         "INSERT INTO enrollment_tokens (site_id, token_hash, created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![site_id, sha256(secret.as_bytes()), created_by, now, now + ttl_secs],
     )?;
-    Ok(conn.cached_row(
-        "SELECT id, site_id, created_at, expires_at, used_at, agent_id FROM enrollment_tokens WHERE id = ?1",
-        [conn.last_insert_rowid()],
-        token_row,
-    )?)
+    Ok(conn.cached_row(TOKEN_BY_ID, [conn.last_insert_rowid()], token_row)?)
+}
+
+const TOKEN_BY_ID: &str = "SELECT id, site_id, created_at, expires_at, used_at, agent_id, revoked_at FROM enrollment_tokens WHERE id = ?1";
+
+/// One token by id (not found when there is none; the caller checks its site's scope).
+pub fn get_token(conn: &Connection, id: i64) -> Result<EnrollmentToken> {
+    conn.cached_row(TOKEN_BY_ID, [id], token_row)
+        .optional()?
+        .ok_or_else(|| Error::not_found("enrollment token"))
+}
+
+/// Revokes a token nobody has used: it enrols nothing from now on. A used token is a
+/// conflict (its agent is revoked on its own), as is one revoked already.
+pub fn revoke_token(conn: &Connection, id: i64) -> Result<EnrollmentToken> {
+    let t = get_token(conn, id)?;
+    if t.used_at.is_some() {
+        return Err(Error::conflict(
+            "token_used",
+            "this enrollment token has enrolled an agent already; revoke the site's agent instead",
+        ));
+    }
+    if t.revoked_at.is_some() {
+        return Err(Error::conflict(
+            "token_revoked",
+            "this enrollment token is revoked already",
+        ));
+    }
+    conn.cached_exec(
+        "UPDATE enrollment_tokens SET revoked_at = ?2 WHERE id = ?1 AND used_at IS NULL",
+        params![id, crate::db::now()],
+    )?;
+    get_token(conn, id)
 }
 
 pub fn list_tokens(conn: &Connection, site_id: i64) -> Result<Vec<EnrollmentToken>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, site_id, created_at, expires_at, used_at, agent_id FROM enrollment_tokens WHERE site_id = ?1 ORDER BY id",
+        "SELECT id, site_id, created_at, expires_at, used_at, agent_id, revoked_at FROM enrollment_tokens WHERE site_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([site_id], token_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -136,7 +167,7 @@ pub fn enroll(
     let now = crate::db::now();
     let token: Option<(i64, i64)> = conn
         .cached_row(
-            "SELECT id, site_id FROM enrollment_tokens WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+            "SELECT id, site_id FROM enrollment_tokens WHERE token_hash = ?1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ?2",
             params![sha256(req.token.trim().as_bytes()), now],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -145,7 +176,7 @@ pub fn enroll(
         return Err(Error::new(
             crate::error::ErrorKind::Unauthenticated,
             "invalid_token",
-            "the enrollment token is not valid: unknown, already used or expired; create a new one for the site",
+            "the enrollment token is not valid: unknown, already used, revoked or expired; create a new one for the site",
         ));
     };
     let mut peers = PeerChange::default();
