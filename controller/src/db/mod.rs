@@ -42,6 +42,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0009_tunnel.sql"),
     include_str!("../../../migrations/controller/0010_subscriber_search.sql"),
     include_str!("../../../migrations/controller/0011_brand_tagline.sql"),
+    // 0012 is another branch's; until it lands this one runs twelfth.
+    include_str!("../../../migrations/controller/0013_tunnel_rotation.sql"),
 ];
 
 const READERS: usize = 4;
