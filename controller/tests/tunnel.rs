@@ -459,8 +459,11 @@ fn the_controllers_key_is_made_once_and_kept() {
     assert!(e.to_string().contains("not a WireGuard private key"), "{e}");
 }
 
+/// Each agent's key, address and rotation key.
+type KeyRows = Vec<(String, String, Option<String>)>;
+
 /// The rows a rotation touches, to show a refused one touched none.
-fn rotation_footprint(fx: &Fixture) -> (Vec<i64>, Vec<(String, String, Option<String>)>) {
+fn rotation_footprint(fx: &Fixture) -> (Vec<i64>, KeyRows) {
     let rows = fx
         .state
         .db

@@ -148,8 +148,10 @@ pub fn enroll(
             "the enrollment token is not valid: unknown, already used or expired; create a new one for the site",
         ));
     };
-    let mut peers = PeerChange::default();
-    peers.remove = revoke_live(conn, site_id, now)?;
+    let mut peers = PeerChange {
+        add: vec![],
+        remove: revoke_live(conn, site_id, now)?,
+    };
     let in_use: bool = conn.cached_row(
         "SELECT EXISTS (SELECT 1 FROM agents WHERE revoked_at IS NULL
                           AND (wireguard_public_key = ?1 OR rotation_public_key = ?1))",
