@@ -27,7 +27,8 @@
 //!   connect probes of every subscriber's CPE, state per target, transitions journaled.
 //! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
 //! - [`wg`]: the agent's end of the management tunnel (`outpost-wg` runs it): brought
-//!   up by [`site::Site::start`] from `identity.json` alone, read by `status`.
+//!   up by [`site::Site::start`] from `identity.json` alone, read by `status`; its key
+//!   rotated make before break by [`wg::run_rotation`] (`outpost-agent rotate-key`).
 //! - [`config`]: the TOML config and the enrolled identity.
 //! - [`clock`]: the one wall clock expiry, journal and sessions are judged by.
 //! - `main.rs`: the `outpost-agent` CLI (`enroll`, `run`, `status`,
