@@ -251,6 +251,13 @@ pub struct Identity {
     /// The tunnel enrolment set up; `None` when the controller runs without one.
     #[serde(default)]
     pub tunnel: Option<outpost_protocol::TunnelParams>,
+    /// The interface the tunnel runs on when a key rotation moved it off `[tunnel]`'s
+    /// name (rotations alternate between it and [`crate::wg::alternate_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_interface: Option<String>,
+    /// A key rotation under way ([`crate::wg::run_rotation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<crate::wg::Rotation>,
 }
 
 impl Identity {
@@ -275,18 +282,22 @@ impl Identity {
             path: path.clone(),
             source,
         };
+        // Written aside and renamed over: a key rotation saves it while `status` or
+        // `rotate-key` may read it, and a crash must leave the old one or the new one.
+        let tmp = path.with_extension("json.tmp");
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&path).map_err(err)?;
+        let mut f = opts.open(&tmp).map_err(err)?;
         f.write_all(
             serde_json::to_string_pretty(self)
                 .expect("identity serializes")
                 .as_bytes(),
         )
         .map_err(err)?;
-        f.sync_all().map_err(err)
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &path).map_err(err)
     }
 }
 

@@ -504,6 +504,8 @@ mod tests {
                 persistent_keepalive_secs: 25,
                 preshared_key: String::new(),
             }),
+            tunnel_interface: None,
+            rotation: None,
         }
     }
 

@@ -27,7 +27,8 @@
 //!   connect probes of every subscriber's CPE, state per target, transitions journaled.
 //! - [`portal`]: the "service suspended" page blocked subscribers' HTTP lands on.
 //! - [`wg`]: the agent's end of the management tunnel (`outpost-wg` runs it): brought
-//!   up by [`site::Site::start`] from `identity.json` alone, read by `status`.
+//!   up by [`site::Site::start`] from `identity.json` alone, read by `status`; its key
+//!   rotated make before break by [`wg::run_rotation`] (`outpost-agent rotate-key`).
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics` (Prometheus text) on
 //!   `[metrics] listen`, loopback or the tunnel address only; the counters themselves
 //!   stay in the parts that make them and are read at scrape time.

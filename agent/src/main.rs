@@ -56,6 +56,15 @@ enum Command {
         #[arg(long, default_value = "/var/lib/outpost-agent/agent.toml")]
         config: PathBuf,
     },
+    /// Rotate the tunnel's WireGuard key, make before break: generates the new key
+    /// pair and records the request in identity.json; the running agent (`run`)
+    /// carries it out within seconds (the controller gives the new key a second
+    /// address, the agent moves its calls to it once it has a handshake, and only then
+    /// is the old key removed). `status` shows its progress.
+    RotateKey {
+        #[arg(long, default_value = "/var/lib/outpost-agent/agent.toml")]
+        config: PathBuf,
+    },
     /// Enforcement on this box.
     Enforcement {
         #[command(subcommand)]
@@ -126,6 +135,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 },
             )
             .await
+        }
+        Command::RotateKey { config } => {
+            let cfg = Config::load(&config)?;
+            let mut id = Identity::load(&cfg.state_dir)?;
+            let Some(t) = &cfg.tunnel else {
+                anyhow::bail!("agent.toml has no [tunnel]: there is no tunnel key to rotate");
+            };
+            if id.tunnel.is_none() {
+                anyhow::bail!("identity.json has no tunnel: there is no tunnel key to rotate");
+            }
+            if let Some(r) = &id.rotation {
+                anyhow::bail!(
+                    "a rotation to key {} is already under way; `outpost-agent status` shows it",
+                    r.public_key()
+                );
+            }
+            let r = outpost_agent::wg::Rotation::new(t, &id);
+            println!(
+                "new public key {} (interface {}); the running agent rotates to it within seconds",
+                r.public_key(),
+                r.interface
+            );
+            id.rotation = Some(r);
+            id.save(&cfg.state_dir)?;
+            Ok(())
         }
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
@@ -206,7 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(st) => {
                         println!(
                             "tunnel:            up on {} ({})",
-                            t.interface,
+                            outpost_agent::wg::interface_name(t, &id),
                             id.tunnel.as_ref().map(|p| p.address.as_str()).unwrap_or("")
                         );
                         println!(
@@ -222,6 +256,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Err(e) => println!("tunnel:            DOWN: {e}"),
                 },
+            }
+            if let Some(r) = &id.rotation {
+                println!(
+                    "key rotation:      to {} on {}: {}",
+                    r.public_key(),
+                    r.interface,
+                    match (&r.tunnel, r.switched) {
+                        (None, _) => "waiting for the controller to accept the key".to_string(),
+                        (Some(p), false) => format!(
+                            "accepted ({}); waiting for the new key's handshake",
+                            p.address
+                        ),
+                        (Some(_), true) =>
+                            "calls moved; waiting for the controller to drop the old key".into(),
+                    }
+                );
             }
             println!("subscribers / NAS: {subs} / {nas}");
             println!("online sessions:   {}", store.online_total());
@@ -307,6 +357,8 @@ async fn enroll(
         credential: resp.credential,
         wireguard_private_key: private.to_base64(),
         tunnel: resp.tunnel.clone(),
+        tunnel_interface: None,
+        rotation: None,
     }
     .save(state_dir)?;
     let cfg = Config {

@@ -98,7 +98,7 @@ pub struct SiteHandle {
     tasks: JoinSet<()>,
     wan: Arc<wan::WanHandle>,
     /// The tunnel to the controller (taken down with the site).
-    tunnel: Option<Arc<outpost_wg::Interface>>,
+    tunnel: Option<Arc<crate::wg::Tunnel>>,
 }
 
 /// What `outpost-agent status` and a test read from a running site.
@@ -154,7 +154,7 @@ impl Site {
             Some(t) => {
                 let (t, id) = (t.clone(), id.clone());
                 Some(Arc::new(
-                    tokio::task::spawn_blocking(move || crate::wg::up(&t, &id))
+                    tokio::task::spawn_blocking(move || crate::wg::Tunnel::up(&t, &id))
                         .await
                         .map_err(SiteError::Panicked)?
                         .map_err(SiteError::Tunnel)?,
@@ -172,14 +172,13 @@ impl Site {
         tasks.spawn(flush_deferred(store.clone()));
         let client = Client::new(&cfg.controller_url, &id.credential);
         let link = Arc::new(Link::default());
-        if let Some(iface) = &tunnel {
-            let peer = crate::wg::plan(cfg.tunnel.as_ref().expect("tunnel configured"), id)
-                .map_err(SiteError::Tunnel)?
-                .1;
-            tasks.spawn(crate::wg::rekey_while_unreachable(
-                iface.clone(),
-                peer,
-                link.clone(),
+        if let Some(t) = &tunnel {
+            tasks.spawn(crate::wg::rekey_while_unreachable(t.clone(), link.clone()));
+            tasks.spawn(crate::wg::run_rotation(
+                t.clone(),
+                client.clone(),
+                cfg.state_dir.clone(),
+                id.clone(),
             ));
         }
         tasks.spawn(sync::run_state(

@@ -37,10 +37,13 @@ pub struct Enforced {
 /// what is enforced, and the digest shows the difference.
 const ENFORCE_WAIT: Duration = Duration::from_secs(60);
 
-/// The controller's agent API.
+/// The controller's agent API. Every call holds a read guard on the HTTP client for
+/// as long as it runs, so [`Client::switch`] (a key rotation moving the calls to a new
+/// tunnel) waits for the calls in flight, the long poll included, and the calls after
+/// it open new connections rather than reuse ones bound to the old tunnel's address.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    http: Arc<tokio::sync::RwLock<reqwest::Client>>,
     base: String,
     credential: String,
 }
@@ -64,18 +67,36 @@ pub enum SyncError {
 impl Client {
     pub fn new(base: &str, credential: &str) -> Client {
         Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()
-                .expect("HTTP client builds"),
+            http: Arc::new(tokio::sync::RwLock::new(Self::http())),
             base: base.trim_end_matches('/').to_string(),
             credential: credential.to_string(),
         }
     }
 
-    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
+    fn http() -> reqwest::Client {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("HTTP client builds")
+    }
+
+    /// Runs `f` once no call is in flight, holding new ones back until it returns,
+    /// then starts over with a new connection pool. Calls keep their order: they queue
+    /// behind the switch (tokio's lock is fair).
+    pub async fn switch<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut http = self.http.write().await;
+        let out = f();
+        *http = Self::http();
+        out
+    }
+
+    fn req(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        http.request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.credential)
             .header(proto::PROTOCOL_HEADER, proto::PROTOCOL_VERSION.to_string())
     }
@@ -93,8 +114,10 @@ impl Client {
     }
 
     pub async fn state(&self, since: u64, wait: u32) -> Result<proto::StateResponse, SyncError> {
+        let http = self.http.read().await;
         let resp = self
             .req(
+                &http,
                 reqwest::Method::GET,
                 &format!("{}?since={since}&wait={wait}", proto::paths::STATE),
             )
@@ -105,8 +128,9 @@ impl Client {
     }
 
     pub async fn ack(&self, ack: &proto::Ack) -> Result<(), SyncError> {
+        let http = self.http.read().await;
         let resp = self
-            .req(reqwest::Method::POST, proto::paths::ACK)
+            .req(&http, reqwest::Method::POST, proto::paths::ACK)
             .timeout(Duration::from_secs(15))
             .json(ack)
             .send()
@@ -118,13 +142,42 @@ impl Client {
         &self,
         batch: &proto::EventBatch,
     ) -> Result<proto::EventsAccepted, SyncError> {
+        let http = self.http.read().await;
         let resp = self
-            .req(reqwest::Method::POST, proto::paths::EVENTS)
+            .req(&http, reqwest::Method::POST, proto::paths::EVENTS)
             .timeout(Duration::from_secs(30))
             .json(batch)
             .send()
             .await?;
         Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// Begins a key rotation: the controller's parameters for the new key's tunnel.
+    pub async fn rotate_key(&self, new_public_key: &str) -> Result<proto::TunnelParams, SyncError> {
+        let http = self.http.read().await;
+        let resp = self
+            .req(&http, reqwest::Method::POST, proto::paths::ROTATE)
+            .timeout(Duration::from_secs(15))
+            .json(&proto::RotateKey {
+                new_public_key: new_public_key.to_string(),
+            })
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// Finishes a key rotation (called through the new key's tunnel).
+    pub async fn confirm_rotation(&self, new_public_key: &str) -> Result<(), SyncError> {
+        let http = self.http.read().await;
+        let resp = self
+            .req(&http, reqwest::Method::POST, proto::paths::ROTATE_CONFIRM)
+            .timeout(Duration::from_secs(15))
+            .json(&proto::RotateKey {
+                new_public_key: new_public_key.to_string(),
+            })
+            .send()
+            .await?;
+        Self::check(resp).await.map(|_| ())
     }
 
     /// Enrollment, before the agent has a credential.

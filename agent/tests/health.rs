@@ -77,6 +77,8 @@ fn identity() -> Identity {
         credential: "test-credential".into(),
         wireguard_private_key: String::new(),
         tunnel: None,
+        tunnel_interface: None,
+        rotation: None,
     }
 }
 

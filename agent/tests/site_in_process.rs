@@ -94,6 +94,8 @@ async fn start(dir: &std::path::Path) -> SiteHandle {
         credential: "test-credential".into(),
         wireguard_private_key: String::new(),
         tunnel: None,
+        tunnel_interface: None,
+        rotation: None,
     };
     Site::start(&cfg, &id).await.unwrap()
 }

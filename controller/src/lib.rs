@@ -39,8 +39,10 @@
 //!   `list_filter!`, which declares a list's query with them.
 //! - [`tunnel`]: the WireGuard management plane's hub (`outpost-wg` brings the
 //!   interface up): the controller's key, the start-up overlap checks, the peers of the
-//!   live agents, and [`tunnel::PeerChange`]s that enrolment and revocation decide in
-//!   their transactions. [`agent_app`] is the router served on the tunnel address.
+//!   live agents, and [`tunnel::PeerChange`]s that enrolment, revocation and key
+//!   rotation (`db/agent/rotation.rs`, make before break on a second overlay address)
+//!   decide in their transactions. [`agent_app`] is the router served on the tunnel
+//!   address.
 //! - [`crypto`]: argon2id passwords (checked a few at a time on the
 //!   [`crypto::PasswordGate`]'s own threads), hashed bearer secrets, sealed recoverable
 //!   secrets.

@@ -178,6 +178,18 @@ impl Tunnel {
         })
     }
 
+    /// Whether the peer with `public_key` has completed a handshake since the interface
+    /// came up; `None` without an interface (the plain test tier) or when it cannot be read.
+    pub fn handshake_seen(&self, public_key: &str) -> Option<bool> {
+        let guard = self.iface.lock().unwrap_or_else(|p| p.into_inner());
+        let peers = guard.as_ref()?.peers().ok()?;
+        Some(
+            peers
+                .iter()
+                .any(|p| p.public_key == public_key && p.last_handshake.is_some()),
+        )
+    }
+
     /// The peer an agent with `public_key`, `address` and `psk` is on the interface.
     pub fn agent_peer(
         public_key: &str,

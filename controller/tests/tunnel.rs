@@ -458,3 +458,251 @@ fn the_controllers_key_is_made_once_and_kept() {
         .unwrap();
     assert!(e.to_string().contains("not a WireGuard private key"), "{e}");
 }
+
+/// Each agent's key, address and rotation key.
+type KeyRows = Vec<(String, String, Option<String>)>;
+
+/// The rows a rotation touches, to show a refused one touched none.
+fn rotation_footprint(fx: &Fixture) -> (Vec<i64>, KeyRows) {
+    let rows = fx
+        .state
+        .db
+        .write_blocking(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT wireguard_public_key, tunnel_address, rotation_public_key FROM agents ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .unwrap();
+    (footprint(fx), rows)
+}
+
+fn rotate_req(secret: &str, path: &str, key: &str) -> Request<Body> {
+    agent_req(
+        secret,
+        Method::POST,
+        path,
+        Some(json!({ "new_public_key": key })),
+    )
+}
+
+const ROTATE: &str = "/agent/v1/rotate-key";
+const CONFIRM: &str = "/agent/v1/rotate-key/confirm";
+
+#[tokio::test]
+async fn a_key_rotation_adds_the_new_key_on_a_second_address_and_drops_the_old_one_only_when_confirmed_from_it()
+ {
+    let fx = tunnelled();
+    let inside = outpost_controller::agent_app(fx.state.clone());
+    let (_, secret) = &fx.agents[&fx.a.site];
+    let old_key = common::test_wg_key(fx.a.site as u8);
+    let old: IpAddr = address_of(&fx, fx.a.site).parse().unwrap();
+    let new_key = common::test_wg_key(201);
+    let (audit_before, _) = fx.audit_tail();
+
+    // Begin, from the agent's tunnel address: a second address and preshared key.
+    let (s, _, v) = send_via(&inside, rotate_req(secret, ROTATE, &new_key), old).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let t: proto::TunnelParams = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(t.address, "10.66.0.6/32", "an address never handed out");
+    assert!(outpost_wg::key("psk", &t.preshared_key).is_ok());
+    let new: IpAddr = t.address.trim_end_matches("/32").parse().unwrap();
+    let peers = live_peers(&fx);
+    assert_eq!(peers.len(), 5, "both keys are peers while it runs");
+    let p = peers.iter().find(|p| p.public_key == new_key).unwrap();
+    assert_eq!(p.allowed_ips, vec![t.address.parse().unwrap()]);
+    assert_eq!(p.preshared_key.as_deref(), Some(t.preshared_key.as_str()));
+    assert!(peers.iter().any(|p| p.public_key == old_key));
+    let (n, last) = fx.audit_tail();
+    assert_eq!(n - audit_before, 1);
+    assert_eq!(last.unwrap().1, "agent.rotate_key.begin");
+    // Presented again (an agent restarted before it saved the answer): the same answer.
+    let (s, _, again) = send_via(&inside, rotate_req(secret, ROTATE, &new_key), old).await;
+    assert_eq!((s, &again), (StatusCode::OK, &v));
+    assert_eq!(live_peers(&fx).len(), 5);
+    assert_eq!(fx.audit_tail().0, n);
+
+    // Meanwhile the agent's calls may come from either address.
+    let get = || agent_req(secret, Method::GET, "/agent/v1/state?since=0", None);
+    for from in [old, new] {
+        let (s, _, v) = send_via(&inside, get(), from).await;
+        assert_eq!(s, StatusCode::OK, "{from}: {v}");
+    }
+    // Confirmed from the old address: not yet (the new key has not shown it works).
+    let before = rotation_footprint(&fx);
+    let (s, _, v) = send_via(&inside, rotate_req(secret, CONFIRM, &new_key), old).await;
+    assert_error(s, &v, StatusCode::CONFLICT, "rotation_not_ready");
+    assert_eq!(rotation_footprint(&fx), before);
+
+    // Confirmed from the new one: the new key and address are the agent's, the old
+    // key's peer is gone and its address a tombstone.
+    let (s, _, v) = send_via(&inside, rotate_req(secret, CONFIRM, &new_key), new).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let peers = live_peers(&fx);
+    assert_eq!(peers.len(), 4);
+    assert!(!peers.iter().any(|p| p.public_key == old_key));
+    assert_eq!(address_of(&fx, fx.a.site), new.to_string());
+    assert_eq!(
+        fx.query_i64(&format!(
+            "SELECT count(*) FROM tunnel_addresses WHERE address = '{old}' AND freed_at IS NOT NULL"
+        )),
+        1
+    );
+    let (_, last) = fx.audit_tail();
+    assert_eq!(last.unwrap().1, "agent.rotate_key");
+    let v = fx
+        .get_ok(Who::A, &format!("/api/v1/sites/{}/agent", fx.a.site))
+        .await;
+    assert_eq!(v["wireguard_public_key"], json!(new_key));
+    // The old address no longer carries the credential.
+    let (s, _, v) = send_via(&inside, get(), old).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "wrong_tunnel_address");
+    // Confirming again (an agent restarted before it saved that it was done): no
+    // error, no change.
+    let before = rotation_footprint(&fx);
+    let (n, _) = fx.audit_tail();
+    let (s, _, _) = send_via(&inside, rotate_req(secret, CONFIRM, &new_key), new).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(rotation_footprint(&fx), before);
+    assert_eq!(fx.audit_tail().0, n);
+}
+
+#[tokio::test]
+async fn bad_rotations_are_clear_errors_that_change_nothing() {
+    let fx = tunnelled();
+    let inside = outpost_controller::agent_app(fx.state.clone());
+    let (_, a_secret) = &fx.agents[&fx.a.site];
+    let (_, b_secret) = &fx.agents[&fx.b.site];
+    let a: IpAddr = address_of(&fx, fx.a.site).parse().unwrap();
+    let b: IpAddr = address_of(&fx, fx.b.site).parse().unwrap();
+    // B has a rotation under way: its new key is taken too.
+    let b_pending = common::test_wg_key(202);
+    let (s, _, v) = send_via(&inside, rotate_req(b_secret, ROTATE, &b_pending), b).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    let before = rotation_footprint(&fx);
+    let (audit_before, _) = fx.audit_tail();
+    let controller = fx.state.tunnel.as_ref().unwrap().public_key.clone();
+    let cases: Vec<(&str, String, StatusCode, &str)> = vec![
+        (
+            ROTATE,
+            "bm90IGEga2V5".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            ROTATE,
+            "".into(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            ROTATE,
+            common::test_wg_key(fx.a.site as u8),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            ROTATE,
+            controller,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+        ),
+        (
+            ROTATE,
+            common::test_wg_key(fx.b.site as u8),
+            StatusCode::CONFLICT,
+            "wireguard_key_in_use",
+        ),
+        (
+            ROTATE,
+            b_pending.clone(),
+            StatusCode::CONFLICT,
+            "wireguard_key_in_use",
+        ),
+        (
+            CONFIRM,
+            common::test_wg_key(203),
+            StatusCode::CONFLICT,
+            "no_such_rotation",
+        ),
+        (
+            CONFIRM,
+            b_pending.clone(),
+            StatusCode::CONFLICT,
+            "no_such_rotation",
+        ),
+    ];
+    for (path, key, status, code) in cases {
+        let (s, _, v) = send_via(&inside, rotate_req(a_secret, path, &key), a).await;
+        assert_error(s, &v, status, code);
+        assert_eq!(
+            rotation_footprint(&fx),
+            before,
+            "{path} {key}: {code} changed nothing"
+        );
+    }
+    assert_eq!(fx.audit_tail().0, audit_before);
+
+    // Out of the tunnel: the public listener does not serve rotation at all; inside it,
+    // A's credential from B's address (or without one) is refused.
+    let key = common::test_wg_key(204);
+    for path in [ROTATE, CONFIRM] {
+        let (s, _, v) = fx.send(rotate_req(a_secret, path, &key), public_ip()).await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (s, _, v) = send_via(&inside, rotate_req(a_secret, ROTATE, &key), b).await;
+    assert_error(s, &v, StatusCode::FORBIDDEN, "wrong_tunnel_address");
+    let (s, _, v) = send_via(&inside, rotate_req("opa_nobody", ROTATE, &key), a).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(rotation_footprint(&fx), before);
+    let (n, last) = fx.audit_tail();
+    assert_eq!(n - audit_before, 1, "only the refusal's security entry");
+    assert_eq!(last.unwrap().1, "agent.wrong_tunnel_address");
+    // An enrolment cannot take a key a rotation holds.
+    let token = new_token(&fx, fx.a.site).await;
+    let (s, _, v) = fx
+        .send(enroll_req(&enroll_body(&token, &b_pending)), public_ip())
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "wireguard_key_in_use");
+    // Without a tunnel there is no key to rotate.
+    let plain = Fixture::new();
+    let (_, secret) = &plain.agents[&plain.a.site];
+    let (s, _, v) = plain
+        .send(rotate_req(secret, ROTATE, &key), public_ip())
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "no_tunnel");
+}
+
+#[tokio::test]
+async fn revoking_an_agent_mid_rotation_removes_both_its_peers() {
+    let fx = tunnelled();
+    let inside = outpost_controller::agent_app(fx.state.clone());
+    let (_, secret) = &fx.agents[&fx.b.site];
+    let b: IpAddr = address_of(&fx, fx.b.site).parse().unwrap();
+    let pending = common::test_wg_key(205);
+    let (s, _, v) = send_via(&inside, rotate_req(secret, ROTATE, &pending), b).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = fx
+        .call(
+            Who::B,
+            Method::DELETE,
+            &format!("/api/v1/sites/{}/agent", fx.b.site),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let peers = live_peers(&fx);
+    assert_eq!(peers.len(), 3);
+    assert!(
+        !peers.iter().any(
+            |p| p.public_key == pending || p.public_key == common::test_wg_key(fx.b.site as u8)
+        )
+    );
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM tunnel_addresses WHERE freed_at IS NULL"),
+        3,
+        "both of its addresses are tombstones"
+    );
+}

@@ -9,6 +9,12 @@
 //!    agent actually enforces.
 //! 4. [`EventBatch`] to [`paths::EVENTS`]: journaled events with per-agent sequence
 //!    numbers; the controller stores each (agent, seq) once.
+//! 5. Key rotation, make before break: [`RotateKey`] to [`paths::ROTATE`] from the
+//!    agent's tunnel address gets a second overlay address and preshared key for the
+//!    new key ([`TunnelParams`]); the agent brings up a second interface with them,
+//!    moves its calls to it once it has a handshake, and sends the same [`RotateKey`]
+//!    to [`paths::ROTATE_CONFIRM`] from the new address; only then does the
+//!    controller drop the old key's peer and address.
 //!
 //! Every call after enrollment carries `Authorization: Bearer <EnrollResponse::credential>`
 //! and the header [`PROTOCOL_HEADER`]. Times are unix seconds (UTC). This crate holds
@@ -34,6 +40,12 @@ pub mod paths {
     pub const ACK: &str = "/agent/v1/ack";
     /// `POST`: [`super::EventBatch`] → [`super::EventsAccepted`].
     pub const EVENTS: &str = "/agent/v1/events";
+    /// `POST`: [`super::RotateKey`] → [`super::TunnelParams`] for the new key (the same
+    /// answer again when the same key is presented twice).
+    pub const ROTATE: &str = "/agent/v1/rotate-key";
+    /// `POST`: [`super::RotateKey`] from the new key's address → 204; the old key is
+    /// gone. Repeating it after it succeeded is no error.
+    pub const ROTATE_CONFIRM: &str = "/agent/v1/rotate-key/confirm";
 }
 
 /// The longest long-poll wait the controller honours, in seconds.
@@ -112,6 +124,16 @@ impl TunnelParams {
     pub fn api_url(&self) -> String {
         format!("http://{}:{}", self.controller_address, self.api_port)
     }
+}
+
+/// Body of [`paths::ROTATE`] and [`paths::ROTATE_CONFIRM`]: the agent's new key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// The new WireGuard public key (base64, 32 bytes); its private half never leaves
+    /// the agent.
+    pub new_public_key: String,
 }
 
 /// Query of [`paths::STATE`].

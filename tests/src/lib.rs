@@ -28,6 +28,11 @@
 //! - [`lab`]: the netns lab: namespaces (from `outpost-testkit`) joined by veth links
 //!   (subscribers, a BNG, the internet with a web server and a resolver, the
 //!   controller), removed with every process inside when the test ends.
+//! - [`tunnel_bench`]: N agents long-polling through the WireGuard plane (real
+//!   controller, hub and one `wireguard-go` per agent; the agents' processes simulated
+//!   by tasks): controller CPU and RSS while the polls are held, time for all to resync
+//!   after a controller restart. `cargo bench -p outpost-tests --bench tunnel` (env
+//!   AGENTS, HOLD_SECS, WAIT_SECS); `tests/tunnel_bench_smoke.rs` runs it small.
 //! - [`system`]: what the whole-system tests share besides `outpost-testkit`: the real
 //!   binaries, the first operator login, RFC 3339 times, benchmark knobs.
 
@@ -38,4 +43,5 @@ pub mod radius_bench;
 pub mod radload;
 pub mod renewals;
 pub mod system;
+pub mod tunnel_bench;
 pub mod wan_bench;

@@ -417,6 +417,8 @@ impl AgentSite {
             credential: "offline-benchmark".into(),
             wireguard_private_key: String::new(),
             tunnel: None,
+            tunnel_interface: None,
+            rotation: None,
         }
         .save(&state_dir)?;
         // Bound and released: nothing listens there while the agent runs.

@@ -15,6 +15,7 @@
 //! - [`Backend`], [`InterfaceSpec`], [`Peer`]: what to bring up, as plain data.
 //! - [`Interface`]: a running interface, its peers and their [`PeerStatus`].
 //! - [`status`]: the peers of an interface another process runs (`outpost-agent status`).
+//! - [`delete_leftover`]: a link a crashed run left behind.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -316,6 +317,16 @@ impl Interface {
         self.apply(update)
     }
 
+    /// Routes `nets` through this interface, taking them from any other interface that
+    /// had them (a rotation moving the route to the controller to the new key's).
+    pub fn route(&self, nets: &[Ipv4Net]) -> Result<()> {
+        let name = self.name.to_string();
+        for r in nets {
+            ip(&["route", "replace", &r.to_string(), "dev", &name])?;
+        }
+        Ok(())
+    }
+
     /// Every peer now, with its handshake and bytes.
     pub fn peers(&self) -> Result<Vec<PeerStatus>> {
         status(&self.name.to_string(), self.backend)
@@ -337,6 +348,16 @@ impl Drop for Interface {
             }
         }
         tracing::info!(iface = %name, "WireGuard interface stopped");
+    }
+}
+
+/// Deletes the link `name` if one is there (its `wireguard-go` exits with it): an
+/// interface a crashed run left behind that nothing will bring up again.
+pub fn delete_leftover(name: &str) {
+    if iface_name(name).is_ok() && link_exists(name) {
+        tracing::warn!(iface = %name, "deleting a leftover interface");
+        let _ = ip(&["link", "del", "dev", name]);
+        let _ = std::fs::remove_file(socket_path(name));
     }
 }
 

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0010_subscriber_search.sql"),
     include_str!("../../../migrations/controller/0011_brand_tagline.sql"),
     include_str!("../../../migrations/controller/0012_status_history.sql"),
+    include_str!("../../../migrations/controller/0013_tunnel_rotation.sql"),
     include_str!("../../../migrations/controller/0014_session_counters.sql"),
 ];
 

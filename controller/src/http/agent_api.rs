@@ -34,6 +34,8 @@ pub fn sync_router() -> OpenApiRouter<AppState> {
         .routes(routes!(state))
         .routes(routes!(ack))
         .routes(routes!(events))
+        .routes(routes!(rotate_key))
+        .routes(routes!(confirm_rotation))
 }
 
 /// An authenticated agent.
@@ -80,7 +82,7 @@ impl FromRequestParts<AppState> for Agent {
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0.ip());
-            if from.is_none() || from != me.tunnel_address.map(IpAddr::V4) {
+            if !from.is_some_and(|ip| me.owns(ip)) {
                 let from = from.map(|a| a.to_string()).unwrap_or_default();
                 let event = SecurityEvent::new(
                     Who {
@@ -104,6 +106,25 @@ impl FromRequestParts<AppState> for Agent {
             }
         }
         Ok(Agent(me))
+    }
+}
+
+/// An authenticated agent and the address its call came from (inside the tunnel: one
+/// of the agent's own, [`Agent`] checked).
+pub struct AgentFrom {
+    pub me: AgentIdentity,
+    pub from: Option<IpAddr>,
+}
+
+impl FromRequestParts<AppState> for AgentFrom {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Error> {
+        let Agent(me) = Agent::from_request_parts(parts, st).await?;
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(AgentFrom { me, from })
     }
 }
 
@@ -135,7 +156,7 @@ async fn enroll(
             let r = e.response;
             let tenant: i64 = tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [r.site_id], |row| row.get(0))?;
             let address = r.tunnel.as_ref().map(|t| t.address.clone());
-            let who = agent_who(AgentIdentity { agent_id: r.agent_id, site_id: r.site_id, tunnel_address: None });
+            let who = agent_who(AgentIdentity { agent_id: r.agent_id, site_id: r.site_id, tunnel_address: None, rotation_address: None });
             audit::record(
                 tx,
                 &Entry::new(&who, tenant, "agent.enroll", "site", r.site_id).after(&serde_json::json!({
@@ -247,4 +268,99 @@ async fn events(
         })
         .await?;
     Ok(Json(accepted))
+}
+
+/// Begin a make-before-break rotation of the agent's WireGuard key: the new key's peer
+/// is added with a second overlay address and preshared key (returned), next to the old
+/// one. The same key presented again gets the same answer.
+#[utoipa::path(post, path = "/agent/v1/rotate-key", tag = "agent", security(("agent" = [])),
+    request_body = proto::RotateKey,
+    responses((status = 200, body = proto::TunnelParams),
+        (status = 400, body = ErrorBody, description = "Not a WireGuard key, or the agent's or controller's own (`invalid`)"),
+        (status = 409, body = ErrorBody, description = "Another agent has the key (`wireguard_key_in_use`), or there is no tunnel (`no_tunnel`)")))]
+async fn rotate_key(
+    State(st): State<AppState>,
+    AgentFrom { me, from }: AgentFrom,
+    ApiJson(req): ApiJson<proto::RotateKey>,
+) -> Result<Json<proto::TunnelParams>> {
+    let (tunnel, secrets) = (st.tunnel.clone(), st.secrets.clone());
+    let params = st
+        .db
+        .write(move |tx| {
+            let r = agent::begin_rotation(tx, me, &req, tunnel.as_deref(), &secrets)?;
+            if !r.audit.is_null() {
+                let tenant = site_tenant(tx, me.site_id)?;
+                let who = Who {
+                    ip: from.map(|a| a.to_string()).unwrap_or_default(),
+                    ..agent_who(me)
+                };
+                audit::record(
+                    tx,
+                    &Entry::new(&who, tenant, "agent.rotate_key.begin", "site", me.site_id)
+                        .after(&r.audit),
+                )?;
+            }
+            // Last: a failure rolls the step back and leaves the interface as it was.
+            if let Some(t) = &tunnel {
+                t.apply(&r.peers)?;
+            }
+            Ok(r.response)
+        })
+        .await?;
+    Ok(Json(params))
+}
+
+/// Finish a key rotation: called from the new key's address once it has a handshake,
+/// it makes the new key and address the agent's and removes the old key's peer.
+/// Repeating it after it succeeded is no error.
+#[utoipa::path(post, path = "/agent/v1/rotate-key/confirm", tag = "agent", security(("agent" = [])),
+    request_body = proto::RotateKey,
+    responses((status = 204, description = "The new key is the agent's; the old one's peer is gone"),
+        (status = 409, body = ErrorBody, description = "No rotation to this key (`no_such_rotation`), or not yet from its address (`rotation_not_ready`)")))]
+async fn confirm_rotation(
+    State(st): State<AppState>,
+    AgentFrom { me, from }: AgentFrom,
+    ApiJson(req): ApiJson<proto::RotateKey>,
+) -> Result<StatusCode> {
+    let tunnel = st.tunnel.clone();
+    let from_new = from.is_some_and(|ip| me.rotation_address.map(IpAddr::V4) == Some(ip));
+    let handshake = match &tunnel {
+        Some(t) => {
+            let (t, key) = (t.clone(), req.new_public_key.trim().to_string());
+            tokio::task::spawn_blocking(move || t.handshake_seen(&key))
+                .await
+                .map_err(|e| Error::internal(&e))?
+        }
+        None => None,
+    };
+    st.db
+        .write(move |tx| {
+            let r = agent::confirm_rotation(tx, me, &req, from_new, handshake)?;
+            if !r.audit.is_null() {
+                let tenant = site_tenant(tx, me.site_id)?;
+                let who = Who {
+                    ip: from.map(|a| a.to_string()).unwrap_or_default(),
+                    ..agent_who(me)
+                };
+                audit::record(
+                    tx,
+                    &Entry::new(&who, tenant, "agent.rotate_key", "site", me.site_id)
+                        .after(&r.audit),
+                )?;
+            }
+            if let Some(t) = &tunnel {
+                t.apply(&r.peers)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn site_tenant(tx: &rusqlite::Connection, site_id: i64) -> Result<i64> {
+    Ok(tx.query_row(
+        "SELECT tenant_id FROM sites WHERE id = ?1",
+        [site_id],
+        |r| r.get(0),
+    )?)
 }

@@ -179,12 +179,13 @@ pub fn enroll(
             "the enrollment token is not valid: unknown, already used, revoked or expired; create a new one for the site",
         ));
     };
-    let mut peers = PeerChange::default();
-    if let Some(old) = revoke_live(conn, site_id, now)? {
-        peers.remove.push(old);
-    }
+    let mut peers = PeerChange {
+        add: vec![],
+        remove: revoke_live(conn, site_id, now)?,
+    };
     let in_use: bool = conn.cached_row(
-        "SELECT EXISTS (SELECT 1 FROM agents WHERE wireguard_public_key = ?1 AND revoked_at IS NULL)",
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE revoked_at IS NULL
+                          AND (wireguard_public_key = ?1 OR rotation_public_key = ?1))",
         [key],
         |r| r.get(0),
     )?;
@@ -249,17 +250,18 @@ pub fn enroll(
 }
 
 /// Revokes the site's live agent, if any: its credential stops working and its overlay
-/// address becomes a tombstone. Returns its public key, whose peer is to be removed.
-fn revoke_live(conn: &Connection, site_id: i64, now: i64) -> Result<Option<String>> {
-    let old: Option<(i64, String)> = conn
+/// addresses become tombstones. Returns its public keys (the one of a rotation under
+/// way too), whose peers are to be removed.
+fn revoke_live(conn: &Connection, site_id: i64, now: i64) -> Result<Vec<String>> {
+    let old: Option<(i64, String, Option<String>)> = conn
         .cached_row(
-            "SELECT id, wireguard_public_key FROM agents WHERE site_id = ?1 AND revoked_at IS NULL",
+            "SELECT id, wireguard_public_key, rotation_public_key FROM agents WHERE site_id = ?1 AND revoked_at IS NULL",
             [site_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let Some((id, key)) = old else {
-        return Ok(None);
+    let Some((id, key, rotation_key)) = old else {
+        return Ok(vec![]);
     };
     conn.cached_exec(
         "UPDATE agents SET revoked_at = ?2 WHERE id = ?1",
@@ -269,26 +271,32 @@ fn revoke_live(conn: &Connection, site_id: i64, now: i64) -> Result<Option<Strin
         "UPDATE tunnel_addresses SET freed_at = ?2 WHERE agent_id = ?1 AND freed_at IS NULL",
         params![id, now],
     )?;
-    Ok(Some(key))
+    Ok(std::iter::once(key).chain(rotation_key).collect())
 }
 
 /// Revokes the site's agent (the box is retired or compromised): the change to the
 /// tunnel removes its peer. Not found when the site has no live agent.
 pub fn revoke(conn: &Connection, site_id: i64) -> Result<PeerChange> {
-    match revoke_live(conn, site_id, crate::db::now())? {
-        Some(key) => Ok(PeerChange {
-            add: vec![],
-            remove: vec![key],
-        }),
-        None => Err(Error::not_found("agent for this site")),
+    let remove = revoke_live(conn, site_id, crate::db::now())?;
+    if remove.is_empty() {
+        return Err(Error::not_found("agent for this site"));
     }
+    Ok(PeerChange {
+        add: vec![],
+        remove,
+    })
 }
 
-/// Every live agent's peer, for bringing the interface up (also after a restart).
+/// Every live agent's peer, for bringing the interface up (also after a restart), and
+/// the new key's peer of each rotation under way.
 pub fn live_peers(conn: &Connection, secrets: &SecretBox) -> Result<Vec<outpost_wg::Peer>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT wireguard_public_key, tunnel_address, preshared_key_sealed FROM agents
-         WHERE revoked_at IS NULL AND tunnel_address <> '' ORDER BY id",
+        "SELECT wireguard_public_key, tunnel_address, preshared_key_sealed, id FROM agents
+         WHERE revoked_at IS NULL AND tunnel_address <> ''
+         UNION ALL
+         SELECT rotation_public_key, rotation_address, rotation_psk_sealed, id FROM agents
+         WHERE revoked_at IS NULL AND rotation_public_key IS NOT NULL
+         ORDER BY 4",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -314,7 +322,7 @@ pub fn live_peers(conn: &Connection, secrets: &SecretBox) -> Result<Vec<outpost_
 
 /// The lowest host address of the overlay never handed out before (tombstones
 /// included), other than the controller's.
-fn allocate_address(conn: &Connection, cfg: &TunnelConfig) -> Result<Ipv4Addr> {
+pub(super) fn allocate_address(conn: &Connection, cfg: &TunnelConfig) -> Result<Ipv4Addr> {
     let taken: BTreeSet<String> = {
         let mut stmt = conn.prepare_cached("SELECT address FROM tunnel_addresses")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;

@@ -6,10 +6,12 @@
 mod enrollment;
 mod events;
 mod feed;
+mod rotation;
 
 pub use enrollment::*;
 pub use events::*;
 pub use feed::*;
+pub use rotation::*;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,19 @@ pub struct AgentIdentity {
     /// Its overlay address: inside the tunnel, requests with its credential must come
     /// from it. `None` for an agent enrolled without a tunnel.
     pub tunnel_address: Option<std::net::Ipv4Addr>,
+    /// The second address of a key rotation under way: its calls may come from there
+    /// too, through the new key ([`rotation`]).
+    pub rotation_address: Option<std::net::Ipv4Addr>,
+}
+
+impl AgentIdentity {
+    /// Whether a call from `ip` (inside the tunnel) may carry this agent's credential.
+    pub fn owns(&self, ip: std::net::IpAddr) -> bool {
+        [self.tunnel_address, self.rotation_address]
+            .into_iter()
+            .flatten()
+            .any(|a| std::net::IpAddr::V4(a) == ip)
+    }
 }
 
 pub fn authenticate(conn: &Connection, secret: &str) -> Result<Option<AgentIdentity>> {
@@ -35,13 +50,14 @@ pub fn authenticate(conn: &Connection, secret: &str) -> Result<Option<AgentIdent
     }
     Ok(conn
         .cached_row(
-            "SELECT id, site_id, tunnel_address FROM agents WHERE credential_hash = ?1 AND revoked_at IS NULL",
+            "SELECT id, site_id, tunnel_address, rotation_address FROM agents WHERE credential_hash = ?1 AND revoked_at IS NULL",
             [sha256(secret.as_bytes())],
             |r| {
                 Ok(AgentIdentity {
                     agent_id: r.get(0)?,
                     site_id: r.get(1)?,
                     tunnel_address: r.get::<_, String>(2)?.parse().ok(),
+                    rotation_address: r.get::<_, Option<String>>(3)?.and_then(|a| a.parse().ok()),
                 })
             },
         )
