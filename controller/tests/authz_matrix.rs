@@ -84,6 +84,8 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/agent/v1/state",                      [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
     ("POST", "/agent/v1/ack",                       [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
     ("POST", "/agent/v1/events",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
+    ("POST", "/agent/v1/rotate-key",                [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
+    ("POST", "/agent/v1/rotate-key/confirm",        [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
 ];
 
 /// Routes that move money and so take an Idempotency-Key.
@@ -218,6 +220,9 @@ fn request(
             Some(json!({ "revision": 1, "digest": "00", "agent_version": "1" }))
         }
         ("POST", "/agent/v1/events") => Some(json!({ "events": [] })),
+        ("POST", "/agent/v1/rotate-key") | ("POST", "/agent/v1/rotate-key/confirm") => {
+            Some(json!({ "new_public_key": common::TEST_WG_KEY }))
+        }
         (_, _) => None,
     };
     let id = match route {

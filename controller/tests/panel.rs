@@ -2697,3 +2697,106 @@ async fn the_subscriber_list_filters_by_reseller_in_scope() {
     let (s, _, _) = view(&fx, as_who(&fx, Who::A), "/panel/subscribers?tenant_id=x").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// Issue 10's "expiring" filter: active subscribers whose expiry falls within the days
+/// asked, in the panel and the API alike, never outside the actor's part of the tree.
+#[tokio::test]
+async fn the_subscriber_list_filters_by_expiry_in_scope() {
+    let fx = Fixture::new();
+    let day = 86_400;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let at = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    for (id, expires) in [
+        (fx.a.subscriber, now + 3 * day),
+        (fx.a1.subscriber, now + 60 * day),
+        (fx.b.subscriber, now + 2 * day),
+    ] {
+        fx.patch_ok(
+            Who::Op,
+            &format!("/api/v1/subscribers/{id}"),
+            json!({ "expires_at": at(expires), "status": "active" }),
+        )
+        .await;
+    }
+    let ids = |v: &serde_json::Value| -> Vec<i64> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_i64().unwrap())
+            .collect()
+    };
+    let a_week = fx
+        .get_ok(Who::A, "/api/v1/subscribers?expiring_days=7")
+        .await;
+    assert_eq!(ids(&a_week), vec![fx.a.subscriber], "{a_week}");
+    let a_quarter = ids(&fx
+        .get_ok(Who::A, "/api/v1/subscribers?expiring_days=90")
+        .await);
+    assert!(a_quarter.contains(&fx.a1.subscriber) && !a_quarter.contains(&fx.b.subscriber));
+    let op_week = ids(&fx
+        .get_ok(Who::Op, "/api/v1/subscribers?expiring_days=7")
+        .await);
+    assert!(op_week.contains(&fx.a.subscriber) && op_week.contains(&fx.b.subscriber));
+    assert!(!op_week.contains(&fx.a1.subscriber));
+    // A suspended subscriber is not "expiring": it is already cut off.
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+        json!({ "status": "suspended" }),
+    )
+    .await;
+    assert!(
+        ids(&fx
+            .get_ok(Who::A, "/api/v1/subscribers?expiring_days=7")
+            .await)
+        .is_empty()
+    );
+    fx.patch_ok(
+        Who::A,
+        &format!("/api/v1/subscribers/{}", fx.a.subscriber),
+        json!({ "status": "active" }),
+    )
+    .await;
+    let (s, b) = fx
+        .get(Who::A, "/api/v1/subscribers?expiring_days=400")
+        .await;
+    assert!(s.is_client_error(), "{s} {b}");
+
+    let username = |id: i64| {
+        fx.state
+            .db
+            .write_blocking(|tx| {
+                Ok(tx.query_row(
+                    "SELECT username FROM subscribers WHERE id = ?1",
+                    [id],
+                    |r| r.get::<_, String>(0),
+                )?)
+            })
+            .unwrap()
+    };
+    let (a, a1, b) = (
+        username(fx.a.subscriber),
+        username(fx.a1.subscriber),
+        username(fx.b.subscriber),
+    );
+    let html = ok_page(&fx, Who::A, "/panel/subscribers?expiring=7").await;
+    assert!(html.contains(&format!(">{a}<")), "{html}");
+    assert!(
+        !html.contains(&format!(">{a1}<")) && !html.contains(&format!(">{b}<")),
+        "{html}"
+    );
+    assert!(html.contains("<option value=\"7\" selected>"), "{html}");
+    let dashboard = ok_page(&fx, Who::A, "/panel").await;
+    assert!(
+        dashboard.contains("/panel/subscribers?expiring=7"),
+        "{dashboard}"
+    );
+    let (s, _, _) = view(&fx, as_who(&fx, Who::A), "/panel/subscribers?expiring=soon").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}

@@ -339,6 +339,10 @@ list_filter! {
         pub tenant_id: Option<i64>,
         pub site_id: Option<i64>,
         pub plan_id: Option<i64>,
+        /// Only active subscribers whose expiry falls within this many days from now
+        /// (0: those already past it that the expiry sweep has not reached yet).
+        #[param(minimum = 0, maximum = 366)]
+        pub expiring_days: Option<u32>,
     }
 }
 
@@ -348,6 +352,9 @@ pub fn list(
     f: &SubscriberFilter,
     paging: Paging,
 ) -> Result<Vec<Subscriber>> {
+    if f.expiring_days.is_some_and(|d| d > 366) {
+        return Err(Error::invalid("expiring_days: 0 to 366"));
+    }
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search_indexed(
         "subscriber_search",
@@ -365,7 +372,12 @@ pub fn list(
     .and_opt("s.status = ?", f.status.map(|s| s.as_str().to_string()))
     .and_opt("s.tenant_id = ?", f.tenant_id)
     .and_opt("s.site_id = ?", f.site_id)
-    .and_opt("s.plan_id = ?", f.plan_id);
+    .and_opt("s.plan_id = ?", f.plan_id)
+    .and_opt(
+        "s.status = 'active' AND s.expires_at <= ?",
+        f.expiring_days
+            .map(|d| super::now() + i64::from(d) * 86_400),
+    );
     let select = format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id");
     let rows = w.page(conn, &select, "s.id", paging, from_row)?;
     Ok(rows.into_iter().map(|r| r.sub).collect())

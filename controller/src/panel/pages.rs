@@ -177,6 +177,8 @@ pub struct ListQuery {
     site_id: Option<String>,
     /// The reseller owning them (exactly that one; the list stays in the actor's scope).
     tenant_id: Option<String>,
+    /// Active and expiring within this many days.
+    expiring: Option<String>,
     cursor: Option<String>,
     /// After a bulk action: which, and how many it changed and left as they were.
     done: Option<String>,
@@ -220,6 +222,14 @@ impl ListQuery {
             tenant_id: opt_i64("tenant_id", &self.tenant_id)?,
             site_id: opt_i64("site_id", &self.site_id)?,
             plan_id: opt_i64("plan_id", &self.plan_id)?,
+            expiring_days: match self.expiring.as_deref().map(str::trim).unwrap_or("") {
+                "" => None,
+                d => Some(d.parse::<u32>().ok().filter(|d| *d <= 366).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "expiring: '{d}' is not a number of days (0 to 366)"
+                    ))
+                })?),
+            },
             cursor: self.cursor.clone().filter(|c| !c.is_empty()),
             limit: Some(50),
         })
@@ -234,6 +244,7 @@ impl ListQuery {
             plan_id: &'a str,
             site_id: &'a str,
             tenant_id: &'a str,
+            expiring: &'a str,
             cursor: &'a str,
         }
         let q = Q {
@@ -242,6 +253,7 @@ impl ListQuery {
             plan_id: self.plan_id.as_deref().unwrap_or(""),
             site_id: self.site_id.as_deref().unwrap_or(""),
             tenant_id: self.tenant_id.as_deref().unwrap_or(""),
+            expiring: self.expiring.as_deref().unwrap_or(""),
             cursor,
         };
         format!(
@@ -335,6 +347,7 @@ struct SubscribersPage {
     resellers: Option<Vec<Choice>>,
     q: String,
     statuses: Vec<Choice>,
+    expiring: Vec<Choice>,
     plans: Vec<Choice>,
     sites: Option<Vec<Choice>>,
     list: Rows,
@@ -412,6 +425,12 @@ pub async fn subscribers(
         owners: o.owners.map(|s| choices(s, None)),
         q: q.q.clone().unwrap_or_default(),
         statuses: choices(statuses, q.status.as_deref()),
+        expiring: choices(
+            [("7", "Expiring in 7 days"), ("30", "Expiring in 30 days")]
+                .map(|(v, l)| (v.to_string(), l.to_string()))
+                .to_vec(),
+            q.expiring.as_deref(),
+        ),
         plans: choices(o.plans, q.plan_id.as_deref()),
         sites: o.sites.map(|s| choices(s, q.site_id.as_deref())),
         list,
