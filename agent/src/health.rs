@@ -316,9 +316,9 @@ impl Collector for Health {
         gauge(
             &mut e,
             "outbox_backlog_events",
-            "Events journaled and not yet stored by the controller",
+            "Events not yet stored by the controller (journaled, or rejects waiting to be)",
             None,
-            store.backlog() as i64,
+            (store.backlog() + store.deferred() as u64) as i64,
         )?;
         counter(
             &mut e,
