@@ -258,6 +258,11 @@ pub struct Identity {
     /// A key rotation under way ([`crate::wg::run_rotation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<crate::wg::Rotation>,
+    /// Tunnel addresses this agent held before its key rotations, oldest first (at most
+    /// [`crate::wg::FORMER_ADDRESSES_KEPT`]): a `[metrics] listen` written with one of
+    /// them follows the agent to its address now, instead of keeping it from starting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub former_tunnel_addresses: Vec<String>,
 }
 
 impl Identity {

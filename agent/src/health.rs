@@ -48,20 +48,30 @@ const STORE_ANSWERS_WITHIN: Duration = Duration::from_secs(5);
 /// Refuses a metrics listener anyone but the box itself or the controller's side of
 /// the tunnel could reach: only a loopback address, or the tunnel address enrolment
 /// handed out, will do. Runs before the site opens or binds anything.
-pub fn check_listen(addr: SocketAddr, id: &Identity) -> Result<(), String> {
+pub fn check_listen(addr: SocketAddr, id: &Identity) -> Result<SocketAddr, String> {
     let ip = addr.ip().to_canonical();
     if ip.is_loopback() {
-        return Ok(());
+        return Ok(addr);
     }
-    let tunnel: Option<IpAddr> = id.tunnel.as_ref().and_then(|t| {
-        let a = t.address.as_str();
+    let host = |a: &str| -> Option<IpAddr> {
         a.parse::<ipnet::IpNet>()
             .map(|n| n.addr())
             .or_else(|_| a.parse::<IpAddr>())
             .ok()
-    });
+    };
+    let tunnel: Option<IpAddr> = id.tunnel.as_ref().and_then(|t| host(&t.address));
     match tunnel {
-        Some(t) if t == ip => Ok(()),
+        Some(t) if t == ip => Ok(addr),
+        // An address of an earlier key: the agent moved with its key, and so does the
+        // listener (a rotation must never keep a site from starting).
+        Some(t)
+            if id
+                .former_tunnel_addresses
+                .iter()
+                .any(|a| host(a) == Some(ip)) =>
+        {
+            Ok(SocketAddr::new(t, addr.port()))
+        }
         Some(t) => Err(format!(
             "metrics.listen {addr} is neither a loopback address nor this agent's tunnel \
              address {t}: /metrics and /readyz are served only there"
@@ -506,12 +516,13 @@ mod tests {
             }),
             tunnel_interface: None,
             rotation: None,
+            former_tunnel_addresses: vec![],
         }
     }
 
     #[test]
     fn metrics_listen_only_on_loopback_or_the_tunnel_address() {
-        let ok = |a: &str, id: &Identity| check_listen(a.parse().unwrap(), id);
+        let ok = |a: &str, id: &Identity| check_listen(a.parse().unwrap(), id).map(|_| ());
         let none = identity(None);
         let tunnelled = identity(Some("10.66.0.7/32"));
         assert_eq!(ok("127.0.0.1:9108", &none), Ok(()));
@@ -531,5 +542,26 @@ mod tests {
         assert!(ok("0.0.0.0:9108", &tunnelled).is_err());
         assert!(ok("[::]:9108", &tunnelled).is_err());
         assert!(ok("192.0.2.1:9108", &none).is_err());
+    }
+
+    /// A key rotation moves the agent to a new tunnel address; a listen address written
+    /// with the old one follows it rather than keep the site from starting, and nothing
+    /// else does.
+    #[test]
+    fn a_former_tunnel_address_follows_the_agent_after_a_rotation() {
+        let rotated = Identity {
+            former_tunnel_addresses: vec!["10.66.0.7/32".into()],
+            ..identity(Some("10.66.0.9/32"))
+        };
+        assert_eq!(
+            check_listen("10.66.0.7:9108".parse().unwrap(), &rotated),
+            Ok("10.66.0.9:9108".parse().unwrap())
+        );
+        assert_eq!(
+            check_listen("10.66.0.9:9108".parse().unwrap(), &rotated),
+            Ok("10.66.0.9:9108".parse().unwrap())
+        );
+        assert!(check_listen("10.66.0.8:9108".parse().unwrap(), &rotated).is_err());
+        assert!(check_listen("0.0.0.0:9108".parse().unwrap(), &rotated).is_err());
     }
 }

@@ -359,6 +359,7 @@ async fn enroll(
         tunnel: resp.tunnel.clone(),
         tunnel_interface: None,
         rotation: None,
+        former_tunnel_addresses: vec![],
     }
     .save(state_dir)?;
     let cfg = Config {

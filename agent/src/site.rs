@@ -131,9 +131,17 @@ impl Site {
     /// returns.
     pub async fn start(cfg: &Config, id: &Identity) -> Result<SiteHandle> {
         // Before anything is opened or bound: a refused listener changes nothing.
-        if let Some(m) = &cfg.metrics {
-            health::check_listen(m.listen, id).map_err(SiteError::MetricsListen)?;
-        }
+        let metrics_listen = match &cfg.metrics {
+            Some(m) => {
+                let at = health::check_listen(m.listen, id).map_err(SiteError::MetricsListen)?;
+                if at != m.listen {
+                    tracing::warn!(configured = %m.listen, serving = %at,
+                        "metrics.listen names this agent's tunnel address before a key rotation; serving on its address now (update agent.toml)");
+                }
+                Some(at)
+            }
+            None => None,
+        };
         let path = cfg.state_dir.join("agent.db");
         let store = Arc::new(Store::open(&path, cfg.sync.max_outbox).map_err(|source| {
             SiteError::Store {
@@ -210,16 +218,14 @@ impl Site {
         let auth_addr = local(&auth, "RADIUS auth", cfg.radius.auth_listen)?;
         let acct_addr = local(&acct, "RADIUS accounting", cfg.radius.acct_listen)?;
         // Bound before RADIUS starts, so a failure here leaves no server running.
-        let metrics = match &cfg.metrics {
-            Some(m) => {
+        let metrics = match metrics_listen {
+            Some(at) => {
                 let bind_err = |source| SiteError::Bind {
                     what: "the metrics listener",
-                    addr: m.listen,
+                    addr: at,
                     source,
                 };
-                let listener = tokio::net::TcpListener::bind(m.listen)
-                    .await
-                    .map_err(bind_err)?;
+                let listener = tokio::net::TcpListener::bind(at).await.map_err(bind_err)?;
                 let addr = listener.local_addr().map_err(bind_err)?;
                 Some((listener, addr))
             }

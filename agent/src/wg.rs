@@ -100,6 +100,10 @@ pub fn alternate_name(base: &str) -> String {
     name
 }
 
+/// How many tunnel addresses of earlier keys an identity remembers (see
+/// [`Identity::former_tunnel_addresses`]).
+pub const FORMER_ADDRESSES_KEPT: usize = 8;
+
 /// A key rotation under way, kept in `identity.json` so that a restart of the agent
 /// (or of the controller, which keeps its half in its database) at any step resumes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,6 +344,17 @@ async fn rotate(
         // Make: the new key's interface, beside the old one, without a route.
         let mut next = id.clone();
         next.wireguard_private_key = r.private_key.clone();
+        if let Some(old) = &id.tunnel
+            && old.address != params.address
+            && !next.former_tunnel_addresses.contains(&old.address)
+        {
+            next.former_tunnel_addresses.push(old.address.clone());
+            let over = next
+                .former_tunnel_addresses
+                .len()
+                .saturating_sub(FORMER_ADDRESSES_KEPT);
+            next.former_tunnel_addresses.drain(..over);
+        }
         next.tunnel = Some(params);
         next.tunnel_interface = (r.interface != tunnel.cfg.interface).then(|| r.interface.clone());
         let (mut spec, peer) = plan(&tunnel.cfg, &next)?;
@@ -460,6 +475,7 @@ mod tests {
             tunnel,
             tunnel_interface: None,
             rotation: None,
+            former_tunnel_addresses: vec![],
         }
     }
 

@@ -79,6 +79,7 @@ fn identity() -> Identity {
         tunnel: None,
         tunnel_interface: None,
         rotation: None,
+        former_tunnel_addresses: vec![],
     }
 }
 

@@ -96,6 +96,7 @@ async fn start(dir: &std::path::Path) -> SiteHandle {
         tunnel: None,
         tunnel_interface: None,
         rotation: None,
+        former_tunnel_addresses: vec![],
     };
     Site::start(&cfg, &id).await.unwrap()
 }

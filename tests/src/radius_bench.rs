@@ -419,6 +419,7 @@ impl AgentSite {
             tunnel: None,
             tunnel_interface: None,
             rotation: None,
+            former_tunnel_addresses: vec![],
         }
         .save(&state_dir)?;
         // Bound and released: nothing listens there while the agent runs.

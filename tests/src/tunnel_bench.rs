@@ -358,6 +358,7 @@ pub fn run(n: usize, hold: Duration, wait: u32) -> anyhow::Result<Figures> {
                     tunnel: Some(params.clone()),
                     tunnel_interface: None,
                     rotation: None,
+                    former_tunnel_addresses: vec![],
                 };
                 let cfg = outpost_agent::wg::TunnelConfig {
                     interface: format!("tb{i}x{tag}"),

@@ -622,6 +622,11 @@ fn a_key_rotation_is_make_before_break_with_a_long_poll_in_flight() {
     let new_address = new["tunnel"]["address"].as_str().unwrap().to_string();
     assert_ne!(new_key, old_key);
     assert_ne!(new_address, old_address);
+    // The old address is remembered, so a metrics listener written with it follows.
+    assert_eq!(
+        new["former_tunnel_addresses"],
+        serde_json::json!([old_address])
+    );
     assert_eq!(new["tunnel_interface"], json!(alt_iface));
     // Break: only the new key on the controller's interface, with the new address; the
     // agent's old interface is down.
