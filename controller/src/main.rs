@@ -221,6 +221,7 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
         Some(done) = servers.join_next() => Some(done),
     };
     let _ = stop_tx.send(true);
+    state.db.feed.close();
     // Long polls in flight would hold a graceful shutdown for their whole wait; agents
     // retry, so they get a few seconds and the rest are cut.
     let drained = tokio::time::timeout(std::time::Duration::from_secs(3), async {
@@ -230,8 +231,13 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
     if drained.is_err() {
         tracing::info!("cut the connections still open after 3 s (long polls)");
         servers.abort_all();
+        while servers.join_next().await.is_some() {}
     }
     if let Some(t) = &state.tunnel {
+        // The cut connections' closing segments go out through the tunnel: taken down at
+        // once, they die with it, and every agent holding a long poll would wait out its
+        // request timeout (45 s) before it even tries the restarted controller.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         t.down();
     }
     match failed {

@@ -932,3 +932,33 @@ async fn agent_values_past_their_bounds_are_refused_not_wrapped() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
+
+/// A stopping controller answers its held long polls at once (and any later one), so
+/// their connections close while the tunnel can still tell the agents, which otherwise
+/// wait out their request timeout before trying the restarted controller.
+#[tokio::test]
+async fn held_long_polls_are_answered_when_the_controller_stops() {
+    let fx = Fixture::new();
+    let a = secret(&fx, fx.a.site);
+    let head = state(&fx, &a, 0, 0).await.revision;
+    let held = {
+        let (fx, a) = (&fx, a.clone());
+        async move { state(fx, &a, head, proto::MAX_WAIT_SECS).await }
+    };
+    let closing = async {
+        // Give the poll time to start waiting; it must be woken, not merely not wait.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        fx.state.db.feed.close();
+    };
+    // A hang guard far below the poll's own wait (MAX_WAIT_SECS).
+    let guard = std::time::Duration::from_secs(u64::from(proto::MAX_WAIT_SECS) / 3);
+    let (answered, ()) = tokio::time::timeout(guard, async { tokio::join!(held, closing) })
+        .await
+        .expect("the held poll was answered when the controller began to stop");
+    assert_eq!(answered.kind, proto::StateKind::Unchanged);
+    // Later polls do not wait either.
+    let again = tokio::time::timeout(guard, state(&fx, &a, head, proto::MAX_WAIT_SECS))
+        .await
+        .expect("a poll during shutdown is answered at once");
+    assert_eq!(again.revision, head);
+}

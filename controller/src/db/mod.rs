@@ -201,6 +201,8 @@ impl Pool {
 pub struct Feed {
     noted: std::sync::atomic::AtomicI64,
     head: tokio::sync::watch::Sender<i64>,
+    /// Set once the controller is stopping: held long polls answer at once.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Feed {
@@ -219,6 +221,18 @@ impl Feed {
     /// A receiver that changes whenever a write adds to the feed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
         self.head.subscribe()
+    }
+
+    /// Answers every held long poll now and every later one at once: the controller is
+    /// stopping. Their connections then close while the tunnel can still carry that to
+    /// the agents, which otherwise wait out their request timeout before they retry.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that turns true when [`Feed::close`] is called.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 }
 
@@ -251,6 +265,7 @@ impl Db {
         let feed = Arc::new(Feed {
             noted: std::sync::atomic::AtomicI64::new(head),
             head: tokio::sync::watch::Sender::new(head),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         let hook = feed.clone();
         writer.update_hook(Some(move |action, _db: &str, table: &str, rowid: i64| {

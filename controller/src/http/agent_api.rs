@@ -210,6 +210,7 @@ async fn state(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait as u64);
     // Subscribe before reading, so a change committed in between still wakes us.
     let mut feed = st.db.feed.subscribe();
+    let mut closing = st.db.feed.closing();
     loop {
         let secrets = st.secrets.clone();
         let since = q.since;
@@ -217,12 +218,19 @@ async fn state(
             .db
             .read(move |c| agent::state(c, me.site_id, since, &secrets))
             .await?;
-        if resp.kind != proto::StateKind::Unchanged || tokio::time::Instant::now() >= deadline {
+        if resp.kind != proto::StateKind::Unchanged
+            || tokio::time::Instant::now() >= deadline
+            || *closing.borrow()
+        {
             return Ok(Json(resp));
         }
-        match tokio::time::timeout_at(deadline, feed.changed()).await {
-            Ok(Ok(())) => continue,
-            _ => return Ok(Json(resp)),
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, feed.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                _ => return Ok(Json(resp)),
+            },
+            // The controller is stopping: the answer so far, now (see `Feed::close`).
+            _ = closing.wait_for(|c| *c) => return Ok(Json(resp)),
         }
     }
 }
