@@ -133,6 +133,10 @@ impl TunnelParams {
 pub struct RotateKey {
     /// The new WireGuard public key (base64, 32 bytes); its private half never leaves
     /// the agent.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")
+    )]
     pub new_public_key: String,
 }
 

@@ -156,7 +156,7 @@ def _enroll_agent():
     return _agent["credential"]
 
 
-@schemathesis.auth(refresh_interval=None).apply_to(path_regex=r"^/agent/v1/(state|ack|events)$")
+@schemathesis.auth(refresh_interval=None).apply_to(path_regex=r"^/agent/v1/(state|ack|events|rotate-key|rotate-key/confirm)$")
 class AgentCredential:
     """The `agent` security scheme: an enrolled agent's own credential, for the routes
     agents call after enrolling (re-enrolled when the server stops taking it)."""
@@ -169,7 +169,7 @@ class AgentCredential:
         case.headers["Authorization"] = f"Bearer {data}"
 
 
-@schemathesis.auth(refresh_interval=None).skip_for(path_regex=r"^/agent/v1/(state|ack|events)$")
+@schemathesis.auth(refresh_interval=None).skip_for(path_regex=r"^/agent/v1/(state|ack|events|rotate-key|rotate-key/confirm)$")
 class OperatorToken:
     def get(self, case, ctx):
         return _current()

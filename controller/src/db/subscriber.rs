@@ -353,7 +353,10 @@ pub fn list(
     paging: Paging,
 ) -> Result<Vec<Subscriber>> {
     if f.expiring_days.is_some_and(|d| d > 366) {
-        return Err(Error::invalid("expiring_days: 0 to 366"));
+        return Err(Error::bad_request(
+            "bad_filter",
+            "expiring_days must be between 0 and 366",
+        ));
     }
     let mut w = Filter::scoped(scope, "s.tenant_id");
     w.search_indexed(
