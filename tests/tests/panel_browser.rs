@@ -177,15 +177,28 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The text of the element `css` finds, waiting for it. A page that is still being
+/// replaced (a redirect landing, a swap) can make the element found a moment ago stale:
+/// it is found again, a few times, before that counts as a failure.
 async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let mut tries = 0;
+    loop {
+        let found = c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on the page: {e}"));
+        match found.text().await {
+            Ok(t) => return t,
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("{css} went stale ({e}); finding it again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{css} stayed stale: {e}"),
+        }
+    }
 }
 
 /// Clicks the element `css` finds (it must be there).
