@@ -183,13 +183,7 @@ pub fn enroll(
         add: vec![],
         remove: revoke_live(conn, site_id, now)?,
     };
-    let in_use: bool = conn.cached_row(
-        "SELECT EXISTS (SELECT 1 FROM agents WHERE revoked_at IS NULL
-                          AND (wireguard_public_key = ?1 OR rotation_public_key = ?1))",
-        [key],
-        |r| r.get(0),
-    )?;
-    if in_use {
+    if key_in_use(conn, key)? {
         return Err(Error::conflict(
             "wireguard_key_in_use",
             "another live agent has this WireGuard public key; generate a new key pair and enroll again",
@@ -247,6 +241,17 @@ pub fn enroll(
         },
         peers,
     })
+}
+
+/// Whether a live agent holds this WireGuard public key, as its own or as the new key
+/// of a rotation under way: enrolment and rotation both refuse such a key.
+pub(super) fn key_in_use(conn: &Connection, key: &str) -> Result<bool> {
+    Ok(conn.cached_row(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE revoked_at IS NULL
+                          AND (wireguard_public_key = ?1 OR rotation_public_key = ?1))",
+        [key],
+        |r| r.get(0),
+    )?)
 }
 
 /// Revokes the site's live agent, if any: its credential stops working and its overlay

@@ -131,13 +131,7 @@ pub fn begin_rotation(
             audit: serde_json::Value::Null,
         });
     }
-    let in_use: bool = conn.cached_row(
-        "SELECT EXISTS (SELECT 1 FROM agents WHERE revoked_at IS NULL
-                          AND (wireguard_public_key = ?1 OR rotation_public_key = ?1))",
-        [key],
-        |r| r.get(0),
-    )?;
-    if in_use {
+    if super::enrollment::key_in_use(conn, key)? {
         return Err(Error::conflict(
             "wireguard_key_in_use",
             "another agent has this WireGuard public key; generate a new key pair",
