@@ -278,6 +278,30 @@ async fn events(
     Ok(Json(accepted))
 }
 
+/// The audit entry of a key rotation step, on the agent's site, from the address the
+/// call came from; a step that changed nothing (`audit` null) records none.
+fn audit_rotation_step(
+    tx: &rusqlite::Connection,
+    me: AgentIdentity,
+    from: Option<IpAddr>,
+    action: &str,
+    audit: &serde_json::Value,
+) -> Result<()> {
+    if audit.is_null() {
+        return Ok(());
+    }
+    let tenant = site_tenant(tx, me.site_id)?;
+    let who = Who {
+        ip: from.map(|a| a.to_string()).unwrap_or_default(),
+        ..agent_who(me)
+    };
+    audit::record(
+        tx,
+        &Entry::new(&who, tenant, action, "site", me.site_id).after(audit),
+    )?;
+    Ok(())
+}
+
 /// Begin a make-before-break rotation of the agent's WireGuard key: the new key's peer
 /// is added with a second overlay address and preshared key (returned), next to the old
 /// one. The same key presented again gets the same answer.
@@ -296,18 +320,7 @@ async fn rotate_key(
         .db
         .write(move |tx| {
             let r = agent::begin_rotation(tx, me, &req, tunnel.as_deref(), &secrets)?;
-            if !r.audit.is_null() {
-                let tenant = site_tenant(tx, me.site_id)?;
-                let who = Who {
-                    ip: from.map(|a| a.to_string()).unwrap_or_default(),
-                    ..agent_who(me)
-                };
-                audit::record(
-                    tx,
-                    &Entry::new(&who, tenant, "agent.rotate_key.begin", "site", me.site_id)
-                        .after(&r.audit),
-                )?;
-            }
+            audit_rotation_step(tx, me, from, "agent.rotate_key.begin", &r.audit)?;
             // Last: a failure rolls the step back and leaves the interface as it was.
             if let Some(t) = &tunnel {
                 t.apply(&r.peers)?;
@@ -344,18 +357,7 @@ async fn confirm_rotation(
     st.db
         .write(move |tx| {
             let r = agent::confirm_rotation(tx, me, &req, from_new, handshake)?;
-            if !r.audit.is_null() {
-                let tenant = site_tenant(tx, me.site_id)?;
-                let who = Who {
-                    ip: from.map(|a| a.to_string()).unwrap_or_default(),
-                    ..agent_who(me)
-                };
-                audit::record(
-                    tx,
-                    &Entry::new(&who, tenant, "agent.rotate_key", "site", me.site_id)
-                        .after(&r.audit),
-                )?;
-            }
+            audit_rotation_step(tx, me, from, "agent.rotate_key", &r.audit)?;
             if let Some(t) = &tunnel {
                 t.apply(&r.peers)?;
             }
