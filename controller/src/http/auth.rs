@@ -109,13 +109,19 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
     {
         return Some(t.trim().to_string());
     }
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of the request's cookie `name` (the API's session, the panel's CSRF and
+/// return cookies).
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| Cookie::parse(c.trim().to_string()).ok())
-        .find(|c| c.name() == SESSION_COOKIE)
+        .find(|c| c.name() == name)
         .map(|c| c.value().to_string())
 }
 
@@ -260,10 +266,8 @@ async fn login(
 async fn build_me(state: &AppState, u: &UserRow, impersonator: Option<String>) -> Result<Me> {
     let tid = u.tenant_id;
     let t = state
-        .db
-        .read(move |c| tenant::get(c, tid))
-        .await?
-        .ok_or_else(|| Error::not_found("tenant"))?;
+        .read_one("tenant", move |c| tenant::get(c, tid))
+        .await?;
     let user = u.view();
     Ok(Me {
         permissions: user.permissions.clone(),
@@ -291,11 +295,7 @@ async fn logout(State(state): State<AppState>, actor: Actor) -> Result<Response>
     responses((status = 200, body = Me), (status = 401, body = super::ErrorBody)))]
 async fn me(State(state): State<AppState>, actor: Actor) -> Result<Json<Me>> {
     let id = actor.user_id;
-    let u = state
-        .db
-        .read(move |c| user::get(c, id))
-        .await?
-        .ok_or_else(|| Error::not_found("user"))?;
+    let u = state.read_one("user", move |c| user::get(c, id)).await?;
     Ok(Json(
         build_me(&state, &u, actor.impersonator.map(|i| i.1)).await?,
     ))
@@ -326,11 +326,7 @@ async fn change_password(
     }
     user::validate_password("new_password", &req.new_password)?;
     let id = actor.user_id;
-    let u = state
-        .db
-        .read(move |c| user::get(c, id))
-        .await?
-        .ok_or_else(|| Error::not_found("user"))?;
+    let u = state.read_one("user", move |c| user::get(c, id)).await?;
     let hasher = state.hasher.clone();
     let stored = u.password_hash.clone();
     let slot = state.password_checks.slot().await?;

@@ -90,6 +90,19 @@ impl AppState {
         self.db.read(move |c| read(c, &scope)).await
     }
 
+    /// Runs `read` on a read connection for one row that must exist: none is the
+    /// not-found error naming `what`.
+    pub async fn read_one<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        read: impl FnOnce(&rusqlite::Connection) -> Result<Option<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.db
+            .read(read)
+            .await?
+            .ok_or_else(|| Error::not_found(what))
+    }
+
     /// The page a list query asks for, of the rows `list` reads in the actor's scope
     /// (`id` gives a row's cursor).
     pub async fn list_page<F, R>(

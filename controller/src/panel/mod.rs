@@ -47,7 +47,6 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, any, get, post};
 use axum::{Form, Router};
-use axum_extra::extract::cookie::Cookie;
 use hmac::{Hmac, Mac};
 use outpost_protocol as proto;
 use serde::Deserialize;
@@ -57,6 +56,7 @@ use crate::AppState;
 use crate::db::brand;
 use crate::db::tenant::Tenant;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http::auth::cookie;
 use crate::scope::{Actor, OPERATOR_TENANT, Permission, UserKind};
 
 /// Every panel route. A method a path does not answer is the 405 page, in the frame.
@@ -292,17 +292,6 @@ pub fn csrf_token(secret: &str) -> String {
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(b"outpost panel csrf v1");
     hex::encode(mac.finalize().into_bytes())
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| Cookie::parse(c.trim().to_string()).ok())
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_string())
 }
 
 /// The request's Host, lower-cased, without its port.
