@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::stored_row;
 use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::money::{Currency, decimal_str};
@@ -226,22 +227,36 @@ pub fn post(conn: &Connection, op: &Operation, p: &Posting<'_>) -> Result<Ledger
     })
 }
 
-/// A stored ledger row (minor units).
-#[derive(Debug, Clone)]
-pub struct LedgerRow {
-    pub id: i64,
-    pub operation_id: i64,
-    pub tenant_id: i64,
-    pub account: Account,
-    pub kind: EntryKind,
-    pub amount: i64,
-    pub balance_after: i64,
-    pub subscriber_id: Option<i64>,
-    pub plan_id: Option<i64>,
-    pub counterparty_tenant_id: Option<i64>,
-    pub actor_user_id: Option<i64>,
-    pub reason: Option<String>,
-    pub at: i64,
+stored_row! {
+    /// A stored ledger row (minor units).
+    #[derive(Debug, Clone)]
+    pub struct LedgerRow in COLS, read by from_row {
+        pub id: i64 = "l.id",
+        pub operation_id: i64 = "l.operation_id",
+        pub tenant_id: i64 = "l.tenant_id",
+        pub account: Account = "l.account" => stored_account,
+        pub kind: EntryKind = "l.kind" => stored_kind,
+        pub amount: i64 = "l.amount",
+        pub balance_after: i64 = "l.balance_after",
+        pub subscriber_id: Option<i64> = "l.subscriber_id",
+        pub plan_id: Option<i64> = "l.plan_id",
+        pub counterparty_tenant_id: Option<i64> = "l.counterparty_tenant_id",
+        pub actor_user_id: Option<i64> = "l.actor_user_id",
+        pub reason: Option<String> = "l.reason",
+        pub at: i64 = "l.at",
+    }
+}
+
+fn stored_account(s: String) -> Account {
+    if s == "balance" {
+        Account::Balance
+    } else {
+        Account::Collections
+    }
+}
+
+fn stored_kind(s: String) -> EntryKind {
+    EntryKind::parse(&s)
 }
 
 /// A ledger entry as the API shows it.
@@ -285,31 +300,6 @@ impl LedgerRow {
             at: super::rfc3339(self.at),
         }
     }
-}
-
-const COLS: &str = "l.id, l.operation_id, l.tenant_id, l.account, l.kind, l.amount, l.balance_after, l.subscriber_id,
-    l.plan_id, l.counterparty_tenant_id, l.actor_user_id, l.reason, l.at";
-
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LedgerRow> {
-    Ok(LedgerRow {
-        id: r.get(0)?,
-        operation_id: r.get(1)?,
-        tenant_id: r.get(2)?,
-        account: if r.get::<_, String>(3)? == "balance" {
-            Account::Balance
-        } else {
-            Account::Collections
-        },
-        kind: EntryKind::parse(&r.get::<_, String>(4)?),
-        amount: r.get(5)?,
-        balance_after: r.get(6)?,
-        subscriber_id: r.get(7)?,
-        plan_id: r.get(8)?,
-        counterparty_tenant_id: r.get(9)?,
-        actor_user_id: r.get(10)?,
-        reason: r.get(11)?,
-        at: r.get(12)?,
-    })
 }
 
 list_filter! {

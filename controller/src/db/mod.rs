@@ -11,6 +11,7 @@ pub mod nas;
 pub mod paging;
 pub mod plan;
 pub mod retention;
+pub mod row;
 pub mod session;
 pub mod site;
 pub mod snapshot;

@@ -3,11 +3,12 @@
 use std::net::IpAddr;
 
 use super::Cached;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::owned_row;
 use super::tenant::{Tenant, validate_name};
 use super::{Filter, Paging};
 use crate::crypto::SecretBox;
@@ -147,15 +148,8 @@ pub fn get_visible(
     id: i64,
     secrets: Option<&SecretBox>,
 ) -> Result<Nas> {
-    let (pred, p) = scope.owns("n.tenant_id");
-    let row = conn
-        .cached_row(
-            &format!("SELECT {COLS} FROM nas n WHERE {pred} AND n.id = ?"),
-            params![p, id],
-            from_row,
-        )
-        .optional()?
-        .ok_or_else(|| Error::not_found("NAS"))?;
+    let select = format!("SELECT {COLS} FROM nas n");
+    let row = owned_row(conn, scope, &select, "n", id, from_row, "NAS")?;
     let mut nas = row.nas;
     if let Some(b) = secrets {
         nas.secret = Some(

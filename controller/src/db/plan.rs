@@ -9,12 +9,13 @@
 //! their own.
 
 use super::Cached;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::{owned_row, stored_row};
 use super::tenant::{self, RenewalMode, Tenant, validate_name};
 use super::{Filter, Paging};
 use crate::error::{Error, ErrorKind, Result};
@@ -118,29 +119,43 @@ pub struct PlanPatch {
     pub wan_tcp_ports: Option<Option<Vec<u16>>>,
 }
 
-/// A stored plan.
-#[derive(Debug, Clone)]
-pub struct PlanRow {
-    pub id: i64,
-    pub tenant_id: i64,
-    pub parent_plan_id: Option<i64>,
-    pub name: String,
-    pub download_kbps: i64,
-    pub upload_kbps: i64,
-    pub burst_download_kbps: Option<i64>,
-    pub burst_upload_kbps: Option<i64>,
-    pub validity_days: Option<i64>,
-    pub validity_months: Option<i64>,
-    pub quota_mb: Option<i64>,
-    pub price: i64,
-    pub status: PlanStatus,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// The WAN-check ports it names, if any.
-    pub wan_tcp_ports: Option<Vec<u16>>,
-    /// The wholesale price for the tenant it was read for, if on its card.
-    pub wholesale: Option<i64>,
+stored_row! {
+    /// A stored plan.
+    #[derive(Debug, Clone)]
+    pub struct PlanRow in COLS, read by from_row {
+        pub id: i64 = "p.id",
+        pub tenant_id: i64 = "p.tenant_id",
+        pub parent_plan_id: Option<i64> = "p.parent_plan_id",
+        pub name: String = "p.name",
+        pub download_kbps: i64 = "p.download_kbps",
+        pub upload_kbps: i64 = "p.upload_kbps",
+        pub burst_download_kbps: Option<i64> = "p.burst_download_kbps",
+        pub burst_upload_kbps: Option<i64> = "p.burst_upload_kbps",
+        pub validity_days: Option<i64> = "p.validity_days",
+        pub validity_months: Option<i64> = "p.validity_months",
+        pub quota_mb: Option<i64> = "p.quota_mb",
+        pub price: i64 = "p.price",
+        pub status: PlanStatus = "p.status" => stored_status,
+        pub created_at: i64 = "p.created_at",
+        pub updated_at: i64 = "p.updated_at",
+        /// The WAN-check ports it names, if any.
+        pub wan_tcp_ports: Option<Vec<u16>> = "p.wan_tcp_ports" => crate::wire::tcp_ports_read,
+        /// The wholesale price for the tenant it was read for, if on its card (each
+        /// query names `rc`: that tenant's `rate_cards` row, or `NO_CARD`).
+        pub wholesale: Option<i64> = "rc.wholesale_price",
+    }
 }
+
+fn stored_status(s: String) -> PlanStatus {
+    if s == "active" {
+        PlanStatus::Active
+    } else {
+        PlanStatus::Archived
+    }
+}
+
+/// The join of reads made for no tenant in particular: no card, no wholesale price.
+const NO_CARD: &str = "CROSS JOIN (SELECT NULL AS wholesale_price) rc";
 
 impl PlanRow {
     pub fn view(&self, cur: &Currency) -> Plan {
@@ -166,41 +181,11 @@ impl PlanRow {
     }
 }
 
-const COLS: &str = "p.id, p.tenant_id, p.parent_plan_id, p.name, p.download_kbps, p.upload_kbps,
-    p.burst_download_kbps, p.burst_upload_kbps, p.validity_days, p.validity_months, p.quota_mb, p.price,
-    p.status, p.created_at, p.updated_at, p.wan_tcp_ports";
-
-fn from_row(r: &Row<'_>) -> rusqlite::Result<PlanRow> {
-    Ok(PlanRow {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        parent_plan_id: r.get(2)?,
-        name: r.get(3)?,
-        download_kbps: r.get(4)?,
-        upload_kbps: r.get(5)?,
-        burst_download_kbps: r.get(6)?,
-        burst_upload_kbps: r.get(7)?,
-        validity_days: r.get(8)?,
-        validity_months: r.get(9)?,
-        quota_mb: r.get(10)?,
-        price: r.get(11)?,
-        status: if r.get::<_, String>(12)? == "active" {
-            PlanStatus::Active
-        } else {
-            PlanStatus::Archived
-        },
-        created_at: r.get(13)?,
-        updated_at: r.get(14)?,
-        wan_tcp_ports: crate::wire::tcp_ports_read(r.get(15)?),
-        wholesale: r.get(16)?,
-    })
-}
-
 /// Unscoped, for server-side checks.
 pub fn get(conn: &Connection, id: i64) -> Result<Option<PlanRow>> {
     Ok(conn
         .cached_row(
-            &format!("SELECT {COLS}, NULL FROM plans p WHERE p.id = ?"),
+            &format!("SELECT {COLS} FROM plans p {NO_CARD} WHERE p.id = ?"),
             [id],
             from_row,
         )
@@ -213,7 +198,7 @@ fn visible_select(scope: &Scope) -> (String, Filter) {
     let (pred, p) = scope.owns("p.tenant_id");
     let me = scope.tenant_id();
     let select = format!(
-        "SELECT {COLS}, rc.wholesale_price FROM plans p
+        "SELECT {COLS} FROM plans p
          LEFT JOIN rate_cards rc ON rc.plan_id = p.id AND rc.tenant_id = {me}"
     );
     (
@@ -279,7 +264,7 @@ pub fn usable_by(conn: &Connection, owner: &Tenant, plan_id: i64) -> Result<Plan
     let p = conn
         .cached_row(
             &format!(
-                "SELECT {COLS}, rc.wholesale_price FROM plans p
+                "SELECT {COLS} FROM plans p
                  LEFT JOIN rate_cards rc ON rc.plan_id = p.id AND rc.tenant_id = ?2
                  WHERE p.id = ?1 AND (p.tenant_id = ?2 OR rc.tenant_id IS NOT NULL)"
             ),
@@ -495,14 +480,8 @@ pub fn create(
 
 /// Plans owned by tenants in scope may be changed (not the cards' plans from above).
 pub fn get_owned(conn: &Connection, scope: &Scope, id: i64) -> Result<PlanRow> {
-    let (pred, p) = scope.owns("p.tenant_id");
-    conn.cached_row(
-        &format!("SELECT {COLS}, NULL FROM plans p WHERE {pred} AND p.id = ?"),
-        params![p, id],
-        from_row,
-    )
-    .optional()?
-    .ok_or_else(|| Error::not_found("plan"))
+    let select = format!("SELECT {COLS} FROM plans p {NO_CARD}");
+    owned_row(conn, scope, &select, "p", id, from_row, "plan")
 }
 
 pub fn update(conn: &Connection, plan: &PlanRow, p: &PlanPatch, cur: &Currency) -> Result<PlanRow> {
@@ -604,7 +583,7 @@ impl NewPlan {
 
 pub fn card(conn: &Connection, tenant_id: i64) -> Result<Vec<PlanRow>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLS}, rc.wholesale_price FROM rate_cards rc JOIN plans p ON p.id = rc.plan_id
+        "SELECT {COLS} FROM rate_cards rc JOIN plans p ON p.id = rc.plan_id
          WHERE rc.tenant_id = ?1 ORDER BY p.id"
     ))?;
     let rows = stmt.query_map([tenant_id], from_row)?;

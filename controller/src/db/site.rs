@@ -1,29 +1,32 @@
 //! Sites: a place (tower, POP, building) with an agent.
 
 use super::Cached;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::{owned_row, stored_row};
 use super::tenant::{Tenant, validate_name};
 use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::scope::Scope;
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Site {
-    pub id: i64,
-    pub tenant_id: i64,
-    pub name: String,
-    pub location: String,
-    pub notes: String,
-    /// Acct-Interim-Interval the agent sends NASes, seconds (60..=86400).
-    pub acct_interim_interval_secs: i64,
-    /// Shape with HTB on the agent (IPoE on the BNG) rather than by RADIUS attributes.
-    pub shaping_enabled: bool,
-    pub created_at: String,
-    pub updated_at: String,
+stored_row! {
+    #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+    pub struct Site in COLS, read by from_row {
+        pub id: i64 = "s.id",
+        pub tenant_id: i64 = "s.tenant_id",
+        pub name: String = "s.name",
+        pub location: String = "s.location",
+        pub notes: String = "s.notes",
+        /// Acct-Interim-Interval the agent sends NASes, seconds (60..=86400).
+        pub acct_interim_interval_secs: i64 = "s.acct_interim_interval_secs",
+        /// Shape with HTB on the agent (IPoE on the BNG) rather than by RADIUS attributes.
+        pub shaping_enabled: bool = "s.shaping_enabled",
+        pub created_at: String = "s.created_at" => super::rfc3339,
+        pub updated_at: String = "s.updated_at" => super::rfc3339,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -56,32 +59,9 @@ pub struct SitePatch {
     pub shaping_enabled: Option<bool>,
 }
 
-const COLS: &str = "s.id, s.tenant_id, s.name, s.location, s.notes, s.created_at, s.updated_at,
-    s.acct_interim_interval_secs, s.shaping_enabled";
-
-fn from_row(r: &Row<'_>) -> rusqlite::Result<Site> {
-    Ok(Site {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        name: r.get(2)?,
-        location: r.get(3)?,
-        notes: r.get(4)?,
-        acct_interim_interval_secs: r.get(7)?,
-        shaping_enabled: r.get(8)?,
-        created_at: super::rfc3339(r.get(5)?),
-        updated_at: super::rfc3339(r.get(6)?),
-    })
-}
-
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<Site> {
-    let (pred, p) = scope.owns("s.tenant_id");
-    conn.cached_row(
-        &format!("SELECT {COLS} FROM sites s WHERE {pred} AND s.id = ?"),
-        params![p, id],
-        from_row,
-    )
-    .optional()?
-    .ok_or_else(|| Error::not_found("site"))
+    let select = format!("SELECT {COLS} FROM sites s");
+    owned_row(conn, scope, &select, "s", id, from_row, "site")
 }
 
 /// A site that rows owned by `owner` may attach to: one owned by `owner` or by one of

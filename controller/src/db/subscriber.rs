@@ -3,11 +3,12 @@
 use std::net::Ipv4Addr;
 
 use super::Cached;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::owned_row;
 use super::tenant::{self, Counted, Tenant, present};
 use super::{Filter, Paging};
 use crate::crypto::SecretBox;
@@ -321,14 +322,8 @@ impl SubscriberRow {
 }
 
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<SubscriberRow> {
-    let (pred, p) = scope.owns("s.tenant_id");
-    conn.cached_row(
-        &format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id WHERE {pred} AND s.id = ?"),
-        params![p, id],
-        from_row,
-    )
-    .optional()?
-    .ok_or_else(|| Error::not_found("subscriber"))
+    let select = format!("SELECT {COLS} FROM subscribers s JOIN tenants t ON t.id = s.tenant_id");
+    owned_row(conn, scope, &select, "s", id, from_row, "subscriber")
 }
 
 list_filter! {

@@ -1,11 +1,12 @@
 //! Logins: operator staff, reseller users and managers.
 
 use super::Cached;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::{owned_row, stored_row};
 use super::{Filter, Paging};
 use crate::error::{Error, Result};
 use crate::scope::{PermSet, Permission, RolePreset, Scope, UserKind};
@@ -87,21 +88,40 @@ pub struct UserPatch {
     pub password: Option<String>,
 }
 
-/// A user row with what login and request checks need.
-#[derive(Debug, Clone)]
-pub struct UserRow {
-    pub id: i64,
-    pub tenant_id: i64,
-    pub tenant_path: String,
-    pub kind: UserKind,
-    pub email: String,
-    pub name: String,
-    pub phone: String,
-    pub password_hash: String,
-    pub permissions: PermSet,
-    pub status: UserStatus,
-    pub created_at: i64,
-    pub updated_at: i64,
+stored_row! {
+    /// A user row with what login and request checks need.
+    #[derive(Debug, Clone)]
+    pub struct UserRow in COLS, read by from_row {
+        pub id: i64 = "u.id",
+        pub tenant_id: i64 = "u.tenant_id",
+        pub tenant_path: String = "t.path",
+        pub kind: UserKind = "u.kind" => stored_kind,
+        pub email: String = "u.email",
+        pub name: String = "u.name",
+        pub phone: String = "u.phone",
+        pub password_hash: String = "u.password_hash",
+        pub permissions: PermSet = "u.permissions" => stored_permissions,
+        pub status: UserStatus = "u.status" => stored_status,
+        pub created_at: i64 = "u.created_at",
+        pub updated_at: i64 = "u.updated_at",
+    }
+}
+
+// The schema's CHECK keeps kind to these three.
+fn stored_kind(s: String) -> UserKind {
+    UserKind::parse(&s).unwrap_or(UserKind::Manager)
+}
+
+fn stored_permissions(s: String) -> PermSet {
+    PermSet::from_json(&s)
+}
+
+fn stored_status(s: String) -> UserStatus {
+    if s == "active" {
+        UserStatus::Active
+    } else {
+        UserStatus::Disabled
+    }
 }
 
 impl UserRow {
@@ -122,31 +142,6 @@ impl UserRow {
             updated_at: super::rfc3339(self.updated_at),
         }
     }
-}
-
-const COLS: &str = "u.id, u.tenant_id, t.path, u.kind, u.email, u.name, u.phone, u.password_hash,
-    u.permissions, u.status, u.created_at, u.updated_at";
-
-fn from_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
-    Ok(UserRow {
-        id: r.get(0)?,
-        tenant_id: r.get(1)?,
-        tenant_path: r.get(2)?,
-        // The schema's CHECK keeps kind to these three.
-        kind: UserKind::parse(&r.get::<_, String>(3)?).unwrap_or(UserKind::Manager),
-        email: r.get(4)?,
-        name: r.get(5)?,
-        phone: r.get(6)?,
-        password_hash: r.get(7)?,
-        permissions: PermSet::from_json(&r.get::<_, String>(8)?),
-        status: if r.get::<_, String>(9)? == "active" {
-            UserStatus::Active
-        } else {
-            UserStatus::Disabled
-        },
-        created_at: r.get(10)?,
-        updated_at: r.get(11)?,
-    })
 }
 
 /// Unscoped, for authentication.
@@ -176,14 +171,8 @@ pub fn get_by_email(conn: &Connection, email: &str) -> Result<Option<UserRow>> {
 }
 
 pub fn get_visible(conn: &Connection, scope: &Scope, id: i64) -> Result<UserRow> {
-    let (pred, p) = scope.owns("u.tenant_id");
-    conn.cached_row(
-        &format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id WHERE {pred} AND u.id = ?"),
-        params![p, id],
-        from_row,
-    )
-    .optional()?
-    .ok_or_else(|| Error::not_found("user"))
+    let select = format!("SELECT {COLS} FROM users u JOIN tenants t ON t.id = u.tenant_id");
+    owned_row(conn, scope, &select, "u", id, from_row, "user")
 }
 
 list_filter! {
