@@ -90,18 +90,8 @@ pub fn seed_demo(state: &AppState) -> anyhow::Result<Option<Vec<DemoLogin>>> {
                     tx,
                     owner,
                     &crate::db::plan::NewPlan {
-                        name: name.into(),
-                        tenant_id: None,
-                        parent_plan_id: parent,
-                        download_kbps: down,
-                        upload_kbps: up,
-                        burst_download_kbps: None,
-                        burst_upload_kbps: None,
-                        validity_days: None,
                         validity_months: parent.is_none().then_some(1),
-                        quota_mb: None,
-                        price: crate::money::NonNegativeAmount(money(price)),
-                        wan_tcp_ports: None,
+                        ..crate::db::plan::NewPlan::priced(name, parent, down, up, money(price))
                     },
                     &cur,
                 )

@@ -101,20 +101,14 @@ pub fn seed(n: usize) -> anyhow::Result<Seeded> {
         .write_blocking(|tx| {
             let root = tenant::get(tx, OPERATOR_TENANT)?.expect("root");
             let plan_for = |owner: &Tenant, parent: Option<i64>, name: &str| NewPlan {
-                name: name.into(),
-                tenant_id: None,
-                parent_plan_id: parent,
-                download_kbps: 20_000,
-                upload_kbps: 5_000,
-                burst_download_kbps: None,
-                burst_upload_kbps: None,
                 validity_days: Some(30),
-                validity_months: None,
-                quota_mb: None,
-                price: outpost_controller::money::NonNegativeAmount(
+                ..NewPlan::priced(
+                    name,
+                    parent,
+                    20_000,
+                    5_000,
                     cur.from_minor(2_000 + owner.id),
-                ),
-                wan_tcp_ports: None,
+                )
             };
             let base = plan::create(tx, &root, &plan_for(&root, None, "Home 20M"), &cur)?;
             // (tenant, its site, its retail plan) for every tenant that has customers.

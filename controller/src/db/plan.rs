@@ -574,6 +574,32 @@ impl RateCardChange {
 }
 
 impl NewPlan {
+    /// A plan owned by its creator with these rates and this price per period, and
+    /// nothing else: no burst, no quota, no validity (a derived plan inherits its
+    /// parent's), the site's WAN-check ports.
+    pub fn priced(
+        name: &str,
+        parent_plan_id: Option<i64>,
+        download_kbps: i64,
+        upload_kbps: i64,
+        price: Decimal,
+    ) -> NewPlan {
+        NewPlan {
+            name: name.into(),
+            tenant_id: None,
+            parent_plan_id,
+            download_kbps,
+            upload_kbps,
+            burst_download_kbps: None,
+            burst_upload_kbps: None,
+            validity_days: None,
+            validity_months: None,
+            quota_mb: None,
+            price: NonNegativeAmount(price),
+            wan_tcp_ports: None,
+        }
+    }
+
     /// Not both of `validity_days` and `validity_months`.
     pub const SCHEMA_RULES: &str = r#"[
         {"not": {"required": ["validity_days", "validity_months"],

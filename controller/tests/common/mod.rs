@@ -537,18 +537,8 @@ fn seed_billing(
                     tx,
                     owner,
                     &NewPlan {
-                        name: name.into(),
-                        tenant_id: None,
-                        parent_plan_id: parent,
-                        download_kbps: down,
-                        upload_kbps: up,
-                        burst_download_kbps: None,
-                        burst_upload_kbps: None,
                         validity_days: if parent.is_none() { Some(30) } else { None },
-                        validity_months: None,
-                        quota_mb: None,
-                        price: outpost_controller::money::NonNegativeAmount(money(price)),
-                        wan_tcp_ports: None,
+                        ..NewPlan::priced(name, parent, down, up, money(price))
                     },
                     &cur,
                 )
