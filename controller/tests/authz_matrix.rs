@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use axum::http::{Method, StatusCode};
-use common::{ACTORS, Fixture, Holdings, PASSWORD, Who, error_code};
+use common::{ACTORS, Fixture, PASSWORD, Target, Who, error_code, holdings};
 use serde_json::{Value, json};
 
 /// Expected statuses per actor, `[own, other]`; 0 = the cell does not apply (the route
@@ -95,25 +95,6 @@ const MONEY: &[&str] = &[
     "/api/v1/subscribers/{id}/renew",
     "/api/v1/subscribers/{id}/payments",
 ];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Own,
-    Other,
-}
-
-/// The resources an actor's "own" and "other" cells address.
-fn holdings(fx: &Fixture, who: Who, t: Target) -> Holdings {
-    match (who, t) {
-        (Who::Op | Who::A | Who::M | Who::Anon, Target::Own) => fx.a,
-        (Who::A1, Target::Own) => fx.a1,
-        (Who::B, Target::Own) => fx.b,
-        (Who::Op | Who::A | Who::Anon, Target::Other) => fx.b,
-        (Who::A1 | Who::B, Target::Other) => fx.a,
-        // A manager of A must not reach its sub-reseller's customers.
-        (Who::M, Target::Other) => fx.a1,
-    }
-}
 
 /// The reseller record addressed: a child for the operator and A; the caller's own
 /// tenant for A1 and B (readable, not editable).

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use common::{ACTORS, Fixture, Holdings, PASSWORD, Who};
+use common::{ACTORS, Fixture, PASSWORD, Target, Who, holdings};
 use outpost_controller::panel::{self, LOGIN_CSRF_COOKIE, csrf_token};
 use serde_json::json;
 
@@ -120,24 +120,6 @@ async fn post_form(
         ..Default::default()
     };
     page(fx, Method::POST, path, o).await
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Target {
-    Own,
-    Other,
-}
-
-fn holdings(fx: &Fixture, who: Who, t: Target) -> Holdings {
-    match (who, t) {
-        (Who::Op | Who::A | Who::M | Who::Anon, Target::Own) => fx.a,
-        (Who::A1, Target::Own) => fx.a1,
-        (Who::B, Target::Own) => fx.b,
-        (Who::Op | Who::A | Who::Anon, Target::Other) => fx.b,
-        (Who::A1 | Who::B, Target::Other) => fx.a,
-        // A manager of A must not reach its sub-reseller's rows.
-        (Who::M, Target::Other) => fx.a1,
-    }
 }
 
 type Cells = [[u16; 2]; 6];

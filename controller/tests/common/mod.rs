@@ -91,6 +91,28 @@ pub struct Fixture {
     pub agents: HashMap<i64, (i64, String)>,
 }
 
+/// Which cell of an authorization matrix a request addresses: the actor's own
+/// resources or another tenant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Own,
+    Other,
+}
+
+/// The resources an actor's "own" and "other" cells address, the same for the API's
+/// matrix (`authz_matrix.rs`) and the panel's (`panel.rs`).
+pub fn holdings(fx: &Fixture, who: Who, t: Target) -> Holdings {
+    match (who, t) {
+        (Who::Op | Who::A | Who::M | Who::Anon, Target::Own) => fx.a,
+        (Who::A1, Target::Own) => fx.a1,
+        (Who::B, Target::Own) => fx.b,
+        (Who::Op | Who::A | Who::Anon, Target::Other) => fx.b,
+        (Who::A1 | Who::B, Target::Other) => fx.a,
+        // A manager of A must not reach its sub-reseller's customers.
+        (Who::M, Target::Other) => fx.a1,
+    }
+}
+
 pub fn test_config(dir: &std::path::Path) -> Config {
     let d = Config::default();
     Config {
@@ -293,7 +315,7 @@ impl Fixture {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        self.call_from(who, CLIENT_IP.parse().unwrap(), method, path, body)
+        self.call_with(who, CLIENT_IP.parse().unwrap(), method, path, body, &[])
             .await
     }
 
@@ -330,17 +352,6 @@ impl Fixture {
     /// A money call (see [`Fixture::money`]) that must succeed; the body.
     pub async fn money_ok(&self, who: Who, path: &str, body: Value) -> Value {
         ok("POST", path, self.money(who, path, body).await)
-    }
-
-    pub async fn call_from(
-        &self,
-        who: Who,
-        ip: IpAddr,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.call_with(who, ip, method, path, body, &[]).await
     }
 
     /// A money call: `POST path` with a JSON `body` and a fresh Idempotency-Key.
