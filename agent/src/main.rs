@@ -283,33 +283,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Tells systemd (`Type=notify`) the agent is ready once it is (store open, enforcement
 /// reconciled once, RADIUS served), and, when the unit has `WatchdogSec`, pings the
-/// watchdog at half its interval for as long as the site is alive (the store answers,
-/// RADIUS threads run): an agent wedged on its disk stops pinging and systemd restarts
-/// it. Outside systemd (no `NOTIFY_SOCKET`) the messages go nowhere.
+/// watchdog for as long as the site is alive (the store answers, RADIUS threads run):
+/// an agent wedged on its disk stops pinging and systemd restarts it.
 async fn notify_systemd(health: outpost_agent::health::Health) {
     health.wait_ready().await;
     tracing::info!("ready");
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!(error = %e, "could not tell systemd the agent is ready");
-    }
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let every = interval / 2;
-    tracing::info!(
-        every_ms = every.as_millis() as u64,
-        "systemd watchdog enabled"
-    );
-    loop {
-        tokio::time::sleep(every).await;
-        if health.alive().await {
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-        } else {
-            tracing::error!(
-                "the store does not answer or RADIUS is not served; not pinging the watchdog"
-            );
+    outpost_daemon::ready_then_watch("agent", |_| {
+        let health = health.clone();
+        async move {
+            if health.alive().await {
+                Ok(())
+            } else {
+                Err("the store does not answer or RADIUS is not served".to_string())
+            }
         }
-    }
+    })
+    .await
 }
 
 fn parse_backend(s: &str) -> Result<outpost_wg::Backend, String> {

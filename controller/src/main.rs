@@ -248,40 +248,27 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
 }
 
 /// Tells systemd (`Type=notify`) the controller is ready, and when the unit has a
-/// watchdog, pings it at half its interval for as long as the database answers: a
-/// controller whose writer is wedged stops pinging and systemd restarts it. Outside
-/// systemd (no `NOTIFY_SOCKET`) this does nothing.
+/// watchdog, pings it for as long as the database answers: a controller whose writer
+/// is wedged stops pinging and systemd restarts it.
 fn notify_ready(state: &outpost_controller::AppState) {
-    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
-        tracing::warn!(error = %e, "could not tell systemd the controller is ready");
-    }
-    let Some(interval) = sd_notify::watchdog_enabled() else {
-        return;
-    };
-    let every = interval / 2;
-    tracing::info!(
-        every_ms = every.as_millis() as u64,
-        "systemd watchdog enabled"
-    );
     let db = state.db.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let alive = tokio::time::timeout(
-                every,
-                db.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)),
-            );
-            match alive.await {
-                Ok(Ok(_)) => {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    tokio::spawn(outpost_daemon::ready_then_watch(
+        "controller",
+        move |every| {
+            let db = db.clone();
+            async move {
+                let alive = tokio::time::timeout(
+                    every,
+                    db.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)),
+                );
+                match alive.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("the database does not answer ({e})")),
+                    Err(_) => Err("the database took too long".to_string()),
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "the database does not answer; not pinging the watchdog")
-                }
-                Err(_) => tracing::error!("the database took too long; not pinging the watchdog"),
             }
-        }
-    });
+        },
+    ));
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
