@@ -8,13 +8,14 @@
 //! `outpost_testkit::prom`, a strict reader of the text format. No assertion depends on
 //! timing.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_agent::config::{
-    Config, EdgeConfig, Identity, MetricsConfig, RadiusConfig, SyncConfig,
-};
+use common::identity;
+use outpost_agent::config::{Config, MetricsConfig};
 use outpost_agent::edge::{Edge, EdgeOptions};
 use outpost_agent::health::Health;
 use outpost_agent::site::{Site, SiteError};
@@ -44,43 +45,12 @@ fn snapshot() -> StateResponse {
 }
 
 fn config(dir: &std::path::Path, metrics: Option<&str>) -> Config {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    Config {
-        state_dir: dir.to_path_buf(),
-        // Nothing listens there: the site runs from its store, as when the controller
-        // is away.
-        controller_url: "http://127.0.0.1:9".into(),
-        radius: RadiusConfig {
-            auth_listen: any,
-            acct_listen: any,
-            ..RadiusConfig::default()
-        },
-        sync: SyncConfig::default(),
-        enforce: None,
-        edge: EdgeConfig {
-            coa_bind: any,
-            ..EdgeConfig::default()
-        },
-        shaping: None,
-        wan: None,
-        tunnel: None,
-        metrics: metrics.map(|l| MetricsConfig {
+    common::loopback_config(
+        dir,
+        metrics.map(|l| MetricsConfig {
             listen: l.parse().unwrap(),
         }),
-    }
-}
-
-fn identity() -> Identity {
-    Identity {
-        agent_id: 1,
-        site_id: 1,
-        credential: "test-credential".into(),
-        wireguard_private_key: String::new(),
-        tunnel: None,
-        tunnel_interface: None,
-        rotation: None,
-        former_tunnel_addresses: vec![],
-    }
+    )
 }
 
 async fn get(url: String) -> (u16, String, String) {

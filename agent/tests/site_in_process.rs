@@ -3,10 +3,11 @@
 //! RADIUS from the store it was started on, journals accounting, and
 //! [`SiteHandle::shutdown`] stops every task and RADIUS thread it started.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use outpost_agent::config::{Config, EdgeConfig, Identity, RadiusConfig, SyncConfig};
 use outpost_agent::radius::authenticator;
 use outpost_agent::site::{Site, SiteHandle};
 use outpost_agent::store::Store;
@@ -68,36 +69,8 @@ async fn start(dir: &std::path::Path) -> SiteHandle {
         .unwrap()
         .apply(&snapshot())
         .unwrap();
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let cfg = Config {
-        state_dir: dir.to_path_buf(),
-        controller_url: "http://127.0.0.1:9".into(),
-        radius: RadiusConfig {
-            auth_listen: any,
-            acct_listen: any,
-            ..RadiusConfig::default()
-        },
-        sync: SyncConfig::default(),
-        enforce: None,
-        edge: EdgeConfig {
-            coa_bind: any,
-            ..EdgeConfig::default()
-        },
-        shaping: None,
-        wan: None,
-        metrics: None,
-        tunnel: None,
-    };
-    let id = Identity {
-        agent_id: 1,
-        site_id: 1,
-        credential: "test-credential".into(),
-        wireguard_private_key: String::new(),
-        tunnel: None,
-        tunnel_interface: None,
-        rotation: None,
-        former_tunnel_addresses: vec![],
-    };
+    let cfg = common::loopback_config(dir, None);
+    let id = common::identity();
     Site::start(&cfg, &id).await.unwrap()
 }
 
