@@ -30,7 +30,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use serde_json::json;
 
 use crate::config::Identity;
 use crate::edge::EdgeHandle;
@@ -173,36 +172,13 @@ impl Health {
 
     /// `/healthz`, `/readyz` and `/metrics`.
     pub fn router(self) -> Router {
-        Router::new()
-            .route(
-                "/healthz",
-                get(|| async { axum::Json(json!({ "status": "alive" })) }),
-            )
-            .route("/readyz", get(readyz))
-            .route("/metrics", get(metrics))
-            .with_state(Arc::new(self))
+        outpost_daemon::health_router(get(readyz), get(metrics)).with_state(Arc::new(self))
     }
 }
 
 async fn readyz(State(h): State<Arc<Health>>) -> Response {
     let checks = h.readiness().await;
-    let ready = checks.iter().all(|(_, c)| c.is_ok());
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": checks
-            .iter()
-            .map(|(name, c)| (name.to_string(), match c {
-                Ok(()) => json!("ok"),
-                Err(e) => json!(e),
-            }))
-            .collect::<serde_json::Map<_, _>>(),
-    });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
+    outpost_daemon::readiness(checks.iter().map(|(name, c)| (*name, c)))
 }
 
 async fn metrics(State(h): State<Arc<Health>>) -> Response {

@@ -6,11 +6,65 @@
 //! its interval for as long as the daemon's own check says it is alive. A daemon wedged
 //! on its disk or database stops pinging and systemd restarts it. Outside systemd (no
 //! `NOTIFY_SOCKET`) the messages go nowhere.
+//!
+//! For probes over HTTP, [`health_router`] serves `/healthz` (the process answers),
+//! `/readyz` and `/metrics` with the daemon's handlers for the last two, and
+//! [`readiness`] is the answer `/readyz` gives for the daemon's named checks.
 
 use std::future::Future;
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
 use sd_notify::NotifyState;
+use serde_json::json;
+
+/// `/healthz` (alive: the process answers), and `/readyz` and `/metrics` served by the
+/// daemon's own handlers.
+pub fn health_router<S>(readyz: MethodRouter<S>, metrics: MethodRouter<S>) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({ "status": "alive" })) }),
+        )
+        .route("/readyz", readyz)
+        .route("/metrics", metrics)
+}
+
+/// The answer of `/readyz` for the daemon's named checks: 200 and `"status": "ready"`
+/// when every check passed, else 503 and `"not_ready"`; `"checks"` gives each one's
+/// verdict, `"ok"` or what is wrong.
+pub fn readiness<'a>(
+    checks: impl IntoIterator<Item = (&'a str, &'a Result<(), String>)>,
+) -> Response {
+    let mut ready = true;
+    let checks = checks
+        .into_iter()
+        .map(|(name, c)| {
+            ready &= c.is_ok();
+            let verdict = match c {
+                Ok(()) => json!("ok"),
+                Err(e) => json!(e),
+            };
+            (name.to_string(), verdict)
+        })
+        .collect::<serde_json::Map<_, _>>();
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": checks,
+    });
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body)).into_response()
+}
 
 /// Tells systemd `daemon` ("agent", "controller") is ready, then pings the watchdog
 /// each time `alive` answers `Ok` (it is given the ping interval, to bound its own

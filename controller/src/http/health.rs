@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,7 +28,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 
 use super::AppState;
 use crate::db;
@@ -147,21 +146,7 @@ pub async fn track(State(health): State<Arc<Health>>, req: Request, next: Next) 
 
 /// `/healthz`, `/readyz` and `/metrics`.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "alive" })) }),
-        )
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-}
-
-/// One check's verdict: `ok`, or what is wrong.
-fn verdict(r: &Result<(), String>) -> serde_json::Value {
-    match r {
-        Ok(()) => json!("ok"),
-        Err(e) => json!(e),
-    }
+    outpost_daemon::health_router(get(readyz), get(metrics))
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {
@@ -183,17 +168,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
     } else {
         Err("not every listener is bound yet".to_string())
     };
-    let ready = schema.is_ok() && listeners.is_ok();
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": { "database": verdict(&schema), "listeners": verdict(&listeners) },
-    });
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, axum::Json(body)).into_response()
+    outpost_daemon::readiness([("database", &schema), ("listeners", &listeners)])
 }
 
 /// What the database says at scrape time.
