@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::paging::list_filter;
+use super::row::stored_row;
 use super::{Filter, Paging};
 use crate::error::Result;
 use crate::scope::Scope;
@@ -233,25 +234,32 @@ pub fn record_security(conn: &Connection, ev: &SecurityEvent) -> Result<i64> {
     )
 }
 
-/// An audit entry as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct AuditEntry {
-    pub id: i64,
-    /// RFC 3339.
-    pub at: String,
-    pub actor_user_id: Option<i64>,
-    pub actor_name: String,
-    pub impersonator_id: Option<i64>,
-    pub impersonator_name: Option<String>,
-    pub tenant_id: i64,
-    pub action: String,
-    pub target_kind: Option<String>,
-    pub target_id: Option<i64>,
-    pub before: Option<Value>,
-    pub after: Option<Value>,
-    pub ip: String,
-    pub user_agent: String,
-    pub security: bool,
+stored_row! {
+    /// An audit entry as the API shows it.
+    #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+    pub struct AuditEntry in COLS, read by from_row {
+        pub id: i64 = "a.id",
+        /// RFC 3339.
+        pub at: String = "a.at" => super::rfc3339,
+        pub actor_user_id: Option<i64> = "a.actor_user_id",
+        pub actor_name: String = "a.actor_name",
+        pub impersonator_id: Option<i64> = "a.impersonator_id",
+        pub impersonator_name: Option<String> = "a.impersonator_name",
+        pub tenant_id: i64 = "a.tenant_id",
+        pub action: String = "a.action",
+        pub target_kind: Option<String> = "a.target_kind",
+        pub target_id: Option<i64> = "a.target_id",
+        pub before: Option<Value> = "a.before" => stored_json,
+        pub after: Option<Value> = "a.after" => stored_json,
+        pub ip: String = "a.ip",
+        pub user_agent: String = "a.user_agent",
+        pub security: bool = "a.security",
+    }
+}
+
+/// A stored before/after: JSON text, or nothing (unreadable text reads as nothing).
+fn stored_json(s: Option<String>) -> Option<Value> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
 }
 
 list_filter! {
@@ -308,31 +316,9 @@ pub fn list(
     w.and_opt("a.security = ?", f.security)
         .and_opt("a.at >= ?", since)
         .and_opt("a.at < ?", until);
-    let select =
-        "SELECT a.id, a.at, a.actor_user_id, a.actor_name, a.impersonator_id, a.impersonator_name,
-                a.tenant_id, a.action, a.target_kind, a.target_id, a.before, a.after, a.ip,
-                a.user_agent, a.security
-         FROM audit_log a";
-    w.newest_first().page(conn, select, "a.id", paging, |r| {
-        let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
-        Ok(AuditEntry {
-            id: r.get(0)?,
-            at: super::rfc3339(r.get(1)?),
-            actor_user_id: r.get(2)?,
-            actor_name: r.get(3)?,
-            impersonator_id: r.get(4)?,
-            impersonator_name: r.get(5)?,
-            tenant_id: r.get(6)?,
-            action: r.get(7)?,
-            target_kind: r.get(8)?,
-            target_id: r.get(9)?,
-            before: json(r.get(10)?),
-            after: json(r.get(11)?),
-            ip: r.get(12)?,
-            user_agent: r.get(13)?,
-            security: r.get(14)?,
-        })
-    })
+    let select = format!("SELECT {COLS} FROM audit_log a");
+    w.newest_first()
+        .page(conn, &select, "a.id", paging, from_row)
 }
 
 /// The outcome of walking the chain.

@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 use crate::db::Cached;
 use crate::db::agent::AgentIdentity;
+use crate::db::row::stored_row;
 use crate::error::{Error, Result};
 
 /// Stores a batch; each (agent, seq) once. Accounting updates sessions and usage only
@@ -100,14 +101,16 @@ fn apply(conn: &Connection, site_id: i64, e: &proto::Event) -> Result<()> {
     Ok(())
 }
 
-/// What a session's counted record says about a new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Counted {
-    event_at: i64,
-    session_time: i64,
-    input: i64,
-    output: i64,
-    ended: bool,
+stored_row! {
+    /// What a session's counted record says about a new one.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Counted in COUNTED_COLS, read by counted {
+        event_at: i64 = "event_at",
+        session_time: i64 = "session_time",
+        input: i64 = "input_octets",
+        output: i64 = "output_octets",
+        ended: bool = "ended",
+    }
 }
 
 /// How a record relates to what its session has counted.
@@ -154,18 +157,12 @@ fn accounting(conn: &Connection, site_id: i64, received: i64, a: &proto::Account
     };
     let prev: Option<Counted> = conn
         .cached_row(
-            "SELECT event_at, session_time, input_octets, output_octets, ended FROM session_counters
-             WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3",
+            &format!(
+                "SELECT {COUNTED_COLS} FROM session_counters
+                 WHERE site_id = ?1 AND nas_ip = ?2 AND session_id = ?3"
+            ),
             params![site_id, a.nas_ip, a.session_id],
-            |r| {
-                Ok(Counted {
-                    event_at: r.get(0)?,
-                    session_time: r.get(1)?,
-                    input: r.get(2)?,
-                    output: r.get(3)?,
-                    ended: r.get(4)?,
-                })
-            },
+            counted,
         )
         .optional()?;
     let v = verdict(prev, a.status, at, &rec);
@@ -259,43 +256,29 @@ fn accounting(conn: &Connection, site_id: i64, received: i64, a: &proto::Account
     Ok(())
 }
 
-/// An online session as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct OnlineSession {
-    pub site_id: i64,
-    pub nas_ip: String,
-    pub session_id: String,
-    pub username: String,
-    pub framed_ip: Option<String>,
-    pub calling_station_id: Option<String>,
-    pub started_at: String,
-    pub updated_at: String,
-    pub session_time: i64,
-    pub input_octets: i64,
-    pub output_octets: i64,
+stored_row! {
+    /// An online session as the API shows it.
+    #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+    pub struct OnlineSession in SESSION_COLS, read by online_session {
+        pub site_id: i64 = "site_id",
+        pub nas_ip: String = "nas_ip",
+        pub session_id: String = "session_id",
+        pub username: String = "username",
+        pub framed_ip: Option<String> = "framed_ip",
+        pub calling_station_id: Option<String> = "calling_station_id",
+        pub started_at: String = "started_at" => crate::db::rfc3339,
+        pub updated_at: String = "updated_at" => crate::db::rfc3339,
+        pub session_time: i64 = "session_time",
+        pub input_octets: i64 = "input_octets",
+        pub output_octets: i64 = "output_octets",
+    }
 }
 
 pub fn sessions_of(conn: &Connection, subscriber_id: i64) -> Result<Vec<OnlineSession>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT site_id, nas_ip, session_id, username, framed_ip, calling_station_id, started_at, updated_at, session_time,
-                input_octets, output_octets
-         FROM online_sessions WHERE subscriber_id = ?1 ORDER BY started_at",
-    )?;
-    let rows = stmt.query_map([subscriber_id], |r| {
-        Ok(OnlineSession {
-            site_id: r.get(0)?,
-            nas_ip: r.get(1)?,
-            session_id: r.get(2)?,
-            username: r.get(3)?,
-            framed_ip: r.get(4)?,
-            calling_station_id: r.get(5)?,
-            started_at: crate::db::rfc3339(r.get(6)?),
-            updated_at: crate::db::rfc3339(r.get(7)?),
-            session_time: r.get(8)?,
-            input_octets: r.get(9)?,
-            output_octets: r.get(10)?,
-        })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SESSION_COLS} FROM online_sessions WHERE subscriber_id = ?1 ORDER BY started_at"
+    ))?;
+    let rows = stmt.query_map([subscriber_id], online_session)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -27,6 +27,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::AgentIdentity;
 use crate::crypto::SecretBox;
 use crate::db::Cached;
+use crate::db::row::stored_row;
 use crate::error::{Error, Result};
 use crate::tunnel::{PeerChange, Tunnel};
 
@@ -39,28 +40,21 @@ pub struct Rotated<T> {
     pub audit: serde_json::Value,
 }
 
-struct Row {
-    key: String,
-    address: String,
-    rotation_key: Option<String>,
-    rotation_address: Option<String>,
-    rotation_psk: Option<Vec<u8>>,
+stored_row! {
+    struct Row in COLS, read by from_row {
+        key: String = "wireguard_public_key",
+        address: String = "tunnel_address",
+        rotation_key: Option<String> = "rotation_public_key",
+        rotation_address: Option<String> = "rotation_address",
+        rotation_psk: Option<Vec<u8>> = "rotation_psk_sealed",
+    }
 }
 
 fn row(conn: &Connection, agent_id: i64) -> Result<Row> {
     conn.cached_row(
-        "SELECT wireguard_public_key, tunnel_address, rotation_public_key, rotation_address, rotation_psk_sealed
-         FROM agents WHERE id = ?1 AND revoked_at IS NULL",
+        &format!("SELECT {COLS} FROM agents WHERE id = ?1 AND revoked_at IS NULL"),
         [agent_id],
-        |r| {
-            Ok(Row {
-                key: r.get(0)?,
-                address: r.get(1)?,
-                rotation_key: r.get(2)?,
-                rotation_address: r.get(3)?,
-                rotation_psk: r.get(4)?,
-            })
-        },
+        from_row,
     )
     .optional()?
     .ok_or_else(|| Error::unauthorized("unknown or revoked agent credential; enroll again"))
