@@ -99,24 +99,13 @@ where
     R: Serialize,
     F: FnOnce(&rusqlite::Transaction<'_>, &By<'_>) -> Result<R> + Send + 'static,
 {
-    let actor = actor.clone();
+    let reused = "this Idempotency-Key was already used for a different request; use a new key";
     let billing::OnceAnswer {
         status,
         body,
         replayed,
     } = st
-        .db
-        .write(move |tx| {
-            billing::once_per_key(
-                tx,
-                &actor,
-                &key,
-                &hash,
-                status.as_u16(),
-                "this Idempotency-Key was already used for a different request; use a new key",
-                op,
-            )
-        })
+        .once_per_key(actor, key, hash, status.as_u16(), reused, op)
         .await?;
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::OK),

@@ -103,6 +103,29 @@ impl AppState {
             .ok_or_else(|| Error::not_found(what))
     }
 
+    /// Runs the money operation `op` once per (actor's user, `key`) in one write
+    /// transaction ([`crate::billing::once_per_key`]): the API's Idempotency-Key and the
+    /// panel's form key alike; `reused` is the conflict's message for a key reused with
+    /// another request.
+    pub async fn once_per_key<R: Serialize>(
+        &self,
+        actor: &Actor,
+        key: String,
+        hash: String,
+        status: u16,
+        reused: &'static str,
+        op: impl FnOnce(&rusqlite::Transaction<'_>, &crate::billing::By<'_>) -> Result<R>
+        + Send
+        + 'static,
+    ) -> Result<crate::billing::OnceAnswer> {
+        let actor = actor.clone();
+        self.db
+            .write(move |tx| {
+                crate::billing::once_per_key(tx, &actor, &key, &hash, status, reused, op)
+            })
+            .await
+    }
+
     /// The page a list query asks for, of the rows `list` reads in the actor's scope
     /// (`id` gives a row's cursor).
     pub async fn list_page<F, R>(

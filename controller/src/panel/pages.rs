@@ -593,21 +593,11 @@ pub(super) async fn once<R: Serialize>(
         ));
     }
     let hash = hex::encode(crate::crypto::sha256(request.as_bytes()));
-    let actor = actor.clone();
-    st.db
-        .write(move |tx| {
-            billing::once_per_key(
-                tx,
-                &actor,
-                &key,
-                &hash,
-                200,
-                "this form was already used for a different request; reload the page",
-                op,
-            )
-            .map(|a| a.replayed)
-        })
-        .await
+    let reused = "this form was already used for a different request; reload the page";
+    Ok(st
+        .once_per_key(actor, key, hash, 200, reused, op)
+        .await?
+        .replayed)
 }
 
 #[derive(Deserialize)]
