@@ -488,13 +488,7 @@ async fn manager_token(fx: &Fixture, ip: std::net::IpAddr, email: &str) -> Strin
         .unwrap();
     let (s, headers, v) = fx.send(login, ip).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let cookie = headers["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = outpost_testkit::api::cookie_of(&headers);
     let (s, v) = fx
         .request(
             None,

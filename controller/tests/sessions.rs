@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use common::{Fixture, PASSWORD, Who, assert_error, error_code};
+use outpost_testkit::api::cookie_of;
 use serde_json::{Value, json};
 
 fn ip(s: &str) -> IpAddr {
@@ -28,16 +29,6 @@ async fn login(
         ))
         .unwrap();
     fx.send(req, ip(from)).await
-}
-
-fn cookie_of(h: &HeaderMap) -> String {
-    let set = h
-        .get(header::SET_COOKIE)
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .to_string();
-    set.split(';').next().unwrap().to_string()
 }
 
 async fn with_cookie(

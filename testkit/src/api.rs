@@ -29,13 +29,7 @@ impl Api {
             .send()
             .expect("controller answers");
         assert!(resp.status().is_success(), "login: {}", resp.status());
-        let cookie = resp.headers()["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_string();
+        let cookie = cookie_of(resp.headers());
         let resp = http
             .post(format!("{base}/api/v1/tokens"))
             .header("cookie", cookie)
@@ -119,4 +113,15 @@ impl Api {
             .unwrap_or_else(|| panic!("POST {path}: no secret in {v}"))
             .to_string()
     }
+}
+
+/// The `name=value` of the cookie a response sets (its first `Set-Cookie`), to send back
+/// in a `Cookie` header. Panics when the response sets none.
+pub fn cookie_of(headers: &reqwest::header::HeaderMap) -> String {
+    let set = headers
+        .get(reqwest::header::SET_COOKIE)
+        .expect("a session cookie")
+        .to_str()
+        .unwrap();
+    set.split(';').next().unwrap().to_string()
 }
