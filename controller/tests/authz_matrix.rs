@@ -332,13 +332,7 @@ async fn authorization_matrix() {
             }
         }
     }
-    assert!(cells > 400, "matrix ran only {cells} cells");
-    assert!(
-        failures.is_empty(),
-        "{} of {cells} cells failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_matrix(cells, 400, &failures);
 }
 
 /// Every route the router serves has a matrix row, and every row is a real route.

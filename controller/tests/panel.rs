@@ -459,13 +459,7 @@ async fn panel_authorization_matrix() {
             }
         }
     }
-    assert!(cells > 100, "matrix ran only {cells} cells");
-    assert!(
-        failures.is_empty(),
-        "{} of {cells} cells failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    common::assert_matrix(cells, 100, &failures);
 }
 
 /// Every panel route has a matrix row, and every row is a panel route.

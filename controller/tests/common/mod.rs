@@ -99,6 +99,18 @@ pub enum Target {
     Other,
 }
 
+/// The end of an authorization matrix's run: it ran more than `min` cells (a matrix
+/// that silently shrank fails), and no cell failed; every failing cell is listed at once.
+pub fn assert_matrix(cells: usize, min: usize, failures: &[String]) {
+    assert!(cells > min, "matrix ran only {cells} cells");
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// The resources an actor's "own" and "other" cells address, the same for the API's
 /// matrix (`authz_matrix.rs`) and the panel's (`panel.rs`).
 pub fn holdings(fx: &Fixture, who: Who, t: Target) -> Holdings {
