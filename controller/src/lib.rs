@@ -13,7 +13,9 @@
 //!   `ledger`, `session`, `audit`, `retention`, `throttle` (failed logins, kept across
 //!   restarts), `wan` (CPE state and outages from the agents' WAN checks), `snapshot`
 //!   (subscribers by status per day, for the reports), and `agent` (split into
-//!   `enrollment`, `feed` and `events`).
+//!   `enrollment`, `feed` and `events`). `row` declares a stored row once
+//!   (`stored_row!`: the struct, its columns and its reader) and reads one row by id
+//!   inside a scope (`owned_row`).
 //! - [`ops`]: the changes people make, each a plain function over the write
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens and their revocation; `plans`: plans and rate cards;
