@@ -137,26 +137,48 @@ struct Lab {
 
 impl Lab {
     fn controller(&self, listen: &str) -> (Proc, std::net::SocketAddr) {
-        let config = self.dir.path().join("controller.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{listen}\"\n[tunnel]\nbackend = \"userspace\"\ninterface = \"{}\"\n\
-                 network = \"10.66.0.0/22\"\nlisten_port = 51820\nendpoints = [\"{CONTROLLER}:51820\"]\n\
-                 api_port = {API_PORT}\n",
-                self.hub
-            ),
-        )
-        .unwrap();
-        start_listening(
-            self.ctl
-                .cmd(self.bin.to_str().unwrap())
-                .args(["serve", "--config"])
-                .arg(&config)
-                .arg("--data-dir")
-                .arg(self.dir.path().join("data")),
+        serve_hub(
+            &self.ctl,
+            &self.bin,
+            self.dir.path(),
+            &self.dir.path().join("data"),
+            &self.hub,
+            "10.66.0.0/22",
+            listen,
         )
     }
+}
+
+/// Starts `bin serve` inside `ns` as the WireGuard plane's hub: a userspace interface
+/// `iface` over `network` (the controller on its first address, the agent API on port
+/// 8443), the public API on `listen`, endpoint 192.0.2.1:51820. Its config is written to
+/// `dir/controller.toml`, its data kept in `data`. Returns it with its public address.
+pub fn serve_hub(
+    ns: &Netns,
+    bin: &Path,
+    dir: &Path,
+    data: &Path,
+    iface: &str,
+    network: &str,
+    listen: &str,
+) -> (Proc, std::net::SocketAddr) {
+    let config = dir.join("controller.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{listen}\"\n[tunnel]\nbackend = \"userspace\"\ninterface = \"{iface}\"\n\
+             network = \"{network}\"\nlisten_port = 51820\nendpoints = [\"{CONTROLLER}:51820\"]\n\
+             api_port = {API_PORT}\n"
+        ),
+    )
+    .unwrap();
+    start_listening(
+        ns.cmd(bin.to_str().unwrap())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(data),
+    )
 }
 
 /// Per agent: when its last answer came (ms since `epoch`), 0 before any.

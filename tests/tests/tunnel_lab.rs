@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use outpost_testkit::api::Api;
 use outpost_testkit::netns::{Netns, unique, veth};
-use outpost_testkit::process::{Proc, start, start_listening, until, until_within};
+use outpost_testkit::process::{Proc, start, until, until_within};
 use outpost_tests::system::{binaries, create_operator, enroll};
+use outpost_tests::tunnel_bench::serve_hub;
 use serde_json::{Value, json};
 
 const CONTROLLER: &str = "192.0.2.1";
@@ -91,25 +92,46 @@ impl Lab {
 
     /// Starts the controller with its tunnel; returns it with its public address.
     fn controller(&self, listen: &str) -> (Proc, std::net::SocketAddr) {
-        let config = self.dir.path().join("controller.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"{listen}\"\n[tunnel]\nbackend = \"userspace\"\ninterface = \"{}\"\n\
-                 network = \"10.66.0.0/24\"\nlisten_port = 51820\nendpoints = [\"{CONTROLLER}:51820\"]\n\
-                 api_port = {API_PORT}\n",
-                self.ctl_iface
-            ),
+        serve_hub(
+            &self.ctl,
+            &self.controller_bin,
+            self.dir.path(),
+            &self.data(),
+            &self.ctl_iface,
+            "10.66.0.0/24",
+            listen,
         )
-        .unwrap();
-        start_listening(
-            self.ctl
-                .cmd(self.controller_bin.to_str().unwrap())
-                .args(["serve", "--config"])
-                .arg(&config)
-                .arg("--data-dir")
-                .arg(self.data()),
-        )
+    }
+
+    /// The lab with its controller started (on an address the OS picks) and its first
+    /// operator logged in through it; needs `wireguard-go` and `wg`.
+    fn started() -> (Lab, Proc, std::net::SocketAddr, Api) {
+        outpost_testkit::peer::require("wireguard-go", "wireguard-go");
+        outpost_testkit::peer::require("wg", "wireguard-tools");
+        let lab = Lab::new();
+        let (ctl, addr) = lab.controller(&format!("{CONTROLLER}:0"));
+        create_operator(
+            &lab.controller_bin,
+            &lab.data(),
+            "noc@isp.test",
+            "tunnel-lab-pass",
+        );
+        let base = format!("http://{addr}");
+        // The client's own thread is started inside `ctl`, so its sockets live there.
+        let api = lab
+            .ctl
+            .within(move || Api::login(&base, "noc@isp.test", "tunnel-lab-pass", "tunnel lab"));
+        (lab, ctl, addr, api)
+    }
+
+    /// Runs `outpost-agent rotate-key` for agent `i`, in its namespace.
+    fn rotate_key(&self, i: usize) -> std::process::Output {
+        self.agents[i]
+            .cmd(self.agent_bin.to_str().unwrap())
+            .args(["rotate-key", "--config"])
+            .arg(self.state_dir(i).join("agent.toml"))
+            .output()
+            .unwrap()
     }
 
     fn state_dir(&self, i: usize) -> PathBuf {
@@ -220,23 +242,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn the_agent_api_lives_in_the_tunnel_and_survives_restarts_and_reenrolment() {
-    outpost_testkit::peer::require("wireguard-go", "wireguard-go");
-    outpost_testkit::peer::require("wg", "wireguard-tools");
-    let lab = Lab::new();
-    let (mut ctl, addr) = lab.controller(&format!("{CONTROLLER}:0"));
+    let (lab, mut ctl, addr, api) = Lab::started();
     let base = format!("http://{addr}");
-    create_operator(
-        &lab.controller_bin,
-        &lab.data(),
-        "noc@isp.test",
-        "tunnel-lab-pass",
-    );
-    let api = {
-        let base = base.clone();
-        // The client's own thread is started inside `ctl`, so its sockets live there.
-        lab.ctl
-            .within(move || Api::login(&base, "noc@isp.test", "tunnel-lab-pass", "tunnel lab"))
-    };
     let sites: Vec<i64> = (0..2)
         .map(|i| {
             api.post("/api/v1/sites", json!({ "name": format!("Tower {i}") }))["id"]
@@ -517,22 +524,8 @@ fn public_key_of(identity: &Value) -> String {
 #[test]
 #[ignore = "lab: needs root and netns"]
 fn a_key_rotation_is_make_before_break_with_a_long_poll_in_flight() {
-    outpost_testkit::peer::require("wireguard-go", "wireguard-go");
-    outpost_testkit::peer::require("wg", "wireguard-tools");
-    let lab = Lab::new();
-    let (mut ctl, addr) = lab.controller(&format!("{CONTROLLER}:0"));
+    let (lab, mut ctl, addr, api) = Lab::started();
     let base = format!("http://{addr}");
-    create_operator(
-        &lab.controller_bin,
-        &lab.data(),
-        "noc@isp.test",
-        "tunnel-lab-pass",
-    );
-    let api = {
-        let base = base.clone();
-        lab.ctl
-            .within(move || Api::login(&base, "noc@isp.test", "tunnel-lab-pass", "tunnel lab"))
-    };
     let site = api.post("/api/v1/sites", json!({ "name": "Tower R" }))["id"]
         .as_i64()
         .unwrap();
@@ -583,24 +576,14 @@ fn a_key_rotation_is_make_before_break_with_a_long_poll_in_flight() {
     // In sync and idle: the agent's long poll (30 s) is in flight now.
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
-    let out = lab.agents[0]
-        .cmd(lab.agent_bin.to_str().unwrap())
-        .args(["rotate-key", "--config"])
-        .arg(lab.state_dir(0).join("agent.toml"))
-        .output()
-        .unwrap();
+    let out = lab.rotate_key(0);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     // A second request while one is under way is refused.
-    let again = lab.agents[0]
-        .cmd(lab.agent_bin.to_str().unwrap())
-        .args(["rotate-key", "--config"])
-        .arg(lab.state_dir(0).join("agent.toml"))
-        .output()
-        .unwrap();
+    let again = lab.rotate_key(0);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already under way"));
     // Make: both keys on the controller's interface, each with its own address.
@@ -664,12 +647,7 @@ fn a_key_rotation_is_make_before_break_with_a_long_poll_in_flight() {
     // A second rotation, interrupted once the controller accepted the key: the agent
     // stops, the controller restarts, the agent starts again; it ends working, on the
     // newest key only.
-    let out = lab.agents[0]
-        .cmd(lab.agent_bin.to_str().unwrap())
-        .args(["rotate-key", "--config"])
-        .arg(lab.state_dir(0).join("agent.toml"))
-        .output()
-        .unwrap();
+    let out = lab.rotate_key(0);
     assert!(
         out.status.success(),
         "{}",
