@@ -34,7 +34,7 @@ pub fn owned_row<T>(
 
 /// Declares a struct read from a query's row, its column list and its reader:
 ///
-/// ```ignore
+/// ```text
 /// stored_row! {
 ///     /// A site.
 ///     #[derive(Debug, Clone)]
