@@ -7,9 +7,12 @@
 //!
 //! Durability: WAL with `synchronous=FULL`, so a committed journal record survives a
 //! power cut, and a state batch is applied in one transaction, so `kill -9` at any
-//! moment leaves either the old revision or the new one.
+//! moment leaves either the old revision or the new one. Accounting from every RADIUS
+//! thread is group-committed (`group`): one transaction and one `fsync` for all the
+//! records that arrived while the previous commit was on the disk.
 
 mod desired;
+mod group;
 mod outbox;
 mod sessions;
 mod wan;
@@ -87,6 +90,8 @@ pub struct Store {
     changed: tokio::sync::Notify,
     /// Counts snapshots applied, so enforcement knows to rebuild rather than patch.
     snapshots: AtomicU64,
+    /// Accounting records handed over to be committed together.
+    group: group::GroupCommit,
 }
 
 impl Store {
@@ -119,6 +124,7 @@ impl Store {
             sessions: Mutex::new(Sessions::default()),
             changed: tokio::sync::Notify::new(),
             snapshots: AtomicU64::new(0),
+            group: group::GroupCommit::default(),
         };
         store.reload()?;
         Ok(store)

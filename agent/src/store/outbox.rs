@@ -21,21 +21,24 @@ impl Store {
         tx: &rusqlite::Transaction<'_>,
         body: &proto::EventBody,
     ) -> Result<u64> {
-        self.append_at(tx, now(), body)
+        self.append_at(tx, now(), body, 0)
     }
 
-    /// [`Store::append`] for an event that happened at `at`.
-    fn append_at(
+    /// [`Store::append`] for an event that happened at `at`, with `ahead` events
+    /// appended earlier in the same transaction (not yet in the backlog, but counting
+    /// against the bound).
+    pub(super) fn append_at(
         &self,
         tx: &rusqlite::Transaction<'_>,
         at: i64,
         body: &proto::EventBody,
+        ahead: u64,
     ) -> Result<u64> {
         let accounting = matches!(
             body,
             proto::EventBody::Accounting(_) | proto::EventBody::NasSessionsClosed { .. }
         );
-        let backlog = self.backlog();
+        let backlog = self.backlog() + ahead;
         if backlog >= self.max_outbox {
             if !accounting {
                 self.dropped_events.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +87,7 @@ impl Store {
             let tx = conn.transaction()?;
             let mut appended = 0;
             for (at, body) in &pending {
-                if self.append_at(&tx, *at, body)? > 0 {
+                if self.append_at(&tx, *at, body, appended)? > 0 {
                     appended += 1;
                 }
             }
