@@ -1058,18 +1058,21 @@ fn every_acknowledged_accounting_record_survives_kill_9_mid_load() {
 
     // The next start opens the store like this.
     let store = Store::open(&state_dir.join("agent.db"), 100_000).unwrap();
-    let journaled: HashSet<(String, AcctStatus)> = store
+    let journaled: HashSet<(String, String)> = store
         .outbox_batch(1_000_000)
         .unwrap()
         .into_iter()
         .filter_map(|e| match e.body {
-            EventBody::Accounting(a) => Some((a.session_id, a.status)),
+            EventBody::Accounting(a) => Some((a.session_id, format!("{:?}", a.status))),
             _ => None,
         })
         .collect();
     let lost: Vec<_> = acked
         .iter()
-        .map(|&i| acct_record(i))
+        .map(|&i| {
+            let (session, status) = acct_record(i);
+            (session, format!("{status:?}"))
+        })
         .filter(|r| !journaled.contains(r))
         .collect();
     assert!(

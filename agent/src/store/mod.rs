@@ -626,6 +626,63 @@ mod tests {
         assert!(s.sessions_of("bruno").is_empty());
     }
 
+    /// Enforcement is woken for the sessions of the subscribers it cuts off or shapes,
+    /// and for an address taken from one of them, not for anyone else's.
+    #[tokio::test]
+    async fn only_sessions_enforcement_uses_wake_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        let mut shaped = state(
+            StateKind::Snapshot,
+            1,
+            vec![
+                sub(1, "amina", SubscriberStatus::Active),
+                sub(2, "bruno", SubscriberStatus::Suspended),
+            ],
+            vec![],
+        );
+        s.apply(&shaped).unwrap();
+        let woken = || async {
+            tokio::time::timeout(Duration::ZERO, s.changed().notified())
+                .await
+                .is_ok()
+        };
+        assert!(woken().await, "the state applied");
+        let start = |user: &str, sid: &str, ip: &str| {
+            let mut e = acct(AcctStatus::Start, user, sid);
+            if let EventBody::Accounting(a) = &mut e {
+                a.framed_ip = Some(ip.into());
+            }
+            e
+        };
+        s.record(start("amina", "s1", "100.64.0.1")).unwrap();
+        s.record(acct(AcctStatus::Stop, "amina", "s1")).unwrap();
+        s.record(start("nobody-here", "s9", "100.64.0.9")).unwrap();
+        assert!(!woken().await, "an active, unshaped subscriber's sessions");
+        s.record(start("bruno", "s2", "100.64.0.2")).unwrap();
+        assert!(woken().await, "a suspended subscriber's address appeared");
+        // Amina takes bruno's address (his Stop was lost): his blocked address goes.
+        s.record(start("amina", "s3", "100.64.0.2")).unwrap();
+        assert!(
+            woken().await,
+            "an address taken from a suspended subscriber"
+        );
+        assert!(s.sessions_of("bruno").is_empty());
+        // With shaping on, an active subscriber with a rate is followed too.
+        shaped.revision = 2;
+        shaped.subscribers[0].rate = Some(proto::Rate {
+            download_kbps: 10_000,
+            upload_kbps: 2_000,
+            burst_download_kbps: None,
+            burst_upload_kbps: None,
+        });
+        shaped.settings.as_mut().unwrap().shaping_enabled = true;
+        s.apply(&shaped).unwrap();
+        assert!(woken().await);
+        s.record(acct(AcctStatus::Stop, "amina", "s3")).unwrap();
+        assert!(woken().await, "a shaped subscriber's address went");
+    }
+
     #[test]
     fn brands_survive_a_restart_and_a_delta_updates_one() {
         let dir = tempfile::tempdir().unwrap();
