@@ -14,7 +14,7 @@
 //! `cargo bench -p outpost-tests --bench radius` (as root, with Debian's `freeradius`
 //! installed). Environment: LANES, SUBSCRIBERS, REQUESTS, MAX_SECS, SOCKETS, WINDOW,
 //! TIMEOUT_MS, RUNS, WARMUP, SERVER_CPU, GENERATOR_CPU, MESSAGE_AUTHENTICATOR (0/1),
-//! PACED_RATE, PACED_SECS, FLOOD_RATE, VALID_RATE, AGENT_RUST_LOG, OUTPOST_AGENT_BIN;
+//! PACED_RATE, PACED_SECS, FLOOD_RATE, VALID_RATE, NICE, AGENT_RUST_LOG, OUTPOST_AGENT_BIN;
 //! see `outpost_tests::radius_bench::BenchConfig`.
 //!
 //! Each run starts each server afresh, warms it up and runs every lane on it; the runs
@@ -54,10 +54,11 @@ fn main() -> anyhow::Result<()> {
     // Built before pinning, so the build may use every core.
     let agent_binary = radius_bench::agent_binary()?;
     radius_bench::pin_this_process(cfg.generator_cpu)?;
+    radius_bench::renice_this_thread(cfg.nice)?;
     println!(
         "RADIUS lanes {:?}: {} subscribers; closed loop {} requests or {:?} per run, {} sockets x {} outstanding{}, \
          timeout {:?}; paced runs {:?}, flood {}/s wrong passwords beside {}/s valid; \
-         servers on CPU {}, generator on CPU {}; {} runs each",
+         servers on CPU {}, generator on CPU {}, nice {}; {} runs each",
         cfg.lanes,
         cfg.subscribers,
         cfg.requests,
@@ -75,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         cfg.valid_rate,
         cfg.server_cpu,
         cfg.generator_cpu,
+        cfg.nice,
         cfg.runs,
     );
     let agent_site = AgentSite::prepare(&agent_binary, &cfg)?;

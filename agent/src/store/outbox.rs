@@ -51,9 +51,11 @@ impl Store {
             );
             return Err(StoreError::OutboxFull(backlog));
         }
-        let seq: i64 = tx.query_row("SELECT coalesce(max(seq), 0) + 1 FROM outbox", [], |r| {
-            r.get(0)
-        })?;
+        // Cached like every statement of the accounting path: a group commit runs these
+        // for each record, and parsing the SQL anew showed in its profile.
+        let seq: i64 = tx
+            .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM outbox")?
+            .query_row([], |r| r.get(0))?;
         tx.prepare_cached("INSERT INTO outbox (seq, at, body) VALUES (?1, ?2, ?3)")?
             .execute(params![seq, at, serde_json::to_string(body)?])?;
         Ok(seq as u64)
