@@ -83,7 +83,7 @@ enum Handled {
     /// The reply, ready to send.
     Reply(Vec<u8>),
     /// An accounting record whose reply waits for the record to be durable.
-    Record(Awaiting),
+    Record(Box<Awaiting>),
 }
 
 /// An Accounting-Response held back until its record is durable.
@@ -390,11 +390,11 @@ impl Handler {
             AccountingRequest::Session(record) => {
                 debug!(user = %record.username, session = %record.session_id, status = ?record.status, "accounting to record");
                 // Sent only once the record is durable (`handle_batch`).
-                Ok(Handled::Record(Awaiting {
+                Ok(Handled::Record(Box::new(Awaiting {
                     key,
                     event: Some(EventBody::Accounting(record)),
                     reply,
-                }))
+                })))
             }
             AccountingRequest::NasRestart { reason } => {
                 let closed = self

@@ -43,10 +43,13 @@ struct Queue {
     writing: bool,
 }
 
+/// Where a thread finds the results of its records once a writer has committed them.
+type Results = Arc<Mutex<Option<Vec<Result<(), BackendError>>>>>;
+
 /// One thread's records and where their results go.
 struct Handover {
     events: Vec<proto::EventBody>,
-    results: Arc<Mutex<Option<Vec<Result<(), BackendError>>>>>,
+    results: Results,
 }
 
 impl GroupCommit {
@@ -95,7 +98,7 @@ impl Store {
 
     /// Queues `events` and waits until a commit held them, writing it if no one else is.
     fn hand_over(&self, events: Vec<proto::EventBody>) -> Vec<Result<(), BackendError>> {
-        let results = Arc::new(Mutex::new(None));
+        let results: Results = Arc::new(Mutex::new(None));
         let group = &self.group;
         let mut queue = group.lock();
         queue.waiting.push(Handover {
