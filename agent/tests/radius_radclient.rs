@@ -7,7 +7,9 @@
 //! - the rest: packets built here with the `radius` codec, for what `radclient` cannot
 //!   do (send the same packet twice from one socket, forge a Message-Authenticator,
 //!   send from an address that is not a NAS, MS-CHAPv2 — `radclient` 3.2's
-//!   `MS-CHAP-Password` computes MS-CHAPv1, see `radclient_ms_chap_password_is_mschapv1`).
+//!   `MS-CHAP-Password` computes MS-CHAPv1, see `radclient_ms_chap_password_is_mschapv1`);
+//!   and `every_acknowledged_accounting_record_survives_kill_9_mid_load`, which runs the
+//!   real `outpost-agent` binary under accounting load and kills it with SIGKILL.
 //!
 //! No assertion depends on timing. A drop is proven by the server's counters, read once
 //! the server says it has finished with the datagram ([`Stats::wait_handled`], marked
@@ -854,4 +856,229 @@ async fn radclient_status_server_on_both_ports_touches_nothing() {
     assert!(wrong.reply.is_none(), "{}", wrong.stdout);
     let s = lab.stats_after(3).await;
     assert_eq!((s.status_server, s.bad_authenticator), (2, 1), "{s:?}");
+}
+
+// ---------------------------------------------------------------------------------
+// kill -9 under accounting load
+// ---------------------------------------------------------------------------------
+
+/// Accounting-Request `i` of the kill test: record `i % 3` (Start, Interim-Update,
+/// Stop) of session `i / 3`, for amina or omar.
+fn acct_record(i: u64) -> (String, AcctStatus) {
+    let status = [
+        AcctStatus::Start,
+        AcctStatus::InterimUpdate,
+        AcctStatus::Stop,
+    ][(i % 3) as usize];
+    (format!("kill-{:06}", i / 3), status)
+}
+
+fn acct_request(id: u8, i: u64) -> Vec<u8> {
+    let (session, status) = acct_record(i);
+    let mut p = Packet::new_with_identifier(Code::AccountingRequest, SECRET.as_bytes(), id);
+    rfc2866::add_acct_status_type(
+        &mut p,
+        match status {
+            AcctStatus::Start => rfc2866::ACCT_STATUS_TYPE_START,
+            AcctStatus::InterimUpdate => rfc2866::ACCT_STATUS_TYPE_INTERIM_UPDATE,
+            AcctStatus::Stop => rfc2866::ACCT_STATUS_TYPE_STOP,
+        },
+    );
+    rfc2865::add_user_name(&mut p, ["amina", "omar"][(i / 3 % 2) as usize]);
+    rfc2866::add_acct_session_id(&mut p, &session);
+    rfc2866::add_acct_input_octets(&mut p, (i % 3) as u32 * 1000);
+    p.encode().unwrap()
+}
+
+/// The real `outpost-agent` binary (controller unreachable) is killed with SIGKILL
+/// while Accounting-Requests stream in over four sockets, 32 outstanding on each. Every
+/// record it acknowledged, including replies still on their way when it died, is in its
+/// store when the store is opened again (as the agent's next start does): no
+/// Accounting-Response leaves before the group commit holding its record is durable.
+/// Which records were in flight at the kill is up to the scheduler; the assertion holds
+/// for any of them.
+#[test]
+fn every_acknowledged_accounting_record_survives_kill_9_mid_load() {
+    use outpost_agent::config::{Config as AgentConfig, Identity, RadiusConfig, SyncConfig};
+    use std::collections::HashSet;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let Site { store, dir } = site(NasKind::Mikrotik, false);
+    drop(store);
+    let state_dir = dir.path().to_path_buf();
+    Identity {
+        agent_id: 1,
+        site_id: 1,
+        credential: "offline".into(),
+        wireguard_private_key: String::new(),
+        tunnel: None,
+        tunnel_interface: None,
+        rotation: None,
+        former_tunnel_addresses: vec![],
+    }
+    .save(&state_dir)
+    .unwrap();
+    // Bound and released: nothing listens there, the controller is away.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = dir.path().join("agent.toml");
+    AgentConfig {
+        state_dir: state_dir.clone(),
+        controller_url: format!("http://{closed}"),
+        radius: RadiusConfig {
+            auth_listen: "127.0.0.1:0".parse().unwrap(),
+            acct_listen: "127.0.0.1:0".parse().unwrap(),
+            ..RadiusConfig::default()
+        },
+        sync: SyncConfig::default(),
+        enforce: None,
+        edge: Default::default(),
+        shaping: None,
+        wan: None,
+        metrics: None,
+        tunnel: None,
+    }
+    .save(&config)
+    .unwrap();
+
+    /// Kills and reaps the agent however the test ends.
+    struct Agent(std::process::Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = agent.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(acct) = line
+                .split_once(", accounting on ")
+                .map(|(_, a)| a.to_string())
+            {
+                let _ = tx.send(acct);
+            }
+        }
+    });
+    let acct: SocketAddr = rx.recv_timeout(HANG_GUARD).unwrap().parse().unwrap();
+
+    const SOCKETS: usize = 4;
+    const WINDOW: usize = 32;
+    const KILL_AFTER: usize = 1_500;
+    let sockets: Vec<std::net::UdpSocket> = (0..SOCKETS)
+        .map(|_| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.connect(acct).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    // Per socket, by Identifier: the request's index and Request Authenticator.
+    let mut outstanding: Vec<std::collections::HashMap<u8, (u64, [u8; 16])>> =
+        vec![Default::default(); SOCKETS];
+    let mut next_id = [0u8; SOCKETS];
+    let mut next = 0u64;
+    let mut acked: Vec<u64> = Vec::new();
+    let mut killed_at: Option<Instant> = None;
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        if killed_at.is_none() {
+            for (k, socket) in sockets.iter().enumerate() {
+                while outstanding[k].len() < WINDOW {
+                    let id = next_id[k];
+                    next_id[k] = next_id[k].wrapping_add(1);
+                    let packet = acct_request(id, next);
+                    socket.send(&packet).unwrap();
+                    outstanding[k].insert(id, (next, request_authenticator(&packet)));
+                    next += 1;
+                }
+            }
+        }
+        let mut got = false;
+        for (k, socket) in sockets.iter().enumerate() {
+            while let Ok(len) = socket.recv(&mut buf) {
+                got = true;
+                let reply = &buf[..len];
+                if let Some(&(i, ra)) = outstanding[k].get(&reply[1])
+                    && reply[0] == Code::AccountingResponse as u8
+                    && authenticator::verify_response(reply, &ra, SECRET.as_bytes())
+                {
+                    outstanding[k].remove(&reply[1]);
+                    acked.push(i);
+                }
+            }
+        }
+        if killed_at.is_none() && acked.len() >= KILL_AFTER {
+            // SIGKILL, mid-load: requests are outstanding on every socket.
+            agent.0.kill().unwrap();
+            killed_at = Some(Instant::now());
+        }
+        match killed_at {
+            // Replies sent before the death may still be in our sockets' buffers.
+            Some(at) if at.elapsed() > Duration::from_millis(500) => break,
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < HANG_GUARD,
+            "{} acknowledged in {HANG_GUARD:?}",
+            acked.len()
+        );
+        if !got {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    agent.0.wait().unwrap();
+    let in_flight: usize = outstanding.iter().map(|o| o.len()).sum();
+    eprintln!(
+        "sent {next}, acknowledged {}, unanswered at the kill {in_flight}",
+        acked.len()
+    );
+    assert!(acked.len() >= KILL_AFTER);
+    assert!(in_flight > 0, "the kill came mid-load");
+
+    // The next start opens the store like this.
+    let store = Store::open(&state_dir.join("agent.db"), 100_000).unwrap();
+    let journaled: HashSet<(String, String)> = store
+        .outbox_batch(1_000_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Accounting(a) => Some((a.session_id, format!("{:?}", a.status))),
+            _ => None,
+        })
+        .collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .map(|&i| {
+            let (session, status) = acct_record(i);
+            (session, format!("{status:?}"))
+        })
+        .filter(|r| !journaled.contains(r))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records are not in the store, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }

@@ -1,8 +1,18 @@
-//! The RADIUS benchmark (issue 4): PAP Access-Requests with Message-Authenticator for
-//! 100,000 subscribers, side by side against the agent (the real `outpost-agent`
-//! binary answering from its local store, controller unreachable) and FreeRADIUS 3
-//! (`files` module holding the same users), each pinned to one core, both driven by
-//! [`crate::radload`] from another core.
+//! The RADIUS benchmark (issues 4 and 14), side by side against the agent (the real
+//! `outpost-agent` binary answering from its local store, controller unreachable) and
+//! FreeRADIUS 3 (`files` module holding the same users, `detail` for accounting), each
+//! pinned to one core, both driven by [`crate::radload`] from another core. Its lanes:
+//!
+//! - `pap`: PAP Access-Requests with Message-Authenticator for 100,000 subscribers,
+//!   closed loop (the maximum rate, and requests per CPU-second);
+//! - `acct`: Accounting-Requests (Start, Interim-Update, Stop of each session), closed
+//!   loop: the agent answers each only once it is durable (group-committed, `fsync`ed),
+//!   FreeRADIUS once its `detail` module wrote it to the file;
+//! - `latency`: the same PAP and accounting requests paced at one fixed rate on both
+//!   servers (by default half of FreeRADIUS's maximum of this run), p50/p99/p99.9 from
+//!   each request's due time;
+//! - `flood`: a paced stream of valid logins alone, then beside a paced flood of wrong
+//!   passwords (10,000/s), on both: the valid logins' p99 with and without the flood.
 //!
 //! This module sets the two servers up and measures them; `benches/radius.rs` runs
 //! them one after the other and prints the figures.
@@ -12,6 +22,10 @@
 //! at these rates for reasons that have nothing to do with its speed. Both servers
 //! answer the same Access-Accept content: Framed-IP-Address, Session-Timeout,
 //! Acct-Interim-Interval, Mikrotik-Rate-Limit and Class.
+//!
+//! FreeRADIUS's `reject_delay` is set to 0 (its default, 1 s, holds every reject a
+//! second to slow password guessing: a policy, not work, and the agent has none), so the
+//! flood's rejects are answered when they are decided, like the agent's.
 //!
 //! Server CPU time is the process's `utime + stime` from `/proc/<pid>/stat` over the
 //! load window; resident memory is `VmRSS` after it.
@@ -29,7 +43,7 @@ use outpost_agent::store::Store;
 use outpost_protocol::{NasKind, NasState, Rate, StateResponse, SubscriberState};
 use outpost_testkit::fixtures;
 
-use crate::radload::{self, LoadConfig, LoadReport};
+use crate::radload::{self, LoadConfig, LoadReport, PacedLane, RequestKind};
 
 /// The shared secret of the benchmark's NAS, on both servers.
 pub const SECRET: &str = "benchsecret";
@@ -75,6 +89,22 @@ pub struct BenchConfig {
     /// `RUST_LOG` for the agent (`AGENT_RUST_LOG`); unset, the agent logs at its own
     /// default, as deployed.
     pub agent_log: Option<String>,
+    /// Which lanes to run (`LANES`, comma-separated, `pap,acct,latency,flood`).
+    pub lanes: Vec<String>,
+    /// The fixed rate of the `latency` lane (`PACED_RATE`); unset, half of
+    /// FreeRADIUS's median maximum of the same kind in this run (5,000/s when that
+    /// lane did not run).
+    pub paced_rate: Option<f64>,
+    /// How long each paced run lasts (`PACED_SECS`, 5).
+    pub paced_duration: Duration,
+    /// Wrong passwords per second in the `flood` lane (`FLOOD_RATE`, 10,000).
+    pub flood_rate: f64,
+    /// Valid logins per second in the `flood` lane (`VALID_RATE`, 1,000).
+    pub valid_rate: f64,
+    /// The nice value both servers and the generator run at (`NICE`, 0). On a machine
+    /// others are using, -20 keeps their work from taking turns on the measured cores
+    /// (it shows as latency, and as the generator sending late); both servers get it.
+    pub nice: i32,
 }
 
 impl Default for BenchConfig {
@@ -92,6 +122,14 @@ impl Default for BenchConfig {
             generator_cpu: 0,
             message_authenticator: true,
             agent_log: None,
+            lanes: ["pap", "acct", "latency", "flood"]
+                .map(String::from)
+                .to_vec(),
+            paced_rate: None,
+            paced_duration: Duration::from_secs(5),
+            flood_rate: 10_000.0,
+            valid_rate: 1_000.0,
+            nice: 0,
         }
     }
 }
@@ -117,7 +155,60 @@ impl BenchConfig {
             agent_log: std::env::var("AGENT_RUST_LOG")
                 .ok()
                 .filter(|v| !v.is_empty()),
+            lanes: match std::env::var("LANES") {
+                Ok(v) => v
+                    .split(',')
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+                Err(_) => d.lanes,
+            },
+            paced_rate: match std::env::var("PACED_RATE") {
+                Ok(v) => Some(v.parse().context("PACED_RATE")?),
+                Err(_) => None,
+            },
+            paced_duration: Duration::from_secs_f64(var(
+                "PACED_SECS",
+                d.paced_duration.as_secs_f64(),
+            )?),
+            flood_rate: var("FLOOD_RATE", d.flood_rate)?,
+            valid_rate: var("VALID_RATE", d.valid_rate)?,
+            nice: var("NICE", d.nice)?,
         })
+    }
+
+    /// Whether lane `name` is to run.
+    pub fn runs_lane(&self, name: &str) -> bool {
+        self.lanes.iter().any(|l| l == name)
+    }
+
+    /// The measured accounting load against `target` (an accounting socket): the same
+    /// sockets, window and budget as [`BenchConfig::load`].
+    pub fn accounting_load(&self, target: SocketAddr) -> LoadConfig {
+        LoadConfig {
+            kind: RequestKind::Accounting,
+            ..self.load(target)
+        }
+    }
+
+    /// A paced lane of `kind` requests at `rate` per second for
+    /// [`BenchConfig::paced_duration`] against `target`, over `sockets` sockets.
+    pub fn paced(&self, target: SocketAddr, kind: RequestKind, rate: f64) -> PacedLane {
+        // Enough sockets that a second's worth fits in their windows at 255 each.
+        let sockets = ((rate / 255.0).ceil() as usize).clamp(2, 64);
+        PacedLane {
+            load: LoadConfig {
+                kind,
+                requests: u64::MAX,
+                max_duration: self.paced_duration,
+                sockets,
+                window: 255,
+                timeout: self.timeout,
+                message_authenticator: self.message_authenticator,
+                ..LoadConfig::new(target, SECRET, self.subscribers)
+            },
+            rate,
+        }
     }
 
     /// The measured load against `target`.
@@ -250,6 +341,8 @@ pub struct RunningServer {
     pub name: &'static str,
     /// Its auth socket.
     pub auth: SocketAddr,
+    /// Its accounting socket.
+    pub acct: SocketAddr,
     /// The process.
     pub process: ServerProcess,
 }
@@ -285,6 +378,38 @@ fn process_cpu_seconds(path: &str) -> anyhow::Result<f64> {
             .parse::<u64>()? as f64)
     };
     Ok((ticks(11)? + ticks(12)?) / clock_ticks())
+}
+
+/// Sets the nice value of the calling thread (and of the threads it starts after) to
+/// `nice`; the generator runs on the thread that calls this.
+pub fn renice_this_thread(nice: i32) -> anyhow::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    let tid = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
+        .unwrap_or_else(std::process::id);
+    let status = Command::new("renice")
+        .args(["-n", &nice.to_string(), "-p", &tid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running renice (util-linux)")?;
+    ensure!(
+        status.success(),
+        "renice to {nice} failed (needs root below 0)"
+    );
+    Ok(())
+}
+
+/// The command that starts a server: `nice -n N taskset -c CPU program`.
+fn server_command(cfg: &BenchConfig, program: &Path) -> Command {
+    let mut command = Command::new("nice");
+    command
+        .args(["-n", &cfg.nice.to_string(), "taskset", "-c"])
+        .arg(cfg.server_cpu.to_string())
+        .arg(program);
+    command
 }
 
 /// Pins every thread of this process to `cpu`. Threads and processes started later
@@ -452,10 +577,8 @@ impl AgentSite {
     /// Starts `outpost-agent run` pinned to the server core and waits until it accepts.
     pub fn start(&self, cfg: &BenchConfig) -> anyhow::Result<RunningServer> {
         let log = self.dir.path().join("agent.log");
-        let mut command = Command::new("taskset");
+        let mut command = server_command(cfg, &self.binary);
         command
-            .args(["-c", &cfg.server_cpu.to_string()])
-            .arg(&self.binary)
             .arg("run")
             .arg("--config")
             .arg(&self.config)
@@ -479,17 +602,21 @@ impl AgentSite {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("RADIUS auth on ") {
-                    let _ = tx.send(rest.split(',').next().unwrap_or_default().to_string());
+                if let Some(rest) = line.strip_prefix("RADIUS auth on ")
+                    && let Some((auth, acct)) = rest.split_once(", accounting on ")
+                {
+                    let _ = tx.send((auth.to_string(), acct.to_string()));
                 }
             }
         });
-        let auth = loop {
+        let (auth, acct) = loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(addr) => {
-                    break addr
-                        .parse::<SocketAddr>()
-                        .with_context(|| format!("agent auth address {addr:?}"))?;
+                Ok((auth, acct)) => {
+                    let parse = |addr: &str| {
+                        addr.parse::<SocketAddr>()
+                            .with_context(|| format!("agent address {addr:?}"))
+                    };
+                    break (parse(&auth)?, parse(&acct)?);
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => process.ensure_running()?,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -501,6 +628,7 @@ impl AgentSite {
         let mut server = RunningServer {
             name: "outpost-agent",
             auth,
+            acct,
             process,
         };
         wait_until_answering(&mut server, cfg, Duration::from_secs(60))?;
@@ -516,6 +644,7 @@ impl AgentSite {
 pub struct FreeRadiusSite {
     raddb: PathBuf,
     auth: SocketAddr,
+    acct: SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -582,6 +711,12 @@ impl FreeRadiusSite {
                         line.starts_with("max_requests = ")
                             .then(|| format!("max_requests = {FREERADIUS_MAX_REQUESTS}"))
                     })
+                    // See the module docs.
+                    .or_else(|| {
+                        line.trim()
+                            .starts_with("reject_delay = ")
+                            .then(|| "\treject_delay = 0".to_string())
+                    })
                     // Runs as whoever runs the benchmark, owning its files.
                     .or_else(|| {
                         matches!(line.trim(), "user = freerad" | "group = freerad")
@@ -592,11 +727,27 @@ impl FreeRadiusSite {
             .collect();
         std::fs::write(&conf_path, conf.join("\n") + "\n")?;
 
-        let auth: SocketAddr = (
-            Ipv4Addr::LOCALHOST,
-            UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(),
-        )
-            .into();
+        let free_port = || -> anyhow::Result<SocketAddr> {
+            Ok((
+                Ipv4Addr::LOCALHOST,
+                UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(),
+            )
+                .into())
+        };
+        let auth = free_port()?;
+        let mut acct = free_port()?;
+        while acct == auth {
+            acct = free_port()?;
+        }
+        // Accounting is written to a `detail` file, as in anchors/01_radius.sh.
+        std::fs::create_dir(w.join("acct"))?;
+        std::fs::write(
+            raddb.join("mods-enabled").join("detail"),
+            format!(
+                "detail {{\n\tfilename = {}\n\tescape_filenames = no\n\tpermissions = 0600\n\theader = \"%t\"\n}}\n",
+                w.join("acct").join("detail").display()
+            ),
+        )?;
         let require = if cfg.message_authenticator {
             "yes"
         } else {
@@ -652,21 +803,37 @@ impl FreeRadiusSite {
 \tpost-auth {{
 \t\tok
 \t}}
+\tlisten {{
+\t\ttype = acct
+\t\tipaddr = 127.0.0.1
+\t\tport = {acct_port}
+\t\trecv_buff = {FREERADIUS_RECV_BUFF}
+\t}}
+\tpreacct {{
+\t\tok
+\t}}
+\taccounting {{
+\t\tdetail
+\t}}
 }}
 ",
-                port = auth.port()
+                port = auth.port(),
+                acct_port = acct.port(),
             ),
         )?;
-        Ok(Self { raddb, auth, dir })
+        Ok(Self {
+            raddb,
+            auth,
+            acct,
+            dir,
+        })
     }
 
     /// Starts `freeradius -f` pinned to the server core and waits until it accepts
     /// (loading 100,000 users takes it a few seconds).
     pub fn start(&self, cfg: &BenchConfig) -> anyhow::Result<RunningServer> {
         let log = self.dir.path().join("log").join("radius.log");
-        let child = Command::new("taskset")
-            .args(["-c", &cfg.server_cpu.to_string()])
-            .arg("freeradius")
+        let child = server_command(cfg, Path::new("freeradius"))
             .arg("-f")
             .arg("-d")
             .arg(&self.raddb)
@@ -680,6 +847,7 @@ impl FreeRadiusSite {
         let mut server = RunningServer {
             name: "freeradius",
             auth: self.auth,
+            acct: self.acct,
             process: ServerProcess {
                 name: "freeradius",
                 child,
@@ -740,16 +908,28 @@ impl Measurement {
     }
 }
 
-/// Runs the measured load against `server`, reading its CPU time around it.
+/// Runs the measured PAP load against `server`, reading its CPU time around it.
 pub fn measure(server: &mut RunningServer, cfg: &BenchConfig) -> anyhow::Result<Measurement> {
+    measure_load(server, &cfg.load(server.auth))
+}
+
+/// Runs the measured accounting load against `server`'s accounting socket.
+pub fn measure_accounting(
+    server: &mut RunningServer,
+    cfg: &BenchConfig,
+) -> anyhow::Result<Measurement> {
+    measure_load(server, &cfg.accounting_load(server.acct))
+}
+
+/// Runs `load` (closed loop) against `server`, reading its CPU time around it.
+pub fn measure_load(server: &mut RunningServer, load: &LoadConfig) -> anyhow::Result<Measurement> {
     server.process.ensure_running()?;
-    let load = cfg.load(server.auth);
     let drops_before = udp_rcvbuf_errors()?;
     let (server_before, generator_before) = (
         server.process.cpu_seconds()?,
         process_cpu_seconds("/proc/self/stat")?,
     );
-    let report = radload::run_blocking(&load)?;
+    let report = radload::run_blocking(load)?;
     let (server_after, generator_after) = (
         server.process.cpu_seconds()?,
         process_cpu_seconds("/proc/self/stat")?,
@@ -760,6 +940,40 @@ pub fn measure(server: &mut RunningServer, cfg: &BenchConfig) -> anyhow::Result<
         server_cpu_secs: server_after - server_before,
         generator_cpu_secs: generator_after - generator_before,
         server_rss_kib: server.process.rss_kib()?,
+        udp_rcvbuf_drops: udp_rcvbuf_errors()?.saturating_sub(drops_before),
+    })
+}
+
+/// One paced run against one server: each lane's report and the server's CPU time.
+#[derive(Debug, Clone)]
+pub struct PacedMeasurement {
+    /// What each lane saw, in the order given.
+    pub lanes: Vec<LoadReport>,
+    /// CPU time the server used during the run.
+    pub server_cpu_secs: f64,
+    /// Wall time of the run.
+    pub wall: Duration,
+    /// See [`Measurement::udp_rcvbuf_drops`].
+    pub udp_rcvbuf_drops: u64,
+}
+
+/// Runs `lanes` together, paced, against `server`.
+pub fn measure_paced(
+    server: &mut RunningServer,
+    lanes: &[PacedLane],
+) -> anyhow::Result<PacedMeasurement> {
+    server.process.ensure_running()?;
+    let drops_before = udp_rcvbuf_errors()?;
+    let cpu_before = server.process.cpu_seconds()?;
+    let started = Instant::now();
+    let reports = radload::run_paced(lanes)?;
+    let wall = started.elapsed();
+    let cpu_after = server.process.cpu_seconds()?;
+    server.process.ensure_running()?;
+    Ok(PacedMeasurement {
+        lanes: reports,
+        server_cpu_secs: cpu_after - cpu_before,
+        wall,
         udp_rcvbuf_drops: udp_rcvbuf_errors()?.saturating_sub(drops_before),
     })
 }

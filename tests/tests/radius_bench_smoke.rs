@@ -1,29 +1,66 @@
 //! Keeps the RADIUS benchmark's load generator honest, small and in-process: against
 //! the agent's RADIUS server on the benchmark's own store contents, every request must
-//! be answered, verified and counted as what it was. No timing is asserted.
+//! be answered, verified and counted as what it was, in each of the benchmark's lanes
+//! (closed-loop PAP and accounting, paced PAP, accounting and wrong passwords). No
+//! timing is asserted.
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use outpost_agent::radius::{self, Listener};
+use outpost_agent::radius;
 use outpost_agent::store::Store;
+use outpost_protocol::EventBody;
 use outpost_tests::radius_bench;
-use outpost_tests::radload::{self, LoadConfig};
+use outpost_tests::radload::{self, LoadConfig, PacedLane, RequestKind};
 
-/// Starts the agent's RADIUS server on 127.0.0.1:0 with `subscribers` of the
-/// benchmark's subscribers; returns its address (the server lives as long as the
-/// runtime) and the store's directory.
-async fn agent(subscribers: u64) -> (std::net::SocketAddr, tempfile::TempDir) {
+/// The agent's RADIUS server on 127.0.0.1:0 with `subscribers` of the benchmark's
+/// subscribers, serving an auth and an accounting socket (as long as the runtime
+/// lives), on a store in a directory of its own.
+struct Agent {
+    auth: SocketAddr,
+    acct: SocketAddr,
+    store: Arc<Store>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(subscribers: u64) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("agent.db"), 1_000_000).unwrap();
     store
         .apply(&radius_bench::snapshot(subscribers, true))
         .unwrap();
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let server = radius::Server::new(Arc::new(store), radius::Config::default());
-    tokio::spawn(async move { server.serve(socket, Listener::Auth).await });
-    (addr, dir)
+    let store = Arc::new(store);
+    let auth = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let acct = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (auth_addr, acct_addr) = (auth.local_addr().unwrap(), acct.local_addr().unwrap());
+    let server = radius::Server::new(store.clone(), radius::Config::default());
+    tokio::spawn(async move { server.run(auth, acct).await });
+    Agent {
+        auth: auth_addr,
+        acct: acct_addr,
+        store,
+        _dir: dir,
+    }
+}
+
+async fn agent(subscribers: u64) -> (SocketAddr, Agent) {
+    let agent = start(subscribers).await;
+    (agent.auth, agent)
+}
+
+/// The accounting records in the store's outbox, as (Acct-Session-Id, status).
+fn journaled(store: &Store) -> Vec<(String, String)> {
+    store
+        .outbox_batch(1_000_000)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.body {
+            EventBody::Accounting(a) => Some((a.session_id, format!("{:?}", a.status))),
+            _ => None,
+        })
+        .collect()
 }
 
 fn small_load(target: std::net::SocketAddr, users: u64) -> LoadConfig {
@@ -137,4 +174,123 @@ async fn replies_that_do_not_verify_are_not_counted_as_answers() {
         (0, 10, 10),
         "{report:?}"
     );
+}
+
+/// Accounting in the closed loop: every record is acknowledged, and every acknowledged
+/// record is in the store's journal once, as what it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_accounting_records_are_all_journaled() {
+    let agent = start(100).await;
+    let load = LoadConfig {
+        kind: RequestKind::Accounting,
+        keep_answered: true,
+        ..small_load(agent.acct, 100)
+    };
+    let report = radload::run(&load).await.unwrap();
+    assert_eq!(
+        (
+            report.sent,
+            report.accounting_responses,
+            report.accepts + report.rejects + report.other,
+            report.timeouts,
+            report.unmatched
+        ),
+        (2_000, 2_000, 0, 0, 0),
+        "{report:?}"
+    );
+    let expected: HashSet<_> = report
+        .answered_requests()
+        .iter()
+        .map(|&i| {
+            let (session, status) = radload::accounting_record(&load.session_prefix, i);
+            (session, format!("{status:?}"))
+        })
+        .collect();
+    assert_eq!(expected.len(), 2_000);
+    let journal = journaled(&agent.store);
+    assert_eq!(journal.len(), 2_000, "each record once");
+    assert_eq!(journal.into_iter().collect::<HashSet<_>>(), expected);
+}
+
+/// Paced lanes side by side: each sends what its rate and duration say, the valid
+/// logins are accepted, the wrong passwords rejected (and deferred to the journal), the
+/// paced accounting acknowledged, and every request has its latency and lateness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_lanes_send_their_rates_and_every_answer_is_counted() {
+    let agent = start(1_000).await;
+    let lane = |target, kind, rate: f64| PacedLane {
+        load: LoadConfig {
+            kind,
+            requests: u64::MAX,
+            max_duration: Duration::from_secs(2),
+            sockets: 2,
+            window: 255,
+            timeout: Duration::from_secs(10),
+            keep_answered: true,
+            ..LoadConfig::new(target, radius_bench::SECRET, 1_000)
+        },
+        rate,
+    };
+    let lanes = [
+        lane(agent.auth, RequestKind::Pap, 100.0),
+        lane(agent.auth, RequestKind::WrongPassword, 400.0),
+        lane(agent.acct, RequestKind::Accounting, 150.0),
+    ];
+    let reports = tokio::task::spawn_blocking(move || radload::run_paced(&lanes))
+        .await
+        .unwrap()
+        .unwrap();
+    let counts: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.sent,
+                r.accepts,
+                r.rejects,
+                r.accounting_responses,
+                r.timeouts,
+                r.unmatched,
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (200, 200, 0, 0, 0, 0),
+            (800, 0, 800, 0, 0, 0),
+            (300, 0, 0, 300, 0, 0)
+        ],
+        "{reports:?}"
+    );
+    for r in &reports {
+        assert_eq!(r.latency_samples() as u64, r.sent);
+        assert!(r.latency(0.999).is_some() && r.lateness(0.99).is_some());
+        assert_eq!(r.answered_requests().len() as u64, r.sent);
+    }
+    // The rejects are deferred off the answering threads and journaled in one go.
+    assert_eq!(agent.store.deferred(), 800);
+    assert_eq!(journaled(&agent.store).len(), 300);
+    let rejects = agent
+        .store
+        .outbox_batch(1_000_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| matches!(e.body, EventBody::AuthReject { .. }))
+        .count();
+    assert_eq!(rejects, 800);
+}
+
+#[test]
+fn a_paced_lane_without_a_positive_rate_is_refused() {
+    for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let lane = PacedLane {
+            load: LoadConfig::new("127.0.0.1:9".parse().unwrap(), "s", 10),
+            rate,
+        };
+        assert_eq!(
+            radload::run_paced(&[lane]).unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{rate}"
+        );
+    }
 }

@@ -78,6 +78,21 @@ enum Dropped {
     Backend(Error),
 }
 
+/// What handling a datagram came to, short of a drop.
+enum Handled {
+    /// The reply, ready to send.
+    Reply(Vec<u8>),
+    /// An accounting record whose reply waits for the record to be durable.
+    Record(Box<Awaiting>),
+}
+
+/// An Accounting-Response held back until its record is durable.
+struct Awaiting {
+    key: Key,
+    event: Option<EventBody>,
+    reply: Vec<u8>,
+}
+
 /// Handles RADIUS datagrams against a [`Backend`]; shared by the server's tasks.
 pub struct Handler {
     backend: Arc<dyn Backend>,
@@ -115,19 +130,68 @@ impl Handler {
     /// reply to send back to `src`, if any. Blocks on the backend (see [`Backend`]).
     /// Never panics on any input: what it cannot use it drops and counts.
     pub fn handle(&self, listener: Listener, src: SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
-        Stats::bump(&self.stats.requests);
-        let started = Instant::now();
-        match self.handle_inner(listener, src, datagram) {
-            Ok(reply) => {
-                self.stats.observe(Some(&reply), started.elapsed());
-                Some(reply)
-            }
-            Err(dropped) => {
-                self.count(&dropped, src);
-                self.stats.observe(None, started.elapsed());
-                None
+        self.handle_batch(listener, &[(src, datagram)])
+            .pop()
+            .flatten()
+    }
+
+    /// [`Handler::handle`] for several datagrams that arrived on a `listener` socket
+    /// together; one reply (or none) per datagram, in order. The accounting records
+    /// among them are handed to the backend together ([`Backend::record_batch`]), so a
+    /// backend that commits in groups makes them durable with one write; each
+    /// Accounting-Response is returned only if its record is durable.
+    pub fn handle_batch(
+        &self,
+        listener: Listener,
+        datagrams: &[(SocketAddr, &[u8])],
+    ) -> Vec<Option<Vec<u8>>> {
+        let mut replies = Vec::with_capacity(datagrams.len());
+        let mut awaiting = Vec::new();
+        for (i, &(src, datagram)) in datagrams.iter().enumerate() {
+            Stats::bump(&self.stats.requests);
+            let started = Instant::now();
+            match self.handle_inner(listener, src, datagram) {
+                Ok(Handled::Reply(reply)) => {
+                    self.stats.observe(Some(&reply), started.elapsed());
+                    replies.push(Some(reply));
+                }
+                Ok(Handled::Record(record)) => {
+                    replies.push(None);
+                    awaiting.push((i, started, record));
+                }
+                Err(dropped) => {
+                    self.count(&dropped, src);
+                    self.stats.observe(None, started.elapsed());
+                    replies.push(None);
+                }
             }
         }
+        if awaiting.is_empty() {
+            return replies;
+        }
+        let events = awaiting
+            .iter_mut()
+            .filter_map(|(_, _, a)| a.event.take())
+            .collect();
+        let results = self.backend.record_batch(events);
+        for ((i, started, record), result) in awaiting.into_iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    // Only now, with the record durable, may the NAS forget it (RFC 2866 §2).
+                    self.cache().finish(record.key, Some(&record.reply));
+                    Stats::bump(&self.stats.acct_records);
+                    self.stats.observe(Some(&record.reply), started.elapsed());
+                    replies[i] = Some(record.reply);
+                }
+                Err(e) => {
+                    // Not cached: the NAS's retransmission runs again.
+                    self.cache().finish(record.key, None);
+                    self.count(&Dropped::Backend(Error::Backend(e)), record.key.src);
+                    self.stats.observe(None, started.elapsed());
+                }
+            }
+        }
+        replies
     }
 
     fn handle_inner(
@@ -135,7 +199,7 @@ impl Handler {
         listener: Listener,
         src: SocketAddr,
         datagram: &[u8],
-    ) -> Result<Vec<u8>, Dropped> {
+    ) -> Result<Handled, Dropped> {
         let nas = self
             .backend
             .nas(src.ip().to_canonical())
@@ -162,7 +226,9 @@ impl Handler {
         let mut authenticator = [0u8; 16];
         authenticator.copy_from_slice(&raw[4..HEADER_LEN]);
         if code == Code::StatusServer {
-            return self.status(listener, &packet, raw, &authenticator, secret);
+            return self
+                .status(listener, &packet, raw, &authenticator, secret)
+                .map(Handled::Reply);
         }
 
         let key = Key {
@@ -175,17 +241,23 @@ impl Handler {
             Lookup::Answered(reply) => {
                 self.stats.retransmission(&reply);
                 debug!(id = raw[1], "retransmission answered from the reply cache");
-                return Ok(reply);
+                return Ok(Handled::Reply(reply));
             }
             Lookup::InProgress => return Err(Dropped::InProgress),
             Lookup::New => {}
         }
         let result = match code {
-            Code::AccessRequest => self.access(&nas, &packet, raw, &authenticator),
-            _ => self.accounting(&nas, &packet, raw, &authenticator),
+            Code::AccessRequest => self
+                .access(&nas, &packet, raw, &authenticator)
+                .map(Handled::Reply),
+            _ => self.accounting(&nas, &packet, raw, &authenticator, key),
         };
-        self.cache()
-            .finish(key, result.as_ref().ok().map(Vec::as_slice));
+        match &result {
+            Ok(Handled::Reply(reply)) => self.cache().finish(key, Some(reply)),
+            Err(_) => self.cache().finish(key, None),
+            // Finished once the record is durable (or is not), in `handle_batch`.
+            Ok(Handled::Record(_)) => {}
+        }
         result
     }
 
@@ -293,7 +365,8 @@ impl Handler {
         packet: &Packet,
         raw: &[u8],
         authenticator: &[u8; 16],
-    ) -> Result<Vec<u8>, Dropped> {
+        key: Key,
+    ) -> Result<Handled, Dropped> {
         let secret = nas.secret.as_bytes();
         if !authenticator::verify_accounting_request(raw, secret) {
             return Err(Dropped::BadAuthenticator(
@@ -306,15 +379,22 @@ impl Handler {
         {
             return Err(Dropped::BadAuthenticator("Message-Authenticator"));
         }
-        match accounting::parse(packet, &nas.ip, crate::clock::now()).map_err(Dropped::Malformed)? {
+        let request =
+            accounting::parse(packet, &nas.ip, crate::clock::now()).map_err(Dropped::Malformed)?;
+        let reply = encode(
+            response_without_message_authenticator(packet, Code::AccountingResponse),
+            authenticator,
+            secret,
+        )?;
+        match request {
             AccountingRequest::Session(record) => {
-                let span = debug_span!("accounting", user = %record.username, session = %record.session_id);
-                let _entered = span.enter();
-                let status = record.status;
-                self.backend
-                    .record(EventBody::Accounting(record))
-                    .map_err(|e| Dropped::Backend(Error::Backend(e)))?;
-                debug!(?status, "accounting recorded");
+                debug!(user = %record.username, session = %record.session_id, status = ?record.status, "accounting to record");
+                // Sent only once the record is durable (`handle_batch`).
+                Ok(Handled::Record(Box::new(Awaiting {
+                    key,
+                    event: Some(EventBody::Accounting(record)),
+                    reply,
+                })))
             }
             AccountingRequest::NasRestart { reason } => {
                 let closed = self
@@ -322,16 +402,12 @@ impl Handler {
                     .close_nas_sessions(&nas.ip, reason)
                     .map_err(|e| Dropped::Backend(Error::Backend(e)))?;
                 info!(nas = %nas.ip, closed, reason, "NAS restarted: its sessions are closed");
+                // Only now, with the sessions closed durably, may the NAS forget it
+                // (RFC 2866 §2).
+                Stats::bump(&self.stats.acct_records);
+                Ok(Handled::Reply(reply))
             }
         }
-        // Only now, with the record durable, may the NAS forget it (RFC 2866 §2).
-        let reply = encode(
-            response_without_message_authenticator(packet, Code::AccountingResponse),
-            authenticator,
-            secret,
-        )?;
-        Stats::bump(&self.stats.acct_records);
-        Ok(reply)
     }
 
     /// Status-Server (RFC 5997): proof that this server is alive for this NAS. It must

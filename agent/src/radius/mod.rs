@@ -78,6 +78,14 @@ pub trait Backend: Send + Sync + 'static {
     /// which knows how many sessions it closed.
     fn record(&self, event: EventBody) -> Result<(), BackendError>;
 
+    /// [`Backend::record`] for several events at once, one result each, in order: the
+    /// server hands over every accounting record of a batch of datagrams together, so a
+    /// backend that commits in groups makes them durable with one write. Returns only
+    /// once each `Ok` is durable.
+    fn record_batch(&self, events: Vec<EventBody>) -> Vec<Result<(), BackendError>> {
+        events.into_iter().map(|e| self.record(e)).collect()
+    }
+
     /// Close every online session of the NAS at `nas_ip` and journal one
     /// [`EventBody::NasSessionsClosed`] with the number closed and `reason`, in one
     /// transaction; return that number once it is durable. Used for

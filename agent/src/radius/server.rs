@@ -1,7 +1,10 @@
 //! The UDP loops. Each socket is answered by a few dedicated OS threads, each of which
 //! receives what the socket holds (up to [`BATCH`] datagrams, `recvmmsg`), handles
-//! each whole with [`Handler::handle`] and sends the answers (`sendmmsg`), with
-//! blocking calls.
+//! them with [`Handler::handle_batch`] and sends the answers (`sendmmsg`), with
+//! blocking calls. The accounting records of a batch are handed to the store together
+//! and group-committed with those of the other threads (`store::group`): the thread
+//! waits for that one commit, then sends every answer of its batch, none for a record
+//! that is not durable.
 //!
 //! Why threads and not tasks: the handler is synchronous (the [`Backend`] may wait on
 //! the disk for accounting), so an async loop had to hop every datagram to the blocking
@@ -250,13 +253,18 @@ impl Worker {
                 };
                 received.extend(results.map(|r| (r.bytes, r.address.and_then(socket_addr))));
             }
-            for (buffer, &(len, src)) in buffers.iter().zip(&received) {
-                // A datagram without an IP source cannot come from a NAS or be answered.
-                let Some(src) = src else { continue };
-                if let Some(reply) = self.answer(&buffer[..len.min(MAX_DATAGRAM)], src) {
+            // A datagram without an IP source cannot come from a NAS or be answered.
+            let datagrams: Vec<(SocketAddr, &[u8])> = buffers
+                .iter()
+                .zip(&received)
+                .filter_map(|(buffer, &(len, src))| Some((src?, &buffer[..len.min(MAX_DATAGRAM)])))
+                .collect();
+            for (reply, &(src, _)) in self.answer(&datagrams).into_iter().zip(&datagrams) {
+                if let Some(reply) = reply {
                     replies.push((reply, src));
                 }
             }
+            drop(datagrams);
             self.send(fd, &mut send_headers, &replies, &mut addresses);
             replies.clear();
             for _ in &received {
@@ -266,15 +274,17 @@ impl Worker {
         Ok(())
     }
 
-    fn answer(&self, datagram: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+    /// The replies to a batch, one per datagram; the accounting records among them are
+    /// committed together and answered only once durable.
+    fn answer(&self, datagrams: &[(SocketAddr, &[u8])]) -> Vec<Option<Vec<u8>>> {
         let handled = catch_unwind(AssertUnwindSafe(|| {
-            self.handler.handle(self.listener, src, datagram)
+            self.handler.handle_batch(self.listener, datagrams)
         }));
         handled.unwrap_or_else(|_| {
-            // `handle` must not panic on any input; should it, the datagram is lost
-            // (the NAS retransmits) but the socket keeps being served.
-            error!(%src, "RADIUS handler panicked");
-            None
+            // `handle` must not panic on any input; should it, the batch is lost (the
+            // NAS retransmits) but the socket keeps being served.
+            error!(datagrams = datagrams.len(), "RADIUS handler panicked");
+            vec![None; datagrams.len()]
         })
     }
 

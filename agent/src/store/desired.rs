@@ -95,7 +95,8 @@ impl Store {
     }
 
     /// Wakes after something enforcement may care about changed: a state applied, a
-    /// session address learnt or released, a NAS restart.
+    /// session address learnt or released by a subscriber it cuts off or shapes, a NAS
+    /// restart.
     pub fn changed(&self) -> &tokio::sync::Notify {
         &self.changed
     }

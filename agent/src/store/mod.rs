@@ -7,9 +7,12 @@
 //!
 //! Durability: WAL with `synchronous=FULL`, so a committed journal record survives a
 //! power cut, and a state batch is applied in one transaction, so `kill -9` at any
-//! moment leaves either the old revision or the new one.
+//! moment leaves either the old revision or the new one. Accounting from every RADIUS
+//! thread is group-committed (`group`): one transaction and one `fsync` for all the
+//! records that arrived while the previous commit was on the disk.
 
 mod desired;
+mod group;
 mod outbox;
 mod sessions;
 mod wan;
@@ -87,6 +90,8 @@ pub struct Store {
     changed: tokio::sync::Notify,
     /// Counts snapshots applied, so enforcement knows to rebuild rather than patch.
     snapshots: AtomicU64,
+    /// Accounting records handed over to be committed together.
+    group: group::GroupCommit,
 }
 
 impl Store {
@@ -97,6 +102,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Room for every statement the hot paths prepare (the default holds 16).
+        conn.set_prepared_statement_cache_capacity(64);
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > MIGRATIONS.len() as i64 {
             return Err(StoreError::TooNew {
@@ -119,6 +126,7 @@ impl Store {
             sessions: Mutex::new(Sessions::default()),
             changed: tokio::sync::Notify::new(),
             snapshots: AtomicU64::new(0),
+            group: group::GroupCommit::default(),
         };
         store.reload()?;
         Ok(store)
@@ -618,6 +626,63 @@ mod tests {
         );
         s.record(acct(AcctStatus::Stop, "bruno", "s2")).unwrap();
         assert!(s.sessions_of("bruno").is_empty());
+    }
+
+    /// Enforcement is woken for the sessions of the subscribers it cuts off or shapes,
+    /// and for an address taken from one of them, not for anyone else's.
+    #[tokio::test]
+    async fn only_sessions_enforcement_uses_wake_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("a.db"), 100).unwrap();
+        let mut shaped = state(
+            StateKind::Snapshot,
+            1,
+            vec![
+                sub(1, "amina", SubscriberStatus::Active),
+                sub(2, "bruno", SubscriberStatus::Suspended),
+            ],
+            vec![],
+        );
+        s.apply(&shaped).unwrap();
+        let woken = || async {
+            tokio::time::timeout(Duration::ZERO, s.changed().notified())
+                .await
+                .is_ok()
+        };
+        assert!(woken().await, "the state applied");
+        let start = |user: &str, sid: &str, ip: &str| {
+            let mut e = acct(AcctStatus::Start, user, sid);
+            if let EventBody::Accounting(a) = &mut e {
+                a.framed_ip = Some(ip.into());
+            }
+            e
+        };
+        s.record(start("amina", "s1", "100.64.0.1")).unwrap();
+        s.record(acct(AcctStatus::Stop, "amina", "s1")).unwrap();
+        s.record(start("nobody-here", "s9", "100.64.0.9")).unwrap();
+        assert!(!woken().await, "an active, unshaped subscriber's sessions");
+        s.record(start("bruno", "s2", "100.64.0.2")).unwrap();
+        assert!(woken().await, "a suspended subscriber's address appeared");
+        // Amina takes bruno's address (his Stop was lost): his blocked address goes.
+        s.record(start("amina", "s3", "100.64.0.2")).unwrap();
+        assert!(
+            woken().await,
+            "an address taken from a suspended subscriber"
+        );
+        assert!(s.sessions_of("bruno").is_empty());
+        // With shaping on, an active subscriber with a rate is followed too.
+        shaped.revision = 2;
+        shaped.subscribers[0].rate = Some(proto::Rate {
+            download_kbps: 10_000,
+            upload_kbps: 2_000,
+            burst_download_kbps: None,
+            burst_upload_kbps: None,
+        });
+        shaped.settings.as_mut().unwrap().shaping_enabled = true;
+        s.apply(&shaped).unwrap();
+        assert!(woken().await);
+        s.record(acct(AcctStatus::Stop, "amina", "s3")).unwrap();
+        assert!(woken().await, "a shaped subscriber's address went");
     }
 
     #[test]
