@@ -161,7 +161,8 @@ pub fn direct_renewals(n: usize) -> anyhow::Result<RawRun> {
     })
 }
 
-fn seed(clients: usize) -> anyhow::Result<Seeded> {
+/// Seeds a controller for the renewal runs (also used by `examples/renewal_probe.rs`).
+pub fn seed(clients: usize) -> anyhow::Result<Seeded> {
     let dir = tempfile::tempdir()?;
     let cfg = Config {
         data_dir: dir.path().to_path_buf(),
