@@ -81,7 +81,7 @@ pub enum DbError {
         found: i64,
         known: usize,
     },
-    /// The operating system would not start the writer thread.
+    /// The operating system would not start the writer or the checkpoint thread.
     #[error("cannot start the database writer thread")]
     Writer(#[source] std::io::Error),
     /// A migration failed; the transaction was rolled back and the file is unchanged.
@@ -301,8 +301,15 @@ impl Db {
             })?;
             readers.push(c);
         }
+        let checkpoints = Connection::open(path)
+            .and_then(|c| configure(&c).map(|_| c))
+            .map_err(|source| DbError::Open {
+                path: p.clone(),
+                source,
+            })?;
         let writer = Arc::new(Mutex::new(writer));
-        let queue = writer::Queue::start(writer.clone(), feed.clone()).map_err(DbError::Writer)?;
+        let queue = writer::Queue::start(writer.clone(), checkpoints, feed.clone())
+            .map_err(DbError::Writer)?;
         Ok(Db {
             writer,
             queue: Arc::new(queue),
