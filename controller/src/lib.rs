@@ -8,7 +8,7 @@
 //!   ([`security::SecurityEvent`]), shared by the error and the audit log.
 //! - [`scope`]: who may see and do what — [`scope::Actor`], [`scope::Scope`],
 //!   [`scope::Permission`]. Every scoped query takes a `Scope`.
-//! - [`db`]: SQLite storage, the single writer and the reader pool, one module per
+//! - [`db`]: SQLite storage, the single writer (group commit) and the reader pool, one module per
 //!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
 //!   `ledger`, `session`, `audit`, `retention`, `throttle` (failed logins, kept across
 //!   restarts), `wan` (CPE state and outages from the agents' WAN checks), `snapshot`

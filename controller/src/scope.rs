@@ -284,9 +284,18 @@ impl Scope {
     pub fn owns(&self, column: &str) -> (String, rusqlite::types::Value) {
         use rusqlite::types::Value;
         match self {
+            // The subtree as a range of the materialized path, not `path GLOB '/1/4/*'`:
+            // SQLite re-prepares a statement whose GLOB pattern is a bound parameter every
+            // time a value is bound (its prefix optimisation depends on the value), which
+            // cost a renewal more than its commit. Paths are digits and '/', so the paths
+            // under `/1/4/` are exactly those from `/1/4/` up to `/1/4/:` (':' sorts after
+            // both). One parameter, used twice through the one-row subquery.
             Scope::Subtree { path, .. } => (
-                format!("{column} IN (SELECT id FROM tenants WHERE path GLOB ?)"),
-                Value::Text(format!("{path}*")),
+                format!(
+                    "{column} IN (SELECT t_.id FROM tenants t_, (SELECT ? AS p_) \
+                     WHERE t_.path >= p_ AND t_.path < p_ || ':')"
+                ),
+                Value::Text(path.clone()),
             ),
             Scope::Direct { tenant_id } => (format!("{column} = ?"), Value::Integer(*tenant_id)),
         }

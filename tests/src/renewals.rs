@@ -32,6 +32,10 @@ pub struct HttpRun {
     pub ledger_rows: i64,
     /// The reseller's balance afterwards, minor units.
     pub balance: i64,
+    /// Transactions the controller's writer committed the run's writes in.
+    pub batches: u64,
+    /// Writes the writer ran (the renewals).
+    pub writes: u64,
 }
 
 impl HttpRun {
@@ -75,6 +79,7 @@ pub async fn http_renewals(clients: usize, per_client: usize) -> anyhow::Result<
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()?;
+    let before = state.db.write_stats();
     let started = Instant::now();
     let workers = subs.iter().enumerate().map(|(c, sub)| {
         let client = client.clone();
@@ -105,6 +110,7 @@ pub async fn http_renewals(clients: usize, per_client: usize) -> anyhow::Result<
         r?;
     }
     let elapsed = started.elapsed();
+    let after = state.db.write_stats();
     server.abort();
     let (ledger_rows, balance) = state
         .db
@@ -125,6 +131,8 @@ pub async fn http_renewals(clients: usize, per_client: usize) -> anyhow::Result<
         elapsed,
         ledger_rows,
         balance,
+        batches: after.batches - before.batches,
+        writes: after.writes - before.writes,
     })
 }
 
@@ -161,7 +169,8 @@ pub fn direct_renewals(n: usize) -> anyhow::Result<RawRun> {
     })
 }
 
-fn seed(clients: usize) -> anyhow::Result<Seeded> {
+/// Seeds a controller for the renewal runs (also used by `examples/renewal_probe.rs`).
+pub fn seed(clients: usize) -> anyhow::Result<Seeded> {
     let dir = tempfile::tempdir()?;
     let cfg = Config {
         data_dir: dir.path().to_path_buf(),

@@ -1,7 +1,8 @@
 //! Storage: one SQLite file in WAL mode. Writes go through a single writer connection
-//! in `BEGIN IMMEDIATE` transactions; reads through a small pool. DB code is plain
-//! synchronous `fn(&Connection, …)`, one module per aggregate; async handlers reach it
-//! through [`Db::read`] and [`Db::write`], which run it on the blocking pool.
+//! in `BEGIN IMMEDIATE` transactions, committed in groups by the writer thread
+//! ([`writer`]); reads through a small pool. DB code is plain synchronous
+//! `fn(&Connection, …)`, one module per aggregate; async handlers reach it through
+//! [`Db::read`] (on the blocking pool) and [`Db::write`] (queued to the writer thread).
 
 pub mod agent;
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod tenant;
 pub mod throttle;
 pub mod user;
 pub mod wan;
+pub mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
@@ -80,6 +82,9 @@ pub enum DbError {
         found: i64,
         known: usize,
     },
+    /// The operating system would not start the writer or the checkpoint thread.
+    #[error("cannot start the database writer thread")]
+    Writer(#[source] std::io::Error),
     /// A migration failed; the transaction was rolled back and the file is unchanged.
     #[error("migrating database {path} failed")]
     Migrate {
@@ -104,6 +109,10 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(256);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Savepoint journals in memory: the writer runs each write of a batch in a
+    // savepoint, and on disk (the default) each one spilled the pages it touched to a
+    // temporary file, which cost more than the commit it shares.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
@@ -240,13 +249,15 @@ impl Feed {
 /// Handle to the controller database. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
+    /// The write connection: the writer thread's, and [`Db::write_blocking`]'s between
+    /// its batches.
     writer: Arc<Mutex<Connection>>,
+    /// Queued writes, committed in groups by the writer thread.
+    queue: Arc<writer::Queue>,
     readers: Arc<Pool>,
     /// One permit per reader connection, taken before a blocking thread is used, so a
     /// burst of reads (a thousand long polls waking at once) waits as tasks, not threads.
     read_permits: Arc<tokio::sync::Semaphore>,
-    /// Writers queue here as tasks; only the one holding it occupies a thread.
-    write_permit: Arc<tokio::sync::Semaphore>,
     pub feed: Arc<Feed>,
 }
 
@@ -291,14 +302,23 @@ impl Db {
             })?;
             readers.push(c);
         }
+        let checkpoints = Connection::open(path)
+            .and_then(|c| configure(&c).map(|_| c))
+            .map_err(|source| DbError::Open {
+                path: p.clone(),
+                source,
+            })?;
+        let writer = Arc::new(Mutex::new(writer));
+        let queue = writer::Queue::start(writer.clone(), checkpoints, feed.clone())
+            .map_err(DbError::Writer)?;
         Ok(Db {
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
+            queue: Arc::new(queue),
             readers: Arc::new(Pool {
                 conns: Mutex::new(readers),
                 ready: Condvar::new(),
             }),
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
-            write_permit: Arc::new(tokio::sync::Semaphore::new(1)),
             feed,
         })
     }
@@ -318,31 +338,34 @@ impl Db {
         tokio::task::spawn_blocking(move || pool.with(f)).await?
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, off the async
-    /// runtime. Commits on `Ok`. On `Err` it rolls back, and if the error carries a
-    /// security event, records that event in a transaction of its own.
+    /// Runs `f` on the writer thread inside the current batch's `BEGIN IMMEDIATE`
+    /// transaction, in a savepoint of its own, and answers once that batch has
+    /// committed. On `Err` only `f`'s savepoint is rolled back, and if the error carries
+    /// a security event, that event is recorded in its place. See [`writer`].
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let writer = self.writer.clone();
-        let feed = self.feed.clone();
-        let _permit = self
-            .write_permit
-            .acquire()
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.queue.submit(Box::new(writer::Call {
+            f,
+            answer: move |out| {
+                let _ = answer.send(out);
+            },
+        }))?;
+        answered
             .await
-            .expect("the semaphore is never closed");
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            let out = write_tx(&mut conn, f);
-            feed.publish();
-            out
-        })
-        .await?
+            .map_err(|_| Error::internal(&writer::WriterGone))?
     }
 
-    /// Synchronous access to the writer, for the CLI and start-up.
+    /// What the writer thread has done so far (see [`writer::WriteStats`]).
+    pub fn write_stats(&self) -> writer::WriteStats {
+        self.queue.stats()
+    }
+
+    /// Synchronous access to the writer, for the CLI and start-up: `f` runs on the
+    /// calling thread in a transaction of its own, between the writer thread's batches.
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let out = write_tx(&mut conn, f);
