@@ -62,6 +62,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod messaging;
 pub mod money;
 pub mod ops;
 pub mod panel;
