@@ -496,6 +496,25 @@ async fn retries_5xx_and_timeouts_and_fails_4xx_for_good() {
         .unwrap();
     assert_eq!(attempts, 4);
     assert!(answer.contains("gave up after 4 attempts"), "{answer}");
+
+    // A Twilio-style API (no idempotency key) that takes the message but answers after
+    // the timeout: the message is looked up in its message list, not posted again.
+    fx.post_ok(Who::A, "/api/v1/messaging/providers", twilio(&lp, 2))
+        .await;
+    lp.script("twilio", &[Act::Slow(Duration::from_secs(3))]);
+    assert_eq!(
+        fire(&fx, Trigger::PaymentReceived, fx.a.subscriber, "op-4"),
+        1
+    );
+    drain_until(&fx, &ob, "the late message found", |fx| {
+        one(
+            fx,
+            "SELECT count(*) FROM messages WHERE idempotency_key LIKE '%op-4%' AND status = 'sent'",
+        ) == 1
+    })
+    .await;
+    assert_eq!(lp.got("twilio").len(), 1, "not posted twice");
+    assert_eq!(lp.taken("twilio"), 1);
 }
 
 /// Runs one pass that the provider cuts off mid-request (it takes the message and never

@@ -26,7 +26,7 @@
 //!   twice. Nothing is lost silently: the log says which.
 //!
 //! **Retries.** HTTP 5xx, 408, 429, timeouts and connection errors (SMTP 4xx) are
-//! retried after `backoff_base × 2^(attempt-1)` (at most `backoff_max`), up to
+//! retried (a timeout to a Twilio-style API is checked first, as after a crash) after `backoff_base × 2^(attempt-1)` (at most `backoff_max`), up to
 //! `max_attempts`; any other 4xx (SMTP 5xx) fails at once with the provider's answer.
 //! A WhatsApp message its provider gives up on (refused, or out of attempts) goes out as
 //! SMS when the WhatsApp provider has `fallback_to_sms` and an SMS provider is in force.
@@ -292,7 +292,23 @@ impl Outbox {
         tracing::debug!(message = msg.id, outcome = ?out, "outbox attempt");
         let may_fall_back =
             p.config.falls_back_to_sms() && job.sms.is_some() && msg.fallback_body.is_some();
+        let out = match out {
+            // The provider may have taken it: where it can be asked, leave the message
+            // `sending`, so it is checked (after `stale_after`) as a crash's would be,
+            // rather than resent blind.
+            Outcome::Unknown(answer) if p.config.recovery() == Recovery::Check => {
+                tracing::info!(
+                    message = msg.id,
+                    answer,
+                    "no answer; checking with the provider later"
+                );
+                return None;
+            }
+            Outcome::Unknown(answer) => Outcome::Retry(answer),
+            other => other,
+        };
         Some(match out {
+            Outcome::Unknown(_) => unreachable!("mapped above"),
             Outcome::Sent {
                 provider_message_id,
                 answer,

@@ -400,9 +400,12 @@ pub enum Outcome {
         provider_message_id: Option<String>,
         answer: String,
     },
-    /// Worth another attempt: HTTP 5xx, 408, 429, a timeout, a refused connection,
-    /// an SMTP 4xx.
+    /// Worth another attempt: HTTP 5xx, 408, 429, a refused connection, an SMTP 4xx.
     Retry(String),
+    /// No answer after the request went out (a timeout, a connection cut): the provider
+    /// may have taken it. Retried like [`Outcome::Retry`] where a resend cannot
+    /// duplicate; checked first where the provider can be asked.
+    Unknown(String),
     /// The provider refused it for good: HTTP 4xx, SMTP 5xx, a bad address.
     Permanent(String),
 }
@@ -562,14 +565,14 @@ async fn http_outcome(
 ) -> Outcome {
     let res = match res {
         Ok(r) => r,
-        Err(e) if e.is_timeout() => return Outcome::Retry("timed out".into()),
+        Err(e) if e.is_timeout() => return Outcome::Unknown("timed out".into()),
         Err(e) if e.is_connect() => {
             return Outcome::Retry(format!("cannot connect: {}", inner(&e)));
         }
         Err(e) if e.is_builder() => {
             return Outcome::Permanent(format!("bad request: {}", inner(&e)));
         }
-        Err(e) => return Outcome::Retry(format!("request failed: {}", inner(&e))),
+        Err(e) => return Outcome::Unknown(format!("request failed: {}", inner(&e))),
     };
     let status = res.status();
     let text = match res.text().await {
@@ -581,7 +584,9 @@ async fn http_outcome(
                 answer: format!("{status}; answer unreadable: {}", inner(&e)),
             };
         }
-        Err(e) => return Outcome::Retry(format!("{status}; answer unreadable: {}", inner(&e))),
+        Err(e) => {
+            return Outcome::Unknown(format!("{status}; answer unreadable: {}", inner(&e)));
+        }
     };
     let answer = clip(&format!("{} {}", status.as_u16(), text));
     if status.is_success() {
