@@ -214,7 +214,7 @@ pub fn channels_available(conn: &Connection, path: &str) -> Result<Vec<Channel>>
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsappTemplate {
-    #[schema(pattern = r"^[a-z0-9_]{1,512}$")]
+    /// The approved template's name at the provider (lower-case letters, digits, `_`).
     pub name: String,
     /// `en`, `en_US`, `es`, …
     pub language: String,
