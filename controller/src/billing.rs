@@ -425,6 +425,7 @@ pub fn renew(
             .after(&json!({ "status": "active", "expires_at": renewal.new_expires_at, "plan_id": plan.id,
                             "periods": periods, "operation_id": op.id })),
     )?;
+    crate::messaging::triggers::renewed(conn, sub.sub.id, renewal_id, &cur.format(retail))?;
     Ok(RenewResult {
         subscriber: after.view(None)?,
         renewal,
@@ -489,6 +490,7 @@ pub fn record_payment(
         &Entry::new(by.who, sub.sub.tenant_id, "subscriber.payment", "subscriber", sub.sub.id)
             .after(&json!({ "operation_id": op.id, "amount": cur.format(amount), "method": method, "reference": reference })),
     )?;
+    crate::messaging::triggers::payment_received(conn, sub.sub.id, op.id, &cur.format(amount))?;
     let (renewal, subscriber) = match renew_periods {
         Some((plan_id, periods)) => {
             let r = renew(conn, by, sub, plan_id, periods, false, Some(&op), cur)?;
@@ -614,6 +616,7 @@ fn expire(
         .before(&json!({ "status": sub.sub.status, "expires_at": sub.sub.expires_at }))
         .after(&json!({ "status": "expired", "reason": reason })),
     )?;
+    crate::messaging::triggers::expired(conn, sub.sub.id, sub.expires_at)?;
     Ok(Swept::Expired {
         reason: reason.to_string(),
     })

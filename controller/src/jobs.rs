@@ -69,6 +69,7 @@ pub async fn sweep_loop(state: AppState) {
         if let Err(e) = snapshot_statuses(&state).await {
             tracing::error!(error = %e, "status snapshot failed; retrying next interval");
         }
+        crate::messaging::triggers::sweep_reminders(&state).await;
     }
 }
 

@@ -52,7 +52,12 @@
 //!   provisioning and password resets, and the CLI's audit and ledger checks.
 //! - [`demo`]: the sample installation `serve --demo` seeds.
 //! - [`jobs`]: the background expiry sweep (followed by the day's subscribers-by-status
-//!   snapshot) and the retention sweep.
+//!   snapshot and the expiry reminders) and the retention sweep.
+//! - [`messaging`]: messages to subscribers per reseller — providers (generic HTTP,
+//!   Twilio-style, WhatsApp Cloud, SMTP), sandboxed `{{field}}` templates, the triggers
+//!   called inside the events' transactions, and the outbox worker (retries, rate
+//!   limit, WhatsApp→SMS fallback, crash recovery). Storage in `db::messages`, changes
+//!   in `ops::messaging`, the API in `http::messaging`.
 //! - `main.rs`: the `outpost-controller` CLI.
 
 pub mod billing;
@@ -64,6 +69,7 @@ pub mod demo;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod messaging;
 pub mod money;
 pub mod ops;
 pub mod panel;

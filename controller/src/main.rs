@@ -150,6 +150,14 @@ async fn stopped() {
 async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow::Result<()> {
     tokio::spawn(jobs::sweep_loop(state.clone()));
     tokio::spawn(jobs::retention_loop(state.clone()));
+    tokio::spawn(
+        outpost_controller::messaging::outbox::Outbox::new(
+            state.db.clone(),
+            state.secrets.clone(),
+            Default::default(),
+        )
+        .run(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = move || {
         let mut rx = stop_rx.clone();

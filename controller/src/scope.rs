@@ -37,10 +37,12 @@ pub enum Permission {
     ManageBranding,
     ViewAuditLog,
     ManagePlans,
+    /// Messaging providers, templates and settings, and reading the delivery log.
+    ManageMessaging,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 18] = [
         Permission::ViewCustomers,
         Permission::CreateCustomers,
         Permission::EditCustomers,
@@ -58,6 +60,7 @@ impl Permission {
         Permission::ManageBranding,
         Permission::ViewAuditLog,
         Permission::ManagePlans,
+        Permission::ManageMessaging,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +82,7 @@ impl Permission {
             Permission::ManageBranding => "manage_branding",
             Permission::ViewAuditLog => "view_audit_log",
             Permission::ManagePlans => "manage_plans",
+            Permission::ManageMessaging => "manage_messaging",
         }
     }
 }

@@ -79,6 +79,18 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/api/v1/wan/targets",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/wan/outages",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/wan/report",                   [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/messaging/providers",          [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/messaging/providers",         [[200, 200], [200, 403], [200, 403], [403, 403], [200, 403], [401, 401]]),
+    ("GET", "/api/v1/messaging/providers/{id}",     [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("DELETE", "/api/v1/messaging/providers/{id}",  [[204, 204], [204, 404], [204, 404], [403, 403], [204, 404], [401, 401]]),
+    ("GET", "/api/v1/messaging/templates",          [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/messaging/templates",         [[200, 200], [200, 403], [200, 403], [403, 403], [200, 403], [401, 401]]),
+    ("GET", "/api/v1/messaging/templates/{id}",     [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("DELETE", "/api/v1/messaging/templates/{id}",  [[204, 204], [204, 404], [204, 404], [403, 403], [204, 404], [401, 401]]),
+    ("GET", "/api/v1/messaging/settings/{id}",      [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PUT", "/api/v1/messaging/settings/{id}",      [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("GET", "/api/v1/messages",                     [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("GET", "/api/v1/messages/{id}",                [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     // Agent routes: no person's credential works there (a bad enrollment token is 401 too).
     ("POST", "/agent/v1/enroll",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
     ("GET", "/agent/v1/state",                      [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
@@ -193,6 +205,16 @@ fn request(
             Some(json!({ "amount": "25.00", "method": "cash", "reference": "R-1" }))
         }
         ("POST", "/api/v1/sites/{id}/enrollment-tokens") => Some(json!({ "ttl_hours": 2 })),
+        ("POST", "/api/v1/messaging/providers") => Some(json!({
+            "tenant_id": h.tenant, "channel": "sms",
+            "config": { "kind": "http", "url": "http://192.0.2.1/send", "method": "POST", "body_type": "text", "body": "{{text}}" },
+        })),
+        ("POST", "/api/v1/messaging/templates") => Some(json!({
+            "tenant_id": h.tenant, "trigger": "renewed", "channel": "sms", "body": "Hi {{name}}",
+        })),
+        ("PUT", "/api/v1/messaging/settings/{id}") => {
+            Some(json!({ "reminder_days": 2, "per_minute": 30, "portal_url": null }))
+        }
         ("POST", "/agent/v1/enroll") => Some(json!({
             "token": "ope_not-a-real-token", "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng",
             "agent_version": "1", "protocol_version": outpost_protocol::PROTOCOL_VERSION,
@@ -233,6 +255,59 @@ fn request(
         "/api/v1/subscribers/{id}" => h.subscriber,
         "/api/v1/sites/{id}" => h.site,
         "/api/v1/nas/{id}" => h.nas,
+        "/api/v1/messaging/settings/{id}" => h.tenant,
+        // A provider, template or message of the cell's tenant, made for the cell.
+        "/api/v1/messaging/providers/{id}" => fx
+            .state
+            .db
+            .write_blocking(|tx| {
+                use outpost_controller::db::{messages, tenant};
+                let owner = tenant::get(tx, h.tenant)?.unwrap();
+                let input: messages::NewProvider = serde_json::from_value(json!({
+                    "channel": "sms", "secret": "gw-key",
+                    "config": { "kind": "http", "url": "http://192.0.2.1/send", "method": "POST", "body_type": "text", "body": "{{text}}" },
+                }))
+                .unwrap();
+                Ok(messages::put_provider(tx, &owner, &input, &fx.state.secrets)?.1.id)
+            })
+            .unwrap(),
+        "/api/v1/messaging/templates/{id}" => fx
+            .state
+            .db
+            .write_blocking(|tx| {
+                use outpost_controller::db::{messages, tenant};
+                let owner = tenant::get(tx, h.tenant)?.unwrap();
+                let input: messages::NewTemplate = serde_json::from_value(
+                    json!({ "trigger": "expired", "channel": "sms", "body": "Expired, {{name}}" }),
+                )
+                .unwrap();
+                Ok(messages::put_template(tx, &owner, &input)?.1.id)
+            })
+            .unwrap(),
+        "/api/v1/messages/{id}" => fx
+            .state
+            .db
+            .write_blocking(|tx| {
+                use outpost_controller::db::messages;
+                let key = format!("matrix:{}:{}", h.tenant, h.subscriber);
+                messages::enqueue(
+                    tx,
+                    &messages::NewMessage {
+                        tenant_id: h.tenant,
+                        subscriber_id: h.subscriber,
+                        trigger: outpost_controller::messaging::Trigger::Renewed,
+                        idempotency_key: &key,
+                        channel: outpost_controller::messaging::Channel::Sms,
+                        recipient: "+15550100",
+                        subject: None,
+                        body: "renewed",
+                        whatsapp: None,
+                        fallback_body: None,
+                    },
+                )?;
+                Ok(tx.query_row("SELECT max(id) FROM messages", [], |r| r.get::<_, i64>(0))?)
+            })
+            .unwrap(),
         // An unused token of the cell's site, made for the cell.
         "/api/v1/enrollment-tokens/{id}" => {
             fx.state

@@ -33,11 +33,17 @@
 //!   by tasks): controller CPU and RSS while the polls are held, time for all to resync
 //!   after a controller restart. `cargo bench -p outpost-tests --bench tunnel` (env
 //!   AGENTS, HOLD_SECS, WAIT_SECS); `tests/tunnel_bench_smoke.rs` runs it small.
+//! - [`messages_bench`]: the controller's message outbox against a local provider
+//!   (the generic HTTP gateway shape on loopback): messages/s beside the same posts
+//!   with no outbox, and enqueue → received latency p50/p99 at a steady rate.
+//!   `cargo bench -p outpost-tests --bench messages` (env MESSAGES, RATE,
+//!   LATENCY_MESSAGES, RUNS); `tests/messages_smoke.rs` runs it small.
 //! - [`system`]: what the whole-system tests share besides `outpost-testkit`: the real
 //!   binaries, the first operator login, RFC 3339 times, benchmark knobs.
 
 pub mod enforce_bench;
 pub mod lab;
+pub mod messages_bench;
 pub mod panel_bench;
 pub mod radius_bench;
 pub mod radload;

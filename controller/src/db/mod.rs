@@ -8,6 +8,7 @@ pub mod agent;
 pub mod audit;
 pub mod brand;
 pub mod ledger;
+pub mod messages;
 pub mod nas;
 pub mod paging;
 pub mod plan;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0012_status_history.sql"),
     include_str!("../../../migrations/controller/0013_tunnel_rotation.sql"),
     include_str!("../../../migrations/controller/0014_session_counters.sql"),
+    include_str!("../../../migrations/controller/0020_messaging.sql"),
 ];
 
 const READERS: usize = 4;

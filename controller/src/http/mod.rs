@@ -9,6 +9,7 @@ pub mod balances;
 mod error;
 pub mod health;
 pub mod ledger;
+pub mod messaging;
 pub mod plans;
 pub mod resellers;
 pub mod sites;
@@ -362,6 +363,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .merge(ledger::router())
         .merge(agent_api::enroll_router())
         .merge(wan::router())
+        .merge(messaging::router())
         .routes(routes!(openapi_json))
 }
 

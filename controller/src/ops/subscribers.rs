@@ -55,10 +55,15 @@ pub fn update_subscriber(
     } else {
         "subscriber.update"
     };
-    Entry::by(actor, after.sub.tenant_id, action, "subscriber", id)
+    let entry = Entry::by(actor, after.sub.tenant_id, action, "subscriber", id)
         .before(&before.view(None)?)
         .after(&after_view)
         .record(tx)?;
+    if before.sub.status != after.sub.status
+        && after.sub.status == subscriber::SubscriberStatus::Suspended
+    {
+        crate::messaging::triggers::suspended(tx, &[id], entry)?;
+    }
     Ok(after)
 }
 
@@ -106,7 +111,7 @@ pub fn bulk(tx: &Connection, actor: &Actor, req: &BulkRequest) -> Result<BulkRes
         BulkAction::Reconnect => "subscriber.bulk_reconnect",
         BulkAction::SetReseller => "subscriber.bulk_set_reseller",
     };
-    audit::record(
+    let entry = audit::record(
         tx,
         &Entry {
             who: std::borrow::Cow::Owned(Who::from(actor)),
@@ -122,5 +127,8 @@ pub fn bulk(tx: &Connection, actor: &Actor, req: &BulkRequest) -> Result<BulkRes
             security: false,
         },
     )?;
+    if req.action == BulkAction::Suspend {
+        crate::messaging::triggers::suspended(tx, &result.changed, entry)?;
+    }
     Ok(result)
 }
