@@ -57,6 +57,7 @@ fn snapshot() -> StateResponse {
             shaping_enabled: false,
         }),
         brands: vec![],
+        notices: None,
     }
 }
 

@@ -65,6 +65,7 @@ pub mod jobs;
 pub mod money;
 pub mod ops;
 pub mod panel;
+pub mod portal;
 pub mod scope;
 pub mod security;
 pub mod tunnel;

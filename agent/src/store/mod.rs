@@ -10,6 +10,7 @@
 //! moment leaves either the old revision or the new one.
 
 mod desired;
+mod notices;
 mod outbox;
 mod sessions;
 mod wan;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/agent/0002_edge.sql"),
     include_str!("../../../migrations/agent/0003_wan.sql"),
     include_str!("../../../migrations/agent/0004_stopped_sessions.sql"),
+    include_str!("../../../migrations/agent/0005_notices.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -277,6 +279,7 @@ mod tests {
                 shaping_enabled: false,
             }),
             brands: vec![],
+            notices: None,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod brand;
 pub mod ledger;
 pub mod nas;
+pub mod notice;
 pub mod paging;
 pub mod plan;
 pub mod retention;
@@ -46,6 +47,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0012_status_history.sql"),
     include_str!("../../../migrations/controller/0013_tunnel_rotation.sql"),
     include_str!("../../../migrations/controller/0014_session_counters.sql"),
+    include_str!("../../../migrations/controller/0015_notices.sql"),
+    include_str!("../../../migrations/controller/0016_portal_sessions.sql"),
 ];
 
 const READERS: usize = 4;

@@ -9,6 +9,7 @@ pub mod balances;
 mod error;
 pub mod health;
 pub mod ledger;
+pub mod notices;
 pub mod plans;
 pub mod resellers;
 pub mod sites;
@@ -265,6 +266,7 @@ fn cross_field_rules(
             crate::db::plan::RateCardChange::SCHEMA_RULES,
         ),
         ("NewPlan", crate::db::plan::NewPlan::SCHEMA_RULES),
+        ("NewNotice", crate::db::notice::NewNotice::SCHEMA_RULES),
         ("NewUser", crate::db::user::NewUser::SCHEMA_RULES),
         ("PaymentRequest", balances::PaymentRequest::SCHEMA_RULES),
     ];
@@ -326,6 +328,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .merge(ledger::router())
         .merge(agent_api::enroll_router())
         .merge(wan::router())
+        .merge(notices::router())
         .routes(routes!(openapi_json))
 }
 
@@ -352,6 +355,7 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let router = finish(
         router
             .merge(crate::panel::router(state.clone()))
+            .merge(crate::portal::router())
             .merge(health::router()),
     )
     .layer(Extension(OpenApiJson(json)))

@@ -5,6 +5,7 @@
 //! [`crate::billing`], which works the same way.
 
 pub mod auth;
+pub mod notices;
 pub mod plans;
 pub mod resellers;
 pub mod sites;
