@@ -79,6 +79,12 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("GET", "/api/v1/wan/targets",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/wan/outages",                  [[200, 0],   [200, 0],   [200, 0],   [200, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/wan/report",                   [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    // Notices need send_notifications, which the matrix's manager lacks.
+    ("GET", "/api/v1/notices",                      [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/notices",                     [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/notices/{id}",                 [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/notices/{id}",               [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("DELETE", "/api/v1/notices/{id}",              [[204, 204], [204, 404], [204, 404], [403, 403], [204, 404], [401, 401]]),
     // Agent routes: no person's credential works there (a bad enrollment token is 401 too).
     ("POST", "/agent/v1/enroll",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
     ("GET", "/agent/v1/state",                      [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
@@ -212,6 +218,11 @@ fn request(
             Some(json!({ "amount": "25.00", "method": "cash", "reference": "R-1" }))
         }
         ("POST", "/api/v1/sites/{id}/enrollment-tokens") => Some(json!({ "ttl_hours": 2 })),
+        ("POST", "/api/v1/notices") => Some(json!({
+            "title": format!("Outage {uniq}"), "body": "Fibre cut", "tenant_id": h.tenant,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z",
+        })),
+        ("PATCH", "/api/v1/notices/{id}") => Some(json!({ "title": "Outage, updated" })),
         ("POST", "/agent/v1/enroll") => Some(json!({
             "token": "ope_not-a-real-token", "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng",
             "agent_version": "1", "protocol_version": outpost_protocol::PROTOCOL_VERSION,
@@ -252,6 +263,24 @@ fn request(
         "/api/v1/subscribers/{id}" => h.subscriber,
         "/api/v1/sites/{id}" => h.site,
         "/api/v1/nas/{id}" => h.nas,
+        // A notice of the cell's tenant, made for the cell.
+        "/api/v1/notices/{id}" => {
+            fx.state
+                .db
+                .write_blocking(|tx| {
+                    let owner = outpost_controller::db::tenant::get(tx, h.tenant)?.unwrap();
+                    let input: outpost_controller::db::notice::NewNotice =
+                        serde_json::from_value(json!({
+                            "title": "Maintenance", "starts_at": "2026-01-01T00:00:00Z",
+                            "ends_at": "2026-01-02T00:00:00Z",
+                        }))
+                        .unwrap();
+                    let scope = outpost_controller::scope::Scope::Direct { tenant_id: h.tenant };
+                    outpost_controller::db::notice::create(tx, &scope, &owner, false, &input, None)
+                })
+                .unwrap()
+                .id
+        }
         // An unused token of the cell's site, made for the cell.
         "/api/v1/enrollment-tokens/{id}" => {
             fx.state

@@ -67,7 +67,7 @@ pub struct NewNotice {
     pub site_id: Option<i64>,
     #[schema(format = DateTime)]
     pub starts_at: String,
-    /// After `starts_at`, at most a year after it.
+    /// After `starts_at`.
     #[schema(format = DateTime)]
     pub ends_at: String,
 }
@@ -192,17 +192,9 @@ fn text(field: &str, s: &str, min: usize, max: usize, newlines: bool) -> Result<
     Ok(s.to_string())
 }
 
-/// The longest a notice may run: a notice is news, not a standing message.
-pub const MAX_DAYS: i64 = 366;
-
 fn window(starts: i64, ends: i64) -> Result<()> {
     if ends <= starts {
         return Err(Error::invalid("ends_at must be after starts_at"));
-    }
-    if ends - starts > MAX_DAYS * 86_400 {
-        return Err(Error::invalid(format!(
-            "a notice runs at most {MAX_DAYS} days"
-        )));
     }
     Ok(())
 }
