@@ -275,7 +275,9 @@ fn request(
                             "ends_at": "2026-01-02T00:00:00Z",
                         }))
                         .unwrap();
-                    let scope = outpost_controller::scope::Scope::Direct { tenant_id: h.tenant };
+                    let scope = outpost_controller::scope::Scope::Direct {
+                        tenant_id: h.tenant,
+                    };
                     outpost_controller::db::notice::create(tx, &scope, &owner, false, &input, None)
                 })
                 .unwrap()

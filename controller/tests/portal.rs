@@ -104,7 +104,12 @@ impl<'a> Browser<'a> {
     }
 
     /// Posts a form with the CSRF token of the page at `from`.
-    async fn post(&mut self, from: &str, path: &str, form: &[(&str, &str)]) -> (StatusCode, HeaderMap, String) {
+    async fn post(
+        &mut self,
+        from: &str,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, String) {
         let (_, html) = self.get(from).await;
         let csrf = csrf_of(&html);
         let mut all = form.to_vec();
@@ -235,7 +240,14 @@ async fn a_subscriber_logs_in_with_its_ppp_password_on_its_resellers_domain_and_
         assert!(html.contains(want), "home page lacks {want}:\n{html}");
     }
     // Nothing of anyone else's: B's subscriber, notice and payment, A1's subscriber.
-    for leak in ["sub-b", "Maintenance for B", "77.70", "sub-a1", "Customer b", "9.9 GB"] {
+    for leak in [
+        "sub-b",
+        "Maintenance for B",
+        "77.70",
+        "sub-a1",
+        "Customer b",
+        "9.9 GB",
+    ] {
         assert!(!html.contains(leak), "home page shows {leak}");
     }
     // No route takes an id: others' ids change nothing or are not found.
@@ -275,8 +287,14 @@ async fn a_subscriber_logs_in_with_its_ppp_password_on_its_resellers_domain_and_
     assert_eq!(s, StatusCode::SEE_OTHER, "{html}");
     let (_, html) = br1.get("/portal").await;
     assert!(html.contains(r#"id="username">sub-a1<"#) && html.contains("Skylink"));
-    assert!(html.contains("Maintenance for A customers"), "A's notice is for its subtree");
-    assert!(!html.contains("22.50"), "A's subscriber's payment is not A1's");
+    assert!(
+        html.contains("Maintenance for A customers"),
+        "A's notice is for its subtree"
+    );
+    assert!(
+        !html.contains("22.50"),
+        "A's subscriber's payment is not A1's"
+    );
 }
 
 #[tokio::test]
@@ -301,7 +319,11 @@ async fn another_resellers_subscriber_staff_and_wrong_passwords_do_not_get_in() 
     let mut carried = Browser::new(&fx, A_DOMAIN);
     carried.cookies = bb.cookies.clone();
     let (s, _) = carried.get("/portal").await;
-    assert_eq!(s, StatusCode::SEE_OTHER, "B's session on A's domain is not logged in");
+    assert_eq!(
+        s,
+        StatusCode::SEE_OTHER,
+        "B's session on A's domain is not logged in"
+    );
 
     // Staff credentials are not subscriber credentials, and a staff session is nobody here.
     let mut br = Browser::new(&fx, A_DOMAIN);
@@ -328,7 +350,11 @@ async fn another_resellers_subscriber_staff_and_wrong_passwords_do_not_get_in() 
         .send(
             Method::POST,
             "/portal/login",
-            Some(&[("username", "sub-a1"), ("password", "ppp-a1"), ("csrf", "forged")]),
+            Some(&[
+                ("username", "sub-a1"),
+                ("password", "ppp-a1"),
+                ("csrf", "forged"),
+            ]),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -358,17 +384,51 @@ async fn a_password_change_is_checked_reaches_the_sites_feed_and_ends_other_sess
     // Refusals change nothing: wrong current password, confirmation differs, a control
     // character, the same password, a forged CSRF token.
     for (current, new, confirm, want, text) in [
-        ("wrong", "new-pass-1", "new-pass-1", StatusCode::UNPROCESSABLE_ENTITY, "current password is not right"),
-        ("ppp-a", "new-pass-1", "new-pass-2", StatusCode::UNPROCESSABLE_ENTITY, "confirmation differ"),
-        ("ppp-a", "new\u{1}pass", "new\u{1}pass", StatusCode::UNPROCESSABLE_ENTITY, "without control characters"),
-        ("ppp-a", "ppp-a", "ppp-a", StatusCode::UNPROCESSABLE_ENTITY, "must differ"),
-        ("ppp-a", &"x".repeat(129), &"x".repeat(129), StatusCode::UNPROCESSABLE_ENTITY, "1 to 128"),
+        (
+            "wrong",
+            "new-pass-1",
+            "new-pass-1",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "current password is not right",
+        ),
+        (
+            "ppp-a",
+            "new-pass-1",
+            "new-pass-2",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "confirmation differ",
+        ),
+        (
+            "ppp-a",
+            "new\u{1}pass",
+            "new\u{1}pass",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "without control characters",
+        ),
+        (
+            "ppp-a",
+            "ppp-a",
+            "ppp-a",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "must differ",
+        ),
+        (
+            "ppp-a",
+            &"x".repeat(129),
+            &"x".repeat(129),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "1 to 128",
+        ),
     ] {
         let (s, _, html) = br
             .post(
                 "/portal",
                 "/portal/password",
-                &[("current_password", current), ("new_password", new), ("confirm_password", confirm)],
+                &[
+                    ("current_password", current),
+                    ("new_password", new),
+                    ("confirm_password", confirm),
+                ],
             )
             .await;
         assert_eq!(s, want, "{html}");
@@ -378,7 +438,12 @@ async fn a_password_change_is_checked_reaches_the_sites_feed_and_ends_other_sess
         .send(
             Method::POST,
             "/portal/password",
-            Some(&[("current_password", "ppp-a"), ("new_password", "n-1"), ("confirm_password", "n-1"), ("csrf", "forged")]),
+            Some(&[
+                ("current_password", "ppp-a"),
+                ("new_password", "n-1"),
+                ("confirm_password", "n-1"),
+                ("csrf", "forged"),
+            ]),
         )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
@@ -390,7 +455,11 @@ async fn a_password_change_is_checked_reaches_the_sites_feed_and_ends_other_sess
         .post(
             "/portal",
             "/portal/password",
-            &[("current_password", "ppp-a"), ("new_password", "Fresh pass 2"), ("confirm_password", "Fresh pass 2")],
+            &[
+                ("current_password", "ppp-a"),
+                ("new_password", "Fresh pass 2"),
+                ("confirm_password", "Fresh pass 2"),
+            ],
         )
         .await;
     assert_eq!(s, StatusCode::SEE_OTHER, "{html}");
@@ -421,10 +490,20 @@ async fn a_password_change_is_checked_reaches_the_sites_feed_and_ends_other_sess
 
     // The other session is over; the old password no longer logs in, the new one does.
     assert_eq!(other.get("/portal").await.0, StatusCode::SEE_OTHER);
-    assert_eq!(br.get("/portal").await.0, StatusCode::OK, "this session goes on");
+    assert_eq!(
+        br.get("/portal").await.0,
+        StatusCode::OK,
+        "this session goes on"
+    );
     let mut again = Browser::new(&fx, A_DOMAIN);
-    assert_eq!(again.login("sub-a", "ppp-a").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(again.login("sub-a", "Fresh pass 2").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(
+        again.login("sub-a", "ppp-a").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        again.login("sub-a", "Fresh pass 2").await.0,
+        StatusCode::SEE_OTHER
+    );
     // The staff API reads the new one too (one credential).
     let v = fx
         .get_ok(Who::A, &format!("/api/v1/subscribers/{}", fx.a.subscriber))

@@ -15,3 +15,7 @@ CREATE TABLE portal_sessions (
 );
 CREATE INDEX portal_sessions_subscriber ON portal_sessions(subscriber_id);
 CREATE INDEX portal_sessions_expires ON portal_sessions(expires_at);
+
+-- The portal's home page lists a subscriber's renewals and finds its last one (its
+-- quota period's start): by subscriber, not a scan of every renewal.
+CREATE INDEX renewals_subscriber ON renewals(subscriber_id, id);
