@@ -2,6 +2,9 @@
 //! (`enforce`); the page says why, in the reseller's brand, from the local store, so it
 //! is right while the controller is unreachable.
 //!
+//! The page also shows the notices the subscriber's provider posted for it (an outage, a
+//! price change) that are active by the agent's clock, from the store.
+//!
 //! Every path answers with the page (a phone's captive-portal probe for
 //! `/generate_204` must not get its 204, so the phone shows the page). Nothing is
 //! cached: the same address is someone else's tomorrow, and a reconnected subscriber
@@ -14,7 +17,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use outpost_protocol::Brand;
+use outpost_protocol::{Brand, Notice};
 
 use crate::edge::{EdgeHandle, Reason};
 use crate::store::Store;
@@ -48,15 +51,22 @@ async fn page(State(p): State<Portal>, ConnectInfo(peer): ConnectInfo<SocketAddr
     let (status, body) = match p.edge.cutoff(ip) {
         Some(cut) => {
             let brand = p.store.brand(cut.tenant_id);
+            let notices = p
+                .store
+                .notices_for(cut.subscriber_id, cut.tenant_id, crate::clock::now())
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "reading the notices failed; the page shows none");
+                    Vec::new()
+                });
             tracing::debug!(%ip, subscriber = cut.subscriber_id, reason = cut.reason.as_str(), "suspended page");
             (
                 // 511 Network Authentication Required is what RFC 6585 gives captive
                 // portals; browsers render the body, probes see they are captive.
                 StatusCode::NETWORK_AUTHENTICATION_REQUIRED,
-                render(brand.as_ref(), &p.fallback_name, Some(cut.reason)),
+                render(brand.as_ref(), &p.fallback_name, Some(cut.reason), &notices),
             )
         }
-        None => (StatusCode::OK, render(None, &p.fallback_name, None)),
+        None => (StatusCode::OK, render(None, &p.fallback_name, None, &[])),
     };
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
@@ -72,9 +82,15 @@ async fn page(State(p): State<Portal>, ConnectInfo(peer): ConnectInfo<SocketAddr
     resp
 }
 
-/// The page, as HTML. Every brand field is escaped; the colour and the logo are used
-/// only when they have the shapes the controller accepts (`#rrggbb`, `https://…`).
-pub fn render(brand: Option<&Brand>, fallback_name: &str, reason: Option<Reason>) -> String {
+/// The page, as HTML. Every brand field and notice is escaped; the colour and the logo
+/// are used only when they have the shapes the controller accepts (`#rrggbb`,
+/// `https://…`).
+pub fn render(
+    brand: Option<&Brand>,
+    fallback_name: &str,
+    reason: Option<Reason>,
+    notices: &[Notice],
+) -> String {
     let name = brand.map_or(fallback_name, |b| b.name.as_str());
     let color = brand
         .and_then(|b| b.color.as_deref())
@@ -106,6 +122,17 @@ pub fn render(brand: Option<&Brand>, fallback_name: &str, reason: Option<Reason>
         None => ("Service active", "Your internet service is active."),
     };
     let reason_attr = reason.map_or("active", Reason::as_str);
+    let notices: String = notices
+        .iter()
+        .map(|n| {
+            format!(
+                "<section class=\"notice\" data-notice=\"{}\"><h2>{}</h2><p>{}</p></section>",
+                n.id,
+                escape(&n.title),
+                escape(&n.body).replace('\n', "<br>")
+            )
+        })
+        .collect();
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -118,10 +145,12 @@ header {{ background: {color}; color: #fff; padding: 1rem 1.5rem; display: flex;
 main {{ max-width: 36rem; margin: 2rem auto; background: #fff; padding: 1.5rem; border-radius: 8px; }}
 h1 {{ color: {color}; margin-top: 0; }}
 .tagline {{ opacity: .85; }}
+.notice {{ border-left: 4px solid {color}; background: #fff8e1; padding: .5rem 1rem; margin: 1rem 0; }}
+.notice h2 {{ font-size: 1.05rem; margin: .25rem 0; }}
 </style></head>
 <body data-reason="{reason_attr}">
 <header>{logo}<strong class="brand">{name}</strong>{tagline}</header>
-<main><h1>{title}</h1><p>{text}</p>{contact}</main>
+<main><h1>{title}</h1><p>{text}</p>{notices}{contact}</main>
 </body></html>
 "#,
         name = escape(name),
@@ -165,7 +194,7 @@ mod tests {
 
     #[test]
     fn the_page_carries_the_brand_and_the_reason_escaped() {
-        let html = render(Some(&brand()), "Operator", Some(Reason::Expired));
+        let html = render(Some(&brand()), "Operator", Some(Reason::Expired), &[]);
         assert!(html.contains("Skylink &lt;Wireless&gt;"));
         assert!(!html.contains("<Wireless>"));
         assert!(html.contains("background: #0a7d32"));
@@ -181,7 +210,7 @@ mod tests {
         let mut b = brand();
         b.color = Some("red;}</style><script>".into());
         b.logo_url = Some("javascript:alert(1)".into());
-        let html = render(Some(&b), "Operator", Some(Reason::Suspended));
+        let html = render(Some(&b), "Operator", Some(Reason::Suspended), &[]);
         assert!(!html.contains("<script>"));
         assert!(!html.contains("javascript:"));
         assert!(html.contains("#1f4e79"));
@@ -189,8 +218,29 @@ mod tests {
     }
 
     #[test]
+    fn notices_show_escaped_with_their_line_breaks() {
+        let n = Notice {
+            id: 9,
+            title: "Outage <tonight>".into(),
+            body: "Fibre cut.\nBack by 06:00 & sorry".into(),
+            starts_at: 0,
+            ends_at: i64::MAX,
+            tenant_ids: vec![2],
+            subscriber_ids: vec![],
+        };
+        let html = render(Some(&brand()), "Operator", Some(Reason::Suspended), &[n]);
+        assert!(html.contains(
+            r#"<section class="notice" data-notice="9"><h2>Outage &lt;tonight&gt;</h2>"#
+        ));
+        assert!(html.contains("Fibre cut.<br>Back by 06:00 &amp; sorry"));
+        assert!(!html.contains("<tonight>"));
+        let none = render(Some(&brand()), "Operator", Some(Reason::Suspended), &[]);
+        assert!(!none.contains("class=\"notice\""));
+    }
+
+    #[test]
     fn without_a_brand_the_fallback_name_shows() {
-        let html = render(None, "Operator & Co", Some(Reason::Disabled));
+        let html = render(None, "Operator & Co", Some(Reason::Disabled), &[]);
         assert!(html.contains("Operator &amp; Co"));
         assert!(html.contains("Account disabled"));
     }

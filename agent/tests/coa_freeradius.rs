@@ -582,6 +582,7 @@ async fn the_edge_disconnects_suspended_sessions_re_rates_plan_changes_and_journ
             shaping_enabled: false,
         }),
         brands: vec![],
+        notices: None,
     };
     store
         .apply(&state(

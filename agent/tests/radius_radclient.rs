@@ -104,6 +104,7 @@ fn site(kind: NasKind, require_message_authenticator: bool) -> Site {
                 shaping_enabled: false,
             }),
             brands: vec![],
+            notices: None,
         })
         .unwrap();
     Site { store, dir }

@@ -58,6 +58,7 @@ fn snapshot() -> StateResponse {
             shaping_enabled: false,
         }),
         brands: vec![],
+        notices: None,
     }
 }
 

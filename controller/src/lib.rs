@@ -11,7 +11,7 @@
 //! - [`db`]: SQLite storage, the single writer (group commit) and the reader pool, one module per
 //!   aggregate: `tenant`, `user`, `subscriber`, `site`, `nas`, `plan`, `brand`,
 //!   `ledger`, `session`, `audit`, `retention`, `throttle` (failed logins, kept across
-//!   restarts), `wan` (CPE state and outages from the agents' WAN checks), `snapshot`
+//!   restarts), `notice` (notices for subscribers, and who each reaches), `wan` (CPE state and outages from the agents' WAN checks), `snapshot`
 //!   (subscribers by status per day, for the reports), and `agent` (split into
 //!   `enrollment`, `feed` and `events`). `row` declares a stored row once
 //!   (`stored_row!`: the struct, its columns and its reader) and reads one row by id
@@ -20,7 +20,7 @@
 //!   transaction that also writes its audit entry (`resellers`: resellers and their
 //!   brand; `sites`: sites, NAS, enrollment tokens and their revocation; `plans`: plans and rate cards;
 //!   `subscribers`: creating and changing one, and bulk actions; `users`: creating
-//!   and changing one). Their handlers parse,
+//!   and changing one; `notices`: posting, changing and taking one down). Their handlers parse,
 //!   call and render; `auth`: logging in and impersonating, shared by the API and the
 //!   panel (`http::auth` writes tokens and password changes inline).
 //! - [`money`]: decimal amounts on the wire, integer minor units in SQLite.
@@ -37,6 +37,10 @@
 //!   `panel/templates`, stylesheet and script compiled in), branded by the request's
 //!   Host, calling the same `ops`, `billing` and scoped reads as the API; its own
 //!   router, merged in [`app`].
+//! - [`portal`]: the subscriber self-care portal under `/portal` (login with the
+//!   subscriber's own PPPoE credential, its home page, its password), branded by Host
+//!   like the panel, on sessions of its own; every read takes a
+//!   [`portal::SubscriberScope`]. Its own router, merged in [`app`].
 //! - [`db::paging`]: every list's `cursor` and `limit` ([`db::Paging`], [`db::Page`]), and
 //!   `list_filter!`, which declares a list's query with them.
 //! - [`tunnel`]: the WireGuard management plane's hub (`outpost-wg` brings the
@@ -73,6 +77,7 @@ pub mod messaging;
 pub mod money;
 pub mod ops;
 pub mod panel;
+pub mod portal;
 pub mod scope;
 pub mod security;
 pub mod tunnel;

@@ -91,6 +91,12 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("PUT", "/api/v1/messaging/settings/{id}",      [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("GET", "/api/v1/messages",                     [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
     ("GET", "/api/v1/messages/{id}",                [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    // Notices need send_notifications, which the matrix's manager lacks.
+    ("GET", "/api/v1/notices",                      [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
+    ("POST", "/api/v1/notices",                     [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
+    ("GET", "/api/v1/notices/{id}",                 [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("PATCH", "/api/v1/notices/{id}",               [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    ("DELETE", "/api/v1/notices/{id}",              [[204, 204], [204, 404], [204, 404], [403, 403], [204, 404], [401, 401]]),
     // Agent routes: no person's credential works there (a bad enrollment token is 401 too).
     ("POST", "/agent/v1/enroll",                    [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
     ("GET", "/agent/v1/state",                      [[401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0],   [401, 0]]),
@@ -215,6 +221,11 @@ fn request(
         ("PUT", "/api/v1/messaging/settings/{id}") => {
             Some(json!({ "reminder_days": 2, "per_minute": 30, "portal_url": null }))
         }
+        ("POST", "/api/v1/notices") => Some(json!({
+            "title": format!("Outage {uniq}"), "body": "Fibre cut", "tenant_id": h.tenant,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2026-01-02T00:00:00Z",
+        })),
+        ("PATCH", "/api/v1/notices/{id}") => Some(json!({ "title": "Outage, updated" })),
         ("POST", "/agent/v1/enroll") => Some(json!({
             "token": "ope_not-a-real-token", "wireguard_public_key": common::TEST_WG_KEY, "hostname": "bng",
             "agent_version": "1", "protocol_version": outpost_protocol::PROTOCOL_VERSION,
@@ -308,6 +319,26 @@ fn request(
                 Ok(tx.query_row("SELECT max(id) FROM messages", [], |r| r.get::<_, i64>(0))?)
             })
             .unwrap(),
+        // A notice of the cell's tenant, made for the cell.
+        "/api/v1/notices/{id}" => {
+            fx.state
+                .db
+                .write_blocking(|tx| {
+                    let owner = outpost_controller::db::tenant::get(tx, h.tenant)?.unwrap();
+                    let input: outpost_controller::db::notice::NewNotice =
+                        serde_json::from_value(json!({
+                            "title": "Maintenance", "starts_at": "2026-01-01T00:00:00Z",
+                            "ends_at": "2026-01-02T00:00:00Z",
+                        }))
+                        .unwrap();
+                    let scope = outpost_controller::scope::Scope::Direct {
+                        tenant_id: h.tenant,
+                    };
+                    outpost_controller::db::notice::create(tx, &scope, &owner, false, &input, None)
+                })
+                .unwrap()
+                .id
+        }
         // An unused token of the cell's site, made for the cell.
         "/api/v1/enrollment-tokens/{id}" => {
             fx.state

@@ -192,6 +192,49 @@ pub struct StateResponse {
     /// of them in a snapshot, the changed ones in a delta.
     #[serde(default)]
     pub brands: Vec<Brand>,
+    /// The notices for this site's subscribers that have not ended, whole: present in
+    /// snapshots and deltas from controllers that have notices. Absent (an older
+    /// controller, or an `unchanged` answer): keep the notices held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notices: Option<Vec<Notice>>,
+}
+
+/// A notice staff posted for some of their subscribers (an outage, maintenance, a price
+/// change), shown on the suspended page from [`Notice::starts_at`] until
+/// [`Notice::ends_at`] by the agent's own clock. A subscriber sees it when its owning
+/// tenant is in [`Notice::tenant_ids`] or its id is in [`Notice::subscriber_ids`]: the
+/// controller resolves who the notice is for (a reseller's subtree, a plan, a site) into
+/// those two lists for each site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Notice {
+    /// The controller's notice id.
+    pub id: i64,
+    /// One line, plain text.
+    pub title: String,
+    /// Plain text; line breaks are kept.
+    pub body: String,
+    /// Unix seconds: shown from then.
+    pub starts_at: i64,
+    /// Unix seconds: not shown from then on.
+    pub ends_at: i64,
+    /// Every subscriber these tenants own (at this site) sees it.
+    #[serde(default)]
+    pub tenant_ids: Vec<i64>,
+    /// These subscribers (at this site) see it.
+    #[serde(default)]
+    pub subscriber_ids: Vec<i64>,
+}
+
+impl Notice {
+    /// Whether the notice is shown at `now` (unix seconds) to a subscriber with this id
+    /// and owning tenant.
+    pub fn shown_to(&self, subscriber_id: i64, tenant_id: i64, now: i64) -> bool {
+        self.starts_at <= now
+            && now < self.ends_at
+            && (self.tenant_ids.contains(&tenant_id)
+                || self.subscriber_ids.contains(&subscriber_id))
+    }
 }
 
 /// How a reseller presents itself to its subscribers (the suspended page). The

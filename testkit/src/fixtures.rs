@@ -105,6 +105,7 @@ pub fn snapshot(
         removed_nas: Vec::new(),
         settings: Some(settings(300)),
         brands: Vec::new(),
+        notices: None,
     }
 }
 

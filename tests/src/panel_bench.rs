@@ -360,3 +360,141 @@ pub async fn run(s: &Seeded, samples: usize, warmup: usize) -> anyhow::Result<Ve
     server.abort();
     Ok(out)
 }
+
+/// The subscriber portal's home page, timed as one subscriber sees it: the database
+/// holds the seeded subscribers; the measured one (deep in the table, of the first
+/// reseller) has 30 days of usage, and its reseller two notices (one for everyone, one
+/// for its plan). It logs in through the real form (CSRF, throttle, password check),
+/// then fetches `/portal` `samples` times after `warmup` unmeasured fetches.
+pub struct PortalCase {
+    pub username: String,
+    pub p50: Duration,
+    pub p95: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// Sets up the measured subscriber's data (see [`PortalCase`]) and returns its username.
+fn portal_subscriber(s: &Seeded) -> anyhow::Result<String> {
+    let tenants = RESELLERS * (1 + SUBS_PER_RESELLER);
+    let k = (s.subscribers * 2 / 3) / tenants * tenants;
+    let username = format!("sub{k:07}");
+    let (u, tenant, plan) = (username.clone(), s.reseller_tenant, s.reseller_plan);
+    s.state
+        .db
+        .write_blocking(move |tx| {
+            let id: i64 = tx.query_row(
+                "SELECT id FROM subscribers WHERE username = ?1",
+                [&u],
+                |r| r.get(0),
+            )?;
+            // Its account is active, whatever its place in the book made it.
+            tx.execute(
+                "UPDATE subscribers SET status = 'active' WHERE id = ?1",
+                [id],
+            )?;
+            let now = outpost_controller::db::now();
+            for d in 0..30 {
+                let day = &outpost_controller::db::rfc3339(now - d * 86_400)[..10];
+                tx.execute(
+                    "INSERT OR REPLACE INTO usage_daily (subscriber_id, day, input_octets, output_octets)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![id, day, 150_000_000 + d * 1_000_000, 2_000_000_000 + d * 30_000_000],
+                )?;
+            }
+            let owner = tenant::get(tx, tenant)?.expect("the reseller");
+            let scope = outpost_controller::scope::Scope::Direct { tenant_id: tenant };
+            let time = |t: i64| outpost_controller::db::rfc3339(t);
+            for (title, plan_id) in [("Tower work on Tuesday", None), ("Your plan gets faster", Some(plan))] {
+                let input: outpost_controller::db::notice::NewNotice =
+                    serde_json::from_value(serde_json::json!({
+                        "title": title, "body": "Details for the bench.", "plan_id": plan_id,
+                        "starts_at": time(now - 3600), "ends_at": time(now + 86_400),
+                    }))
+                    .expect("a notice");
+                outpost_controller::db::notice::create(tx, &scope, &owner, false, &input, None)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| anyhow::anyhow!("seeding the portal subscriber: {e}"))?;
+    Ok(username)
+}
+
+/// Serves `app()` on loopback, logs the subscriber in with its PPPoE password through
+/// the portal's form, and times its home page.
+pub async fn portal(s: &Seeded, samples: usize, warmup: usize) -> anyhow::Result<PortalCase> {
+    let username = tokio::task::block_in_place(|| portal_subscriber(s))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = outpost_controller::app(s.state.clone());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let cookie_of = |resp: &reqwest::Response, name: &str| -> Option<String> {
+        resp.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .map(|c| c.split(';').next().unwrap_or("").to_string())
+    };
+    let resp = client
+        .get(format!("http://{addr}/portal/login"))
+        .send()
+        .await?;
+    let csrf = cookie_of(&resp, "outpost_portal_csrf").context("the login form's CSRF cookie")?;
+    let resp = client
+        .post(format!("http://{addr}/portal/login"))
+        .header(
+            reqwest::header::COOKIE,
+            format!("outpost_portal_csrf={csrf}"),
+        )
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", username.as_str()),
+            ("password", "pppoe-secret"),
+        ])
+        .send()
+        .await?;
+    let session = cookie_of(&resp, "outpost_portal")
+        .with_context(|| format!("portal login answered {}", resp.status()))?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..warmup + samples {
+        let started = Instant::now();
+        let resp = client
+            .get(format!("http://{addr}/portal"))
+            .header(reqwest::header::COOKIE, format!("outpost_portal={session}"))
+            .send()
+            .await
+            .context("request")?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        let took = started.elapsed();
+        if !status.is_success() || !body.contains(&format!(">{username}<")) {
+            bail!("/portal: {status}: {body}");
+        }
+        if !body.contains("Your plan gets faster") || !body.contains("<svg class=\"chart\"") {
+            bail!("/portal lacks the notice or the chart: {body}");
+        }
+        if i >= warmup {
+            times.push(took);
+        }
+    }
+    server.abort();
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    Ok(PortalCase {
+        username,
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: *times.last().unwrap(),
+    })
+}

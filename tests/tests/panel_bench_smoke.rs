@@ -4,7 +4,7 @@
 
 use outpost_tests::panel_bench;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_answers_with_the_rows_it_should() {
     let seeded = tokio::task::spawn_blocking(|| panel_bench::seed(2_400))
         .await
@@ -16,6 +16,10 @@ async fn every_case_answers_with_the_rows_it_should() {
     );
     let cases = panel_bench::run(&seeded, 2, 0).await.unwrap();
     assert_eq!(cases.len(), 18);
+    // The portal's home page: the measured subscriber logs in through the form and sees
+    // its own page (the run checks its username, a notice and the chart on every fetch).
+    let p = panel_bench::portal(&seeded, 2, 0).await.unwrap();
+    assert!(p.username.starts_with("sub"));
     for c in &cases {
         let want = match c.name.as_str() {
             "search: other reseller's" if c.who == "operator" => 1,

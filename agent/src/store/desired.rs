@@ -77,6 +77,7 @@ impl Store {
         if let Some(settings) = &s.settings {
             set_meta(&tx, "settings", &serde_json::to_string(settings)?)?;
         }
+        super::notices::apply(&tx, s)?;
         set_meta(&tx, "revision", &s.revision.to_string())?;
         tx.commit()?;
         drop(conn);

@@ -13,6 +13,7 @@
 
 mod desired;
 mod group;
+mod notices;
 mod outbox;
 mod sessions;
 mod wan;
@@ -36,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/agent/0002_edge.sql"),
     include_str!("../../../migrations/agent/0003_wan.sql"),
     include_str!("../../../migrations/agent/0004_stopped_sessions.sql"),
+    include_str!("../../../migrations/agent/0005_notices.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -285,6 +287,7 @@ mod tests {
                 shaping_enabled: false,
             }),
             brands: vec![],
+            notices: None,
         }
     }
 

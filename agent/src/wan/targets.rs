@@ -105,6 +105,7 @@ mod tests {
                 removed_nas: vec![],
                 settings: None,
                 brands: vec![],
+                notices: None,
             })
             .unwrap();
         // Subscriber 3 is online with an address from the pool.

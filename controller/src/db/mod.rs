@@ -10,6 +10,7 @@ pub mod brand;
 pub mod ledger;
 pub mod messages;
 pub mod nas;
+pub mod notice;
 pub mod paging;
 pub mod plan;
 pub mod retention;
@@ -50,6 +51,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0012_status_history.sql"),
     include_str!("../../../migrations/controller/0013_tunnel_rotation.sql"),
     include_str!("../../../migrations/controller/0014_session_counters.sql"),
+    include_str!("../../../migrations/controller/0015_notices.sql"),
+    include_str!("../../../migrations/controller/0016_portal_sessions.sql"),
     include_str!("../../../migrations/controller/0020_messaging.sql"),
 ];
 

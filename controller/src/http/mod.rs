@@ -10,6 +10,7 @@ mod error;
 pub mod health;
 pub mod ledger;
 pub mod messaging;
+pub mod notices;
 pub mod plans;
 pub mod resellers;
 pub mod sites;
@@ -302,6 +303,7 @@ fn cross_field_rules(
             crate::db::plan::RateCardChange::SCHEMA_RULES,
         ),
         ("NewPlan", crate::db::plan::NewPlan::SCHEMA_RULES),
+        ("NewNotice", crate::db::notice::NewNotice::SCHEMA_RULES),
         ("NewUser", crate::db::user::NewUser::SCHEMA_RULES),
         ("PaymentRequest", balances::PaymentRequest::SCHEMA_RULES),
     ];
@@ -364,6 +366,7 @@ fn public_routes() -> OpenApiRouter<AppState> {
         .merge(agent_api::enroll_router())
         .merge(wan::router())
         .merge(messaging::router())
+        .merge(notices::router())
         .routes(routes!(openapi_json))
 }
 
@@ -390,6 +393,7 @@ pub fn app_with_spec(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let router = finish(
         router
             .merge(crate::panel::router(state.clone()))
+            .merge(crate::portal::router())
             .merge(health::router()),
     )
     .layer(Extension(OpenApiJson(json)))

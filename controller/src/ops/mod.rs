@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod messaging;
+pub mod notices;
 pub mod plans;
 pub mod resellers;
 pub mod sites;

@@ -27,7 +27,7 @@
 //!   every create and edit handler shares.
 
 mod auth;
-mod chart;
+pub(crate) mod chart;
 mod forms;
 mod pages;
 mod plans;
@@ -295,7 +295,7 @@ pub fn csrf_token(secret: &str) -> String {
 }
 
 /// The request's Host, lower-cased, without its port.
-fn host(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn host(headers: &HeaderMap) -> Option<String> {
     let h = headers.get(header::HOST)?.to_str().ok()?.trim();
     let h = if h.starts_with('[') {
         h.split(']').next().map(|s| format!("{s}]"))?
@@ -475,7 +475,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequest<S> for P
     }
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -534,7 +534,7 @@ fn error_page(ctx: &Ctx, e: &Error) -> Response {
 }
 
 /// Renders a template; a template that fails to render is an internal error page body.
-fn render(t: &impl Template) -> Html<String> {
+pub(crate) fn render(t: &impl Template) -> Html<String> {
     match t.render() {
         Ok(s) => Html(s),
         Err(e) => {

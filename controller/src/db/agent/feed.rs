@@ -152,6 +152,11 @@ pub fn snapshot(
         removed_nas: vec![],
         settings: Some(settings(conn, site_id)?),
         brands: site_brands(conn, site_id)?,
+        notices: Some(crate::db::notice::for_site(
+            conn,
+            site_id,
+            crate::db::now(),
+        )?),
     })
 }
 
@@ -180,6 +185,7 @@ pub fn state(
             removed_nas: vec![],
             settings: None,
             brands: vec![],
+            notices: None,
         });
     }
     let mut changed: Vec<(String, i64)> = Vec::new();
@@ -251,6 +257,9 @@ pub fn state(
         brands,
         settings,
         subscribers: subs,
+        // Whole, with every delta: a subscriber's new plan, owner or site may change
+        // which notices reach it, and the set is small.
+        notices: Some(crate::db::notice::for_site(&tx, site_id, crate::db::now())?),
     })
 }
 
