@@ -139,6 +139,8 @@
 //! qdisc, and the IFB device (created if absent, with its root qdisc). A full apply
 //! deletes whatever is in those places and builds its own.
 
+mod netlink;
+mod shaper;
 mod tc;
 mod tree;
 
@@ -146,7 +148,8 @@ use std::net::Ipv4Addr;
 
 use outpost_protocol::Rate;
 
-pub use tc::{Shaper, batch_diff, batch_full};
+pub use shaper::Shaper;
+pub use tc::{Dev, Op, batch_diff, batch_full, batch_text, ops_diff, ops_full};
 pub use tree::{assign, assign_upsert};
 
 /// Class minor of the link class every subscriber class hangs under.
@@ -164,8 +167,38 @@ pub const BUCKET_CAPACITY: usize = 0xfff;
 pub const SHARDS: u16 = 64;
 /// The root's class for shard k is `1:<SHARD_CLASS_BASE + k>`.
 const SHARD_CLASS_BASE: u16 = 0x10;
-/// Shard k's HTB qdisc is `<SHARD_MAJOR_BASE + k>:`.
+/// Shard majors are taken from here up, skipping those the kernel files with the
+/// hidden leaf qdiscs (see [`shard_major`]).
 const SHARD_MAJOR_BASE: u16 = 0x100;
+
+/// The kernel's `hash_32(val, 4)`: the bucket of a device's 16-bucket qdisc hash
+/// (`qdisc_hash`) that a qdisc with this handle is filed in and looked up from.
+const fn qdisc_hash_bucket(handle: u32) -> u32 {
+    handle.wrapping_mul(0x61c8_8647) >> 28
+}
+
+/// The majors of the shard qdiscs, in shard order: from [`SHARD_MAJOR_BASE`] up, those
+/// whose handle does not share the bucket of handle 0. Every HTB class comes with a
+/// hidden pfifo leaf qdisc of handle 0, filed in the same hash bucket; a class add
+/// looks its qdisc up by handle, so a shard in that bucket walks every leaf of the
+/// device (4 of 0x100..0x140 would; with them, 20 000 subscribers took twice as long).
+const SHARD_MAJORS: [u16; SHARDS as usize] = {
+    let mut out = [0u16; SHARDS as usize];
+    let (mut k, mut major) = (0, SHARD_MAJOR_BASE);
+    while k < out.len() {
+        if qdisc_hash_bucket((major as u32) << 16) != qdisc_hash_bucket(0) {
+            out[k] = major;
+            k += 1;
+        }
+        major += 1;
+    }
+    out
+};
+
+/// Shard k's HTB qdisc major (see [`SHARD_MAJORS`]).
+pub fn shard_major(k: u16) -> u16 {
+    SHARD_MAJORS[usize::from(k % SHARDS)]
+}
 /// The filter priority of the IPv4 hash tables.
 const PRIO_V4: u32 = 10;
 /// The first level hash table (keyed on octet 3).
@@ -220,13 +253,37 @@ pub enum Error {
         status: String,
         stderr: String,
     },
-    /// `tc -batch` stopped at a line; the lines before it were applied, the rest not.
-    #[error("tc batch stopped at line {line} `{text}`: {message}")]
-    Batch {
-        line: usize,
-        text: String,
-        message: String,
+    /// The kernel refused an operation. With [`Shaper`], the operations sent before
+    /// it in the same change were applied and those after it were not sent, except
+    /// the rest of its message batch (at most [`netlink::CHUNK`] messages), which the
+    /// kernel runs regardless; the next change rebuilds the whole tree.
+    #[error("the kernel refused `{op}`{}: {} ({})",
+        .subscriber.map(|s| format!(" (subscriber {s})")).unwrap_or_default(),
+        std::io::Error::from_raw_os_error(*.errno),
+        .message.as_deref().unwrap_or("no detail"))]
+    Refused {
+        /// The operation, as the `tc` command that equals it.
+        op: String,
+        /// The subscriber it is about, if any.
+        subscriber: Option<i64>,
+        /// The positive errno.
+        errno: i32,
+        /// The kernel's extended-ack message, when it sent one.
+        message: Option<String>,
     },
+    /// A device to shape on does not exist; nothing was applied.
+    #[error("no network device {name}")]
+    NoDevice { name: String },
+    /// The rtnetlink socket could not be opened or used.
+    #[error("rtnetlink: {op}")]
+    Netlink {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Fewer answers than requests: the outcome is unknown, the next change rebuilds.
+    #[error("the kernel answered {got} of {want} requests")]
+    MissingReplies { got: usize, want: usize },
     /// `tc` or `ip` printed JSON this module does not understand.
     #[error("could not read the output of `{command}`")]
     Parse {
@@ -288,7 +345,7 @@ impl Class {
 
     /// The major of the shard's HTB qdisc.
     pub fn shard_major(&self) -> u16 {
-        SHARD_MAJOR_BASE + self.shard()
+        shard_major(self.shard())
     }
 
     /// `<shard major>:<minor>` as tc writes it.
@@ -326,7 +383,6 @@ pub struct Present {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::tc::batch_error;
     use super::*;
 
     fn cfg() -> ShapeConfig {
@@ -369,7 +425,7 @@ mod tests {
         assert_eq!(classes[&(42 + 65533)].minor, 43);
         assert_eq!(classes[&70000].minor, 3 + ((70000 - 3) % 65533) as u16);
         assert_eq!(classes[&1].minor, 0xfffe);
-        assert_eq!(classes[&42].classid(), "12a:2a");
+        assert_eq!(classes[&42].classid(), "12d:2a");
         assert_eq!(classes[&42].shard_filter_handle(), "100:b:1");
         assert_eq!(classes[&70000].shard_filter_handle(), "100:d:46");
     }
@@ -432,9 +488,9 @@ mod tests {
                  match u32 0 0 hashkey mask 0x000000ff at 16 link 100:",
             ]
         );
-        assert!(lines.contains(&"qdisc add dev ifb0 parent 1:4f handle 13f: htb"));
+        assert!(lines.contains(&"qdisc add dev ifb0 parent 1:4f handle 143: htb"));
         assert!(lines.contains(
-            &"filter add dev ifb0 parent 13f: protocol ip prio 10 handle 800::1 u32 ht 800:: \
+            &"filter add dev ifb0 parent 143: protocol ip prio 10 handle 800::1 u32 ht 800:: \
               match u32 0 0 hashkey mask 0x000000ff at 12 link 100:"
         ));
         assert!(lines.contains(
@@ -462,14 +518,14 @@ mod tests {
         assert_eq!(
             tail,
             [
-                "class add dev acc0 parent 12a:1 classid 12a:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
-                "filter add dev acc0 parent 12a: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
-                 match ip dst 100.64.0.11/32 flowid 12a:2a",
+                "class add dev acc0 parent 12d:1 classid 12d:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
+                "filter add dev acc0 parent 12d: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
+                 match ip dst 100.64.0.11/32 flowid 12d:2a",
                 "filter add dev acc0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
                  match ip dst 100.64.0.11/32 flowid 1:3a",
-                "class add dev ifb0 parent 12a:1 classid 12a:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
-                "filter add dev ifb0 parent 12a: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
-                 match ip src 100.64.0.11/32 flowid 12a:2a",
+                "class add dev ifb0 parent 12d:1 classid 12d:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
+                "filter add dev ifb0 parent 12d: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
+                 match ip src 100.64.0.11/32 flowid 12d:2a",
                 "filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
                  match ip src 100.64.0.11/32 flowid 1:3a",
                 "qdisc add dev acc0 handle ffff: ingress",
@@ -492,7 +548,7 @@ mod tests {
         let after = assign_upsert(&before, &[sub(42, "100.64.0.11", 16000, 4000)]).unwrap();
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class change dev acc0 parent 12a:1 classid 12a:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
+            "class change dev acc0 parent 12d:1 classid 12d:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
         );
         let burst = Shaped {
             rate: Rate {
@@ -504,7 +560,7 @@ mod tests {
         let after = assign_upsert(&before, &[burst]).unwrap();
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class change dev ifb0 parent 12a:1 classid 12a:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
+            "class change dev ifb0 parent 12d:1 classid 12d:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
         );
         let same = assign_upsert(&before, &[sub(43, "100.64.0.12", 12000, 6000)]).unwrap();
         assert_eq!(batch_diff(&cfg(), &before, &same), "");
@@ -517,21 +573,21 @@ mod tests {
         assert_eq!(after[&42], before[&42]);
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class add dev acc0 parent 12b:1 classid 12b:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
-             class add dev ifb0 parent 12b:1 classid 12b:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
-             filter add dev acc0 parent 12b: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip dst 100.64.0.12/32 flowid 12b:2b\n\
+            "class add dev acc0 parent 12e:1 classid 12e:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
+             class add dev ifb0 parent 12e:1 classid 12e:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
+             filter add dev acc0 parent 12e: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip dst 100.64.0.12/32 flowid 12e:2b\n\
              filter add dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip dst 100.64.0.12/32 flowid 1:3b\n\
-             filter add dev ifb0 parent 12b: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip src 100.64.0.12/32 flowid 12b:2b\n\
+             filter add dev ifb0 parent 12e: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip src 100.64.0.12/32 flowid 12e:2b\n\
              filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip src 100.64.0.12/32 flowid 1:3b\n"
         );
         assert_eq!(
             batch_diff(&cfg(), &after, &before),
             "filter del dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
-             filter del dev acc0 parent 12b: protocol ip prio 10 handle 100:c:1 u32\n\
+             filter del dev acc0 parent 12e: protocol ip prio 10 handle 100:c:1 u32\n\
              filter del dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
-             filter del dev ifb0 parent 12b: protocol ip prio 10 handle 100:c:1 u32\n\
-             class del dev acc0 classid 12b:2b\n\
-             class del dev ifb0 classid 12b:2b\n"
+             filter del dev ifb0 parent 12e: protocol ip prio 10 handle 100:c:1 u32\n\
+             class del dev acc0 classid 12e:2b\n\
+             class del dev ifb0 classid 12e:2b\n"
         );
     }
 
@@ -556,7 +612,7 @@ mod tests {
         assert_eq!(lines.len(), 16);
         assert!(lines[..8].iter().all(|l| l.starts_with("filter del")));
         assert!(lines[8..].iter().all(|l| l.starts_with("filter add")));
-        assert!(lines[8].contains("match ip dst 100.64.0.12/32 flowid 12a:2a"));
+        assert!(lines[8].contains("match ip dst 100.64.0.12/32 flowid 12d:2a"));
     }
 
     #[test]
@@ -624,30 +680,5 @@ mod tests {
             assign_upsert(&full, &subs[CAPACITY..]),
             Err(Error::Full { .. })
         ));
-    }
-
-    #[test]
-    fn batch_errors_name_the_line() {
-        let batch = "qdisc add dev x root handle 1: htb\nclass add dev x parent 1: classid 1:1 htb rate 1kbit\n";
-        let e = batch_error(
-            batch,
-            "Error: Filter already exists.\nWe have an error talking to the kernel\nCommand failed -:2\n",
-            "exit status: 1",
-        );
-        match e {
-            Error::Batch {
-                line,
-                text,
-                message,
-            } => {
-                assert_eq!(line, 2);
-                assert_eq!(text, "class add dev x parent 1: classid 1:1 htb rate 1kbit");
-                assert_eq!(
-                    message,
-                    "Error: Filter already exists. We have an error talking to the kernel"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }
