@@ -69,7 +69,15 @@ impl Shaper {
             return self.rebuild(all.into_values().collect());
         }
         let next = assign_upsert(&self.classes, subs)?;
-        self.apply_diff(next)
+        // Only the subscribers named can differ: the diff looks at them alone, so a
+        // re-rate among 20 000 does not walk the other 19 999.
+        let touched = |m: &BTreeMap<i64, Class>| -> BTreeMap<i64, Class> {
+            subs.iter()
+                .filter_map(|s| m.get(&s.subscriber_id).map(|c| (c.subscriber_id, *c)))
+                .collect()
+        };
+        let ops = ops_diff(&touched(&self.classes), &touched(&next));
+        self.apply_ops(next, ops)
     }
 
     /// Stops shaping these subscribers; ids not shaped are ignored.
@@ -168,6 +176,11 @@ impl Shaper {
 
     fn apply_diff(&mut self, next: BTreeMap<i64, Class>) -> Result<()> {
         let ops = ops_diff(&self.classes, &next);
+        self.apply_ops(next, ops)
+    }
+
+    /// Sends `ops` (the diff from what we hold to `next`) and holds `next`.
+    fn apply_ops(&mut self, next: BTreeMap<i64, Class>, ops: Vec<Op>) -> Result<()> {
         if ops.is_empty() {
             self.classes = next;
             return Ok(());
