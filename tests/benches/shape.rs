@@ -22,7 +22,10 @@
 //! on both devices), outside the timing. At the largest size, CHANGES single re-rates
 //! each way: `Shaper::upsert` of one subscriber with a new download rate (one
 //! RTM_NEWTCLASS change), verified with `tc class show`; and one `tc class change`
-//! process. Medians are reported, with every sample; nothing is asserted here
+//! process. CPU seconds of each full apply are reported beside the wall time (user +
+//! system from `/proc`: the kernel builds the tree inside the sender's syscalls, so
+//! this is the work itself, less exposed to a busy machine than wall time). Medians
+//! are reported, with every sample; nothing is asserted here
 //! (`tests/tests/shape_bench_smoke.rs` keeps the machinery correct).
 
 use outpost_tests::shape_bench::{self, BenchConfig};
@@ -45,6 +48,19 @@ fn main() -> anyhow::Result<()> {
                 o.median(),
                 t.median(),
                 over.median()
+            );
+        }
+    }
+    for n in &cfg.sizes {
+        if let (Some(t), Some(o)) = (
+            r.get(&format!("CPU: tc -batch of {n} ")),
+            r.get(&format!("CPU: ours, Shaper::full of {n} ")),
+        ) {
+            println!(
+                "  CPU seconds of a full apply of {n:>6}: {:.2}x (ours {:.2} s, tc -batch {:.2} s)",
+                t.median() / o.median(),
+                o.median(),
+                t.median()
             );
         }
     }

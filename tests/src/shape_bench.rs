@@ -146,6 +146,37 @@ fn subscriber_classes(ns: &Netns, dev: &str) -> usize {
         - 2 * usize::from(outpost_agent::shape::SHARDS)
 }
 
+/// Deletes the trees before the namespace goes, untimed. A namespace's devices are
+/// torn down by a kernel worker after `ip netns del` returns, and every HTB class's
+/// filter block stays in a list the kernel searches (globally) at each class add until
+/// then: the next apply would pay for this one's leftovers.
+fn teardown(ns: Netns) {
+    for dev in ["sub0", "ifbsh0"] {
+        ns.ok(&["tc", "qdisc", "del", "dev", dev, "root"]);
+    }
+    ns.ok(&["tc", "qdisc", "del", "dev", "sub0", "ingress"]);
+    drop(ns);
+}
+
+/// CPU seconds from `/proc` (user + system; in the kernel, the tree is built in the
+/// syscalls of whoever sends it): `fields` are the 1-based fields of a `stat` file.
+fn cpu(path: &str, fields: [usize; 2]) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .iter()
+        .filter_map(|f| words.get(f - 3).and_then(|w| w.parse::<f64>().ok()))
+        .sum();
+    ticks / 100.0 // USER_HZ
+}
+
+/// This thread's CPU seconds plus those of every child the process has waited for.
+fn cpu_now() -> f64 {
+    cpu("/proc/thread-self/stat", [14, 15]) + cpu("/proc/self/stat", [16, 17])
+}
+
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
@@ -165,15 +196,17 @@ pub fn run_all(cfg_: &BenchConfig) -> anyhow::Result<Results> {
     for &n in &cfg_.sizes {
         let subs = subscribers(n);
         let (mut ours, mut over, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ours_cpu, mut theirs_cpu) = (Vec::new(), Vec::new());
         let (mut our_change, mut their_change) = (Vec::new(), Vec::new());
         for run in 0..cfg_.runs {
             // Ours: Shaper::full into a fresh namespace, then again over its own tree
             // (the agent's restart), then single re-rates.
             let ns = lab("shbn");
             let mut shaper = Shaper::new(cfg(&ns));
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), cpu_now());
             shaper.full(&subs).context("full apply through netlink")?;
             ours.push(secs(t));
+            ours_cpu.push(cpu_now() - c);
             for dev in ["sub0", "ifbsh0"] {
                 ensure!(subscriber_classes(&ns, dev) == n, "{dev}: classes missing");
             }
@@ -202,7 +235,7 @@ pub fn run_all(cfg_: &BenchConfig) -> anyhow::Result<Results> {
                     ensure!(shown.contains(&want), "re-rate not applied: {shown}");
                 }
             }
-            drop(ns);
+            teardown(ns);
 
             // tc -batch of the same plan (the batch the agent ran before), same place.
             let ns = lab("shbt");
@@ -215,11 +248,12 @@ pub fn run_all(cfg_: &BenchConfig) -> anyhow::Result<Results> {
             // tc runs from a thread inside the namespace: no `ip netns exec` is timed.
             let path_s = path.to_str().expect("utf-8 path").to_string();
             let (took, out) = ns.within(move || {
-                let t = Instant::now();
+                let (t, c) = (Instant::now(), cpu_now());
                 let out = tc(&["-batch", &path_s]);
-                (secs(t), out)
+                ((secs(t), cpu_now() - c), out)
             });
-            theirs.push(took);
+            theirs.push(took.0);
+            theirs_cpu.push(took.1);
             let _ = std::fs::remove_file(&path);
             let out = out?;
             ensure!(
@@ -267,6 +301,7 @@ pub fn run_all(cfg_: &BenchConfig) -> anyhow::Result<Results> {
                     Ok(took)
                 })?;
             }
+            teardown(ns);
         }
         r.figures.push(Figure {
             what: format!("ours: Shaper::full of {n}, fresh namespace"),
@@ -279,6 +314,14 @@ pub fn run_all(cfg_: &BenchConfig) -> anyhow::Result<Results> {
         r.figures.push(Figure {
             what: format!("tc -batch of the same plan, {n}, fresh namespace"),
             samples: theirs,
+        });
+        r.figures.push(Figure {
+            what: format!("CPU: ours, Shaper::full of {n} (thread + children)"),
+            samples: ours_cpu,
+        });
+        r.figures.push(Figure {
+            what: format!("CPU: tc -batch of {n} (the tc process)"),
+            samples: theirs_cpu,
         });
         if !our_change.is_empty() {
             r.figures.push(Figure {

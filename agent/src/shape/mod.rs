@@ -1,4 +1,4 @@
-//! Per-subscriber speed shaping on the BNG itself (IPoE), with HTB through `tc`.
+//! Per-subscriber speed shaping on the BNG itself (IPoE), with HTB applied through rtnetlink.
 //!
 //! Used when the site shapes on the agent's host (`SiteSettings::shaping_enabled`);
 //! when the NAS shapes from RADIUS rate attributes this module stays off. It knows
@@ -38,9 +38,9 @@
 //! 1:1       link class, link_kbps (rate = ceil)
 //! 1:2       default class, link_kbps
 //! 1:10+k    shard k's class (k < 64), link_kbps, holding
-//!   100+k:    shard k's own htb qdisc
-//!   100+k:1   its link class, link_kbps
-//!   100+k:m   one class per subscriber (minor m, m % 64 == k): rate = plan, ceil = burst or plan
+//!   S(k):     shard k's own htb qdisc (S(k) = shard_major(k): 100:, 101:, ... 143:)
+//!   S(k):1    its link class, link_kbps
+//!   S(k):m    one class per subscriber (minor m, m % 64 == k): rate = plan, ceil = burst or plan
 //! ```
 //!
 //! Download is classified by destination address on the subscriber interface; upload
@@ -49,20 +49,31 @@
 //! the whole link: shaping never throttles what it does not know. Rates are HTB's:
 //! layer-2 bytes, so TCP goodput lands about 5 % below the plan rate.
 //!
-//! ## Why shards
+//! ## Why shards, and where a full apply's time goes
 //!
-//! Creating an HTB class costs O(classes already in that qdisc): on every new class the
-//! kernel walks all classes of the qdisc to rebind filters (`tc_ctl_tclass` ->
-//! `tc_bind_tclass` -> `htb_walk`), so a full apply into one flat qdisc is quadratic.
-//! In the lab (2 cores shared with other builds) a full apply of 20000 subscribers took
-//! 200 s into one flat qdisc per device; spreading the classes over 64 nested HTB
-//! qdiscs cuts each walk 64-fold, and the same apply took 22 s (what remains is mostly
-//! other per-class kernel bookkeeping: every class's filter block joins one global
-//! list, `flow_indr_dev_setup_offload`, and qdisc lookups by handle). The price:
-//! a second classification step inside the shard, and the kernel logs once per shard
-//! qdisc `htb qdisc 12A: is non-work-conserving?` (an inner HTB that is throttling
-//! returns nothing to the outer one; the inner's own watchdog reschedules it, and the
-//! lab test measures every rate within the tolerance).
+//! Almost all of it is in the kernel, per class: `tc` itself used 0.35 s of CPU in a
+//! 20 000-subscriber apply whose kernel time was 32 s (`/usr/bin/time`), and classes
+//! alone took 32 s of it against 1 s for all 80 000 filters. `perf` over the class adds:
+//!
+//! - O(classes already in that qdisc): on every new class the kernel walks all classes
+//!   of the qdisc to rebind filters (`tc_ctl_tclass` -> `tc_bind_tclass` -> `htb_walk`),
+//!   so one flat qdisc is quadratic (200 s for 20 000 in the lab). 64 nested HTB
+//!   qdiscs cut each walk 64-fold (about 10 % of what is left).
+//! - O(HTB classes in the whole system): each class has its own filter block, and
+//!   binding it (`tcf_block_get` -> `flow_indr_dev_setup_offload`) first searches one
+//!   global list of every block for it. This is 56 %, and then 79 %, of the time, and
+//!   nothing from user space avoids it while every subscriber has two HTB classes: the
+//!   sum is quadratic in the subscribers.
+//! - The qdisc lookup by handle of every class add (`qdisc_match_from_root`, 22 %): a
+//!   device's qdiscs sit in 16 hash buckets, and the hidden pfifo leaf of every class
+//!   has handle 0; shard majors that share its bucket (4 of `100:`..`13f:`) walked all
+//!   the leaves. [`shard_major`] skips them (classes alone: 32 s -> 15.5 s of kernel time).
+//!
+//! A second classification step inside the shard is the price, and the kernel logs once
+//! per shard qdisc `htb qdisc 12D: is non-work-conserving?` (an inner HTB that is
+//! throttling returns nothing to the outer one; the inner's own watchdog reschedules
+//! it, and the lab test measures every rate within the tolerance). The figures of the
+//! whole apply are in `tests/benches/shape.rs`'s report (README).
 //!
 //! # Burst
 //!
@@ -106,7 +117,7 @@
 //! # Ids
 //!
 //! HTB minors are 16 bits, and here unique across all shards. A subscriber's minor is
-//! its id itself when the id is in `3..=0xffff` (so class `12a:2a` is subscriber 42,
+//! its id itself when the id is in `3..=0xffff` (so class `12d:2a` is subscriber 42,
 //! handy when reading `tc` output), and `3 + (id - 3) mod 65533` otherwise; when that
 //! minor is taken by another subscriber the next free one is used (linear probing). The
 //! shard is `minor % 64`. [`Shaper::full`] assigns in ascending id order, so the same
@@ -121,17 +132,24 @@
 //!
 //! # Applying
 //!
-//! Every change is one `tc -batch -` process reading the batch on stdin. The batch
-//! text comes from pure functions ([`batch_full`], [`batch_diff`]) tested as data.
-//! `-force` is not used: `tc` stops at the first failing line, and [`Error::Batch`]
-//! names that line and tc's message. A half-applied batch leaves the kernel in a state
-//! the [`Shaper`] cannot vouch for, so it then marks itself for a rebuild: the next
-//! [`Shaper::upsert`] or [`Shaper::remove`] does a full apply of everything it was
-//! asked for (with a warning), instead of patching an unknown tree.
+//! A change is a list of [`Op`]s from pure functions ([`ops_full`], [`ops_diff`]),
+//! tested as data; each op writes itself as the `tc` line it equals ([`batch_full`],
+//! [`batch_diff`]: what the agent ran through `tc -batch` before, and what the
+//! benchmark still runs to compare). The [`Shaper`] sends the ops as rtnetlink messages
+//! from its own socket, 1024 per `sendmsg`, and checks one ACK per
+//! message: no process, no text. A refusal is [`Error::Refused`], naming the op (as its
+//! `tc` line), the subscriber it is about and the kernel's message. Validation
+//! (rates, duplicates, capacity) and a missing device ([`Error::NoDevice`]) are
+//! found before anything is sent. A change the kernel refused half-way leaves a
+//! tree the [`Shaper`] cannot vouch for, so it then marks itself for a rebuild: the
+//! next [`Shaper::upsert`] or [`Shaper::remove`] does a full apply of everything it was
+//! asked for (with a warning), instead of patching an unknown tree. The IFB device
+//! is still created and raised with `ip` (a few milliseconds once per full apply).
 //!
 //! Incremental changes only touch the subscribers in question: an add is `class add`
-//! plus its two `filter add`s (shard, then root), a re-rate is `tc class change` of
-//! that one class (in the direction whose rate changed), a removal deletes the filters
+//! plus its two `filter add`s (shard, then root), a re-rate is one RTM_NEWTCLASS change
+//! of that one class (in the direction whose rate changed; a class that is not there
+//! is refused, not created), a removal deletes the filters
 //! (root, then shard) and then the classes. Nothing else is replaced, so other classes
 //! keep their handles and counters.
 //!

@@ -68,6 +68,13 @@ impl Shaper {
             all.extend(subs.iter().map(|s| (s.subscriber_id, *s)));
             return self.rebuild(all.into_values().collect());
         }
+        if subs.iter().all(|s| {
+            self.classes
+                .get(&s.subscriber_id)
+                .is_some_and(|c| c.ip == s.ip)
+        }) {
+            return self.rerate(subs);
+        }
         let next = assign_upsert(&self.classes, subs)?;
         // Only the subscribers named can differ: the diff looks at them alone, so a
         // re-rate among 20 000 does not walk the other 19 999.
@@ -78,6 +85,53 @@ impl Shaper {
         };
         let ops = ops_diff(&touched(&self.classes), &touched(&next));
         self.apply_ops(next, ops)
+    }
+
+    /// New rates for subscribers already shaped at the same address: their ids and
+    /// filters stay, so nothing but their classes is looked at (no copy of the whole
+    /// set, no id assignment: a re-rate among 20 000 costs what it costs among 2).
+    fn rerate(&mut self, subs: &[Shaped]) -> Result<()> {
+        check_input(subs)?;
+        let before: BTreeMap<i64, Class> = subs
+            .iter()
+            .map(|s| (s.subscriber_id, self.classes[&s.subscriber_id]))
+            .collect();
+        let after: BTreeMap<i64, Class> = subs
+            .iter()
+            .map(|s| {
+                (
+                    s.subscriber_id,
+                    Class {
+                        rate: s.rate,
+                        ..before[&s.subscriber_id]
+                    },
+                )
+            })
+            .collect();
+        let ops = ops_diff(&before, &after);
+        // What we are asked for is what we hold, whatever the kernel says.
+        for (id, c) in &after {
+            self.classes.insert(*id, *c);
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let idx = (|| {
+            Ok(Ifindex {
+                subscriber: self.ifindex(&self.cfg.subscriber_interface.clone())?,
+                ifb: self.ifindex(&self.cfg.ifb.clone())?,
+            })
+        })();
+        if let Err(e) = idx.and_then(|idx| self.send(idx, &ops)) {
+            self.needs_full = true;
+            return Err(e);
+        }
+        tracing::debug!(
+            interface = %self.cfg.subscriber_interface,
+            messages = ops.len(),
+            "shaping re-rated"
+        );
+        Ok(())
     }
 
     /// Stops shaping these subscribers; ids not shaped are ignored.
