@@ -513,10 +513,10 @@ fn tree_text(ns: &str) -> String {
         let mut parents = vec!["1:".to_string()];
         for line in in_ns(ns, &["tc", "qdisc", "show", "dev", dev]).lines() {
             let mut w = line.split_whitespace();
-            if let (Some("qdisc"), Some("htb"), Some(h)) = (w.next(), w.next(), w.next()) {
-                if h != "1:" {
-                    parents.push(h.to_string());
-                }
+            if let (Some("qdisc"), Some("htb"), Some(h)) = (w.next(), w.next(), w.next())
+                && h != "1:"
+            {
+                parents.push(h.to_string());
             }
         }
         for p in &parents {
