@@ -18,7 +18,8 @@
 //! - [`enforce`]: nftables: the ruleset as data, the kernel side (nft + our netlink
 //!   batch for set elements).
 //! - [`shape`]: per-subscriber HTB speed shaping on the BNG (IPoE): `tree.rs` the class
-//!   and filter numbering, `tc.rs` the `tc -batch` text and the [`shape::Shaper`].
+//!   and filter numbering, `tc.rs` the tree as operations (and their `tc` text),
+//!   `netlink.rs` those as rtnetlink messages, `shaper.rs` the [`shape::Shaper`].
 //! - [`coa`]: the RFC 5176 client: Disconnect-Request and CoA-Request to a NAS, with
 //!   retransmission and verified answers, as [`outpost_protocol::CoaEvent`]s.
 //! - [`sync`]: long poll + apply + ack (with what the edge published), and outbox

@@ -8,6 +8,9 @@
 //! ```
 //!
 //! The pass criterion is the spec's: each measured rate within 15 % of the plan rate.
+//!
+//! The [`Shaper`] applies its tree through rtnetlink; the other tests here read such
+//! a tree back with `tc` and hold it against the same plan applied by `tc -batch`.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,7 +18,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use outpost_agent::shape::{Error, SHARDS, ShapeConfig, Shaped, Shaper};
+use outpost_agent::shape::{
+    Error, Present, SHARDS, ShapeConfig, Shaped, Shaper, assign, batch_full,
+};
 use outpost_protocol::Rate;
 use outpost_testkit::fixtures;
 use outpost_testkit::netns::{Netns, run_in, veth};
@@ -248,7 +253,7 @@ fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
     shaper.full(&[sub1, sub2]).expect("full apply");
     let id1 = shaper.class_of(42).unwrap().classid();
     let id2 = shaper.class_of(70000).unwrap().classid();
-    assert_eq!(id1, "12a:2a");
+    assert_eq!(id1, "12d:2a");
     assert_ne!(id1, id2);
 
     // Upload, both subscribers at once.
@@ -361,12 +366,13 @@ fn shapes_each_subscriber_and_re_rates_one_without_touching_the_other() {
         }])
         .expect_err("class change of a deleted class fails");
     match &err {
-        Error::Batch { line, text, .. } => {
-            assert_eq!(*line, 1);
-            assert!(text.starts_with("class change dev sub0"), "{text}");
+        Error::Refused { op, subscriber, .. } => {
+            assert!(op.starts_with("class change dev sub0"), "{op}");
+            assert_eq!(*subscriber, Some(42));
         }
         other => panic!("{other:?}"),
     }
+    eprintln!("the refusal reads: {err}");
     again
         .upsert(&[Shaped {
             rate: rate(9000, 2000),
@@ -449,4 +455,282 @@ fn applies_tens_of_thousands_of_subscribers() {
     }
     let filters = in_ns(&ns, &["tc", "filter", "show", "dev", "sub0"]);
     assert_eq!(filters.matches("flowid").count(), subs.len());
+}
+
+/// A namespace with a veth `sub0` (up) for the shaper to work on; the IFB is its own.
+/// Without IPv6, whose chatter on the IFB would move the counters compared here.
+fn bare_lab(tag: &str) -> Netns {
+    let lab = quiet_netns(tag);
+    lab.run(&[
+        "ip", "link", "add", "sub0", "type", "veth", "peer", "name", "sub1",
+    ]);
+    lab.run(&["ip", "link", "set", "sub0", "up"]);
+    lab
+}
+
+fn bare_cfg(ns: &Netns) -> ShapeConfig {
+    ShapeConfig {
+        subscriber_interface: "sub0".into(),
+        ifb: "ifbsh0".into(),
+        link_kbps: 10_000_000,
+        netns: Some(ns.name.clone()),
+    }
+}
+
+/// `n` subscribers over a few /24s and both 16-bit halves of the id space, some with
+/// burst, one with a rate past 32 bits of bytes per second.
+fn many(n: u32) -> Vec<Shaped> {
+    (0..n)
+        .map(|i| {
+            let mut r = rate(
+                1000 + u64::from(i % 97) * 500,
+                500 + u64::from(i % 13) * 250,
+            );
+            if i % 5 == 0 {
+                r.burst_download_kbps = Some(r.download_kbps * 2);
+                r.burst_upload_kbps = Some(r.upload_kbps + 1);
+            }
+            if i == 7 {
+                r.download_kbps = 40_000_000;
+            }
+            Shaped {
+                subscriber_id: 1 + i64::from(i) * 331,
+                ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 10)) + i * 7),
+                rate: r,
+            }
+        })
+        .collect()
+}
+
+/// Everything `tc` shows of the module's places, counters left out: qdiscs, classes
+/// (their first line: parent, rate, ceil, burst, cburst), and the filters of the root,
+/// of every shard and of the ingress.
+fn tree_text(ns: &str) -> String {
+    let mut out = String::new();
+    for dev in ["sub0", "ifbsh0"] {
+        out += &in_ns(ns, &["tc", "qdisc", "show", "dev", dev]);
+        out += &in_ns(ns, &["tc", "class", "show", "dev", dev]);
+        let mut parents = vec!["1:".to_string()];
+        for line in in_ns(ns, &["tc", "qdisc", "show", "dev", dev]).lines() {
+            let mut w = line.split_whitespace();
+            if let (Some("qdisc"), Some("htb"), Some(h)) = (w.next(), w.next(), w.next())
+                && h != "1:"
+            {
+                parents.push(h.to_string());
+            }
+        }
+        for p in &parents {
+            out += &in_ns(ns, &["tc", "filter", "show", "dev", dev, "parent", p]);
+        }
+    }
+    out += &in_ns(ns, &["tc", "filter", "show", "dev", "sub0", "ingress"]);
+    out
+}
+
+/// The netlink-built tree is the one `tc -batch` builds from the same plan: same qdiscs,
+/// classes (rate, ceil, burst), filters (keys, hash tables, links, flowids) and
+/// redirect, as `tc` itself shows them; each subscriber's class has its plan's rates and
+/// both filters match its address. Then a re-rate changes that one class only.
+#[test]
+#[ignore = "lab: needs root and netns"]
+fn the_netlink_tree_is_the_tree_tc_batch_builds_from_the_same_plan() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let (ours, theirs) = (bare_lab("shnl"), bare_lab("shtc"));
+    let subs = many(600);
+    let mut shaper = Shaper::new(bare_cfg(&ours));
+    shaper.full(&subs).expect("full apply through netlink");
+
+    // The same plan through tc -batch, in a namespace of its own.
+    theirs.run(&["ip", "link", "add", "ifbsh0", "type", "ifb"]);
+    theirs.run(&["ip", "link", "set", "ifbsh0", "txqueuelen", "1000", "up"]);
+    let plan: Vec<_> = assign(&subs).unwrap().into_values().collect();
+    let batch = batch_full(&bare_cfg(&theirs), Present::default(), &plan);
+    let path = std::env::temp_dir().join(format!("shape-plan-{}.tc", theirs.name));
+    std::fs::write(&path, &batch).unwrap();
+    let out = theirs.run(&["tc", "-batch", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "tc -batch: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (a, b) = (tree_text(&ours.name), tree_text(&theirs.name));
+    assert_eq!(a.lines().count(), b.lines().count());
+    for (la, lb) in a.lines().zip(b.lines()) {
+        assert_eq!(la, lb);
+    }
+    assert!(
+        a.contains("mirred (Egress Redirect to device ifbsh0)"),
+        "{a}"
+    );
+
+    // Each subscriber: its class at its plan's rates, its filters on its address.
+    let shown = [
+        classes_of(&ours.name, "sub0"),
+        classes_of(&ours.name, "ifbsh0"),
+    ];
+    let filters = [
+        in_ns(&ours.name, &["tc", "filter", "show", "dev", "sub0"]),
+        in_ns(&ours.name, &["tc", "filter", "show", "dev", "ifbsh0"]),
+    ];
+    for s in &subs {
+        let c = shaper.class_of(s.subscriber_id).unwrap();
+        let id = c.classid();
+        let hex = format!("{:08x}/ffffffff", u32::from(s.ip));
+        for (dir, (plan, burst)) in [
+            (s.rate.download_kbps, s.rate.burst_download_kbps),
+            (s.rate.upload_kbps, s.rate.burst_upload_kbps),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let class = &shown[dir][&id];
+            assert_eq!(tc_rate_kbit(field(class, "rate")), plan, "{class}");
+            assert_eq!(
+                tc_rate_kbit(field(class, "ceil")),
+                burst.unwrap_or(plan),
+                "{class}"
+            );
+            let at = if dir == 0 { "at 16" } else { "at 12" };
+            assert!(
+                filters[dir].contains(&format!("match {hex} {at}")),
+                "no root filter for {} on {dir}",
+                s.ip
+            );
+        }
+    }
+
+    // A re-rate changes that one class, in that one direction; every other class and
+    // every filter stays as it was.
+    let before = [classes(&ours.name, "sub0"), classes(&ours.name, "ifbsh0")];
+    let filters_before = tree_text(&ours.name)
+        .lines()
+        .filter(|l| !l.starts_with("class"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut one = subs[123];
+    one.rate.download_kbps = 77_000;
+    one.rate.burst_download_kbps = None;
+    shaper.upsert(&[one]).expect("re-rate");
+    let after = [classes(&ours.name, "sub0"), classes(&ours.name, "ifbsh0")];
+    let id = shaper.class_of(one.subscriber_id).unwrap().classid();
+    for (dir, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(b.keys().collect::<Vec<_>>(), a.keys().collect::<Vec<_>>());
+        for (k, v) in b {
+            if dir == 0 && *k == id {
+                assert_eq!(field(&a[k], "rate"), "77Mbit");
+                assert_eq!(bytes(&a[k]), bytes(v), "changed in place");
+            } else {
+                assert_eq!(&a[k], v, "class {k} on direction {dir} untouched");
+            }
+        }
+    }
+    let filters_after = tree_text(&ours.name)
+        .lines()
+        .filter(|l| !l.starts_with("class"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(filters_before, filters_after);
+
+    // A removal removes just its class and filters.
+    shaper.remove(&[one.subscriber_id]).expect("remove");
+    let left = classes(&ours.name, "sub0");
+    assert_eq!(left.len(), before[0].len() - 1);
+    assert!(!left.contains_key(&id));
+    let root = in_ns(&ours.name, &["tc", "filter", "show", "dev", "sub0"]);
+    assert!(!root.contains(&format!("{:08x}/ffffffff", u32::from(one.ip))));
+    assert_eq!(root.matches("flowid").count(), subs.len() - 1);
+}
+
+/// Bad input is an error that names what is wrong and changes nothing: a rate of 0, a
+/// subscriber interface that is gone (before and after the tree was built).
+#[test]
+#[ignore = "lab: needs root and netns"]
+fn bad_input_is_a_clear_error_and_leaves_the_tree_as_it_was() {
+    let _alone = ALONE.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = bare_lab("shbad");
+    let subs = many(50);
+
+    // No such subscriber interface: nothing is created, not even the IFB.
+    let mut nowhere = Shaper::new(ShapeConfig {
+        subscriber_interface: "nosuch0".into(),
+        ..bare_cfg(&lab)
+    });
+    let err = nowhere.full(&subs).expect_err("no interface");
+    assert!(
+        matches!(&err, Error::NoDevice { name } if name == "nosuch0"),
+        "{err:?}"
+    );
+    assert!(
+        !lab.ok(&["ip", "link", "show", "dev", "ifbsh0"]),
+        "no IFB made"
+    );
+
+    let mut shaper = Shaper::new(bare_cfg(&lab));
+    shaper.full(&subs).expect("full apply");
+    let tree = tree_text(&lab.name);
+    let counted = [classes(&lab.name, "sub0"), classes(&lab.name, "ifbsh0")];
+
+    let mut zero = subs[3];
+    zero.rate.upload_kbps = 0;
+    let err = shaper.upsert(&[subs[4], zero]).expect_err("rate 0");
+    assert!(
+        matches!(&err, Error::InvalidRate { subscriber_id, .. } if *subscriber_id == zero.subscriber_id),
+        "{err:?}"
+    );
+    eprintln!("rate 0 reads: {err}");
+    let err = shaper.full(&[zero]).expect_err("rate 0 in a full apply");
+    assert!(matches!(&err, Error::InvalidRate { .. }), "{err:?}");
+    assert_eq!(tree_text(&lab.name), tree, "the tree is as it was");
+    assert_eq!(
+        [classes(&lab.name, "sub0"), classes(&lab.name, "ifbsh0")],
+        counted,
+        "counters too"
+    );
+    // Still usable: a good change after the refusals goes through as a single change.
+    let mut good = subs[4];
+    good.rate.upload_kbps += 1000;
+    shaper.upsert(&[good]).expect("re-rate after a refusal");
+
+    // The subscriber interface disappears: the change is refused naming it, the
+    // upload tree on the IFB is left alone.
+    let ifb_tree = in_ns(&lab.name, &["tc", "class", "show", "dev", "ifbsh0"]);
+    lab.run(&["ip", "link", "del", "sub0"]);
+    let mut moved = subs[6];
+    moved.rate.upload_kbps += 1000;
+    let err = shaper.upsert(&[moved]).expect_err("interface gone");
+    assert!(
+        matches!(&err, Error::NoDevice { name } if name == "sub0"),
+        "{err:?}"
+    );
+    eprintln!("interface gone reads: {err}");
+    assert_eq!(
+        in_ns(&lab.name, &["tc", "class", "show", "dev", "ifbsh0"]),
+        ifb_tree
+    );
+}
+
+/// `tc`'s rate text (`8Mbit`, `500Kbit`, `40Gbit`, `1500bit`) in kbit/s.
+fn tc_rate_kbit(s: &str) -> u64 {
+    let (num, mult) = if let Some(n) = s.strip_suffix("Gbit") {
+        (n, 1_000_000.0)
+    } else if let Some(n) = s.strip_suffix("Mbit") {
+        (n, 1000.0)
+    } else if let Some(n) = s.strip_suffix("Kbit") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix("bit") {
+        (n, 0.001)
+    } else {
+        panic!("rate {s}")
+    };
+    (num.parse::<f64>().expect("a number") * mult).round() as u64
+}
+
+/// Classes by handle, as [`classes`] but without the counters: their first line.
+fn classes_of(ns: &str, dev: &str) -> BTreeMap<String, String> {
+    classes(ns, dev)
+        .into_iter()
+        .map(|(k, v)| (k, v.lines().next().unwrap_or_default().to_string()))
+        .collect()
 }

@@ -48,6 +48,7 @@ pub mod panel_bench;
 pub mod radius_bench;
 pub mod radload;
 pub mod renewals;
+pub mod shape_bench;
 pub mod system;
 pub mod tunnel_bench;
 pub mod wan_bench;

@@ -1,4 +1,4 @@
-//! Per-subscriber speed shaping on the BNG itself (IPoE), with HTB through `tc`.
+//! Per-subscriber speed shaping on the BNG itself (IPoE), with HTB applied through rtnetlink.
 //!
 //! Used when the site shapes on the agent's host (`SiteSettings::shaping_enabled`);
 //! when the NAS shapes from RADIUS rate attributes this module stays off. It knows
@@ -38,9 +38,9 @@
 //! 1:1       link class, link_kbps (rate = ceil)
 //! 1:2       default class, link_kbps
 //! 1:10+k    shard k's class (k < 64), link_kbps, holding
-//!   100+k:    shard k's own htb qdisc
-//!   100+k:1   its link class, link_kbps
-//!   100+k:m   one class per subscriber (minor m, m % 64 == k): rate = plan, ceil = burst or plan
+//!   S(k):     shard k's own htb qdisc (S(k) = shard_major(k): 100:, 101:, ... 143:)
+//!   S(k):1    its link class, link_kbps
+//!   S(k):m    one class per subscriber (minor m, m % 64 == k): rate = plan, ceil = burst or plan
 //! ```
 //!
 //! Download is classified by destination address on the subscriber interface; upload
@@ -49,20 +49,31 @@
 //! the whole link: shaping never throttles what it does not know. Rates are HTB's:
 //! layer-2 bytes, so TCP goodput lands about 5 % below the plan rate.
 //!
-//! ## Why shards
+//! ## Why shards, and where a full apply's time goes
 //!
-//! Creating an HTB class costs O(classes already in that qdisc): on every new class the
-//! kernel walks all classes of the qdisc to rebind filters (`tc_ctl_tclass` ->
-//! `tc_bind_tclass` -> `htb_walk`), so a full apply into one flat qdisc is quadratic.
-//! In the lab (2 cores shared with other builds) a full apply of 20000 subscribers took
-//! 200 s into one flat qdisc per device; spreading the classes over 64 nested HTB
-//! qdiscs cuts each walk 64-fold, and the same apply took 22 s (what remains is mostly
-//! other per-class kernel bookkeeping: every class's filter block joins one global
-//! list, `flow_indr_dev_setup_offload`, and qdisc lookups by handle). The price:
-//! a second classification step inside the shard, and the kernel logs once per shard
-//! qdisc `htb qdisc 12A: is non-work-conserving?` (an inner HTB that is throttling
-//! returns nothing to the outer one; the inner's own watchdog reschedules it, and the
-//! lab test measures every rate within the tolerance).
+//! Almost all of it is in the kernel, per class: `tc` itself used 0.35 s of CPU in a
+//! 20 000-subscriber apply whose kernel time was 32 s (`/usr/bin/time`), and classes
+//! alone took 32 s of it against 1 s for all 80 000 filters. `perf` over the class adds:
+//!
+//! - O(classes already in that qdisc): on every new class the kernel walks all classes
+//!   of the qdisc to rebind filters (`tc_ctl_tclass` -> `tc_bind_tclass` -> `htb_walk`),
+//!   so one flat qdisc is quadratic (200 s for 20 000 in the lab). 64 nested HTB
+//!   qdiscs cut each walk 64-fold (about 10 % of what is left).
+//! - O(HTB classes in the whole system): each class has its own filter block, and
+//!   binding it (`tcf_block_get` -> `flow_indr_dev_setup_offload`) first searches one
+//!   global list of every block for it. This is 56 %, and then 79 %, of the time, and
+//!   nothing from user space avoids it while every subscriber has two HTB classes: the
+//!   sum is quadratic in the subscribers.
+//! - The qdisc lookup by handle of every class add (`qdisc_match_from_root`, 22 %): a
+//!   device's qdiscs sit in 16 hash buckets, and the hidden pfifo leaf of every class
+//!   has handle 0; shard majors that share its bucket (4 of `100:`..`13f:`) walked all
+//!   the leaves. [`shard_major`] skips them (classes alone: 32 s -> 15.5 s of kernel time).
+//!
+//! A second classification step inside the shard is the price, and the kernel logs once
+//! per shard qdisc `htb qdisc 12D: is non-work-conserving?` (an inner HTB that is
+//! throttling returns nothing to the outer one; the inner's own watchdog reschedules
+//! it, and the lab test measures every rate within the tolerance). The figures of the
+//! whole apply are in `tests/benches/shape.rs`'s report (README).
 //!
 //! # Burst
 //!
@@ -106,7 +117,7 @@
 //! # Ids
 //!
 //! HTB minors are 16 bits, and here unique across all shards. A subscriber's minor is
-//! its id itself when the id is in `3..=0xffff` (so class `12a:2a` is subscriber 42,
+//! its id itself when the id is in `3..=0xffff` (so class `12d:2a` is subscriber 42,
 //! handy when reading `tc` output), and `3 + (id - 3) mod 65533` otherwise; when that
 //! minor is taken by another subscriber the next free one is used (linear probing). The
 //! shard is `minor % 64`. [`Shaper::full`] assigns in ascending id order, so the same
@@ -121,17 +132,24 @@
 //!
 //! # Applying
 //!
-//! Every change is one `tc -batch -` process reading the batch on stdin. The batch
-//! text comes from pure functions ([`batch_full`], [`batch_diff`]) tested as data.
-//! `-force` is not used: `tc` stops at the first failing line, and [`Error::Batch`]
-//! names that line and tc's message. A half-applied batch leaves the kernel in a state
-//! the [`Shaper`] cannot vouch for, so it then marks itself for a rebuild: the next
-//! [`Shaper::upsert`] or [`Shaper::remove`] does a full apply of everything it was
-//! asked for (with a warning), instead of patching an unknown tree.
+//! A change is a list of [`Op`]s from pure functions ([`ops_full`], [`ops_diff`]),
+//! tested as data; each op writes itself as the `tc` line it equals ([`batch_full`],
+//! [`batch_diff`]: what the agent ran through `tc -batch` before, and what the
+//! benchmark still runs to compare). The [`Shaper`] sends the ops as rtnetlink messages
+//! from its own socket, 1024 per `sendmsg`, and checks one ACK per
+//! message: no process, no text. A refusal is [`Error::Refused`], naming the op (as its
+//! `tc` line), the subscriber it is about and the kernel's message. Validation
+//! (rates, duplicates, capacity) and a missing device ([`Error::NoDevice`]) are
+//! found before anything is sent. A change the kernel refused half-way leaves a
+//! tree the [`Shaper`] cannot vouch for, so it then marks itself for a rebuild: the
+//! next [`Shaper::upsert`] or [`Shaper::remove`] does a full apply of everything it was
+//! asked for (with a warning), instead of patching an unknown tree. The IFB device
+//! is still created and raised with `ip` (a few milliseconds once per full apply).
 //!
 //! Incremental changes only touch the subscribers in question: an add is `class add`
-//! plus its two `filter add`s (shard, then root), a re-rate is `tc class change` of
-//! that one class (in the direction whose rate changed), a removal deletes the filters
+//! plus its two `filter add`s (shard, then root), a re-rate is one RTM_NEWTCLASS change
+//! of that one class (in the direction whose rate changed; a class that is not there
+//! is refused, not created), a removal deletes the filters
 //! (root, then shard) and then the classes. Nothing else is replaced, so other classes
 //! keep their handles and counters.
 //!
@@ -139,6 +157,8 @@
 //! qdisc, and the IFB device (created if absent, with its root qdisc). A full apply
 //! deletes whatever is in those places and builds its own.
 
+mod netlink;
+mod shaper;
 mod tc;
 mod tree;
 
@@ -146,7 +166,8 @@ use std::net::Ipv4Addr;
 
 use outpost_protocol::Rate;
 
-pub use tc::{Shaper, batch_diff, batch_full};
+pub use shaper::Shaper;
+pub use tc::{Dev, Op, batch_diff, batch_full, batch_text, ops_diff, ops_full};
 pub use tree::{assign, assign_upsert};
 
 /// Class minor of the link class every subscriber class hangs under.
@@ -164,8 +185,38 @@ pub const BUCKET_CAPACITY: usize = 0xfff;
 pub const SHARDS: u16 = 64;
 /// The root's class for shard k is `1:<SHARD_CLASS_BASE + k>`.
 const SHARD_CLASS_BASE: u16 = 0x10;
-/// Shard k's HTB qdisc is `<SHARD_MAJOR_BASE + k>:`.
+/// Shard majors are taken from here up, skipping those the kernel files with the
+/// hidden leaf qdiscs (see [`shard_major`]).
 const SHARD_MAJOR_BASE: u16 = 0x100;
+
+/// The kernel's `hash_32(val, 4)`: the bucket of a device's 16-bucket qdisc hash
+/// (`qdisc_hash`) that a qdisc with this handle is filed in and looked up from.
+const fn qdisc_hash_bucket(handle: u32) -> u32 {
+    handle.wrapping_mul(0x61c8_8647) >> 28
+}
+
+/// The majors of the shard qdiscs, in shard order: from [`SHARD_MAJOR_BASE`] up, those
+/// whose handle does not share the bucket of handle 0. Every HTB class comes with a
+/// hidden pfifo leaf qdisc of handle 0, filed in the same hash bucket; a class add
+/// looks its qdisc up by handle, so a shard in that bucket walks every leaf of the
+/// device (4 of 0x100..0x140 would; with them, 20 000 subscribers took twice as long).
+const SHARD_MAJORS: [u16; SHARDS as usize] = {
+    let mut out = [0u16; SHARDS as usize];
+    let (mut k, mut major) = (0, SHARD_MAJOR_BASE);
+    while k < out.len() {
+        if qdisc_hash_bucket((major as u32) << 16) != qdisc_hash_bucket(0) {
+            out[k] = major;
+            k += 1;
+        }
+        major += 1;
+    }
+    out
+};
+
+/// Shard k's HTB qdisc major (see [`SHARD_MAJORS`]).
+pub fn shard_major(k: u16) -> u16 {
+    SHARD_MAJORS[usize::from(k % SHARDS)]
+}
 /// The filter priority of the IPv4 hash tables.
 const PRIO_V4: u32 = 10;
 /// The first level hash table (keyed on octet 3).
@@ -220,13 +271,37 @@ pub enum Error {
         status: String,
         stderr: String,
     },
-    /// `tc -batch` stopped at a line; the lines before it were applied, the rest not.
-    #[error("tc batch stopped at line {line} `{text}`: {message}")]
-    Batch {
-        line: usize,
-        text: String,
-        message: String,
+    /// The kernel refused an operation. With [`Shaper`], the operations sent before
+    /// it in the same change were applied and those after it were not sent, except
+    /// the rest of its message batch (at most [`netlink::CHUNK`] messages), which the
+    /// kernel runs regardless; the next change rebuilds the whole tree.
+    #[error("the kernel refused `{op}`{}: {} ({})",
+        .subscriber.map(|s| format!(" (subscriber {s})")).unwrap_or_default(),
+        std::io::Error::from_raw_os_error(*.errno),
+        .message.as_deref().unwrap_or("no detail"))]
+    Refused {
+        /// The operation, as the `tc` command that equals it.
+        op: String,
+        /// The subscriber it is about, if any.
+        subscriber: Option<i64>,
+        /// The positive errno.
+        errno: i32,
+        /// The kernel's extended-ack message, when it sent one.
+        message: Option<String>,
     },
+    /// A device to shape on does not exist; nothing was applied.
+    #[error("no network device {name}")]
+    NoDevice { name: String },
+    /// The rtnetlink socket could not be opened or used.
+    #[error("rtnetlink: {op}")]
+    Netlink {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Fewer answers than requests: the outcome is unknown, the next change rebuilds.
+    #[error("the kernel answered {got} of {want} requests")]
+    MissingReplies { got: usize, want: usize },
     /// `tc` or `ip` printed JSON this module does not understand.
     #[error("could not read the output of `{command}`")]
     Parse {
@@ -288,7 +363,7 @@ impl Class {
 
     /// The major of the shard's HTB qdisc.
     pub fn shard_major(&self) -> u16 {
-        SHARD_MAJOR_BASE + self.shard()
+        shard_major(self.shard())
     }
 
     /// `<shard major>:<minor>` as tc writes it.
@@ -326,7 +401,6 @@ pub struct Present {
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::tc::batch_error;
     use super::*;
 
     fn cfg() -> ShapeConfig {
@@ -369,7 +443,7 @@ mod tests {
         assert_eq!(classes[&(42 + 65533)].minor, 43);
         assert_eq!(classes[&70000].minor, 3 + ((70000 - 3) % 65533) as u16);
         assert_eq!(classes[&1].minor, 0xfffe);
-        assert_eq!(classes[&42].classid(), "12a:2a");
+        assert_eq!(classes[&42].classid(), "12d:2a");
         assert_eq!(classes[&42].shard_filter_handle(), "100:b:1");
         assert_eq!(classes[&70000].shard_filter_handle(), "100:d:46");
     }
@@ -432,9 +506,9 @@ mod tests {
                  match u32 0 0 hashkey mask 0x000000ff at 16 link 100:",
             ]
         );
-        assert!(lines.contains(&"qdisc add dev ifb0 parent 1:4f handle 13f: htb"));
+        assert!(lines.contains(&"qdisc add dev ifb0 parent 1:4f handle 143: htb"));
         assert!(lines.contains(
-            &"filter add dev ifb0 parent 13f: protocol ip prio 10 handle 800::1 u32 ht 800:: \
+            &"filter add dev ifb0 parent 143: protocol ip prio 10 handle 800::1 u32 ht 800:: \
               match u32 0 0 hashkey mask 0x000000ff at 12 link 100:"
         ));
         assert!(lines.contains(
@@ -462,14 +536,14 @@ mod tests {
         assert_eq!(
             tail,
             [
-                "class add dev acc0 parent 12a:1 classid 12a:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
-                "filter add dev acc0 parent 12a: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
-                 match ip dst 100.64.0.11/32 flowid 12a:2a",
+                "class add dev acc0 parent 12d:1 classid 12d:2a htb rate 8000kbit ceil 16000kbit quantum 100000",
+                "filter add dev acc0 parent 12d: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
+                 match ip dst 100.64.0.11/32 flowid 12d:2a",
                 "filter add dev acc0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
                  match ip dst 100.64.0.11/32 flowid 1:3a",
-                "class add dev ifb0 parent 12a:1 classid 12a:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
-                "filter add dev ifb0 parent 12a: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
-                 match ip src 100.64.0.11/32 flowid 12a:2a",
+                "class add dev ifb0 parent 12d:1 classid 12d:2a htb rate 4000kbit ceil 4000kbit quantum 50000",
+                "filter add dev ifb0 parent 12d: protocol ip prio 10 handle 100:b:1 u32 ht 100:b: \
+                 match ip src 100.64.0.11/32 flowid 12d:2a",
                 "filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:b:1 u32 ht 200:b: \
                  match ip src 100.64.0.11/32 flowid 1:3a",
                 "qdisc add dev acc0 handle ffff: ingress",
@@ -492,7 +566,7 @@ mod tests {
         let after = assign_upsert(&before, &[sub(42, "100.64.0.11", 16000, 4000)]).unwrap();
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class change dev acc0 parent 12a:1 classid 12a:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
+            "class change dev acc0 parent 12d:1 classid 12d:2a htb rate 16000kbit ceil 16000kbit quantum 200000\n"
         );
         let burst = Shaped {
             rate: Rate {
@@ -504,7 +578,7 @@ mod tests {
         let after = assign_upsert(&before, &[burst]).unwrap();
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class change dev ifb0 parent 12a:1 classid 12a:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
+            "class change dev ifb0 parent 12d:1 classid 12d:2a htb rate 4000kbit ceil 8000kbit quantum 50000\n"
         );
         let same = assign_upsert(&before, &[sub(43, "100.64.0.12", 12000, 6000)]).unwrap();
         assert_eq!(batch_diff(&cfg(), &before, &same), "");
@@ -517,21 +591,21 @@ mod tests {
         assert_eq!(after[&42], before[&42]);
         assert_eq!(
             batch_diff(&cfg(), &before, &after),
-            "class add dev acc0 parent 12b:1 classid 12b:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
-             class add dev ifb0 parent 12b:1 classid 12b:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
-             filter add dev acc0 parent 12b: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip dst 100.64.0.12/32 flowid 12b:2b\n\
+            "class add dev acc0 parent 12e:1 classid 12e:2b htb rate 12000kbit ceil 12000kbit quantum 150000\n\
+             class add dev ifb0 parent 12e:1 classid 12e:2b htb rate 6000kbit ceil 6000kbit quantum 75000\n\
+             filter add dev acc0 parent 12e: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip dst 100.64.0.12/32 flowid 12e:2b\n\
              filter add dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip dst 100.64.0.12/32 flowid 1:3b\n\
-             filter add dev ifb0 parent 12b: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip src 100.64.0.12/32 flowid 12b:2b\n\
+             filter add dev ifb0 parent 12e: protocol ip prio 10 handle 100:c:1 u32 ht 100:c: match ip src 100.64.0.12/32 flowid 12e:2b\n\
              filter add dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32 ht 200:c: match ip src 100.64.0.12/32 flowid 1:3b\n"
         );
         assert_eq!(
             batch_diff(&cfg(), &after, &before),
             "filter del dev acc0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
-             filter del dev acc0 parent 12b: protocol ip prio 10 handle 100:c:1 u32\n\
+             filter del dev acc0 parent 12e: protocol ip prio 10 handle 100:c:1 u32\n\
              filter del dev ifb0 parent 1: protocol ip prio 10 handle 200:c:1 u32\n\
-             filter del dev ifb0 parent 12b: protocol ip prio 10 handle 100:c:1 u32\n\
-             class del dev acc0 classid 12b:2b\n\
-             class del dev ifb0 classid 12b:2b\n"
+             filter del dev ifb0 parent 12e: protocol ip prio 10 handle 100:c:1 u32\n\
+             class del dev acc0 classid 12e:2b\n\
+             class del dev ifb0 classid 12e:2b\n"
         );
     }
 
@@ -556,7 +630,7 @@ mod tests {
         assert_eq!(lines.len(), 16);
         assert!(lines[..8].iter().all(|l| l.starts_with("filter del")));
         assert!(lines[8..].iter().all(|l| l.starts_with("filter add")));
-        assert!(lines[8].contains("match ip dst 100.64.0.12/32 flowid 12a:2a"));
+        assert!(lines[8].contains("match ip dst 100.64.0.12/32 flowid 12d:2a"));
     }
 
     #[test]
@@ -624,30 +698,5 @@ mod tests {
             assign_upsert(&full, &subs[CAPACITY..]),
             Err(Error::Full { .. })
         ));
-    }
-
-    #[test]
-    fn batch_errors_name_the_line() {
-        let batch = "qdisc add dev x root handle 1: htb\nclass add dev x parent 1: classid 1:1 htb rate 1kbit\n";
-        let e = batch_error(
-            batch,
-            "Error: Filter already exists.\nWe have an error talking to the kernel\nCommand failed -:2\n",
-            "exit status: 1",
-        );
-        match e {
-            Error::Batch {
-                line,
-                text,
-                message,
-            } => {
-                assert_eq!(line, 2);
-                assert_eq!(text, "class add dev x parent 1: classid 1:1 htb rate 1kbit");
-                assert_eq!(
-                    message,
-                    "Error: Filter already exists. We have an error talking to the kernel"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
     }
 }

@@ -1,13 +1,13 @@
-//! `tc` itself: the batch text for a full build and for a change (pure functions,
-//! tested as data), and the [`Shaper`] that runs `tc -batch` and keeps what it holds.
+//! The tree as a list of operations ([`Op`]): what a full build and a change do, built
+//! by pure functions and tested as data. [`Op::tc`] writes an operation as the `tc`
+//! command line it equals, which is how the plans are tested and how the benchmark
+//! runs the same plan through `tc -batch`; the [`super::Shaper`] sends the same
+//! operations as rtnetlink messages (`netlink.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::net::Ipv4Addr;
 
-use super::tree::*;
 use super::*;
 
 /// HTB's per-class DRR quantum: a tenth of a second's bytes at the class rate, kept
@@ -17,25 +17,40 @@ pub(super) fn quantum(kbps: u64) -> u64 {
     (kbps.saturating_mul(1000) / 8 / 10).clamp(1514, 200_000)
 }
 
-pub(super) fn htb(rate: u64, ceil: u64) -> String {
-    format!(
-        "htb rate {rate}kbit ceil {ceil}kbit quantum {}",
-        quantum(rate)
-    )
+/// `major:minor` as one 32-bit tc handle.
+pub(super) const fn handle(major: u16, minor: u16) -> u32 {
+    (major as u32) << 16 | minor as u32
+}
+
+/// A u32 filter handle: 12 bits of hash table, 8 of bucket, 12 of node.
+pub(super) const fn u32_handle(table: u32, bucket: u32, node: u32) -> u32 {
+    table << 20 | bucket << 12 | node
+}
+
+/// u32's root hash table (`800:`), created by the kernel with the first filter.
+pub(super) const HT_ROOT: u32 = 0x800;
+
+/// Which device an operation is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dev {
+    /// The subscriber interface (download).
+    Subscriber,
+    /// The IFB (upload).
+    Ifb,
 }
 
 /// Which way a device shapes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Side {
     Download,
     Upload,
 }
 
 impl Side {
-    fn dev(self, cfg: &ShapeConfig) -> &str {
+    fn dev(self) -> Dev {
         match self {
-            Side::Download => &cfg.subscriber_interface,
-            Side::Upload => &cfg.ifb,
+            Side::Download => Dev::Subscriber,
+            Side::Upload => Dev::Ifb,
         }
     }
 
@@ -46,15 +61,8 @@ impl Side {
         }
     }
 
-    fn selector(self) -> &'static str {
-        match self {
-            Side::Download => "dst",
-            Side::Upload => "src",
-        }
-    }
-
     /// (rate, ceil) for this direction.
-    fn rates(self, r: &Rate) -> (u64, u64) {
+    pub(super) fn rates(self, r: &Rate) -> (u64, u64) {
         match self {
             Side::Download => (
                 r.download_kbps,
@@ -67,169 +75,437 @@ impl Side {
 
 pub(super) const SIDES: [Side; 2] = [Side::Download, Side::Upload];
 
-pub(super) fn tree(out: &mut String, cfg: &ShapeConfig, side: Side) {
-    let dev = side.dev(cfg);
-    let link = htb(cfg.link_kbps, cfg.link_kbps);
-    let off = side.offset();
-    let _ = writeln!(
-        out,
-        "qdisc add dev {dev} root handle 1: htb default {MINOR_DEFAULT:x}"
-    );
-    let _ = writeln!(
-        out,
-        "class add dev {dev} parent 1: classid 1:{MINOR_LINK:x} {link}"
-    );
-    let _ = writeln!(
-        out,
-        "class add dev {dev} parent 1:{MINOR_LINK:x} classid 1:{MINOR_DEFAULT:x} {link}"
-    );
+/// One change to the kernel's traffic control, as plain data. Handles are the kernel's
+/// 32-bit ones (`major << 16 | minor` for qdiscs and classes, [`u32_handle`] for
+/// filters). Every filter is u32, `prio 10 protocol ip` unless said otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Deletes the device's root qdisc and everything under it.
+    DelRoot(Dev),
+    /// Deletes the subscriber interface's ingress qdisc (and its redirect).
+    DelIngress,
+    /// An HTB qdisc at `parent` (`None`: the root), `default` its default class minor (0: none).
+    Htb {
+        dev: Dev,
+        parent: Option<u32>,
+        handle: u32,
+        default: u16,
+    },
+    /// An HTB class added (`change`: an existing one's rates changed in place).
+    Class {
+        dev: Dev,
+        change: bool,
+        parent: u32,
+        classid: u32,
+        rate_kbps: u64,
+        ceil_kbps: u64,
+        /// The subscriber it shapes (`None`: the tree's own classes).
+        subscriber: Option<i64>,
+    },
+    /// A subscriber's class deleted.
+    DelClass {
+        dev: Dev,
+        classid: u32,
+        subscriber: i64,
+    },
+    /// An empty u32 hash table of 256 buckets in the qdisc `parent`.
+    HashTable { dev: Dev, parent: u32, table: u32 },
+    /// A u32 node in `ht` (table and bucket) matching everything, that hashes the
+    /// packet's `mask`ed word at `at` into the buckets of table `link`.
+    HashLink {
+        dev: Dev,
+        parent: u32,
+        handle: u32,
+        ht: u32,
+        mask: u32,
+        at: u32,
+        link: u32,
+    },
+    /// A u32 node in `ht` matching the address `ip` (the word at `at`) to class `flowid`.
+    Match {
+        dev: Dev,
+        parent: u32,
+        handle: u32,
+        ht: u32,
+        at: u32,
+        ip: Ipv4Addr,
+        flowid: u32,
+        subscriber: i64,
+    },
+    /// A u32 node deleted.
+    DelFilter {
+        dev: Dev,
+        parent: u32,
+        handle: u32,
+        subscriber: i64,
+    },
+    /// The subscriber interface's ingress qdisc `ffff:`.
+    Ingress,
+    /// Every packet arriving on the subscriber interface redirected to the IFB's egress.
+    Redirect,
+}
+
+/// `1:`, `12a:2a`.
+fn tc_handle(h: u32) -> String {
+    match h & 0xffff {
+        0 => format!("{:x}:", h >> 16),
+        m => format!("{:x}:{m:x}", h >> 16),
+    }
+}
+
+/// u32 handles as tc writes them: `800::1`, `100:b:1`, `100:` (a table), `200:b:` (a bucket).
+fn tc_u32(h: u32) -> String {
+    let (table, bucket, node) = (h >> 20, (h >> 12) & 0xff, h & 0xfff);
+    match (table, bucket, node) {
+        (t, 0, 0) => format!("{t:x}:"),
+        (HT_ROOT, 0, n) => format!("{HT_ROOT:x}::{n:x}"),
+        (t, b, n) => format!("{t:x}:{b:x}:{n:x}"),
+    }
+}
+
+/// A bucket (`ht`) as tc's `ht` argument: `800::`, `100:b:`, `100:0:`.
+fn tc_ht(h: u32) -> String {
+    let (table, bucket) = (h >> 20, (h >> 12) & 0xff);
+    if table == HT_ROOT && bucket == 0 {
+        format!("{table:x}::")
+    } else {
+        format!("{table:x}:{bucket:x}:")
+    }
+}
+
+impl Op {
+    /// The device's name.
+    pub fn dev_name<'a>(&self, cfg: &'a ShapeConfig) -> &'a str {
+        let dev = match *self {
+            Op::DelRoot(dev)
+            | Op::Htb { dev, .. }
+            | Op::Class { dev, .. }
+            | Op::DelClass { dev, .. }
+            | Op::HashTable { dev, .. }
+            | Op::HashLink { dev, .. }
+            | Op::Match { dev, .. }
+            | Op::DelFilter { dev, .. } => dev,
+            Op::DelIngress | Op::Ingress | Op::Redirect => Dev::Subscriber,
+        };
+        match dev {
+            Dev::Subscriber => &cfg.subscriber_interface,
+            Dev::Ifb => &cfg.ifb,
+        }
+    }
+
+    /// The subscriber it is about, if any.
+    pub fn subscriber(&self) -> Option<i64> {
+        match *self {
+            Op::Class { subscriber, .. } => subscriber,
+            Op::DelClass { subscriber, .. }
+            | Op::Match { subscriber, .. }
+            | Op::DelFilter { subscriber, .. } => Some(subscriber),
+            _ => None,
+        }
+    }
+
+    /// The `tc` command (a `tc -batch` line, without `tc`) that does the same.
+    pub fn tc(&self, cfg: &ShapeConfig) -> String {
+        let dev = self.dev_name(cfg);
+        let filter = |parent: u32| {
+            format!(
+                "filter add dev {dev} parent {} protocol ip prio {PRIO_V4}",
+                tc_handle(parent)
+            )
+        };
+        match *self {
+            Op::DelRoot(_) => format!("qdisc del dev {dev} root"),
+            Op::DelIngress => format!("qdisc del dev {dev} ingress"),
+            Op::Htb {
+                parent,
+                handle,
+                default,
+                ..
+            } => {
+                let at = match parent {
+                    None => "root".to_string(),
+                    Some(p) => format!("parent {}", tc_handle(p)),
+                };
+                let default = match default {
+                    0 => String::new(),
+                    d => format!(" default {d:x}"),
+                };
+                format!(
+                    "qdisc add dev {dev} {at} handle {} htb{default}",
+                    tc_handle(handle)
+                )
+            }
+            Op::Class {
+                change,
+                parent,
+                classid,
+                rate_kbps,
+                ceil_kbps,
+                ..
+            } => format!(
+                "class {} dev {dev} parent {} classid {} htb rate {rate_kbps}kbit ceil {ceil_kbps}kbit quantum {}",
+                if change { "change" } else { "add" },
+                tc_handle(parent),
+                tc_handle(classid),
+                quantum(rate_kbps)
+            ),
+            Op::DelClass { classid, .. } => {
+                format!("class del dev {dev} classid {}", tc_handle(classid))
+            }
+            Op::HashTable { parent, table, .. } => format!(
+                "{} handle {} u32 divisor 256",
+                filter(parent),
+                tc_u32(table << 20)
+            ),
+            Op::HashLink {
+                parent,
+                handle,
+                ht,
+                mask,
+                at,
+                link,
+                ..
+            } => format!(
+                "{} handle {} u32 ht {} match u32 0 0 hashkey mask 0x{mask:08x} at {at} link {}",
+                filter(parent),
+                tc_u32(handle),
+                tc_ht(ht),
+                tc_u32(link << 20)
+            ),
+            Op::Match {
+                parent,
+                handle,
+                ht,
+                at,
+                ip,
+                flowid,
+                ..
+            } => format!(
+                "{} handle {} u32 ht {} match ip {} {ip}/32 flowid {}",
+                filter(parent),
+                tc_u32(handle),
+                tc_ht(ht),
+                if at == OFFSET_DST { "dst" } else { "src" },
+                tc_handle(flowid)
+            ),
+            Op::DelFilter { parent, handle, .. } => format!(
+                "filter del dev {dev} parent {} protocol ip prio {PRIO_V4} handle {} u32",
+                tc_handle(parent),
+                tc_u32(handle)
+            ),
+            Op::Ingress => format!("qdisc add dev {dev} handle ffff: ingress"),
+            Op::Redirect => format!(
+                "filter add dev {dev} parent ffff: protocol all prio 1 u32 match u32 0 0 \
+                 action mirred egress redirect dev {}",
+                cfg.ifb
+            ),
+        }
+    }
+}
+
+/// The operations as a `tc -batch` text, one line each.
+pub fn batch_text(cfg: &ShapeConfig, ops: &[Op]) -> String {
+    let mut out = String::new();
+    for op in ops {
+        let _ = writeln!(out, "{}", op.tc(cfg));
+    }
+    out
+}
+
+fn tree(out: &mut Vec<Op>, cfg: &ShapeConfig, side: Side) {
+    let dev = side.dev();
+    let at = side.offset();
+    let link = |parent, classid| Op::Class {
+        dev,
+        change: false,
+        parent,
+        classid,
+        rate_kbps: cfg.link_kbps,
+        ceil_kbps: cfg.link_kbps,
+        subscriber: None,
+    };
+    let root = handle(1, 0);
+    out.push(Op::Htb {
+        dev,
+        parent: None,
+        handle: root,
+        default: MINOR_DEFAULT,
+    });
+    out.push(link(root, handle(1, MINOR_LINK)));
+    out.push(link(handle(1, MINOR_LINK), handle(1, MINOR_DEFAULT)));
     for k in 0..SHARDS {
-        let (class, major) = (SHARD_CLASS_BASE + k, SHARD_MAJOR_BASE + k);
-        let _ = writeln!(
-            out,
-            "class add dev {dev} parent 1:{MINOR_LINK:x} classid 1:{class:x} {link}"
-        );
-        let _ = writeln!(
-            out,
-            "qdisc add dev {dev} parent 1:{class:x} handle {major:x}: htb"
-        );
-        let _ = writeln!(
-            out,
-            "class add dev {dev} parent {major:x}: classid {major:x}:{MINOR_LINK:x} {link}"
-        );
-        let f = format!("filter add dev {dev} parent {major:x}: protocol ip prio {PRIO_V4}");
-        let _ = writeln!(out, "{f} handle {HT_L1:x}: u32 divisor 256");
-        let _ = writeln!(
-            out,
-            "{f} handle 800::1 u32 ht 800:: match u32 0 0 hashkey mask 0x000000ff at {off} link {HT_L1:x}:"
-        );
+        let (class, major) = (handle(1, SHARD_CLASS_BASE + k), shard_major(k));
+        out.push(link(handle(1, MINOR_LINK), class));
+        out.push(Op::Htb {
+            dev,
+            parent: Some(class),
+            handle: handle(major, 0),
+            default: 0,
+        });
+        out.push(link(handle(major, 0), handle(major, MINOR_LINK)));
+        out.push(Op::HashTable {
+            dev,
+            parent: handle(major, 0),
+            table: HT_L1,
+        });
+        out.push(Op::HashLink {
+            dev,
+            parent: handle(major, 0),
+            handle: u32_handle(HT_ROOT, 0, 1),
+            ht: u32_handle(HT_ROOT, 0, 0),
+            mask: 0xff,
+            at,
+            link: HT_L1,
+        });
     }
-    let f = format!("filter add dev {dev} parent 1: protocol ip prio {PRIO_V4}");
-    let _ = writeln!(out, "{f} handle {HT_L1:x}: u32 divisor 256");
+    out.push(Op::HashTable {
+        dev,
+        parent: root,
+        table: HT_L1,
+    });
     for o3 in 0..256u32 {
-        let _ = writeln!(out, "{f} handle {:x}: u32 divisor 256", HT_L2_BASE + o3);
+        out.push(Op::HashTable {
+            dev,
+            parent: root,
+            table: HT_L2_BASE + o3,
+        });
     }
     for o3 in 0..256u32 {
-        let _ = writeln!(
-            out,
-            "{f} handle {HT_L1:x}:{o3:x}:1 u32 ht {HT_L1:x}:{o3:x}: match u32 0 0 \
-             hashkey mask 0x000000ff at {off} link {:x}:",
-            HT_L2_BASE + o3
-        );
+        out.push(Op::HashLink {
+            dev,
+            parent: root,
+            handle: u32_handle(HT_L1, o3, 1),
+            ht: u32_handle(HT_L1, o3, 0),
+            mask: 0xff,
+            at,
+            link: HT_L2_BASE + o3,
+        });
     }
     // Linked last: until here, every packet goes to the default class.
-    let _ = writeln!(
-        out,
-        "{f} handle 800::1 u32 ht 800:: match u32 0 0 hashkey mask 0x0000ff00 at {off} link {HT_L1:x}:"
-    );
+    out.push(Op::HashLink {
+        dev,
+        parent: root,
+        handle: u32_handle(HT_ROOT, 0, 1),
+        ht: u32_handle(HT_ROOT, 0, 0),
+        mask: 0xff00,
+        at,
+        link: HT_L1,
+    });
 }
 
-pub(super) fn class_line(out: &mut String, cfg: &ShapeConfig, side: Side, verb: &str, c: &Class) {
-    let (rate, ceil) = side.rates(&c.rate);
-    let _ = writeln!(
-        out,
-        "class {verb} dev {} parent {:x}:{MINOR_LINK:x} classid {} {}",
-        side.dev(cfg),
-        c.shard_major(),
-        c.classid(),
-        htb(rate, ceil)
-    );
+fn class_op(side: Side, change: bool, c: &Class) -> Op {
+    let (rate_kbps, ceil_kbps) = side.rates(&c.rate);
+    Op::Class {
+        dev: side.dev(),
+        change,
+        parent: handle(c.shard_major(), MINOR_LINK),
+        classid: handle(c.shard_major(), c.minor),
+        rate_kbps,
+        ceil_kbps,
+        subscriber: Some(c.subscriber_id),
+    }
 }
 
-pub(super) fn class_del(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
-    let _ = writeln!(
-        out,
-        "class del dev {} classid {}",
-        side.dev(cfg),
-        c.classid()
-    );
+fn class_del(side: Side, c: &Class) -> Op {
+    Op::DelClass {
+        dev: side.dev(),
+        classid: handle(c.shard_major(), c.minor),
+        subscriber: c.subscriber_id,
+    }
+}
+
+/// (shard filter, root filter) of a subscriber: (parent, handle, ht).
+fn filter_places(c: &Class) -> [(u32, u32, u32); 2] {
+    let [_, _, o3, o4] = c.ip.octets();
+    let (o3, o4) = (u32::from(o3), u32::from(o4));
+    let shard_node = u32::from(c.minor / SHARDS + 1);
+    let l2 = HT_L2_BASE + o3;
+    [
+        (
+            handle(c.shard_major(), 0),
+            u32_handle(HT_L1, o4, shard_node),
+            u32_handle(HT_L1, o4, 0),
+        ),
+        (
+            handle(1, 0),
+            u32_handle(l2, o4, u32::from(c.node)),
+            u32_handle(l2, o4, 0),
+        ),
+    ]
 }
 
 /// The shard's filter first, then the root's: a packet never reaches a shard that
 /// cannot classify it.
-pub(super) fn filter_add(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
-    let [_, _, o3, o4] = c.ip.octets();
-    let (dev, sel, ip) = (side.dev(cfg), side.selector(), c.ip);
-    let _ = writeln!(
-        out,
-        "filter add dev {dev} parent {:x}: protocol ip prio {PRIO_V4} handle {} u32 \
-         ht {HT_L1:x}:{o4:x}: match ip {sel} {ip}/32 flowid {}",
-        c.shard_major(),
-        c.shard_filter_handle(),
-        c.classid()
-    );
-    let _ = writeln!(
-        out,
-        "filter add dev {dev} parent 1: protocol ip prio {PRIO_V4} handle {} u32 \
-         ht {:x}:{o4:x}: match ip {sel} {ip}/32 flowid 1:{:x}",
-        c.filter_handle(),
-        HT_L2_BASE + u32::from(o3),
-        SHARD_CLASS_BASE + c.shard()
-    );
+fn filter_add(out: &mut Vec<Op>, side: Side, c: &Class) {
+    let [shard, root] = filter_places(c);
+    let flowids = [
+        handle(c.shard_major(), c.minor),
+        handle(1, SHARD_CLASS_BASE + c.shard()),
+    ];
+    for ((parent, handle, ht), flowid) in [shard, root].into_iter().zip(flowids) {
+        out.push(Op::Match {
+            dev: side.dev(),
+            parent,
+            handle,
+            ht,
+            at: side.offset(),
+            ip: c.ip,
+            flowid,
+            subscriber: c.subscriber_id,
+        });
+    }
 }
 
 /// The root's filter first, then the shard's (the reverse of [`filter_add`]).
-pub(super) fn filter_del(out: &mut String, cfg: &ShapeConfig, side: Side, c: &Class) {
-    let dev = side.dev(cfg);
-    let _ = writeln!(
-        out,
-        "filter del dev {dev} parent 1: protocol ip prio {PRIO_V4} handle {} u32",
-        c.filter_handle()
-    );
-    let _ = writeln!(
-        out,
-        "filter del dev {dev} parent {:x}: protocol ip prio {PRIO_V4} handle {} u32",
-        c.shard_major(),
-        c.shard_filter_handle()
-    );
+fn filter_del(out: &mut Vec<Op>, side: Side, c: &Class) {
+    let [shard, root] = filter_places(c);
+    for (parent, handle, _) in [root, shard] {
+        out.push(Op::DelFilter {
+            dev: side.dev(),
+            parent,
+            handle,
+            subscriber: c.subscriber_id,
+        });
+    }
 }
 
-/// The batch that builds everything from scratch: deletes what `present` says is in
-/// the places this module owns, builds both trees with their hash tables, one class
-/// and one filter per subscriber and direction, and last the ingress redirect to the
+/// The operations that build everything from scratch: delete what `present` says is in
+/// the places this module owns, build both trees with their hash tables, one class
+/// and two filters per subscriber and direction, and last the ingress redirect to the
 /// IFB (so upload is never redirected into a half-built tree).
-pub fn batch_full(cfg: &ShapeConfig, present: Present, classes: &[Class]) -> String {
-    let mut out = String::new();
-    let (sub, ifb) = (&cfg.subscriber_interface, &cfg.ifb);
+pub fn ops_full(cfg: &ShapeConfig, present: Present, classes: &[Class]) -> Vec<Op> {
+    let mut out = Vec::with_capacity(2 * (600 + 3 * classes.len()) + 5);
     if present.subscriber_ingress {
-        let _ = writeln!(out, "qdisc del dev {sub} ingress");
+        out.push(Op::DelIngress);
     }
     if present.subscriber_root {
-        let _ = writeln!(out, "qdisc del dev {sub} root");
+        out.push(Op::DelRoot(Dev::Subscriber));
     }
     if present.ifb_root {
-        let _ = writeln!(out, "qdisc del dev {ifb} root");
+        out.push(Op::DelRoot(Dev::Ifb));
     }
     for side in SIDES {
         tree(&mut out, cfg, side);
     }
     for c in classes {
         for side in SIDES {
-            class_line(&mut out, cfg, side, "add", c);
-            filter_add(&mut out, cfg, side, c);
+            out.push(class_op(side, false, c));
+            filter_add(&mut out, side, c);
         }
     }
-    let _ = writeln!(out, "qdisc add dev {sub} handle ffff: ingress");
-    let _ = writeln!(
-        out,
-        "filter add dev {sub} parent ffff: protocol all prio 1 u32 match u32 0 0 \
-         action mirred egress redirect dev {ifb}"
-    );
+    out.push(Op::Ingress);
+    out.push(Op::Redirect);
     out
 }
 
-/// The batch that turns `before` into `after` touching only the subscribers that
+/// The operations that turn `before` into `after` touching only the subscribers that
 /// differ: filters of leaving or moving subscribers are deleted first (a class with
 /// filters cannot be deleted, and a moved address must be free before it is added
 /// again), then leaving classes are deleted, new classes added, changed rates changed
 /// in place (`class change`, only in the direction whose rate changed), and the new
-/// filters added. Equal sets give an empty batch.
-pub fn batch_diff(
-    cfg: &ShapeConfig,
-    before: &BTreeMap<i64, Class>,
-    after: &BTreeMap<i64, Class>,
-) -> String {
-    let mut out = String::new();
+/// filters added. Equal sets give nothing to do.
+pub fn ops_diff(before: &BTreeMap<i64, Class>, after: &BTreeMap<i64, Class>) -> Vec<Op> {
+    let mut out = Vec::new();
     // A class whose minor changed cannot be changed in place: it leaves and comes back.
     let kept = |id: &i64| -> Option<(&Class, &Class)> {
         let (b, a) = (before.get(id)?, after.get(id)?);
@@ -248,352 +524,50 @@ pub fn batch_diff(
 
     for side in SIDES {
         for b in &gone {
-            filter_del(&mut out, cfg, side, b);
+            filter_del(&mut out, side, b);
         }
         for (b, _) in pairs.iter().filter(|p| moved(p)) {
-            filter_del(&mut out, cfg, side, b);
+            filter_del(&mut out, side, b);
         }
     }
     for side in SIDES {
         for b in &gone {
-            class_del(&mut out, cfg, side, b);
+            out.push(class_del(side, b));
         }
     }
     for a in &new {
         for side in SIDES {
-            class_line(&mut out, cfg, side, "add", a);
+            out.push(class_op(side, false, a));
         }
     }
     for (b, a) in &pairs {
         for side in SIDES {
             if side.rates(&b.rate) != side.rates(&a.rate) {
-                class_line(&mut out, cfg, side, "change", a);
+                out.push(class_op(side, true, a));
             }
         }
     }
     for side in SIDES {
         for a in &new {
-            filter_add(&mut out, cfg, side, a);
+            filter_add(&mut out, side, a);
         }
         for (_, a) in pairs.iter().filter(|p| moved(p)) {
-            filter_add(&mut out, cfg, side, a);
+            filter_add(&mut out, side, a);
         }
     }
     out
 }
 
-/// Applies shaping and remembers what it applied, so incremental changes can be
-/// computed as a diff. Synchronous: run it on a blocking thread.
-#[derive(Debug)]
-pub struct Shaper {
-    cfg: ShapeConfig,
-    /// What the kernel has (or, with `needs_full`, what it should have).
-    classes: BTreeMap<i64, Class>,
-    /// Set until a full apply succeeds, and again after a failed batch.
-    needs_full: bool,
+/// [`ops_full`] as `tc -batch` text.
+pub fn batch_full(cfg: &ShapeConfig, present: Present, classes: &[Class]) -> String {
+    batch_text(cfg, &ops_full(cfg, present, classes))
 }
 
-impl Shaper {
-    /// A shaper that has applied nothing yet: the first change is a full apply.
-    pub fn new(cfg: ShapeConfig) -> Shaper {
-        Shaper {
-            cfg,
-            classes: BTreeMap::new(),
-            needs_full: true,
-        }
-    }
-
-    /// Where it shapes.
-    pub fn config(&self) -> &ShapeConfig {
-        &self.cfg
-    }
-
-    /// The class of a shaped subscriber.
-    pub fn class_of(&self, subscriber_id: i64) -> Option<&Class> {
-        self.classes.get(&subscriber_id)
-    }
-
-    /// Every shaped subscriber's class, by subscriber id.
-    pub fn classes(&self) -> impl Iterator<Item = &Class> {
-        self.classes.values()
-    }
-
-    /// Builds everything from scratch for exactly `subs` (ensures the IFB exists and
-    /// is up, replaces the qdiscs this module owns).
-    pub fn full(&mut self, subs: &[Shaped]) -> Result<()> {
-        let classes = assign(subs)?;
-        self.apply_full(classes)
-    }
-
-    /// Adds subscribers, or re-rates or re-addresses ones already shaped.
-    pub fn upsert(&mut self, subs: &[Shaped]) -> Result<()> {
-        if self.needs_full {
-            let mut all: BTreeMap<i64, Shaped> = self
-                .classes
-                .values()
-                .map(|c| (c.subscriber_id, shaped(c)))
-                .collect();
-            check_input(subs)?;
-            all.extend(subs.iter().map(|s| (s.subscriber_id, *s)));
-            return self.rebuild(all.into_values().collect());
-        }
-        let next = assign_upsert(&self.classes, subs)?;
-        self.apply_diff(next)
-    }
-
-    /// Stops shaping these subscribers; ids not shaped are ignored.
-    pub fn remove(&mut self, ids: &[i64]) -> Result<()> {
-        let mut next = self.classes.clone();
-        for id in ids {
-            next.remove(id);
-        }
-        if self.needs_full {
-            return self.rebuild(next.values().map(shaped).collect());
-        }
-        self.apply_diff(next)
-    }
-
-    /// Removes the qdiscs this module owns and the IFB; the next change is a full apply.
-    pub fn clear(&mut self) -> Result<()> {
-        let present = self.present()?;
-        let sub = self.cfg.subscriber_interface.clone();
-        if present.subscriber_ingress {
-            self.run("tc", &["qdisc", "del", "dev", &sub, "ingress"])?;
-        }
-        if present.subscriber_root {
-            self.run("tc", &["qdisc", "del", "dev", &sub, "root"])?;
-        }
-        if self.ifb_exists()? {
-            let ifb = self.cfg.ifb.clone();
-            self.run("ip", &["link", "del", "dev", &ifb])?;
-        }
-        self.classes.clear();
-        self.needs_full = true;
-        tracing::info!(interface = %sub, "shaping cleared");
-        Ok(())
-    }
-
-    fn rebuild(&mut self, subs: Vec<Shaped>) -> Result<()> {
-        tracing::warn!(
-            interface = %self.cfg.subscriber_interface,
-            "the shaping tree needs a rebuild (first apply, or a batch failed): applying all"
-        );
-        self.full(&subs)
-    }
-
-    fn apply_full(&mut self, classes: BTreeMap<i64, Class>) -> Result<()> {
-        let started = Instant::now();
-        self.ensure_ifb()?;
-        let present = self.present()?;
-        let list: Vec<Class> = classes.values().copied().collect();
-        let batch = batch_full(&self.cfg, present, &list);
-        // Whatever happens below, the kernel no longer holds the old set.
-        self.classes = classes;
-        self.needs_full = true;
-        self.batch(&batch)?;
-        self.needs_full = false;
-        tracing::info!(
-            interface = %self.cfg.subscriber_interface,
-            subscribers = self.classes.len(),
-            lines = batch.lines().count(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "shaping applied in full"
-        );
-        Ok(())
-    }
-
-    fn apply_diff(&mut self, next: BTreeMap<i64, Class>) -> Result<()> {
-        let batch = batch_diff(&self.cfg, &self.classes, &next);
-        self.classes = next;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if let Err(e) = self.batch(&batch) {
-            self.needs_full = true;
-            return Err(e);
-        }
-        tracing::debug!(
-            interface = %self.cfg.subscriber_interface,
-            lines = batch.lines().count(),
-            "shaping changed"
-        );
-        Ok(())
-    }
-
-    fn command(&self, program: &str, args: &[&str]) -> Command {
-        match &self.cfg.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, program]).args(args);
-                c
-            }
-            None => {
-                let mut c = Command::new(program);
-                c.args(args);
-                c
-            }
-        }
-    }
-
-    fn output(&self, program: &str, args: &[&str]) -> Result<std::process::Output> {
-        self.command(program, args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: program.to_string(),
-                source,
-            })
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Result<String> {
-        let out = self.output(program, args)?;
-        if !out.status.success() {
-            return Err(Error::Command {
-                command: format!("{program} {}", args.join(" ")),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn batch(&self, batch: &str) -> Result<()> {
-        let mut child = self
-            .command("tc", &["-batch", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| Error::Spawn {
-                program: "tc".into(),
-                source,
-            })?;
-        let mut stdin = child.stdin.take().expect("stdin was piped");
-        // tc stops reading at a failed line; a write error then is not the story, tc's
-        // own report below is.
-        let _ = stdin.write_all(batch.as_bytes());
-        drop(stdin);
-        let out = child.wait_with_output().map_err(|source| Error::Spawn {
-            program: "tc".into(),
-            source,
-        })?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            if !stderr.trim().is_empty() {
-                tracing::debug!(stderr = %stderr.trim(), "tc batch warnings");
-            }
-            return Ok(());
-        }
-        Err(batch_error(batch, &stderr, &out.status.to_string()))
-    }
-
-    fn ifb_kind(&self) -> Result<Option<Option<String>>> {
-        let out = self.output("ip", &["-d", "-j", "link", "show", "dev", &self.cfg.ifb])?;
-        if !out.status.success() {
-            return Ok(None);
-        }
-        let command = format!("ip -d -j link show dev {}", self.cfg.ifb);
-        let links: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
-            .map_err(|source| Error::Parse { command, source })?;
-        let kind = links
-            .first()
-            .and_then(|l| l.pointer("/linkinfo/info_kind"))
-            .and_then(|k| k.as_str())
-            .map(str::to_string);
-        Ok(Some(kind))
-    }
-
-    fn ifb_exists(&self) -> Result<bool> {
-        match self.ifb_kind()? {
-            None => Ok(false),
-            Some(Some(k)) if k == "ifb" => Ok(true),
-            Some(kind) => Err(Error::NotIfb {
-                name: self.cfg.ifb.clone(),
-                kind,
-            }),
-        }
-    }
-
-    fn ensure_ifb(&self) -> Result<()> {
-        let ifb = self.cfg.ifb.as_str();
-        if !self.ifb_exists()? {
-            self.run("ip", &["link", "add", "name", ifb, "type", "ifb"])?;
-        }
-        // An IFB's default queue is 32 packets; HTB leaves take the device's queue
-        // length as their pfifo limit, and 32 makes TCP upload collapse below the plan.
-        self.run(
-            "ip",
-            &["link", "set", "dev", ifb, "txqueuelen", "1000", "up"],
-        )?;
-        Ok(())
-    }
-
-    fn qdiscs(&self, dev: &str) -> Result<Vec<serde_json::Value>> {
-        let out = self.run("tc", &["-j", "qdisc", "show", "dev", dev])?;
-        serde_json::from_str(&out).map_err(|source| Error::Parse {
-            command: format!("tc -j qdisc show dev {dev}"),
-            source,
-        })
-    }
-
-    fn present(&self) -> Result<Present> {
-        let root = |qs: &[serde_json::Value]| {
-            qs.iter().any(|q| {
-                q.get("root").and_then(|r| r.as_bool()) == Some(true)
-                    && q.get("handle").and_then(|h| h.as_str()) != Some("0:")
-            })
-        };
-        let sub = self.qdiscs(&self.cfg.subscriber_interface)?;
-        let ifb = if self.ifb_exists()? {
-            self.qdiscs(&self.cfg.ifb)?
-        } else {
-            Vec::new()
-        };
-        Ok(Present {
-            subscriber_root: root(&sub),
-            subscriber_ingress: sub
-                .iter()
-                .any(|q| q.get("handle").and_then(|h| h.as_str()) == Some("ffff:")),
-            ifb_root: root(&ifb),
-        })
-    }
-}
-
-pub(super) fn shaped(c: &Class) -> Shaped {
-    Shaped {
-        subscriber_id: c.subscriber_id,
-        ip: c.ip,
-        rate: c.rate,
-    }
-}
-
-/// Reads tc's "Command failed -:<line>" to name the line a batch stopped at.
-pub(super) fn batch_error(batch: &str, stderr: &str, status: &str) -> Error {
-    let failed = stderr.lines().find_map(|l| {
-        l.trim()
-            .strip_prefix("Command failed -:")
-            .and_then(|n| n.trim().parse::<usize>().ok())
-    });
-    match failed {
-        Some(line) => Error::Batch {
-            line,
-            text: batch
-                .lines()
-                .nth(line.saturating_sub(1))
-                .unwrap_or_default()
-                .to_string(),
-            message: stderr
-                .lines()
-                .filter(|l| !l.trim().starts_with("Command failed"))
-                .collect::<Vec<_>>()
-                .join(" ")
-                .trim()
-                .to_string(),
-        },
-        None => Error::Command {
-            command: "tc -batch -".into(),
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
-        },
-    }
+/// [`ops_diff`] as `tc -batch` text.
+pub fn batch_diff(
+    cfg: &ShapeConfig,
+    before: &BTreeMap<i64, Class>,
+    after: &BTreeMap<i64, Class>,
+) -> String {
+    batch_text(cfg, &ops_diff(before, after))
 }
