@@ -53,6 +53,7 @@
 //!   snapshot) and the retention sweep.
 //! - `main.rs`: the `outpost-controller` CLI.
 
+pub mod backup;
 pub mod billing;
 pub mod bootstrap;
 pub mod config;

@@ -75,6 +75,36 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Copy the whole database to FILE while the controller runs (SQLite `VACUUM INTO`:
+    /// one consistent snapshot), then check the copy. The key file is not in it: keep
+    /// it apart, once (`--key-to`); the fingerprint printed names it.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file to write; never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+        /// Also copy controller.key here (mode 0600; never overwritten).
+        #[arg(long)]
+        key_to: Option<PathBuf>,
+    },
+    /// Put a backup in place as the data directory's database, after checking it
+    /// (integrity, schema version, and that the key opens its sealed secrets). Refused
+    /// while a controller runs on that directory.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The key file kept with the backup; becomes the data directory's
+        /// controller.key. Without it, the data directory's own key must open the backup.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Replace an existing database (it is moved aside, not deleted).
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -364,6 +394,63 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{} problem(s) in {entries} entries", problems.len());
                 Ok(ExitCode::from(1))
             }
+        }
+        Command::Backup { common, to, key_to } => {
+            let cfg = common.load()?;
+            let w = outpost_controller::backup::instance::backup(
+                &cfg.data_dir,
+                &to,
+                key_to.as_deref(),
+            )?;
+            println!(
+                "backup written: {} ({} bytes, schema version {}, {} subscribers, integrity ok)",
+                to.display(),
+                w.bytes,
+                w.schema_version,
+                w.subscribers
+            );
+            println!(
+                "it needs the key with fingerprint {}{}",
+                w.key_fingerprint,
+                match &key_to {
+                    Some(k) => format!(", copied to {}", k.display()),
+                    None => format!(
+                        " ({}): keep a copy of it apart from the backup",
+                        cfg.data_dir.join("controller.key").display()
+                    ),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            common,
+            from,
+            key,
+            overwrite,
+        } => {
+            let cfg = common.load()?;
+            let r = outpost_controller::backup::instance::restore(
+                &cfg.data_dir,
+                &from,
+                key.as_deref(),
+                overwrite,
+            )?;
+            if let Some(p) = &r.replaced {
+                println!("the database that was there is now {}", p.display());
+            }
+            println!(
+                "restored {} into {} (schema version {}, {} subscribers, integrity ok, {})",
+                from.display(),
+                cfg.data_dir.display(),
+                r.schema_version,
+                r.subscribers,
+                if r.key_checked {
+                    "the key opens its sealed secrets"
+                } else {
+                    "it holds no sealed secrets to check the key with"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
             command: AuditCommand::Verify { common },
