@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// One reseller's subtree as a signed, encrypted archive, and back.
+    Reseller {
+        #[command(subcommand)]
+        command: ResellerCommand,
+    },
     /// Copy the whole database to FILE while the controller runs (SQLite `VACUUM INTO`:
     /// one consistent snapshot), then check the copy. The key file is not in it: keep
     /// it apart, once (`--key-to`); the fingerprint printed names it.
@@ -114,6 +119,36 @@ enum LedgerCommand {
     Verify {
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResellerCommand {
+    /// Write reseller ID's subtree to FILE (age-encrypted to this installation's
+    /// archive.age, signed with its archive.sign; both in the data directory). Audited.
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        id: i64,
+        /// The archive to write; never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore an archive: into the reseller it names when this installation has it,
+    /// else as a new reseller under its parent (or --parent-id). Audited. Prefer the API
+    /// (`POST /api/v1/resellers/restore`) while the controller serves: its agents hear
+    /// of the change at once.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        from: PathBuf,
+        /// Print what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        parent_id: Option<i64>,
     },
 }
 
@@ -395,6 +430,78 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
+        Command::Reseller {
+            command: ResellerCommand::Export { common, id, to },
+        } => {
+            use outpost_controller::backup::{archive::Keys, reseller};
+            if to.exists() {
+                anyhow::bail!("{} exists: an export never overwrites a file", to.display());
+            }
+            let state = bootstrap::open(common.load()?)?;
+            let keys = Keys::load_or_create(&state.config.data_dir)?;
+            let secrets = state.secrets.clone();
+            let who = bootstrap::system();
+            let (body, bytes) = state
+                .db
+                .write_blocking(|tx| {
+                    let body = reseller::export(tx, None, id, &secrets, &keys.signer())?;
+                    reseller::record_export(tx, &who, id, &body.manifest)?;
+                    Ok((body.manifest.clone(), keys.seal(&body.to_bytes())))
+                })
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            outpost_controller::backup::instance::write_new_private(&to, &bytes)?;
+            println!(
+                "exported reseller {} '{}' to {} ({} bytes, schema version {})",
+                body.root.id,
+                body.root.name,
+                to.display(),
+                bytes.len(),
+                body.schema_version
+            );
+            for (t, sum) in &body.tables {
+                println!("  {t:<24} {:>8} rows  sha256 {}", sum.rows, sum.sha256);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reseller {
+            command:
+                ResellerCommand::Restore {
+                    common,
+                    from,
+                    dry_run,
+                    parent_id,
+                },
+        } => {
+            use outpost_controller::backup::{archive, reseller};
+            let state = bootstrap::open(common.load()?)?;
+            let keys = archive::Keys::load_or_create(&state.config.data_dir)?;
+            let file =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file));
+            let body = keys
+                .open(&file)
+                .and_then(|b| archive::Body::parse(&b))
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let opts = reseller::RestoreOptions {
+                dry_run,
+                parent_id,
+                max_depth: state.config.tree.max_depth,
+            };
+            let who = bootstrap::system();
+            let secrets = state.secrets.clone();
+            let report = state
+                .db
+                .write_blocking(|tx| {
+                    reseller::restore(tx, None, &who, &body, &sha, &secrets, &opts)
+                })
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.conflicts.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Backup { common, to, key_to } => {
             let cfg = common.load()?;
             let w = outpost_controller::backup::instance::backup(
@@ -459,7 +566,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match bootstrap::verify_audit(&cfg.data_dir)? {
                 Verdict::Intact { entries } => {
                     println!("audit log intact: {entries} entries verified");
-                    Ok(ExitCode::SUCCESS)
+                    let conn = outpost_controller::db::open_read_only(
+                        &cfg.data_dir.join("controller.db"),
+                    )?;
+                    let (n, problems) =
+                        outpost_controller::backup::reseller::verify_segments(&conn)?;
+                    if n > 0 || !problems.is_empty() {
+                        println!("restored audit segments: {n} entries verified");
+                    }
+                    for p in &problems {
+                        println!(
+                            "restored audit segment of restore {} BROKEN: {}",
+                            p.restore_id, p.message
+                        );
+                    }
+                    Ok(if problems.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
                 }
                 Verdict::Broken { id, reason } => {
                     println!("audit log BROKEN at entry {id}: {reason}");

@@ -255,7 +255,7 @@ pub fn restore(
 }
 
 /// Writes a new file readable by its owner only; never overwrites.
-pub(crate) fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -2,4 +2,6 @@
 //! encrypted archive ([`archive`] for the file, [`reseller`] for what goes in and how it
 //! comes back).
 
+pub mod archive;
 pub mod instance;
+pub mod reseller;

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0012_status_history.sql"),
     include_str!("../../../migrations/controller/0013_tunnel_rotation.sql"),
     include_str!("../../../migrations/controller/0014_session_counters.sql"),
+    include_str!("../../../migrations/controller/0017_reseller_restores.sql"),
 ];
 
 const READERS: usize = 4;
