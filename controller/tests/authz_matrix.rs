@@ -32,6 +32,8 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/api/v1/resellers",                   [[201, 201], [201, 403], [422, 403], [403, 403], [201, 403], [401, 401]]),
     ("GET", "/api/v1/resellers/{id}",               [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("PATCH", "/api/v1/resellers/{id}",             [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    // Every fixture reseller holds subscribers and money: refused (tests/cascade.rs deletes an empty one).
+    ("DELETE", "/api/v1/resellers/{id}",            [[409, 409], [409, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
     ("GET", "/api/v1/resellers/{id}/brand",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("PUT", "/api/v1/resellers/{id}/brand",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     // An export is audited (it carries secrets, encrypted); a subtree is one's own tenant or below.

@@ -91,3 +91,104 @@ async fn a_disabled_resellers_staff_below_it_cannot_log_in_or_act_until_it_is_en
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn a_reseller_holding_subscribers_or_money_is_not_deleted_an_empty_one_is_with_its_staff() {
+    let fx = Fixture::new();
+    let tables = [
+        "tenants",
+        "users",
+        "subscribers",
+        "ledger",
+        "sites",
+        "audit_log",
+    ];
+    let snapshot = |fx: &Fixture| -> Vec<i64> {
+        tables
+            .iter()
+            .map(|t| fx.query_i64(&format!("SELECT count(*) FROM {t}")))
+            .collect()
+    };
+    let before = snapshot(&fx);
+    // A holds subscribers, money, a site, plans and a sub-reseller: every one is named.
+    let (s, v) = fx
+        .call(
+            Who::Op,
+            Method::DELETE,
+            &format!("/api/v1/resellers/{}", fx.a.tenant),
+            None,
+        )
+        .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "reseller_not_empty");
+    let msg = v["error"]["message"].as_str().unwrap();
+    for held in [
+        "subscriber(s)",
+        "money",
+        "sub-reseller(s)",
+        "site(s)",
+        "plan(s)",
+    ] {
+        assert!(msg.contains(held), "{held}: {msg}");
+    }
+    assert_eq!(snapshot(&fx), before);
+
+    // An empty reseller with a staff login goes, with the login and its session.
+    let (s, c) = fx
+        .post(Who::A, "/api/v1/resellers", json!({ "name": "Reseller C" }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let c = c["id"].as_i64().unwrap();
+    let (s, u) = fx
+        .post(
+            Who::A,
+            "/api/v1/users",
+            json!({ "email": "staff@c.test", "name": "C staff", "kind": "reseller", "tenant_id": c, "password": PASSWORD }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{u}");
+    let (s, _) = login(&fx, "staff@c.test").await;
+    assert_eq!(s, StatusCode::OK);
+    // Not by B (outside its tree), nor by C's own staff, nor by a manager.
+    for who in [Who::B, Who::A1] {
+        let (s, v) = fx
+            .call(who, Method::DELETE, &format!("/api/v1/resellers/{c}"), None)
+            .await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (s, _) = fx
+        .call(
+            Who::M,
+            Method::DELETE,
+            &format!("/api/v1/resellers/{c}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = fx
+        .call(
+            Who::A,
+            Method::DELETE,
+            &format!("/api/v1/resellers/{c}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    assert_eq!(
+        fx.query_i64(&format!("SELECT count(*) FROM tenants WHERE id = {c}")),
+        0
+    );
+    assert_eq!(
+        fx.query_i64("SELECT count(*) FROM users WHERE email = 'staff@c.test'"),
+        0
+    );
+    let (s, _) = login(&fx, "staff@c.test").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        fx.query_i64(&format!(
+            "SELECT count(*) FROM audit_log WHERE action = 'reseller.delete' AND target_id = {c}"
+        )),
+        1
+    );
+    let (s, _) = fx.get(Who::A, &format!("/api/v1/resellers/{c}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

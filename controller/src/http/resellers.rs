@@ -17,7 +17,7 @@ use crate::scope::{Actor, Permission};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_resellers, create_reseller))
-        .routes(routes!(get_reseller, update_reseller))
+        .routes(routes!(get_reseller, update_reseller, delete_reseller))
         .routes(routes!(get_brand, set_brand))
         .routes(routes!(export_reseller))
         .merge(
@@ -98,6 +98,25 @@ async fn update_reseller(
         .write(move |tx| ops::update_reseller(tx, &actor, id, &p, &cur))
         .await?;
     Ok(Json(view))
+}
+
+/// Delete a reseller below you that holds nothing: no subscribers, no money (balance or
+/// ledger history: the ledger is kept for ever, so such a reseller is disabled instead),
+/// no sites, plans or sub-resellers. Its staff, their sessions and tokens go with it.
+/// Otherwise 409 `reseller_not_empty`, naming what it holds; nothing is orphaned.
+#[utoipa::path(delete, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)),
+    responses((status = 204, description = "Deleted")))]
+async fn delete_reseller(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<StatusCode> {
+    actor.require(Permission::ManageResellers)?;
+    let cur = st.currency.clone();
+    st.db
+        .write(move |tx| ops::delete_reseller(tx, &actor, id, &cur))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The brand a reseller (or your own tenant) shows its subscribers: its own settings
