@@ -623,7 +623,7 @@ async fn a_reseller_comes_back_on_another_installation_under_its_owner() {
     assert_eq!(
         count(
             &db,
-            &format!("SELECT parent_id FROM tenants WHERE name = 'Reseller C'")
+            "SELECT parent_id FROM tenants WHERE name = 'Reseller C'"
         ),
         1
     );

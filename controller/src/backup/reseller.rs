@@ -152,13 +152,12 @@ pub fn export(
         let mut q = stmt.query([&glob])?;
         while let Some(r) = q.next()? {
             let mut row = Vec::with_capacity(n);
-            for i in 0..n {
+            for (i, column) in columns.iter().enumerate() {
                 let v: Sql = r.get(i)?;
                 if sealed.contains(&i) {
                     let Sql::Blob(b) = v else {
                         return Err(Error::internal(&std::io::Error::other(format!(
-                            "{name}.{} is not a sealed blob",
-                            columns[i]
+                            "{name}.{column} is not a sealed blob"
                         ))));
                     };
                     let plain = secrets.open(&b).map_err(|e| Error::internal(&e))?;

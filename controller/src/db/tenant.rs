@@ -727,9 +727,7 @@ pub fn holdings(conn: &Connection, t: &Tenant) -> Result<Vec<String>> {
             "{n} subscriber(s): move them to another reseller first"
         ));
     }
-    let balance = count(&format!(
-        "SELECT count(*) FROM tenants WHERE path GLOB ?1 AND balance <> 0"
-    ))?;
+    let balance = count("SELECT count(*) FROM tenants WHERE path GLOB ?1 AND balance <> 0")?;
     let ledger = count(&format!(
         "SELECT count(*) FROM ledger WHERE tenant_id IN {sub}"
     ))?;
