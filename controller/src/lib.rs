@@ -64,6 +64,7 @@
 //!   in `ops::messaging`, the API in `http::messaging`.
 //! - `main.rs`: the `outpost-controller` CLI.
 
+pub mod backup;
 pub mod billing;
 pub mod bootstrap;
 pub mod config;

@@ -75,6 +75,41 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// One reseller's subtree as a signed, encrypted archive, and back.
+    Reseller {
+        #[command(subcommand)]
+        command: ResellerCommand,
+    },
+    /// Copy the whole database to FILE while the controller runs (SQLite `VACUUM INTO`:
+    /// one consistent snapshot), then check the copy. The key file is not in it: keep
+    /// it apart, once (`--key-to`); the fingerprint printed names it.
+    Backup {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file to write; never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+        /// Also copy controller.key here (mode 0600; never overwritten).
+        #[arg(long)]
+        key_to: Option<PathBuf>,
+    },
+    /// Put a backup in place as the data directory's database, after checking it
+    /// (integrity, schema version, and that the key opens its sealed secrets). Refused
+    /// while a controller runs on that directory.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// The key file kept with the backup; becomes the data directory's
+        /// controller.key. Without it, the data directory's own key must open the backup.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Replace an existing database (it is moved aside, not deleted).
+        #[arg(long)]
+        overwrite: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +119,36 @@ enum LedgerCommand {
     Verify {
         #[command(flatten)]
         common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResellerCommand {
+    /// Write reseller ID's subtree to FILE (age-encrypted to this installation's
+    /// archive.age, signed with its archive.sign; both in the data directory). Audited.
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        id: i64,
+        /// The archive to write; never overwritten.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore an archive: into the reseller it names when this installation has it,
+    /// else as a new reseller under its parent (or --parent-id). Audited. Prefer the API
+    /// (`POST /api/v1/resellers/restore`) while the controller serves: its agents hear
+    /// of the change at once.
+    Restore {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        from: PathBuf,
+        /// Print what would change and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        parent_id: Option<i64>,
     },
 }
 
@@ -360,6 +425,135 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
+        Command::Reseller {
+            command: ResellerCommand::Export { common, id, to },
+        } => {
+            use outpost_controller::backup::{archive::Keys, reseller};
+            if to.exists() {
+                anyhow::bail!("{} exists: an export never overwrites a file", to.display());
+            }
+            let state = bootstrap::open(common.load()?)?;
+            let keys = Keys::load_or_create(&state.config.data_dir)?;
+            let secrets = state.secrets.clone();
+            let who = bootstrap::system();
+            let (body, bytes) = state
+                .db
+                .write_blocking(|tx| {
+                    let body = reseller::export(tx, None, id, &secrets, &keys.signer())?;
+                    reseller::record_export(tx, &who, id, &body.manifest)?;
+                    Ok((body.manifest.clone(), keys.seal(&body.to_bytes())))
+                })
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            outpost_controller::backup::instance::write_new_private(&to, &bytes)?;
+            println!(
+                "exported reseller {} '{}' to {} ({} bytes, schema version {})",
+                body.root.id,
+                body.root.name,
+                to.display(),
+                bytes.len(),
+                body.schema_version
+            );
+            for (t, sum) in &body.tables {
+                println!("  {t:<24} {:>8} rows  sha256 {}", sum.rows, sum.sha256);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reseller {
+            command:
+                ResellerCommand::Restore {
+                    common,
+                    from,
+                    dry_run,
+                    parent_id,
+                },
+        } => {
+            use outpost_controller::backup::{archive, reseller};
+            let state = bootstrap::open(common.load()?)?;
+            let keys = archive::Keys::load_or_create(&state.config.data_dir)?;
+            let file =
+                std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+            let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&file));
+            let body = keys
+                .open(&file)
+                .and_then(|b| archive::Body::parse(&b))
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let opts = reseller::RestoreOptions {
+                dry_run,
+                parent_id,
+                max_depth: state.config.tree.max_depth,
+            };
+            let who = bootstrap::system();
+            let secrets = state.secrets.clone();
+            let report = state
+                .db
+                .write_blocking(|tx| {
+                    reseller::restore(tx, None, &who, &body, &sha, &secrets, &opts)
+                })
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if report.conflicts.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Backup { common, to, key_to } => {
+            let cfg = common.load()?;
+            let w = outpost_controller::backup::instance::backup(
+                &cfg.data_dir,
+                &to,
+                key_to.as_deref(),
+            )?;
+            println!(
+                "backup written: {} ({} bytes, schema version {}, {} subscribers, integrity ok)",
+                to.display(),
+                w.bytes,
+                w.schema_version,
+                w.subscribers
+            );
+            println!(
+                "it needs the key with fingerprint {}{}",
+                w.key_fingerprint,
+                match &key_to {
+                    Some(k) => format!(", copied to {}", k.display()),
+                    None => format!(
+                        " ({}): keep a copy of it apart from the backup",
+                        cfg.data_dir.join("controller.key").display()
+                    ),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            common,
+            from,
+            key,
+            overwrite,
+        } => {
+            let cfg = common.load()?;
+            let r = outpost_controller::backup::instance::restore(
+                &cfg.data_dir,
+                &from,
+                key.as_deref(),
+                overwrite,
+            )?;
+            if let Some(p) = &r.replaced {
+                println!("the database that was there is now {}", p.display());
+            }
+            println!(
+                "restored {} into {} (schema version {}, {} subscribers, integrity ok, {})",
+                from.display(),
+                cfg.data_dir.display(),
+                r.schema_version,
+                r.subscribers,
+                if r.key_checked {
+                    "the key opens its sealed secrets"
+                } else {
+                    "it holds no sealed secrets to check the key with"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Audit {
             command: AuditCommand::Verify { common },
         } => {
@@ -367,7 +561,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match bootstrap::verify_audit(&cfg.data_dir)? {
                 Verdict::Intact { entries } => {
                     println!("audit log intact: {entries} entries verified");
-                    Ok(ExitCode::SUCCESS)
+                    let conn = outpost_controller::db::open_read_only(
+                        &cfg.data_dir.join("controller.db"),
+                    )?;
+                    let (n, problems) =
+                        outpost_controller::backup::reseller::verify_segments(&conn)?;
+                    if n > 0 || !problems.is_empty() {
+                        println!("restored audit segments: {n} entries verified");
+                    }
+                    for p in &problems {
+                        println!(
+                            "restored audit segment of restore {} BROKEN: {}",
+                            p.restore_id, p.message
+                        );
+                    }
+                    Ok(if problems.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
                 }
                 Verdict::Broken { id, reason } => {
                     println!("audit log BROKEN at entry {id}: {reason}");

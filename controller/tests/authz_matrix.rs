@@ -32,8 +32,14 @@ const MATRIX: &[(&str, &str, Cells)] = &[
     ("POST", "/api/v1/resellers",                   [[201, 201], [201, 403], [422, 403], [403, 403], [201, 403], [401, 401]]),
     ("GET", "/api/v1/resellers/{id}",               [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("PATCH", "/api/v1/resellers/{id}",             [[200, 200], [200, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
+    // Every fixture reseller holds subscribers and money: refused (tests/cascade.rs deletes an empty one).
+    ("DELETE", "/api/v1/resellers/{id}",            [[409, 409], [409, 404], [404, 404], [403, 403], [404, 404], [401, 401]]),
     ("GET", "/api/v1/resellers/{id}/brand",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
     ("PUT", "/api/v1/resellers/{id}/brand",         [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    // An export is audited (it carries secrets, encrypted); a subtree is one's own tenant or below.
+    ("POST", "/api/v1/resellers/{id}/export",       [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
+    // The cell's body is no archive: refused before anything is read (the scoped cases are in tests/backup.rs).
+    ("POST", "/api/v1/resellers/restore",           [[400, 0],   [400, 0],   [400, 0],   [403, 0],   [400, 0],   [401, 0]]),
     ("GET", "/api/v1/users",                        [[200, 0],   [200, 0],   [200, 0],   [403, 0],   [200, 0],   [401, 0]]),
     ("POST", "/api/v1/users",                       [[201, 201], [201, 403], [201, 403], [403, 403], [201, 403], [401, 401]]),
     ("GET", "/api/v1/users/{id}",                   [[200, 200], [200, 404], [200, 404], [403, 403], [200, 404], [401, 401]]),
@@ -250,6 +256,7 @@ fn request(
         }
         "/api/v1/resellers/{id}"
         | "/api/v1/resellers/{id}/brand"
+        | "/api/v1/resellers/{id}/export"
         | "/api/v1/resellers/{id}/rate-card"
         | "/api/v1/resellers/{id}/balance"
         | "/api/v1/resellers/{id}/adjustments"

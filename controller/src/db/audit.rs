@@ -411,3 +411,50 @@ mod tests {
         assert!(r["token"].is_null());
     }
 }
+
+/// An entry's hashed fields, owned: for checking entries kept outside the live chain
+/// (a restored reseller's audit segment, `backup::reseller`).
+#[derive(Debug, Clone)]
+pub struct HashedOwned {
+    pub id: i64,
+    pub at: i64,
+    pub actor_user_id: Option<i64>,
+    pub actor_name: String,
+    pub impersonator_id: Option<i64>,
+    pub impersonator_name: Option<String>,
+    pub tenant_id: i64,
+    pub action: String,
+    pub target_kind: Option<String>,
+    pub target_id: Option<i64>,
+    pub before: Option<String>,
+    pub after: Option<String>,
+    pub ip: String,
+    pub user_agent: String,
+    pub security: bool,
+}
+
+impl HashedOwned {
+    /// The hash this entry has when it follows `prev`, as [`record`] computes it.
+    pub fn hash_after(&self, prev: &str) -> String {
+        chain_hash(
+            prev,
+            &Hashed {
+                id: self.id,
+                at: self.at,
+                actor_user_id: self.actor_user_id,
+                actor_name: &self.actor_name,
+                impersonator_id: self.impersonator_id,
+                impersonator_name: self.impersonator_name.as_deref(),
+                tenant_id: self.tenant_id,
+                action: &self.action,
+                target_kind: self.target_kind.as_deref(),
+                target_id: self.target_id,
+                before: self.before.as_deref(),
+                after: self.after.as_deref(),
+                ip: &self.ip,
+                user_agent: &self.user_agent,
+                security: self.security,
+            },
+        )
+    }
+}

@@ -53,7 +53,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/controller/0014_session_counters.sql"),
     include_str!("../../../migrations/controller/0015_notices.sql"),
     include_str!("../../../migrations/controller/0016_portal_sessions.sql"),
-    include_str!("../../../migrations/controller/0020_messaging.sql"),
+    include_str!("../../../migrations/controller/0017_reseller_restores.sql"),
+    include_str!("../../../migrations/controller/0018_messaging.sql"),
 ];
 
 const READERS: usize = 4;

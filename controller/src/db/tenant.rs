@@ -711,3 +711,93 @@ pub fn assignable(
         ))),
     }
 }
+
+/// What stands in the way of deleting a tenant: everything its subtree still holds.
+/// Empty when it may go.
+pub fn holdings(conn: &Connection, t: &Tenant) -> Result<Vec<String>> {
+    let glob = format!("{}*", t.path);
+    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [&glob], |r| r.get(0))?) };
+    let sub = "(SELECT id FROM tenants WHERE path GLOB ?1)";
+    let mut held = Vec::new();
+    let n = count(&format!(
+        "SELECT count(*) FROM subscribers WHERE tenant_id IN {sub}"
+    ))?;
+    if n > 0 {
+        held.push(format!(
+            "{n} subscriber(s): move them to another reseller first"
+        ));
+    }
+    let balance = count("SELECT count(*) FROM tenants WHERE path GLOB ?1 AND balance <> 0")?;
+    let ledger = count(&format!(
+        "SELECT count(*) FROM ledger WHERE tenant_id IN {sub}"
+    ))?;
+    if balance > 0 || ledger > 0 {
+        held.push(format!(
+            "money: {ledger} ledger entr(y/ies){}; the ledger is kept for ever, so a reseller with \
+             money history is disabled, not deleted",
+            if balance > 0 {
+                " and a balance that is not zero"
+            } else {
+                ""
+            }
+        ));
+    }
+    for (what, sql) in [
+        (
+            "sub-reseller(s)",
+            "SELECT count(*) FROM tenants WHERE path GLOB ?1".to_string(),
+        ),
+        (
+            "site(s)",
+            format!("SELECT count(*) FROM sites WHERE tenant_id IN {sub}"),
+        ),
+        (
+            "plan(s)",
+            format!("SELECT count(*) FROM plans WHERE tenant_id IN {sub}"),
+        ),
+        (
+            "renewal(s)",
+            format!("SELECT count(*) FROM renewals WHERE tenant_id IN {sub}"),
+        ),
+        (
+            "restore(s)",
+            format!("SELECT count(*) FROM reseller_restores WHERE tenant_id IN {sub}"),
+        ),
+    ] {
+        // The tenant itself is one of the subtree's tenants.
+        let n = count(&sql)? - i64::from(what == "sub-reseller(s)");
+        if n > 0 {
+            held.push(format!("{n} {what}"));
+        }
+    }
+    Ok(held)
+}
+
+/// Deletes an empty tenant (see [`holdings`]) with its staff, their sessions and API
+/// tokens, and its rate card. Refuses one that holds anything: nothing is orphaned.
+pub fn delete(conn: &Connection, t: &Tenant) -> Result<()> {
+    let held = holdings(conn, t)?;
+    if !held.is_empty() {
+        return Err(Error::conflict(
+            "reseller_not_empty",
+            format!("reseller '{}' still holds {}", t.name, held.join("; ")),
+        ));
+    }
+    let users = "(SELECT id FROM users WHERE tenant_id = ?1)";
+    for sql in [
+        format!("DELETE FROM sessions WHERE user_id IN {users} OR impersonator_id IN {users}"),
+        format!("DELETE FROM api_tokens WHERE user_id IN {users}"),
+        format!(
+            "UPDATE users SET created_by = NULL WHERE created_by IN {users} AND tenant_id <> ?1"
+        ),
+        format!("UPDATE enrollment_tokens SET created_by = NULL WHERE created_by IN {users}"),
+        "UPDATE users SET created_by = NULL WHERE tenant_id = ?1".to_string(),
+        "DELETE FROM users WHERE tenant_id = ?1".to_string(),
+        "DELETE FROM rate_cards WHERE tenant_id = ?1".to_string(),
+        "DELETE FROM subscriber_status_days WHERE tenant_id = ?1".to_string(),
+        "DELETE FROM tenants WHERE id = ?1".to_string(),
+    ] {
+        conn.execute(&sql, [t.id])?;
+    }
+    Ok(())
+}

@@ -61,3 +61,21 @@ pub fn set_brand(
         .record(tx)?;
     Ok(after)
 }
+
+/// Deletes a reseller below the actor that holds nothing (no subscribers, money, sites,
+/// plans or sub-resellers), with its staff; refused otherwise, naming what it holds.
+pub fn delete_reseller(tx: &Connection, actor: &Actor, id: i64, cur: &Currency) -> Result<()> {
+    let t = tenant::get_managed(tx, &actor.scope(), id)?;
+    let before = t.view(None, cur);
+    tenant::delete(tx, &t)?;
+    Entry::by(
+        actor,
+        t.parent_id.unwrap_or(crate::scope::OPERATOR_TENANT),
+        "reseller.delete",
+        "reseller",
+        id,
+    )
+    .before(&before)
+    .record(tx)?;
+    Ok(())
+}
