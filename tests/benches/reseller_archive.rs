@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let who = outpost_controller::bootstrap::system();
     let sha = "bench";
-    let mut run = |what: &str, dry_run: bool| -> anyhow::Result<()> {
+    let run = |what: &str, dry_run: bool| -> anyhow::Result<()> {
         let t = Instant::now();
         let body = Body::parse(&keys.open(&archive).map_err(|e| anyhow::anyhow!("{e}"))?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
