@@ -21,6 +21,18 @@ pub struct Config {
     /// The WireGuard management plane; absent: none (see [`TunnelConfig`]).
     pub tunnel: Option<TunnelConfig>,
     pub retention: RetentionConfig,
+    pub messaging: MessagingConfig,
+}
+
+/// The message outbox (see `messaging::egress`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingConfig {
+    /// Let resellers' providers be on loopback, private or link-local addresses (a
+    /// gateway on the operator's own network). Off: a reseller could otherwise make the
+    /// controller reach the operator's internal services and read their answers in its
+    /// delivery log.
+    pub allow_private_destinations: bool,
 }
 
 /// How long bookkeeping that only serves retries and replays is kept. The ledger, the
@@ -255,6 +267,7 @@ impl Default for Config {
             billing: BillingConfig::default(),
             tunnel: None,
             retention: RetentionConfig::default(),
+            messaging: MessagingConfig::default(),
         }
     }
 }

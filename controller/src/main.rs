@@ -219,7 +219,10 @@ async fn serve(state: outpost_controller::AppState, addr: SocketAddr) -> anyhow:
         outpost_controller::messaging::outbox::Outbox::new(
             state.db.clone(),
             state.secrets.clone(),
-            Default::default(),
+            outpost_controller::messaging::outbox::WorkerConfig {
+                allow_private_destinations: state.config.messaging.allow_private_destinations,
+                ..Default::default()
+            },
         )
         .run(),
     );

@@ -262,6 +262,9 @@ fn worker_config() -> WorkerConfig {
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
         max_attempts: 4,
+        // The local provider is on loopback, which a real installation refuses unless
+        // the operator allows private destinations (see the egress test below).
+        allow_private_destinations: true,
     }
 }
 
@@ -728,6 +731,56 @@ async fn the_rate_limit_holds_per_reseller() {
             )
         ),
         0
+    );
+}
+
+#[tokio::test]
+async fn a_provider_on_a_private_address_is_not_reached_by_default() {
+    // A reseller points its gateway at the controller's own loopback: with the default
+    // configuration the outbox sends nothing there, and the log says why.
+    let fx = Fixture::new();
+    let lp = LocalProvider::start().await;
+    fx.post_ok(
+        Who::A,
+        "/api/v1/messaging/providers",
+        gateway_provider(&lp, 2, true),
+    )
+    .await;
+    contacts(&fx, Who::A, fx.a.subscriber, "+15550111", "").await;
+    assert_eq!(
+        fire(&fx, Trigger::PaymentReceived, fx.a.subscriber, "op-egress"),
+        1
+    );
+    let ob = Outbox::new(
+        fx.state.db.clone(),
+        fx.state.secrets.clone(),
+        WorkerConfig {
+            allow_private_destinations: false,
+            ..worker_config()
+        },
+    );
+    drain_until(&fx, &ob, "the message to loopback failed", |fx| {
+        one(fx, "SELECT count(*) FROM messages WHERE status = 'failed'") == 1
+    })
+    .await;
+    assert!(
+        lp.got("gateway").is_empty(),
+        "nothing reached the loopback gateway"
+    );
+    let answer: String = fx
+        .state
+        .db
+        .write_blocking(|tx| {
+            Ok(tx.query_row(
+                "SELECT last_answer FROM messages WHERE status = 'failed'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert!(
+        answer.contains("127.0.0.1") && answer.contains("not a public address"),
+        "{answer}"
     );
 }
 

@@ -205,7 +205,11 @@ pub async fn outbox_throughput(n: usize) -> anyhow::Result<Throughput> {
         Outbox::new(
             seeded.state.db.clone(),
             seeded.state.secrets.clone(),
-            WorkerConfig::default(),
+            WorkerConfig {
+                // The local gateway is on loopback.
+                allow_private_destinations: true,
+                ..WorkerConfig::default()
+            },
         )
         .run(),
     );
@@ -305,7 +309,11 @@ pub async fn latency(n: usize, per_second: f64) -> anyhow::Result<Latency> {
         Outbox::new(
             seeded.state.db.clone(),
             seeded.state.secrets.clone(),
-            WorkerConfig::default(),
+            WorkerConfig {
+                // The local gateway is on loopback.
+                allow_private_destinations: true,
+                ..WorkerConfig::default()
+            },
         )
         .run(),
     );

@@ -7,10 +7,13 @@
 //!   payment received), inside the transaction of the event itself.
 //! - [`outbox`]: the worker that sends what is queued, with retries, the per-reseller
 //!   rate limit, the WhatsApp→SMS fallback and crash recovery.
+//! - [`egress`]: which addresses the outbox may connect to (public ones unless the
+//!   operator allows private ones).
 //!
 //! Storage is in `db::messages`, the audited changes in `ops::messaging`, the API in
 //! `http::messaging`.
 
+pub mod egress;
 pub mod outbox;
 pub mod providers;
 pub mod template;

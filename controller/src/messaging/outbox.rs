@@ -39,6 +39,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use super::egress;
 use super::providers::{self, Outcome, Outgoing, Recovery};
 use super::{Channel, now_ms};
 use crate::crypto::SecretBox;
@@ -67,6 +68,9 @@ pub struct WorkerConfig {
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub max_attempts: i64,
+    /// Send to loopback, private and link-local addresses too (see [`super::egress`]);
+    /// off by default.
+    pub allow_private_destinations: bool,
 }
 
 impl Default for WorkerConfig {
@@ -80,6 +84,7 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
             max_attempts: 8,
+            allow_private_destinations: false,
         }
     }
 }
@@ -107,10 +112,15 @@ impl Outbox {
             cfg.stale_after > cfg.request_timeout,
             "stale_after must be longer than request_timeout"
         );
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.request_timeout)
-            .build()
-            .expect("the HTTP client builds");
+        let mut client = reqwest::Client::builder().connect_timeout(cfg.request_timeout);
+        if !cfg.allow_private_destinations {
+            // Names resolve to public addresses only, and a redirect (which could name a
+            // private address literally) is not followed: the 3xx is the answer.
+            client = client
+                .dns_resolver(std::sync::Arc::new(super::egress::PublicOnly))
+                .redirect(reqwest::redirect::Policy::none());
+        }
+        let client = client.build().expect("the HTTP client builds");
         Outbox {
             db,
             secrets,
@@ -237,6 +247,14 @@ impl Outbox {
                     );
                 }
                 Recovery::Check => {
+                    if let Err(why) =
+                        egress::check(&p.config, self.cfg.allow_private_destinations).await
+                    {
+                        return Some(Mark::Failed {
+                            provider_id: Some(p.id),
+                            answer: why,
+                        });
+                    }
                     match providers::twilio_find(
                         &self.client,
                         &p.config,
@@ -275,20 +293,28 @@ impl Outbox {
                 }
             }
         }
-        let out = providers::send(
-            &self.client,
-            &p.config,
-            p.secret.as_deref(),
-            &Outgoing {
-                key: &msg.idempotency_key,
-                to: &msg.recipient,
-                subject: msg.subject.as_deref(),
-                body: &msg.body,
-                whatsapp: msg.whatsapp.as_ref(),
-            },
-            timeout,
-        )
-        .await;
+        let allow_private = self.cfg.allow_private_destinations;
+        let out = match egress::check(&p.config, allow_private).await {
+            // Refused before any request: nothing went out, so nothing to retry.
+            Err(why) => Outcome::Permanent(why),
+            Ok(()) => {
+                providers::send(
+                    &self.client,
+                    &p.config,
+                    p.secret.as_deref(),
+                    &Outgoing {
+                        key: &msg.idempotency_key,
+                        to: &msg.recipient,
+                        subject: msg.subject.as_deref(),
+                        body: &msg.body,
+                        whatsapp: msg.whatsapp.as_ref(),
+                    },
+                    timeout,
+                    allow_private,
+                )
+                .await
+            }
+        };
         tracing::debug!(message = msg.id, outcome = ?out, "outbox attempt");
         let may_fall_back =
             p.config.falls_back_to_sms() && job.sms.is_some() && msg.fallback_body.is_some();

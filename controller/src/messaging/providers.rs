@@ -430,6 +430,7 @@ pub async fn send(
     secret: Option<&str>,
     msg: &Outgoing<'_>,
     timeout: Duration,
+    allow_private: bool,
 ) -> Outcome {
     match cfg {
         ProviderConfig::Smtp {
@@ -448,6 +449,7 @@ pub async fn send(
                 from,
                 msg,
                 timeout,
+                allow_private,
             )
             .await
         }
@@ -677,9 +679,11 @@ async fn send_smtp(
     from: &str,
     msg: &Outgoing<'_>,
     timeout: Duration,
+    allow_private: bool,
 ) -> Outcome {
     use lettre::message::{Mailbox, Message, header::ContentType};
     use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
     let from: Mailbox = match from.parse() {
         Ok(m) => m,
@@ -703,15 +707,22 @@ async fn send_smtp(
         Ok(m) => m,
         Err(e) => return Outcome::Permanent(format!("cannot build the e-mail: {e}")),
     };
-    let builder = match tls {
-        SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            host,
-        )),
-        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
-        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+    // Connect to the address the egress check passed, not to whatever the host name
+    // resolves to a moment later; TLS still verifies the certificate for the host name.
+    let addr = match super::egress::resolve(host, port, allow_private).await {
+        Ok(addrs) => addrs[0],
+        Err(e) => return Outcome::Permanent(e),
     };
-    let mut builder = match builder {
-        Ok(b) => b.port(port).timeout(Some(timeout)),
+    let tls = match tls {
+        SmtpTls::None => Ok(Tls::None),
+        SmtpTls::Starttls => TlsParameters::new(host.to_string()).map(Tls::Required),
+        SmtpTls::Tls => TlsParameters::new(host.to_string()).map(Tls::Wrapper),
+    };
+    let mut builder = match tls {
+        Ok(tls) => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(addr.ip().to_string())
+            .port(port)
+            .tls(tls)
+            .timeout(Some(timeout)),
         Err(e) => return Outcome::Permanent(format!("smtp: {e}")),
     };
     if let (Some(u), Some(p)) = (username, password) {
