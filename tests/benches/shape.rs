@@ -18,6 +18,7 @@
 //! - **tc -batch**: the IFB made beforehand, then `tc -batch` of `batch_full` (the text of
 //!   the same operations: what the agent ran before), started from a thread inside the
 //!   namespace, timed to its exit.
+//!
 //! Both are verified after each apply (`tc class show` counts every subscriber's class
 //! on both devices), outside the timing. At the largest size, CHANGES single re-rates
 //! each way: `Shaper::upsert` of one subscriber with a new download rate (one
