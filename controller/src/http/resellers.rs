@@ -105,7 +105,8 @@ async fn update_reseller(
 /// no sites, plans or sub-resellers. Its staff, their sessions and tokens go with it.
 /// Otherwise 409 `reseller_not_empty`, naming what it holds; nothing is orphaned.
 #[utoipa::path(delete, path = "/api/v1/resellers/{id}", tag = "resellers", params(("id" = i64, Path)),
-    responses((status = 204, description = "Deleted")))]
+    responses((status = 204, description = "Deleted"),
+        (status = 409, description = "The reseller still holds subscribers, money, sites, plans or sub-resellers (`reseller_not_empty`): nothing is deleted")))]
 async fn delete_reseller(
     State(st): State<AppState>,
     actor: Actor,
