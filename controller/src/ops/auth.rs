@@ -79,6 +79,42 @@ pub struct NewSession {
     pub ttl: i64,
 }
 
+/// Counts a login attempt (`attempt`) in the throttle before any password is checked:
+/// `Ok(known)` when it may go on (`known`: the address has logged in as this name
+/// before), else 429 with the wait, and a `throttled_event` security entry whose detail
+/// names the login under `name_field`. Staff logins and the subscriber portal share it.
+pub(crate) async fn count_attempt(
+    state: &AppState,
+    attempt: throttle::Attempt,
+    who: Who,
+    throttled_event: &'static str,
+    name_field: &'static str,
+) -> Result<bool> {
+    let cfg = state.config.auth.clone();
+    let verdict = state
+        .db
+        .write(move |tx| {
+            let v = throttle::reserve(tx, &cfg, &attempt, crate::db::now())?;
+            if let Verdict::Blocked { retry_after } = v {
+                let event = SecurityEvent::new(
+                    who,
+                    throttled_event,
+                    json!({ name_field: attempt.email, "retry_after": retry_after }),
+                );
+                audit::record_security(tx, &event)?;
+            }
+            Ok(v)
+        })
+        .await?;
+    match verdict {
+        Verdict::Blocked { retry_after } => Err(Error::too_many(
+            format!("too many failed logins; try again in {retry_after} seconds"),
+            retry_after,
+        )),
+        Verdict::Counted { known } => Ok(known),
+    }
+}
+
 /// Logs in with email and password: throttled per email and address before any hashing,
 /// the password checked on the gate's threads, the user's standing checked, a session
 /// created and `session.login` audited.
@@ -97,36 +133,16 @@ pub async fn login(
     // A slot before anything is counted: an attempt refused for want of one (503) has
     // not been judged, and one that is throttled costs no hashing.
     let slot = state.password_checks.slot().await?;
-    let (a, c, who) = (
-        attempt.clone(),
-        cfg.clone(),
-        from.anonymous(&email, OPERATOR_TENANT, None),
-    );
     // Counted before the password is hashed, so concurrent attempts cannot outrun it.
-    let verdict = state
-        .db
-        .write(move |tx| {
-            let v = throttle::reserve(tx, &c, &a, crate::db::now())?;
-            if let Verdict::Blocked { retry_after } = v {
-                let event = SecurityEvent::new(
-                    who,
-                    "security.login_throttled",
-                    json!({ "email": a.email, "retry_after": retry_after }),
-                );
-                audit::record_security(tx, &event)?;
-            }
-            Ok(v)
-        })
-        .await?;
-    let known = match verdict {
-        Verdict::Blocked { retry_after } => {
-            return Err(Error::too_many(
-                format!("too many failed logins; try again in {retry_after} seconds"),
-                retry_after,
-            ));
-        }
-        Verdict::Counted { known } => known,
-    };
+    let who = from.anonymous(&email, OPERATOR_TENANT, None);
+    let known = count_attempt(
+        state,
+        attempt.clone(),
+        who,
+        "security.login_throttled",
+        "email",
+    )
+    .await?;
 
     let (hasher, db) = (state.hasher.clone(), state.db.clone());
     let lookup_email = email.clone();

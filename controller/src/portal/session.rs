@@ -144,35 +144,15 @@ pub async fn login(
     let username = username.trim().to_string();
     let cfg = state.config.auth.clone();
     let a = attempt(&username, from.ip);
-    let (a2, c2, who) = (
+    let who = from.who(&username, crate::scope::OPERATOR_TENANT);
+    let known = crate::ops::auth::count_attempt(
+        state,
         a.clone(),
-        cfg.clone(),
-        from.who(&username, crate::scope::OPERATOR_TENANT),
-    );
-    let verdict = state
-        .db
-        .write(move |tx| {
-            let v = throttle::reserve(tx, &c2, &a2, now())?;
-            if let Verdict::Blocked { retry_after } = v {
-                let event = SecurityEvent::new(
-                    who,
-                    "security.portal_login_throttled",
-                    json!({ "username": a2.email, "retry_after": retry_after }),
-                );
-                audit::record_security(tx, &event)?;
-            }
-            Ok(v)
-        })
-        .await?;
-    let known = match verdict {
-        Verdict::Blocked { retry_after } => {
-            return Err(Error::too_many(
-                format!("too many failed logins; try again in {retry_after} seconds"),
-                retry_after,
-            ));
-        }
-        Verdict::Counted { known } => known,
-    };
+        who,
+        "security.portal_login_throttled",
+        "username",
+    )
+    .await?;
     let u = username.clone();
     let found = state.db.read(move |c| by_username(c, &u)).await?;
     let ok = match &found {
