@@ -234,6 +234,29 @@ fn error_page(brand: &proto::Brand, e: &Error) -> Response {
 }
 
 impl Visit {
+    /// A logged-in subscriber's posted form with its CSRF token (`csrf` of the form)
+    /// checked; otherwise the error page that answers it.
+    fn posted<T>(
+        &self,
+        form: Result<Form<T>, axum::extract::rejection::FormRejection>,
+        csrf: impl FnOnce(&T) -> &str,
+    ) -> Result<(SubscriberScope, T), Box<Response>> {
+        let Some(me) = self.me.clone() else {
+            return Err(Box::new(self.error(&Error::unauthorized("log in first"))));
+        };
+        let f = match form {
+            Ok(Form(f)) => f,
+            Err(e) => {
+                return Err(Box::new(
+                    self.error(&Error::bad_request("bad_form", e.body_text())),
+                ));
+            }
+        };
+        self.check_csrf(csrf(&f))
+            .map_err(|e| Box::new(self.error(&e)))?;
+        Ok((me, f))
+    }
+
     /// A domain error as a page in this visit's brand, with the API's status.
     fn error(&self, e: &Error) -> Response {
         let status = StatusCode::from(e.kind);
@@ -390,16 +413,10 @@ async fn logout(
     meta: ClientMeta,
     form: Result<Form<CsrfOnly>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some(me) = v.me.clone() else {
-        return v.error(&Error::unauthorized("log in first"));
+    let (me, _) = match v.posted(form, |f| &f.csrf) {
+        Ok(posted) => posted,
+        Err(page) => return *page,
     };
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(e) => return v.error(&Error::bad_request("bad_form", e.body_text())),
-    };
-    if let Err(e) = v.check_csrf(&f.csrf) {
-        return v.error(&e);
-    }
     let from = session::From {
         ip: meta.ip,
         user_agent: &meta.user_agent,
@@ -487,16 +504,10 @@ async fn change_password(
     meta: ClientMeta,
     form: Result<Form<PasswordForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Some(me) = v.me.clone() else {
-        return v.error(&Error::unauthorized("log in first"));
+    let (me, f) = match v.posted(form, |f| &f.csrf) {
+        Ok(posted) => posted,
+        Err(page) => return *page,
     };
-    let f = match form {
-        Ok(Form(f)) => f,
-        Err(e) => return v.error(&Error::bad_request("bad_form", e.body_text())),
-    };
-    if let Err(e) = v.check_csrf(&f.csrf) {
-        return v.error(&e);
-    }
     let result = if f.new_password != f.confirm_password {
         Err(Error::invalid(
             "the new password and its confirmation differ",
